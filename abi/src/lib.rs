@@ -1,0 +1,7 @@
+//! Interfaces shared by the Bulkhead hypervisor, its guests and the host tools.
+//!
+//! Everything here is a contract between two sides built separately: changing a value
+//! breaks the other side, so each module carries a version.
+#![no_std]
+
+pub mod run;

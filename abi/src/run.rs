@@ -1,0 +1,63 @@
+//! How a run of the hypervisor talks to the host that watches it (emulator harness,
+//! `cargo xtask run`, a technician's serial terminal).
+//!
+//! The console carries plain text until the kernel prints [`CONSOLE_SYNC`]; from then on
+//! it carries defmt frames (rzcobs-encoded, each ended by a zero byte). Anything before the
+//! marker (firmware, GRUB) is shown to the user as it is.
+//!
+//! A run ends with exactly one of [`RUN_END_SUCCESS`] or [`RUN_END_FAILURE`] as the message
+//! of a log frame. The harness decides pass or fail from those messages, never from the
+//! emulator's exit status alone (a QEMU triple fault exits 0).
+
+/// Version of this protocol; bump on any change to the values below.
+pub const VERSION: u32 = 1;
+
+/// Plain-text line the kernel writes once, before its first defmt frame. The zero byte
+/// after it closes any garbage the decoder might otherwise glue onto the first frame.
+pub const CONSOLE_SYNC: &[u8] = b"\r\n@@bulkhead:defmt-stream:v1@@\r\n\0";
+
+/// Message of the last log frame of a successful run.
+pub const RUN_END_SUCCESS: &str = "run ended: success";
+/// Message prefix of the last log frame of a failed run; the cause follows.
+pub const RUN_END_FAILURE: &str = "run ended: failure";
+
+/// Kernel command-line switch: end the run by telling the emulator to exit. Without it
+/// the kernel halts its CPUs at the end of a run, which is what a real board wants.
+pub const CMDLINE_EMULATOR_EXIT: &str = "exit=emulator";
+
+/// Kernel command-line switch prefix for test-only behaviour (`test=ud`, `test=panic`,
+/// `test=hang`, `test=skip-ap`). Used by the harness to prove it cannot pass a broken run.
+pub const CMDLINE_TEST: &str = "test=";
+
+/// QEMU `isa-debug-exit` device: I/O port, and the values written for success and failure.
+/// QEMU exits with status `(value << 1) | 1`, so success is 33 and failure 35.
+pub const QEMU_DEBUG_EXIT_PORT: u16 = 0xf4;
+pub const QEMU_EXIT_SUCCESS: u8 = 0x10;
+pub const QEMU_EXIT_FAILURE: u8 = 0x11;
+pub const QEMU_STATUS_SUCCESS: i32 = ((QEMU_EXIT_SUCCESS as i32) << 1) | 1;
+pub const QEMU_STATUS_FAILURE: i32 = ((QEMU_EXIT_FAILURE as i32) << 1) | 1;
+
+/// Bochs: writing the bytes of "Shutdown" to this port ends the emulator (status 1). A
+/// successful run first executes the magic breakpoint `xchg bx, bx`, which with the
+/// harness's debugger script (`c`, then `q`) ends Bochs with status 0.
+pub const BOCHS_SHUTDOWN_PORT: u16 = 0x8900;
+pub const BOCHS_SHUTDOWN_MAGIC: &[u8] = b"Shutdown";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_statuses_are_distinct_and_not_a_clean_exit() {
+        assert_eq!(QEMU_STATUS_SUCCESS, 33);
+        assert_eq!(QEMU_STATUS_FAILURE, 35);
+        assert_ne!(QEMU_STATUS_SUCCESS, 0);
+    }
+
+    #[test]
+    fn sync_marker_is_text_then_frame_terminator() {
+        let (last, text) = CONSOLE_SYNC.split_last().unwrap();
+        assert_eq!(*last, 0);
+        assert!(text.iter().all(|b| b.is_ascii() && *b != 0));
+    }
+}

@@ -1,0 +1,121 @@
+//! 16550-compatible UART (the PC's COM ports): polled transmit, no interrupts.
+//!
+//! Register map: PC16550D data sheet, section 8.
+//! No crate fitted: `uart_16550` hard-wires port I/O and offers no embedded-io `Write`, and
+//! our logger needs the register logic testable on the host.
+
+use crate::port::ByteRegisters;
+use core::convert::Infallible;
+
+const THR: u16 = 0; // transmit holding (write), DLAB=0
+const DLL: u16 = 0; // divisor latch low, DLAB=1
+const IER: u16 = 1; // interrupt enable, DLAB=0
+const DLM: u16 = 1; // divisor latch high, DLAB=1
+const FCR: u16 = 2; // FIFO control (write)
+const LCR: u16 = 3; // line control
+const MCR: u16 = 4; // modem control
+const LSR: u16 = 5; // line status
+
+const LCR_DLAB: u8 = 1 << 7;
+const LCR_8N1: u8 = 0b11;
+const FCR_ENABLE_CLEAR: u8 = 0b111; // enable FIFOs, clear RX and TX
+const MCR_DTR_RTS_OUT2: u8 = 0b1011;
+const LSR_THR_EMPTY: u8 = 1 << 5;
+
+/// The UART's input clock divided by 16: the highest baud rate.
+pub const BASE_BAUD: u32 = 115_200;
+
+/// Polls per byte before giving up on a transmitter that never empties (a UART that is not
+/// there reads all-ones, which looks empty, so this only guards against stuck hardware).
+const TX_SPIN_LIMIT: u32 = 100_000;
+
+/// A 16550 reached through `R`.
+pub struct Uart16550<R: ByteRegisters> {
+    regs: R,
+}
+
+impl<R: ByteRegisters> Uart16550<R> {
+    pub const fn new(regs: R) -> Self {
+        Self { regs }
+    }
+
+    /// Programs 8N1 at `baud` with FIFOs on and interrupts off.
+    pub fn init(&mut self, baud: u32) {
+        let divisor = (BASE_BAUD / baud.clamp(1, BASE_BAUD)) as u16;
+        self.regs.write(IER, 0);
+        self.regs.write(LCR, LCR_DLAB);
+        self.regs.write(DLL, divisor as u8);
+        self.regs.write(DLM, (divisor >> 8) as u8);
+        self.regs.write(LCR, LCR_8N1);
+        self.regs.write(FCR, FCR_ENABLE_CLEAR);
+        self.regs.write(MCR, MCR_DTR_RTS_OUT2);
+    }
+
+    /// Sends one byte, waiting (bounded) for room in the transmitter.
+    pub fn write_byte(&mut self, byte: u8) {
+        let mut spins = 0;
+        while self.regs.read(LSR) & LSR_THR_EMPTY == 0 && spins < TX_SPIN_LIMIT {
+            spins += 1;
+            core::hint::spin_loop();
+        }
+        self.regs.write(THR, byte);
+    }
+
+    pub fn write_all_bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_byte(b);
+        }
+    }
+}
+
+impl<R: ByteRegisters> embedded_io::ErrorType for Uart16550<R> {
+    type Error = Infallible;
+}
+
+impl<R: ByteRegisters> embedded_io::Write for Uart16550<R> {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+        self.write_all_bytes(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::fake::FakeRegisters;
+    use embedded_io::Write;
+
+    #[test]
+    fn init_programs_divisor_and_8n1() {
+        let mut uart = Uart16550::new(FakeRegisters::new(|_| 0xff));
+        uart.init(115_200);
+        assert_eq!(uart.regs.written(), &[(IER, 0), (LCR, 0x80), (DLL, 1), (DLM, 0), (LCR, 3), (FCR, 7), (MCR, 0x0b)]);
+        let mut slow = Uart16550::new(FakeRegisters::new(|_| 0xff));
+        slow.init(9600);
+        assert_eq!(slow.regs.written()[2], (DLL, 12));
+    }
+
+    #[test]
+    fn write_waits_for_transmitter_empty() {
+        let mut polls = 0;
+        let regs = FakeRegisters::new(move |off| {
+            assert_eq!(off, LSR);
+            polls += 1;
+            if polls % 3 == 0 { LSR_THR_EMPTY } else { 0 }
+        });
+        let mut uart = Uart16550::new(regs);
+        assert_eq!(uart.write(b"ok").unwrap(), 2);
+        assert_eq!(uart.regs.written(), &[(THR, b'o'), (THR, b'k')]);
+    }
+
+    #[test]
+    fn stuck_transmitter_does_not_hang() {
+        let mut uart = Uart16550::new(FakeRegisters::new(|_| 0));
+        uart.write_byte(b'x');
+        assert_eq!(uart.regs.written(), &[(THR, b'x')]);
+    }
+}

@@ -1,0 +1,73 @@
+//! Reads what the CPU offers a hypervisor and reports it in one structured log line.
+
+use bulkhead_drivers::cpu_features::{Capabilities, RawCpuid, Vendor, VmxMsrs, msr};
+use core::arch::x86_64::__cpuid;
+use x86_64::registers::model_specific::Msr;
+
+pub struct CpuReport {
+    pub vendor: Vendor,
+    pub caps: Capabilities,
+}
+
+fn read_msr(index: u32) -> u64 {
+    // SAFETY: only called for VMX capability MSRs after CPUID reported VMX.
+    unsafe { Msr::new(index).read() }
+}
+
+/// Collects CPUID leaves and, when VMX exists, its capability MSRs.
+pub fn probe() -> CpuReport {
+    let leaf0 = __cpuid(0);
+    let leaf1 = __cpuid(1);
+    let max_ext = __cpuid(0x8000_0000).eax;
+    let mut raw = RawCpuid { vendor: [leaf0.ebx, leaf0.edx, leaf0.ecx], leaf1_ecx: leaf1.ecx, ..Default::default() };
+    if max_ext >= 0x8000_0001 {
+        let ext1 = __cpuid(0x8000_0001);
+        raw.ext1_ecx = ext1.ecx;
+        raw.ext1_edx = ext1.edx;
+    }
+    if max_ext >= 0x8000_000a {
+        let svm = __cpuid(0x8000_000a);
+        raw.svm_ebx = svm.ebx;
+        raw.svm_edx = svm.edx;
+    }
+    let vmx = if raw.leaf1_ecx & (1 << 5) != 0 {
+        let basic = read_msr(msr::IA32_VMX_BASIC);
+        let truec = VmxMsrs::has_true_controls(basic);
+        let procbased = read_msr(if truec { msr::IA32_VMX_TRUE_PROCBASED_CTLS } else { msr::IA32_VMX_PROCBASED_CTLS });
+        Some(VmxMsrs {
+            basic,
+            pinbased: read_msr(if truec { msr::IA32_VMX_TRUE_PINBASED_CTLS } else { msr::IA32_VMX_PINBASED_CTLS }),
+            procbased,
+            procbased2: if procbased >> 63 != 0 { read_msr(msr::IA32_VMX_PROCBASED_CTLS2) } else { 0 },
+        })
+    } else {
+        None
+    };
+    CpuReport {
+        vendor: Vendor::from_leaf0(raw.vendor[0], raw.vendor[1], raw.vendor[2]),
+        caps: Capabilities::decode(&raw, vmx.as_ref()),
+    }
+}
+
+impl CpuReport {
+    pub fn log(&self) {
+        let c = &self.caps;
+        defmt::info!(
+            "capabilities: vendor={=str} vmx={=bool} svm={=bool} ept_npt={=bool} unrestricted_guest={=bool} vpid={=bool} apic_register_virtualization={=bool} virtual_interrupt_delivery={=bool} posted_interrupts={=bool} x2apic={=bool} nrips={=bool} asids={=u32} nx={=bool} page_1gb={=bool}",
+            self.vendor.name(),
+            c.vmx,
+            c.svm,
+            c.second_level_paging,
+            c.unrestricted_guest,
+            c.vpid,
+            c.apic_register_virtualization,
+            c.virtual_interrupt_delivery,
+            c.posted_interrupts,
+            c.x2apic,
+            c.nrips,
+            c.asid_count,
+            c.nx,
+            c.page_1gb
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The Bulkhead hypervisor kernel.
+//!
+//! Boot order on the boot CPU (BSP): console, per-CPU state, descriptor tables, boot
+//! information, final page tables, capability report, TSC calibration, local APIC, then
+//! every AP through INIT-SIPI-SIPI. Each AP sets up the same per-CPU state and reports in.
+#![no_std]
+#![no_main]
+
+mod boot;
+mod bootinfo;
+mod capabilities;
+mod cmdline;
+mod console;
+mod gdt;
+mod idt;
+mod madt;
+mod paging;
+mod percpu;
+mod run;
+mod smp;
+mod time;
+
+use bootinfo::BootInfo;
+use bulkhead_drivers::lapic::LocalApic;
+use cmdline::{Switches, TestAction};
+use defmt::{error, info};
+
+/// Entry on the BSP from boot.rs, in long mode on CPU 0's stack.
+#[unsafe(no_mangle)]
+extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
+    percpu::install(0);
+    console::init();
+    gdt::install(percpu::cpu(0));
+    idt::init();
+    idt::load();
+    info!("bulkhead {=str} starting", env!("CARGO_PKG_VERSION"));
+
+    // SAFETY: magic and address are what GRUB left in EAX and EBX.
+    let boot = match unsafe { BootInfo::parse(magic, boot_info) } {
+        Ok(boot) => boot,
+        Err(e) => {
+            error!("boot information unusable: {}", e);
+            run::fail("not booted by a multiboot2 loader");
+        }
+    };
+    let switches = Switches::parse(boot.command_line);
+    run::set_emulator_exit(switches.emulator_exit);
+    boot.log();
+
+    let cpu = capabilities::probe();
+    cpu.log();
+    let cr3 = paging::install(&boot, cpu.caps.nx, cpu.caps.page_1gb);
+    time::calibrate();
+
+    smp::set_x2apic(cpu.caps.x2apic);
+    // SAFETY: the BSP enables its own APIC once; the xAPIC page is identity-mapped.
+    let apic = unsafe { LocalApic::enable(cpu.caps.x2apic) };
+    info!(
+        "cpu 0 online: apic_id={=u32} (boot cpu, {=str})",
+        apic.id(),
+        if cpu.caps.x2apic { "x2apic" } else { "xapic" }
+    );
+    percpu::cpu(0).mark_online();
+
+    match switches.test {
+        Some(TestAction::InvalidOpcode) => {
+            info!("test: executing ud2 on purpose");
+            // SAFETY: raises #UD, which the exception handler reports; that is the point.
+            unsafe { core::arch::asm!("ud2") };
+        }
+        Some(TestAction::Panic) => panic!("test: panic on purpose"),
+        Some(TestAction::Hang) => {
+            info!("test: hanging on purpose");
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+        _ => {}
+    }
+
+    let Some(rsdp) = boot.rsdp else {
+        run::fail("no ACPI RSDP from the bootloader: cannot find the CPUs");
+    };
+    // SAFETY: the RSDP copy lies in the boot information, identity-mapped.
+    let cpus = match unsafe { madt::processors(rsdp) } {
+        Ok(cpus) => cpus,
+        Err(e) => {
+            error!("acpi: {}", e);
+            run::fail("cannot read the ACPI MADT");
+        }
+    };
+    if cpus.ignored > 0 {
+        defmt::warn!("acpi: {=usize} more cpus than this build supports are ignored", cpus.ignored);
+    }
+    info!("acpi: MADT lists {=usize} cpus", cpus.apic_ids.len());
+    let smp = smp::start_aps(&boot, &apic, &cpus, cr3, switches.test == Some(TestAction::SkipAp));
+    if smp.online != smp.expected {
+        run::fail("not every cpu came up");
+    }
+    run::succeed()
+}

@@ -1,0 +1,82 @@
+//! Ending a run. On a board the hypervisor runs until power-off; under an emulator the
+//! harness needs the run to end with a verdict it can read (see `bulkhead_abi::run`):
+//! the last log frame says success or failure, then the emulator is told to exit.
+
+use bulkhead_abi::run::{
+    BOCHS_SHUTDOWN_MAGIC, BOCHS_SHUTDOWN_PORT, QEMU_DEBUG_EXIT_PORT, QEMU_EXIT_FAILURE, QEMU_EXIT_SUCCESS,
+    RUN_END_FAILURE, RUN_END_SUCCESS,
+};
+use bulkhead_drivers::port::outb;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+static EMULATOR_EXIT: AtomicBool = AtomicBool::new(false);
+static ENDED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the end of the run also ends the emulator (kernel switch `exit=emulator`).
+pub fn set_emulator_exit(enabled: bool) {
+    EMULATOR_EXIT.store(enabled, Ordering::Relaxed);
+}
+
+/// Ends the run as a success.
+pub fn succeed() -> ! {
+    if !ENDED.swap(true, Ordering::AcqRel) {
+        defmt::info!("{=str}", RUN_END_SUCCESS);
+        exit_emulator(true);
+    }
+    halt_forever()
+}
+
+/// Ends the run as a failure with `cause`. Only the first CPU to end the run reports.
+pub fn fail(cause: &str) -> ! {
+    if !ENDED.swap(true, Ordering::AcqRel) {
+        defmt::error!("{=str}: {=str}", RUN_END_FAILURE, cause);
+        exit_emulator(false);
+    }
+    halt_forever()
+}
+
+fn exit_emulator(success: bool) {
+    if !EMULATOR_EXIT.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: only reached under an emulator (`exit=emulator`), where these ports are the
+    // documented exit devices; each is unused by the other emulator.
+    unsafe {
+        outb(QEMU_DEBUG_EXIT_PORT, if success { QEMU_EXIT_SUCCESS } else { QEMU_EXIT_FAILURE });
+        if success {
+            // Bochs magic breakpoint; the harness's debugger script quits with status 0.
+            core::arch::asm!("xchg bx, bx", options(nomem, nostack, preserves_flags));
+        }
+        for &byte in BOCHS_SHUTDOWN_MAGIC {
+            outb(BOCHS_SHUTDOWN_PORT, byte);
+        }
+    }
+}
+
+/// Stops this CPU for good.
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    match info.location() {
+        Some(location) => defmt::error!(
+            "panicked at {=str}:{=u32}:{=u32}: {}",
+            location.file(),
+            location.line(),
+            location.column(),
+            defmt::Display2Format(&info.message())
+        ),
+        None => defmt::error!("panicked: {}", defmt::Display2Format(&info.message())),
+    }
+    fail("panic")
+}
+
+#[defmt::panic_handler]
+fn defmt_panic() -> ! {
+    fail("defmt panic")
+}

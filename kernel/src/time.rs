@@ -1,0 +1,52 @@
+//! Time from the TSC, calibrated once against the PIT at boot.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use defmt::{info, warn};
+
+/// Used when calibration is impossible; deliberately high so waits err on the long side.
+const FALLBACK_TSC_HZ: u64 = 4_000_000_000;
+
+static TSC_HZ: AtomicU64 = AtomicU64::new(FALLBACK_TSC_HZ);
+
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects; CR4.TSD is clear at CPL 0 anyway.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Measures the TSC frequency. BSP, once, before any timed wait.
+pub fn calibrate() {
+    // SAFETY: nothing else uses the PIT.
+    match unsafe { bulkhead_drivers::pit::calibrate_tsc(10, rdtsc) } {
+        Some(hz) if hz > 1_000_000 => {
+            TSC_HZ.store(hz, Ordering::Relaxed);
+            info!("tsc: {=u64} kHz (calibrated against the PIT)", hz / 1000);
+        }
+        _ => warn!("tsc: no PIT to calibrate against, assuming {=u64} MHz", FALLBACK_TSC_HZ / 1_000_000),
+    }
+}
+
+pub fn ticks_per_ms() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed) / 1000
+}
+
+/// Busy-waits at least `us` microseconds.
+pub fn delay_us(us: u64) {
+    let end = rdtsc() + TSC_HZ.load(Ordering::Relaxed) / 1_000_000 * us;
+    while rdtsc() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// Polls `done` until it returns true or `ms` milliseconds pass; returns whether it did.
+pub fn wait_until(ms: u64, mut done: impl FnMut() -> bool) -> bool {
+    let end = rdtsc() + ticks_per_ms() * ms;
+    loop {
+        if done() {
+            return true;
+        }
+        if rdtsc() >= end {
+            return done();
+        }
+        core::hint::spin_loop();
+    }
+}
