@@ -21,6 +21,7 @@ const LCR_8N1: u8 = 0b11;
 const FCR_ENABLE_CLEAR: u8 = 0b111; // enable FIFOs, clear RX and TX
 const MCR_DTR_RTS_OUT2: u8 = 0b1011;
 const LSR_THR_EMPTY: u8 = 1 << 5;
+const LSR_TRANSMITTER_EMPTY: u8 = 1 << 6;
 
 /// The UART's input clock divided by 16: the highest baud rate.
 pub const BASE_BAUD: u32 = 115_200;
@@ -61,6 +62,16 @@ impl<R: ByteRegisters> Uart16550<R> {
         self.regs.write(THR, byte);
     }
 
+    /// Waits (bounded) until every byte has left the transmitter, FIFO and shift register
+    /// both: before the machine stops, or the last bytes are lost.
+    pub fn drain(&mut self) {
+        let mut spins = 0;
+        while self.regs.read(LSR) & LSR_TRANSMITTER_EMPTY == 0 && spins < TX_SPIN_LIMIT * 16 {
+            spins += 1;
+            core::hint::spin_loop();
+        }
+    }
+
     pub fn write_all_bytes(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.write_byte(b);
@@ -79,6 +90,7 @@ impl<R: ByteRegisters> embedded_io::Write for Uart16550<R> {
     }
 
     fn flush(&mut self) -> Result<(), Infallible> {
+        self.drain();
         Ok(())
     }
 }
@@ -110,6 +122,18 @@ mod tests {
         let mut uart = Uart16550::new(regs);
         assert_eq!(uart.write(b"ok").unwrap(), 2);
         assert_eq!(uart.regs.written(), &[(THR, b'o'), (THR, b'k')]);
+    }
+
+    #[test]
+    fn flush_waits_for_shift_register() {
+        let mut polls = 0;
+        let regs = FakeRegisters::new(move |_| {
+            polls += 1;
+            if polls > 5 { LSR_TRANSMITTER_EMPTY | LSR_THR_EMPTY } else { LSR_THR_EMPTY }
+        });
+        let mut uart = Uart16550::new(regs);
+        uart.flush().unwrap();
+        assert_eq!((uart.regs.reader)(LSR) & LSR_TRANSMITTER_EMPTY, LSR_TRANSMITTER_EMPTY);
     }
 
     #[test]

@@ -97,6 +97,13 @@ fn unlock(state: &mut ConsoleState) {
     }
 }
 
+/// Waits until everything logged so far has left the UART (before the machine stops).
+pub fn drain() {
+    let state = lock();
+    state.uart.drain();
+    unlock(state);
+}
+
 fn owned_state() -> &'static mut ConsoleState {
     // SAFETY: only called between acquire and release, by the owning CPU.
     unsafe { &mut *CONSOLE.state.get() }

@@ -36,6 +36,7 @@ pub fn fail(cause: &str) -> ! {
 }
 
 fn exit_emulator(success: bool) {
+    crate::console::drain();
     if !EMULATOR_EXIT.load(Ordering::Relaxed) {
         return;
     }
