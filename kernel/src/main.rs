@@ -50,6 +50,19 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     let cpu = capabilities::probe();
     cpu.log();
     let cr3 = paging::install(&boot, cpu.caps.nx, cpu.caps.page_1gb);
+    if cpu.caps.nx {
+        let audit = paging::audit(cr3);
+        if let Some(address) = audit.first_bad {
+            error!(
+                "paging: {=u64} writable+executable mappings, first at {=u64:#x}",
+                audit.writable_executable, address
+            );
+            run::fail("page tables map memory writable and executable");
+        }
+        info!("paging: audit ok, {=u64} leaf mappings, none writable+executable", audit.leaves);
+    } else {
+        defmt::warn!("paging: the CPU has no NX bit, so all mapped memory is executable");
+    }
     time::calibrate();
 
     smp::set_x2apic(cpu.caps.x2apic);

@@ -175,3 +175,43 @@ pub fn install(boot: &BootInfo, nx: bool, page_1gb: bool) -> u64 {
     );
     root
 }
+
+/// Leaf mappings found by [`audit`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Audit {
+    pub leaves: u64,
+    pub writable_executable: u64,
+    /// First writable+executable address found, for the error message.
+    pub first_bad: Option<u64>,
+}
+
+/// Walks the live tables under `root` and counts leaf mappings that are both writable and
+/// executable (there must be none when NX is available).
+pub fn audit(root: u64) -> Audit {
+    fn walk(table: u64, level: u8, base: u64, inherited_x: bool, inherited_w: bool, out: &mut Audit) {
+        // SAFETY: page tables are identity-mapped static memory built by `install`.
+        let entries = unsafe { &*(table as *const [u64; 512]) };
+        let span = 1u64 << (12 + 9 * (level as u32 - 1));
+        for (i, &e) in entries.iter().enumerate() {
+            if e & PRESENT == 0 {
+                continue;
+            }
+            let va = base + i as u64 * span;
+            let w = inherited_w && e & WRITABLE != 0;
+            let x = inherited_x && e & NO_EXECUTE == 0;
+            let leaf = level == 1 || (level <= 3 && e & HUGE != 0);
+            if leaf {
+                out.leaves += 1;
+                if w && x {
+                    out.writable_executable += 1;
+                    out.first_bad.get_or_insert(va);
+                }
+            } else {
+                walk(e & 0x000f_ffff_ffff_f000, level - 1, va, x, w, out);
+            }
+        }
+    }
+    let mut out = Audit::default();
+    walk(root, 4, 0, true, true, &mut out);
+    out
+}
