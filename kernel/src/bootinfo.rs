@@ -123,9 +123,17 @@ impl BootInfo {
         self.memory.iter().any(|r| r.kind.is_ram() && r.start < end && start < r.end)
     }
 
-    /// Whether `[start, end)` lies entirely inside one usable region.
+    /// Whether `[start, end)` is covered by usable regions (firmware often splits one
+    /// stretch of RAM into adjacent entries).
     pub fn is_usable(&self, start: u64, end: u64) -> bool {
-        self.memory.iter().any(|r| r.kind == RegionKind::Usable && r.start <= start && end <= r.end)
+        let mut covered = start;
+        while covered < end {
+            match self.memory.iter().find(|r| r.kind == RegionKind::Usable && r.start <= covered && covered < r.end) {
+                Some(r) => covered = r.end,
+                None => return false,
+            }
+        }
+        true
     }
 
     /// Highest address of any RAM region.

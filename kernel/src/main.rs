@@ -10,6 +10,7 @@ mod boot;
 mod bootinfo;
 mod capabilities;
 mod cmdline;
+mod config;
 mod console;
 mod gdt;
 mod idt;
@@ -46,6 +47,8 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     let switches = Switches::parse(boot.command_line);
     run::set_emulator_exit(switches.emulator_exit);
     boot.log();
+
+    config::log_summary();
 
     let cpu = capabilities::probe();
     cpu.log();
@@ -109,6 +112,9 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     let smp = smp::start_aps(&boot, &apic, &cpus, cr3, switches.test == Some(TestAction::SkipAp));
     if smp.online != smp.expected {
         run::fail("not every cpu came up");
+    }
+    if config::check_board(&boot, &cpus) > 0 {
+        run::fail("this machine does not match the compiled board");
     }
     run::succeed()
 }

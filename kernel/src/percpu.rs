@@ -11,8 +11,8 @@ use x86_64::registers::model_specific::GsBase;
 use x86_64::structures::gdt::GlobalDescriptorTable;
 use x86_64::structures::tss::TaskStateSegment;
 
-/// Most CPUs this build supports (the board configuration will derive it later).
-pub const MAX_CPUS: usize = 16;
+/// Most CPUs this build supports: the configuration's build-time limit.
+pub const MAX_CPUS: usize = bulkhead_board::tables::MAX_CPUS;
 pub const PAGE_SIZE: usize = 4096;
 pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
 pub const IST_STACK_SIZE: usize = 16 * 1024;

@@ -1,0 +1,435 @@
+//! The board file: what the machine has (CPUs, RAM, reserved ranges, devices, IOMMUs, the
+//! console UART), independent of how it is partitioned.
+//!
+//! Reading checks the shape of every entry and the rules that concern the board alone
+//! (one boot CPU, unique core numbers and APIC IDs, disjoint RAM, devices that do not share
+//! resources). What a system does with the board is checked in [`crate::validate`].
+
+use crate::diag::{Loc, rule};
+use crate::model::{Board, Device, Iommu};
+use crate::tables::{Bar, BoardCpu, Interrupt, IoPortRange, MAX_CPUS, MAX_DEVICES, PciAddress, PhysRange};
+use crate::value::{Cx, KIB, Table, Value, check_name};
+
+/// A range read from `{ base = ..., size = ... }`, with where its parts were written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawRange {
+    pub range: PhysRange,
+    pub base_at: Loc,
+    pub size_at: Loc,
+}
+
+/// Reads `base` and `size` of `table`, checking size > 0, no overflow and `align`.
+pub(crate) fn read_range(cx: &mut Cx<'_>, table: &Table<'_, '_>, align: u64) -> Option<RawRange> {
+    let base_value = table.required(cx, "base");
+    let size_value = table.required(cx, "size");
+    let base = base_value.and_then(|v| cx.uint(v, "base", u64::MAX));
+    let size = size_value.and_then(|v| cx.size(v, "size"));
+    let (base_value, size_value, base, size) = (base_value?, size_value?, base?, size?);
+    check_range(cx, base_value, size_value, base, size, align, table.what)
+}
+
+/// The checks shared by every `base`/`size` pair.
+pub(crate) fn check_range(
+    cx: &mut Cx<'_>,
+    base_value: &Value<'_>,
+    size_value: &Value<'_>,
+    base: u64,
+    size: u64,
+    align: u64,
+    what: &str,
+) -> Option<RawRange> {
+    let mut ok = true;
+    if size == 0 {
+        cx.error(&size_value.span(), rule::MEMORY_ZERO_SIZE, format!("{what} has size 0"));
+        ok = false;
+    }
+    if base.checked_add(size).is_none() {
+        cx.error(
+            &size_value.span(),
+            rule::ADDRESS_OVERFLOW,
+            format!("{what} [{base:#x} + {size:#x}) runs past the end of the 64-bit address space"),
+        );
+        ok = false;
+    }
+    if align > 1 {
+        if !base.is_multiple_of(align) {
+            cx.error_hint(
+                &base_value.span(),
+                rule::MEMORY_MISALIGNED,
+                format!("{what} base {base:#x} is not {} aligned", show_size(align)),
+                format!("use a multiple of {align:#x}"),
+            );
+            ok = false;
+        }
+        if !size.is_multiple_of(align) {
+            cx.error_hint(
+                &size_value.span(),
+                rule::MEMORY_MISALIGNED,
+                format!("{what} size {size:#x} is not a multiple of {}", show_size(align)),
+                format!("use a multiple of {align:#x}"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| RawRange { range: PhysRange { base, size }, base_at: cx.at(base_value), size_at: cx.at(size_value) })
+}
+
+/// "16 MiB", "4 KiB", "0x1234 bytes": sizes as people write them.
+pub(crate) fn show_size(size: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (KIB, "KiB")];
+    for (scale, unit) in UNITS {
+        if size >= scale && size.is_multiple_of(scale) {
+            return format!("{} {unit}", size / scale);
+        }
+    }
+    format!("{size:#x} bytes")
+}
+
+/// A board as read (what could be read; problems are in the sink).
+pub(crate) struct RawBoard {
+    pub board: Board,
+}
+
+pub(crate) const BOARD_KEYS: &[&str] =
+    &["name", "description", "console_port", "cpu", "ram", "reserved", "device", "iommu"];
+pub(crate) const CPU_KEYS: &[&str] = &["core", "apic_id", "boot"];
+pub(crate) const RANGE_KEYS: &[&str] = &["base", "size", "comment"];
+pub(crate) const DEVICE_KEYS: &[&str] = &["name", "description", "pci", "bars", "io_ports", "mmio", "interrupts"];
+pub(crate) const PCI_KEYS: &[&str] = &["segment", "bus", "device", "function"];
+pub(crate) const BAR_KEYS: &[&str] = &["index", "base", "size", "kind"];
+pub(crate) const PORT_KEYS: &[&str] = &["base", "count"];
+pub(crate) const IOMMU_KEYS: &[&str] = &["name", "base", "size"];
+
+/// Reads a board file's root table. Returns what could be read even when some of it is
+/// broken; the problems are in the sink.
+pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path::Path) -> RawBoard {
+    let name = root.required(cx, "name").and_then(|v| cx.string(v, "name")).unwrap_or_default().to_owned();
+    if let Some(v) = root.get("description") {
+        cx.string(v, "description");
+    }
+    let console_port = root
+        .required(cx, "console_port")
+        .and_then(|v| cx.uint(v, "console_port", u64::from(u16::MAX)))
+        .and_then(|n| u16::try_from(n).ok())
+        .unwrap_or(0);
+
+    let mut cpus = Vec::new();
+    let mut cpu_at = Vec::new();
+    for table in root.tables(cx, "cpu", "[[cpu]]", CPU_KEYS) {
+        let core = table.required(cx, "core");
+        let apic = table.required(cx, "apic_id");
+        let core_n = core.and_then(|v| cx.uint(v, "core", u64::from(u32::MAX)));
+        let apic_n = apic.and_then(|v| cx.uint(v, "apic_id", u64::from(u32::MAX)));
+        let boot = table.get("boot").and_then(|v| cx.boolean(v, "boot")).unwrap_or(false);
+        if let (Some(core), Some(core_n), Some(apic_n)) = (core, core_n, apic_n) {
+            cpus.push(BoardCpu {
+                core: u32::try_from(core_n).unwrap_or(u32::MAX),
+                apic_id: u32::try_from(apic_n).unwrap_or(u32::MAX),
+                boot,
+            });
+            cpu_at.push(cx.at(core));
+        }
+    }
+    check_cpus(cx, root, &cpus, &cpu_at);
+
+    let ram = read_ranges(cx, root, "ram", "RAM range");
+    let reserved = read_ranges(cx, root, "reserved", "reserved range");
+    for (i, a) in ram.iter().enumerate() {
+        for b in ram.iter().skip(i + 1) {
+            if a.range.overlaps_checked(&b.range) {
+                cx.sink.error(
+                    b.base_at,
+                    rule::BOARD_RANGE_OVERLAP,
+                    format!("RAM range {} overlaps RAM range {}", show_range(&b.range), show_range(&a.range)),
+                );
+            }
+        }
+    }
+
+    let mut devices = Vec::new();
+    let mut device_at = Vec::new();
+    let mut resources: Vec<(Resource, Loc, usize)> = Vec::new();
+    // Names by entry, including entries dropped for a bad name (for messages only).
+    let mut entry_names: Vec<String> = Vec::new();
+    for (index, table) in root.tables(cx, "device", "[[device]]", DEVICE_KEYS).iter().enumerate() {
+        let name = table.required(cx, "name").and_then(|v| check_name(cx, v, "name").map(|n| (n, cx.at(v))));
+        let device = read_device(cx, table, &mut resources, index);
+        entry_names.push(name.as_ref().map_or_else(|| "?".to_owned(), |(n, _)| n.clone()));
+        if let Some((name, at)) = name {
+            devices.push(Device { name, ..device });
+            device_at.push(at);
+        }
+    }
+    check_device_resources(cx, &resources, &entry_names);
+    check_unique(cx, devices.iter().map(|d| d.name.as_str()), &device_at, "device");
+    if devices.len() > MAX_DEVICES {
+        let at = device_at.get(MAX_DEVICES).copied().unwrap_or(cx.loc(&root.span));
+        cx.sink.error(
+            at,
+            rule::LIMIT_EXCEEDED,
+            format!("the board lists {} devices; the limit is MAX_DEVICES = {MAX_DEVICES}", devices.len()),
+        );
+    }
+
+    let mut iommus = Vec::new();
+    let mut iommu_at = Vec::new();
+    for table in root.tables(cx, "iommu", "[[iommu]]", IOMMU_KEYS) {
+        let name = table.required(cx, "name").and_then(|v| check_name(cx, v, "name").map(|n| (n, cx.at(v))));
+        let range = read_range(cx, &table, 4 * KIB);
+        if let (Some((name, at)), Some(range)) = (name, range) {
+            iommus.push(Iommu { name, registers: range.range });
+            iommu_at.push(at);
+        }
+    }
+    check_unique(cx, iommus.iter().map(|d| d.name.as_str()), &iommu_at, "IOMMU");
+
+    RawBoard {
+        board: Board {
+            name,
+            file: file.to_owned(),
+            cpus,
+            ram: ram.iter().map(|r| r.range).collect(),
+            reserved: reserved.iter().map(|r| r.range).collect(),
+            devices,
+            iommus,
+            console_port,
+        },
+    }
+}
+
+fn check_cpus(cx: &mut Cx<'_>, root: &Table<'_, '_>, cpus: &[BoardCpu], cpu_at: &[Loc]) {
+    let root_at = cx.loc(&root.key_span("cpu"));
+    for (i, cpu) in cpus.iter().enumerate() {
+        let at = cpu_at.get(i).copied().unwrap_or(root_at);
+        if let Some(first) = cpus.iter().take(i).find(|c| c.core == cpu.core) {
+            cx.sink.error_hint(
+                at,
+                rule::CPU_DUPLICATE,
+                format!("the board lists core {} twice", first.core),
+                "each [[cpu]] needs its own `core` number",
+            );
+        }
+        if let Some(first) = cpus.iter().take(i).find(|c| c.apic_id == cpu.apic_id) {
+            cx.sink.error_hint(
+                at,
+                rule::CPU_DUPLICATE,
+                format!("the board lists APIC ID {} twice", first.apic_id),
+                "each [[cpu]] needs its own `apic_id`",
+            );
+        }
+    }
+    let boots: Vec<Loc> = cpus.iter().zip(cpu_at).filter(|(c, _)| c.boot).map(|(_, at)| *at).collect();
+    match boots.as_slice() {
+        [_] => {}
+        [] => cx.sink.error(root_at, rule::CPU_NO_BOOT, "no [[cpu]] has `boot = true`"),
+        [_, more @ ..] => {
+            for at in more {
+                cx.sink.error(*at, rule::CPU_NO_BOOT, "more than one [[cpu]] has `boot = true`");
+            }
+        }
+    }
+    if cpus.len() > MAX_CPUS {
+        let at = cpu_at.get(MAX_CPUS).copied().unwrap_or(root_at);
+        cx.sink.error(
+            at,
+            rule::LIMIT_EXCEEDED,
+            format!("the board lists {} CPUs; the limit is MAX_CPUS = {MAX_CPUS}", cpus.len()),
+        );
+    }
+}
+
+fn read_ranges(cx: &mut Cx<'_>, root: &Table<'_, '_>, key: &str, what: &'static str) -> Vec<RawRange> {
+    let mut out = Vec::new();
+    for table in root.tables(cx, key, what, RANGE_KEYS) {
+        if let Some(v) = table.get("comment") {
+            cx.string(v, "comment");
+        }
+        if let Some(range) = read_range(cx, &table, 4 * KIB) {
+            out.push(range);
+        }
+    }
+    out
+}
+
+/// One resource a device claims, for the overlap check.
+#[derive(Debug, Clone, Copy)]
+enum Resource {
+    Ports(u32, u32),
+    Memory(PhysRange),
+}
+
+fn read_device(
+    cx: &mut Cx<'_>,
+    table: &Table<'_, '_>,
+    resources: &mut Vec<(Resource, Loc, usize)>,
+    index: usize,
+) -> Device {
+    if let Some(v) = table.get("description") {
+        cx.string(v, "description");
+    }
+    let pci = table.get("pci").and_then(|v| cx.table(v, "pci", "pci", PCI_KEYS)).and_then(|t| {
+        let segment = t.get("segment").map_or(Some(0), |v| cx.uint(v, "segment", 0xffff));
+        let bus = t.required(cx, "bus").and_then(|v| cx.uint(v, "bus", 0xff));
+        let device = t.required(cx, "device").and_then(|v| cx.uint(v, "device", 31));
+        let function = t.required(cx, "function").and_then(|v| cx.uint(v, "function", 7));
+        Some(PciAddress {
+            segment: u16::try_from(segment?).ok()?,
+            bus: u8::try_from(bus?).ok()?,
+            device: u8::try_from(device?).ok()?,
+            function: u8::try_from(function?).ok()?,
+        })
+    });
+
+    let mut bars = Vec::new();
+    for bar in table.tables(cx, "bars", "BAR", BAR_KEYS) {
+        let index_n = bar.required(cx, "index").and_then(|v| cx.uint(v, "index", 5));
+        let memory = match bar.get("kind") {
+            None => Some(true),
+            Some(v) => match cx.string(v, "kind") {
+                Some("memory") => Some(true),
+                Some("io") => Some(false),
+                Some(other) => {
+                    cx.error_hint(
+                        &v.span(),
+                        rule::INVALID_VALUE,
+                        format!("unknown BAR kind {other:?}"),
+                        "a BAR `kind` is \"memory\" or \"io\"",
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let align = if memory == Some(false) { 1 } else { 4 * KIB };
+        let range = read_range(cx, &bar, align);
+        if let (Some(index_n), Some(memory), Some(range)) = (index_n, memory, range) {
+            let resource = if memory {
+                Some(Resource::Memory(range.range))
+            } else {
+                port_span(cx, range.range.base, range.range.size, range.size_at).map(|(a, b)| Resource::Ports(a, b))
+            };
+            if let Some(resource) = resource {
+                resources.push((resource, range.base_at, index));
+                bars.push(Bar { index: u8::try_from(index_n).unwrap_or(0), range: range.range, memory });
+            }
+        }
+    }
+
+    let mut io_ports = Vec::new();
+    for ports in table.tables(cx, "io_ports", "I/O port range", PORT_KEYS) {
+        let base_v = ports.required(cx, "base");
+        let count_v = ports.required(cx, "count");
+        let base = base_v.and_then(|v| cx.uint(v, "base", 0xffff));
+        let count = count_v.and_then(|v| cx.uint(v, "count", 0x1_0000));
+        if let (Some(base_v), Some(count_v), Some(base), Some(count)) = (base_v, count_v, base, count) {
+            if count == 0 {
+                cx.error(&count_v.span(), rule::MEMORY_ZERO_SIZE, "I/O port range has count 0");
+            } else if let Some((start, end)) = port_span(cx, base, count, cx.at(count_v)) {
+                resources.push((Resource::Ports(start, end), cx.at(base_v), index));
+                io_ports.push(IoPortRange {
+                    base: u16::try_from(base).unwrap_or(0),
+                    count: u16::try_from(count).unwrap_or(u16::MAX),
+                });
+            }
+        }
+    }
+
+    let mut mmio = Vec::new();
+    for range_table in table.tables(cx, "mmio", "MMIO range", RANGE_KEYS) {
+        if let Some(range) = read_range(cx, &range_table, 4 * KIB) {
+            resources.push((Resource::Memory(range.range), range.base_at, index));
+            mmio.push(range.range);
+        }
+    }
+
+    let mut interrupts = Vec::new();
+    if let Some(list) = table.get("interrupts").and_then(|v| cx.array(v, "interrupts")) {
+        for item in list {
+            match item.get_ref() {
+                toml::de::DeValue::String(s) if s.as_ref() == "msi" => interrupts.push(Interrupt::Msi),
+                toml::de::DeValue::String(s) => cx.error_hint(
+                    &item.span(),
+                    rule::INVALID_VALUE,
+                    format!("unknown interrupt {s:?}"),
+                    "an interrupt is a GSI number (IOAPIC line) or \"msi\"",
+                ),
+                _ => {
+                    if let Some(line) = cx.uint(item, "interrupts", 255) {
+                        interrupts.push(Interrupt::Line(u32::try_from(line).unwrap_or(0)));
+                    }
+                }
+            }
+        }
+    }
+    Device { name: String::new(), pci, bars, io_ports, mmio, interrupts }
+}
+
+/// `[base, base + count)` of an I/O port range, if it stays below 0x10000.
+fn port_span(cx: &mut Cx<'_>, base: u64, count: u64, at: Loc) -> Option<(u32, u32)> {
+    let end = base.checked_add(count).filter(|&e| e <= 0x1_0000);
+    if end.is_none() {
+        cx.sink.error(at, rule::ADDRESS_OVERFLOW, format!("I/O ports {base:#x} + {count:#x} run past port 0xffff"));
+    }
+    let start = u32::try_from(base).ok()?;
+    let end = u32::try_from(end?).ok()?;
+    Some((start, end))
+}
+
+fn check_device_resources(cx: &mut Cx<'_>, resources: &[(Resource, Loc, usize)], names: &[String]) {
+    let name = |i: usize| names.get(i).map_or("?", String::as_str);
+    for (i, (a, _, da)) in resources.iter().enumerate() {
+        for (b, at, db) in resources.iter().skip(i + 1) {
+            if da == db {
+                continue;
+            }
+            let clash = match (a, b) {
+                (Resource::Ports(s1, e1), Resource::Ports(s2, e2)) => s1 < e2 && s2 < e1,
+                (Resource::Memory(r1), Resource::Memory(r2)) => r1.overlaps_checked(r2),
+                _ => false,
+            };
+            if clash {
+                cx.sink.error(
+                    *at,
+                    rule::DEVICE_RESOURCE_OVERLAP,
+                    format!("device `{}` claims resources that device `{}` also claims", name(*db), name(*da)),
+                );
+            }
+        }
+    }
+}
+
+/// Reports every name that repeats an earlier one.
+pub(crate) fn check_unique<'n>(cx: &mut Cx<'_>, names: impl Iterator<Item = &'n str>, at: &[Loc], what: &str) {
+    let names: Vec<&str> = names.collect();
+    for (i, name) in names.iter().enumerate() {
+        if names.iter().take(i).any(|n| n == name)
+            && let Some(loc) = at.get(i)
+        {
+            cx.sink.error(*loc, rule::DUPLICATE_NAME, format!("there is already a {what} named `{name}`"));
+        }
+    }
+}
+
+/// `[0x100000, 0x800000)`.
+pub(crate) fn show_range(range: &PhysRange) -> String {
+    match range.base.checked_add(range.size) {
+        Some(end) => format!("[{:#x}, {end:#x})", range.base),
+        None => format!("[{:#x}, +{:#x})", range.base, range.size),
+    }
+}
+
+/// Overlap tests that cannot overflow (the tables' `PhysRange::end` adds unchecked).
+pub(crate) trait RangeExt {
+    fn end_checked(&self) -> u128;
+    fn overlaps_checked(&self, other: &PhysRange) -> bool;
+}
+
+impl RangeExt for PhysRange {
+    fn end_checked(&self) -> u128 {
+        u128::from(self.base) + u128::from(self.size)
+    }
+
+    fn overlaps_checked(&self, other: &PhysRange) -> bool {
+        u128::from(self.base) < other.end_checked() && u128::from(other.base) < self.end_checked()
+    }
+}

@@ -1,0 +1,348 @@
+//! Diagnostics: every problem found in a configuration, with its place in the file.
+//!
+//! Checks never stop at the first problem. They push into a `Sink` with a byte offset into
+//! one of the loaded files; only when loading ends are offsets turned into `line:col`, the
+//! list sorted by position and handed out as [`Diagnostics`]. Each problem carries a stable
+//! rule name (see [`RULES`]) so tests, CI logs and the documentation can refer to it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+    /// Stable rule name, one of [`RULES`].
+    pub rule: &'static str,
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}:{}:{}: [{}] {}", self.file.display(), self.line, self.col, self.rule, self.message)?;
+        writeln!(f, "  hint: {}", self.hint)
+    }
+}
+
+/// Every problem found while loading a configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Diagnostics {
+    errors: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn errors(&self) -> &[Diagnostic] {
+        &self.errors
+    }
+
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for error in &self.errors {
+            write!(f, "{error}")?;
+        }
+        match self.errors.len() {
+            1 => writeln!(f, "1 error"),
+            n => writeln!(f, "{n} errors"),
+        }
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// A validation rule: its stable name, what triggers it and the default hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub name: &'static str,
+    pub trigger: &'static str,
+    pub hint: &'static str,
+}
+
+macro_rules! rules {
+    ($($konst:ident = $name:literal: $trigger:literal, $hint:literal;)*) => {
+        /// Rule names, as constants so checks cannot misspell them.
+        pub mod rule {
+            $(pub const $konst: &str = $name;)*
+        }
+        /// Every rule, in the order `docs/config.md` lists them.
+        pub const RULES: &[Rule] = &[$(Rule { name: $name, trigger: $trigger, hint: $hint }),*];
+    };
+}
+
+rules! {
+    TOML_SYNTAX = "toml-syntax":
+        "the file is not valid TOML (including duplicate keys and non-UTF-8 bytes)",
+        "fix the TOML syntax at this position";
+    FILE_UNREADABLE = "file-unreadable":
+        "the system file or the board file exists but cannot be read (a directory, a special file, too large, no permission)",
+        "check that the path names a regular, readable file";
+    UNKNOWN_KEY = "unknown-key":
+        "a key that the schema does not define at that place",
+        "remove the key or fix its spelling (see docs/config.md)";
+    TYPE_MISMATCH = "type-mismatch":
+        "a value of the wrong TOML type (a string where an integer belongs, a table where an array belongs, ...)",
+        "see docs/config.md for the type of this key";
+    MISSING_KEY = "missing-key":
+        "a required key is absent",
+        "add the key (see docs/config.md)";
+    INVALID_VALUE = "invalid-value":
+        "a value of the right type that is not allowed: an unknown enum word, a number out of range, a malformed size or name, an option that does not apply",
+        "see docs/config.md for the allowed values";
+    BOARD_NOT_FOUND = "board-not-found":
+        "`board` names no file in board/boards/ (or the `.toml` path does not exist)",
+        "use the name of a file in board/boards/ without `.toml`, or a path ending in `.toml` relative to the system file";
+    DUPLICATE_NAME = "duplicate-name":
+        "two partitions, devices, IOMMUs or shared memory regions share a name, or a partition is listed twice as a sharer",
+        "give every item a unique name";
+    LIMIT_EXCEEDED = "limit-exceeded":
+        "more CPUs, partitions, memory regions, devices, connections or shared regions than the build-time limits in board/src/tables.rs",
+        "reduce the count, or raise the limit in board/src/tables.rs and rebuild";
+    CPU_UNKNOWN = "cpu-unknown":
+        "a partition names a core that the board does not list",
+        "use a `core` number from the board's [[cpu]] entries";
+    CPU_DUPLICATE = "cpu-duplicate":
+        "a core is given to two partitions (or twice to one), or the board lists a core number or APIC ID twice",
+        "each core belongs to at most one partition; each board CPU needs its own core number and APIC ID";
+    CPU_NO_BOOT = "cpu-no-boot":
+        "the board marks no CPU, or more than one, with `boot = true`",
+        "mark exactly one CPU (the one firmware starts on) with `boot = true`";
+    PARTITION_NO_CORES = "partition-no-cores":
+        "a partition's `cores` is empty",
+        "give the partition at least one core";
+    PARTITION_NO_MEMORY = "partition-no-memory":
+        "a partition has no [[partition.memory]] region",
+        "add a [[partition.memory]] region for the payload to run in";
+    MEMORY_ZERO_SIZE = "memory-zero-size":
+        "a memory region, shared region or board range of size 0",
+        "give the region a non-zero size";
+    MEMORY_MISALIGNED = "memory-misaligned":
+        "a base or size that is not a multiple of 4 KiB, or of 2 MiB where `large_pages = true`",
+        "round the value to the required alignment";
+    ADDRESS_OVERFLOW = "address-overflow":
+        "`base + size` does not fit in 64 bits (16 for I/O ports)",
+        "check base and size";
+    MEMORY_OVERLAP_PARTITIONS = "memory-overlap-partitions":
+        "two fixed host placements (regions of any partitions, or shared memory) overlap",
+        "move one `host_base`, or leave it out to let the tool place the region";
+    MEMORY_OVERLAP_HYPERVISOR = "memory-overlap-hypervisor":
+        "a fixed host placement overlaps [hypervisor] reserved_memory",
+        "place the region outside the hypervisor's reserved memory, or leave out `host_base`";
+    MEMORY_OVERLAP_GUEST = "memory-overlap-guest":
+        "two regions of one partition overlap in guest-physical space",
+        "give the regions disjoint `guest_base` ranges";
+    MEMORY_OUTSIDE_RAM = "memory-outside-ram":
+        "a fixed host placement is not entirely inside the board's RAM ranges",
+        "choose a `host_base` inside the board's `ram`, or leave it out";
+    MEMORY_IN_RESERVED = "memory-in-reserved":
+        "a fixed host placement overlaps one of the board's reserved ranges",
+        "choose a `host_base` outside the board's `reserved` ranges, or leave it out";
+    MEMORY_NO_FIT = "memory-no-fit":
+        "a region without `host_base` finds no free 2 MiB-aligned block in board RAM",
+        "shrink the regions, or check the board's RAM and the hypervisor's reserved memory";
+    BOARD_RANGE_OVERLAP = "board-range-overlap":
+        "two `ram` ranges of the board overlap",
+        "merge the ranges or make them disjoint";
+    DEVICE_RESOURCE_OVERLAP = "device-resource-overlap":
+        "two board devices claim overlapping I/O ports, MMIO ranges or BARs",
+        "a resource belongs to one device; fix the board description";
+    DEVICE_UNKNOWN = "device-unknown":
+        "a partition assigns a device that the board does not list",
+        "use a `name` from the board's [[device]] entries";
+    DEVICE_DUPLICATE = "device-duplicate":
+        "a device is assigned to two partitions, or twice to one",
+        "assign each device to exactly one partition";
+    CONSOLE_ASSIGNED = "console-assigned":
+        "the hypervisor's console UART lies in the I/O ports of a device assigned to a partition",
+        "assign another device, or move the console with [hypervisor] console_port";
+    CONNECTION_UNKNOWN_PARTITION = "connection-unknown-partition":
+        "a connection's `from` or `to` names no partition",
+        "use the `name` of a [[partition]]";
+    CONNECTION_SELF = "connection-self":
+        "a connection goes from a partition to itself",
+        "connections join two different partitions";
+    CONNECTION_DUPLICATE_ID = "connection-duplicate-id":
+        "two connections share an `id`",
+        "give every connection its own id";
+    CONNECTION_SINT_RANGE = "connection-sint-range":
+        "`sint` is not in 0..=15",
+        "the SynIC has SINTs 0 to 15";
+    CONNECTION_QUEUE_DEPTH = "connection-queue-depth":
+        "a message connection's `queue_depth` is 0 or above MAX_QUEUE_DEPTH",
+        "use a depth between 1 and MAX_QUEUE_DEPTH (board/src/tables.rs)";
+    CONNECTION_FLAG_RANGE = "connection-flag-range":
+        "an event connection's `flag` is not in 0..=2047",
+        "the SynIC has event flags 0 to 2047 per SINT";
+    SHARED_MEMORY_UNKNOWN_SHARER = "shared-memory-unknown-sharer":
+        "a sharer names no partition",
+        "use the `name` of a [[partition]]";
+    SHARED_MEMORY_OVERLAP = "shared-memory-overlap":
+        "a shared region's guest range overlaps the sharer's own memory or another shared region it maps",
+        "choose a `guest_base` outside the partition's memory regions";
+    PAYLOAD_MISSING = "payload-missing":
+        "a payload or initrd file does not exist",
+        "check the path (relative to the system file)";
+    PAYLOAD_UNREADABLE = "payload-unreadable":
+        "a payload or initrd exists but cannot be read (a directory, a special file, no permission)",
+        "check that the path names a regular, readable file";
+    PAYLOAD_KIND = "payload-kind":
+        "the payload is not of its declared `kind` (ELF magic for elf and hermit, \"HdrS\" at 0x202 for bzimage, non-empty for flat)",
+        "fix `kind`, or point `path` at the right file";
+}
+
+/// Index of a loaded file in [`Sources`].
+pub(crate) type FileId = usize;
+
+/// A place in a loaded file: a byte offset, turned into `line:col` at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub file: FileId,
+    pub offset: usize,
+}
+
+/// The files read so far, kept for turning offsets into lines and columns.
+#[derive(Debug, Default)]
+pub(crate) struct Sources {
+    files: Vec<(PathBuf, String)>,
+}
+
+impl Sources {
+    /// Registers a file (its text may be empty when it could not be read).
+    pub fn add(&mut self, path: &Path, text: String) -> FileId {
+        self.files.push((path.to_owned(), text));
+        self.files.len() - 1
+    }
+
+    pub fn text(&self, file: FileId) -> &str {
+        self.files.get(file).map_or("", |(_, text)| text.as_str())
+    }
+
+    pub fn path(&self, file: FileId) -> &Path {
+        self.files.get(file).map_or(Path::new("<unknown>"), |(path, _)| path.as_path())
+    }
+}
+
+/// 1-based line and character column of a byte offset (clamped into the text).
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = text.get(..end).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[derive(Debug)]
+struct Pending {
+    loc: Loc,
+    rule: &'static str,
+    message: String,
+    hint: Option<String>,
+}
+
+/// Collects problems while loading.
+#[derive(Debug, Default)]
+pub(crate) struct Sink {
+    pending: Vec<Pending>,
+}
+
+impl Sink {
+    /// Reports a problem with the rule's default hint.
+    pub fn error(&mut self, loc: Loc, rule: &'static str, message: impl Into<String>) {
+        self.pending.push(Pending { loc, rule, message: message.into(), hint: None });
+    }
+
+    /// Reports a problem with a hint specific to it.
+    pub fn error_hint(&mut self, loc: Loc, rule: &'static str, message: impl Into<String>, hint: impl Into<String>) {
+        self.pending.push(Pending { loc, rule, message: message.into(), hint: Some(hint.into()) });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Number of problems reported so far (to tell whether a step added any).
+    pub fn count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Resolves positions, sorts by file and position, drops exact repeats.
+    pub fn finish(self, sources: &Sources) -> Diagnostics {
+        let mut pending = self.pending;
+        pending.sort_by_key(|p| (p.loc.file, p.loc.offset));
+        let mut errors: Vec<Diagnostic> = Vec::with_capacity(pending.len());
+        for p in pending {
+            let (line, col) = line_col(sources.text(p.loc.file), p.loc.offset);
+            let hint = p.hint.unwrap_or_else(|| default_hint(p.rule).to_owned());
+            let diagnostic = Diagnostic {
+                file: sources.path(p.loc.file).to_owned(),
+                line,
+                col,
+                rule: p.rule,
+                message: p.message,
+                hint,
+            };
+            if !errors.contains(&diagnostic) {
+                errors.push(diagnostic);
+            }
+        }
+        Diagnostics { errors }
+    }
+}
+
+fn default_hint(rule: &str) -> &'static str {
+    RULES.iter().find(|r| r.name == rule).map_or("see docs/config.md", |r| r.hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_lines_and_characters() {
+        let text = "a = 1\nbé = 2\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        // 'é' is two bytes but one column.
+        assert_eq!(line_col(text, 9), (2, 3));
+        // Past the end and inside a character: clamped, no panic.
+        assert_eq!(line_col(text, 1000), (3, 1));
+        assert_eq!(line_col(text, 8), (2, 2));
+    }
+
+    #[test]
+    fn rule_names_are_unique_kebab_case() {
+        for (i, r) in RULES.iter().enumerate() {
+            assert!(r.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{}", r.name);
+            assert!(RULES.iter().skip(i + 1).all(|o| o.name != r.name));
+        }
+    }
+
+    #[test]
+    fn display_has_position_rule_hint_and_count() {
+        let mut sources = Sources::default();
+        let file = sources.add(Path::new("s.toml"), "x = 1\ny = 2\n".into());
+        let mut sink = Sink::default();
+        sink.error(Loc { file, offset: 6 }, rule::UNKNOWN_KEY, "unknown key `y`");
+        let text = sink.finish(&sources).to_string();
+        assert_eq!(
+            text,
+            "s.toml:2:1: [unknown-key] unknown key `y`\n  hint: remove the key or fix its spelling (see docs/config.md)\n1 error\n"
+        );
+    }
+}

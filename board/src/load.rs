@@ -1,0 +1,210 @@
+//! Loading: read the system file, find and read its board, run every check.
+//!
+//! This is the only place that touches the file system for configuration files. Files are
+//! read only if they are regular and small, and bytes that are not UTF-8 are a reported
+//! problem, not an error path that could be skipped; so no input can crash or hang the tool.
+
+use std::path::{Path, PathBuf};
+
+use toml::de::DeTable;
+
+use crate::board::{BOARD_KEYS, read_board};
+use crate::diag::{Diagnostics, FileId, Loc, Sink, Sources, rule};
+use crate::model::System;
+use crate::system::{SYSTEM_KEYS, read_system};
+use crate::validate::{BoardInput, Inputs, validate};
+use crate::value::{Cx, Table};
+
+/// How to resolve what the system file refers to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Where `@guests/NAME` payloads live (the guest build directory).
+    pub guest_dir: Option<PathBuf>,
+}
+
+/// The outcome of [`load_system`].
+#[derive(Debug)]
+pub struct Loaded {
+    /// Every file the load looked at, found or not (for `cargo:rerun-if-changed`).
+    pub files_read: Vec<PathBuf>,
+    pub result: Result<System, Diagnostics>,
+}
+
+/// Largest configuration file accepted; real ones are a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Directory of the shipped board files.
+pub fn boards_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("boards")
+}
+
+/// Reads, checks and resolves a system file and its board.
+pub fn load_system(system_file: &Path, options: &LoadOptions) -> Loaded {
+    let mut sources = Sources::default();
+    let mut sink = Sink::default();
+    let mut files_read = vec![system_file.to_owned()];
+    let system = load_inner(system_file, options, &mut sources, &mut sink, &mut files_read);
+    let result = match system {
+        Some(system) if sink.is_empty() => Ok(system),
+        _ => {
+            let diagnostics = sink.finish(&sources);
+            if diagnostics.is_empty() {
+                // Unreachable by construction (no System without an error means an error
+                // was reported); still, never hand out an empty failure.
+                let mut sink = Sink::default();
+                sink.error(Loc { file: 0, offset: 0 }, rule::INVALID_VALUE, "the configuration could not be resolved");
+                Err(sink.finish(&sources))
+            } else {
+                Err(diagnostics)
+            }
+        }
+    };
+    Loaded { files_read, result }
+}
+
+fn load_inner(
+    system_file: &Path,
+    options: &LoadOptions,
+    sources: &mut Sources,
+    sink: &mut Sink,
+    files_read: &mut Vec<PathBuf>,
+) -> Option<System> {
+    let (file, text) = read_config(system_file, sources, sink, None)?;
+    let (root, errors) = DeTable::parse_recoverable(&text);
+    if !errors.is_empty() {
+        report_syntax(sink, file, &errors);
+        return None;
+    }
+    let mut cx = Cx { file, sink };
+    let table = Table::new(&mut cx, root.get_ref(), root.span(), "the system file", SYSTEM_KEYS);
+    let raw = read_system(&mut cx, &table);
+
+    let board = raw.board.as_ref().and_then(|name| {
+        let path = board_path(&name.v, system_file)?;
+        files_read.push(path.clone());
+        Some((path, name.at))
+    });
+    let board = match (board, &raw.board) {
+        (Some((path, at)), _) => load_board(&path, at, sources, sink),
+        (None, Some(name)) => {
+            sink.error_hint(name.at, rule::BOARD_NOT_FOUND, format!("{:?} is not a board name", name.v), board_hint());
+            None
+        }
+        (None, None) => None,
+    };
+
+    let default_name =
+        system_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "system".into());
+    let inputs = Inputs { system_file, guest_dir: options.guest_dir.as_deref(), default_name };
+    validate(sink, files_read, raw, board, &inputs)
+}
+
+/// `qemu-q35` → board/boards/qemu-q35.toml; `x.toml` → relative to the system file.
+fn board_path(name: &str, system_file: &Path) -> Option<PathBuf> {
+    if name.ends_with(".toml") {
+        let dir = system_file.parent().unwrap_or(Path::new("."));
+        return Some(dir.join(name));
+    }
+    let plain = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    plain.then(|| boards_dir().join(format!("{name}.toml")))
+}
+
+fn board_hint() -> String {
+    let mut names: Vec<String> = std::fs::read_dir(boards_dir())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let path = e.path();
+                    (path.extension()? == "toml").then(|| path.file_stem()?.to_str().map(str::to_owned)).flatten()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    format!("shipped boards: {}; or give a path ending in `.toml`, relative to the system file", names.join(", "))
+}
+
+fn load_board(path: &Path, at: Loc, sources: &mut Sources, sink: &mut Sink) -> Option<BoardInput> {
+    let before = sink.count();
+    let (file, text) = read_config(path, sources, sink, Some(at))?;
+    let (root, errors) = DeTable::parse_recoverable(&text);
+    if !errors.is_empty() {
+        report_syntax(sink, file, &errors);
+        return None;
+    }
+    let mut cx = Cx { file, sink };
+    let table = Table::new(&mut cx, root.get_ref(), root.span(), "the board file", BOARD_KEYS);
+    let raw = read_board(&mut cx, &table, path);
+    let broken = sink.count() > before;
+    Some(BoardInput { raw, broken })
+}
+
+fn report_syntax(sink: &mut Sink, file: FileId, errors: &[toml::de::Error]) {
+    for e in errors {
+        let offset = e.span().map_or(0, |s| s.start);
+        sink.error(Loc { file, offset }, rule::TOML_SYNTAX, e.message().trim().to_owned());
+    }
+}
+
+/// Reads a configuration file as UTF-8 text. `referenced_at` is where the file was named
+/// (the `board` value), for problems with a file that cannot even be opened.
+fn read_config(
+    path: &Path,
+    sources: &mut Sources,
+    sink: &mut Sink,
+    referenced_at: Option<Loc>,
+) -> Option<(FileId, String)> {
+    let meta = std::fs::metadata(path);
+    let problem = match &meta {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((
+            if referenced_at.is_some() { rule::BOARD_NOT_FOUND } else { rule::FILE_UNREADABLE },
+            "no such file".to_owned(),
+        )),
+        Err(e) => Some((rule::FILE_UNREADABLE, e.to_string())),
+        Ok(m) if !m.is_file() => Some((rule::FILE_UNREADABLE, "not a regular file".to_owned())),
+        Ok(m) if m.len() > MAX_CONFIG_BYTES => {
+            Some((rule::FILE_UNREADABLE, format!("larger than {MAX_CONFIG_BYTES} bytes")))
+        }
+        Ok(_) => None,
+    };
+    let bytes = match problem {
+        Some(p) => Err(p),
+        None => std::fs::read(path).map_err(|e| (rule::FILE_UNREADABLE, e.to_string())),
+    };
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err((rule, why)) => {
+            let message = format!("cannot read {}: {why}", path.display());
+            let (loc, hint) = match referenced_at {
+                Some(loc) => (loc, board_hint()),
+                None => {
+                    let file = sources.add(path, String::new());
+                    (Loc { file, offset: 0 }, "check the path of the system file".into())
+                }
+            };
+            sink.error_hint(loc, rule, message, hint);
+            return None;
+        }
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => {
+            let file = sources.add(path, text.clone());
+            Some((file, text))
+        }
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(e.as_bytes().get(..valid).unwrap_or(&[])).into_owned();
+            let file = sources.add(path, prefix);
+            sink.error_hint(
+                Loc { file, offset: valid },
+                rule::TOML_SYNTAX,
+                "the file is not valid UTF-8",
+                "TOML files are UTF-8 text; remove or re-encode the bad bytes",
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The validated configuration as the host sees it: plain owned data, every address resolved.
+//!
+//! [`System`] only exists once every rule passed, so code generation and the summary never
+//! need to handle a broken configuration. Small value types are shared with [`crate::tables`]
+//! so that the host model and the compiled tables cannot drift apart.
+
+use std::path::PathBuf;
+
+use crate::tables::{
+    Bar, BoardCpu, DeviceId, FaultPolicy, HypervisorConfig, Interrupt, IoPortRange, MemoryRegion, PayloadKind,
+    PciAddress, PhysRange,
+};
+pub use crate::tables::{Connection, Sharer};
+
+/// A validated system: board, hypervisor settings, partitions and their links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct System {
+    /// `name` from the system file, else the file's stem.
+    pub name: String,
+    /// The system file as given to [`crate::load_system`].
+    pub file: PathBuf,
+    pub board: Board,
+    pub hypervisor: HypervisorConfig,
+    /// I/O port of the console UART (the board's unless `[hypervisor] console_port` says).
+    pub console_port: u16,
+    pub partitions: Vec<Partition>,
+    pub connections: Vec<Connection>,
+    pub shared_memory: Vec<SharedMemory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Board {
+    pub name: String,
+    pub file: PathBuf,
+    pub cpus: Vec<BoardCpu>,
+    pub ram: Vec<PhysRange>,
+    pub reserved: Vec<PhysRange>,
+    pub devices: Vec<Device>,
+    pub iommus: Vec<Iommu>,
+    pub console_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub name: String,
+    pub pci: Option<PciAddress>,
+    pub bars: Vec<Bar>,
+    pub io_ports: Vec<IoPortRange>,
+    pub mmio: Vec<PhysRange>,
+    pub interrupts: Vec<Interrupt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iommu {
+    pub name: String,
+    pub registers: PhysRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub name: String,
+    pub cores: Vec<u32>,
+    /// Host bases are all resolved (given or allocated).
+    pub memory: Vec<MemoryRegion>,
+    pub payload: Payload,
+    pub devices: Vec<DeviceId>,
+    pub fault_policy: FaultPolicy,
+    pub watchdog_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub kind: PayloadKind,
+    /// The file, resolved (relative to the system file, or in the guest directory).
+    pub path: PathBuf,
+    /// `path` as written in the system file (for the summary).
+    pub source: String,
+    pub entry: Option<u64>,
+    pub cmdline: String,
+    pub initrd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMemory {
+    pub name: String,
+    pub host: PhysRange,
+    pub sharers: Vec<Sharer>,
+}

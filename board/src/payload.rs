@@ -1,0 +1,158 @@
+//! Payload files: where they are and whether they are what the system file says.
+//!
+//! Only the first bytes are read (enough for the ELF magic and the bzImage header), so a
+//! large kernel costs nothing, and only regular files are opened, so a path naming a FIFO or
+//! a device cannot hang the build.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::path::{Path, PathBuf};
+
+use crate::diag::{Loc, Sink, rule};
+use crate::tables::PayloadKind;
+
+/// The prefix of payload paths that live in the guest build directory.
+pub const GUESTS_PREFIX: &str = "@guests/";
+
+const BUILD_GUESTS_HINT: &str =
+    "build the guests with `cargo xtask build` (payloads named `@guests/NAME` come from the guest build directory)";
+
+/// Resolves a payload or initrd path as written: `@guests/NAME` in the guest directory,
+/// anything else relative to the system file's directory. `None` (after reporting) when a
+/// guest path cannot be resolved.
+pub(crate) fn resolve(
+    sink: &mut Sink,
+    at: Loc,
+    written: &str,
+    system_dir: &Path,
+    guest_dir: Option<&Path>,
+) -> Option<PathBuf> {
+    match written.strip_prefix(GUESTS_PREFIX) {
+        Some(name) => {
+            let plain = !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
+            if !plain {
+                sink.error_hint(
+                    at,
+                    rule::INVALID_VALUE,
+                    format!("{written:?} does not name a guest"),
+                    "write `@guests/NAME` with a plain file name",
+                );
+                return None;
+            }
+            match guest_dir {
+                Some(dir) => Some(dir.join(name)),
+                None => {
+                    sink.error_hint(
+                        at,
+                        rule::PAYLOAD_MISSING,
+                        format!("payload {written:?}: no guest directory is known"),
+                        BUILD_GUESTS_HINT,
+                    );
+                    None
+                }
+            }
+        }
+        None if written.is_empty() => {
+            sink.error(at, rule::INVALID_VALUE, "the path is empty");
+            None
+        }
+        None => Some(system_dir.join(written)),
+    }
+}
+
+/// Checks that `path` exists, is readable, and (when `kind` is given) is of that kind.
+pub(crate) fn check_file(sink: &mut Sink, at: Loc, written: &str, path: &Path, kind: Option<PayloadKind>) {
+    let guest = written.starts_with(GUESTS_PREFIX);
+    let head = match read_head(path) {
+        Ok(head) => head,
+        Err(Problem::Missing) => {
+            let hint = if guest {
+                BUILD_GUESTS_HINT.to_owned()
+            } else {
+                format!("no file at {}; paths are relative to the system file", path.display())
+            };
+            sink.error_hint(
+                at,
+                rule::PAYLOAD_MISSING,
+                format!("{written:?} does not exist ({})", path.display()),
+                hint,
+            );
+            return;
+        }
+        Err(Problem::Unreadable(why)) => {
+            sink.error(at, rule::PAYLOAD_UNREADABLE, format!("cannot read {written:?} ({}): {why}", path.display()));
+            return;
+        }
+    };
+    let Some(kind) = kind else {
+        return;
+    };
+    if let Some(why) = kind_mismatch(kind, &head) {
+        sink.error(at, rule::PAYLOAD_KIND, format!("{written:?} is not {}: {why}", kind_article(kind)));
+    }
+}
+
+fn kind_article(kind: PayloadKind) -> &'static str {
+    match kind {
+        PayloadKind::Elf => "an ELF file",
+        PayloadKind::Hermit => "a Hermit unikernel (an ELF file)",
+        PayloadKind::BzImage => "a Linux bzImage",
+        PayloadKind::Flat => "a flat binary",
+    }
+}
+
+/// Offset of the "HdrS" signature in a bzImage (Linux boot protocol, `header`).
+const BZIMAGE_MAGIC_OFFSET: usize = 0x202;
+const HEAD_LEN: usize = BZIMAGE_MAGIC_OFFSET + 4;
+
+/// Why the first bytes do not fit `kind`, if they do not.
+pub(crate) fn kind_mismatch(kind: PayloadKind, head: &[u8]) -> Option<&'static str> {
+    match kind {
+        PayloadKind::Elf | PayloadKind::Hermit => {
+            (!head.starts_with(b"\x7fELF")).then_some("no ELF magic (7f 45 4c 46) at offset 0")
+        }
+        PayloadKind::BzImage => (head.get(BZIMAGE_MAGIC_OFFSET..HEAD_LEN) != Some(b"HdrS"))
+            .then_some("no \"HdrS\" boot header at offset 0x202"),
+        PayloadKind::Flat => head.is_empty().then_some("the file is empty"),
+    }
+}
+
+enum Problem {
+    Missing,
+    Unreadable(String),
+}
+
+/// The first [`HEAD_LEN`] bytes of a regular file.
+fn read_head(path: &Path) -> Result<Vec<u8>, Problem> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Problem::Missing,
+        _ => Problem::Unreadable(e.to_string()),
+    })?;
+    if !meta.is_file() {
+        return Err(Problem::Unreadable("not a regular file".into()));
+    }
+    let file = File::open(path).map_err(|e| Problem::Unreadable(e.to_string()))?;
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    file.take(HEAD_LEN as u64).read_to_end(&mut head).map_err(|e| Problem::Unreadable(e.to_string()))?;
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        let elf = b"\x7fELF\x02\x01\x01";
+        assert_eq!(kind_mismatch(PayloadKind::Elf, elf), None);
+        assert_eq!(kind_mismatch(PayloadKind::Hermit, elf), None);
+        assert!(kind_mismatch(PayloadKind::Elf, b"MZ").is_some());
+        assert!(kind_mismatch(PayloadKind::BzImage, elf).is_some());
+        let mut bz = vec![0u8; HEAD_LEN];
+        bz[BZIMAGE_MAGIC_OFFSET..].copy_from_slice(b"HdrS");
+        assert_eq!(kind_mismatch(PayloadKind::BzImage, &bz), None);
+        assert!(kind_mismatch(PayloadKind::BzImage, &bz[..HEAD_LEN - 1]).is_some());
+        assert_eq!(kind_mismatch(PayloadKind::Flat, b"x"), None);
+        assert!(kind_mismatch(PayloadKind::Flat, b"").is_some());
+    }
+}

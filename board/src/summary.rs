@@ -1,0 +1,173 @@
+//! The human summary of a validated system (`cargo xtask check PATH`): where every
+//! partition's memory lands, which cores it runs on, and who talks to whom.
+
+use crate::board::show_size;
+use crate::codegen::{access_text, hex};
+use crate::model::System;
+use crate::tables::{ConnectionKind, FaultPolicy, PartitionId, PayloadKind};
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut text = String::new();
+        for (cell, w) in cells.iter().zip(&widths) {
+            text.push_str(cell);
+            let pad = w.saturating_sub(cell.chars().count()) + 2;
+            text.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str("  ");
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+fn count(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
+fn name(system: &System, id: PartitionId) -> &str {
+    system.partitions.get(usize::from(id.0)).map_or("?", |p| p.name.as_str())
+}
+
+fn span(base: u64, size: u64) -> String {
+    let end = base.saturating_add(size);
+    format!("{}..{}", hex(base), hex(end))
+}
+
+/// A few screens of text describing `system`.
+pub fn summary(system: &System) -> String {
+    let b = &system.board;
+    let hv = &system.hypervisor.reserved;
+    let mut out = format!(
+        "system `{}` ({}) on board `{}`: {}, {}, {}, {}\n",
+        system.name,
+        system.file.display(),
+        b.name,
+        count(b.cpus.len(), "CPU"),
+        count(system.partitions.len(), "partition"),
+        count(system.connections.len(), "connection"),
+        count(system.shared_memory.len(), "shared region")
+    );
+    out.push_str(&format!(
+        "hypervisor: reserved {} ({}), console port {}, log level {}\n",
+        span(hv.base, hv.size),
+        show_size(hv.size),
+        hex(u64::from(system.console_port)),
+        format!("{:?}", system.hypervisor.log_level).to_lowercase()
+    ));
+
+    out.push_str("\npartitions\n");
+    let mut rows = Vec::new();
+    for (i, p) in system.partitions.iter().enumerate() {
+        let cores: Vec<String> = p.cores.iter().map(u32::to_string).collect();
+        let policy = match p.fault_policy {
+            FaultPolicy::Halt => "halt".to_owned(),
+            FaultPolicy::Restart { max_restarts } => format!("restart (max {max_restarts})"),
+            FaultPolicy::ResetBoard => "reset-board".to_owned(),
+        };
+        let kind = match p.payload.kind {
+            PayloadKind::Elf => "elf",
+            PayloadKind::Flat => "flat",
+            PayloadKind::BzImage => "bzimage",
+            PayloadKind::Hermit => "hermit",
+        };
+        let devices: Vec<&str> =
+            p.devices.iter().filter_map(|d| b.devices.get(usize::from(d.0)).map(|d| d.name.as_str())).collect();
+        let watchdog = p.watchdog_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
+        rows.push(vec![
+            i.to_string(),
+            p.name.clone(),
+            cores.join(","),
+            format!("{kind} {}", p.payload.source),
+            if devices.is_empty() { "-".to_owned() } else { devices.join(",") },
+            policy,
+            watchdog,
+        ]);
+    }
+    out.push_str(&table(&["id", "name", "cores", "payload", "devices", "on fault", "watchdog"], &rows));
+
+    out.push_str("\nmemory (guest -> host)\n");
+    let mut rows = Vec::new();
+    for p in &system.partitions {
+        for m in &p.memory {
+            rows.push(vec![
+                p.name.clone(),
+                span(m.guest_base, m.size),
+                span(m.host_base, m.size),
+                show_size(m.size),
+                access_text(&m.access),
+                if m.large_pages { "2M" } else { "4K" }.to_owned(),
+            ]);
+        }
+    }
+    for s in &system.shared_memory {
+        for sh in &s.sharers {
+            rows.push(vec![
+                format!("{} (shared `{}`)", name(system, sh.partition), s.name),
+                span(sh.guest_base, s.host.size),
+                span(s.host.base, s.host.size),
+                show_size(s.host.size),
+                access_text(&sh.access),
+                "4K".to_owned(),
+            ]);
+        }
+    }
+    out.push_str(&table(&["partition", "guest", "host", "size", "access", "pages"], &rows));
+
+    out.push_str("\nconnections\n");
+    if system.connections.is_empty() {
+        out.push_str("  (none)\n");
+    } else {
+        let rows: Vec<Vec<String>> = system
+            .connections
+            .iter()
+            .map(|c| {
+                let (kind, detail) = match c.kind {
+                    ConnectionKind::Message { queue_depth } => ("message", format!("queue depth {queue_depth}")),
+                    ConnectionKind::Event { flag } => ("event", format!("flag {flag}")),
+                };
+                vec![
+                    c.id.to_string(),
+                    kind.to_owned(),
+                    format!("{} -> {}", name(system, c.from), name(system, c.to)),
+                    c.sint.to_string(),
+                    detail,
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["id", "kind", "from -> to", "sint", ""], &rows));
+    }
+
+    out.push_str("\ncores\n");
+    let rows: Vec<Vec<String>> = b
+        .cpus
+        .iter()
+        .map(|c| {
+            let owner = system
+                .partitions
+                .iter()
+                .find(|p| p.cores.contains(&c.core))
+                .map_or("(hypervisor only)", |p| p.name.as_str());
+            vec![
+                c.core.to_string(),
+                c.apic_id.to_string(),
+                if c.boot { "boot" } else { "" }.to_owned(),
+                owner.to_owned(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["core", "apic", "", "partition"], &rows));
+    out
+}

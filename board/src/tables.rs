@@ -1,0 +1,239 @@
+//! The compiled configuration: plain `const`-constructible types that `codegen` fills and
+//! the kernel reads. No parsing happens at run time.
+//!
+//! Every bound here is a build-time limit; the validator rejects configurations that
+//! exceed one (rule `limit-exceeded`), so the kernel can size its static state from them.
+
+/// Most CPUs a board may list (the kernel sizes its per-CPU state from this).
+pub const MAX_CPUS: usize = 16;
+pub const MAX_PARTITIONS: usize = 8;
+pub const MAX_MEMORY_REGIONS_PER_PARTITION: usize = 8;
+pub const MAX_DEVICES: usize = 32;
+pub const MAX_CONNECTIONS: usize = 64;
+/// Deepest message queue a connection may ask for.
+pub const MAX_QUEUE_DEPTH: u32 = 64;
+pub const MAX_SHARED_MEMORY: usize = 16;
+/// SynIC: SINT numbers are 0..16, event flags 0..2048 per SINT (TLFS 11.10).
+pub const SINT_COUNT: u8 = 16;
+pub const EVENT_FLAG_COUNT: u16 = 2048;
+
+/// Index of a partition in [`SystemConfig::partitions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionId(pub u8);
+
+/// Index of a device in [`BoardConfig::devices`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceId(pub u8);
+
+/// A physical address range `[base, base + size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhysRange {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl PhysRange {
+    pub const fn end(&self) -> u64 {
+        self.base + self.size
+    }
+
+    pub const fn overlaps(&self, other: &PhysRange) -> bool {
+        self.base < other.end() && other.base < self.end()
+    }
+}
+
+/// A CPU of the board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoardCpu {
+    /// Logical core number used by the system file (`cores = [...]`).
+    pub core: u32,
+    pub apic_id: u32,
+    pub boot: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciAddress {
+    pub segment: u16,
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoPortRange {
+    pub base: u16,
+    pub count: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// A legacy/IOAPIC line (GSI).
+    Line(u32),
+    /// The device signals with MSI/MSI-X.
+    Msi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bar {
+    pub index: u8,
+    pub range: PhysRange,
+    /// true: memory BAR, false: I/O BAR (then `range` holds the port range).
+    pub memory: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    pub name: &'static str,
+    pub pci: Option<PciAddress>,
+    pub bars: &'static [Bar],
+    pub io_ports: &'static [IoPortRange],
+    pub mmio: &'static [PhysRange],
+    pub interrupts: &'static [Interrupt],
+    /// Which partition owns the device, if any.
+    pub owner: Option<PartitionId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Iommu {
+    pub name: &'static str,
+    /// Register block.
+    pub registers: PhysRange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoardConfig {
+    pub name: &'static str,
+    pub cpus: &'static [BoardCpu],
+    pub ram: &'static [PhysRange],
+    pub reserved: &'static [PhysRange],
+    pub devices: &'static [Device],
+    pub iommus: &'static [Iommu],
+    /// I/O port of the console's 16550 UART.
+    pub console_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HypervisorConfig {
+    /// Memory only the hypervisor may use (its image, stacks, tables, boot modules).
+    pub reserved: PhysRange,
+    pub log_level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+    pub execute: bool,
+}
+
+/// One region of a partition's guest-physical memory, backed by host memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRegion {
+    pub guest_base: u64,
+    /// Chosen by the configuration tool when the system file gives none.
+    pub host_base: u64,
+    pub size: u64,
+    pub access: Access,
+    /// Map with 2 MiB (or 1 GiB) pages; validated 2 MiB-aligned on both sides.
+    pub large_pages: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    Elf,
+    Flat,
+    BzImage,
+    Hermit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payload {
+    pub kind: PayloadKind,
+    /// Name of the boot module (multiboot2 `module2` string) that carries the payload.
+    pub module: &'static str,
+    pub entry: Option<u64>,
+    pub cmdline: &'static str,
+    /// Boot module carrying the initrd, if any.
+    pub initrd_module: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPolicy {
+    Halt,
+    Restart { max_restarts: u32 },
+    ResetBoard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub id: PartitionId,
+    pub name: &'static str,
+    /// Logical core numbers ([`BoardCpu::core`]); the first one starts the partition.
+    pub cores: &'static [u32],
+    pub memory: &'static [MemoryRegion],
+    pub payload: Payload,
+    pub devices: &'static [DeviceId],
+    pub fault_policy: FaultPolicy,
+    pub watchdog_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionKind {
+    Message { queue_depth: u32 },
+    Event { flag: u16 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    /// The TLFS connection ID the sender names in HvPostMessage / HvSignalEvent.
+    pub id: u32,
+    pub from: PartitionId,
+    pub to: PartitionId,
+    /// SINT of the receiver the message or event arrives on.
+    pub sint: u8,
+    pub kind: ConnectionKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sharer {
+    pub partition: PartitionId,
+    pub guest_base: u64,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedMemory {
+    pub name: &'static str,
+    pub host: PhysRange,
+    pub sharers: &'static [Sharer],
+}
+
+/// Core `core` runs partition `partition` (or stays with the hypervisor when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreAssignment {
+    pub core: u32,
+    pub apic_id: u32,
+    pub partition: Option<PartitionId>,
+}
+
+/// The whole compiled configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemConfig {
+    /// The system file's name (for the boot summary).
+    pub name: &'static str,
+    pub board: BoardConfig,
+    pub hypervisor: HypervisorConfig,
+    pub partitions: &'static [Partition],
+    pub core_map: &'static [CoreAssignment],
+    pub connections: &'static [Connection],
+    pub shared_memory: &'static [SharedMemory],
+}

@@ -1,0 +1,671 @@
+//! Cross-checks between the system file and the board, host memory placement, and the
+//! resolution of everything into a [`System`].
+//!
+//! Each check reports with its own rule and carries on, so one run lists every problem.
+//! A [`System`] is only built when no problem at all was reported (in either file), which is
+//! what lets code generation assume a sound configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::board::{RangeExt, RawBoard, show_range, show_size};
+use crate::diag::{Loc, Sink, rule};
+use crate::model::{Board, Partition, Payload, SharedMemory, System};
+use crate::payload;
+use crate::system::{At, RawKind, RawSystem};
+use crate::tables::{
+    Connection, ConnectionKind, DeviceId, EVENT_FLAG_COUNT, HypervisorConfig, MAX_CONNECTIONS,
+    MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH, MAX_SHARED_MEMORY, MemoryRegion, PartitionId,
+    PhysRange, SINT_COUNT, Sharer,
+};
+use crate::value::MIB;
+
+/// Alignment of host blocks the tool places itself (large pages are then always possible).
+pub const ALLOCATION_ALIGN: u64 = 2 * MIB;
+
+/// The board as validation sees it: `None` when it could not be read at all.
+pub(crate) struct BoardInput {
+    pub raw: RawBoard,
+    /// The board file had problems: skip checks against its RAM (they would only echo them).
+    pub broken: bool,
+}
+
+pub(crate) struct Inputs<'a> {
+    pub system_file: &'a Path,
+    pub guest_dir: Option<&'a Path>,
+    pub default_name: String,
+}
+
+/// A host placement to check or to make.
+struct Placement {
+    what: String,
+    size: u64,
+    /// Given in the file, with the place of `host_base`.
+    fixed: Option<At<u64>>,
+    /// Where to report "does not fit".
+    size_at: Loc,
+    /// Resolved host base.
+    host_base: Option<u64>,
+}
+
+pub(crate) fn validate(
+    sink: &mut Sink,
+    files_read: &mut Vec<PathBuf>,
+    raw: RawSystem,
+    board: Option<BoardInput>,
+    inputs: &Inputs<'_>,
+) -> Option<System> {
+    let system_dir = inputs.system_file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+
+    // --- Partitions: names, limits, cores, guest memory, devices, payloads ---------------
+    let names: Vec<Option<&str>> = raw.partitions.iter().map(|p| p.name.as_ref().map(|n| n.v.as_str())).collect();
+    let all_named = names.iter().all(Option::is_some);
+    let name_at: Vec<Loc> = raw.partitions.iter().map(|p| p.name.as_ref().map_or(p.at, |n| n.at)).collect();
+    {
+        let mut cx_names = Vec::new();
+        let mut cx_at = Vec::new();
+        for (n, at) in names.iter().zip(&name_at) {
+            if let Some(n) = n {
+                cx_names.push(*n);
+                cx_at.push(*at);
+            }
+        }
+        unique(sink, &cx_names, &cx_at, "partition");
+    }
+    let partition_id = |name: &str| -> Option<PartitionId> {
+        names.iter().position(|n| *n == Some(name)).and_then(|i| u8::try_from(i).ok()).map(PartitionId)
+    };
+    if raw.partitions.len() > MAX_PARTITIONS {
+        let at = raw.partitions.get(MAX_PARTITIONS).map_or(raw.partitions_at, |p| p.at);
+        sink.error(
+            at,
+            rule::LIMIT_EXCEEDED,
+            format!("{} partitions; the limit is MAX_PARTITIONS = {MAX_PARTITIONS}", raw.partitions.len()),
+        );
+    }
+
+    let board_ref = board.as_ref().map(|b| &b.raw.board);
+    let mut core_owner: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut device_owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let console_port = raw.console_port.or(board_ref.map(|b| b.console_port)).unwrap_or(0);
+
+    for (pi, p) in raw.partitions.iter().enumerate() {
+        let pname = names.get(pi).copied().flatten().unwrap_or("?");
+        // Cores.
+        if let Some(cores) = &p.cores {
+            if cores.v.is_empty() {
+                sink.error(cores.at, rule::PARTITION_NO_CORES, format!("partition `{pname}` has no cores"));
+            }
+            for core in &cores.v {
+                if let Some(board) = board_ref
+                    && !board.cpus.iter().any(|c| c.core == core.v)
+                {
+                    let known: Vec<String> = board.cpus.iter().map(|c| c.core.to_string()).collect();
+                    sink.error_hint(
+                        core.at,
+                        rule::CPU_UNKNOWN,
+                        format!("board `{}` has no core {}", board.name, core.v),
+                        format!("the board's cores are: {}", known.join(", ")),
+                    );
+                    continue;
+                }
+                match core_owner.get(&core.v) {
+                    Some(other) => sink.error(
+                        core.at,
+                        rule::CPU_DUPLICATE,
+                        format!("core {} is already given to partition `{other}`", core.v),
+                    ),
+                    None => {
+                        core_owner.insert(core.v, pname);
+                    }
+                }
+            }
+        }
+        // Guest memory.
+        if p.memory_entries == 0 {
+            sink.error(p.at, rule::PARTITION_NO_MEMORY, format!("partition `{pname}` has no memory"));
+        }
+        if p.memory.len() > MAX_MEMORY_REGIONS_PER_PARTITION {
+            let at = p.memory.get(MAX_MEMORY_REGIONS_PER_PARTITION).map_or(p.at, |r| r.guest.base_at);
+            sink.error(
+                at,
+                rule::LIMIT_EXCEEDED,
+                format!(
+                    "partition `{pname}` has {} memory regions; the limit is MAX_MEMORY_REGIONS_PER_PARTITION = {MAX_MEMORY_REGIONS_PER_PARTITION}",
+                    p.memory.len()
+                ),
+            );
+        }
+        for (i, r) in p.memory.iter().enumerate() {
+            if let Some(other) = p.memory.iter().take(i).find(|o| o.guest.range.overlaps_checked(&r.guest.range)) {
+                sink.error(
+                    r.guest.base_at,
+                    rule::MEMORY_OVERLAP_GUEST,
+                    format!(
+                        "guest range {} of partition `{pname}` overlaps its region {}",
+                        show_range(&r.guest.range),
+                        show_range(&other.guest.range)
+                    ),
+                );
+            }
+        }
+        // Devices.
+        for dev in &p.devices {
+            if let Some(board) = board_ref {
+                let Some(device) = board.devices.iter().find(|d| d.name == dev.v) else {
+                    let known: Vec<&str> = board.devices.iter().map(|d| d.name.as_str()).collect();
+                    let hint = if known.is_empty() {
+                        format!("board `{}` lists no devices", board.name)
+                    } else {
+                        format!("the board's devices are: {}", known.join(", "))
+                    };
+                    sink.error_hint(
+                        dev.at,
+                        rule::DEVICE_UNKNOWN,
+                        format!("board `{}` has no device `{}`", board.name, dev.v),
+                        hint,
+                    );
+                    continue;
+                };
+                let console_inside = device.io_ports.iter().any(|r| {
+                    u32::from(r.base) <= u32::from(console_port)
+                        && u32::from(console_port) < u32::from(r.base) + u32::from(r.count)
+                });
+                if console_inside {
+                    sink.error(
+                        dev.at,
+                        rule::CONSOLE_ASSIGNED,
+                        format!("device `{}` holds the hypervisor's console UART (port {console_port:#x})", dev.v),
+                    );
+                }
+            }
+            match device_owner.get(dev.v.as_str()) {
+                Some(other) => sink.error(
+                    dev.at,
+                    rule::DEVICE_DUPLICATE,
+                    format!("device `{}` is already assigned to partition `{other}`", dev.v),
+                ),
+                None => {
+                    device_owner.insert(&dev.v, pname);
+                }
+            }
+        }
+        // Payload files.
+        if let Some(pl) = &p.payload {
+            if let Some(path) = &pl.path {
+                let resolved = payload::resolve(sink, path.at, &path.v, &system_dir, inputs.guest_dir);
+                if let Some(resolved) = resolved {
+                    files_read.push(resolved.clone());
+                    payload::check_file(sink, path.at, &path.v, &resolved, pl.kind);
+                }
+            }
+            if let Some(initrd) = &pl.initrd {
+                let resolved = payload::resolve(sink, initrd.at, &initrd.v, &system_dir, inputs.guest_dir);
+                if let Some(resolved) = resolved {
+                    files_read.push(resolved.clone());
+                    payload::check_file(sink, initrd.at, &initrd.v, &resolved, None);
+                }
+            }
+        }
+    }
+
+    // --- Connections ---------------------------------------------------------------------
+    if raw.connections.len() > MAX_CONNECTIONS {
+        let at = raw.connections.get(MAX_CONNECTIONS).map_or(raw.connections_at, |c| c.at);
+        sink.error(
+            at,
+            rule::LIMIT_EXCEEDED,
+            format!("{} connections; the limit is MAX_CONNECTIONS = {MAX_CONNECTIONS}", raw.connections.len()),
+        );
+    }
+    let mut connections = Vec::new();
+    let mut ids: BTreeMap<u32, ()> = BTreeMap::new();
+    for c in &raw.connections {
+        let mut lookup = |end: &Option<At<String>>, which: &str| -> Option<PartitionId> {
+            let end = end.as_ref()?;
+            let id = partition_id(&end.v);
+            if id.is_none() && all_named {
+                sink.error_hint(
+                    end.at,
+                    rule::CONNECTION_UNKNOWN_PARTITION,
+                    format!("connection {which} `{}`: no such partition", end.v),
+                    partition_list_hint(&names),
+                );
+            }
+            id
+        };
+        let from = lookup(&c.from, "from");
+        let to = lookup(&c.to, "to");
+        if let (Some(f), Some(t), Some(to_at)) = (from, to, c.to.as_ref())
+            && f == t
+        {
+            sink.error(to_at.at, rule::CONNECTION_SELF, format!("connection from `{}` to itself", to_at.v));
+        }
+        if let Some(id) = &c.id
+            && ids.insert(id.v, ()).is_some()
+        {
+            sink.error(id.at, rule::CONNECTION_DUPLICATE_ID, format!("another connection already has id {}", id.v));
+        }
+        let sint = c.sint.as_ref().and_then(|s| {
+            let v = u8::try_from(s.v).ok().filter(|&v| v < SINT_COUNT);
+            if v.is_none() {
+                sink.error(s.at, rule::CONNECTION_SINT_RANGE, format!("sint {} is not in 0..={}", s.v, SINT_COUNT - 1));
+            }
+            v
+        });
+        let kind = match c.kind {
+            Some(RawKind::Message) => c.queue_depth.as_ref().and_then(|q| {
+                let v = u32::try_from(q.v).ok().filter(|&v| (1..=MAX_QUEUE_DEPTH).contains(&v));
+                if v.is_none() {
+                    sink.error(
+                        q.at,
+                        rule::CONNECTION_QUEUE_DEPTH,
+                        format!("queue_depth {} is not in 1..={MAX_QUEUE_DEPTH}", q.v),
+                    );
+                }
+                v.map(|queue_depth| ConnectionKind::Message { queue_depth })
+            }),
+            Some(RawKind::Event) => c.flag.as_ref().and_then(|f| {
+                let v = u16::try_from(f.v).ok().filter(|&v| v < EVENT_FLAG_COUNT);
+                if v.is_none() {
+                    sink.error(
+                        f.at,
+                        rule::CONNECTION_FLAG_RANGE,
+                        format!("flag {} is not in 0..={}", f.v, EVENT_FLAG_COUNT - 1),
+                    );
+                }
+                v.map(|flag| ConnectionKind::Event { flag })
+            }),
+            None => None,
+        };
+        if let (Some(id), Some(from), Some(to), Some(sint), Some(kind)) = (&c.id, from, to, sint, kind) {
+            connections.push(Connection { id: id.v, from, to, sint, kind });
+        }
+    }
+
+    // --- Shared memory: names, sharers, guest-side overlaps ------------------------------
+    if raw.shared.len() > MAX_SHARED_MEMORY {
+        let at = raw.shared.get(MAX_SHARED_MEMORY).map_or(raw.shared_at, |s| s.at);
+        sink.error(
+            at,
+            rule::LIMIT_EXCEEDED,
+            format!("{} shared memory regions; the limit is MAX_SHARED_MEMORY = {MAX_SHARED_MEMORY}", raw.shared.len()),
+        );
+    }
+    {
+        let mut n = Vec::new();
+        let mut at = Vec::new();
+        for s in &raw.shared {
+            if let Some(name) = &s.name {
+                n.push(name.v.as_str());
+                at.push(name.at);
+            }
+        }
+        unique(sink, &n, &at, "shared memory region");
+    }
+    // Guest ranges of shared memory already mapped, per partition.
+    let mut mapped: Vec<(PartitionId, PhysRange, String)> = Vec::new();
+    let mut shared_sharers: Vec<Vec<Sharer>> = Vec::new();
+    for s in &raw.shared {
+        let sname = s.name.as_ref().map_or("?", |n| n.v.as_str());
+        let mut sharers: Vec<Sharer> = Vec::new();
+        for sh in &s.sharers {
+            let Some(pid) = partition_id(&sh.partition.v) else {
+                if all_named {
+                    sink.error_hint(
+                        sh.partition.at,
+                        rule::SHARED_MEMORY_UNKNOWN_SHARER,
+                        format!("shared memory `{sname}`: no partition `{}`", sh.partition.v),
+                        partition_list_hint(&names),
+                    );
+                }
+                continue;
+            };
+            if sharers.iter().any(|o| o.partition == pid) {
+                sink.error(
+                    sh.partition.at,
+                    rule::DUPLICATE_NAME,
+                    format!("partition `{}` is listed twice as a sharer of `{sname}`", sh.partition.v),
+                );
+                continue;
+            }
+            sharers.push(Sharer { partition: pid, guest_base: sh.guest_base.v, access: sh.access });
+            let Some(size) = &s.size else { continue };
+            let guest = PhysRange { base: sh.guest_base.v, size: size.v };
+            if guest.base.checked_add(guest.size).is_none() {
+                sink.error(
+                    sh.guest_base.at,
+                    rule::ADDRESS_OVERFLOW,
+                    format!(
+                        "shared memory `{sname}` at guest {:#x} + {} runs past 2^64",
+                        guest.base,
+                        show_size(guest.size)
+                    ),
+                );
+                continue;
+            }
+            let own = raw
+                .partitions
+                .get(usize::from(pid.0))
+                .and_then(|p| p.memory.iter().find(|r| r.guest.range.overlaps_checked(&guest)));
+            if let Some(own) = own {
+                sink.error(
+                    sh.guest_base.at,
+                    rule::SHARED_MEMORY_OVERLAP,
+                    format!(
+                        "shared memory `{sname}` at guest {} overlaps memory {} of partition `{}`",
+                        show_range(&guest),
+                        show_range(&own.guest.range),
+                        sh.partition.v
+                    ),
+                );
+            }
+            if let Some((_, other, oname)) = mapped.iter().find(|(p, r, _)| *p == pid && r.overlaps_checked(&guest)) {
+                sink.error(
+                    sh.guest_base.at,
+                    rule::SHARED_MEMORY_OVERLAP,
+                    format!(
+                        "shared memory `{sname}` at guest {} overlaps shared memory `{oname}` {} in partition `{}`",
+                        show_range(&guest),
+                        show_range(other),
+                        sh.partition.v
+                    ),
+                );
+            }
+            mapped.push((pid, guest, sname.to_owned()));
+        }
+        shared_sharers.push(sharers);
+    }
+
+    // --- Host memory: fixed placements, then first-fit allocation -------------------------
+    let mut placements: Vec<Placement> = Vec::new();
+    for (pi, p) in raw.partitions.iter().enumerate() {
+        let pname = names.get(pi).copied().flatten().unwrap_or("?");
+        for (ri, r) in p.memory.iter().enumerate() {
+            placements.push(Placement {
+                what: format!("memory region {ri} of partition `{pname}`"),
+                size: r.guest.range.size,
+                fixed: r.host_base.clone(),
+                size_at: r.guest.size_at,
+                host_base: None,
+            });
+        }
+    }
+    for s in &raw.shared {
+        if let Some(size) = &s.size {
+            let sname = s.name.as_ref().map_or("?", |n| n.v.as_str());
+            placements.push(Placement {
+                what: format!("shared memory `{sname}`"),
+                size: size.v,
+                fixed: s.host_base.clone(),
+                size_at: size.at,
+                host_base: None,
+            });
+        }
+    }
+    let hv = raw.reserved;
+    let ram_checks = board.as_ref().is_some_and(|b| !b.broken);
+    for i in 0..placements.len() {
+        let Some(p) = placements.get(i) else { break };
+        let Some(fixed) = &p.fixed else { continue };
+        let host = PhysRange { base: fixed.v, size: p.size };
+        if host.base.checked_add(host.size).is_none() {
+            sink.error(
+                fixed.at,
+                rule::ADDRESS_OVERFLOW,
+                format!("{} at host {:#x} + {} runs past 2^64", p.what, host.base, show_size(host.size)),
+            );
+            continue;
+        }
+        if host.overlaps_checked(&hv) {
+            sink.error(
+                fixed.at,
+                rule::MEMORY_OVERLAP_HYPERVISOR,
+                format!(
+                    "{} at host {} overlaps the hypervisor's reserved memory {}",
+                    p.what,
+                    show_range(&host),
+                    show_range(&hv)
+                ),
+            );
+        }
+        if let (true, Some(board)) = (ram_checks, board_ref) {
+            if !inside_ram(&board.ram, &host) {
+                let ram: Vec<String> = board.ram.iter().map(show_range).collect();
+                sink.error_hint(
+                    fixed.at,
+                    rule::MEMORY_OUTSIDE_RAM,
+                    format!("{} at host {} is not in board RAM", p.what, show_range(&host)),
+                    format!("board `{}` RAM: {}", board.name, ram.join(", ")),
+                );
+            }
+            if let Some(res) = board.reserved.iter().find(|r| r.overlaps_checked(&host)) {
+                sink.error(
+                    fixed.at,
+                    rule::MEMORY_IN_RESERVED,
+                    format!(
+                        "{} at host {} overlaps the board's reserved range {}",
+                        p.what,
+                        show_range(&host),
+                        show_range(res)
+                    ),
+                );
+            }
+        }
+        let earlier = placements
+            .iter()
+            .take(i)
+            .find(|o| o.fixed.as_ref().is_some_and(|f| PhysRange { base: f.v, size: o.size }.overlaps_checked(&host)));
+        if let Some(o) = earlier {
+            sink.error(
+                fixed.at,
+                rule::MEMORY_OVERLAP_PARTITIONS,
+                format!("{} at host {} overlaps {}", p.what, show_range(&host), o.what),
+            );
+        }
+        if let Some(p) = placements.get_mut(i) {
+            p.host_base = Some(host.base);
+        }
+    }
+    if let (true, Some(board)) = (ram_checks, board_ref) {
+        allocate(sink, board, &hv, &mut placements);
+    }
+
+    // --- Build the System, only if nothing at all was wrong ------------------------------
+    if !sink.is_empty() {
+        return None;
+    }
+    let board = board?.raw.board;
+    let mut next = placements.iter().map(|p| p.host_base);
+    let mut partitions = Vec::new();
+    for p in raw.partitions {
+        let pl = p.payload?;
+        let path_text = pl.path?.v;
+        let path = resolve_quiet(&path_text, &system_dir, inputs.guest_dir)?;
+        let initrd = match pl.initrd {
+            Some(i) => Some(resolve_quiet(&i.v, &system_dir, inputs.guest_dir)?),
+            None => None,
+        };
+        let mut memory = Vec::new();
+        for r in &p.memory {
+            memory.push(MemoryRegion {
+                guest_base: r.guest.range.base,
+                host_base: next.next()??,
+                size: r.guest.range.size,
+                access: r.access,
+                large_pages: r.large_pages,
+            });
+        }
+        let devices = p
+            .devices
+            .iter()
+            .map(|d| board.devices.iter().position(|b| b.name == d.v).and_then(|i| u8::try_from(i).ok()).map(DeviceId))
+            .collect::<Option<Vec<_>>>()?;
+        partitions.push(Partition {
+            name: p.name?.v,
+            cores: p.cores?.v.into_iter().map(|c| c.v).collect(),
+            memory,
+            payload: Payload { kind: pl.kind?, path, source: path_text, entry: pl.entry, cmdline: pl.cmdline, initrd },
+            devices,
+            fault_policy: p.fault_policy,
+            watchdog_ms: p.watchdog_ms,
+        });
+    }
+    let mut shared_memory = Vec::new();
+    for (s, sharers) in raw.shared.into_iter().zip(shared_sharers) {
+        shared_memory.push(SharedMemory {
+            name: s.name?.v,
+            host: PhysRange { base: next.next()??, size: s.size?.v },
+            sharers,
+        });
+    }
+    Some(System {
+        name: raw.name.unwrap_or_else(|| inputs.default_name.clone()),
+        file: inputs.system_file.to_owned(),
+        hypervisor: HypervisorConfig { reserved: hv, log_level: raw.log_level },
+        console_port,
+        board,
+        partitions,
+        connections,
+        shared_memory,
+    })
+}
+
+fn unique(sink: &mut Sink, names: &[&str], at: &[Loc], what: &str) {
+    for (i, name) in names.iter().enumerate() {
+        if names.iter().take(i).any(|n| n == name)
+            && let Some(loc) = at.get(i)
+        {
+            sink.error(*loc, rule::DUPLICATE_NAME, format!("there is already a {what} named `{name}`"));
+        }
+    }
+}
+
+fn partition_list_hint(names: &[Option<&str>]) -> String {
+    let list: Vec<&str> = names.iter().flatten().copied().collect();
+    if list.is_empty() {
+        "the system has no partitions".to_owned()
+    } else {
+        format!("partitions are: {}", list.join(", "))
+    }
+}
+
+fn resolve_quiet(written: &str, system_dir: &Path, guest_dir: Option<&Path>) -> Option<PathBuf> {
+    let mut sink = Sink::default();
+    let at = Loc { file: 0, offset: 0 };
+    payload::resolve(&mut sink, at, written, system_dir, guest_dir)
+}
+
+/// Whether `range` lies inside the union of the (possibly adjacent) RAM ranges.
+fn inside_ram(ram: &[PhysRange], range: &PhysRange) -> bool {
+    let mut cursor = u128::from(range.base);
+    let end = range.end_checked();
+    // Walk forward through RAM ranges that cover the cursor; bounded by the number of ranges.
+    for _ in 0..=ram.len() {
+        if cursor >= end {
+            return true;
+        }
+        match ram.iter().find(|r| u128::from(r.base) <= cursor && cursor < r.end_checked()) {
+            Some(r) => cursor = r.end_checked(),
+            None => return false,
+        }
+    }
+    cursor >= end
+}
+
+/// Free host memory as `[start, end)` pairs (u128 so that ends never overflow).
+fn free_ranges(board: &Board, hv: &PhysRange, fixed: &[PhysRange]) -> Vec<(u128, u128)> {
+    let mut free: Vec<(u128, u128)> = board.ram.iter().map(|r| (u128::from(r.base), r.end_checked())).collect();
+    free.sort_unstable();
+    let holes = board.reserved.iter().chain(std::iter::once(hv)).chain(fixed);
+    for hole in holes {
+        free = subtract(&free, (u128::from(hole.base), hole.end_checked()));
+    }
+    free
+}
+
+fn subtract(free: &[(u128, u128)], (s, e): (u128, u128)) -> Vec<(u128, u128)> {
+    let mut out = Vec::with_capacity(free.len() + 1);
+    for &(a, b) in free {
+        if e <= a || s >= b {
+            out.push((a, b));
+            continue;
+        }
+        if a < s {
+            out.push((a, s));
+        }
+        if e < b {
+            out.push((e, b));
+        }
+    }
+    out
+}
+
+/// First fit, in file order, 2 MiB-aligned, in RAM minus reserved ranges, the hypervisor
+/// and every fixed placement.
+fn allocate(sink: &mut Sink, board: &Board, hv: &PhysRange, placements: &mut [Placement]) {
+    let fixed: Vec<PhysRange> =
+        placements.iter().filter_map(|p| p.fixed.as_ref().map(|f| PhysRange { base: f.v, size: p.size })).collect();
+    let mut free = free_ranges(board, hv, &fixed);
+    let align = u128::from(ALLOCATION_ALIGN);
+    for p in placements.iter_mut().filter(|p| p.fixed.is_none()) {
+        let size = u128::from(p.size);
+        let slot = free.iter().find_map(|&(a, b)| {
+            let start = a.div_ceil(align) * align;
+            (start + size <= b).then_some(start)
+        });
+        let host = slot.and_then(|s| u64::try_from(s).ok());
+        match host {
+            Some(base) => {
+                p.host_base = Some(base);
+                free = subtract(&free, (u128::from(base), u128::from(base) + size));
+            }
+            None => {
+                let largest = free.iter().map(|&(a, b)| b.saturating_sub(a.div_ceil(align) * align)).max().unwrap_or(0);
+                let largest = u64::try_from(largest).unwrap_or(u64::MAX);
+                sink.error_hint(
+                    p.size_at,
+                    rule::MEMORY_NO_FIT,
+                    format!(
+                        "{} ({}) does not fit in the free RAM of board `{}`",
+                        p.what,
+                        show_size(p.size),
+                        board.name
+                    ),
+                    format!(
+                        "the largest free 2 MiB-aligned block left is {}; shrink the regions or free RAM",
+                        show_size(largest)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(base: u64, size: u64) -> PhysRange {
+        PhysRange { base, size }
+    }
+
+    #[test]
+    fn ram_union_covers_adjacent_ranges() {
+        let ram = [r(0x1000, 0x1000), r(0x2000, 0x2000), r(0x10000, 0x1000)];
+        assert!(inside_ram(&ram, &r(0x1000, 0x3000)));
+        assert!(!inside_ram(&ram, &r(0x1000, 0x4000)));
+        assert!(!inside_ram(&ram, &r(0x0, 0x1000)));
+        assert!(inside_ram(&ram, &r(0x10000, 0x1000)));
+        assert!(!inside_ram(&[r(u64::MAX - 0xfff, 0x1000)], &r(u64::MAX - 0xfff, 0x2000)));
+    }
+
+    #[test]
+    fn subtraction_splits_and_trims() {
+        let free = vec![(0u128, 100u128)];
+        assert_eq!(subtract(&free, (10, 20)), vec![(0, 10), (20, 100)]);
+        assert_eq!(subtract(&free, (0, 100)), vec![]);
+        assert_eq!(subtract(&free, (50, 200)), vec![(0, 50)]);
+        assert_eq!(subtract(&free, (200, 300)), vec![(0, 100)]);
+    }
+}

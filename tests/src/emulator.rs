@@ -1,0 +1,298 @@
+//! The emulators a run can use, and how each one is started.
+//!
+//! Every run gets its own folder; the emulator runs with that folder as its working
+//! directory, so all the paths below are relative and parallel runs never share a file.
+
+use std::fmt;
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bulkhead_abi::run::{QEMU_DEBUG_EXIT_PORT, QEMU_STATUS_FAILURE, QEMU_STATUS_SUCCESS};
+
+/// OVMF firmware image (Debian package `ovmf`): code and variable store in one file.
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+/// Bochs ROM BIOS (Debian package `bochsbios`).
+pub const BOCHS_BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
+/// Bochs VGA BIOS (a link into the Debian package `vgabios`).
+pub const BOCHS_VGABIOS: &str = "/usr/share/bochs/VGABIOS-lgpl-latest";
+/// Bochs CPU model: VT-x with EPT, unrestricted guest, VPID and APIC virtualization.
+pub const BOCHS_CPU_MODEL: &str = "corei7_skylake_x";
+/// Bochs instructions per emulated second. Lower boots faster (the BIOS and GRUB waits
+/// cost fewer instructions) without slowing real work, see docs/testing.md.
+pub const BOCHS_IPS: u64 = 50_000_000;
+/// Guest memory in MiB, the same on every emulator.
+pub const MEMORY_MIB: u32 = 256;
+
+/// File names inside a run's folder.
+pub const ISO_FILE: &str = "boot.iso";
+pub const SERIAL_FILE: &str = "serial.bin";
+pub const STDOUT_FILE: &str = "emulator.stdout";
+pub const STDERR_FILE: &str = "emulator.stderr";
+pub const BOCHS_CONFIG_FILE: &str = "bochsrc.txt";
+pub const BOCHS_DEBUGGER_FILE: &str = "debugger.rc";
+pub const BOCHS_LOG_FILE: &str = "bochs.log";
+
+/// An emulated machine to boot the image on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Emulator {
+    /// QEMU q35 with TCG and SeaBIOS: AMD SVM with NPT, fast.
+    QemuBios,
+    /// QEMU q35 with TCG and OVMF (UEFI).
+    QemuUefi,
+    /// Bochs 2.7, `corei7_skylake_x`: Intel VT-x with EPT.
+    Bochs,
+}
+
+impl Emulator {
+    pub const ALL: [Emulator; 3] = [Emulator::QemuBios, Emulator::QemuUefi, Emulator::Bochs];
+
+    /// A short name for file names and messages.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Emulator::QemuBios => "qemu-bios",
+            Emulator::QemuUefi => "qemu-uefi",
+            Emulator::Bochs => "bochs",
+        }
+    }
+
+    /// A generous default deadline for a whole run (boot included) on a slow, busy machine.
+    pub fn default_timeout(self) -> Duration {
+        match self {
+            Emulator::QemuBios => Duration::from_secs(60),
+            Emulator::QemuUefi => Duration::from_secs(90),
+            Emulator::Bochs => Duration::from_secs(120),
+        }
+    }
+
+    /// The system configuration whose board file describes this emulator as the harness
+    /// runs it (QEMU q35 or the Bochs PC), relative to the workspace root.
+    pub fn default_config(self) -> &'static str {
+        match self {
+            Emulator::QemuBios | Emulator::QemuUefi => bulkhead_board::DEFAULT_SYSTEM,
+            Emulator::Bochs => "board/systems/demo-bochs.toml",
+        }
+    }
+
+    /// How the emulator exits when the kernel ends a run (with `exit=emulator`).
+    pub fn expected_exit(self, success: bool) -> Exit {
+        match (self, success) {
+            (Emulator::QemuBios | Emulator::QemuUefi, true) => Exit::Code(QEMU_STATUS_SUCCESS),
+            (Emulator::QemuBios | Emulator::QemuUefi, false) => Exit::Code(QEMU_STATUS_FAILURE),
+            // Magic breakpoint, then the debugger script's `q`.
+            (Emulator::Bochs, true) => Exit::Code(0),
+            // "Shutdown" written to the Bochs shutdown port.
+            (Emulator::Bochs, false) => Exit::Code(1),
+        }
+    }
+
+    /// Writes the emulator's configuration into `dir` and returns the command to start it
+    /// there. The ISO must be at `dir/`[`ISO_FILE`].
+    pub fn command(self, cpus: u8, dir: &Path) -> std::io::Result<Command> {
+        match self {
+            Emulator::QemuBios | Emulator::QemuUefi => {
+                let mut cmd = Command::new("qemu-system-x86_64");
+                cmd.args(qemu_args(self == Emulator::QemuUefi, cpus));
+                Ok(cmd)
+            }
+            Emulator::Bochs => {
+                std::fs::write(dir.join(BOCHS_CONFIG_FILE), bochs_config(cpus))?;
+                // Continue at the start; quit (status 0) at the magic breakpoint.
+                std::fs::write(dir.join(BOCHS_DEBUGGER_FILE), "c\nq\n")?;
+                let mut cmd = match bochs_isolation() {
+                    Some(flags) => {
+                        let mut cmd = Command::new("unshare");
+                        cmd.args(flags).arg("bochs-bin");
+                        cmd
+                    }
+                    None => Command::new("bochs-bin"),
+                };
+                cmd.args(["-q", "-f", BOCHS_CONFIG_FILE, "-rc", BOCHS_DEBUGGER_FILE]);
+                Ok(cmd)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Emulator::QemuBios => "QEMU (q35, TCG, SeaBIOS)",
+            Emulator::QemuUefi => "QEMU (q35, TCG, OVMF UEFI)",
+            Emulator::Bochs => "Bochs (corei7_skylake_x)",
+        })
+    }
+}
+
+/// How an emulator process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl From<ExitStatus> for Exit {
+    fn from(status: ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exit status {code}"),
+            Exit::Signal(signal) => write!(f, "killed by signal {signal}"),
+        }
+    }
+}
+
+/// QEMU arguments (after the program name).
+pub fn qemu_args(uefi: bool, cpus: u8) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-M",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        &cpus.to_string(),
+        "-m",
+        &MEMORY_MIB.to_string(),
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-serial",
+        &format!("file:{SERIAL_FILE}"),
+        "-device",
+        &format!("isa-debug-exit,iobase={QEMU_DEBUG_EXIT_PORT:#x},iosize=1"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if uefi {
+        args.extend(["-bios".to_string(), OVMF.to_string()]);
+    }
+    args.extend(["-cdrom".to_string(), ISO_FILE.to_string()]);
+    args
+}
+
+/// The bochsrc for a run with `cpus` processors (headless, quiet, exits on triple fault).
+pub fn bochs_config(cpus: u8) -> String {
+    format!(
+        "# Written by bulkhead-tests for one run.\n\
+         megs: {MEMORY_MIB}\n\
+         romimage: file={BOCHS_BIOS}, options=fastboot\n\
+         vgaromimage: file={BOCHS_VGABIOS}\n\
+         display_library: rfb, options=\"timeout=0\"\n\
+         cpu: model={BOCHS_CPU_MODEL}, count={cpus}, ips={BOCHS_IPS}, reset_on_triple_fault=0, ignore_bad_msrs=1\n\
+         ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14\n\
+         ata0-master: type=cdrom, path={ISO_FILE}, status=inserted\n\
+         boot: cdrom\n\
+         com1: enabled=1, mode=file, dev={SERIAL_FILE}\n\
+         port_e9_hack: enabled=1\n\
+         magic_break: enabled=1\n\
+         speaker: enabled=0\n\
+         sound: driver=dummy\n\
+         log: {BOCHS_LOG_FILE}\n\
+         panic: action=fatal\n\
+         error: action=report\n\
+         info: action=report\n\
+         debug: action=ignore\n\
+         clock: sync=none, time0=local\n"
+    )
+}
+
+/// Bochs has no headless display in Debian's build, so it runs the `rfb` (VNC) display,
+/// which always listens on TCP port 5900 and, when that is taken, tries the next ports up
+/// to 5949; its only option is `timeout`, there is no way to choose the port. To keep
+/// parallel runs from racing for ports (and to expose no VNC server on the host), each
+/// Bochs runs in a network namespace of its own when `unshare` can make one: as root with
+/// `unshare --net`, otherwise with an unprivileged user namespace. Where neither works,
+/// Bochs runs unisolated and its own port probing keeps parallel runs apart.
+pub fn bochs_isolation() -> Option<&'static [&'static str]> {
+    static FLAGS: OnceLock<Option<&'static [&'static str]>> = OnceLock::new();
+    *FLAGS.get_or_init(|| {
+        const AS_ROOT: &[&str] = &["--net"];
+        const AS_USER: &[&str] = &["--net", "--map-root-user"];
+        let flags = if crate::host::is_root() { AS_ROOT } else { AS_USER };
+        let works = Command::new("unshare")
+            .args(flags)
+            .arg("true")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        works.then_some(flags)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arg_after<'a>(args: &'a [String], flag: &str) -> &'a str {
+        let i = args.iter().position(|a| a == flag).expect(flag);
+        &args[i + 1]
+    }
+
+    #[test]
+    fn qemu_bios_command_line() {
+        let args = qemu_args(false, 4);
+        assert_eq!(arg_after(&args, "-M"), "q35");
+        assert_eq!(arg_after(&args, "-accel"), "tcg");
+        assert_eq!(arg_after(&args, "-cpu"), "max");
+        assert_eq!(arg_after(&args, "-smp"), "4");
+        assert_eq!(arg_after(&args, "-serial"), "file:serial.bin");
+        assert_eq!(arg_after(&args, "-device"), "isa-debug-exit,iobase=0xf4,iosize=1");
+        assert_eq!(arg_after(&args, "-cdrom"), ISO_FILE);
+        assert!(args.iter().any(|a| a == "-no-reboot"));
+        assert!(!args.iter().any(|a| a == "-bios"));
+    }
+
+    #[test]
+    fn qemu_uefi_uses_ovmf() {
+        let args = qemu_args(true, 1);
+        assert_eq!(arg_after(&args, "-bios"), OVMF);
+        assert_eq!(arg_after(&args, "-smp"), "1");
+    }
+
+    #[test]
+    fn bochs_config_is_headless_quiet_and_fatal_on_triple_fault() {
+        let cfg = bochs_config(2);
+        for wanted in [
+            "display_library: rfb, options=\"timeout=0\"",
+            "cpu: model=corei7_skylake_x, count=2, ips=50000000, reset_on_triple_fault=0",
+            "com1: enabled=1, mode=file, dev=serial.bin",
+            "magic_break: enabled=1",
+            "port_e9_hack: enabled=1",
+            "panic: action=fatal",
+            "clock: sync=none",
+            "sound: driver=dummy",
+            "speaker: enabled=0",
+            "ata0-master: type=cdrom, path=boot.iso",
+            "boot: cdrom",
+        ] {
+            assert!(cfg.contains(wanted), "missing {wanted:?} in\n{cfg}");
+        }
+    }
+
+    #[test]
+    fn expected_exits_follow_the_run_protocol() {
+        assert_eq!(Emulator::QemuBios.expected_exit(true), Exit::Code(33));
+        assert_eq!(Emulator::QemuUefi.expected_exit(false), Exit::Code(35));
+        assert_eq!(Emulator::Bochs.expected_exit(true), Exit::Code(0));
+        assert_eq!(Emulator::Bochs.expected_exit(false), Exit::Code(1));
+    }
+}

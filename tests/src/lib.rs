@@ -1,0 +1,23 @@
+//! Bulkhead's hardware-in-the-loop harness.
+//!
+//! A test describes a boot with [`Run`]: which [`Emulator`], how many CPUs, which kernel
+//! switches, what the console must and must not show. [`Run::execute`] builds a GRUB ISO
+//! for it, boots it in a fresh folder, decodes the kernel's defmt console while the
+//! emulator runs, and returns a [`Report`] whose [`Outcome`] is decided from what the
+//! kernel printed (see [`outcome`]). `docs/testing.md` explains the whole flow.
+//!
+//! The modules below the runner are plain logic with host unit tests: [`console`]
+//! (the serial stream decoder), [`outcome`] (the verdict), [`emulator`] (command lines
+//! and configs), [`host`] (the host packages the harness needs).
+
+pub mod console;
+pub mod emulator;
+pub mod host;
+pub mod kernel;
+pub mod outcome;
+pub mod run;
+
+pub use console::{Level, Line};
+pub use emulator::{Emulator, Exit};
+pub use outcome::{Expectations, Outcome};
+pub use run::{HarnessError, Report, Run};

@@ -1,0 +1,558 @@
+//! One boot of the hypervisor in an emulator: [`Run`] describes it, [`Run::execute`]
+//! performs it and returns a [`Report`].
+
+use std::fmt::{self, Write as _};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use bulkhead_abi::run::CMDLINE_EMULATOR_EXIT;
+
+use crate::console::{ConsoleDecoder, Line};
+use crate::emulator::{Emulator, Exit, ISO_FILE, SERIAL_FILE, STDERR_FILE, STDOUT_FILE};
+use crate::kernel;
+use crate::outcome::{Ending, Expectations, Outcome, decide};
+
+/// How long the emulator may keep running after the kernel printed its run-end line.
+pub const EXIT_GRACE: Duration = Duration::from_secs(10);
+/// How often the serial file is polled.
+const POLL: Duration = Duration::from_millis(20);
+/// Lines quoted in a failure diagnostic.
+pub const DIAGNOSTIC_LINES: usize = 50;
+/// Set to keep the logs of every run, not just the ones that did not pass.
+pub const KEEP_LOGS_ENV: &str = "BULKHEAD_KEEP_LOGS";
+
+type LineCallback = Box<dyn FnMut(&Line) + Send>;
+
+/// A harness-level failure: the run could not be carried out at all (no kernel, no ISO,
+/// no emulator). This is never a verdict on the kernel.
+#[derive(Debug)]
+pub struct HarnessError(pub String);
+
+impl fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HIL harness error: {}", self.0)
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+/// A boot of the hypervisor to perform. Build one, then [`execute`](Run::execute) it:
+///
+/// ```no_run
+/// use bulkhead_tests::{Emulator, Run};
+/// Run::new(Emulator::QemuBios)
+///     .cpus(2)
+///     .expect("smp: 2 of 2 cpus online")
+///     .execute()
+///     .assert_passed();
+/// ```
+pub struct Run {
+    emulator: Emulator,
+    name: String,
+    cpus: u8,
+    timeout: Duration,
+    switches: Vec<String>,
+    modules: Vec<(PathBuf, String)>,
+    expectations: Expectations,
+    config: PathBuf,
+    kernel: Option<kernel::KernelImage>,
+    on_line: Option<LineCallback>,
+}
+
+impl Run {
+    /// A run on `emulator` with one CPU and the emulator's default timeout, named after
+    /// the current test (the thread name).
+    pub fn new(emulator: Emulator) -> Self {
+        let name = std::thread::current().name().filter(|n| *n != "main").unwrap_or("run").to_string();
+        Run {
+            emulator,
+            name,
+            cpus: 1,
+            timeout: emulator.default_timeout(),
+            switches: Vec::new(),
+            modules: Vec::new(),
+            expectations: Expectations::default(),
+            config: kernel::workspace_root().join(emulator.default_config()),
+            kernel: None,
+            on_line: None,
+        }
+    }
+
+    /// Names the run (used for the log folder `target/hil-logs/<name>/`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub fn cpus(mut self, cpus: u8) -> Self {
+        assert!(cpus >= 1, "a run needs at least one CPU");
+        self.cpus = cpus;
+        self
+    }
+
+    /// Deadline for the emulator, counted from its start.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Adds a kernel command-line switch such as `test=ud`. `exit=emulator` is always there.
+    pub fn switch(mut self, switch: impl Into<String>) -> Self {
+        self.switches.push(switch.into());
+        self
+    }
+
+    /// Adds a multiboot2 module with its string.
+    pub fn module(mut self, path: impl Into<PathBuf>, string: impl Into<String>) -> Self {
+        self.modules.push((path.into(), string.into()));
+        self
+    }
+
+    /// A substring that must appear in some decoded line (`[cpu0 INFO ] message`).
+    pub fn expect(mut self, text: impl Into<String>) -> Self {
+        self.expectations.expected.push(text.into());
+        self
+    }
+
+    /// A substring that must not appear in any decoded line.
+    pub fn forbid(mut self, text: impl Into<String>) -> Self {
+        self.expectations.forbidden.push(text.into());
+        self
+    }
+
+    /// Lets ERROR-level lines through (they fail the run by default).
+    pub fn allow_errors(mut self) -> Self {
+        self.expectations.allow_errors = true;
+        self
+    }
+
+    /// Boots the kernel compiled for this system configuration (a path relative to the
+    /// workspace root, or absolute) instead of the emulator's default one.
+    pub fn config(mut self, path: impl AsRef<Path>) -> Self {
+        self.config = kernel::workspace_root().join(path);
+        self
+    }
+
+    /// Uses this already built kernel image instead of building one for the configuration.
+    pub fn kernel(mut self, image: kernel::KernelImage) -> Self {
+        self.kernel = Some(image);
+        self
+    }
+
+    /// Calls `f` with every line as soon as it is decoded (live output).
+    pub fn on_line(mut self, f: impl FnMut(&Line) + Send + 'static) -> Self {
+        self.on_line = Some(Box::new(f));
+        self
+    }
+
+    /// The kernel command line this run boots with.
+    pub fn cmdline(&self) -> String {
+        let mut words = vec![CMDLINE_EMULATOR_EXIT.to_string()];
+        words.extend(self.switches.iter().cloned());
+        words.join(" ")
+    }
+
+    /// Performs the run; panics on a harness error (see [`Run::try_execute`]).
+    pub fn execute(self) -> Report {
+        match self.try_execute() {
+            Ok(report) => report,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Builds the ISO in a fresh folder, starts the emulator, decodes its console while it
+    /// runs, kills it (its whole process group) at the deadline, and judges the run.
+    pub fn try_execute(mut self) -> Result<Report, HarnessError> {
+        let image = match self.kernel.take() {
+            Some(image) => image,
+            None => kernel::kernel_image(&self.config).map_err(HarnessError)?,
+        };
+        let elf = image.elf.clone();
+        self.modules.splice(0..0, image.modules.iter().cloned());
+        let table = kernel::defmt_table(&elf).map_err(HarnessError)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("bulkhead-hil-{}-", sanitize(&self.name)))
+            .tempdir()
+            .map_err(|e| HarnessError(format!("cannot create a run folder: {e}")))?;
+
+        let cmdline = self.cmdline();
+        let mut iso = bulkhead_image::Iso::new(&elf).cmdline(cmdline.clone());
+        for (path, string) in &self.modules {
+            iso = iso.module(path, string);
+        }
+        iso.build(&dir.path().join(ISO_FILE)).map_err(|e| HarnessError(format!("cannot build the ISO: {e}")))?;
+        if let Ok(cfg) = iso.grub_cfg() {
+            let _ = std::fs::write(dir.path().join("grub.cfg"), cfg);
+        }
+
+        let mut cmd = self
+            .emulator
+            .command(self.cpus, dir.path())
+            .map_err(|e| HarnessError(format!("cannot write the emulator config: {e}")))?;
+        let open = |name: &str| {
+            File::create(dir.path().join(name)).map_err(|e| HarnessError(format!("cannot create {name}: {e}")))
+        };
+        cmd.current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(open(STDOUT_FILE)?)
+            .stderr(open(STDERR_FILE)?)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the harness dies (Ctrl-C on `cargo test`), take the emulator with it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let command_line = shell_words(&cmd);
+        let started = Instant::now();
+        let child = cmd.spawn().map_err(|e| {
+            HarnessError(format!(
+                "cannot start {} ({e}); is it installed? `cargo xtask test` installs it",
+                cmd.get_program().to_string_lossy()
+            ))
+        })?;
+        let mut child = KillOnDrop(child);
+
+        let mut decoder = ConsoleDecoder::new(Some(&table));
+        let mut lines: Vec<Line> = Vec::new();
+        let mut fresh: Vec<Line> = Vec::new();
+        let mut serial: Option<File> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut run_end_at: Option<Instant> = None;
+        let deadline = started + self.timeout;
+
+        let ending = loop {
+            let exited = child.0.try_wait().map_err(|e| HarnessError(format!("cannot wait for the emulator: {e}")))?;
+            // Read after checking for exit, so nothing written before the exit is missed.
+            read_serial(dir.path(), &mut serial, &mut buf, &mut decoder, &mut fresh);
+            for line in fresh.drain(..) {
+                if line.is_run_end() && run_end_at.is_none() {
+                    run_end_at = Some(Instant::now());
+                }
+                if let Some(f) = self.on_line.as_mut() {
+                    f(&line);
+                }
+                lines.push(line);
+            }
+            if let Some(status) = exited {
+                break Ending::Exited(Exit::from(status));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                child.kill();
+                break Ending::TimedOut;
+            }
+            if run_end_at.is_some_and(|t| now.duration_since(t) >= EXIT_GRACE) {
+                child.kill();
+                break Ending::Lingered(EXIT_GRACE);
+            }
+            std::thread::sleep(POLL);
+        };
+        let elapsed = started.elapsed();
+        // What a killed emulator wrote between the last poll and its end.
+        read_serial(dir.path(), &mut serial, &mut buf, &mut decoder, &mut fresh);
+        decoder.finish(&mut fresh);
+        for line in fresh.drain(..) {
+            if let Some(f) = self.on_line.as_mut() {
+                f(&line);
+            }
+            lines.push(line);
+        }
+
+        let outcome = decide(self.emulator, &lines, &self.expectations, ending);
+        let exit = match ending {
+            Ending::Exited(exit) => Some(exit),
+            _ => None,
+        };
+        let mut report = Report {
+            name: self.name,
+            emulator: self.emulator,
+            cpus: self.cpus,
+            cmdline,
+            outcome,
+            lines,
+            command_line,
+            exit,
+            elapsed,
+            timeout: self.timeout,
+            malformed_frames: decoder.malformed_frames(),
+            log_dir: None,
+            log_files: Vec::new(),
+        };
+        report.keep_logs(dir.path());
+        Ok(report)
+    }
+}
+
+/// Reads whatever the emulator has added to the serial file and decodes it.
+fn read_serial(
+    dir: &Path,
+    serial: &mut Option<File>,
+    buf: &mut [u8],
+    decoder: &mut ConsoleDecoder<'_>,
+    out: &mut Vec<Line>,
+) {
+    if serial.is_none() {
+        *serial = File::open(dir.join(SERIAL_FILE)).ok();
+    }
+    if let Some(file) = serial.as_mut() {
+        while let Ok(n) = file.read(buf) {
+            if n == 0 {
+                break;
+            }
+            decoder.feed(&buf[..n], out);
+        }
+    }
+}
+
+/// The emulator process; killed with its whole process group unless it has exited.
+struct KillOnDrop(Child);
+
+impl KillOnDrop {
+    fn kill(&mut self) {
+        let pid = self.0.id() as libc::pid_t;
+        // SAFETY: kill has no memory-safety preconditions. The child leads its own process
+        // group (process_group(0)) and has not been reaped yet, so the group id is ours.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// The command as it could be pasted into a shell (run in the run's folder).
+fn shell_words(cmd: &std::process::Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,.:/+@".contains(c)) {
+                a.into_owned()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn sanitize(name: &str) -> String {
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if s.is_empty() { "run".into() } else { s }
+}
+
+/// What happened in a run.
+#[derive(Debug)]
+pub struct Report {
+    pub name: String,
+    pub emulator: Emulator,
+    pub cpus: u8,
+    /// The kernel command line.
+    pub cmdline: String,
+    pub outcome: Outcome,
+    /// Every decoded line, in order.
+    pub lines: Vec<Line>,
+    /// The exact emulator command line (run in the run's folder).
+    pub command_line: String,
+    /// How the emulator exited, if it exited by itself.
+    pub exit: Option<Exit>,
+    /// From the emulator's start to its end.
+    pub elapsed: Duration,
+    pub timeout: Duration,
+    pub malformed_frames: usize,
+    /// Where the run's files were kept (only when the run did not pass, or with
+    /// `BULKHEAD_KEEP_LOGS=1`).
+    pub log_dir: Option<PathBuf>,
+    pub log_files: Vec<PathBuf>,
+}
+
+impl Report {
+    /// Whether any decoded line contains `text`.
+    pub fn contains(&self, text: &str) -> bool {
+        self.lines.iter().any(|l| l.to_string().contains(text))
+    }
+
+    /// The decoded lines, formatted, one per line.
+    pub fn log_text(&self) -> String {
+        self.lines.iter().fold(String::new(), |mut s, l| {
+            let _ = writeln!(s, "{l}");
+            s
+        })
+    }
+
+    /// Everything needed to understand a run that did not pass: the verdict and its
+    /// reasons, the exact emulator command line, where the logs are, and the last
+    /// [`DIAGNOSTIC_LINES`] lines of the console.
+    pub fn diagnostic(&self) -> String {
+        let mut d = self.summary();
+        let skip = self.lines.len().saturating_sub(DIAGNOSTIC_LINES);
+        let _ = writeln!(d, "last {} of {} decoded lines:", self.lines.len() - skip, self.lines.len());
+        for line in &self.lines[skip..] {
+            let _ = writeln!(d, "  {line}");
+        }
+        d
+    }
+
+    /// [`Report::diagnostic`] without the console lines (for when they were shown live).
+    pub fn summary(&self) -> String {
+        let mut d = String::new();
+        let _ = writeln!(
+            d,
+            "HIL run `{}` on {} with {} cpu(s): {}",
+            self.name,
+            self.emulator,
+            self.cpus,
+            match &self.outcome {
+                Outcome::Passed => "passed".to_string(),
+                Outcome::Failed(_) => "FAILED".to_string(),
+                Outcome::TimedOut => format!("TIMED OUT after {:.1} s and was killed", self.timeout.as_secs_f32()),
+            }
+        );
+        if let Outcome::Failed(reason) = &self.outcome {
+            let _ = writeln!(d, "reasons:");
+            for r in reason.lines() {
+                let _ = writeln!(d, "  - {r}");
+            }
+        }
+        let _ = writeln!(
+            d,
+            "emulator: {} after {:.1} s (timeout {:.0} s)",
+            self.exit.map_or_else(|| "killed by the harness".to_string(), |e| e.to_string()),
+            self.elapsed.as_secs_f32(),
+            self.timeout.as_secs_f32()
+        );
+        let _ = writeln!(d, "kernel command line: {}", self.cmdline);
+        let _ = writeln!(d, "emulator command line: {}", self.command_line);
+        if self.malformed_frames > 0 {
+            let _ = writeln!(d, "malformed defmt frames skipped: {}", self.malformed_frames);
+        }
+        match &self.log_dir {
+            Some(dir) => {
+                let _ = writeln!(d, "logs kept in {}:", dir.display());
+                for f in &self.log_files {
+                    let _ = writeln!(d, "  {}", f.display());
+                }
+            }
+            None => {
+                let _ = writeln!(d, "logs: not kept (set {KEEP_LOGS_ENV}=1 to keep them)");
+            }
+        }
+        d
+    }
+
+    /// Panics with [`Report::diagnostic`] unless the run passed.
+    #[track_caller]
+    pub fn assert_passed(&self) {
+        if !self.outcome.is_passed() {
+            panic!("\n{}", self.diagnostic());
+        }
+    }
+
+    /// Copies the run's files (without the ISO) to `target/hil-logs/<name>/` when the run
+    /// did not pass; removes that folder's stale contents when it did.
+    fn keep_logs(&mut self, run_dir: &Path) {
+        let _ = std::fs::write(run_dir.join("decoded.log"), self.log_text());
+        let _ = std::fs::write(run_dir.join("command.txt"), &self.command_line);
+        let dest = kernel::target_dir().join("hil-logs").join(sanitize(&self.name));
+        let _ = std::fs::remove_dir_all(&dest);
+        let keep = !self.outcome.is_passed() || std::env::var_os(KEEP_LOGS_ENV).is_some();
+        if !keep || std::fs::create_dir_all(&dest).is_err() {
+            return;
+        }
+        let mut files = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(run_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name == ISO_FILE || !entry.path().is_file() {
+                    continue;
+                }
+                let to = dest.join(&name);
+                if std::fs::copy(entry.path(), &to).is_ok() {
+                    files.push(to);
+                }
+            }
+        }
+        files.sort();
+        self.log_dir = Some(dest);
+        self.log_files = files;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_always_has_emulator_exit_first() {
+        let run = Run::new(Emulator::QemuBios).switch("test=ud").switch("x=1");
+        assert_eq!(run.cmdline(), "exit=emulator test=ud x=1");
+        assert_eq!(Run::new(Emulator::Bochs).cmdline(), "exit=emulator");
+    }
+
+    #[test]
+    fn run_is_named_after_the_test() {
+        let run = Run::new(Emulator::QemuBios);
+        assert!(run.name.contains("run_is_named_after_the_test"), "{}", run.name);
+        assert_eq!(sanitize("hil::boot::qemu"), "hil__boot__qemu");
+    }
+
+    #[test]
+    fn shell_words_quote_what_needs_it() {
+        let mut cmd = std::process::Command::new("qemu-system-x86_64");
+        cmd.args(["-serial", "file:serial.bin", "a b", "it's"]);
+        assert_eq!(shell_words(&cmd), r"qemu-system-x86_64 -serial file:serial.bin 'a b' 'it'\''s'");
+    }
+
+    fn report(outcome: Outcome, n: usize) -> Report {
+        Report {
+            name: "t".into(),
+            emulator: Emulator::QemuBios,
+            cpus: 2,
+            cmdline: String::new(),
+            outcome,
+            lines: (0..n).map(|i| Line::log("cpu0", crate::console::Level::Info, format!("line {i}"))).collect(),
+            command_line: "qemu-system-x86_64 -M q35".into(),
+            exit: Some(Exit::Code(0)),
+            elapsed: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+            malformed_frames: 0,
+            log_dir: Some("target/hil-logs/t".into()),
+            log_files: vec!["target/hil-logs/t/serial.bin".into()],
+        }
+    }
+
+    #[test]
+    fn diagnostic_has_reasons_last_lines_command_and_logs() {
+        let r = report(Outcome::Failed("first\nsecond".into()), 80);
+        let d = r.diagnostic();
+        assert!(d.contains("  - first\n  - second\n"), "{d}");
+        assert!(d.contains("last 50 of 80 decoded lines"), "{d}");
+        assert!(d.contains("line 79") && d.contains("line 30") && !d.contains("line 29\n"));
+        assert!(d.contains("emulator command line: qemu-system-x86_64 -M q35"));
+        assert!(d.contains("target/hil-logs/t/serial.bin"));
+    }
+
+    #[test]
+    fn assert_passed_panics_unless_passed() {
+        report(Outcome::Passed, 3).assert_passed();
+        let failed = std::panic::catch_unwind(|| report(Outcome::TimedOut, 3).assert_passed());
+        let msg = failed.unwrap_err();
+        let msg = msg.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("TIMED OUT"), "{msg}");
+    }
+}

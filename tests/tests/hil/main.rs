@@ -1,0 +1,8 @@
+//! Hardware-in-the-loop tests: each one boots the hypervisor in an emulator and judges the
+//! run from its console (see docs/testing.md). They are one test binary so that cargo runs
+//! them all in parallel (one test thread per core).
+
+mod boot;
+mod config;
+mod harness;
+mod smp;

@@ -1,0 +1,501 @@
+//! `cargo xtask`: the developer commands of the Bulkhead workspace.
+//!
+//! ```text
+//! cargo xtask run [--emulator qemu|bochs] [--uefi] [--cpus N] [--timeout SECS] [--config PATH] [-- SWITCH...]
+//! cargo xtask test [FILTER]
+//! cargo xtask lint
+//! cargo xtask build [--config PATH]
+//! cargo xtask check PATH
+//! cargo xtask image [--out PATH] [--config PATH]
+//! ```
+//! Every command that boots or builds an image first checks the host programs it needs and,
+//! when run as root, installs the missing Debian packages itself.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bulkhead_tests::host::{self, Purpose};
+use bulkhead_tests::{Emulator, Run, kernel};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  run [--emulator qemu|bochs] [--uefi] [--cpus N] [--timeout SECS] [--config PATH] [-- SWITCH...]
+        build the hypervisor and its image, boot it with live console output;
+        exits 0 only if the run ended in success (default: qemu, BIOS, 2 cpus, 60 s,
+        board/systems/demo.toml; with bochs: board/systems/demo-bochs.toml).
+        SWITCHes are extra kernel command-line words, e.g. `-- test=ud`
+  test [FILTER]
+        run the host unit tests and the hardware-in-the-loop tests (cargo test FILTER)
+  lint  cargo fmt --check, and clippy with -D warnings on the host crates, the kernel
+        and the guests
+  build [--config PATH]
+        build the guests and the hypervisor for a system configuration
+  check PATH
+        validate a system configuration: every problem as file:line:col, or a summary
+  image [--out PATH] [--config PATH]
+        write the bootable ISO (BIOS + UEFI) to PATH (default: out/bulkhead.iso)
+  help  show this text
+";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Task {
+    Run(RunArgs),
+    Test { filter: Option<String> },
+    Lint,
+    Build { config: Option<PathBuf> },
+    Check { config: PathBuf },
+    Image { out: Option<PathBuf>, config: Option<PathBuf> },
+    Help,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct RunArgs {
+    emulator: Emulator,
+    cpus: u8,
+    timeout: Duration,
+    config: Option<PathBuf>,
+    switches: Vec<String>,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            emulator: Emulator::QemuBios,
+            cpus: 2,
+            timeout: Duration::from_secs(60),
+            config: None,
+            switches: Vec::new(),
+        }
+    }
+}
+
+fn parse(args: &[String]) -> Result<Task> {
+    let Some((command, rest)) = args.split_first() else {
+        return Ok(Task::Help);
+    };
+    let mut rest = rest.iter();
+    let task = match command.as_str() {
+        "run" => {
+            let mut run = RunArgs::default();
+            let mut bochs = false;
+            let mut uefi = false;
+            while let Some(arg) = rest.next() {
+                let (flag, inline) = match arg.split_once('=') {
+                    Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+                    _ => (arg.as_str(), None),
+                };
+                let mut value = || -> Result<String> {
+                    match inline.clone().or_else(|| rest.next().cloned()) {
+                        Some(v) => Ok(v),
+                        None => bail!("`{flag}` needs a value"),
+                    }
+                };
+                match flag {
+                    "--emulator" => match value()?.as_str() {
+                        "qemu" => bochs = false,
+                        "bochs" => bochs = true,
+                        other => bail!("unknown emulator `{other}`: use qemu or bochs"),
+                    },
+                    "--uefi" => uefi = true,
+                    "--config" => run.config = Some(PathBuf::from(value()?)),
+                    "--cpus" => {
+                        let v = value()?;
+                        run.cpus = match v.parse::<u8>() {
+                            Ok(n) if (1..=64).contains(&n) => n,
+                            _ => bail!("`--cpus {v}`: give a number from 1 to 64"),
+                        };
+                    }
+                    "--timeout" => {
+                        let v = value()?;
+                        run.timeout = match v.parse::<u64>() {
+                            Ok(s) if s > 0 => Duration::from_secs(s),
+                            _ => bail!("`--timeout {v}`: give a whole number of seconds"),
+                        };
+                    }
+                    "--" => {
+                        run.switches.extend(rest.by_ref().cloned());
+                    }
+                    other => bail!("unknown option `{other}` for `run`"),
+                }
+            }
+            run.emulator = match (bochs, uefi) {
+                (false, false) => Emulator::QemuBios,
+                (false, true) => Emulator::QemuUefi,
+                (true, false) => Emulator::Bochs,
+                (true, true) => bail!("`--uefi` works with QEMU only (Bochs boots its BIOS)"),
+            };
+            Task::Run(run)
+        }
+        "test" => {
+            let filter = rest.next().cloned();
+            if let Some(extra) = rest.next() {
+                bail!("`test` takes one filter, got another: `{extra}`");
+            }
+            Task::Test { filter }
+        }
+        "lint" => Task::Lint,
+        "check" => match rest.next() {
+            Some(path) => Task::Check { config: PathBuf::from(path) },
+            None => bail!("`check` needs the path of a system file"),
+        },
+        "image" | "build" => {
+            let mut out = None;
+            let mut config = None;
+            while let Some(arg) = rest.next() {
+                let (flag, inline) = match arg.split_once('=') {
+                    Some((f, v)) if f.starts_with("--") => (f, Some(PathBuf::from(v))),
+                    _ => (arg.as_str(), None),
+                };
+                let value = match inline.or_else(|| rest.next().map(PathBuf::from)) {
+                    Some(v) => v,
+                    None => bail!("`{flag}` needs a path"),
+                };
+                match flag {
+                    "--out" if command == "image" => out = Some(value),
+                    "--config" => config = Some(value),
+                    other => bail!("unknown option `{other}` for `{command}`"),
+                }
+            }
+            if command == "image" { Task::Image { out, config } } else { Task::Build { config } }
+        }
+        "help" | "--help" | "-h" => Task::Help,
+        other => bail!("unknown command `{other}`"),
+    };
+    if let Some(extra) = rest.next() {
+        bail!("unexpected argument `{extra}`");
+    }
+    Ok(task)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = match parse(&args) {
+        Ok(task) => task,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match execute(task) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(task: Task) -> Result<ExitCode> {
+    match task {
+        Task::Help => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::Run(args) => run(args),
+        Task::Test { filter } => test(filter),
+        Task::Lint => lint(),
+        Task::Build { config } => build(config).map(|_| ExitCode::SUCCESS),
+        Task::Check { config } => check(&config),
+        Task::Image { out, config } => image(out, config),
+    }
+}
+
+fn root() -> PathBuf {
+    kernel::workspace_root()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs a command with inherited output; Ok(true) if it succeeded.
+fn status(mut cmd: Command) -> Result<bool> {
+    eprintln!("$ {}", show(&cmd));
+    let status = cmd.status().with_context(|| format!("cannot start `{}`", show(&cmd)))?;
+    Ok(status.success())
+}
+
+/// The command for messages; the program by its file name (`$CARGO` is a long path).
+fn show(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program());
+    std::iter::once(program.file_name().unwrap_or(program.as_os_str()))
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Makes sure the host has what `purposes` need: installs the missing Debian packages when
+/// running as root, otherwise says exactly what to install.
+fn ensure_host(purposes: &[Purpose]) -> Result<()> {
+    let missing = host::missing(purposes);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages = host::packages(&missing);
+    let what: Vec<&str> = missing.iter().map(|r| r.name()).collect();
+    let install = format!("apt-get install -y --no-install-recommends {}", packages.join(" "));
+    if !host::is_root() {
+        bail!(
+            "missing on this machine: {}\ninstall them with:\n    sudo apt-get update && sudo {install}",
+            what.join(", ")
+        );
+    }
+    eprintln!("missing on this machine: {}; installing {}", what.join(", "), packages.join(" "));
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    if !status(apt(&["update"]))? {
+        bail!("`apt-get update` failed; fix the apt sources, then retry");
+    }
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(&packages);
+    if !status(apt(&args))? {
+        bail!("`{install}` failed");
+    }
+    let still: Vec<&str> = host::missing(purposes).iter().map(|r| r.name()).collect();
+    if !still.is_empty() {
+        bail!(
+            "still missing after installing {}: {}\n(if a package is installed but its files are gone: \
+             apt-get install --reinstall {})",
+            packages.join(" "),
+            still.join(", "),
+            packages.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// A user-given config path: relative to the current directory, like any command-line path.
+fn config_path(config: Option<PathBuf>, emulator: Emulator) -> PathBuf {
+    match config {
+        Some(path) => std::path::absolute(&path).unwrap_or(path),
+        None => root().join(emulator.default_config()),
+    }
+}
+
+/// Builds the guests and the kernel for `config` (default: the QEMU demo system).
+fn build(config: Option<PathBuf>) -> Result<kernel::KernelImage> {
+    build_for(&config_path(config, Emulator::QemuBios))
+}
+
+fn build_for(config: &Path) -> Result<kernel::KernelImage> {
+    for cmd in kernel::build_commands(config) {
+        eprintln!("$ {}", show(&cmd));
+    }
+    eprintln!("  (system configuration: {})", display_path(config));
+    kernel::build_kernel(config, false).map_err(anyhow::Error::msg)
+}
+
+/// Validates a system file without building anything that needs it.
+fn check(config: &Path) -> Result<ExitCode> {
+    let guests = [kernel::cargo_build_guests()];
+    for cmd in guests {
+        if !status(cmd)? {
+            bail!("building the guests failed; payloads named @guests/NAME cannot be checked");
+        }
+    }
+    let loaded =
+        bulkhead_board::load_system(config, &bulkhead_board::LoadOptions { guest_dir: Some(kernel::binaries_dir()) });
+    match loaded.result {
+        Ok(system) => {
+            print!("{}", bulkhead_board::summary(&system));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    ensure_host(Purpose::for_emulator(args.emulator))?;
+    let image = build_for(&config_path(args.config.clone(), args.emulator))?;
+    let mut run = Run::new(args.emulator)
+        .name("xtask-run")
+        .cpus(args.cpus)
+        .timeout(args.timeout)
+        .kernel(image)
+        .on_line(|line| println!("{line}"));
+    for switch in &args.switches {
+        run = run.switch(switch);
+    }
+    eprintln!(
+        "booting on {} with {} cpu(s), kernel command line `{}`, timeout {} s",
+        args.emulator,
+        args.cpus,
+        run.cmdline(),
+        args.timeout.as_secs()
+    );
+    let report = run.try_execute()?;
+    eprint!("\n{}", report.summary());
+    Ok(if report.outcome.is_passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn test(filter: Option<String>) -> Result<ExitCode> {
+    ensure_host(Purpose::ALL)?;
+    // Build the default system once in the open, so a build error shows here with cargo's
+    // own output; the HIL tests then reuse it and build other systems as they need them.
+    build(None)?;
+    let mut cmd = cargo();
+    cmd.arg("test");
+    if let Some(filter) = filter {
+        cmd.arg(filter);
+    }
+    Ok(if status(cmd)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn lint() -> Result<ExitCode> {
+    let steps: [&[&str]; 4] = [
+        &["fmt", "--all", "--check"],
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "-p",
+            kernel::GUESTS_PACKAGE,
+            "--target",
+            kernel::KERNEL_TARGET,
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[
+            "clippy",
+            "-p",
+            kernel::KERNEL_PACKAGE,
+            "--target",
+            kernel::KERNEL_TARGET,
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ];
+    // The kernel's build script validates the default system, whose payloads are guests.
+    if !status(kernel::cargo_build_guests())? {
+        bail!("building the guests failed");
+    }
+    let mut failed = Vec::new();
+    for step in steps {
+        let mut cmd = cargo();
+        cmd.args(step);
+        if !status(cmd)? {
+            failed.push(format!("cargo {}", step.join(" ")));
+        }
+    }
+    if failed.is_empty() {
+        eprintln!("lint: clean");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("lint failed: {}", failed.join("; "));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn image(out: Option<PathBuf>, config: Option<PathBuf>) -> Result<ExitCode> {
+    ensure_host(&[Purpose::Image])?;
+    let image = build(config)?;
+    let out = out.unwrap_or_else(|| root().join("out/bulkhead.iso"));
+    let mut iso = bulkhead_image::Iso::new(&image.elf);
+    for (path, name) in &image.modules {
+        iso = iso.module(path, name);
+    }
+    iso.build(&out).with_context(|| format!("cannot build {}", out.display()))?;
+    let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({:.1} MiB): boots on BIOS and UEFI; write it to a USB stick or CD",
+        display_path(&out),
+        size as f64 / (1024.0 * 1024.0)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn display_path(path: &Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn run_defaults_to_qemu_bios_two_cpus_sixty_seconds() {
+        assert_eq!(parse(&args("run")).unwrap(), Task::Run(RunArgs::default()));
+        let RunArgs { emulator, cpus, timeout, .. } = RunArgs::default();
+        assert_eq!((emulator, cpus, timeout), (Emulator::QemuBios, 2, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn run_options() {
+        assert_eq!(
+            parse(&args("run --emulator bochs --cpus 4 --timeout=30 -- test=ud x")).unwrap(),
+            Task::Run(RunArgs {
+                emulator: Emulator::Bochs,
+                cpus: 4,
+                timeout: Duration::from_secs(30),
+                config: None,
+                switches: vec!["test=ud".into(), "x".into()],
+            })
+        );
+        let Task::Run(r) = parse(&args("run --uefi --emulator=qemu")).unwrap() else { panic!() };
+        assert_eq!(r.emulator, Emulator::QemuUefi);
+    }
+
+    #[test]
+    fn bad_arguments_are_explained() {
+        for (line, needle) in [
+            ("run --emulator vbox", "unknown emulator `vbox`"),
+            ("run --uefi --emulator bochs", "QEMU only"),
+            ("run --cpus 0", "1 to 64"),
+            ("run --cpus", "needs a value"),
+            ("run --timeout soon", "whole number"),
+            ("run --fast", "unknown option `--fast`"),
+            ("test a b", "one filter"),
+            ("image --out", "needs a path"),
+            ("build --out x", "unknown option `--out` for `build`"),
+            ("check", "needs the path"),
+            ("lint extra", "unexpected argument"),
+            ("frobnicate", "unknown command"),
+        ] {
+            let err = parse(&args(line)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(parse(&args("test smp")).unwrap(), Task::Test { filter: Some("smp".into()) });
+        assert_eq!(parse(&args("test")).unwrap(), Task::Test { filter: None });
+        assert_eq!(parse(&args("lint")).unwrap(), Task::Lint);
+        assert_eq!(
+            parse(&args("image --out /tmp/x.iso")).unwrap(),
+            Task::Image { out: Some("/tmp/x.iso".into()), config: None }
+        );
+        assert_eq!(parse(&args("build --config a.toml")).unwrap(), Task::Build { config: Some("a.toml".into()) });
+        assert_eq!(parse(&args("check a.toml")).unwrap(), Task::Check { config: "a.toml".into() });
+        assert_eq!(parse(&[]).unwrap(), Task::Help);
+    }
+
+    /// CI installs the packages itself before calling xtask; keep its list complete.
+    #[test]
+    fn ci_script_installs_every_host_package() {
+        let script = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+        for package in host::all_packages() {
+            assert!(script.split_whitespace().any(|w| w == package), ".ci/run does not install {package}");
+        }
+    }
+}
