@@ -59,6 +59,16 @@ fn compile_config() {
     for module in bulkhead_board::boot_modules(&config) {
         println!("cargo:rerun-if-changed={}", module.path.display());
     }
+    // defmt filters at compile time: the configured log level becomes this crate's
+    // DEFMT_LOG, read by the defmt macros while the kernel compiles.
+    let level = match config.hypervisor.log_level {
+        bulkhead_board::tables::LogLevel::Error => "error",
+        bulkhead_board::tables::LogLevel::Warn => "warn",
+        bulkhead_board::tables::LogLevel::Info => "info",
+        bulkhead_board::tables::LogLevel::Debug => "debug",
+        bulkhead_board::tables::LogLevel::Trace => "trace",
+    };
+    println!("cargo:rustc-env=DEFMT_LOG={level}");
     let source = bulkhead_board::generate_tables(&config);
     std::fs::write(out_dir.join("config.rs"), source).expect("write config.rs to OUT_DIR");
 }

@@ -13,14 +13,12 @@ use bulkhead_drivers::uart16550::Uart16550;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-const COM1: u16 = 0x3f8;
 const BAUD: u32 = 115_200;
 const NO_OWNER: u32 = u32::MAX;
 /// Spins before a waiting CPU takes the lock from a holder presumed dead.
 const LOCK_SPIN_LIMIT: u32 = 20_000_000;
 
 struct ConsoleState {
-    // SAFETY of `new`: COM1 is the console UART the hypervisor owns on every supported board.
     uart: Uart16550<IoPorts>,
     encoder: defmt::Encoder,
     depth: u32,
@@ -38,8 +36,9 @@ unsafe impl Sync for Console {}
 static CONSOLE: Console = Console {
     owner: AtomicU32::new(NO_OWNER),
     state: UnsafeCell::new(ConsoleState {
-        // SAFETY: see `ConsoleState::uart`.
-        uart: Uart16550::new(unsafe { IoPorts::new(COM1) }),
+        // SAFETY: the board file names this UART as the console, and the configuration
+        // rules keep it out of every partition (rule `console-assigned`).
+        uart: Uart16550::new(unsafe { IoPorts::new(crate::config::SYSTEM.board.console_port) }),
         encoder: defmt::Encoder::new(),
         depth: 0,
         interrupts_were_enabled: false,
