@@ -176,3 +176,25 @@ fn region_kind(typ: MemoryAreaType) -> RegionKind {
         _ => RegionKind::Reserved,
     }
 }
+
+struct Published(core::cell::UnsafeCell<Option<BootInfo>>);
+// SAFETY: written once by the BSP before `PUBLISHED` is set, read-only afterwards.
+unsafe impl Sync for Published {}
+static BOOT: Published = Published(core::cell::UnsafeCell::new(None));
+static PUBLISHED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Makes the boot information available to every CPU. BSP, once.
+pub fn publish(info: BootInfo) -> &'static BootInfo {
+    assert!(!PUBLISHED.load(core::sync::atomic::Ordering::Acquire), "boot information published twice");
+    // SAFETY: single writer before publication (see `Published`).
+    let slot = unsafe { &mut *BOOT.0.get() };
+    let info = slot.insert(info);
+    PUBLISHED.store(true, core::sync::atomic::Ordering::Release);
+    info
+}
+
+/// The boot information, once the BSP published it.
+pub fn get() -> Option<&'static BootInfo> {
+    // SAFETY: read-only after publication.
+    PUBLISHED.load(core::sync::atomic::Ordering::Acquire).then(|| unsafe { (*BOOT.0.get()).as_ref() }).flatten()
+}

@@ -12,6 +12,12 @@ pub const IST_NMI: u16 = 0;
 pub const IST_DOUBLE_FAULT: u16 = 1;
 pub const IST_MACHINE_CHECK: u16 = 2;
 
+/// Selectors of every CPU's GDT (entries appended in this order to an empty table; the
+/// TSS descriptor takes two slots).
+pub const CODE_SELECTOR: u16 = 0x08;
+pub const DATA_SELECTOR: u16 = 0x10;
+pub const TSS_SELECTOR: u16 = 0x18;
+
 /// Builds and loads this CPU's GDT and TSS.
 pub fn install(cpu: &'static PerCpu) {
     let stacks = percpu::stacks(cpu.index() as usize);
@@ -24,6 +30,7 @@ pub fn install(cpu: &'static PerCpu) {
     let code = gdt.append(Descriptor::kernel_code_segment());
     let data = gdt.append(Descriptor::kernel_data_segment());
     let tss_selector = gdt.append(Descriptor::tss_segment(tss));
+    debug_assert_eq!((code.0, data.0, tss_selector.0), (CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR));
     gdt.load();
     // SAFETY: the selectors index the GDT just loaded, with the right descriptor types.
     unsafe {

@@ -6,20 +6,26 @@
 #![no_std]
 #![no_main]
 
+mod backend;
 mod boot;
 mod bootinfo;
 mod capabilities;
 mod cmdline;
 mod config;
 mod console;
+mod exits;
 mod gdt;
 mod idt;
 mod madt;
+mod msr;
 mod paging;
+mod partition;
 mod percpu;
+mod relocate;
 mod run;
 mod smp;
 mod time;
+mod vmx_core;
 
 use bootinfo::BootInfo;
 use bulkhead_drivers::lapic::LocalApic;
@@ -44,6 +50,14 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
             run::fail("not booted by a multiboot2 loader");
         }
     };
+    // Whatever GRUB left in partition memory moves to the hypervisor's before use.
+    let mut boot = match relocate::boot_info(&boot) {
+        // SAFETY: a byte-exact copy of the structure GRUB passed, at a new address.
+        Some(moved) => unsafe { BootInfo::parse(magic, moved) }.unwrap_or(boot),
+        None => boot,
+    };
+    relocate::modules(&mut boot);
+    let boot = bootinfo::publish(boot);
     let switches = Switches::parse(boot.command_line);
     run::set_emulator_exit(switches.emulator_exit);
     boot.log();
@@ -52,7 +66,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
 
     let cpu = capabilities::probe();
     cpu.log();
-    let cr3 = paging::install(&boot, cpu.caps.nx, cpu.caps.page_1gb);
+    let cr3 = paging::install(boot, cpu.caps.nx, cpu.caps.page_1gb);
     if cpu.caps.nx {
         let audit = paging::audit(cr3);
         if let Some(address) = audit.first_bad {
@@ -109,12 +123,49 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         defmt::warn!("acpi: {=usize} more cpus than this build supports are ignored", cpus.ignored);
     }
     info!("acpi: MADT lists {=usize} cpus", cpus.apic_ids.len());
-    let smp = smp::start_aps(&boot, &apic, &cpus, cr3, switches.test == Some(TestAction::SkipAp));
+    let smp = smp::start_aps(boot, &apic, &cpus, cr3, switches.test == Some(TestAction::SkipAp));
     if smp.online != smp.expected {
         run::fail("not every cpu came up");
     }
-    if config::check_board(&boot, &cpus) > 0 {
+    if config::check_board(boot, &cpus) > 0 {
         run::fail("this machine does not match the compiled board");
     }
-    run::succeed()
+    if !(cpu.caps.vmx && cpu.caps.second_level_paging && cpu.caps.unrestricted_guest) {
+        defmt::warn!(
+            "partitions need VT-x with EPT and unrestricted guest; this CPU ({=str}) has none, and the SVM backend is not built yet: no partition is started",
+            cpu.vendor.name()
+        );
+        run::succeed();
+    }
+    BACKEND_VMX.store(true, core::sync::atomic::Ordering::Relaxed);
+    smp::release_aps();
+    core_main()
+}
+
+static BACKEND_VMX: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Every core after start-up: run the partition configured for it, or idle.
+fn core_main() -> ! {
+    let cpu = percpu::current();
+    let Some((partition, first_core)) = partition::for_apic_id(cpu.apic_id()) else {
+        info!("cpu {=u32}: no partition on this core; idle", cpu.index());
+        run::halt_forever()
+    };
+    if !first_core {
+        defmt::warn!(
+            "cpu {=u32}: secondary core of partition {=str} waits for INIT/SIPI, which is not supported yet",
+            cpu.index(),
+            partition.name()
+        );
+        run::halt_forever()
+    }
+    let boot = bootinfo::get().expect("published before the APs were released");
+    if !BACKEND_VMX.load(core::sync::atomic::Ordering::Relaxed) {
+        run::halt_forever()
+    }
+    match vmx_core::VmxCore::enable() {
+        Ok(mut backend) => partition::run_core(partition, boot, &mut backend),
+        Err(()) => error!("cpu {=u32}: cannot enter VMX; partition {=str} not started", cpu.index(), partition.name()),
+    }
+    run::halt_forever()
 }

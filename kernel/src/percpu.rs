@@ -133,6 +133,11 @@ impl PerCpu {
         self.online.store(true, Ordering::Release)
     }
 
+    /// Address of this CPU's TSS (the VMCS host TR base).
+    pub fn tss_address(&self) -> u64 {
+        self.tss.get() as u64
+    }
+
     /// The TSS and GDT, for `gdt.rs` on the owning CPU during its set-up only.
     ///
     /// # Safety

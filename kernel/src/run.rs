@@ -17,6 +17,27 @@ pub fn set_emulator_exit(enabled: bool) {
     EMULATOR_EXIT.store(enabled, Ordering::Relaxed);
 }
 
+pub fn emulator_exit() -> bool {
+    EMULATOR_EXIT.load(Ordering::Relaxed)
+}
+
+/// Resets the whole board (fault policy `reset-board`). Under an emulator the run ends
+/// instead, as a failure, so the harness sees why.
+pub fn reset_board() -> ! {
+    if emulator_exit() {
+        fail("board reset requested by a partition's fault policy");
+    }
+    crate::console::drain();
+    // SAFETY: the PCI reset control register (0xCF9: full reset) and, failing that, the
+    // keyboard controller's reset line; either restarts the machine.
+    unsafe {
+        outb(0xcf9, 0x02);
+        outb(0xcf9, 0x06);
+        outb(0x64, 0xfe);
+    }
+    halt_forever()
+}
+
 /// Ends the run as a success.
 pub fn succeed() -> ! {
     if !ENDED.swap(true, Ordering::AcqRel) {

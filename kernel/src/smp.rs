@@ -62,6 +62,13 @@ static ap_boot_stack: AtomicU64 = AtomicU64::new(0);
 static ap_boot_cpu: AtomicU32 = AtomicU32::new(0);
 
 static USE_X2APIC: AtomicBool = AtomicBool::new(false);
+/// Set by the BSP once the board check passed: every core goes to its partition.
+static START: AtomicBool = AtomicBool::new(false);
+
+/// Lets every AP proceed to its partition.
+pub fn release_aps() {
+    START.store(true, Ordering::Release);
+}
 
 /// How long the BSP waits for one AP to report in.
 pub const AP_TIMEOUT_MS: u64 = 1000;
@@ -170,5 +177,8 @@ extern "C" fn ap_entry(index: u32) -> ! {
     }
     info!("cpu {=u32} online: apic_id={=u32}", index, apic_id);
     cpu.mark_online();
-    crate::run::halt_forever()
+    while !START.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    crate::core_main()
 }

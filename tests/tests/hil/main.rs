@@ -5,4 +5,5 @@
 mod boot;
 mod config;
 mod harness;
+mod partitions;
 mod smp;

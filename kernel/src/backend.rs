@@ -1,0 +1,17 @@
+//! The one interface between the arch-neutral partition code and a virtualization backend
+//! (VT-x today; SVM next). A backend runs one vCPU on the current core.
+
+use crate::partition::Partition;
+use bulkhead_vmx::exit::Exit;
+use bulkhead_vmx::guest_state::GuestEntry;
+use bulkhead_vmx::run::GuestRegisters;
+
+pub trait Backend {
+    /// (Re)starts the vCPU of `partition` on this core at `entry`.
+    fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()>;
+    /// Runs the guest to its next exit; returns the exit and the guest RIP at that point.
+    fn run(&mut self) -> (Exit, u64);
+    fn registers(&mut self) -> &mut GuestRegisters;
+    fn skip_instruction(&mut self);
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+}

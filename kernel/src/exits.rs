@@ -1,0 +1,194 @@
+//! What a VM exit means for a partition: the one place that decides, for every backend.
+//!
+//! The backend decodes hardware exits into [`Exit`]; this module answers them from the
+//! partition's configuration: CPUID as the partition should see it, MSRs from an explicit
+//! allowlist, the virtual console, unassigned ports, and faults.
+
+use crate::partition::{Fault, Partition};
+use bulkhead_vmx::exit::{Exit, PortAccess};
+use bulkhead_vmx::run::GuestRegisters;
+use core::sync::atomic::{AtomicU32, Ordering};
+use defmt::warn;
+
+/// What the vCPU loop does after an exit.
+pub enum Action {
+    /// Re-enter the guest; `skip` moves RIP past the exiting instruction first.
+    Resume { skip: bool },
+    /// Resume with a #GP(0) injected (no RIP advance: the instruction faults).
+    InjectGp,
+    /// Resume with #UD injected.
+    InjectUd,
+    /// The partition faulted: apply its policy.
+    Fault(Fault),
+    /// The partition reported a test verdict through its report port.
+    Report { pass: bool },
+}
+
+/// The virtual 16550 every partition has at the PC's COM1 address.
+pub const CONSOLE_BASE: u16 = 0x3f8;
+/// Port a test payload writes its verdict to (see `guests/`).
+pub const REPORT_PORT: u16 = bulkhead_abi::run::QEMU_DEBUG_EXIT_PORT;
+const LSR_OFFSET: u16 = 5;
+/// Line status: transmitter holding register and shift register empty.
+const LSR_IDLE: u64 = 0x60;
+
+/// Logs the first occurrences of a kind of event, then only every power of two, so a
+/// guest hammering a port or MSR cannot flood the console.
+pub struct RateLimit(AtomicU32);
+
+impl RateLimit {
+    pub const fn new() -> Self {
+        RateLimit(AtomicU32::new(0))
+    }
+
+    /// Counts one event; returns the count when this one should be logged.
+    pub fn hit(&self) -> Option<u32> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        (n <= 8 || n.is_power_of_two()).then_some(n)
+    }
+}
+
+pub fn handle(partition: &Partition, regs: &mut GuestRegisters, rip: u64, exit: Exit) -> Action {
+    match exit {
+        Exit::Cpuid { leaf, subleaf } => {
+            cpuid(partition, regs, leaf, subleaf);
+            Action::Resume { skip: true }
+        }
+        Exit::Io(access) => port_access(partition, regs, access),
+        Exit::MsrRead { msr } => match crate::msr::read(msr) {
+            Some(value) => {
+                regs.rax = value & 0xffff_ffff;
+                regs.rdx = value >> 32;
+                Action::Resume { skip: true }
+            }
+            None => {
+                if let Some(n) = partition.counters.msr.hit() {
+                    warn!(
+                        "partition {=str}: rdmsr {=u32:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
+                        partition.name(),
+                        msr,
+                        rip,
+                        n
+                    );
+                }
+                Action::InjectGp
+            }
+        },
+        Exit::MsrWrite { msr, value } => {
+            if crate::msr::write(msr, value) {
+                Action::Resume { skip: true }
+            } else {
+                if let Some(n) = partition.counters.msr.hit() {
+                    warn!(
+                        "partition {=str}: wrmsr {=u32:#x} <- {=u64:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
+                        partition.name(),
+                        msr,
+                        value,
+                        rip,
+                        n
+                    );
+                }
+                Action::InjectGp
+            }
+        }
+        Exit::Xsetbv { xcr, value } => {
+            if crate::msr::xsetbv(xcr, value) {
+                Action::Resume { skip: true }
+            } else {
+                warn!("partition {=str}: xsetbv xcr{=u32} <- {=u64:#x} invalid (#GP)", partition.name(), xcr, value);
+                Action::InjectGp
+            }
+        }
+        Exit::Hypercall => Action::InjectUd,
+        Exit::Hlt => Action::Resume { skip: true },
+        Exit::NestedPageFault { gpa, access } => {
+            Action::Fault(Fault::MemoryAccess { gpa, write: access.write, execute: access.execute })
+        }
+        Exit::TripleFault => Action::Fault(Fault::TripleFaulted),
+        Exit::Exception { vector, .. } => Action::Fault(Fault::Exception { vector }),
+        Exit::Nmi => Action::Resume { skip: false },
+        Exit::Init | Exit::StartupIpi { .. } => Action::Resume { skip: false },
+        Exit::Unhandled { reason, qualification } => Action::Fault(Fault::Unhandled { reason, qualification }),
+    }
+}
+
+/// CPUID as a partition sees it: the hardware's answer with the hypervisor-present bit set
+/// and the virtualization extensions hidden (partitions cannot nest).
+fn cpuid(partition: &Partition, regs: &mut GuestRegisters, leaf: u32, subleaf: u32) {
+    const HYPERVISOR_BASE: u32 = 0x4000_0000;
+    let mut r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    match leaf {
+        1 => {
+            r.ecx &= !(1 << 5); // VMX
+            r.ecx |= 1 << 31; // hypervisor present
+        }
+        0x8000_0001 => r.ecx &= !(1 << 2), // SVM
+        HYPERVISOR_BASE => {
+            // Vendor leaf: max leaf and the signature "BulkheadHV\0\0". (The Hyper-V
+            // compatible leaves replace this when hypercalls land.)
+            let sig = *b"BulkheadHV\0\0";
+            r.eax = HYPERVISOR_BASE;
+            r.ebx = u32::from_le_bytes([sig[0], sig[1], sig[2], sig[3]]);
+            r.ecx = u32::from_le_bytes([sig[4], sig[5], sig[6], sig[7]]);
+            r.edx = u32::from_le_bytes([sig[8], sig[9], sig[10], sig[11]]);
+        }
+        l if l > HYPERVISOR_BASE && l < 0x4000_0100 => {
+            r.eax = 0;
+            r.ebx = 0;
+            r.ecx = 0;
+            r.edx = 0;
+        }
+        _ => {}
+    }
+    let _ = partition;
+    regs.rax = r.eax.into();
+    regs.rbx = r.ebx.into();
+    regs.rcx = r.ecx.into();
+    regs.rdx = r.edx.into();
+}
+
+fn port_access(partition: &Partition, regs: &mut GuestRegisters, access: PortAccess) -> Action {
+    if access.string {
+        return Action::Fault(Fault::StringIo { port: access.port });
+    }
+    let width_mask = match access.size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    };
+    let value = regs.rax & width_mask;
+    match (access.port, access.write) {
+        (CONSOLE_BASE, true) => {
+            partition.console_write(value as u8);
+            return Action::Resume { skip: true };
+        }
+        (p, false) if p == CONSOLE_BASE + LSR_OFFSET => {
+            regs.rax = (regs.rax & !width_mask) | LSR_IDLE;
+            return Action::Resume { skip: true };
+        }
+        (p, write) if (CONSOLE_BASE..CONSOLE_BASE + 8).contains(&p) => {
+            // The other UART registers: reads 0, writes ignored (a polled, always-ready UART).
+            if !write {
+                regs.rax &= !width_mask;
+            }
+            return Action::Resume { skip: true };
+        }
+        (REPORT_PORT, true) if crate::run::emulator_exit() => return Action::Report { pass: value == 0 },
+        _ => {}
+    }
+    if let Some(n) = partition.counters.port.hit() {
+        warn!(
+            "partition {=str}: {=str} unassigned port {=u16:#x} ({=u8} bytes): {=str} (#{=u32})",
+            partition.name(),
+            if access.write { "write to" } else { "read from" },
+            access.port,
+            access.size,
+            if access.write { "dropped" } else { "reads all-ones" },
+            n
+        );
+    }
+    if !access.write {
+        regs.rax |= width_mask;
+    }
+    Action::Resume { skip: true }
+}

@@ -1,0 +1,80 @@
+//! The MSRs a partition may touch beyond those its MSR bitmap passes through.
+//!
+//! Passed through without exits (see `partition.rs`): the syscall and segment-base MSRs,
+//! TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS), and the x2APIC registers except the
+//! ICR. Everything else exits here and is answered from this explicit list; anything not
+//! on it is refused with #GP.
+
+use x86_64::registers::model_specific::Msr;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+const IA32_MTRRCAP: u32 = 0xfe;
+const IA32_MISC_ENABLE: u32 = 0x1a0;
+const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
+const IA32_MTRR_FIRST: u32 = 0x200;
+const IA32_MTRR_LAST: u32 = 0x26f;
+const IA32_TSC: u32 = 0x10;
+
+/// MSRs the guest reaches directly (MSR bitmap clear).
+pub const PASS_THROUGH: &[u32] = &[
+    0x10,        // IA32_TSC (read)
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+    0x277,       // PAT
+    0xc000_0080, // EFER
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SFMASK
+    0xc000_0100, // FS_BASE
+    0xc000_0101, // GS_BASE
+    0xc000_0102, // KERNEL_GS_BASE
+    0xc000_0103, // TSC_AUX
+];
+
+fn hardware(msr: u32) -> u64 {
+    // SAFETY: only called for architectural MSRs present on every VMX-capable CPU.
+    unsafe { Msr::new(msr).read() }
+}
+
+/// Answers an intercepted RDMSR; `None` means #GP.
+pub fn read(msr: u32) -> Option<u64> {
+    match msr {
+        IA32_TSC => Some(crate::time::rdtsc()),
+        // The partition's own local APIC base, as the hardware has it (x2APIC enabled).
+        IA32_APIC_BASE => Some(hardware(IA32_APIC_BASE)),
+        // Locked, VMX disabled: partitions cannot nest.
+        IA32_FEATURE_CONTROL => Some(1),
+        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST | IA32_MISC_ENABLE => Some(hardware(msr)),
+        _ => None,
+    }
+}
+
+/// Answers an intercepted WRMSR; false means #GP.
+pub fn write(msr: u32, value: u64) -> bool {
+    match msr {
+        // Only rewriting the current value (no relocation, no mode change).
+        IA32_APIC_BASE => value == hardware(IA32_APIC_BASE),
+        // Cache attributes stay as the firmware set them for the whole board.
+        IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST => true,
+        _ => false,
+    }
+}
+
+/// XSETBV on behalf of the guest: XCR0 only, x87 always on, AVX only with SSE, and only
+/// components the CPU supports (SDM Vol. 1 13.3).
+pub fn xsetbv(xcr: u32, value: u64) -> bool {
+    if xcr != 0 || value & 1 == 0 || (value & 0b100 != 0 && value & 0b10 == 0) {
+        return false;
+    }
+    let leaf = core::arch::x86_64::__cpuid_count(0xd, 0);
+    let supported = u64::from(leaf.eax) | (u64::from(leaf.edx) << 32);
+    if value & !supported != 0 {
+        return false;
+    }
+    // SAFETY: a validated XCR0 value; the hypervisor itself uses no extended state.
+    unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32) };
+    true
+}

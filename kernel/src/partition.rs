@@ -1,0 +1,323 @@
+//! Partitions at run time: loading the payload into partition memory, the per-core vCPU
+//! loop, the virtual console, and fault containment with the configured policy.
+//!
+//! Each partition's memory is reached by the hypervisor through its identity-mapped host
+//! range. The payload's pristine copy is the boot module GRUB loaded into the hypervisor's
+//! reserved memory, so a restart reloads from it.
+//!
+//! Guest boot area (first memory region, guest-physical): 0x1000 flat GDT, 0x2000 identity
+//! page tables, stack below 0x80000; payloads load at 1 MiB and above.
+
+use crate::bootinfo::{BootInfo, Module};
+use crate::config::SYSTEM;
+use crate::exits::{self, Action, RateLimit};
+use bulkhead_board::tables::{self, FaultPolicy, MAX_PARTITIONS, PartitionId, PayloadKind};
+use bulkhead_virt::memory::{GuestMemory, RegionMemory};
+use bulkhead_vmx::guest_state::{EntryMode, GuestEntry};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use defmt::{error, info, warn};
+
+pub const GDT_GPA: u64 = 0x1000;
+pub const PAGE_TABLES_GPA: u64 = 0x2000;
+pub const STACK_TOP_GPA: u64 = 0x80000;
+pub const BOOT_AREA_END: u64 = 0x80000;
+/// Guest-physical space the identity page tables cover for 64-bit payloads.
+const IDENTITY_MAP_BYTES: u64 = 1 << 30;
+
+/// Why a partition stopped running.
+#[derive(Debug, Clone, Copy, defmt::Format)]
+pub enum Fault {
+    /// Touched guest-physical memory it does not own (or not with that access).
+    MemoryAccess {
+        gpa: u64,
+        write: bool,
+        execute: bool,
+    },
+    /// The guest triple-faulted (shutdown).
+    TripleFaulted,
+    Exception {
+        vector: u8,
+    },
+    /// String I/O (INS/OUTS) to an intercepted port, which is not emulated.
+    StringIo {
+        port: u16,
+    },
+    /// A hardware exit the hypervisor does not handle (backend reason code).
+    Unhandled {
+        reason: u32,
+        qualification: u64,
+    },
+    /// The payload could not be loaded.
+    Load,
+}
+
+/// Event counters used for rate-limited logging.
+pub struct Counters {
+    pub port: RateLimit,
+    pub msr: RateLimit,
+}
+
+const LINE: usize = 160;
+
+struct ConsoleLine {
+    bytes: [u8; LINE],
+    len: usize,
+}
+
+/// Run-time state of one partition.
+pub struct Partition {
+    config: &'static tables::Partition,
+    pub counters: Counters,
+    restarts: AtomicU32,
+    faults: AtomicU32,
+    halted: AtomicBool,
+    console_lock: AtomicBool,
+    console: UnsafeCell<ConsoleLine>,
+}
+
+// SAFETY: `console` is only touched under `console_lock`; the rest is atomic or immutable.
+unsafe impl Sync for Partition {}
+
+impl Partition {
+    const fn new(config: &'static tables::Partition) -> Self {
+        Partition {
+            config,
+            counters: Counters { port: RateLimit::new(), msr: RateLimit::new() },
+            restarts: AtomicU32::new(0),
+            faults: AtomicU32::new(0),
+            halted: AtomicBool::new(false),
+            console_lock: AtomicBool::new(false),
+            console: UnsafeCell::new(ConsoleLine { bytes: [0; LINE], len: 0 }),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.config.name
+    }
+
+    pub fn config(&self) -> &'static tables::Partition {
+        self.config
+    }
+
+    /// One byte from the guest's virtual UART: collected into lines, each logged with the
+    /// partition's name so the partitions' outputs stay apart on the one physical console.
+    pub fn console_write(&self, byte: u8) {
+        while self.console_lock.swap(true, Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        // SAFETY: we hold `console_lock`.
+        let line = unsafe { &mut *self.console.get() };
+        match byte {
+            b'\n' => {
+                self.flush_line(line);
+            }
+            b'\r' => {}
+            _ => {
+                line.bytes[line.len] = if byte.is_ascii_graphic() || byte == b' ' { byte } else { b'?' };
+                line.len += 1;
+                if line.len == LINE {
+                    self.flush_line(line);
+                }
+            }
+        }
+        self.console_lock.store(false, Ordering::Release);
+    }
+
+    fn flush_line(&self, line: &mut ConsoleLine) {
+        let text = core::str::from_utf8(&line.bytes[..line.len]).unwrap_or("<invalid>");
+        info!("[{=str}] {=str}", self.name(), text);
+        line.len = 0;
+    }
+
+    /// The partition's memory as the hypervisor reaches it.
+    fn memory(&self) -> RegionMemory<'static> {
+        let mut memory = RegionMemory::new();
+        for region in self.config.memory {
+            // SAFETY: the configuration gives this host range to this partition alone; it
+            // is identity-mapped RAM (checked at boot) and only this partition's boot core
+            // writes it, while no vCPU of the partition runs.
+            let bytes = unsafe { core::slice::from_raw_parts_mut(region.host_base as *mut u8, region.size as usize) };
+            memory.add(region.guest_base, bytes).expect("configuration limits regions per partition");
+        }
+        memory
+    }
+
+    /// Zeroes the partition's memory and loads its payload; returns how its first vCPU
+    /// starts.
+    pub fn load(&self, boot: &BootInfo) -> Result<GuestEntry, ()> {
+        let payload = self.config.payload;
+        let Some(module) = boot.modules.iter().find(|m| m.name == payload.module) else {
+            error!("partition {=str}: boot module {=str} missing", self.name(), payload.module);
+            return Err(());
+        };
+        let image = module_bytes(module);
+        let mut memory = self.memory();
+        for region in self.config.memory {
+            if memory.fill(region.guest_base, region.size, 0).is_err() {
+                return Err(());
+            }
+        }
+        match payload.kind {
+            PayloadKind::Elf | PayloadKind::Hermit => {
+                let loaded = bulkhead_virt::elf::load_elf64(image, &mut memory).map_err(|e| {
+                    error!("partition {=str}: cannot load ELF payload: {}", self.name(), defmt::Debug2Format(&e));
+                })?;
+                if loaded.lowest < BOOT_AREA_END {
+                    error!(
+                        "partition {=str}: payload loads at {=u64:#x}, inside the boot area below {=u64:#x}",
+                        self.name(),
+                        loaded.lowest,
+                        BOOT_AREA_END
+                    );
+                    return Err(());
+                }
+                let gdt = bulkhead_virt::guest_paging::flat_gdt();
+                let mut bytes = [0u8; 32];
+                for (i, d) in gdt.iter().enumerate() {
+                    bytes[i * 8..i * 8 + 8].copy_from_slice(&d.to_le_bytes());
+                }
+                memory.write(GDT_GPA, &bytes).map_err(|_| ())?;
+                let cr3 = bulkhead_virt::guest_paging::write_identity_tables(
+                    &mut memory,
+                    PAGE_TABLES_GPA,
+                    IDENTITY_MAP_BYTES,
+                )
+                .map_err(|_| ())?;
+                Ok(GuestEntry {
+                    mode: EntryMode::Long64 { cr3 },
+                    rip: payload.entry.unwrap_or(loaded.entry_gpa),
+                    rsp: STACK_TOP_GPA,
+                    gdt_base: GDT_GPA,
+                    gdt_limit: 31,
+                    rax: 0,
+                    rbx: 0,
+                })
+            }
+            PayloadKind::Flat | PayloadKind::BzImage => {
+                error!("partition {=str}: payload kind not supported yet", self.name());
+                Err(())
+            }
+        }
+    }
+
+    /// Applies the fault policy. Returns true when the partition should be started again.
+    pub fn on_fault(&self, fault: Fault, rip: u64) -> bool {
+        let count = self.faults.fetch_add(1, Ordering::Relaxed) + 1;
+        error!("partition {=str}: fault #{=u32}: {} at guest rip {=u64:#x}", self.name(), count, fault, rip);
+        match self.config.fault_policy {
+            FaultPolicy::Halt => {
+                self.halt("policy halt");
+                false
+            }
+            FaultPolicy::Restart { max_restarts } => {
+                let restarts = self.restarts.load(Ordering::Relaxed);
+                if restarts >= max_restarts {
+                    self.halt("restart limit reached");
+                    false
+                } else {
+                    self.restarts.store(restarts + 1, Ordering::Relaxed);
+                    warn!(
+                        "partition {=str}: restart {=u32} of {=u32} (memory zeroed, payload reloaded)",
+                        self.name(),
+                        restarts + 1,
+                        max_restarts
+                    );
+                    true
+                }
+            }
+            FaultPolicy::ResetBoard => {
+                error!("partition {=str}: policy reset-board: resetting the board", self.name());
+                crate::run::reset_board()
+            }
+        }
+    }
+
+    fn halt(&self, why: &str) {
+        self.halted.store(true, Ordering::Release);
+        error!("partition {=str}: halted ({=str}); other partitions keep running", self.name(), why);
+    }
+}
+
+fn module_bytes(module: &Module) -> &'static [u8] {
+    // SAFETY: boot modules lie in the hypervisor's reserved memory (checked at boot), are
+    // identity-mapped and never written: they are the pristine payload copies.
+    unsafe { core::slice::from_raw_parts(module.start as *const u8, (module.end - module.start) as usize) }
+}
+
+static PARTITIONS: [Partition; MAX_PARTITIONS] = {
+    let mut all = [const { Partition::new(&PLACEHOLDER) }; MAX_PARTITIONS];
+    let mut i = 0;
+    while i < SYSTEM.partitions.len() {
+        all[i] = Partition::new(&SYSTEM.partitions[i]);
+        i += 1;
+    }
+    all
+};
+
+/// Stands in for unused slots of the fixed-size partition array; never started.
+static PLACEHOLDER: tables::Partition = tables::Partition {
+    id: PartitionId(u8::MAX),
+    name: "",
+    cores: &[],
+    memory: &[],
+    payload: tables::Payload { kind: PayloadKind::Flat, module: "", entry: None, cmdline: "", initrd_module: None },
+    devices: &[],
+    fault_policy: FaultPolicy::Halt,
+    watchdog_ms: None,
+};
+
+pub fn get(id: PartitionId) -> &'static Partition {
+    &PARTITIONS[id.0 as usize]
+}
+
+/// The partition configured for the core with this APIC ID, and whether this core is the
+/// one that starts it (its first core).
+pub fn for_apic_id(apic_id: u32) -> Option<(&'static Partition, bool)> {
+    let assignment = SYSTEM.core_map.iter().find(|c| c.apic_id == apic_id)?;
+    let partition = get(assignment.partition?);
+    Some((partition, partition.config.cores.first() == Some(&assignment.core)))
+}
+
+/// Runs this core's vCPU until the partition halts for good. `run_vcpu` is the backend's
+/// loop step: it enters the guest and returns the next exit's action plus the guest RIP.
+pub fn run_core<B: crate::backend::Backend>(partition: &'static Partition, boot: &BootInfo, backend: &mut B) {
+    loop {
+        let Ok(entry) = partition.load(boot) else {
+            if partition.on_fault(Fault::Load, 0) {
+                continue;
+            }
+            return;
+        };
+        info!(
+            "partition {=str}: starting on cpu {=u32} at {=u64:#x}",
+            partition.name(),
+            crate::percpu::current_index(),
+            entry.rip
+        );
+        if let Err(()) = backend.start(partition, &entry) {
+            partition.halt("vcpu setup failed");
+            return;
+        }
+        let (fault, rip) = loop {
+            let (exit, rip) = backend.run();
+            match exits::handle(partition, backend.registers(), rip, exit) {
+                Action::Resume { skip } => {
+                    if skip {
+                        backend.skip_instruction();
+                    }
+                }
+                Action::InjectGp => backend.inject_exception(13, Some(0)),
+                Action::InjectUd => backend.inject_exception(6, None),
+                Action::Report { pass } => {
+                    info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
+                    if pass { crate::run::succeed() } else { crate::run::fail("a partition reported a failed test") }
+                }
+                Action::Fault(fault) => break (fault, rip),
+            }
+        };
+        if !partition.on_fault(fault, rip) {
+            return;
+        }
+    }
+}

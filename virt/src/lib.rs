@@ -1,0 +1,34 @@
+//! Architecture-neutral virtualization logic shared by the VT-x backend (`vmx/`), the AMD-V
+//! backend (`svm/`) and the kernel.
+//!
+//! Everything here is plain `no_std` code without heap and without `unsafe`: it computes
+//! tables and bytes, and leaves touching hardware to its callers. That keeps the parts that
+//! are easy to get subtly wrong (entry encodings, bitmap bit positions, loader bounds checks)
+//! testable on the host with `cargo test -p bulkhead-virt`.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`memory`] | the [`GuestMemory`](memory::GuestMemory) access trait and [`RegionMemory`](memory::RegionMemory) over byte slices |
+//! | [`slat`] | second-level address translation tables: one builder, two encodings ([`Ept`](slat::Ept), [`Npt`](slat::Npt)) |
+//! | [`elf`] | ELF64 / ELF32 payload loading, multiboot1 header discovery |
+//! | [`multiboot1`] | the multiboot1 information structure handed to guests in EBX |
+//! | [`guest_paging`] | identity-mapping long-mode page tables and a flat GDT for guests |
+//! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
+//!
+//! No function in this crate panics on any input; the parsers have randomized tests that
+//! feed them arbitrary and mutated bytes.
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod bitmap;
+pub mod elf;
+pub mod guest_paging;
+pub mod memory;
+pub mod multiboot1;
+pub mod slat;
+
+#[cfg(test)]
+extern crate std;

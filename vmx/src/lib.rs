@@ -1,0 +1,29 @@
+//! Intel VT-x backend: turns VMX on per core, programs one VMCS per vCPU, enters the guest
+//! and decodes VM exits into the architecture-neutral [`exit::Exit`].
+//!
+//! It holds no partition policy: what an exit *means* is decided by the kernel. Field
+//! encodings and control bits come from the `x86` crate; section numbers refer to the
+//! Intel SDM Vol. 3C (VMX chapters 24-29 and Appendix A/B).
+#![no_std]
+
+pub mod controls;
+pub mod exit;
+pub mod guest_state;
+pub mod run;
+pub mod vmcs;
+pub mod vmxon;
+
+/// A 4 KiB-aligned page, for the VMXON region, VMCS and bitmaps.
+#[repr(C, align(4096))]
+pub struct Page(pub [u8; 4096]);
+
+impl Page {
+    pub const fn zeroed() -> Self {
+        Page([0; 4096])
+    }
+
+    /// Physical address (the hypervisor runs identity-mapped).
+    pub fn address(&self) -> u64 {
+        self.0.as_ptr() as u64
+    }
+}

@@ -1,0 +1,405 @@
+//! One vCPU's VMCS: set up from the capability MSRs and the neutral [`GuestEntry`], run,
+//! and its exits decoded into [`Exit`] (SDM 24, 25, 27, and Appendix C for exit reasons).
+
+use crate::Page;
+use crate::controls::{MissingControl, Want, adjust};
+use crate::exit::{AccessKind, Exit, PortAccess};
+use crate::guest_state::{EntryMode, GuestEntry, SELECTOR_CODE32, SELECTOR_CODE64, SELECTOR_DATA};
+use crate::run::{self, GuestRegisters};
+use crate::vmxon::{IA32_VMX_BASIC, revision_id};
+use x86::vmx::vmcs::{control, guest, host, ro};
+use x86_64::registers::model_specific::Msr;
+
+const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
+const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
+const IA32_VMX_EXIT_CTLS: u32 = 0x483;
+const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
+const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
+const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
+const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
+const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48f;
+const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
+const IA32_EFER: u32 = 0xc000_0080;
+const IA32_PAT: u32 = 0x277;
+const IA32_FS_BASE: u32 = 0xc000_0100;
+const IA32_GS_BASE: u32 = 0xc000_0101;
+
+// Control bits (SDM 25.6). Names are those the refusal message shows.
+const PIN_NMI_EXITING: Want = Want { bit: 1 << 3, name: "NMI exiting" };
+const PROC_IO_BITMAPS: Want = Want { bit: 1 << 25, name: "use I/O bitmaps" };
+const PROC_MSR_BITMAPS: Want = Want { bit: 1 << 28, name: "use MSR bitmaps" };
+const PROC_SECONDARY: Want = Want { bit: 1 << 31, name: "activate secondary controls" };
+const PROC2_EPT: Want = Want { bit: 1 << 1, name: "enable EPT" };
+const PROC2_VPID: Want = Want { bit: 1 << 5, name: "enable VPID" };
+const PROC2_UNRESTRICTED: Want = Want { bit: 1 << 7, name: "unrestricted guest" };
+const PROC2_OPTIONAL: u32 = (1 << 3) /* RDTSCP */ | (1 << 12) /* INVPCID */ | (1 << 20) /* XSAVES */;
+const EXIT_HOST_64: Want = Want { bit: 1 << 9, name: "host address-space size" };
+const EXIT_SAVE_EFER: Want = Want { bit: 1 << 20, name: "save IA32_EFER" };
+const EXIT_LOAD_EFER: Want = Want { bit: 1 << 21, name: "load IA32_EFER" };
+const EXIT_OPTIONAL: u32 = (1 << 18) /* save PAT */ | (1 << 19) /* load PAT */;
+const ENTRY_LOAD_EFER: Want = Want { bit: 1 << 15, name: "load IA32_EFER" };
+const ENTRY_OPTIONAL: u32 = 1 << 14 /* load PAT */;
+const ENTRY_IA32E_GUEST: u32 = 1 << 9;
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_VMXE: u64 = 1 << 13;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+/// Default PAT (SDM 13.12.4): WB, WT, UC-, UC repeated.
+const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+
+/// Access rights (SDM 24.4.1, Table 24-2): type, S, DPL, P, AVL, L, D/B, G; bit 16 = unusable.
+const AR_CODE64: u64 = 0xa09b;
+const AR_CODE32: u64 = 0xc09b;
+const AR_DATA32: u64 = 0xc093;
+const AR_CODE16: u64 = 0x009b;
+const AR_DATA16: u64 = 0x0093;
+const AR_TSS_BUSY: u64 = 0x008b;
+const AR_UNUSABLE: u64 = 1 << 16;
+
+/// Why a vCPU could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupError {
+    Missing(MissingControl),
+    /// A VMX instruction failed with this VM-instruction error number (SDM 31.4).
+    Instruction {
+        operation: &'static str,
+        error: u64,
+    },
+}
+
+impl From<MissingControl> for SetupError {
+    fn from(m: MissingControl) -> Self {
+        SetupError::Missing(m)
+    }
+}
+
+/// The host state to return to on every exit (SDM 24.5): this core's current
+/// descriptor tables, segments and control registers.
+#[derive(Debug, Clone, Copy)]
+pub struct HostState {
+    pub cr3: u64,
+    pub gdtr_base: u64,
+    pub idtr_base: u64,
+    pub tr_selector: u16,
+    pub tr_base: u64,
+    pub cs: u16,
+    pub ds: u16,
+}
+
+/// What a vCPU gets from the partition: its address space, identity and bitmaps.
+#[derive(Debug, Clone, Copy)]
+pub struct VcpuSetup {
+    /// Root of the EPT (PML4) built for the partition.
+    pub ept_root: u64,
+    /// Nonzero VPID, one per partition.
+    pub vpid: u16,
+    pub io_bitmap_a: u64,
+    pub io_bitmap_b: u64,
+    pub msr_bitmap: u64,
+    pub host: HostState,
+}
+
+fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: VMX capability and architectural MSRs, read after VMX was found present.
+    unsafe { Msr::new(msr).read() }
+}
+
+fn vmwrite(field: u32, value: u64) -> Result<(), SetupError> {
+    // SAFETY: a VMCS is current (the caller loaded it); writing a field has no other effect.
+    unsafe { x86::bits64::vmx::vmwrite(field, value) }
+        .map_err(|_| SetupError::Instruction { operation: "vmwrite", error: vmread(ro::VM_INSTRUCTION_ERROR) })
+}
+
+fn vmread(field: u32) -> u64 {
+    // SAFETY: a VMCS is current; the fields read are architectural.
+    unsafe { x86::bits64::vmx::vmread(field) }.unwrap_or(0)
+}
+
+/// A virtual CPU backed by a VMCS on the current core.
+pub struct Vcpu {
+    vmcs: &'static mut Page,
+    registers: GuestRegisters,
+    launched: bool,
+}
+
+impl Vcpu {
+    /// Initialises `vmcs` for a vCPU that starts at `entry`, and makes it current.
+    ///
+    /// # Safety
+    /// VMX must be on for this core; the page and every address in `setup` must stay valid
+    /// while the vCPU exists.
+    pub unsafe fn new(vmcs: &'static mut Page, setup: &VcpuSetup, entry: &GuestEntry) -> Result<Self, SetupError> {
+        vmcs.0.fill(0);
+        vmcs.0[..4].copy_from_slice(&revision_id().to_le_bytes());
+        // SAFETY: a 4 KiB-aligned region with the revision id, owned by this vCPU.
+        unsafe {
+            x86::bits64::vmx::vmclear(vmcs.address())
+                .map_err(|_| SetupError::Instruction { operation: "vmclear", error: 0 })?;
+            x86::bits64::vmx::vmptrld(vmcs.address())
+                .map_err(|_| SetupError::Instruction { operation: "vmptrld", error: 0 })?;
+        }
+        let mut vcpu = Vcpu { vmcs, registers: GuestRegisters::default(), launched: false };
+        vcpu.write_controls(setup)?;
+        vcpu.write_host_state(&setup.host)?;
+        vcpu.reset(entry)?;
+        Ok(vcpu)
+    }
+
+    fn write_controls(&mut self, setup: &VcpuSetup) -> Result<(), SetupError> {
+        let true_controls = rdmsr(IA32_VMX_BASIC) & (1 << 55) != 0;
+        let msr = |plain, truec| rdmsr(if true_controls { truec } else { plain });
+        let pin = adjust(
+            "pin-based controls",
+            msr(IA32_VMX_PINBASED_CTLS, IA32_VMX_TRUE_PINBASED_CTLS),
+            &[PIN_NMI_EXITING],
+            0,
+        )?;
+        let proc = adjust(
+            "primary processor-based controls",
+            msr(IA32_VMX_PROCBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS),
+            &[PROC_IO_BITMAPS, PROC_MSR_BITMAPS, PROC_SECONDARY],
+            0,
+        )?;
+        let proc2 = adjust(
+            "secondary processor-based controls",
+            rdmsr(IA32_VMX_PROCBASED_CTLS2),
+            &[PROC2_EPT, PROC2_VPID, PROC2_UNRESTRICTED],
+            PROC2_OPTIONAL,
+        )?;
+        let exit = adjust(
+            "VM-exit controls",
+            msr(IA32_VMX_EXIT_CTLS, IA32_VMX_TRUE_EXIT_CTLS),
+            &[EXIT_HOST_64, EXIT_SAVE_EFER, EXIT_LOAD_EFER],
+            EXIT_OPTIONAL,
+        )?;
+        let entry = adjust(
+            "VM-entry controls",
+            msr(IA32_VMX_ENTRY_CTLS, IA32_VMX_TRUE_ENTRY_CTLS),
+            &[ENTRY_LOAD_EFER],
+            ENTRY_OPTIONAL,
+        )?;
+        vmwrite(control::PINBASED_EXEC_CONTROLS, pin.into())?;
+        vmwrite(control::PRIMARY_PROCBASED_EXEC_CONTROLS, proc.into())?;
+        vmwrite(control::SECONDARY_PROCBASED_EXEC_CONTROLS, proc2.into())?;
+        vmwrite(control::VMEXIT_CONTROLS, exit.into())?;
+        vmwrite(control::VMENTRY_CONTROLS, entry.into())?;
+        vmwrite(control::EXCEPTION_BITMAP, 0)?;
+        vmwrite(control::IO_BITMAP_A_ADDR_FULL, setup.io_bitmap_a)?;
+        vmwrite(control::IO_BITMAP_B_ADDR_FULL, setup.io_bitmap_b)?;
+        vmwrite(control::MSR_BITMAPS_ADDR_FULL, setup.msr_bitmap)?;
+        // EPTP: WB paging structures, 4-level walk (SDM 25.6.11).
+        vmwrite(control::EPTP_FULL, setup.ept_root | 6 | (3 << 3))?;
+        vmwrite(control::VPID, setup.vpid.into())?;
+        // CR4.VMXE must stay set in VMX non-root operation; the guest sees it clear.
+        vmwrite(control::CR4_GUEST_HOST_MASK, CR4_VMXE)?;
+        vmwrite(control::CR4_READ_SHADOW, 0)?;
+        vmwrite(control::CR0_GUEST_HOST_MASK, 0)?;
+        vmwrite(control::CR3_TARGET_COUNT, 0)?;
+        vmwrite(control::VMEXIT_MSR_STORE_COUNT, 0)?;
+        vmwrite(control::VMEXIT_MSR_LOAD_COUNT, 0)?;
+        vmwrite(control::VMENTRY_MSR_LOAD_COUNT, 0)?;
+        Ok(())
+    }
+
+    fn write_host_state(&mut self, h: &HostState) -> Result<(), SetupError> {
+        use x86_64::registers::control::{Cr0, Cr4};
+        vmwrite(host::CR0, Cr0::read_raw())?;
+        vmwrite(host::CR3, h.cr3)?;
+        vmwrite(host::CR4, Cr4::read_raw())?;
+        vmwrite(host::CS_SELECTOR, h.cs.into())?;
+        for field in [host::SS_SELECTOR, host::DS_SELECTOR, host::ES_SELECTOR] {
+            vmwrite(field, h.ds.into())?;
+        }
+        vmwrite(host::FS_SELECTOR, 0)?;
+        vmwrite(host::GS_SELECTOR, 0)?;
+        vmwrite(host::TR_SELECTOR, h.tr_selector.into())?;
+        vmwrite(host::FS_BASE, rdmsr(IA32_FS_BASE))?;
+        vmwrite(host::GS_BASE, rdmsr(IA32_GS_BASE))?;
+        vmwrite(host::TR_BASE, h.tr_base)?;
+        vmwrite(host::GDTR_BASE, h.gdtr_base)?;
+        vmwrite(host::IDTR_BASE, h.idtr_base)?;
+        vmwrite(host::IA32_SYSENTER_CS, 0)?;
+        vmwrite(host::IA32_SYSENTER_ESP, 0)?;
+        vmwrite(host::IA32_SYSENTER_EIP, 0)?;
+        vmwrite(host::IA32_EFER_FULL, rdmsr(IA32_EFER))?;
+        vmwrite(host::IA32_PAT_FULL, rdmsr(IA32_PAT))?;
+        vmwrite(host::RIP, run::exit_handler_address())?;
+        Ok(())
+    }
+
+    /// Puts the vCPU in its start state (first start, or a partition restart).
+    pub fn reset(&mut self, entry: &GuestEntry) -> Result<(), SetupError> {
+        self.registers = GuestRegisters { rax: entry.rax, rbx: entry.rbx, ..Default::default() };
+        let (cr0, cr4, efer, code, code_ar, data_ar, base) = match entry.mode {
+            EntryMode::Real { segment } => {
+                (CR0_ET | CR0_NE, 0, 0, segment, AR_CODE16, AR_DATA16, u64::from(segment) << 4)
+            }
+            EntryMode::Protected32 => (CR0_PE | CR0_ET | CR0_NE, 0, 0, SELECTOR_CODE32, AR_CODE32, AR_DATA32, 0),
+            EntryMode::Long64 { .. } => (
+                CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
+                CR4_PAE,
+                EFER_LME | EFER_LMA,
+                SELECTOR_CODE64,
+                AR_CODE64,
+                AR_DATA32,
+                0,
+            ),
+        };
+        let real = matches!(entry.mode, EntryMode::Real { .. });
+        let limit = if real { 0xffff } else { 0xffff_ffff };
+        let data = if real { code } else { SELECTOR_DATA };
+        vmwrite(guest::CR0, cr0)?;
+        vmwrite(control::CR0_READ_SHADOW, cr0)?;
+        vmwrite(guest::CR3, if let EntryMode::Long64 { cr3 } = entry.mode { cr3 } else { 0 })?;
+        vmwrite(guest::CR4, cr4 | CR4_VMXE)?;
+        vmwrite(control::CR4_READ_SHADOW, cr4)?;
+        vmwrite(guest::IA32_EFER_FULL, efer)?;
+        vmwrite(guest::IA32_PAT_FULL, PAT_DEFAULT)?;
+        vmwrite(guest::CS_SELECTOR, code.into())?;
+        vmwrite(guest::CS_BASE, base)?;
+        vmwrite(guest::CS_LIMIT, limit)?;
+        vmwrite(guest::CS_ACCESS_RIGHTS, code_ar)?;
+        for (selector, base_f, limit_f, ar) in [
+            (guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
+            (guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
+            (guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
+            (guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
+            (guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
+        ] {
+            vmwrite(selector, data.into())?;
+            vmwrite(base_f, base)?;
+            vmwrite(limit_f, limit)?;
+            vmwrite(ar, data_ar)?;
+        }
+        vmwrite(guest::LDTR_SELECTOR, 0)?;
+        vmwrite(guest::LDTR_BASE, 0)?;
+        vmwrite(guest::LDTR_LIMIT, 0)?;
+        vmwrite(guest::LDTR_ACCESS_RIGHTS, AR_UNUSABLE)?;
+        vmwrite(guest::TR_SELECTOR, 0)?;
+        vmwrite(guest::TR_BASE, 0)?;
+        vmwrite(guest::TR_LIMIT, 0xffff)?;
+        vmwrite(guest::TR_ACCESS_RIGHTS, AR_TSS_BUSY)?;
+        let (gdt_base, gdt_limit) = if real { (0, 0xffff) } else { (entry.gdt_base, u64::from(entry.gdt_limit)) };
+        vmwrite(guest::GDTR_BASE, gdt_base)?;
+        vmwrite(guest::GDTR_LIMIT, gdt_limit)?;
+        vmwrite(guest::IDTR_BASE, 0)?;
+        vmwrite(guest::IDTR_LIMIT, 0xffff)?;
+        vmwrite(guest::DR7, 0x400)?;
+        vmwrite(guest::RSP, entry.rsp)?;
+        vmwrite(guest::RIP, entry.rip)?;
+        vmwrite(guest::RFLAGS, 0x2)?;
+        vmwrite(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+        vmwrite(guest::IA32_SYSENTER_CS, 0)?;
+        vmwrite(guest::IA32_SYSENTER_ESP, 0)?;
+        vmwrite(guest::IA32_SYSENTER_EIP, 0)?;
+        vmwrite(guest::IA32_DEBUGCTL_FULL, 0)?;
+        vmwrite(guest::LINK_PTR_FULL, u64::MAX)?;
+        vmwrite(guest::INTERRUPTIBILITY_STATE, 0)?;
+        vmwrite(guest::ACTIVITY_STATE, 0)?;
+        vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, 0)?;
+        let entry_controls = vmread(control::VMENTRY_CONTROLS) as u32 & !ENTRY_IA32E_GUEST;
+        let ia32e = if matches!(entry.mode, EntryMode::Long64 { .. }) { ENTRY_IA32E_GUEST } else { 0 };
+        vmwrite(control::VMENTRY_CONTROLS, (entry_controls | ia32e).into())?;
+        self.launched = false;
+        Ok(())
+    }
+
+    pub fn registers(&mut self) -> &mut GuestRegisters {
+        &mut self.registers
+    }
+
+    pub fn rip(&self) -> u64 {
+        vmread(guest::RIP)
+    }
+
+    pub fn set_rip(&mut self, rip: u64) {
+        let _ = vmwrite(guest::RIP, rip);
+    }
+
+    /// Moves RIP past the instruction that caused the last exit.
+    pub fn skip_instruction(&mut self) {
+        let next = vmread(guest::RIP) + vmread(ro::VMEXIT_INSTRUCTION_LEN);
+        let _ = vmwrite(guest::RIP, next);
+        // An instruction emulated by the hypervisor ends any STI / MOV SS blocking.
+        let state = vmread(guest::INTERRUPTIBILITY_STATE) & !0b11;
+        let _ = vmwrite(guest::INTERRUPTIBILITY_STATE, state);
+    }
+
+    /// Injects a hardware exception (e.g. #GP with error code 0) at the next entry.
+    pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        const VALID: u64 = 1 << 31;
+        const HARDWARE_EXCEPTION: u64 = 3 << 8;
+        const DELIVER_ERROR_CODE: u64 = 1 << 11;
+        let mut info = VALID | HARDWARE_EXCEPTION | u64::from(vector);
+        if let Some(code) = error_code {
+            info |= DELIVER_ERROR_CODE;
+            let _ = vmwrite(control::VMENTRY_EXCEPTION_ERR_CODE, code.into());
+        }
+        let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, info);
+    }
+
+    /// Makes this vCPU's VMCS current again (after another VMCS was used on this core).
+    pub fn load(&mut self) {
+        // SAFETY: the VMCS was initialised by `new` on this core.
+        let _ = unsafe { x86::bits64::vmx::vmptrld(self.vmcs.address()) };
+    }
+
+    /// Runs the guest until it exits; returns what it did.
+    pub fn run(&mut self) -> Exit {
+        // SAFETY: `new` set up and loaded the VMCS with HOST_RIP at the exit handler.
+        if !unsafe { run::enter(&mut self.registers, self.launched) } {
+            return Exit::Unhandled { reason: u32::MAX, qualification: vmread(ro::VM_INSTRUCTION_ERROR) };
+        }
+        self.launched = true;
+        self.decode()
+    }
+
+    /// The VM-instruction error of the last failed entry, or the basic exit reason.
+    fn decode(&self) -> Exit {
+        let reason = vmread(ro::EXIT_REASON) as u32;
+        let qualification = vmread(ro::EXIT_QUALIFICATION);
+        let r = &self.registers;
+        match reason & 0xffff {
+            0 => {
+                let info = vmread(ro::VMEXIT_INTERRUPTION_INFO);
+                let vector = info as u8;
+                if (info >> 8) & 7 == 2 {
+                    Exit::Nmi
+                } else {
+                    let error_code = (info & (1 << 11) != 0).then(|| vmread(ro::VMEXIT_INTERRUPTION_ERR_CODE) as u32);
+                    Exit::Exception { vector, error_code }
+                }
+            }
+            2 => Exit::TripleFault,
+            3 => Exit::Init,
+            4 => Exit::StartupIpi { vector: qualification as u8 },
+            10 => Exit::Cpuid { leaf: r.rax as u32, subleaf: r.rcx as u32 },
+            12 => Exit::Hlt,
+            18 => Exit::Hypercall,
+            30 => Exit::Io(PortAccess {
+                port: (qualification >> 16) as u16,
+                size: (qualification & 7) as u8 + 1,
+                write: qualification & (1 << 3) == 0,
+                string: qualification & (1 << 4) != 0,
+            }),
+            31 => Exit::MsrRead { msr: r.rcx as u32 },
+            32 => Exit::MsrWrite { msr: r.rcx as u32, value: (r.rdx << 32) | (r.rax & 0xffff_ffff) },
+            48 => Exit::NestedPageFault {
+                gpa: vmread(ro::GUEST_PHYSICAL_ADDR_FULL),
+                access: AccessKind {
+                    read: qualification & 1 != 0,
+                    write: qualification & 2 != 0,
+                    execute: qualification & 4 != 0,
+                },
+            },
+            55 => Exit::Xsetbv { xcr: r.rcx as u32, value: (r.rdx << 32) | (r.rax & 0xffff_ffff) },
+            _ => Exit::Unhandled { reason, qualification },
+        }
+    }
+}
