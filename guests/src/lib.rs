@@ -81,3 +81,106 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     println!("panic: {}", info);
     report(false)
 }
+
+/// The partition's command line, from the address the hypervisor passes in RDI.
+///
+/// # Safety
+/// `address` must be the value the hypervisor passed (a NUL-terminated string in the
+/// partition's boot area).
+pub unsafe fn cmdline(address: *const u8) -> &'static str {
+    let mut len = 0;
+    // SAFETY: per the caller, NUL-terminated within the 4 KiB command-line area.
+    while len < 4096 && unsafe { *address.add(len) } != 0 {
+        len += 1;
+    }
+    // SAFETY: as above; non-UTF-8 bytes give an empty command line.
+    core::str::from_utf8(unsafe { core::slice::from_raw_parts(address, len) }).unwrap_or("")
+}
+
+/// The value of `key=value` on a command line.
+pub fn arg<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline.split_ascii_whitespace().find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+/// Parses `0x...` or decimal.
+pub fn parse_u64(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+pub mod gp {
+    //! A minimal IDT whose #GP handler skips the faulting 2-byte instruction (RDMSR and
+    //! WRMSR are 2 bytes) and counts, so a payload can see that the hypervisor answered an
+    //! access with #GP. Every other vector is absent: any other exception triple-faults.
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    #[unsafe(no_mangle)]
+    static GP_COUNT: AtomicU64 = AtomicU64::new(0);
+
+    core::arch::global_asm!(
+        r#"
+        .section .text
+        .global guest_gp_handler
+    guest_gp_handler:
+        add rsp, 8
+        add qword ptr [rsp], 2
+        lock inc qword ptr [rip + GP_COUNT]
+        iretq
+        "#
+    );
+
+    unsafe extern "C" {
+        fn guest_gp_handler();
+    }
+
+    #[repr(C, align(16))]
+    struct Idt([u64; 512]);
+    static mut IDT: Idt = Idt([0; 512]);
+
+    /// Installs the IDT (64-bit interrupt gate for vector 13, code selector 0x08).
+    pub fn install() {
+        let handler = guest_gp_handler as *const () as u64;
+        let low = (handler & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((handler >> 16) & 0xffff) << 48;
+        let high = handler >> 32;
+        // SAFETY: single-threaded set-up before any exception can occur.
+        unsafe {
+            let idt = &raw mut IDT;
+            (*idt).0[26] = low;
+            (*idt).0[27] = high;
+            let pointer: [u16; 5] = {
+                let base = idt as u64;
+                [4095, base as u16, (base >> 16) as u16, (base >> 32) as u16, (base >> 48) as u16]
+            };
+            core::arch::asm!("lidt [{}]", in(reg) &pointer, options(nostack));
+        }
+    }
+
+    /// The hypervisor answered the access with a general-protection fault.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct GeneralProtection;
+
+    pub fn count() -> u64 {
+        GP_COUNT.load(Ordering::SeqCst)
+    }
+
+    /// RDMSR; `Err` when the hypervisor answered with #GP.
+    pub fn rdmsr(msr: u32) -> Result<u64, GeneralProtection> {
+        let before = count();
+        let (lo, hi): (u32, u32);
+        // SAFETY: a #GP is caught by the handler installed above.
+        unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack)) };
+        if count() == before { Ok(u64::from(hi) << 32 | u64::from(lo)) } else { Err(GeneralProtection) }
+    }
+
+    /// WRMSR; `Err` when the hypervisor answered with #GP.
+    pub fn wrmsr(msr: u32, value: u64) -> Result<(), GeneralProtection> {
+        let before = count();
+        // SAFETY: as in `rdmsr`.
+        unsafe {
+            core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+        };
+        if count() == before { Ok(()) } else { Err(GeneralProtection) }
+    }
+}

@@ -75,7 +75,7 @@ pub fn handle(partition: &Partition, regs: &mut GuestRegisters, rip: u64, exit: 
             }
         },
         Exit::MsrWrite { msr, value } => {
-            if crate::msr::write(msr, value) {
+            if crate::msr::write(partition, msr, value) {
                 Action::Resume { skip: true }
             } else {
                 if let Some(n) = partition.counters.msr.hit() {

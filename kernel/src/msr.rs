@@ -5,6 +5,9 @@
 //! ICR. Everything else exits here and is answered from this explicit list; anything not
 //! on it is refused with #GP.
 
+use crate::config::SYSTEM;
+use crate::partition::Partition;
+use defmt::warn;
 use x86_64::registers::model_specific::Msr;
 
 const IA32_APIC_BASE: u32 = 0x1b;
@@ -52,9 +55,12 @@ pub fn read(msr: u32) -> Option<u64> {
     }
 }
 
+const X2APIC_ICR: u32 = 0x830;
+
 /// Answers an intercepted WRMSR; false means #GP.
-pub fn write(msr: u32, value: u64) -> bool {
+pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
     match msr {
+        X2APIC_ICR => send_ipi(partition, value),
         // Only rewriting the current value (no relocation, no mode change).
         IA32_APIC_BASE => value == hardware(IA32_APIC_BASE),
         // Cache attributes stay as the firmware set them for the whole board.
@@ -76,5 +82,40 @@ pub fn xsetbv(xcr: u32, value: u64) -> bool {
     }
     // SAFETY: a validated XCR0 value; the hypervisor itself uses no extended state.
     unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32) };
+    true
+}
+
+/// An x2APIC ICR write (SDM 11.12.9): allowed only as a fixed, INIT or start-up IPI to one
+/// of the partition's own cores, never as a broadcast or an NMI (NMIs are the
+/// hypervisor's signal). Allowed IPIs go to the hardware unchanged.
+fn send_ipi(partition: &Partition, icr: u64) -> bool {
+    let mode = (icr >> 8) & 0b111;
+    let shorthand = (icr >> 18) & 0b11;
+    let destination = (icr >> 32) as u32;
+    let own_core = partition
+        .config()
+        .cores
+        .iter()
+        .any(|&core| SYSTEM.board.cpus.iter().any(|c| c.core == core && c.apic_id == destination));
+    // Fixed (0), INIT (5), start-up (6); physical destination, no shorthand.
+    let allowed = matches!(mode, 0 | 5 | 6) && shorthand == 0 && icr & (1 << 11) == 0 && own_core;
+    if !allowed {
+        let Some(_) = partition.counters.ipi.hit() else { return false };
+        warn!(
+            "partition {=str}: IPI refused (#GP): icr {=u64:#x} (mode {=u64}, shorthand {=u64}) to apic_id {=u32}, which is not one of its cores",
+            partition.name(),
+            icr,
+            mode,
+            shorthand,
+            destination
+        );
+        return false;
+    }
+    if !crate::smp::x2apic() {
+        warn!("partition {=str}: IPI refused: the hypervisor's APIC is not in x2APIC mode", partition.name());
+        return false;
+    }
+    // SAFETY: a checked IPI to the partition's own core, in x2APIC mode.
+    unsafe { Msr::new(X2APIC_ICR).write(icr) };
     true
 }

@@ -6,7 +6,12 @@
 //! reserved memory, so a restart reloads from it.
 //!
 //! Guest boot area (first memory region, guest-physical): 0x1000 flat GDT, 0x2000 identity
-//! page tables, stack below 0x80000; payloads load at 1 MiB and above.
+//! page tables, 0x7000 the command line (NUL-terminated; its address in RDI), stack below
+//! 0x80000; payloads load at 1 MiB and above.
+//!
+//! A partition's command line is its configured `cmdline` followed by every word of the
+//! hypervisor's command line written `NAME:word` for that partition, so a board's GRUB
+//! entry can pass options to one partition without rebuilding.
 
 use crate::bootinfo::{BootInfo, Module};
 use crate::config::SYSTEM;
@@ -20,13 +25,15 @@ use defmt::{error, info, warn};
 
 pub const GDT_GPA: u64 = 0x1000;
 pub const PAGE_TABLES_GPA: u64 = 0x2000;
+pub const CMDLINE_GPA: u64 = 0x7000;
+const CMDLINE_MAX: usize = 4095;
 pub const STACK_TOP_GPA: u64 = 0x80000;
 pub const BOOT_AREA_END: u64 = 0x80000;
 /// Guest-physical space the identity page tables cover for 64-bit payloads.
 const IDENTITY_MAP_BYTES: u64 = 1 << 30;
 
 /// Why a partition stopped running.
-#[derive(Debug, Clone, Copy, defmt::Format)]
+#[derive(Debug, Clone, Copy)]
 pub enum Fault {
     /// Touched guest-physical memory it does not own (or not with that access).
     MemoryAccess {
@@ -52,10 +59,37 @@ pub enum Fault {
     Load,
 }
 
+impl defmt::Format for Fault {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match *self {
+            Fault::MemoryAccess { gpa, write, execute } => defmt::write!(
+                f,
+                "{=str} at guest-physical {=u64:#x}, which the partition does not own",
+                if execute {
+                    "instruction fetch"
+                } else if write {
+                    "write"
+                } else {
+                    "read"
+                },
+                gpa
+            ),
+            Fault::TripleFaulted => defmt::write!(f, "triple fault"),
+            Fault::Exception { vector } => defmt::write!(f, "unexpected exception, vector {=u8}", vector),
+            Fault::StringIo { port } => defmt::write!(f, "string I/O to port {=u16:#x} (not emulated)", port),
+            Fault::Unhandled { reason, qualification } => {
+                defmt::write!(f, "unhandled exit, reason {=u32} qualification {=u64:#x}", reason, qualification)
+            }
+            Fault::Load => defmt::write!(f, "payload could not be loaded"),
+        }
+    }
+}
+
 /// Event counters used for rate-limited logging.
 pub struct Counters {
     pub port: RateLimit,
     pub msr: RateLimit,
+    pub ipi: RateLimit,
 }
 
 const LINE: usize = 160;
@@ -83,7 +117,7 @@ impl Partition {
     const fn new(config: &'static tables::Partition) -> Self {
         Partition {
             config,
-            counters: Counters { port: RateLimit::new(), msr: RateLimit::new() },
+            counters: Counters { port: RateLimit::new(), msr: RateLimit::new(), ipi: RateLimit::new() },
             restarts: AtomicU32::new(0),
             faults: AtomicU32::new(0),
             halted: AtomicBool::new(false),
@@ -178,6 +212,7 @@ impl Partition {
                     bytes[i * 8..i * 8 + 8].copy_from_slice(&d.to_le_bytes());
                 }
                 memory.write(GDT_GPA, &bytes).map_err(|_| ())?;
+                self.write_cmdline(boot, &mut memory)?;
                 let cr3 = bulkhead_virt::guest_paging::write_identity_tables(
                     &mut memory,
                     PAGE_TABLES_GPA,
@@ -192,6 +227,7 @@ impl Partition {
                     gdt_limit: 31,
                     rax: 0,
                     rbx: 0,
+                    rdi: CMDLINE_GPA,
                 })
             }
             PayloadKind::Flat | PayloadKind::BzImage => {
@@ -199,6 +235,27 @@ impl Partition {
                 Err(())
             }
         }
+    }
+
+    /// Writes the partition's command line (see the module docs) into its boot area.
+    fn write_cmdline(&self, boot: &BootInfo, memory: &mut RegionMemory<'_>) -> Result<(), ()> {
+        let mut line: heapless::String<CMDLINE_MAX> = heapless::String::new();
+        let extra = boot
+            .command_line
+            .split_ascii_whitespace()
+            .filter_map(|w| w.strip_prefix(self.name()).and_then(|rest| rest.strip_prefix(':')));
+        for word in self.config.payload.cmdline.split_ascii_whitespace().chain(extra) {
+            if (!line.is_empty() && line.push(' ').is_err()) || line.push_str(word).is_err() {
+                error!("partition {=str}: command line longer than {=usize} bytes", self.name(), CMDLINE_MAX);
+                return Err(());
+            }
+        }
+        memory.write(CMDLINE_GPA, line.as_bytes()).map_err(|_| ())?;
+        memory.write(CMDLINE_GPA + line.len() as u64, &[0]).map_err(|_| ())?;
+        if !line.is_empty() {
+            info!("partition {=str}: command line: {=str}", self.name(), line.as_str());
+        }
+        Ok(())
     }
 
     /// Applies the fault policy. Returns true when the partition should be started again.

@@ -29,4 +29,6 @@ pub struct GuestEntry {
     /// Initial RAX and RBX (multiboot1: magic and information address).
     pub rax: u64,
     pub rbx: u64,
+    /// Initial RDI (64-bit payloads: address of the command line).
+    pub rdi: u64,
 }

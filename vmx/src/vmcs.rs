@@ -235,7 +235,19 @@ impl Vcpu {
 
     /// Puts the vCPU in its start state (first start, or a partition restart).
     pub fn reset(&mut self, entry: &GuestEntry) -> Result<(), SetupError> {
-        self.registers = GuestRegisters { rax: entry.rax, rbx: entry.rbx, ..Default::default() };
+        if self.launched {
+            // A launched VMCS must be cleared before the next VMLAUNCH (SDM 24.11.3); the
+            // guest's cached translations of the previous run go with its VPID.
+            // SAFETY: our own VMCS region; it is made current again right after.
+            unsafe {
+                x86::bits64::vmx::vmclear(self.vmcs.address())
+                    .map_err(|_| SetupError::Instruction { operation: "vmclear", error: 0 })?;
+                x86::bits64::vmx::vmptrld(self.vmcs.address())
+                    .map_err(|_| SetupError::Instruction { operation: "vmptrld", error: 0 })?;
+            }
+            invvpid_single_context(vmread(control::VPID) as u16);
+        }
+        self.registers = GuestRegisters { rax: entry.rax, rbx: entry.rbx, rdi: entry.rdi, ..Default::default() };
         let (cr0, cr4, efer, code, code_ar, data_ar, base) = match entry.mode {
             EntryMode::Real { segment } => {
                 (CR0_ET | CR0_NE, 0, 0, segment, AR_CODE16, AR_DATA16, u64::from(segment) << 4)
@@ -402,4 +414,12 @@ impl Vcpu {
             _ => Exit::Unhandled { reason, qualification },
         }
     }
+}
+
+/// INVVPID, single-context (type 1): drops every cached translation tagged with `vpid`
+/// (SDM 31.3, INVVPID). The `x86` crate has no wrapper for it.
+fn invvpid_single_context(vpid: u16) {
+    let descriptor: [u64; 2] = [u64::from(vpid), 0];
+    // SAFETY: VMX is on; a valid descriptor for a nonzero VPID; only TLB state changes.
+    unsafe { core::arch::asm!("invvpid {0}, [{1}]", in(reg) 1u64, in(reg) &descriptor, options(nostack, readonly)) };
 }

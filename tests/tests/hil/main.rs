@@ -5,5 +5,6 @@
 mod boot;
 mod config;
 mod harness;
+mod isolation;
 mod partitions;
 mod smp;

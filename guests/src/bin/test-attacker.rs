@@ -1,0 +1,94 @@
+//! Test payload "attacker": tries one thing it must not be able to do, chosen by its
+//! command line (`attack=NAME target=ADDRESS`), and prints the answer it got. Attacks that
+//! fault end this partition (the hypervisor applies its fault policy); the others print
+//! what they saw and idle. The run's verdict comes from the witness partition.
+#![no_std]
+#![no_main]
+
+use bulkhead_guests::{arg, cmdline, gp, idle, inb, outb, parse_u64, println};
+use core::ptr::{read_volatile, write_volatile};
+
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+const IA32_VMX_BASIC: u32 = 0x480;
+const IA32_APIC_BASE: u32 = 0x1b;
+const X2APIC_ICR: u32 = 0x830;
+/// The multiboot2 magic at the start of the hypervisor image (host 2 MiB).
+const HYPERVISOR_MAGIC: u32 = 0xe852_50d6;
+
+fn answer<T>(result: Result<T, gp::GeneralProtection>) -> &'static str {
+    match result {
+        Ok(_) => "allowed",
+        Err(gp::GeneralProtection) => "#GP",
+    }
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".text._start")]
+extern "C" fn _start(args: *const u8) -> ! {
+    // SAFETY: the hypervisor passes the command line's address in RDI.
+    let args = unsafe { cmdline(args) };
+    let attack = arg(args, "attack").unwrap_or("none");
+    let target = arg(args, "target").and_then(parse_u64).unwrap_or(0);
+    gp::install();
+    println!("attacker: attack {} target {:#x}", attack, target);
+    match attack {
+        "read-memory" => {
+            // SAFETY: deliberately reads memory outside this partition.
+            let value = unsafe { read_volatile(target as *const u64) };
+            println!("attacker: read {:#x} returned {:#x}: NOT BLOCKED", target, value);
+        }
+        "write-memory" => {
+            // SAFETY: deliberately writes memory outside this partition.
+            unsafe { write_volatile(target as *mut u64, 0xbad0_bad0_bad0_bad0) };
+            println!("attacker: write to {:#x}: NOT BLOCKED", target);
+        }
+        "hypervisor-memory" => {
+            // The hypervisor's physical address names this partition's own memory here.
+            // SAFETY: within this partition's memory.
+            let seen = unsafe { read_volatile(target as *const u32) };
+            // SAFETY: as above; overwrites only this partition's own page.
+            unsafe { write_volatile(target as *mut u32, 0xdead_beef) };
+            println!(
+                "attacker: at {:#x} read {:#x} ({}), wrote own memory",
+                target,
+                seen,
+                if seen == HYPERVISOR_MAGIC { "HYPERVISOR VISIBLE" } else { "hypervisor image not visible" }
+            );
+        }
+        "port" => {
+            let port = target as u16;
+            let value = inb(port);
+            outb(port, 0x55);
+            println!("attacker: port {:#x} read {:#x}, write done", port, value);
+        }
+        "msr" => {
+            println!(
+                "attacker: feature-control read {:x?}, write {}; vmx-basic read {}; apic-base relocation {}",
+                gp::rdmsr(IA32_FEATURE_CONTROL),
+                answer(gp::wrmsr(IA32_FEATURE_CONTROL, 0x5)),
+                answer(gp::rdmsr(IA32_VMX_BASIC)),
+                answer(
+                    gp::rdmsr(IA32_APIC_BASE).and_then(|base| gp::wrmsr(IA32_APIC_BASE, (base & 0xfff) | 0xfe00_0000))
+                ),
+            );
+        }
+        "ipi" => {
+            let destination = target << 32;
+            println!(
+                "attacker: fixed IPI to apic {} {}; INIT to apic {} {}",
+                target,
+                answer(gp::wrmsr(X2APIC_ICR, destination | 0x40)),
+                target,
+                answer(gp::wrmsr(X2APIC_ICR, destination | 0x4500)),
+            );
+        }
+        "triple-fault" => {
+            println!("attacker: triple-faulting");
+            let null_idt: [u16; 5] = [0; 5];
+            // SAFETY: deliberately destroys this partition's CPU state.
+            unsafe { core::arch::asm!("lidt [{}]", "int3", in(reg) &null_idt) };
+        }
+        other => println!("attacker: unknown attack {}", other),
+    }
+    idle()
+}

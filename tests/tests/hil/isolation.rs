@@ -1,0 +1,122 @@
+//! Isolation under VT-x (Bochs): an attacker partition tries, one test each, what it must
+//! not be able to do; every attempt gets its defined answer and a log line, and the witness
+//! partition on the other core is unaffected (its counter advances to the end and the
+//! canary in its memory is unchanged, or it would report FAIL).
+
+use bulkhead_tests::{Emulator, Report, Run};
+
+const ISOLATION: &str = "tests/configs/bochs-isolation.toml";
+const RESTART: &str = "tests/configs/bochs-restart.toml";
+/// Host address of the witness's memory (first-fit placement, see the config), and of its
+/// canary (guest 0x102000, printed by the witness).
+const WITNESS_HOST: &str = "0x2000000";
+const WITNESS_CANARY_HOST: &str = "0x2102000";
+
+fn attack(config: &str, attack: &str, target: &str) -> Run {
+    Run::new(Emulator::Bochs)
+        .cpus(2)
+        .config(config)
+        .switch(format!("attacker:attack={attack}"))
+        .switch(format!("attacker:target={target}"))
+        // Partition faults are logged as errors; the run itself must still pass.
+        .allow_errors()
+        .expect("[attacker] attacker: attack")
+        .expect("[witness] witness: alive, cycle 8000000, canary intact")
+        .expect("partition witness: reports PASS")
+        .forbid("witness: fault")
+        .forbid("exception #")
+        .forbid("panicked")
+}
+
+fn passed(run: Run) -> Report {
+    let report = run.execute();
+    report.assert_passed();
+    report
+}
+
+#[test]
+fn isolation_read_neighbour_memory_faults_attacker_only() {
+    passed(
+        attack(ISOLATION, "read-memory", WITNESS_HOST)
+            .expect("partition attacker: fault #1: read at guest-physical 0x2000000, which the partition does not own")
+            .expect("partition attacker: halted (policy halt); other partitions keep running")
+            .forbid("NOT BLOCKED"),
+    );
+}
+
+#[test]
+fn isolation_write_neighbour_canary_faults_attacker_only() {
+    passed(
+        attack(ISOLATION, "write-memory", WITNESS_CANARY_HOST)
+            .expect("partition attacker: fault #1: write at guest-physical 0x2102000, which the partition does not own")
+            .expect("partition attacker: halted")
+            .forbid("NOT BLOCKED"),
+    );
+}
+
+/// The hypervisor's own physical addresses name the attacker's own memory in its
+/// guest-physical space: it reads its own (zeroed) page, not the hypervisor image, and its
+/// write changes nothing of the hypervisor's (which keeps running the witness).
+#[test]
+fn isolation_hypervisor_memory_not_reachable() {
+    passed(
+        attack(ISOLATION, "hypervisor-memory", "0x200000")
+            .expect("[attacker] attacker: at 0x200000 read 0x0 (hypervisor image not visible), wrote own memory")
+            .forbid("HYPERVISOR VISIBLE")
+            .forbid("partition attacker: fault"),
+    );
+}
+
+#[test]
+fn isolation_unassigned_port_reads_all_ones_and_drops_writes() {
+    passed(
+        attack(ISOLATION, "port", "0x2f8")
+            .expect("[attacker] attacker: port 0x2f8 read 0xff, write done")
+            .expect("partition attacker: read from unassigned port 0x2f8 (1 bytes): reads all-ones")
+            .expect("partition attacker: write to unassigned port 0x2f8 (1 bytes): dropped"),
+    );
+}
+
+#[test]
+fn isolation_forbidden_msrs_get_gp() {
+    passed(
+        attack(ISOLATION, "msr", "0")
+            .expect("[attacker] attacker: feature-control read Ok(1), write #GP; vmx-basic read #GP; apic-base relocation #GP")
+            .expect("partition attacker: wrmsr 0x3a <- 0x5 refused (#GP)")
+            .expect("partition attacker: rdmsr 0x480 refused (#GP)")
+            .expect("partition attacker: wrmsr 0x1b <- 0xfe00")
+            .forbid("partition attacker: fault"),
+    );
+}
+
+#[test]
+fn isolation_ipi_and_init_to_neighbour_core_get_gp() {
+    passed(
+        attack(ISOLATION, "ipi", "0")
+            .expect("[attacker] attacker: fixed IPI to apic 0 #GP; INIT to apic 0 #GP")
+            .expect("partition attacker: IPI refused (#GP): icr 0x40 (mode 0, shorthand 0) to apic_id 0")
+            .expect("partition attacker: IPI refused (#GP): icr 0x4500 (mode 5, shorthand 0) to apic_id 0")
+            .forbid("partition attacker: fault"),
+    );
+}
+
+/// Policy `restart` with `max_restarts = 2`: the attacker triple-faults on every start, is
+/// restarted exactly twice (memory zeroed, payload reloaded), then halted; the witness
+/// never stops.
+#[test]
+fn restart_policy_restarts_max_times_then_halts() {
+    let report = passed(
+        attack(RESTART, "triple-fault", "0")
+            .expect("partition attacker: fault #1: triple fault")
+            .expect("partition attacker: restart 1 of 2 (memory zeroed, payload reloaded)")
+            .expect("partition attacker: fault #2: triple fault")
+            .expect("partition attacker: restart 2 of 2 (memory zeroed, payload reloaded)")
+            .expect("partition attacker: fault #3: triple fault")
+            .expect("partition attacker: halted (restart limit reached); other partitions keep running")
+            .forbid("partition attacker: fault #4")
+            .forbid("restart 3 of"),
+    );
+    let starts =
+        report.lines.iter().filter(|l| l.to_string().contains("partition attacker: starting on cpu 1")).count();
+    assert_eq!(starts, 3, "one start and exactly two restarts:\n{}", report.diagnostic());
+}
