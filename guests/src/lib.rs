@@ -113,11 +113,15 @@ pub fn parse_u64(text: &str) -> Option<u64> {
 pub mod gp {
     //! A minimal IDT whose #GP handler skips the faulting 2-byte instruction (RDMSR and
     //! WRMSR are 2 bytes) and counts, so a payload can see that the hypervisor answered an
-    //! access with #GP. Every other vector is absent: any other exception triple-faults.
+    //! access with #GP; plus the local APIC timer and spurious vectors. Every other vector
+    //! is absent: any other exception triple-faults.
     use core::sync::atomic::{AtomicU64, Ordering};
 
     #[unsafe(no_mangle)]
     static GP_COUNT: AtomicU64 = AtomicU64::new(0);
+
+    #[unsafe(no_mangle)]
+    static TIMER_TICKS: AtomicU64 = AtomicU64::new(0);
 
     core::arch::global_asm!(
         r#"
@@ -128,11 +132,72 @@ pub mod gp {
         add qword ptr [rsp], 2
         lock inc qword ptr [rip + GP_COUNT]
         iretq
+
+        .global guest_timer_handler
+    guest_timer_handler:
+        push rax
+        push rcx
+        push rdx
+        lock inc qword ptr [rip + TIMER_TICKS]
+        mov ecx, 0x80b
+        xor eax, eax
+        xor edx, edx
+        wrmsr
+        pop rdx
+        pop rcx
+        pop rax
+        iretq
+
+        .global guest_spurious_handler
+    guest_spurious_handler:
+        iretq
         "#
     );
 
     unsafe extern "C" {
         fn guest_gp_handler();
+        fn guest_timer_handler();
+        fn guest_spurious_handler();
+    }
+
+    /// Vector of the local APIC timer (see [`start_timer`]).
+    pub const TIMER_VECTOR: u8 = 0x40;
+    const SPURIOUS_VECTOR: u8 = 0xff;
+
+    fn set_gate(vector: u8, handler: u64) {
+        let low = (handler & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((handler >> 16) & 0xffff) << 48;
+        // SAFETY: single-threaded set-up; the IDT is this module's own static.
+        unsafe {
+            let idt = &raw mut IDT;
+            (*idt).0[usize::from(vector) * 2] = low;
+            (*idt).0[usize::from(vector) * 2 + 1] = handler >> 32;
+        }
+    }
+
+    fn wrmsr_raw(msr: u32, value: u64) {
+        // SAFETY: x2APIC registers the hypervisor passes through to the partition.
+        unsafe {
+            core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+        };
+    }
+
+    /// Starts this core's local APIC timer (x2APIC mode, divide by 1) in periodic mode,
+    /// counting down from `initial_count`, and enables interrupts. Each tick is counted by
+    /// the handler, which also signals EOI: neither causes a VM exit.
+    pub fn start_timer(initial_count: u32) {
+        set_gate(TIMER_VECTOR, guest_timer_handler as *const () as u64);
+        set_gate(SPURIOUS_VECTOR, guest_spurious_handler as *const () as u64);
+        wrmsr_raw(0x80f, 0x100 | u64::from(SPURIOUS_VECTOR)); // software enable
+        wrmsr_raw(0x83e, 0b1011); // divide by 1
+        wrmsr_raw(0x832, (1 << 17) | u64::from(TIMER_VECTOR)); // periodic
+        wrmsr_raw(0x838, u64::from(initial_count));
+        // SAFETY: the IDT handles the timer and spurious vectors.
+        unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    }
+
+    /// Timer interrupts taken so far.
+    pub fn ticks() -> u64 {
+        TIMER_TICKS.load(Ordering::SeqCst)
     }
 
     #[repr(C, align(16))]
@@ -141,14 +206,10 @@ pub mod gp {
 
     /// Installs the IDT (64-bit interrupt gate for vector 13, code selector 0x08).
     pub fn install() {
-        let handler = guest_gp_handler as *const () as u64;
-        let low = (handler & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((handler >> 16) & 0xffff) << 48;
-        let high = handler >> 32;
+        set_gate(13, guest_gp_handler as *const () as u64);
         // SAFETY: single-threaded set-up before any exception can occur.
         unsafe {
             let idt = &raw mut IDT;
-            (*idt).0[26] = low;
-            (*idt).0[27] = high;
             let pointer: [u16; 5] = {
                 let base = idt as u64;
                 [4095, base as u16, (base >> 16) as u16, (base >> 32) as u16, (base >> 48) as u16]

@@ -29,6 +29,8 @@ pub const CONSOLE_BASE: u16 = 0x3f8;
 /// Port a test payload writes its verdict to (see `guests/`).
 pub const REPORT_PORT: u16 = bulkhead_abi::run::QEMU_DEBUG_EXIT_PORT;
 const LSR_OFFSET: u16 = 5;
+/// Default physical address of the xAPIC register page (SDM 11.4.1).
+const XAPIC_BASE: u64 = 0xfee0_0000;
 /// Line status: transmitter holding register and shift register empty.
 const LSR_IDLE: u64 = 0x60;
 
@@ -101,6 +103,9 @@ pub fn handle(partition: &Partition, regs: &mut GuestRegisters, rip: u64, exit: 
         }
         Exit::Hypercall => Action::InjectUd,
         Exit::Hlt => Action::Resume { skip: true },
+        Exit::NestedPageFault { gpa, .. } if (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa) => {
+            Action::Fault(Fault::XapicMmio { gpa })
+        }
         Exit::NestedPageFault { gpa, access } => {
             Action::Fault(Fault::MemoryAccess { gpa, write: access.write, execute: access.execute })
         }

@@ -1,8 +1,9 @@
 //! The MSRs a partition may touch beyond those its MSR bitmap passes through.
 //!
-//! Passed through without exits (see `partition.rs`): the syscall and segment-base MSRs,
-//! TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS), and the x2APIC registers except the
-//! ICR. Everything else exits here and is answered from this explicit list; anything not
+//! Passed through without exits (see `vmx_core.rs`): the syscall and segment-base MSRs,
+//! TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS), and the partition's own local APIC
+//! in x2APIC mode (timer, TSC deadline, EOI, TPR, LVTs...) except ICR writes, which are
+//! checked here. Everything else exits here and is answered from this explicit list; anything not
 //! on it is refused with #GP.
 
 use crate::config::SYSTEM;
@@ -35,6 +36,27 @@ pub const PASS_THROUGH: &[u32] = &[
     0xc000_0101, // GS_BASE
     0xc000_0102, // KERNEL_GS_BASE
     0xc000_0103, // TSC_AUX
+];
+
+/// x2APIC registers (SDM Table 11-6) a partition reads directly: ID through self-IPI.
+pub const X2APIC_READ: core::ops::RangeInclusive<u32> = 0x802..=0x83f;
+/// x2APIC registers a partition writes directly: everything writable except the ICR.
+pub const X2APIC_WRITE: &[u32] = &[
+    0x808, // TPR
+    0x80b, // EOI
+    0x80f, // spurious vector
+    0x828, // ESR
+    0x82f, // LVT CMCI
+    0x832, // LVT timer
+    0x833, // LVT thermal
+    0x834, // LVT performance counters
+    0x835, // LVT LINT0
+    0x836, // LVT LINT1
+    0x837, // LVT error
+    0x838, // timer initial count
+    0x83e, // timer divide configuration
+    0x83f, // self IPI
+    0x6e0, // IA32_TSC_DEADLINE
 ];
 
 fn hardware(msr: u32) -> u64 {

@@ -6,7 +6,7 @@
 //! reserved memory, so a restart reloads from it.
 //!
 //! Guest boot area (first memory region, guest-physical): 0x1000 flat GDT, 0x2000 identity
-//! page tables, 0x7000 the command line (NUL-terminated; its address in RDI), stack below
+//! page tables for 4 GiB (24 KiB), 0x9000 the command line (NUL-terminated; its address in RDI), stack below
 //! 0x80000; payloads load at 1 MiB and above.
 //!
 //! A partition's command line is its configured `cmdline` followed by every word of the
@@ -18,6 +18,7 @@ use crate::config::SYSTEM;
 use crate::exits::{self, Action, RateLimit};
 use bulkhead_board::tables::{self, FaultPolicy, MAX_PARTITIONS, PartitionId, PayloadKind};
 use bulkhead_virt::memory::{GuestMemory, RegionMemory};
+use bulkhead_vmx::exit::Exit;
 use bulkhead_vmx::guest_state::{EntryMode, GuestEntry};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -25,12 +26,14 @@ use defmt::{error, info, warn};
 
 pub const GDT_GPA: u64 = 0x1000;
 pub const PAGE_TABLES_GPA: u64 = 0x2000;
-pub const CMDLINE_GPA: u64 = 0x7000;
+pub const CMDLINE_GPA: u64 = 0x9000;
 const CMDLINE_MAX: usize = 4095;
 pub const STACK_TOP_GPA: u64 = 0x80000;
 pub const BOOT_AREA_END: u64 = 0x80000;
-/// Guest-physical space the identity page tables cover for 64-bit payloads.
-const IDENTITY_MAP_BYTES: u64 = 1 << 30;
+/// Guest-physical space the identity page tables cover for 64-bit payloads: the whole
+/// 32-bit space, so accesses outside the partition's memory (MMIO, the xAPIC page) reach
+/// the second-level tables and get the hypervisor's answer rather than a guest #PF.
+const IDENTITY_MAP_BYTES: u64 = 4 << 30;
 
 /// Why a partition stopped running.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +60,10 @@ pub enum Fault {
     },
     /// The payload could not be loaded.
     Load,
+    /// Used the xAPIC MMIO page; partitions must drive their local APIC in x2APIC mode.
+    XapicMmio {
+        gpa: u64,
+    },
 }
 
 impl defmt::Format for Fault {
@@ -81,6 +88,11 @@ impl defmt::Format for Fault {
                 defmt::write!(f, "unhandled exit, reason {=u32} qualification {=u64:#x}", reason, qualification)
             }
             Fault::Load => defmt::write!(f, "payload could not be loaded"),
+            Fault::XapicMmio { gpa } => defmt::write!(
+                f,
+                "access to the xAPIC MMIO page at {=u64:#x}: Bulkhead partitions must use their local APIC in x2APIC mode (MSRs 0x800-0x8ff)",
+                gpa
+            ),
         }
     }
 }
@@ -90,6 +102,39 @@ pub struct Counters {
     pub port: RateLimit,
     pub msr: RateLimit,
     pub ipi: RateLimit,
+}
+
+/// VM exits of a partition by kind, for the end-of-run report (and the benchmarks).
+#[derive(Default)]
+pub struct ExitCounts {
+    pub total: AtomicU32,
+    pub io: AtomicU32,
+    pub msr: AtomicU32,
+    pub cpuid: AtomicU32,
+    pub other: AtomicU32,
+}
+
+impl ExitCounts {
+    const fn new() -> Self {
+        ExitCounts {
+            total: AtomicU32::new(0),
+            io: AtomicU32::new(0),
+            msr: AtomicU32::new(0),
+            cpuid: AtomicU32::new(0),
+            other: AtomicU32::new(0),
+        }
+    }
+
+    fn count(&self, exit: &Exit) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let kind = match exit {
+            Exit::Io(_) => &self.io,
+            Exit::MsrRead { .. } | Exit::MsrWrite { .. } => &self.msr,
+            Exit::Cpuid { .. } => &self.cpuid,
+            _ => &self.other,
+        };
+        kind.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 const LINE: usize = 160;
@@ -103,6 +148,7 @@ struct ConsoleLine {
 pub struct Partition {
     config: &'static tables::Partition,
     pub counters: Counters,
+    pub exits: ExitCounts,
     restarts: AtomicU32,
     faults: AtomicU32,
     halted: AtomicBool,
@@ -118,6 +164,7 @@ impl Partition {
         Partition {
             config,
             counters: Counters { port: RateLimit::new(), msr: RateLimit::new(), ipi: RateLimit::new() },
+            exits: ExitCounts::new(),
             restarts: AtomicU32::new(0),
             faults: AtomicU32::new(0),
             halted: AtomicBool::new(false),
@@ -213,6 +260,10 @@ impl Partition {
                 }
                 memory.write(GDT_GPA, &bytes).map_err(|_| ())?;
                 self.write_cmdline(boot, &mut memory)?;
+                const _: () = assert!(
+                    PAGE_TABLES_GPA + bulkhead_virt::guest_paging::identity_tables_size(IDENTITY_MAP_BYTES)
+                        <= CMDLINE_GPA
+                );
                 let cr3 = bulkhead_virt::guest_paging::write_identity_tables(
                     &mut memory,
                     PAGE_TABLES_GPA,
@@ -328,6 +379,22 @@ pub fn get(id: PartitionId) -> &'static Partition {
     &PARTITIONS[id.0 as usize]
 }
 
+/// Logs every partition's VM exits by kind.
+pub fn log_exit_counts() {
+    for p in PARTITIONS.iter().take(SYSTEM.partitions.len()) {
+        let e = &p.exits;
+        info!(
+            "partition {=str}: exits: total {=u32}, io {=u32}, msr {=u32}, cpuid {=u32}, other {=u32}",
+            p.name(),
+            e.total.load(Ordering::Relaxed),
+            e.io.load(Ordering::Relaxed),
+            e.msr.load(Ordering::Relaxed),
+            e.cpuid.load(Ordering::Relaxed),
+            e.other.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// The partition configured for the core with this APIC ID, and whether this core is the
 /// one that starts it (its first core).
 pub fn for_apic_id(apic_id: u32) -> Option<(&'static Partition, bool)> {
@@ -358,6 +425,7 @@ pub fn run_core<B: crate::backend::Backend>(partition: &'static Partition, boot:
         }
         let (fault, rip) = loop {
             let (exit, rip) = backend.run();
+            partition.exits.count(&exit);
             match exits::handle(partition, backend.registers(), rip, exit) {
                 Action::Resume { skip } => {
                     if skip {
@@ -368,6 +436,7 @@ pub fn run_core<B: crate::backend::Backend>(partition: &'static Partition, boot:
                 Action::InjectUd => backend.inject_exception(6, None),
                 Action::Report { pass } => {
                     info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
+                    log_exit_counts();
                     if pass { crate::run::succeed() } else { crate::run::fail("a partition reported a failed test") }
                 }
                 Action::Fault(fault) => break (fault, rip),

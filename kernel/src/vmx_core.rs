@@ -121,6 +121,14 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         msrs.allow_read(msr).map_err(|_| ())?;
         msrs.allow_write(msr).map_err(|_| ())?;
     }
+    if crate::smp::x2apic() {
+        for msr in crate::msr::X2APIC_READ.chain(core::iter::once(0x6e0)) {
+            msrs.allow_read(msr).map_err(|_| ())?;
+        }
+        for &msr in crate::msr::X2APIC_WRITE {
+            msrs.allow_write(msr).map_err(|_| ())?;
+        }
+    }
     msrs.vmx_bitmap(&mut pages.msr_bitmap.0);
     let root = ept.root();
     info!(

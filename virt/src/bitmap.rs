@@ -31,7 +31,7 @@
 /// Most port ranges an [`IoPermissions`] holds.
 pub const MAX_IO_RANGES: usize = 32;
 /// Most MSRs each of the read and write sets of an [`MsrPermissions`] holds.
-pub const MAX_MSRS: usize = 64;
+pub const MAX_MSRS: usize = 128;
 
 /// Why a permission could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -82,6 +82,11 @@ extern "C" fn _start(args: *const u8) -> ! {
                 answer(gp::wrmsr(X2APIC_ICR, destination | 0x4500)),
             );
         }
+        "xapic" => {
+            // SAFETY: deliberately touches the xAPIC MMIO page (APIC ID register).
+            let id = unsafe { read_volatile(0xfee0_0020 as *const u32) };
+            println!("attacker: xAPIC ID register read {:#x}: NOT BLOCKED", id);
+        }
         "triple-fault" => {
             println!("attacker: triple-faulting");
             let null_idt: [u16; 5] = [0; 5];

@@ -100,6 +100,17 @@ fn isolation_ipi_and_init_to_neighbour_core_get_gp() {
     );
 }
 
+/// Partitions own their local APIC in x2APIC mode only: touching the xAPIC page is a
+/// fault whose message names the requirement.
+#[test]
+fn isolation_xapic_mmio_faults_with_clear_message() {
+    passed(
+        attack(ISOLATION, "xapic", "0")
+            .expect("partition attacker: fault #1: access to the xAPIC MMIO page at 0xfee00020: Bulkhead partitions must use their local APIC in x2APIC mode")
+            .forbid("NOT BLOCKED"),
+    );
+}
+
 /// Policy `restart` with `max_restarts = 2`: the attacker triple-faults on every start, is
 /// restarted exactly twice (memory zeroed, payload reloaded), then halted; the witness
 /// never stops.
