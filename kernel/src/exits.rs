@@ -112,6 +112,8 @@ pub fn handle(partition: &Partition, regs: &mut GuestRegisters, rip: u64, exit: 
         Exit::TripleFault => Action::Fault(Fault::TripleFaulted),
         Exit::Exception { vector, .. } => Action::Fault(Fault::Exception { vector }),
         Exit::Nmi => Action::Resume { skip: false },
+        // INIT and start-up IPIs between a partition's own cores never reach the hardware
+        // (see `msr::send_ipi`); a stray one from elsewhere is ignored.
         Exit::Init | Exit::StartupIpi { .. } => Action::Resume { skip: false },
         Exit::Unhandled { reason, qualification } => Action::Fault(Fault::Unhandled { reason, qualification }),
     }

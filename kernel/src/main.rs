@@ -151,20 +151,12 @@ fn core_main() -> ! {
         info!("cpu {=u32}: no partition on this core; idle", cpu.index());
         run::halt_forever()
     };
-    if !first_core {
-        defmt::warn!(
-            "cpu {=u32}: secondary core of partition {=str} waits for INIT/SIPI, which is not supported yet",
-            cpu.index(),
-            partition.name()
-        );
-        run::halt_forever()
-    }
     let boot = bootinfo::get().expect("published before the APs were released");
     if !BACKEND_VMX.load(core::sync::atomic::Ordering::Relaxed) {
         run::halt_forever()
     }
     match vmx_core::VmxCore::enable() {
-        Ok(mut backend) => partition::run_core(partition, boot, &mut backend),
+        Ok(mut backend) => partition::run_core(partition, boot, &mut backend, first_core),
         Err(()) => error!("cpu {=u32}: cannot enter VMX; partition {=str} not started", cpu.index(), partition.name()),
     }
     run::halt_forever()

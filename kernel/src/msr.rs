@@ -109,7 +109,8 @@ pub fn xsetbv(xcr: u32, value: u64) -> bool {
 
 /// An x2APIC ICR write (SDM 11.12.9): allowed only as a fixed, INIT or start-up IPI to one
 /// of the partition's own cores, never as a broadcast or an NMI (NMIs are the
-/// hypervisor's signal). Allowed IPIs go to the hardware unchanged.
+/// hypervisor's signal). Fixed IPIs go to the hardware unchanged; INIT and start-up IPIs
+/// are delivered to the target core's mailbox.
 fn send_ipi(partition: &Partition, icr: u64) -> bool {
     let mode = (icr >> 8) & 0b111;
     let shorthand = (icr >> 18) & 0b11;
@@ -132,6 +133,19 @@ fn send_ipi(partition: &Partition, icr: u64) -> bool {
             destination
         );
         return false;
+    }
+    // INIT and start-up IPIs between the partition's own cores are emulated: the target
+    // core waits in the hypervisor for them (see `partition::run_core`), so the hardware
+    // never sees an INIT and the same path works on every backend.
+    if mode == 5 || mode == 6 {
+        if let Some(cpu) = crate::percpu::by_apic_id(destination) {
+            if mode == 5 {
+                cpu.deliver_init();
+            } else {
+                cpu.deliver_startup(icr as u8);
+            }
+        }
+        return true;
     }
     if !crate::smp::x2apic() {
         warn!("partition {=str}: IPI refused: the hypervisor's APIC is not in x2APIC mode", partition.name());

@@ -403,25 +403,64 @@ pub fn for_apic_id(apic_id: u32) -> Option<(&'static Partition, bool)> {
     Some((partition, partition.config.cores.first() == Some(&assignment.core)))
 }
 
+/// Real-mode start at `vector:0000` (INIT-SIPI-SIPI, SDM 9.4.4).
+fn startup_entry(vector: u8) -> GuestEntry {
+    GuestEntry {
+        mode: EntryMode::Real { segment: u16::from(vector) << 8 },
+        rip: 0,
+        rsp: 0,
+        gdt_base: 0,
+        gdt_limit: 0,
+        rax: 0,
+        rbx: 0,
+        rdi: 0,
+    }
+}
+
 /// Runs this core's vCPU until the partition halts for good. `run_vcpu` is the backend's
 /// loop step: it enters the guest and returns the next exit's action plus the guest RIP.
-pub fn run_core<B: crate::backend::Backend>(partition: &'static Partition, boot: &BootInfo, backend: &mut B) {
+pub fn run_core<B: crate::backend::Backend>(
+    partition: &'static Partition,
+    boot: &BootInfo,
+    backend: &mut B,
+    first_core: bool,
+) {
     loop {
-        let Ok(entry) = partition.load(boot) else {
-            if partition.on_fault(Fault::Load, 0) {
-                continue;
+        if first_core {
+            let Ok(entry) = partition.load(boot) else {
+                if partition.on_fault(Fault::Load, 0) {
+                    continue;
+                }
+                return;
+            };
+            info!(
+                "partition {=str}: starting on cpu {=u32} at {=u64:#x}",
+                partition.name(),
+                crate::percpu::current_index(),
+                entry.rip
+            );
+            if let Err(()) = backend.start(partition, &entry) {
+                partition.halt("vcpu setup failed");
+                return;
             }
-            return;
-        };
-        info!(
-            "partition {=str}: starting on cpu {=u32} at {=u64:#x}",
-            partition.name(),
-            crate::percpu::current_index(),
-            entry.rip
-        );
-        if let Err(()) = backend.start(partition, &entry) {
-            partition.halt("vcpu setup failed");
-            return;
+        } else {
+            let cpu = crate::percpu::current();
+            info!(
+                "partition {=str}: vcpu on cpu {=u32} waits for INIT/SIPI from the partition",
+                partition.name(),
+                cpu.index()
+            );
+            let vector = cpu.wait_for_startup();
+            info!(
+                "partition {=str}: vcpu on cpu {=u32} starts at {=u64:#x} (start-up IPI)",
+                partition.name(),
+                cpu.index(),
+                u64::from(vector) << 12
+            );
+            if let Err(()) = backend.start(partition, &startup_entry(vector)) {
+                partition.halt("vcpu setup failed");
+                return;
+            }
         }
         let (fault, rip) = loop {
             let (exit, rip) = backend.run();

@@ -94,6 +94,8 @@ pub struct PerCpu {
     index: u32,
     apic_id: AtomicU32,
     online: AtomicBool,
+    /// INIT/SIPI mailbox of the vCPU on this core (see `msr::send_ipi`).
+    startup: AtomicU32,
     tss: UnsafeCell<TaskStateSegment>,
     gdt: UnsafeCell<GlobalDescriptorTable<8>>,
 }
@@ -108,6 +110,7 @@ impl PerCpu {
             index,
             apic_id: AtomicU32::new(u32::MAX),
             online: AtomicBool::new(false),
+            startup: AtomicU32::new(STARTUP_IDLE),
             tss: UnsafeCell::new(TaskStateSegment::new()),
             gdt: UnsafeCell::new(GlobalDescriptorTable::empty()),
         }
@@ -133,6 +136,30 @@ impl PerCpu {
         self.online.store(true, Ordering::Release)
     }
 
+    /// INIT from the partition: the vCPU on this core is (again) waiting for a SIPI.
+    pub fn deliver_init(&self) {
+        self.startup.store(STARTUP_INIT, Ordering::Release);
+    }
+
+    /// A start-up IPI: counts only after INIT (SDM 9.4.4: SIPIs are ignored otherwise).
+    /// Returns whether it was taken.
+    pub fn deliver_startup(&self, vector: u8) -> bool {
+        self.startup.compare_exchange(STARTUP_INIT, u32::from(vector), Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Waits (on this core, in the hypervisor) until INIT and a start-up IPI arrived;
+    /// returns the start-up vector.
+    pub fn wait_for_startup(&self) -> u8 {
+        loop {
+            let state = self.startup.load(Ordering::Acquire);
+            if state <= 0xff {
+                self.startup.store(STARTUP_IDLE, Ordering::Relaxed);
+                return state as u8;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
     /// Address of this CPU's TSS (the VMCS host TR base).
     pub fn tss_address(&self) -> u64 {
         self.tss.get() as u64
@@ -150,6 +177,9 @@ impl PerCpu {
         unsafe { (&mut *self.tss.get(), &mut *self.gdt.get()) }
     }
 }
+
+const STARTUP_IDLE: u32 = u32::MAX;
+const STARTUP_INIT: u32 = u32::MAX - 1;
 
 static PER_CPU: [PerCpu; MAX_CPUS] = {
     let mut all = [const { PerCpu::new(0) }; MAX_CPUS];
@@ -179,6 +209,11 @@ pub fn current_index() -> u32 {
     // SAFETY: `install` pointed GS at this CPU's `PerCpu`, whose first field is `index`.
     unsafe { core::arch::asm!("mov {0:e}, gs:[0]", out(reg) index, options(nostack, readonly, preserves_flags)) };
     index
+}
+
+/// The CPU with this APIC ID, if it came online.
+pub fn by_apic_id(apic_id: u32) -> Option<&'static PerCpu> {
+    PER_CPU.iter().find(|c| c.is_online() && c.apic_id() == apic_id)
 }
 
 pub fn current() -> &'static PerCpu {

@@ -26,3 +26,22 @@ fn vmx_two_partitions_run_and_print() {
     let control = report.lines.iter().map(|l| l.to_string()).find(|l| l.contains("partition control: exits:")).unwrap();
     assert!(control.ends_with("msr 0, cpuid 0, other 0"), "timer or EOI caused exits: {control}");
 }
+
+/// An SMP partition: its first vCPU starts, the second waits in the hypervisor until the
+/// partition sends it INIT and a start-up IPI (through its x2APIC ICR), then runs the
+/// partition's real-mode trampoline into 64-bit code and counts.
+#[test]
+fn vmx_smp_partition_brings_up_second_vcpu() {
+    Run::new(Emulator::Bochs)
+        .cpus(2)
+        .config("tests/configs/bochs-smp.toml")
+        .expect("partition smp: vcpu on cpu 1 waits for INIT/SIPI from the partition")
+        .expect("partition smp: starting on cpu 0 at 0x100000")
+        .expect("partition smp: vcpu on cpu 1 starts at 0x10000 (start-up IPI)")
+        .expect("[cpu1 INFO ] [smp] smp: second vcpu running")
+        .expect("[smp] smp: second vcpu counts")
+        .expect("partition smp: reports PASS")
+        .forbid(": fault #")
+        .execute()
+        .assert_passed();
+}

@@ -1,0 +1,42 @@
+//! Test payload "smp": a partition with two vCPUs. The first starts the second with
+//! INIT/SIPI (`ap=APIC_ID`, default 1), waits until it counts, and reports PASS.
+#![no_std]
+#![no_main]
+
+use bulkhead_guests::{arg, cmdline, gp, parse_u64, println, report, smp};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+static AP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[repr(C, align(16))]
+struct Stack([u8; 16384]);
+static mut AP_STACK: Stack = Stack([0; 16384]);
+
+extern "C" fn ap_main() -> ! {
+    println!("smp: second vcpu running");
+    loop {
+        AP_COUNTER.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".text._start")]
+extern "C" fn _start(args: *const u8) -> ! {
+    // SAFETY: the hypervisor passes the command line's address in RDI.
+    let args = unsafe { cmdline(args) };
+    let ap = arg(args, "ap").and_then(parse_u64).unwrap_or(1) as u32;
+    gp::install();
+    println!("smp: first vcpu starts apic {}", ap);
+    let stack_top = (&raw const AP_STACK) as u64 + 16384;
+    smp::start_ap(ap, ap_main, stack_top);
+    let mut waited = 0u64;
+    while AP_COUNTER.load(Ordering::SeqCst) < 1000 {
+        waited += 1;
+        if waited > 50_000_000 {
+            println!("smp: second vcpu never counted");
+            report(false);
+        }
+    }
+    println!("smp: second vcpu counts ({} so far)", AP_COUNTER.load(Ordering::SeqCst));
+    report(gp::count() == 0)
+}
