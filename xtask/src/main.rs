@@ -6,6 +6,7 @@
 //! cargo xtask lint
 //! cargo xtask build [--config PATH]
 //! cargo xtask check PATH
+//! cargo xtask bench [--json]
 //! cargo xtask image [--out PATH] [--config PATH]
 //! ```
 //! Every command that boots or builds an image first checks the host programs it needs and,
@@ -36,6 +37,9 @@ commands:
         build the guests and the hypervisor for a system configuration
   check PATH
         validate a system configuration: every problem as file:line:col, or a summary
+  bench [--json]
+        deterministic benchmarks in Bochs (guest RDTSC = instruction count): hypervisor
+        instructions per CPUID, I/O-port and MSR exit round trip
   image [--out PATH] [--config PATH]
         write the bootable ISO (BIOS + UEFI) to PATH (default: out/bulkhead.iso)
   help  show this text
@@ -48,6 +52,7 @@ enum Task {
     Lint,
     Build { config: Option<PathBuf> },
     Check { config: PathBuf },
+    Bench { json: bool },
     Image { out: Option<PathBuf>, config: Option<PathBuf> },
     Help,
 }
@@ -138,6 +143,11 @@ fn parse(args: &[String]) -> Result<Task> {
             Task::Test { filter }
         }
         "lint" => Task::Lint,
+        "bench" => match rest.next().map(String::as_str) {
+            None => Task::Bench { json: false },
+            Some("--json") => Task::Bench { json: true },
+            Some(other) => bail!("unknown option `{other}` for `bench`"),
+        },
         "check" => match rest.next() {
             Some(path) => Task::Check { config: PathBuf::from(path) },
             None => bail!("`check` needs the path of a system file"),
@@ -200,6 +210,7 @@ fn execute(task: Task) -> Result<ExitCode> {
         Task::Lint => lint(),
         Task::Build { config } => build(config).map(|_| ExitCode::SUCCESS),
         Task::Check { config } => check(&config),
+        Task::Bench { json } => bench(json),
         Task::Image { out, config } => image(out, config),
     }
 }
@@ -312,6 +323,72 @@ fn check(config: &Path) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// A benchmark case: its stable name (cited by docs/performance.md), the key the bench
+/// payload prints, the unit, and the target the figure should meet.
+struct BenchCase {
+    name: &'static str,
+    key: &'static str,
+    unit: &'static str,
+    target_max: u64,
+}
+
+const BENCH_CASES: &[BenchCase] = &[
+    BenchCase { name: "vmx/cpuid-exit", key: "cpuid_exit_round_trip", unit: "instructions", target_max: 300 },
+    BenchCase { name: "vmx/io-exit", key: "io_exit_round_trip", unit: "instructions", target_max: 300 },
+    BenchCase { name: "vmx/msr-exit", key: "msr_exit_round_trip", unit: "instructions", target_max: 300 },
+];
+
+/// Runs the bench partition in Bochs and reports each case. Figures are instruction
+/// counts (Bochs `clock: sync=none`), so they repeat exactly for the same build.
+fn bench(json: bool) -> Result<ExitCode> {
+    ensure_host(Purpose::for_emulator(Emulator::Bochs))?;
+    let image = build_for(&root().join("tests/configs/bochs-bench.toml"))?;
+    let report =
+        Run::new(Emulator::Bochs).name("xtask-bench").cpus(2).kernel(image).switch("bench:case=exits").try_execute()?;
+    if !report.outcome.is_passed() {
+        eprint!("{}", report.diagnostic());
+        bail!("the bench run failed");
+    }
+    let values: Vec<(String, u64)> = report
+        .lines
+        .iter()
+        .filter_map(|line| {
+            let text = line.to_string();
+            let (key, value) = text.split_once("[bench] bench: ")?.1.split_once('=')?;
+            Some((key.to_string(), value.trim().parse().ok()?))
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for case in BENCH_CASES {
+        let Some(&(_, value)) = values.iter().find(|(k, _)| k == case.key) else {
+            bail!("the bench payload printed no `{}`", case.key);
+        };
+        rows.push((case, value));
+    }
+    if json {
+        let cases: Vec<String> = rows
+            .iter()
+            .map(|(c, v)| {
+                format!(
+                    "{{\"case\":\"{}\",\"value\":{v},\"unit\":\"{}\",\"target_max\":{},\"met\":{}}}",
+                    c.name,
+                    c.unit,
+                    c.target_max,
+                    *v <= c.target_max
+                )
+            })
+            .collect();
+        println!("{{\"emulator\":\"bochs corei7_skylake_x\",\"cases\":[{}]}}", cases.join(","));
+    } else {
+        println!("{:<18} {:>8}  {:<14} target", "case", "value", "unit");
+        for (c, v) in &rows {
+            let verdict = if *v <= c.target_max { "met" } else { "MISSED" };
+            println!("{:<18} {:>8}  {:<14} <= {} ({verdict})", c.name, v, c.unit, c.target_max);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
@@ -475,6 +552,8 @@ mod tests {
         );
         assert_eq!(parse(&args("build --config a.toml")).unwrap(), Task::Build { config: Some("a.toml".into()) });
         assert_eq!(parse(&args("check a.toml")).unwrap(), Task::Check { config: "a.toml".into() });
+        assert_eq!(parse(&args("bench --json")).unwrap(), Task::Bench { json: true });
+        assert!(parse(&args("bench --csv")).unwrap_err().to_string().contains("unknown option"));
         assert_eq!(parse(&[]).unwrap(), Task::Help);
     }
 
