@@ -2,8 +2,8 @@
 //! (VT-x today; SVM next). A backend runs one vCPU on the current core.
 
 use crate::partition::Partition;
-use bulkhead_vmx::exit::Exit;
-use bulkhead_vmx::guest_state::GuestEntry;
+use bulkhead_virt::exit::Exit;
+use bulkhead_virt::guest_state::GuestEntry;
 use bulkhead_vmx::run::GuestRegisters;
 
 pub trait Backend {

@@ -5,7 +5,7 @@
 //! allowlist, the virtual console, unassigned ports, and faults.
 
 use crate::partition::{Fault, Partition};
-use bulkhead_vmx::exit::{Exit, PortAccess};
+use bulkhead_virt::exit::{Exit, PortAccess};
 use bulkhead_vmx::run::GuestRegisters;
 use core::sync::atomic::{AtomicU32, Ordering};
 use defmt::warn;

@@ -25,7 +25,9 @@
 
 pub mod bitmap;
 pub mod elf;
+pub mod exit;
 pub mod guest_paging;
+pub mod guest_state;
 pub mod memory;
 pub mod multiboot1;
 pub mod slat;

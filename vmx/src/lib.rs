@@ -1,5 +1,5 @@
 //! Intel VT-x backend: turns VMX on per core, programs one VMCS per vCPU, enters the guest
-//! and decodes VM exits into the architecture-neutral [`exit::Exit`].
+//! and decodes VM exits into the architecture-neutral `bulkhead_virt::exit::Exit`.
 //!
 //! It holds no partition policy: what an exit *means* is decided by the kernel. Field
 //! encodings and control bits come from the `x86` crate; section numbers refer to the
@@ -7,8 +7,6 @@
 #![no_std]
 
 pub mod controls;
-pub mod exit;
-pub mod guest_state;
 pub mod run;
 pub mod vmcs;
 pub mod vmxon;

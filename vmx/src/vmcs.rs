@@ -3,10 +3,10 @@
 
 use crate::Page;
 use crate::controls::{MissingControl, Want, adjust};
-use crate::exit::{AccessKind, Exit, PortAccess};
-use crate::guest_state::{EntryMode, GuestEntry, SELECTOR_CODE32, SELECTOR_CODE64, SELECTOR_DATA};
 use crate::run::{self, GuestRegisters};
 use crate::vmxon::{IA32_VMX_BASIC, revision_id};
+use bulkhead_virt::exit::{AccessKind, Exit, PortAccess};
+use bulkhead_virt::guest_state::{CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, EntryMode, GuestEntry};
 use x86::vmx::vmcs::{control, guest, host, ro};
 use x86_64::registers::model_specific::Msr;
 
@@ -252,12 +252,12 @@ impl Vcpu {
             EntryMode::Real { segment } => {
                 (CR0_ET | CR0_NE, 0, 0, segment, AR_CODE16, AR_DATA16, u64::from(segment) << 4)
             }
-            EntryMode::Protected32 => (CR0_PE | CR0_ET | CR0_NE, 0, 0, SELECTOR_CODE32, AR_CODE32, AR_DATA32, 0),
+            EntryMode::Protected32 => (CR0_PE | CR0_ET | CR0_NE, 0, 0, CODE32_SELECTOR, AR_CODE32, AR_DATA32, 0),
             EntryMode::Long64 { .. } => (
                 CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
                 CR4_PAE,
                 EFER_LME | EFER_LMA,
-                SELECTOR_CODE64,
+                CODE64_SELECTOR,
                 AR_CODE64,
                 AR_DATA32,
                 0,
@@ -265,7 +265,7 @@ impl Vcpu {
         };
         let real = matches!(entry.mode, EntryMode::Real { .. });
         let limit = if real { 0xffff } else { 0xffff_ffff };
-        let data = if real { code } else { SELECTOR_DATA };
+        let data = if real { code } else { DATA_SELECTOR };
         vmwrite(guest::CR0, cr0)?;
         vmwrite(control::CR0_READ_SHADOW, cr0)?;
         vmwrite(guest::CR3, if let EntryMode::Long64 { cr3 } = entry.mode { cr3 } else { 0 })?;

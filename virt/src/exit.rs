@@ -1,12 +1,15 @@
 //! The architecture-neutral VM exit: what the guest did, independent of how VT-x or SVM
-//! reported it. The kernel decides what each exit means for the partition.
+//! reported it. The backends produce it; the kernel decides what each exit means for the
+//! partition.
 
 /// Direction and width of a port access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortAccess {
+    /// The port number.
     pub port: u16,
     /// 1, 2 or 4 bytes.
     pub size: u8,
+    /// OUT (true) or IN (false).
     pub write: bool,
     /// INS/OUTS (string form); the kernel does not emulate those, it faults the partition.
     pub string: bool,
@@ -15,55 +18,80 @@ pub struct PortAccess {
 /// Kind of access that faulted in the second-level tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AccessKind {
+    /// A data read.
     pub read: bool,
+    /// A data write.
     pub write: bool,
+    /// An instruction fetch.
     pub execute: bool,
 }
 
+/// Why the guest stopped running and the hypervisor got control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// CPUID with EAX = `leaf`, ECX = `subleaf`.
     Cpuid {
+        /// EAX.
         leaf: u32,
+        /// ECX.
         subleaf: u32,
     },
+    /// RDMSR of an intercepted MSR.
     MsrRead {
+        /// ECX.
         msr: u32,
     },
+    /// WRMSR of an intercepted MSR.
     MsrWrite {
+        /// ECX.
         msr: u32,
+        /// EDX:EAX.
         value: u64,
     },
+    /// IN/OUT to an intercepted port.
     Io(PortAccess),
+    /// HLT (when intercepted).
     Hlt,
-    /// XSETBV with ECX = `xcr` and EDX:EAX = `value`.
+    /// XSETBV.
     Xsetbv {
+        /// ECX.
         xcr: u32,
+        /// EDX:EAX.
         value: u64,
     },
     /// VMCALL / VMMCALL.
     Hypercall,
     /// An access to guest-physical memory the partition has no (such) mapping for.
     NestedPageFault {
+        /// The guest-physical address.
         gpa: u64,
+        /// What the access tried.
         access: AccessKind,
     },
+    /// The guest triple-faulted (shutdown).
     TripleFault,
     /// A guest exception the backend was asked to intercept.
     Exception {
+        /// The exception vector.
         vector: u8,
+        /// Its error code, for the vectors that have one.
         error_code: Option<u32>,
     },
     /// An NMI arrived while the guest ran (the hypervisor's signal to this core).
     Nmi,
-    /// INIT signal to this vCPU (the partition's own AP start-up).
+    /// INIT signal to this vCPU.
     Init,
-    /// Start-up IPI with its vector (start page).
+    /// Start-up IPI to this vCPU.
     StartupIpi {
+        /// The start page number.
         vector: u8,
     },
     /// Any other hardware exit, by the backend's own reason code.
     Unhandled {
+        /// The backend's exit reason (VMX basic reason, SVM exit code); `u32::MAX` when
+        /// the VM entry itself failed.
         reason: u32,
+        /// Exit qualification / EXITINFO, or the VM-instruction error of a failed entry.
         qualification: u64,
     },
 }
