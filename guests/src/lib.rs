@@ -122,6 +122,9 @@ pub mod gp {
 
     #[unsafe(no_mangle)]
     static TIMER_TICKS: AtomicU64 = AtomicU64::new(0);
+    /// Length of the instruction the #GP handler skips (RDMSR/WRMSR: 2, XSETBV: 3).
+    #[unsafe(no_mangle)]
+    static GP_SKIP: AtomicU64 = AtomicU64::new(2);
 
     core::arch::global_asm!(
         r#"
@@ -129,7 +132,10 @@ pub mod gp {
         .global guest_gp_handler
     guest_gp_handler:
         add rsp, 8
-        add qword ptr [rsp], 2
+        push rax
+        mov rax, qword ptr [rip + GP_SKIP]
+        add qword ptr [rsp + 8], rax
+        pop rax
         lock inc qword ptr [rip + GP_COUNT]
         iretq
 
@@ -233,6 +239,22 @@ pub mod gp {
         // SAFETY: a #GP is caught by the handler installed above.
         unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack)) };
         if count() == before { Ok(u64::from(hi) << 32 | u64::from(lo)) } else { Err(GeneralProtection) }
+    }
+
+    /// XSETBV of XCR0 (sets CR4.OSXSAVE first); `Err` when the hypervisor answered #GP.
+    pub fn xsetbv(value: u64) -> Result<(), GeneralProtection> {
+        // SAFETY: enabling XSAVE in this partition's own CR4 (CPUID reports XSAVE).
+        unsafe {
+            core::arch::asm!("mov {t}, cr4", "bts {t}, 18", "mov cr4, {t}", t = out(reg) _, options(nostack));
+        }
+        let before = count();
+        GP_SKIP.store(3, Ordering::SeqCst);
+        // SAFETY: a #GP is caught and skipped (3 bytes) by the handler.
+        unsafe {
+            core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+        };
+        GP_SKIP.store(2, Ordering::SeqCst);
+        if count() == before { Ok(()) } else { Err(GeneralProtection) }
     }
 
     /// WRMSR; `Err` when the hypervisor answered with #GP.

@@ -71,3 +71,20 @@ impl CpuReport {
         );
     }
 }
+
+static HOST_XSAVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Enables XSAVE for this core (CR4.OSXSAVE) when the CPU has it, so the hypervisor can
+/// execute XSETBV on a partition's behalf. Every core, before entering VMX.
+pub fn enable_host_xsave() {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    if __cpuid(1).ecx & (1 << 26) != 0 {
+        // SAFETY: XSAVE exists (CPUID.1:ECX[26]); the hypervisor itself saves no extended state.
+        unsafe { Cr4::update(|f| f.insert(Cr4Flags::OSXSAVE)) };
+        HOST_XSAVE.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+pub fn host_xsave_enabled() -> bool {
+    HOST_XSAVE.load(core::sync::atomic::Ordering::Relaxed)
+}

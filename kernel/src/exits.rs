@@ -97,7 +97,14 @@ pub fn handle(partition: &Partition, regs: &mut GuestRegisters, rip: u64, exit: 
             if crate::msr::xsetbv(xcr, value) {
                 Action::Resume { skip: true }
             } else {
-                warn!("partition {=str}: xsetbv xcr{=u32} <- {=u64:#x} invalid (#GP)", partition.name(), xcr, value);
+                if partition.counters.msr.hit().is_some() {
+                    warn!(
+                        "partition {=str}: xsetbv xcr{=u32} <- {=u64:#x} invalid (#GP)",
+                        partition.name(),
+                        xcr,
+                        value
+                    );
+                }
                 Action::InjectGp
             }
         }
@@ -158,7 +165,7 @@ fn port_access(partition: &Partition, regs: &mut GuestRegisters, access: PortAcc
     if access.string {
         return Action::Fault(Fault::StringIo { port: access.port });
     }
-    let width_mask = match access.size {
+    let width_mask: u64 = match access.size {
         1 => 0xff,
         2 => 0xffff,
         _ => 0xffff_ffff,
@@ -170,13 +177,13 @@ fn port_access(partition: &Partition, regs: &mut GuestRegisters, access: PortAcc
             return Action::Resume { skip: true };
         }
         (p, false) if p == CONSOLE_BASE + LSR_OFFSET => {
-            regs.rax = (regs.rax & !width_mask) | LSR_IDLE;
+            set_in_result(regs, access.size, LSR_IDLE);
             return Action::Resume { skip: true };
         }
         (p, write) if (CONSOLE_BASE..CONSOLE_BASE + 8).contains(&p) => {
             // The other UART registers: reads 0, writes ignored (a polled, always-ready UART).
             if !write {
-                regs.rax &= !width_mask;
+                set_in_result(regs, access.size, 0);
             }
             return Action::Resume { skip: true };
         }
@@ -195,7 +202,17 @@ fn port_access(partition: &Partition, regs: &mut GuestRegisters, access: PortAcc
         );
     }
     if !access.write {
-        regs.rax |= width_mask;
+        set_in_result(regs, access.size, u64::MAX);
     }
     Action::Resume { skip: true }
+}
+
+/// Puts the result of an IN into RAX as the hardware would: AL and AX keep the rest of
+/// RAX, a 32-bit IN writes EAX, which zero-extends into RAX.
+fn set_in_result(regs: &mut GuestRegisters, size: u8, value: u64) {
+    regs.rax = match size {
+        1 => (regs.rax & !0xff) | (value & 0xff),
+        2 => (regs.rax & !0xffff) | (value & 0xffff),
+        _ => value & 0xffff_ffff,
+    };
 }

@@ -155,6 +155,7 @@ fn core_main() -> ! {
     if !BACKEND_VMX.load(core::sync::atomic::Ordering::Relaxed) {
         run::halt_forever()
     }
+    capabilities::enable_host_xsave();
     match vmx_core::VmxCore::enable() {
         Ok(mut backend) => partition::run_core(partition, boot, &mut backend, first_core),
         Err(()) => error!("cpu {=u32}: cannot enter VMX; partition {=str} not started", cpu.index(), partition.name()),

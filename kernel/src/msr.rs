@@ -20,9 +20,14 @@ const IA32_MTRR_FIRST: u32 = 0x200;
 const IA32_MTRR_LAST: u32 = 0x26f;
 const IA32_TSC: u32 = 0x10;
 
-/// MSRs the guest reaches directly (MSR bitmap clear).
+/// MSRs the guest reads directly (writes exit: a partition must not move the TSC of the
+/// core it shares with the hypervisor).
+pub const READ_ONLY: &[u32] = &[
+    0x10, // IA32_TSC
+];
+
+/// MSRs the guest reads and writes directly (MSR bitmap clear).
 pub const PASS_THROUGH: &[u32] = &[
-    0x10,        // IA32_TSC (read)
     0x174,       // SYSENTER_CS
     0x175,       // SYSENTER_ESP
     0x176,       // SYSENTER_EIP
@@ -46,13 +51,7 @@ pub const X2APIC_WRITE: &[u32] = &[
     0x80b, // EOI
     0x80f, // spurious vector
     0x828, // ESR
-    0x82f, // LVT CMCI
-    0x832, // LVT timer
-    0x833, // LVT thermal
-    0x834, // LVT performance counters
-    0x835, // LVT LINT0
-    0x836, // LVT LINT1
-    0x837, // LVT error
+    0x832, // LVT timer (no delivery-mode field)
     0x838, // timer initial count
     0x83e, // timer divide configuration
     0x83f, // self IPI
@@ -78,11 +77,15 @@ pub fn read(msr: u32) -> Option<u64> {
 }
 
 const X2APIC_ICR: u32 = 0x830;
+/// LVT registers with a delivery-mode field (CMCI, thermal, performance, LINT0, LINT1,
+/// error): written through `lvt_write`, never directly.
+const X2APIC_LVT_WITH_MODE: [u32; 6] = [0x82f, 0x833, 0x834, 0x835, 0x836, 0x837];
 
 /// Answers an intercepted WRMSR; false means #GP.
 pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
     match msr {
         X2APIC_ICR => send_ipi(partition, value),
+        msr if X2APIC_LVT_WITH_MODE.contains(&msr) => lvt_write(partition, msr, value),
         // Only rewriting the current value (no relocation, no mode change).
         IA32_APIC_BASE => value == hardware(IA32_APIC_BASE),
         // Cache attributes stay as the firmware set them for the whole board.
@@ -91,18 +94,32 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
     }
 }
 
-/// XSETBV on behalf of the guest: XCR0 only, x87 always on, AVX only with SSE, and only
-/// components the CPU supports (SDM Vol. 1 13.3).
+/// XSETBV on behalf of the guest: XCR0 only, and only values the SDM allows (Vol. 1 13.3):
+/// x87 always on; AVX needs SSE; the three AVX-512 components all or none, and only with
+/// AVX; MPX's two components together; AMX's two together; nothing the CPU lacks. Any
+/// value the hardware would refuse must be refused here, or the #GP would hit the
+/// hypervisor.
 pub fn xsetbv(xcr: u32, value: u64) -> bool {
-    if xcr != 0 || value & 1 == 0 || (value & 0b100 != 0 && value & 0b10 == 0) {
-        return false;
-    }
+    const X87: u64 = 1 << 0;
+    const SSE: u64 = 1 << 1;
+    const AVX: u64 = 1 << 2;
+    const MPX: u64 = 0b11 << 3;
+    const AVX512: u64 = 0b111 << 5;
+    const AMX: u64 = 0b11 << 17;
+    let all_or_none = |bits: u64| value & bits == 0 || value & bits == bits;
+    let valid = xcr == 0
+        && value & X87 != 0
+        && (value & AVX == 0 || value & SSE != 0)
+        && all_or_none(AVX512)
+        && (value & AVX512 == 0 || value & AVX != 0)
+        && all_or_none(MPX)
+        && all_or_none(AMX);
     let leaf = core::arch::x86_64::__cpuid_count(0xd, 0);
     let supported = u64::from(leaf.eax) | (u64::from(leaf.edx) << 32);
-    if value & !supported != 0 {
+    if !valid || value & !supported != 0 || !crate::capabilities::host_xsave_enabled() {
         return false;
     }
-    // SAFETY: a validated XCR0 value; the hypervisor itself uses no extended state.
+    // SAFETY: a value the rules above accept; CR4.OSXSAVE is set on every core at boot.
     unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32) };
     true
 }
@@ -154,4 +171,57 @@ fn send_ipi(partition: &Partition, icr: u64) -> bool {
     // SAFETY: a checked IPI to the partition's own core, in x2APIC mode.
     unsafe { Msr::new(X2APIC_ICR).write(icr) };
     true
+}
+
+/// An LVT write (SDM 11.5.1): only fixed delivery (mode 000) or masked entries. NMI, SMI,
+/// INIT and ExtINT would reach the hypervisor or the firmware, which the partition does
+/// not own.
+fn lvt_write(partition: &Partition, msr: u32, value: u64) -> bool {
+    const MASKED: u64 = 1 << 16;
+    let mode = (value >> 8) & 0b111;
+    if mode != 0 && value & MASKED == 0 {
+        if partition.counters.msr.hit().is_some() {
+            warn!(
+                "partition {=str}: LVT {=u32:#x} <- {=u64:#x} refused (#GP): delivery mode {=u64} is reserved for the hypervisor",
+                partition.name(),
+                msr,
+                value,
+                mode
+            );
+        }
+        return false;
+    }
+    if !crate::smp::x2apic() {
+        return false;
+    }
+    // SAFETY: a fixed-mode or masked LVT entry of the partition's own core.
+    unsafe { Msr::new(msr).write(value) };
+    true
+}
+
+/// Returns this core's partition-visible state to its power-on shape before a partition
+/// (re)starts on it: the local APIC (passed through) with every LVT masked, the timer and
+/// TSC deadline stopped and nothing left in service, and XCR0 back to x87 only. A restarted
+/// partition must not take its previous run's timer into the fresh payload.
+pub fn reset_core_state() {
+    const MASKED: u64 = 1 << 16;
+    if crate::smp::x2apic() {
+        // SAFETY: this core's own x2APIC registers, which the partition on it owns.
+        unsafe {
+            for lvt in [0x82f, 0x832, 0x833, 0x834, 0x835, 0x836, 0x837] {
+                Msr::new(lvt).write(MASKED);
+            }
+            Msr::new(0x838).write(0); // timer initial count
+            Msr::new(0x6e0).write(0); // TSC deadline
+            // One EOI per in-service vector (ISR, 0x810..=0x817).
+            let in_service: u32 = (0x810..=0x817).map(|r| (Msr::new(r).read() as u32).count_ones()).sum();
+            for _ in 0..in_service {
+                Msr::new(0x80b).write(0);
+            }
+        }
+    }
+    if crate::capabilities::host_xsave_enabled() {
+        // SAFETY: x87 only is always a valid XCR0.
+        unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 1u32, in("edx") 0u32) };
+    }
 }

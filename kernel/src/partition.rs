@@ -7,7 +7,7 @@
 //!
 //! Guest boot area (first memory region, guest-physical): 0x1000 flat GDT, 0x2000 identity
 //! page tables for 4 GiB (24 KiB), 0x9000 the command line (NUL-terminated; its address in RDI), stack below
-//! 0x80000; payloads load at 1 MiB and above.
+//! 0x80000; payloads load at 0x80000 and above.
 //!
 //! A partition's command line is its configured `cmdline` followed by every word of the
 //! hypervisor's command line written `NAME:word` for that partition, so a board's GRUB
@@ -84,6 +84,9 @@ impl defmt::Format for Fault {
             Fault::TripleFaulted => defmt::write!(f, "triple fault"),
             Fault::Exception { vector } => defmt::write!(f, "unexpected exception, vector {=u8}", vector),
             Fault::StringIo { port } => defmt::write!(f, "string I/O to port {=u16:#x} (not emulated)", port),
+            Fault::Unhandled { reason: u32::MAX, qualification } => {
+                defmt::write!(f, "VM entry failed, VM-instruction error {=u64}", qualification)
+            }
             Fault::Unhandled { reason, qualification } => {
                 defmt::write!(f, "unhandled exit, reason {=u32} qualification {=u64:#x}", reason, qualification)
             }
@@ -319,19 +322,25 @@ impl Partition {
                 false
             }
             FaultPolicy::Restart { max_restarts } => {
-                let restarts = self.restarts.load(Ordering::Relaxed);
-                if restarts >= max_restarts {
-                    self.halt("restart limit reached");
-                    false
-                } else {
-                    self.restarts.store(restarts + 1, Ordering::Relaxed);
-                    warn!(
-                        "partition {=str}: restart {=u32} of {=u32} (memory zeroed, payload reloaded)",
-                        self.name(),
-                        restarts + 1,
-                        max_restarts
-                    );
-                    true
+                // One atomic step: two faulting cores of one partition cannot both restart
+                // past the limit.
+                match self
+                    .restarts
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_restarts).then_some(n + 1))
+                {
+                    Ok(previous) => {
+                        warn!(
+                            "partition {=str}: restart {=u32} of {=u32} (memory zeroed, payload reloaded)",
+                            self.name(),
+                            previous + 1,
+                            max_restarts
+                        );
+                        true
+                    }
+                    Err(_) => {
+                        self.halt("restart limit reached");
+                        false
+                    }
                 }
             }
             FaultPolicy::ResetBoard => {
@@ -426,6 +435,7 @@ pub fn run_core<B: crate::backend::Backend>(
     first_core: bool,
 ) {
     loop {
+        crate::msr::reset_core_state();
         if first_core {
             let Ok(entry) = partition.load(boot) else {
                 if partition.on_fault(Fault::Load, 0) {

@@ -152,8 +152,10 @@ impl PerCpu {
     pub fn wait_for_startup(&self) -> u8 {
         loop {
             let state = self.startup.load(Ordering::Acquire);
-            if state <= 0xff {
-                self.startup.store(STARTUP_IDLE, Ordering::Relaxed);
+            // Consume only this vector: an INIT that raced in stays for the next wait.
+            if state <= 0xff
+                && self.startup.compare_exchange(state, STARTUP_IDLE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
                 return state as u8;
             }
             core::hint::spin_loop();

@@ -55,6 +55,7 @@ static CORE_PAGES: Pages<CorePages, MAX_CPUS> =
 const NOT_BUILT: u8 = 0;
 const BUILDING: u8 = 1;
 const BUILT: u8 = 2;
+const FAILED: u8 = 3;
 static STATE: [AtomicU8; MAX_PARTITIONS] = [const { AtomicU8::new(NOT_BUILT) }; MAX_PARTITIONS];
 static EPT_ROOT: [core::sync::atomic::AtomicU64; MAX_PARTITIONS] =
     [const { core::sync::atomic::AtomicU64::new(0) }; MAX_PARTITIONS];
@@ -70,10 +71,26 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         match STATE[id].compare_exchange(NOT_BUILT, BUILDING, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => break,
             Err(BUILT) => return Ok(EPT_ROOT[id].load(Ordering::Acquire)),
+            Err(FAILED) => return Err(()),
             Err(_) => core::hint::spin_loop(),
         }
     }
-    // SAFETY: we won the BUILDING state: the only writer of this partition's pages.
+    match build_tables(partition, id) {
+        Ok(root) => {
+            EPT_ROOT[id].store(root, Ordering::Release);
+            STATE[id].store(BUILT, Ordering::Release);
+            Ok(root)
+        }
+        Err(()) => {
+            STATE[id].store(FAILED, Ordering::Release);
+            Err(())
+        }
+    }
+}
+
+/// The partition's EPT and bitmaps; the caller holds the BUILDING state.
+fn build_tables(partition: &Partition, id: usize) -> Result<u64, ()> {
+    // SAFETY: the caller won the BUILDING state: the only writer of this partition's pages.
     let pages = unsafe { &mut (*PARTITION_PAGES.0.get())[id] };
     let mut pool = ArrayPool::new(&mut pages.ept);
     let mut ept = Slat::<Ept>::new(&mut pool).map_err(|_| ())?;
@@ -105,6 +122,16 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
     let mut io = IoPermissions::new();
     let mut mmio_count = 0;
     for device in config.devices.iter().map(|d| &crate::config::SYSTEM.board.devices[d.0 as usize]) {
+        if device.pci.is_some() {
+            // A PCI function can master the bus: without DMA remapping it could write any
+            // memory. Legacy port/MMIO devices (no bus mastering) are fine.
+            error!(
+                "partition {=str}: PCI device {=str} needs the IOMMU (VT-d), which Bulkhead does not drive yet; not assigned",
+                partition.name(),
+                device.name
+            );
+            return Err(());
+        }
         for ports in device.io_ports {
             io.allow(ports.base, ports.count).map_err(|_| ())?;
         }
@@ -120,6 +147,9 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
     for &msr in crate::msr::PASS_THROUGH {
         msrs.allow_read(msr).map_err(|_| ())?;
         msrs.allow_write(msr).map_err(|_| ())?;
+    }
+    for &msr in crate::msr::READ_ONLY {
+        msrs.allow_read(msr).map_err(|_| ())?;
     }
     if crate::smp::x2apic() {
         for msr in crate::msr::X2APIC_READ.chain(core::iter::once(0x6e0)) {
@@ -138,8 +168,6 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         config.memory.len(),
         mmio_count
     );
-    EPT_ROOT[id].store(root, Ordering::Release);
-    STATE[id].store(BUILT, Ordering::Release);
     Ok(root)
 }
 

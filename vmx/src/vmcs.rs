@@ -36,9 +36,11 @@ const PROC2_OPTIONAL: u32 = (1 << 3) /* RDTSCP */ | (1 << 12) /* INVPCID */ | (1
 const EXIT_HOST_64: Want = Want { bit: 1 << 9, name: "host address-space size" };
 const EXIT_SAVE_EFER: Want = Want { bit: 1 << 20, name: "save IA32_EFER" };
 const EXIT_LOAD_EFER: Want = Want { bit: 1 << 21, name: "load IA32_EFER" };
-const EXIT_OPTIONAL: u32 = (1 << 18) /* save PAT */ | (1 << 19) /* load PAT */;
+// PAT is passed through to the guest, so it must be switched on every entry and exit.
+const EXIT_SAVE_PAT: Want = Want { bit: 1 << 18, name: "save IA32_PAT" };
+const EXIT_LOAD_PAT: Want = Want { bit: 1 << 19, name: "load IA32_PAT" };
 const ENTRY_LOAD_EFER: Want = Want { bit: 1 << 15, name: "load IA32_EFER" };
-const ENTRY_OPTIONAL: u32 = 1 << 14 /* load PAT */;
+const ENTRY_LOAD_PAT: Want = Want { bit: 1 << 14, name: "load IA32_PAT" };
 const ENTRY_IA32E_GUEST: u32 = 1 << 9;
 
 const CR0_PE: u64 = 1 << 0;
@@ -175,14 +177,14 @@ impl Vcpu {
         let exit = adjust(
             "VM-exit controls",
             msr(IA32_VMX_EXIT_CTLS, IA32_VMX_TRUE_EXIT_CTLS),
-            &[EXIT_HOST_64, EXIT_SAVE_EFER, EXIT_LOAD_EFER],
-            EXIT_OPTIONAL,
+            &[EXIT_HOST_64, EXIT_SAVE_EFER, EXIT_LOAD_EFER, EXIT_SAVE_PAT, EXIT_LOAD_PAT],
+            0,
         )?;
         let entry = adjust(
             "VM-entry controls",
             msr(IA32_VMX_ENTRY_CTLS, IA32_VMX_TRUE_ENTRY_CTLS),
-            &[ENTRY_LOAD_EFER],
-            ENTRY_OPTIONAL,
+            &[ENTRY_LOAD_EFER, ENTRY_LOAD_PAT],
+            0,
         )?;
         vmwrite(control::PINBASED_EXEC_CONTROLS, pin.into())?;
         vmwrite(control::PRIMARY_PROCBASED_EXEC_CONTROLS, proc.into())?;
@@ -265,7 +267,9 @@ impl Vcpu {
         };
         let real = matches!(entry.mode, EntryMode::Real { .. });
         let limit = if real { 0xffff } else { 0xffff_ffff };
-        let data = if real { code } else { DATA_SELECTOR };
+        // After INIT-SIPI only CS points at the start page; the data segments are
+        // selector 0, base 0 (SDM Table 10-1).
+        let data = if real { 0 } else { DATA_SELECTOR };
         vmwrite(guest::CR0, cr0)?;
         vmwrite(control::CR0_READ_SHADOW, cr0)?;
         vmwrite(guest::CR3, if let EntryMode::Long64 { cr3 } = entry.mode { cr3 } else { 0 })?;
@@ -285,7 +289,7 @@ impl Vcpu {
             (guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
         ] {
             vmwrite(selector, data.into())?;
-            vmwrite(base_f, base)?;
+            vmwrite(base_f, 0)?;
             vmwrite(limit_f, limit)?;
             vmwrite(ar, data_ar)?;
         }
@@ -349,7 +353,10 @@ impl Vcpu {
         const HARDWARE_EXCEPTION: u64 = 3 << 8;
         const DELIVER_ERROR_CODE: u64 = 1 << 11;
         let mut info = VALID | HARDWARE_EXCEPTION | u64::from(vector);
-        if let Some(code) = error_code {
+        // Real mode pushes no error codes; delivering one there fails the VM entry
+        // (SDM 26.2.1.3).
+        let protected = vmread(guest::CR0) & CR0_PE != 0;
+        if let (Some(code), true) = (error_code, protected) {
             info |= DELIVER_ERROR_CODE;
             let _ = vmwrite(control::VMENTRY_EXCEPTION_ERR_CODE, code.into());
         }

@@ -81,6 +81,23 @@ extern "C" fn _start(args: *const u8) -> ! {
                 target,
                 answer(gp::wrmsr(X2APIC_ICR, destination | 0x4500)),
             );
+            // Also to its own core (apic 1): NMI, broadcast shorthand, and LINT0 in NMI mode
+            // are the hypervisor's; a masked LINT0 is the partition's own business.
+            println!(
+                "attacker: NMI to own core {}; broadcast {}; LINT0 NMI mode {}; LINT0 masked {}",
+                answer(gp::wrmsr(X2APIC_ICR, (1 << 32) | 0x4400)),
+                answer(gp::wrmsr(X2APIC_ICR, (0b11 << 18) | 0x40)),
+                answer(gp::wrmsr(0x835, 0x400)),
+                answer(gp::wrmsr(0x835, 1 << 16)),
+            );
+        }
+        "xsetbv" => {
+            println!(
+                "attacker: xsetbv x87+SSE {}; AVX without SSE {}; unknown component {}",
+                answer(gp::xsetbv(0b11)),
+                answer(gp::xsetbv(0b101)),
+                answer(gp::xsetbv(1 | (1 << 40))),
+            );
         }
         "xapic" => {
             // SAFETY: deliberately touches the xAPIC MMIO page (APIC ID register).
@@ -88,6 +105,14 @@ extern "C" fn _start(args: *const u8) -> ! {
             println!("attacker: xAPIC ID register read {:#x}: NOT BLOCKED", id);
         }
         "triple-fault" => {
+            // Memory outside the payload must come back zeroed after a restart.
+            const MARKER_GPA: u64 = 0x30_0000;
+            const MARKER: u64 = 0x1e57_ab1e_0000_0001;
+            // SAFETY: this partition's own memory, outside the loaded payload.
+            let found = unsafe { read_volatile(MARKER_GPA as *const u64) };
+            println!("attacker: memory {}", if found == MARKER { "NOT zeroed since the last run" } else { "fresh" });
+            // SAFETY: as above.
+            unsafe { write_volatile(MARKER_GPA as *mut u64, MARKER) };
             println!("attacker: triple-faulting");
             let null_idt: [u16; 5] = [0; 5];
             // SAFETY: deliberately destroys this partition's CPU state.

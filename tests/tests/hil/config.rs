@@ -19,7 +19,9 @@ fn demo_config_summary_at_boot() {
         .expect("config: connection 2: telemetry -> control on sint 3 (event, flag 0)")
         .expect("config: shared memory status: host [0x3000000, 0x3001000), 2 sharers")
         // Both payloads arrived as boot modules under their partitions' names.
-        .expect(" control")
+        .expect("INFO ]   module [0x")
+        .expect(") control")
+        .expect(") telemetry")
         .expect("board check: ok, machine matches board qemu-q35 (2 cpus, 2 RAM ranges)")
         .execute()
         .assert_passed();

@@ -94,8 +94,24 @@ fn isolation_ipi_and_init_to_neighbour_core_get_gp() {
     passed(
         attack(ISOLATION, "ipi", "0")
             .expect("[attacker] attacker: fixed IPI to apic 0 #GP; INIT to apic 0 #GP")
+            .expect("[attacker] attacker: NMI to own core #GP; broadcast #GP; LINT0 NMI mode #GP; LINT0 masked allowed")
+            .expect(
+                "partition attacker: LVT 0x835 <- 0x400 refused (#GP): delivery mode 4 is reserved for the hypervisor",
+            )
             .expect("partition attacker: IPI refused (#GP): icr 0x40 (mode 0, shorthand 0) to apic_id 0")
             .expect("partition attacker: IPI refused (#GP): icr 0x4500 (mode 5, shorthand 0) to apic_id 0")
+            .forbid("partition attacker: fault"),
+    );
+}
+
+/// XSETBV is executed by the hypervisor for the partition: valid XCR0 values are taken,
+/// invalid ones get #GP in the partition (and must never fault the hypervisor).
+#[test]
+fn isolation_xsetbv_is_validated() {
+    passed(
+        attack(ISOLATION, "xsetbv", "0")
+            .expect("[attacker] attacker: xsetbv x87+SSE allowed; AVX without SSE #GP; unknown component #GP")
+            .expect("partition attacker: xsetbv xcr0 <- 0x5 invalid (#GP)")
             .forbid("partition attacker: fault"),
     );
 }
@@ -118,6 +134,8 @@ fn isolation_xapic_mmio_faults_with_clear_message() {
 fn restart_policy_restarts_max_times_then_halts() {
     let report = passed(
         attack(RESTART, "triple-fault", "0")
+            .expect("[attacker] attacker: memory fresh")
+            .forbid("NOT zeroed")
             .expect("partition attacker: fault #1: triple fault")
             .expect("partition attacker: restart 1 of 2 (memory zeroed, payload reloaded)")
             .expect("partition attacker: fault #2: triple fault")
