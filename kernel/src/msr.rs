@@ -1,7 +1,8 @@
 //! The MSRs a partition may touch beyond those its MSR bitmap passes through.
 //!
 //! Passed through without exits (see `vmx_core.rs`): the syscall and segment-base MSRs,
-//! TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS), and the partition's own local APIC
+//! TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS: the backend requires those controls),
+//! IA32_TSC for reading, and the partition's own local APIC
 //! in x2APIC mode (timer, TSC deadline, EOI, TPR, LVTs...) except ICR writes, which are
 //! checked here. Everything else exits here and is answered from this explicit list; anything not
 //! on it is refused with #GP.
