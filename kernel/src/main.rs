@@ -81,6 +81,13 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         defmt::warn!("paging: the CPU has no NX bit, so all mapped memory is executable");
     }
     time::calibrate();
+    // The legacy 8259 PICs belong to no partition: mask every line, so nothing reaches a
+    // core through LINT0 in virtual-wire mode (the BIOS leaves the BSP's LINT0 as ExtINT).
+    // SAFETY: the PIC data ports; masking all IRQs has no other effect.
+    unsafe {
+        bulkhead_drivers::port::outb(0x21, 0xff);
+        bulkhead_drivers::port::outb(0xa1, 0xff);
+    }
 
     smp::set_x2apic(cpu.caps.x2apic);
     // SAFETY: the BSP enables its own APIC once; the xAPIC page is identity-mapped.

@@ -45,3 +45,26 @@ fn vmx_smp_partition_brings_up_second_vcpu() {
         .execute()
         .assert_passed();
 }
+
+/// A partition on the boot CPU with interrupts enabled takes its own x2APIC timer and
+/// nothing else: the BIOS leaves the BSP's LINT0 in ExtINT mode, and before the 8259 was
+/// masked and LINT0 quiesced, the PIT's legacy interrupt reached the guest as vector 8.
+/// 10M instructions at 1 kHz (50 MHz emulated clock) are about 200 ticks, none exiting.
+#[test]
+fn vmx_boot_cpu_partition_gets_only_its_own_timer() {
+    let report = Run::new(Emulator::Bochs)
+        .cpus(2)
+        .config("tests/configs/bochs-bench.toml")
+        .switch("bench:case=timer")
+        .expect("[cpu0 INFO ] [bench] bench: timer_ticks=")
+        .expect("partition bench: reports PASS")
+        .forbid(": fault #")
+        .execute();
+    report.assert_passed();
+    let text: Vec<String> = report.lines.iter().map(|l| l.to_string()).collect();
+    let ticks: u64 =
+        text.iter().find_map(|l| l.split_once("bench: timer_ticks=").and_then(|(_, v)| v.trim().parse().ok())).unwrap();
+    assert!((190..=210).contains(&ticks), "expected about 200 timer ticks, got {ticks}");
+    let exits = text.iter().find(|l| l.contains("partition bench: exits:")).unwrap();
+    assert!(exits.ends_with("msr 0, cpuid 0, other 0"), "the timer caused exits: {exits}");
+}
