@@ -450,7 +450,45 @@ fn test(filter: Option<String>) -> Result<ExitCode> {
     if let Some(filter) = filter {
         cmd.arg(filter);
     }
-    Ok(if status(cmd)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    eprintln!("$ {}", show(&cmd));
+    // cargo's test output goes through us (unchanged, live) so the run can end with one
+    // line of totals over every test binary.
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("cannot start `{}`", show(&cmd)))?;
+    let mut totals = TestTotals::default();
+    if let Some(stdout) = child.stdout.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test output")?;
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let ok = child.wait().context("waiting for cargo test")?.success();
+    println!("\ntests: {} passed, {} failed", totals.passed, totals.failed);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Sums cargo's `test result: ok. N passed; M failed; ...` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+}
+
+impl TestTotals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(count)) = (words.next(), words.next()) else { continue };
+            match (kind, count.parse::<u64>()) {
+                ("passed", Ok(n)) => self.passed += n,
+                ("failed", Ok(n)) => self.failed += n,
+                _ => {}
+            }
+        }
+    }
 }
 
 fn lint() -> Result<ExitCode> {
@@ -580,6 +618,15 @@ mod tests {
         assert_eq!(parse(&args("bench --json")).unwrap(), Task::Bench { json: true });
         assert!(parse(&args("bench --csv")).unwrap_err().to_string().contains("unknown option"));
         assert_eq!(parse(&[]).unwrap(), Task::Help);
+    }
+
+    #[test]
+    fn test_totals_sum_cargo_result_lines() {
+        let mut t = TestTotals::default();
+        t.add("test result: ok. 25 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 65.27s");
+        t.add("test result: FAILED. 3 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1s");
+        t.add("running 25 tests");
+        assert_eq!(t, TestTotals { passed: 28, failed: 2 });
     }
 
     /// CI installs the packages itself before calling xtask; keep its list complete.
