@@ -7,7 +7,8 @@
 //!
 //! Guest boot area (first memory region, guest-physical): 0x1000 flat GDT, 0x2000 identity
 //! page tables for 4 GiB (24 KiB), 0x9000 the command line (NUL-terminated; its address in RDI), stack below
-//! 0x80000; payloads load at 0x80000 and above.
+//! 0x80000; payloads load at 0x80000 and above. 32-bit multiboot1 payloads get their
+//! information structure at 0x2000 instead of page tables.
 //!
 //! A partition's command line is its configured `cmdline` followed by every word of the
 //! hypervisor's command line written `NAME:word` for that partition, so a board's GRUB
@@ -27,6 +28,8 @@ use defmt::{error, info, warn};
 pub const GDT_GPA: u64 = 0x1000;
 pub const PAGE_TABLES_GPA: u64 = 0x2000;
 pub const CMDLINE_GPA: u64 = 0x9000;
+/// Multiboot1 information structure (32-bit payloads; their page-table area is unused).
+pub const MULTIBOOT1_INFO_GPA: u64 = 0x2000;
 const CMDLINE_MAX: usize = 4095;
 pub const STACK_TOP_GPA: u64 = 0x80000;
 pub const BOOT_AREA_END: u64 = 0x80000;
@@ -242,7 +245,9 @@ impl Partition {
                 return Err(());
             }
         }
+        const ELFCLASS32: u8 = 1;
         match payload.kind {
+            PayloadKind::Elf if image.get(4) == Some(&ELFCLASS32) => self.load_multiboot1(boot, image, &mut memory),
             PayloadKind::Elf | PayloadKind::Hermit => {
                 let loaded = bulkhead_virt::elf::load_elf64(image, &mut memory).map_err(|e| {
                     error!("partition {=str}: cannot load ELF payload: {}", self.name(), defmt::Debug2Format(&e));
@@ -256,12 +261,7 @@ impl Partition {
                     );
                     return Err(());
                 }
-                let gdt = bulkhead_virt::guest_paging::flat_gdt();
-                let mut bytes = [0u8; 32];
-                for (i, d) in gdt.iter().enumerate() {
-                    bytes[i * 8..i * 8 + 8].copy_from_slice(&d.to_le_bytes());
-                }
-                memory.write(GDT_GPA, &bytes).map_err(|_| ())?;
+                self.write_gdt(&mut memory)?;
                 self.write_cmdline(boot, &mut memory)?;
                 const _: () = assert!(
                     PAGE_TABLES_GPA + bulkhead_virt::guest_paging::identity_tables_size(IDENTITY_MAP_BYTES)
@@ -291,8 +291,74 @@ impl Partition {
         }
     }
 
+    /// A 32-bit ELF with a multiboot1 header (Multiboot 0.6.96): loaded by its program
+    /// headers and entered in 32-bit protected mode, paging off, flat segments, with EAX =
+    /// 0x2BADB002 and EBX = the information structure (memory map = the partition's
+    /// memory, command line as for every payload).
+    fn load_multiboot1(&self, boot: &BootInfo, image: &[u8], memory: &mut RegionMemory<'_>) -> Result<GuestEntry, ()> {
+        use bulkhead_virt::elf::{MB1_FLAG_MEMORY_INFO, MB1_FLAG_PAGE_ALIGN, load_elf32, multiboot1_header};
+        let Some(header) = multiboot1_header(image) else {
+            error!("partition {=str}: 32-bit ELF payload without a multiboot1 header", self.name());
+            return Err(());
+        };
+        let unsupported = header.unsupported_required_flags(MB1_FLAG_PAGE_ALIGN | MB1_FLAG_MEMORY_INFO);
+        if unsupported != 0 {
+            error!(
+                "partition {=str}: multiboot1 header requires flags {=u32:#x} Bulkhead does not provide",
+                self.name(),
+                unsupported
+            );
+            return Err(());
+        }
+        let loaded = load_elf32(image, memory).map_err(|e| {
+            error!("partition {=str}: cannot load ELF32 payload: {}", self.name(), defmt::Debug2Format(&e));
+        })?;
+        if loaded.lowest < BOOT_AREA_END {
+            error!("partition {=str}: payload loads at {=u64:#x}, inside the boot area", self.name(), loaded.lowest);
+            return Err(());
+        }
+        self.write_gdt(memory)?;
+        let cmdline = self.cmdline(boot)?;
+        let mut regions: heapless::Vec<(u64, u64), 8> = heapless::Vec::new();
+        for region in self.config.memory {
+            regions.push((region.guest_base, region.size)).map_err(|_| ())?;
+        }
+        let info =
+            bulkhead_virt::multiboot1::write_info(memory, MULTIBOOT1_INFO_GPA, &regions, &cmdline).map_err(|e| {
+                error!("partition {=str}: multiboot1 information: {}", self.name(), defmt::Debug2Format(&e))
+            })?;
+        Ok(GuestEntry {
+            mode: EntryMode::Protected32,
+            rip: self.config.payload.entry.unwrap_or(loaded.entry_gpa),
+            rsp: STACK_TOP_GPA,
+            gdt_base: GDT_GPA,
+            gdt_limit: 31,
+            rax: u64::from(bulkhead_virt::multiboot1::BOOTLOADER_MAGIC),
+            rbx: u64::from(info),
+            rdi: 0,
+        })
+    }
+
+    fn write_gdt(&self, memory: &mut RegionMemory<'_>) -> Result<(), ()> {
+        let gdt = bulkhead_virt::guest_paging::flat_gdt();
+        let mut bytes = [0u8; 32];
+        for (i, d) in gdt.iter().enumerate() {
+            bytes[i * 8..i * 8 + 8].copy_from_slice(&d.to_le_bytes());
+        }
+        memory.write(GDT_GPA, &bytes).map_err(|_| ())
+    }
+
     /// Writes the partition's command line (see the module docs) into its boot area.
     fn write_cmdline(&self, boot: &BootInfo, memory: &mut RegionMemory<'_>) -> Result<(), ()> {
+        let line = self.cmdline(boot)?;
+        memory.write(CMDLINE_GPA, line.as_bytes()).map_err(|_| ())?;
+        memory.write(CMDLINE_GPA + line.len() as u64, &[0]).map_err(|_| ())?;
+        Ok(())
+    }
+
+    /// The partition's command line: its configured `cmdline`, then every `NAME:word` of
+    /// the hypervisor's command line.
+    fn cmdline(&self, boot: &BootInfo) -> Result<heapless::String<CMDLINE_MAX>, ()> {
         let mut line: heapless::String<CMDLINE_MAX> = heapless::String::new();
         let extra = boot
             .command_line
@@ -304,12 +370,10 @@ impl Partition {
                 return Err(());
             }
         }
-        memory.write(CMDLINE_GPA, line.as_bytes()).map_err(|_| ())?;
-        memory.write(CMDLINE_GPA + line.len() as u64, &[0]).map_err(|_| ())?;
         if !line.is_empty() {
             info!("partition {=str}: command line: {=str}", self.name(), line.as_str());
         }
-        Ok(())
+        Ok(line)
     }
 
     /// Applies the fault policy. Returns true when the partition should be started again.

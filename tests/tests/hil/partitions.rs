@@ -68,3 +68,18 @@ fn vmx_boot_cpu_partition_gets_only_its_own_timer() {
     let exits = text.iter().find(|l| l.contains("partition bench: exits:")).unwrap();
     assert!(exits.ends_with("msr 0, cpuid 0, other 0"), "the timer caused exits: {exits}");
 }
+
+/// A 32-bit ELF with a multiboot1 header starts in 32-bit protected mode with EAX =
+/// 0x2BADB002 and EBX pointing at an information structure that has a memory map.
+#[test]
+fn vmx_multiboot1_payload_starts_in_protected_mode() {
+    Run::new(Emulator::Bochs)
+        .cpus(2)
+        .config("tests/configs/bochs-mb1.toml")
+        .expect("partition mb1: starting on cpu 0 at 0x10000c")
+        .expect("[cpu0 INFO ] [mb1] multiboot1: protected mode, magic ok, memory map present")
+        .expect("partition mb1: reports PASS")
+        .forbid(": fault #")
+        .execute()
+        .assert_passed();
+}
