@@ -150,21 +150,13 @@ pub fn check_board(boot: &BootInfo, cpus: &CpuList) -> usize {
     differences
 }
 
-unsafe extern "C" {
-    static __kernel_start: u8;
-    static __kernel_end: u8;
-}
-
 /// What the hypervisor occupies at boot (its image and the boot modules) must stay out of
 /// partition memory, and every partition's payload module must be there. Returns the
 /// number of problems, each logged.
 fn check_memory_use(boot: &BootInfo) -> usize {
     let mut problems = 0;
     let reserved = SYSTEM.hypervisor.reserved;
-    let image = PhysRange {
-        base: (&raw const __kernel_start) as u64,
-        size: (&raw const __kernel_end) as u64 - (&raw const __kernel_start) as u64,
-    };
+    let image = crate::paging::kernel_image();
     if image.base < reserved.base || image.end() > reserved.end() {
         error!(
             "board check: the hypervisor image [{=u64:#x}, {=u64:#x}) does not fit its reserved memory [{=u64:#x}, {=u64:#x})",

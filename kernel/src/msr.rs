@@ -19,7 +19,6 @@ const IA32_MISC_ENABLE: u32 = 0x1a0;
 const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
 const IA32_MTRR_FIRST: u32 = 0x200;
 const IA32_MTRR_LAST: u32 = 0x26f;
-const IA32_TSC: u32 = 0x10;
 
 /// MSRs the guest reads directly (writes exit: a partition must not move the TSC of the
 /// core it shares with the hypervisor).
@@ -67,7 +66,6 @@ fn hardware(msr: u32) -> u64 {
 /// Answers an intercepted RDMSR; `None` means #GP.
 pub fn read(msr: u32) -> Option<u64> {
     match msr {
-        IA32_TSC => Some(crate::time::rdtsc()),
         // The partition's own local APIC base, as the hardware has it (x2APIC enabled).
         IA32_APIC_BASE => Some(hardware(IA32_APIC_BASE)),
         // Locked, VMX disabled: partitions cannot nest.

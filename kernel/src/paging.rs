@@ -47,6 +47,12 @@ unsafe extern "C" {
     static __kernel_end: u8;
 }
 
+/// Where the linker put the hypervisor image (`kernel/linker.ld`).
+pub fn kernel_image() -> bulkhead_board::tables::PhysRange {
+    let start = (&raw const __kernel_start) as u64;
+    bulkhead_board::tables::PhysRange { base: start, size: (&raw const __kernel_end) as u64 - start }
+}
+
 struct Layout {
     start: u64,
     text_end: u64,
@@ -62,10 +68,10 @@ impl Layout {
             guards[cpu * 4..cpu * 4 + 4].copy_from_slice(&percpu::stacks(cpu).guard_pages());
         }
         Layout {
-            start: (&raw const __kernel_start) as u64,
+            start: kernel_image().base,
             text_end: (&raw const __text_end) as u64,
             rodata_end: (&raw const __rodata_end) as u64,
-            end: (&raw const __kernel_end) as u64,
+            end: kernel_image().end(),
             guards,
         }
     }

@@ -12,16 +12,6 @@ use defmt::{error, info};
 
 const PAGE: u64 = 4096;
 
-unsafe extern "C" {
-    static __kernel_start: u8;
-    static __kernel_end: u8;
-}
-
-fn kernel_image() -> PhysRange {
-    let start = (&raw const __kernel_start) as u64;
-    PhysRange { base: start, size: (&raw const __kernel_end) as u64 - start }
-}
-
 /// Whether `[base, base + size)` lies in memory some partition or shared region owns.
 pub fn in_guest_memory(base: u64, size: u64) -> bool {
     let range = PhysRange { base, size };
@@ -41,7 +31,8 @@ fn free_space(boot: &BootInfo, size: u64, busy: &[PhysRange]) -> Option<u64> {
     let mut candidate = reserved.base.div_ceil(PAGE) * PAGE;
     while candidate + size <= reserved.end() {
         let range = PhysRange { base: candidate, size };
-        let blocker = core::iter::once(kernel_image()).chain(busy.iter().copied()).find(|b| b.overlaps(&range));
+        let blocker =
+            core::iter::once(crate::paging::kernel_image()).chain(busy.iter().copied()).find(|b| b.overlaps(&range));
         match blocker {
             Some(b) => candidate = b.end().div_ceil(PAGE) * PAGE,
             None if !boot.is_usable(range.base, range.end()) => candidate += PAGE,

@@ -83,6 +83,16 @@ impl Line {
         }
     }
 
+    /// For a line of a partition's own console output (the hypervisor logs those as
+    /// `[name] text`), the partition's name. Such text is the guest's, not the
+    /// hypervisor's, and must not satisfy expectations about hypervisor lines.
+    pub fn partition_console(&self) -> Option<&str> {
+        let Line::Log { message, .. } = self else { return None };
+        let (name, _) = message.strip_prefix('[')?.split_once("] ")?;
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        valid.then_some(name)
+    }
+
     /// True for the kernel's `run ended: success` frame.
     pub fn is_run_success(&self) -> bool {
         matches!(self, Line::Log { message, .. } if message == RUN_END_SUCCESS)

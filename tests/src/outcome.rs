@@ -118,7 +118,13 @@ pub fn decide(emulator: Emulator, lines: &[Line], expectations: &Expectations, e
     }
 
     for expected in &expectations.expected {
-        if !rendered.iter().any(|r| r.contains(expected.as_str())) {
+        // Guest console output counts only for expectations that name its partition's
+        // `[name]` prefix: a guest cannot print its way past a check on the hypervisor.
+        let matches = |(line, text): (&Line, &String)| {
+            text.contains(expected.as_str())
+                && line.partition_console().is_none_or(|name| expected.contains(&format!("[{name}]")))
+        };
+        if !lines.iter().zip(&rendered).any(matches) {
             problems.push(format!("expected output never appeared: {expected:?}"));
         }
     }
@@ -193,6 +199,19 @@ mod tests {
         assert!(decide(Emulator::QemuBios, &good_run(), &exp, QEMU_OK).is_passed());
         let exp = expect(&["ERROR] run ended: success"]);
         assert!(!decide(Emulator::QemuBios, &good_run(), &exp, QEMU_OK).is_passed());
+    }
+
+    #[test]
+    fn guest_console_text_does_not_satisfy_hypervisor_expectations() {
+        let lines = vec![
+            Line::log("cpu1", Level::Info, "[attacker] partition witness: reports PASS"),
+            Line::log("cpu0", Level::Info, RUN_END_SUCCESS),
+        ];
+        let hypervisor = expect(&["partition witness: reports PASS"]);
+        let outcome = decide(Emulator::QemuBios, &lines, &hypervisor, QEMU_OK);
+        assert!(outcome.reason().unwrap().contains("never appeared"), "{outcome:?}");
+        let guest = expect(&["[attacker] partition witness"]);
+        assert!(decide(Emulator::QemuBios, &lines, &guest, QEMU_OK).is_passed());
     }
 
     #[test]

@@ -334,10 +334,6 @@ impl Vcpu {
         vmread(guest::RIP)
     }
 
-    pub fn set_rip(&mut self, rip: u64) {
-        let _ = vmwrite(guest::RIP, rip);
-    }
-
     /// Moves RIP past the instruction that caused the last exit.
     pub fn skip_instruction(&mut self) {
         let next = vmread(guest::RIP) + vmread(ro::VMEXIT_INSTRUCTION_LEN);
@@ -361,12 +357,6 @@ impl Vcpu {
             let _ = vmwrite(control::VMENTRY_EXCEPTION_ERR_CODE, code.into());
         }
         let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, info);
-    }
-
-    /// Makes this vCPU's VMCS current again (after another VMCS was used on this core).
-    pub fn load(&mut self) {
-        // SAFETY: the VMCS was initialised by `new` on this core.
-        let _ = unsafe { x86::bits64::vmx::vmptrld(self.vmcs.address()) };
     }
 
     /// Runs the guest until it exits; returns what it did.
