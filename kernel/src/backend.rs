@@ -4,7 +4,7 @@
 use crate::partition::Partition;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::GuestEntry;
-use bulkhead_vmx::run::GuestRegisters;
+use bulkhead_virt::guest_state::GuestRegisters;
 
 pub trait Backend {
     /// (Re)starts the vCPU of `partition` on this core at `entry`.

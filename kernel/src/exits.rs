@@ -6,7 +6,7 @@
 
 use crate::partition::{Fault, Partition};
 use bulkhead_virt::exit::{Exit, PortAccess};
-use bulkhead_vmx::run::GuestRegisters;
+use bulkhead_virt::guest_state::GuestRegisters;
 use core::sync::atomic::{AtomicU32, Ordering};
 use defmt::warn;
 

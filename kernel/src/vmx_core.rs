@@ -10,7 +10,7 @@ use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::GuestEntry;
 use bulkhead_virt::slat::{ArrayPool, Attributes, Ept, MemoryType, Slat};
 use bulkhead_vmx::Page;
-use bulkhead_vmx::run::GuestRegisters;
+use bulkhead_virt::guest_state::GuestRegisters;
 use bulkhead_vmx::vmcs::{HostState, SetupError, Vcpu, VcpuSetup};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, Ordering};

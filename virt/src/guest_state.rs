@@ -42,3 +42,27 @@ pub struct GuestEntry {
     /// Initial RDI (64-bit payloads: address of the command line).
     pub rdi: u64,
 }
+
+/// The guest's general registers as the backends' entry/exit code saves them (the field
+/// order is the layout their assembly uses). RSP, RIP and RFLAGS (and RAX on SVM) live in
+/// the VMCS / VMCB.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // the architectural register names say it all
+pub struct GuestRegisters {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}

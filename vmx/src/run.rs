@@ -6,26 +6,7 @@
 //! at that stack, stores the guest registers, restores the host's and returns 0 to the
 //! caller of `vmx_enter`. A failed VM entry falls through and returns 1.
 
-/// The guest's general registers; RSP, RIP and RFLAGS live in the VMCS.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct GuestRegisters {
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-}
+pub use bulkhead_virt::guest_state::GuestRegisters;
 
 core::arch::global_asm!(
     r#"

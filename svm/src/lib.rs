@@ -1,0 +1,2 @@
+//! AMD SVM backend (placeholder; filled in by the SVM work).
+#![no_std]
