@@ -120,6 +120,15 @@ impl LocalApic {
         apic
     }
 
+    /// This CPU's local APIC, already enabled (by [`LocalApic::enable`]) in `mode`.
+    ///
+    /// # Safety
+    /// As for `enable`: CPL 0, the xAPIC page identity-mapped uncached, and the APIC really
+    /// in `mode`.
+    pub unsafe fn enabled(mode: Mode) -> Self {
+        Self { mode }
+    }
+
     pub fn mode(&self) -> Mode {
         self.mode
     }

@@ -5,9 +5,11 @@
 //! assembly and the table only needs their addresses. Gate layout: Intel SDM Vol. 3
 //! 6.14.1 (64-bit IDT gate descriptors).
 //!
-//! Every exception is a failure of the run for now: it is logged with vector, error code,
-//! RIP and CPU, then the run ends. (Later issues route guest-caused events elsewhere; an
-//! exception in the hypervisor itself stays fatal.)
+//! Every exception in the hypervisor is a failure of the run: it is logged with vector,
+//! error code, RIP and CPU, then the run ends. The one exception is the NMI, which is the
+//! hypervisor's own signal to a core (see `containment.rs`): one that arrives while the
+//! core is in the hypervisor rather than in its guest just returns; the core looks at why
+//! it was signalled before it next enters the guest.
 
 use crate::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use crate::run;
@@ -254,6 +256,10 @@ pub fn exception_name(vector: u64) -> &'static str {
 
 #[unsafe(no_mangle)]
 extern "C" fn exception_entry(frame: &mut ExceptionFrame) {
+    const NMI: u64 = 2;
+    if frame.vector == NMI {
+        return;
+    }
     let cpu = crate::percpu::current_index();
     error!(
         "exception {=str} (vector {=u64}) on cpu {=u32}: error_code={=u64:#x} rip={=u64:#x} rsp={=u64:#x} rflags={=u64:#x} cs={=u64:#x}",

@@ -13,6 +13,7 @@ mod capabilities;
 mod cmdline;
 mod config;
 mod console;
+mod containment;
 mod exits;
 mod gdt;
 mod idt;

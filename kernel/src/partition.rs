@@ -16,6 +16,7 @@
 
 use crate::bootinfo::{BootInfo, Module};
 use crate::config::SYSTEM;
+use crate::containment::{Containment, Outcome};
 use crate::exits::{self, Action, RateLimit};
 use bulkhead_board::tables::{self, FaultPolicy, MAX_PARTITIONS, PartitionId, PayloadKind};
 use bulkhead_virt::exit::Exit;
@@ -63,6 +64,8 @@ pub enum Fault {
     },
     /// The payload could not be loaded.
     Load,
+    /// The backend could not set up the vCPU.
+    VcpuSetup,
     /// Used the xAPIC MMIO page; partitions must drive their local APIC in x2APIC mode.
     XapicMmio {
         gpa: u64,
@@ -94,6 +97,7 @@ impl defmt::Format for Fault {
                 defmt::write!(f, "unhandled exit, reason {=u32} qualification {=u64:#x}", reason, qualification)
             }
             Fault::Load => defmt::write!(f, "payload could not be loaded"),
+            Fault::VcpuSetup => defmt::write!(f, "the vCPU could not be set up"),
             Fault::XapicMmio { gpa } => defmt::write!(
                 f,
                 "access to the xAPIC MMIO page at {=u64:#x}: Bulkhead partitions must use their local APIC in x2APIC mode (MSRs 0x800-0x8ff)",
@@ -155,6 +159,7 @@ pub struct Partition {
     config: &'static tables::Partition,
     pub counters: Counters,
     pub exits: ExitCounts,
+    pub containment: Containment,
     restarts: AtomicU32,
     faults: AtomicU32,
     halted: AtomicBool,
@@ -171,6 +176,7 @@ impl Partition {
             config,
             counters: Counters { port: RateLimit::new(), msr: RateLimit::new(), ipi: RateLimit::new() },
             exits: ExitCounts::new(),
+            containment: Containment::new(),
             restarts: AtomicU32::new(0),
             faults: AtomicU32::new(0),
             halted: AtomicBool::new(false),
@@ -376,10 +382,62 @@ impl Partition {
         Ok(line)
     }
 
-    /// Applies the fault policy. Returns true when the partition should be started again.
-    pub fn on_fault(&self, fault: Fault, rip: u64) -> bool {
+    /// A fault on this core: stops the partition's other cores, then applies the policy.
+    fn contain(&self, fault: Fault, rip: u64) -> Outcome {
+        let cpu = crate::percpu::current();
+        if !self.containment.lead() {
+            error!(
+                "partition {=str}: {} on cpu {=u32} at guest rip {=u64:#x} while the partition is already stopping",
+                self.name(),
+                fault,
+                cpu.index(),
+                rip
+            );
+            return self.containment.park(cpu);
+        }
         let count = self.faults.fetch_add(1, Ordering::Relaxed) + 1;
-        error!("partition {=str}: fault #{=u32}: {} at guest rip {=u64:#x}", self.name(), count, fault, rip);
+        error!(
+            "partition {=str}: fault #{=u32}: {} on cpu {=u32} at guest rip {=u64:#x}",
+            self.name(),
+            count,
+            fault,
+            cpu.index(),
+            rip
+        );
+        let mut siblings: heapless::Vec<&'static crate::percpu::PerCpu, { crate::percpu::MAX_CPUS }> =
+            heapless::Vec::new();
+        for &core in self.config.cores {
+            let apic_id = SYSTEM.board.cpus.iter().find(|c| c.core == core).map(|c| c.apic_id);
+            if let Some(other) = apic_id.and_then(crate::percpu::by_apic_id).filter(|c| c.index() != cpu.index()) {
+                let _ = siblings.push(other);
+            }
+        }
+        let outcome = match self.containment.stop_siblings(&siblings) {
+            Ok(()) => {
+                if !siblings.is_empty() {
+                    info!("partition {=str}: all {=usize} other vcpus stopped", self.name(), siblings.len());
+                }
+                if self.apply_policy() { Outcome::Restart } else { Outcome::Halt }
+            }
+            Err(stuck) => {
+                error!(
+                    "partition {=str}: cpu {=u32} did not stop within {=u64} ms: no restart while it may still run",
+                    self.name(),
+                    stuck,
+                    crate::containment::STOP_TIMEOUT_MS
+                );
+                self.halt("a core did not stop");
+                Outcome::Halt
+            }
+        };
+        cpu.clear_startup();
+        self.containment.release(outcome);
+        outcome
+    }
+
+    /// Applies the fault policy once every core of the partition is stopped. Returns true
+    /// when the partition should be started again.
+    fn apply_policy(&self) -> bool {
         match self.config.fault_policy {
             FaultPolicy::Halt => {
                 self.halt("policy halt");
@@ -490,73 +548,114 @@ fn startup_entry(vector: u8) -> GuestEntry {
     }
 }
 
-/// Runs this core's vCPU until the partition halts for good. `run_vcpu` is the backend's
-/// loop step: it enters the guest and returns the next exit's action plus the guest RIP.
+/// Why this core's vCPU stopped running its guest.
+enum Stop {
+    /// It faulted: this core leads the partition's stop.
+    Fault(Fault, u64),
+    /// Another core of the partition faulted and stops the partition; the guest RIP where
+    /// the hypervisor's NMI took the vCPU out of its guest, if that is how it left.
+    Signalled(Option<u64>),
+}
+
+/// Runs this core's vCPU until the partition halts for good. The first core loads the
+/// payload and starts at its entry; every other core waits for the partition's INIT/SIPI.
+/// A fault on any core stops all of the partition's cores (see `containment.rs`) before
+/// the policy is applied.
 pub fn run_core<B: crate::backend::Backend>(
     partition: &'static Partition,
     boot: &BootInfo,
     backend: &mut B,
     first_core: bool,
 ) {
+    let cpu = crate::percpu::current();
     loop {
         crate::msr::reset_core_state();
-        if first_core {
-            let Ok(entry) = partition.load(boot) else {
-                if partition.on_fault(Fault::Load, 0) {
-                    continue;
-                }
-                return;
-            };
-            info!(
-                "partition {=str}: starting on cpu {=u32} at {=u64:#x}",
-                partition.name(),
-                crate::percpu::current_index(),
-                entry.rip
-            );
-            if let Err(()) = backend.start(partition, &entry) {
-                partition.halt("vcpu setup failed");
-                return;
-            }
-        } else {
-            let cpu = crate::percpu::current();
-            info!(
-                "partition {=str}: vcpu on cpu {=u32} waits for INIT/SIPI from the partition",
-                partition.name(),
-                cpu.index()
-            );
-            let vector = cpu.wait_for_startup();
-            info!(
-                "partition {=str}: vcpu on cpu {=u32} starts at {=u64:#x} (start-up IPI)",
-                partition.name(),
-                cpu.index(),
-                u64::from(vector) << 12
-            );
-            if let Err(()) = backend.start(partition, &startup_entry(vector)) {
-                partition.halt("vcpu setup failed");
-                return;
-            }
-        }
-        let (fault, rip) = loop {
-            let (exit, rip) = backend.run();
-            partition.exits.count(&exit);
-            match exits::handle(partition, backend.registers(), rip, exit) {
-                Action::Resume { skip } => {
-                    if skip {
-                        backend.skip_instruction();
+        let stop = match start_vcpu(partition, boot, backend, first_core) {
+            Ok(true) => run_vcpu(partition, backend),
+            Ok(false) => Stop::Signalled(None),
+            Err(fault) => Stop::Fault(fault, 0),
+        };
+        let outcome = match stop {
+            Stop::Fault(fault, rip) => partition.contain(fault, rip),
+            Stop::Signalled(nmi_rip) => {
+                match nmi_rip {
+                    Some(rip) => info!(
+                        "partition {=str}: vcpu on cpu {=u32} stopped by NMI at guest rip {=u64:#x}; parked",
+                        partition.name(),
+                        cpu.index(),
+                        rip
+                    ),
+                    None => {
+                        info!("partition {=str}: vcpu on cpu {=u32} stopped; parked", partition.name(), cpu.index())
                     }
                 }
-                Action::InjectGp => backend.inject_exception(13, Some(0)),
-                Action::InjectUd => backend.inject_exception(6, None),
-                Action::Report { pass } => {
-                    info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
-                    log_exit_counts();
-                    if pass { crate::run::succeed() } else { crate::run::fail("a partition reported a failed test") }
-                }
-                Action::Fault(fault) => break (fault, rip),
+                partition.containment.park(cpu)
             }
         };
-        if !partition.on_fault(fault, rip) {
+        if outcome == Outcome::Halt {
             return;
+        }
+    }
+}
+
+/// Starts this core's vCPU: the first core at the freshly loaded payload, the others at
+/// the partition's start-up IPI. `Ok(false)`: the partition is stopping meanwhile.
+fn start_vcpu<B: crate::backend::Backend>(
+    partition: &'static Partition,
+    boot: &BootInfo,
+    backend: &mut B,
+    first_core: bool,
+) -> Result<bool, Fault> {
+    let cpu = crate::percpu::current();
+    let entry = if first_core {
+        let entry = partition.load(boot).map_err(|()| Fault::Load)?;
+        info!("partition {=str}: starting on cpu {=u32} at {=u64:#x}", partition.name(), cpu.index(), entry.rip);
+        entry
+    } else {
+        info!(
+            "partition {=str}: vcpu on cpu {=u32} waits for INIT/SIPI from the partition",
+            partition.name(),
+            cpu.index()
+        );
+        let Some(vector) = cpu.wait_for_startup(|| partition.containment.stopping()) else {
+            return Ok(false);
+        };
+        info!(
+            "partition {=str}: vcpu on cpu {=u32} starts at {=u64:#x} (start-up IPI)",
+            partition.name(),
+            cpu.index(),
+            u64::from(vector) << 12
+        );
+        startup_entry(vector)
+    };
+    backend.start(partition, &entry).map_err(|()| Fault::VcpuSetup)?;
+    Ok(true)
+}
+
+/// Runs the guest until it faults or its partition is stopped from another core.
+fn run_vcpu<B: crate::backend::Backend>(partition: &'static Partition, backend: &mut B) -> Stop {
+    let mut nmi_rip = None;
+    loop {
+        if partition.containment.stopping() {
+            return Stop::Signalled(nmi_rip);
+        }
+        let (exit, rip) = backend.run();
+        nmi_rip = matches!(exit, Exit::Nmi).then_some(rip);
+        partition.exits.count(&exit);
+        match exits::handle(partition, backend.registers(), rip, exit) {
+            Action::Resume { skip } => {
+                if skip {
+                    backend.skip_instruction();
+                }
+            }
+            Action::InjectGp => backend.inject_exception(13, Some(0)),
+            Action::InjectUd => backend.inject_exception(6, None),
+            Action::Report { pass } => {
+                info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
+                log_exit_counts();
+                if pass { crate::run::succeed() } else { crate::run::fail("a partition reported a failed test") }
+            }
+            Action::Fault(fault) => return Stop::Fault(fault, rip),
         }
     }
 }

@@ -147,16 +147,24 @@ impl PerCpu {
         self.startup.compare_exchange(STARTUP_INIT, u32::from(vector), Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
+    /// Forgets any INIT or start-up IPI: the vCPU's partition is stopping or restarting.
+    pub fn clear_startup(&self) {
+        self.startup.store(STARTUP_IDLE, Ordering::Release);
+    }
+
     /// Waits (on this core, in the hypervisor) until INIT and a start-up IPI arrived;
-    /// returns the start-up vector.
-    pub fn wait_for_startup(&self) -> u8 {
+    /// returns the start-up vector, or `None` as soon as `cancelled` says to stop waiting.
+    pub fn wait_for_startup(&self, cancelled: impl Fn() -> bool) -> Option<u8> {
         loop {
+            if cancelled() {
+                return None;
+            }
             let state = self.startup.load(Ordering::Acquire);
             // Consume only this vector: an INIT that raced in stays for the next wait.
             if state <= 0xff
                 && self.startup.compare_exchange(state, STARTUP_IDLE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
-                return state as u8;
+                return Some(state as u8);
             }
             core::hint::spin_loop();
         }

@@ -11,7 +11,7 @@ use crate::bootinfo::BootInfo;
 use crate::madt::CpuList;
 use crate::percpu::{self, MAX_CPUS};
 use crate::time;
-use bulkhead_drivers::lapic::{Ipi, LocalApic};
+use bulkhead_drivers::lapic::{Ipi, LocalApic, Mode};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use defmt::{error, info, warn};
 
@@ -82,6 +82,29 @@ pub fn x2apic() -> bool {
     USE_X2APIC.load(Ordering::Relaxed)
 }
 
+/// Physical base of the xAPIC page (every CPU's is the same; unused in x2APIC mode).
+static XAPIC_BASE: AtomicU64 = AtomicU64::new(0);
+
+fn remember_apic(apic: &LocalApic) {
+    if let Mode::XApic { base } = apic.mode() {
+        XAPIC_BASE.store(base, Ordering::Relaxed);
+    }
+}
+
+/// This CPU's local APIC, enabled at start-up.
+fn this_apic() -> LocalApic {
+    let mode = if x2apic() { Mode::X2Apic } else { Mode::XApic { base: XAPIC_BASE.load(Ordering::Relaxed) } };
+    // SAFETY: every CPU enabled its APIC in this mode at start-up (`bsp_entry`, `ap_entry`),
+    // and the xAPIC page stays identity-mapped uncached.
+    unsafe { LocalApic::enabled(mode) }
+}
+
+/// Sends an NMI to the CPU with this APIC ID: the hypervisor's signal that takes a core out
+/// of its guest (NMIs always cause a VM exit, see the backends).
+pub fn send_nmi(apic_id: u32) {
+    this_apic().send(Ipi::nmi(apic_id));
+}
+
 /// A free page below 1 MiB for the trampoline: usable RAM, not the boot information nor a
 /// module, not page 0 (real-mode IVT).
 fn trampoline_page(boot: &BootInfo) -> Option<u64> {
@@ -103,6 +126,7 @@ pub struct SmpReport {
 /// Starts every CPU in `cpus` except the BSP; `skip_last` deliberately leaves the last one
 /// out (test switch). Returns how many came up.
 pub fn start_aps(boot: &BootInfo, bsp_apic: &LocalApic, cpus: &CpuList, cr3: u64, skip_last: bool) -> SmpReport {
+    remember_apic(bsp_apic);
     let bsp_id = bsp_apic.id();
     percpu::cpu(0).set_apic_id(bsp_id);
     let aps = cpus.apic_ids.iter().copied().filter(|&id| id != bsp_id);
@@ -170,6 +194,7 @@ extern "C" fn ap_entry(index: u32) -> ! {
     crate::idt::load();
     // SAFETY: each CPU enables its own APIC once; the xAPIC page is identity-mapped.
     let apic = unsafe { LocalApic::enable(x2apic()) };
+    remember_apic(&apic);
     let apic_id = apic.id();
     if apic_id != cpu.apic_id() {
         warn!("cpu {=u32}: MADT said apic_id {=u32}, the APIC says {=u32}", index, cpu.apic_id(), apic_id);

@@ -105,3 +105,31 @@ pub unsafe fn enter(registers: &mut GuestRegisters, launched: bool) -> bool {
     // SAFETY: per the caller; the assembly preserves the host's callee-saved registers.
     unsafe { vmx_enter(registers, u64::from(launched)) == 0 }
 }
+
+/// Ends the blocking of NMIs that a VM exit caused by an NMI leaves in effect (SDM 27.5.5
+/// / 28.5.5 "Updating Non-Register State": NMIs stay blocked after such an exit until the
+/// next IRET). Without it the hypervisor's next NMI to this core would stay pending while
+/// the guest runs. An IRET to the next instruction, on the current stack, is the only way
+/// to unblock them.
+pub fn unblock_nmis() {
+    use x86_64::instructions::segmentation::{CS, SS, Segment};
+    // SAFETY: builds a complete 64-bit IRET frame (SS, RSP, RFLAGS, CS, RIP) for the
+    // current privilege level and stack and returns to the instruction after it; no
+    // register but the scratch one changes. The kernel has no red zone.
+    unsafe {
+        core::arch::asm!(
+            "mov {t}, rsp",
+            "push {ss}",
+            "push {t}",
+            "pushfq",
+            "push {cs}",
+            "lea {t}, [rip + 2f]",
+            "push {t}",
+            "iretq",
+            "2:",
+            t = out(reg) _,
+            ss = in(reg) u64::from(SS::get_reg().0),
+            cs = in(reg) u64::from(CS::get_reg().0),
+        )
+    };
+}

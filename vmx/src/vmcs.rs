@@ -366,7 +366,11 @@ impl Vcpu {
             return Exit::Unhandled { reason: u32::MAX, qualification: vmread(ro::VM_INSTRUCTION_ERROR) };
         }
         self.launched = true;
-        self.decode()
+        let exit = self.decode();
+        if exit == Exit::Nmi {
+            run::unblock_nmis();
+        }
+        exit
     }
 
     /// The VM-instruction error of the last failed entry, or the basic exit reason.

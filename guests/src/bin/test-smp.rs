@@ -1,12 +1,17 @@
 //! Test payload "smp": a partition with two vCPUs. The first starts the second with
 //! INIT/SIPI (`ap=APIC_ID`, default 1), waits until it counts, and reports PASS.
+//!
+//! `fault=ap`: the second vCPU triple-faults once it has counted a while, and the first
+//! keeps computing in its guest without ever leaving it, so only the hypervisor's signal
+//! can stop it (fault containment test).
 #![no_std]
 #![no_main]
 
 use bulkhead_guests::{arg, cmdline, gp, parse_u64, println, report, smp};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static AP_COUNTER: AtomicU64 = AtomicU64::new(0);
+static AP_FAULTS: AtomicBool = AtomicBool::new(false);
 
 #[repr(C, align(16))]
 struct Stack([u8; 16384]);
@@ -15,7 +20,13 @@ static mut AP_STACK: Stack = Stack([0; 16384]);
 extern "C" fn ap_main() -> ! {
     println!("smp: second vcpu running");
     loop {
-        AP_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let n = AP_COUNTER.fetch_add(1, Ordering::SeqCst);
+        if n == 100_000 && AP_FAULTS.load(Ordering::SeqCst) {
+            println!("smp: second vcpu triple-faulting");
+            let null_idt: [u16; 5] = [0; 5];
+            // SAFETY: deliberately destroys this vCPU's state: the test's fault.
+            unsafe { core::arch::asm!("lidt [{}]", "int3", in(reg) &null_idt) };
+        }
     }
 }
 
@@ -25,6 +36,8 @@ extern "C" fn _start(args: *const u8) -> ! {
     // SAFETY: the hypervisor passes the command line's address in RDI.
     let args = unsafe { cmdline(args) };
     let ap = arg(args, "ap").and_then(parse_u64).unwrap_or(1) as u32;
+    let fault = arg(args, "fault") == Some("ap");
+    AP_FAULTS.store(fault, Ordering::SeqCst);
     gp::install();
     println!("smp: first vcpu starts apic {}", ap);
     let stack_top = (&raw const AP_STACK) as u64 + 16384;
@@ -38,5 +51,12 @@ extern "C" fn _start(args: *const u8) -> ! {
         }
     }
     println!("smp: second vcpu counts ({} so far)", AP_COUNTER.load(Ordering::SeqCst));
+    if fault {
+        println!("smp: first vcpu computes until the partition is stopped");
+        let mut x = 1u64;
+        loop {
+            x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
     report(gp::count() == 0)
 }

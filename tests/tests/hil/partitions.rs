@@ -83,3 +83,45 @@ fn vmx_multiboot1_payload_starts_in_protected_mode() {
         .execute()
         .assert_passed();
 }
+
+/// Fault containment across cores: the "smp" partition's second vCPU (cpu 2) triple-faults
+/// while its first (cpu 1) computes without ever leaving its guest. The hypervisor must
+/// take cpu 1 out of its guest (an NMI) and park it before the restart zeroes the memory;
+/// after the restart both vCPUs run again, the second fault uses up `max_restarts = 1` and
+/// halts the partition, and the witness on cpu 0 runs on untouched to its PASS.
+#[test]
+fn vmx_fault_on_one_vcpu_stops_the_whole_partition() {
+    let report = Run::new(Emulator::Bochs)
+        .cpus(3)
+        .config("tests/configs/bochs-smp-fault.toml")
+        .switch("witness:cycles=12000000")
+        .expect("[cpu1 INFO ] [smp] smp: first vcpu computes until the partition is stopped")
+        .expect("[cpu2 INFO ] [smp] smp: second vcpu triple-faulting")
+        .expect("partition smp: fault #1: triple fault on cpu 2 at guest rip")
+        .expect("partition smp: vcpu on cpu 1 stopped by NMI at guest rip")
+        .expect("partition smp: all 1 other vcpus stopped")
+        .expect("partition smp: restart 1 of 1 (memory zeroed, payload reloaded)")
+        .expect("partition smp: fault #2: triple fault on cpu 2 at guest rip")
+        .expect("partition smp: halted (restart limit reached); other partitions keep running")
+        .expect("[witness] witness: alive, cycle 12000000, canary intact")
+        .expect("partition witness: reports PASS")
+        .forbid("fault #3")
+        .forbid("while the partition is already stopping")
+        .forbid("did not stop within")
+        .allow_errors()
+        .execute();
+    report.assert_passed();
+    let text: Vec<String> = report.lines.iter().map(|l| l.to_string()).collect();
+    let position = |needle: &str| text.iter().position(|l| l.contains(needle));
+    let count = |needle: &str| text.iter().filter(|l| l.contains(needle)).count();
+    // Each run: the first vCPU was computing in its guest and left it only by the NMI,
+    // after the fault and before the policy.
+    assert_eq!(count("smp: first vcpu computes until the partition is stopped"), 2, "{}", report.diagnostic());
+    assert_eq!(count("partition smp: vcpu on cpu 1 stopped by NMI"), 2, "{}", report.diagnostic());
+    assert_eq!(count("[smp] smp: second vcpu running"), 2, "{}", report.diagnostic());
+    let fault = position("partition smp: fault #1").unwrap();
+    let parked = position("partition smp: vcpu on cpu 1 stopped by NMI").unwrap();
+    let restart = position("partition smp: restart 1 of 1").unwrap();
+    let reload = text.iter().rposition(|l| l.contains("partition smp: starting on cpu 1")).unwrap();
+    assert!(fault < parked && parked < restart && restart < reload, "wrong order:\n{}", report.diagnostic());
+}
