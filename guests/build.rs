@@ -1,7 +1,8 @@
 //! Links every guest at its guest-physical load address (guests/linker.ld), and writes the
-//! one payload Rust cannot build here: `test-mb1`, a 32-bit multiboot1 ELF (there is no
-//! 32-bit bare-metal Rust target in the toolchain). Its few instructions are assembled by
-//! hand below; the file lands next to the other guest binaries. Bare-metal target only.
+//! two payloads Rust cannot build here: `test-mb1`, a 32-bit multiboot1 ELF (there is no
+//! 32-bit bare-metal Rust target in the toolchain), and `test-flat`, a flat binary (no
+//! objcopy is guaranteed on the build machine). Their few instructions are assembled by
+//! hand below; the files land next to the other guest binaries. Bare-metal target only.
 
 use std::path::Path;
 
@@ -18,6 +19,56 @@ fn main() {
     // <target>/<triple>/<profile>/build/<pkg>-<hash>/out -> <target>/<triple>/<profile>
     let binaries = Path::new(&out).ancestors().nth(3).expect("OUT_DIR inside the target folder");
     std::fs::write(binaries.join("test-mb1"), multiboot1_test_image()).expect("write test-mb1");
+    std::fs::write(binaries.join("test-flat"), flat_test_image()).expect("write test-flat");
+}
+
+/// A position-independent flat binary for 64-bit mode: prints a fixed line followed by its
+/// command line (RDI, as the boot protocol says) on the virtual console, then reports PASS.
+fn flat_test_image() -> Vec<u8> {
+    let mut code: Vec<u8> = Vec::new();
+    let rip_relative_lea = |code: &mut Vec<u8>| {
+        code.extend([0x48, 0x8d, 0x35]); // lea rsi, [rip + rel32] (patched)
+        code.extend([0; 4]);
+        code.len() - 4
+    };
+    let call = |code: &mut Vec<u8>| {
+        code.push(0xe8); // call rel32 (patched)
+        code.extend([0; 4]);
+        code.len() - 4
+    };
+    let banner_lea = rip_relative_lea(&mut code);
+    let call1 = call(&mut code);
+    code.extend([0x48, 0x89, 0xfe]); // mov rsi, rdi (the command line)
+    let call2 = call(&mut code);
+    let newline_lea = rip_relative_lea(&mut code);
+    let call3 = call(&mut code);
+    code.extend([0x66, 0xba, 0xf4, 0x00]); // mov dx, 0xf4
+    code.extend([0x31, 0xc0]); // xor eax, eax
+    code.push(0xee); // out dx, al (PASS)
+    code.extend([0xf4, 0xeb, 0xfd]); // hlt; jmp hlt
+    // print: writes the NUL-terminated string at RSI to port 0x3f8.
+    let print = code.len();
+    code.extend([0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
+    code.push(0xac); // lodsb
+    code.extend([0x84, 0xc0]); // test al, al
+    code.extend([0x74, 0x03]); // jz ret (+3)
+    code.push(0xee); // out dx, al
+    code.extend([0xeb, 0xf8]); // jmp lodsb (-8)
+    code.push(0xc3); // ret
+    let banner = code.len();
+    code.extend(b"flat: 64-bit mode at its entry, command line: \0");
+    let newline = code.len();
+    code.extend(b"\n\0");
+    let patch = |code: &mut Vec<u8>, at: usize, target: usize| {
+        let relative = target as i32 - (at as i32 + 4);
+        code[at..at + 4].copy_from_slice(&relative.to_le_bytes());
+    };
+    patch(&mut code, banner_lea, banner);
+    patch(&mut code, newline_lea, newline);
+    for at in [call1, call2, call3] {
+        patch(&mut code, at, print);
+    }
+    code
 }
 
 /// Load (and entry) address: 1 MiB, as the 64-bit guests.

@@ -201,6 +201,9 @@ rules! {
     PAYLOAD_KIND = "payload-kind":
         "the payload is not of its declared `kind` (ELF magic for elf and hermit, \"HdrS\" at 0x202 for bzimage, non-empty for flat)",
         "fix `kind`, or point `path` at the right file";
+    FLAT_ENTRY = "flat-entry":
+        "a flat payload has no `entry`, or it lies in the boot area, or the binary does not fit in one memory region from there",
+        "give `entry` (load and start address) at or above 0x80000 inside one of the partition's memory regions";
 }
 
 /// Index of a loaded file in [`Sources`].

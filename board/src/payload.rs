@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use crate::diag::{Loc, Sink, rule};
-use crate::tables::PayloadKind;
+use crate::tables::{BOOT_AREA_END, PayloadKind, PhysRange};
 
 /// The prefix of payload paths that live in the guest build directory.
 pub const GUESTS_PREFIX: &str = "@guests/";
@@ -61,7 +61,14 @@ pub(crate) fn resolve(
 }
 
 /// Checks that `path` exists, is readable, and (when `kind` is given) is of that kind.
-pub(crate) fn check_file(sink: &mut Sink, at: Loc, written: &str, path: &Path, kind: Option<PayloadKind>) {
+/// Returns the file's length when it could be read.
+pub(crate) fn check_file(
+    sink: &mut Sink,
+    at: Loc,
+    written: &str,
+    path: &Path,
+    kind: Option<PayloadKind>,
+) -> Option<u64> {
     let guest = written.starts_with(GUESTS_PREFIX);
     let head = match read_head(path) {
         Ok(head) => head,
@@ -77,18 +84,49 @@ pub(crate) fn check_file(sink: &mut Sink, at: Loc, written: &str, path: &Path, k
                 format!("{written:?} does not exist ({})", path.display()),
                 hint,
             );
-            return;
+            return None;
         }
         Err(Problem::Unreadable(why)) => {
             sink.error(at, rule::PAYLOAD_UNREADABLE, format!("cannot read {written:?} ({}): {why}", path.display()));
-            return;
+            return None;
         }
     };
-    let Some(kind) = kind else {
+    if let Some(kind) = kind
+        && let Some(why) = kind_mismatch(kind, &head)
+    {
+        sink.error(at, rule::PAYLOAD_KIND, format!("{written:?} is not {}: {why}", kind_article(kind)));
+        return None;
+    }
+    std::fs::metadata(path).ok().map(|m| m.len())
+}
+
+/// A flat binary has no header: it is loaded at `entry` and started there, so `entry` must
+/// be given, lie above the boot area, and the whole file must fit in one memory region.
+pub(crate) fn check_flat(sink: &mut Sink, at: Loc, entry: Option<u64>, len: u64, regions: &[PhysRange]) {
+    let Some(entry) = entry else {
+        sink.error(
+            at,
+            rule::FLAT_ENTRY,
+            "a flat binary has no header: give `entry`, the guest-physical address it is loaded at and started from"
+                .to_owned(),
+        );
         return;
     };
-    if let Some(why) = kind_mismatch(kind, &head) {
-        sink.error(at, rule::PAYLOAD_KIND, format!("{written:?} is not {}: {why}", kind_article(kind)));
+    if entry < BOOT_AREA_END {
+        sink.error(
+            at,
+            rule::FLAT_ENTRY,
+            format!("`entry` {entry:#x} lies in the boot area below {BOOT_AREA_END:#x} (GDT, page tables, command line, stack)"),
+        );
+        return;
+    }
+    let fits = regions.iter().any(|r| r.base <= entry && entry.checked_add(len).is_some_and(|end| end <= r.end()));
+    if !fits {
+        sink.error(
+            at,
+            rule::FLAT_ENTRY,
+            format!("the {len}-byte binary loaded at `entry` {entry:#x} does not fit in one of the partition's memory regions"),
+        );
     }
 }
 

@@ -17,6 +17,10 @@ pub const MAX_SHARED_MEMORY: usize = 16;
 pub const SINT_COUNT: u8 = 16;
 pub const EVENT_FLAG_COUNT: u16 = 2048;
 
+/// End of the boot area the hypervisor writes into every partition (flat GDT, page tables,
+/// command line, stack; docs/architecture.md): payloads load at or above it.
+pub const BOOT_AREA_END: u64 = 0x80000;
+
 /// Index of a partition in [`SystemConfig::partitions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionId(pub u8);

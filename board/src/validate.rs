@@ -16,7 +16,7 @@ use crate::system::{At, RawKind, RawSystem};
 use crate::tables::{
     Connection, ConnectionKind, DeviceId, EVENT_FLAG_COUNT, HypervisorConfig, MAX_CONNECTIONS,
     MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH, MAX_SHARED_MEMORY, MemoryRegion, PartitionId,
-    PhysRange, SINT_COUNT, Sharer,
+    PayloadKind, PhysRange, SINT_COUNT, Sharer,
 };
 use crate::value::MIB;
 
@@ -196,7 +196,11 @@ pub(crate) fn validate(
                 let resolved = payload::resolve(sink, path.at, &path.v, &system_dir, inputs.guest_dir);
                 if let Some(resolved) = resolved {
                     files_read.push(resolved.clone());
-                    payload::check_file(sink, path.at, &path.v, &resolved, pl.kind);
+                    let len = payload::check_file(sink, path.at, &path.v, &resolved, pl.kind);
+                    if let (Some(PayloadKind::Flat), Some(len)) = (pl.kind, len) {
+                        let regions: Vec<PhysRange> = p.memory.iter().map(|r| r.guest.range).collect();
+                        payload::check_flat(sink, path.at, pl.entry, len, &regions);
+                    }
                 }
             }
             if let Some(initrd) = &pl.initrd {

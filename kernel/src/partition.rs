@@ -33,7 +33,7 @@ pub const CMDLINE_GPA: u64 = 0x9000;
 pub const MULTIBOOT1_INFO_GPA: u64 = 0x2000;
 const CMDLINE_MAX: usize = 4095;
 pub const STACK_TOP_GPA: u64 = 0x80000;
-pub const BOOT_AREA_END: u64 = 0x80000;
+pub use bulkhead_board::tables::BOOT_AREA_END;
 /// Guest-physical space the identity page tables cover for 64-bit payloads: the whole
 /// 32-bit space, so accesses outside the partition's memory (MMIO, the xAPIC page) reach
 /// the second-level tables and get the hypervisor's answer rather than a guest #PF.
@@ -258,43 +258,66 @@ impl Partition {
                 let loaded = bulkhead_virt::elf::load_elf64(image, &mut memory).map_err(|e| {
                     error!("partition {=str}: cannot load ELF payload: {}", self.name(), defmt::Debug2Format(&e));
                 })?;
-                if loaded.lowest < BOOT_AREA_END {
-                    error!(
-                        "partition {=str}: payload loads at {=u64:#x}, inside the boot area below {=u64:#x}",
-                        self.name(),
-                        loaded.lowest,
-                        BOOT_AREA_END
-                    );
-                    return Err(());
-                }
-                self.write_gdt(&mut memory)?;
-                self.write_cmdline(boot, &mut memory)?;
-                const _: () = assert!(
-                    PAGE_TABLES_GPA + bulkhead_virt::guest_paging::identity_tables_size(IDENTITY_MAP_BYTES)
-                        <= CMDLINE_GPA
-                );
-                let cr3 = bulkhead_virt::guest_paging::write_identity_tables(
-                    &mut memory,
-                    PAGE_TABLES_GPA,
-                    IDENTITY_MAP_BYTES,
-                )
-                .map_err(|_| ())?;
-                Ok(GuestEntry {
-                    mode: EntryMode::Long64 { cr3 },
-                    rip: payload.entry.unwrap_or(loaded.entry_gpa),
-                    rsp: STACK_TOP_GPA,
-                    gdt_base: GDT_GPA,
-                    gdt_limit: 31,
-                    rax: 0,
-                    rbx: 0,
-                    rdi: CMDLINE_GPA,
-                })
+                self.check_above_boot_area(loaded.lowest)?;
+                self.long_mode_entry(boot, &mut memory, payload.entry.unwrap_or(loaded.entry_gpa))
             }
-            PayloadKind::Flat | PayloadKind::BzImage => {
+            PayloadKind::Flat => {
+                // No header: the build checked that `entry` is given and the file fits there.
+                let Some(entry) = payload.entry else {
+                    error!("partition {=str}: flat payload without an entry address", self.name());
+                    return Err(());
+                };
+                self.check_above_boot_area(entry)?;
+                memory.write(entry, image).map_err(|_| {
+                    error!(
+                        "partition {=str}: flat payload of {=usize} bytes does not fit at {=u64:#x}",
+                        self.name(),
+                        image.len(),
+                        entry
+                    )
+                })?;
+                self.long_mode_entry(boot, &mut memory, entry)
+            }
+            PayloadKind::BzImage => {
                 error!("partition {=str}: payload kind not supported yet", self.name());
                 Err(())
             }
         }
+    }
+
+    fn check_above_boot_area(&self, lowest: u64) -> Result<(), ()> {
+        if lowest < BOOT_AREA_END {
+            error!(
+                "partition {=str}: payload loads at {=u64:#x}, inside the boot area below {=u64:#x}",
+                self.name(),
+                lowest,
+                BOOT_AREA_END
+            );
+            return Err(());
+        }
+        Ok(())
+    }
+
+    /// The 64-bit start (ELF64, Hermit, flat): flat GDT, command line, identity page tables
+    /// for the low 4 GiB, RDI = the command line.
+    fn long_mode_entry(&self, boot: &BootInfo, memory: &mut RegionMemory<'_>, rip: u64) -> Result<GuestEntry, ()> {
+        self.write_gdt(memory)?;
+        self.write_cmdline(boot, memory)?;
+        const _: () = assert!(
+            PAGE_TABLES_GPA + bulkhead_virt::guest_paging::identity_tables_size(IDENTITY_MAP_BYTES) <= CMDLINE_GPA
+        );
+        let cr3 = bulkhead_virt::guest_paging::write_identity_tables(memory, PAGE_TABLES_GPA, IDENTITY_MAP_BYTES)
+            .map_err(|_| ())?;
+        Ok(GuestEntry {
+            mode: EntryMode::Long64 { cr3 },
+            rip,
+            rsp: STACK_TOP_GPA,
+            gdt_base: GDT_GPA,
+            gdt_limit: 31,
+            rax: 0,
+            rbx: 0,
+            rdi: CMDLINE_GPA,
+        })
     }
 
     /// A 32-bit ELF with a multiboot1 header (Multiboot 0.6.96): loaded by its program
@@ -319,10 +342,7 @@ impl Partition {
         let loaded = load_elf32(image, memory).map_err(|e| {
             error!("partition {=str}: cannot load ELF32 payload: {}", self.name(), defmt::Debug2Format(&e));
         })?;
-        if loaded.lowest < BOOT_AREA_END {
-            error!("partition {=str}: payload loads at {=u64:#x}, inside the boot area", self.name(), loaded.lowest);
-            return Err(());
-        }
+        self.check_above_boot_area(loaded.lowest)?;
         self.write_gdt(memory)?;
         let cmdline = self.cmdline(boot)?;
         let mut regions: heapless::Vec<(u64, u64), 8> = heapless::Vec::new();

@@ -125,3 +125,20 @@ fn vmx_fault_on_one_vcpu_stops_the_whole_partition() {
     let reload = text.iter().rposition(|l| l.contains("partition smp: starting on cpu 1")).unwrap();
     assert!(fault < parked && parked < restart && restart < reload, "wrong order:\n{}", report.diagnostic());
 }
+
+/// A flat binary is copied to its configured `entry` and started there in 64-bit mode,
+/// with its command line (configured words plus `flat:` words from the hypervisor's
+/// command line) in RDI.
+#[test]
+fn vmx_flat_payload_starts_at_its_entry() {
+    Run::new(Emulator::Bochs)
+        .cpus(2)
+        .config("tests/configs/bochs-flat.toml")
+        .switch("flat:and-the-board")
+        .expect("partition flat: starting on cpu 0 at 0x200000")
+        .expect("[cpu0 INFO ] [flat] flat: 64-bit mode at its entry, command line: hello from the config and-the-board")
+        .expect("partition flat: reports PASS")
+        .forbid(": fault #")
+        .execute()
+        .assert_passed();
+}
