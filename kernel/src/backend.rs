@@ -3,8 +3,8 @@
 
 use crate::partition::Partition;
 use bulkhead_virt::exit::Exit;
-use bulkhead_virt::guest_state::GuestEntry;
 use bulkhead_virt::guest_state::GuestRegisters;
+use bulkhead_virt::guest_state::{GuestEntry, OptionalInstructions};
 
 pub trait Backend {
     /// (Re)starts the vCPU of `partition` on this core at `entry`.
@@ -14,4 +14,8 @@ pub trait Backend {
     fn registers(&mut self) -> &mut GuestRegisters;
     fn skip_instruction(&mut self);
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// The guest's CR4 as the guest sees it (for CPUID's OSXSAVE bit).
+    fn guest_cr4(&mut self) -> u64;
+    /// The optional instructions the guest may execute (CPUID hides the others).
+    fn optional_instructions(&mut self) -> OptionalInstructions;
 }

@@ -88,3 +88,9 @@ pub fn enable_host_xsave() {
 pub fn host_xsave_enabled() -> bool {
     HOST_XSAVE.load(core::sync::atomic::Ordering::Relaxed)
 }
+
+/// Whether this is an AMD CPU (CPUID vendor "AuthenticAMD").
+pub fn is_amd() -> bool {
+    let leaf0 = core::arch::x86_64::__cpuid(0);
+    [leaf0.ebx, leaf0.edx, leaf0.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]
+}

@@ -4,6 +4,7 @@
 //! partition's configuration: CPUID as the partition should see it, MSRs from an explicit
 //! allowlist, the virtual console, unassigned ports, and faults.
 
+use crate::backend::Backend;
 use crate::partition::{Fault, Partition};
 use bulkhead_virt::exit::{Exit, PortAccess};
 use bulkhead_virt::guest_state::GuestRegisters;
@@ -50,12 +51,14 @@ impl RateLimit {
     }
 }
 
-pub fn handle(partition: &Partition, regs: &mut GuestRegisters, rip: u64, exit: Exit) -> Action {
+pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, rip: u64, exit: Exit) -> Action {
+    if let Exit::Cpuid { leaf, subleaf } = exit {
+        cpuid(partition, backend, leaf, subleaf);
+        return Action::Resume { skip: true };
+    }
+    let regs = backend.registers();
     match exit {
-        Exit::Cpuid { leaf, subleaf } => {
-            cpuid(partition, regs, leaf, subleaf);
-            Action::Resume { skip: true }
-        }
+        Exit::Cpuid { .. } => unreachable!("answered above"),
         Exit::Io(access) => port_access(partition, regs, access),
         Exit::MsrRead { msr } => match crate::msr::read(msr) {
             Some(value) => {
@@ -126,17 +129,40 @@ pub fn handle(partition: &Partition, regs: &mut GuestRegisters, rip: u64, exit: 
     }
 }
 
-/// CPUID as a partition sees it: the hardware's answer with the hypervisor-present bit set
-/// and the virtualization extensions hidden (partitions cannot nest).
-fn cpuid(partition: &Partition, regs: &mut GuestRegisters, leaf: u32, subleaf: u32) {
+/// CPUID as a partition sees it: the hardware's answer with the hypervisor-present bit
+/// set, the virtualization extensions hidden (partitions cannot nest), OSXSAVE mirroring
+/// the guest's own CR4 (the hardware reports the hypervisor's), instructions the backend
+/// did not enable hidden, and the topology counts of the partition's cores.
+///
+/// Topology: a partition's vCPUs keep their physical APIC IDs (the x2APIC is theirs), so
+/// the fields that describe the APIC ID *layout* (leaf 1 EBX[23:16], leaf 4 EAX[31:26],
+/// the x2APIC ID in leaf 0xB/0x1F EDX) stay as the hardware says; the processor counts
+/// give the partition's cores, one thread per core (see [`extended_topology`]).
+fn cpuid<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf: u32) {
     const HYPERVISOR_BASE: u32 = 0x4000_0000;
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    let cores = partition.config().cores.len() as u32;
     let mut r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
     match leaf {
         1 => {
             r.ecx &= !(1 << 5); // VMX
             r.ecx |= 1 << 31; // hypervisor present
+            r.ecx &= !(1 << 27);
+            if backend.guest_cr4() & CR4_OSXSAVE != 0 {
+                r.ecx |= 1 << 27;
+            }
         }
-        0x8000_0001 => r.ecx &= !(1 << 2), // SVM
+        7 if subleaf == 0 && !backend.optional_instructions().invpcid => r.ebx &= !(1 << 10),
+        0xb => extended_topology(&mut r, subleaf, cores),
+        0x1f if core::arch::x86_64::__cpuid(0).eax >= 0x1f => extended_topology(&mut r, subleaf, cores),
+        0xd if subleaf == 1 && !backend.optional_instructions().xsaves => r.eax &= !(1 << 3),
+        0x8000_0001 => {
+            r.ecx &= !(1 << 2); // SVM
+            if !backend.optional_instructions().rdtscp {
+                r.edx &= !(1 << 27);
+            }
+        }
+        0x8000_0008 if crate::capabilities::is_amd() => r.ecx = (r.ecx & !0xff) | (cores - 1),
         HYPERVISOR_BASE => {
             // Vendor leaf: max leaf and the signature "BulkheadHV\0\0". (The Hyper-V
             // compatible leaves replace this when hypercalls land.)
@@ -154,11 +180,30 @@ fn cpuid(partition: &Partition, regs: &mut GuestRegisters, leaf: u32, subleaf: u
         }
         _ => {}
     }
-    let _ = partition;
+    let regs = backend.registers();
     regs.rax = r.eax.into();
     regs.rbx = r.ebx.into();
     regs.rcx = r.ecx.into();
     regs.rdx = r.edx.into();
+}
+
+/// CPUID leaf 0xB (and 0x1F) for a partition (SDM Vol. 2A, CPUID "Extended Topology
+/// Enumeration Leaf"): level 0 is SMT with one thread per core, level 1 is the core level
+/// with the partition's core count and a shift wide enough for every APIC ID of the
+/// board, higher levels are invalid. Synthesized rather than filtered: the hardware's own
+/// levels describe the whole board (and Bochs leaves the level types out).
+fn extended_topology(r: &mut core::arch::x86_64::CpuidResult, subleaf: u32, cores: u32) {
+    const LEVEL_SMT: u32 = 1 << 8;
+    const LEVEL_CORE: u32 = 2 << 8;
+    let max_apic_id = crate::config::SYSTEM.board.cpus.iter().map(|c| c.apic_id).max().unwrap_or(0);
+    let core_shift = u32::BITS - max_apic_id.leading_zeros();
+    let level = subleaf & 0xff;
+    (r.eax, r.ebx, r.ecx) = match level {
+        0 => (0, 1, LEVEL_SMT),
+        1 => (core_shift, cores, LEVEL_CORE | 1),
+        _ => (0, 0, level),
+    };
+    // EDX: this core's x2APIC ID, as the hardware reports it.
 }
 
 fn port_access(partition: &Partition, regs: &mut GuestRegisters, access: PortAccess) -> Action {

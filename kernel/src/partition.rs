@@ -662,7 +662,7 @@ fn run_vcpu<B: crate::backend::Backend>(partition: &'static Partition, backend: 
         let (exit, rip) = backend.run();
         nmi_rip = matches!(exit, Exit::Nmi).then_some(rip);
         partition.exits.count(&exit);
-        match exits::handle(partition, backend.registers(), rip, exit) {
+        match exits::handle(partition, backend, rip, exit) {
             Action::Resume { skip } => {
                 if skip {
                     backend.skip_instruction();

@@ -7,8 +7,8 @@ use crate::percpu::{self, MAX_CPUS};
 use bulkhead_board::tables::{Access, MAX_PARTITIONS};
 use bulkhead_virt::bitmap::{IoPermissions, MsrPermissions};
 use bulkhead_virt::exit::Exit;
-use bulkhead_virt::guest_state::GuestEntry;
 use bulkhead_virt::guest_state::GuestRegisters;
+use bulkhead_virt::guest_state::{GuestEntry, OptionalInstructions};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Ept, MemoryType, Slat};
 use bulkhead_vmx::Page;
 use bulkhead_vmx::vmcs::{HostState, SetupError, Vcpu, VcpuSetup};
@@ -248,6 +248,14 @@ impl Backend for VmxCore {
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.vcpu.as_mut().expect("started").inject_exception(vector, error_code)
+    }
+
+    fn guest_cr4(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started").guest_cr4()
+    }
+
+    fn optional_instructions(&mut self) -> OptionalInstructions {
+        self.vcpu.as_mut().expect("started").optional_instructions()
     }
 }
 

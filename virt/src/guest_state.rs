@@ -66,3 +66,17 @@ pub struct GuestRegisters {
     pub r14: u64,
     pub r15: u64,
 }
+
+/// Instructions a guest may use only when the backend enabled them (VT-x: secondary
+/// processor-based controls "enable RDTSCP", "enable INVPCID", "enable XSAVES/XRSTORS";
+/// without them the instruction raises #UD in the guest). CPUID must not advertise one
+/// that is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalInstructions {
+    /// RDTSCP (CPUID 0x8000_0001 EDX bit 27).
+    pub rdtscp: bool,
+    /// INVPCID (CPUID 7.0 EBX bit 10).
+    pub invpcid: bool,
+    /// XSAVES/XRSTORS (CPUID 0xD.1 EAX bit 3).
+    pub xsaves: bool,
+}

@@ -6,7 +6,9 @@ use crate::controls::{MissingControl, Want, adjust};
 use crate::run::{self, GuestRegisters};
 use crate::vmxon::{IA32_VMX_BASIC, revision_id};
 use bulkhead_virt::exit::{AccessKind, Exit, PortAccess};
-use bulkhead_virt::guest_state::{CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, EntryMode, GuestEntry};
+use bulkhead_virt::guest_state::{
+    CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, EntryMode, GuestEntry, OptionalInstructions,
+};
 use x86::vmx::vmcs::{control, guest, host, ro};
 use x86_64::registers::model_specific::Msr;
 
@@ -32,7 +34,12 @@ const PROC_SECONDARY: Want = Want { bit: 1 << 31, name: "activate secondary cont
 const PROC2_EPT: Want = Want { bit: 1 << 1, name: "enable EPT" };
 const PROC2_VPID: Want = Want { bit: 1 << 5, name: "enable VPID" };
 const PROC2_UNRESTRICTED: Want = Want { bit: 1 << 7, name: "unrestricted guest" };
-const PROC2_OPTIONAL: u32 = (1 << 3) /* RDTSCP */ | (1 << 12) /* INVPCID */ | (1 << 20) /* XSAVES */;
+const PROC2_RDTSCP: u32 = 1 << 3;
+const PROC2_INVPCID: u32 = 1 << 12;
+const PROC2_XSAVES: u32 = 1 << 20;
+/// Enabled when the CPU allows them; CPUID hides those it does not (see
+/// [`Vcpu::optional_instructions`]).
+const PROC2_OPTIONAL: u32 = PROC2_RDTSCP | PROC2_INVPCID | PROC2_XSAVES;
 const EXIT_HOST_64: Want = Want { bit: 1 << 9, name: "host address-space size" };
 const EXIT_SAVE_EFER: Want = Want { bit: 1 << 20, name: "save IA32_EFER" };
 const EXIT_LOAD_EFER: Want = Want { bit: 1 << 21, name: "load IA32_EFER" };
@@ -324,6 +331,22 @@ impl Vcpu {
         vmwrite(control::VMENTRY_CONTROLS, (entry_controls | ia32e).into())?;
         self.launched = false;
         Ok(())
+    }
+
+    /// The guest's CR4 as the guest wrote it (CR4.VMXE, which VMX forces on, reads as the
+    /// guest's own value through the read shadow).
+    pub fn guest_cr4(&self) -> u64 {
+        (vmread(guest::CR4) & !CR4_VMXE) | (vmread(control::CR4_READ_SHADOW) & CR4_VMXE)
+    }
+
+    /// The optional instructions this vCPU's controls enable.
+    pub fn optional_instructions(&self) -> OptionalInstructions {
+        let controls = vmread(control::SECONDARY_PROCBASED_EXEC_CONTROLS) as u32;
+        OptionalInstructions {
+            rdtscp: controls & PROC2_RDTSCP != 0,
+            invpcid: controls & PROC2_INVPCID != 0,
+            xsaves: controls & PROC2_XSAVES != 0,
+        }
     }
 
     pub fn registers(&mut self) -> &mut GuestRegisters {

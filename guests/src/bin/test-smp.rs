@@ -51,6 +51,15 @@ extern "C" fn _start(args: *const u8) -> ! {
         }
     }
     println!("smp: second vcpu counts ({} so far)", AP_COUNTER.load(Ordering::SeqCst));
+    // CPUID as the partition sees it: the core-level count is the partition's, and
+    // OSXSAVE follows this guest's CR4 (it never set CR4.OSXSAVE).
+    let core_level = bulkhead_guests::cpuid(0xb, 1);
+    println!(
+        "smp: cpuid: level type {} counts {}, osxsave={}",
+        (core_level.ecx >> 8) & 0xff,
+        core_level.ebx & 0xffff,
+        bulkhead_guests::cpuid(1, 0).ecx & (1 << 27) != 0
+    );
     if fault {
         println!("smp: first vcpu computes until the partition is stopped");
         let mut x = 1u64;

@@ -29,7 +29,9 @@ fn vmx_two_partitions_run_and_print() {
 
 /// An SMP partition: its first vCPU starts, the second waits in the hypervisor until the
 /// partition sends it INIT and a start-up IPI (through its x2APIC ICR), then runs the
-/// partition's real-mode trampoline into 64-bit code and counts.
+/// partition's real-mode trampoline into 64-bit code and counts. CPUID's core-level count
+/// is the partition's two cores, and OSXSAVE reflects the guest's CR4 (not the
+/// hypervisor's, which has it set).
 #[test]
 fn vmx_smp_partition_brings_up_second_vcpu() {
     Run::new(Emulator::Bochs)
@@ -40,6 +42,7 @@ fn vmx_smp_partition_brings_up_second_vcpu() {
         .expect("partition smp: vcpu on cpu 1 starts at 0x10000 (start-up IPI)")
         .expect("[cpu1 INFO ] [smp] smp: second vcpu running")
         .expect("[smp] smp: second vcpu counts")
+        .expect("[smp] smp: cpuid: level type 2 counts 2, osxsave=false")
         .expect("partition smp: reports PASS")
         .forbid(": fault #")
         .execute()
