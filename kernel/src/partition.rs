@@ -163,11 +163,13 @@ pub struct Partition {
     restarts: AtomicU32,
     faults: AtomicU32,
     halted: AtomicBool,
-    console_lock: AtomicBool,
-    console: UnsafeCell<ConsoleLine>,
+    /// One line buffer per CPU: each vCPU assembles its own lines, so two vCPUs printing
+    /// at once give two whole lines, never one interleaved one.
+    console: [UnsafeCell<ConsoleLine>; crate::percpu::MAX_CPUS],
 }
 
-// SAFETY: `console` is only touched under `console_lock`; the rest is atomic or immutable.
+// SAFETY: each `console` entry is only touched by the CPU with that index (running this
+// partition's vCPU); the rest is atomic or immutable.
 unsafe impl Sync for Partition {}
 
 impl Partition {
@@ -180,8 +182,7 @@ impl Partition {
             restarts: AtomicU32::new(0),
             faults: AtomicU32::new(0),
             halted: AtomicBool::new(false),
-            console_lock: AtomicBool::new(false),
-            console: UnsafeCell::new(ConsoleLine { bytes: [0; LINE], len: 0 }),
+            console: [const { UnsafeCell::new(ConsoleLine { bytes: [0; LINE], len: 0 }) }; crate::percpu::MAX_CPUS],
         }
     }
 
@@ -195,12 +196,11 @@ impl Partition {
 
     /// One byte from the guest's virtual UART: collected into lines, each logged with the
     /// partition's name so the partitions' outputs stay apart on the one physical console.
+    /// A byte the vCPU on this CPU wrote to its virtual UART.
     pub fn console_write(&self, byte: u8) {
-        while self.console_lock.swap(true, Ordering::Acquire) {
-            core::hint::spin_loop();
-        }
-        // SAFETY: we hold `console_lock`.
-        let line = unsafe { &mut *self.console.get() };
+        let cpu = crate::percpu::current_index() as usize;
+        // SAFETY: this CPU's own entry (see the `Sync` impl).
+        let line = unsafe { &mut *self.console[cpu].get() };
         match byte {
             b'\n' => {
                 self.flush_line(line);
@@ -214,7 +214,6 @@ impl Partition {
                 }
             }
         }
-        self.console_lock.store(false, Ordering::Release);
     }
 
     fn flush_line(&self, line: &mut ConsoleLine) {

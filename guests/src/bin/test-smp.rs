@@ -12,6 +12,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static AP_COUNTER: AtomicU64 = AtomicU64::new(0);
 static AP_FAULTS: AtomicBool = AtomicBool::new(false);
+/// Set by the first vCPU once it is about to compute without exits: the second faults
+/// only then, so the fault always finds the first one inside its guest.
+static COMPUTING: AtomicBool = AtomicBool::new(false);
 
 #[repr(C, align(16))]
 struct Stack([u8; 16384]);
@@ -21,7 +24,7 @@ extern "C" fn ap_main() -> ! {
     println!("smp: second vcpu running");
     loop {
         let n = AP_COUNTER.fetch_add(1, Ordering::SeqCst);
-        if n == 100_000 && AP_FAULTS.load(Ordering::SeqCst) {
+        if n >= 100_000 && AP_FAULTS.load(Ordering::SeqCst) && COMPUTING.load(Ordering::SeqCst) {
             println!("smp: second vcpu triple-faulting");
             let null_idt: [u16; 5] = [0; 5];
             // SAFETY: deliberately destroys this vCPU's state: the test's fault.
@@ -62,6 +65,7 @@ extern "C" fn _start(args: *const u8) -> ! {
     );
     if fault {
         println!("smp: first vcpu computes until the partition is stopped");
+        COMPUTING.store(true, Ordering::SeqCst);
         let mut x = 1u64;
         loop {
             x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
