@@ -1,2 +1,100 @@
-//! AMD SVM backend (placeholder; filled in by the SVM work).
+//! AMD SVM backend: turns SVM on per core (EFER.SVME, host save area), programs one VMCB
+//! per vCPU, enters the guest with VMRUN and decodes #VMEXITs into the
+//! architecture-neutral `bulkhead_virt::exit::Exit`.
+//!
+//! It holds no partition policy: what an exit *means* is decided by the kernel. Section
+//! numbers refer to the AMD64 Architecture Programmer's Manual Vol. 2 (APM): chapter 15
+//! (Secure Virtual Machine), Appendix B (VMCB layout) and Appendix C (exit codes).
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`enable`] | CPUID / VM_CR checks, the [`Features`](enable::Features) of this CPU, EFER.SVME, VM_HSAVE_PA, CLGI |
+//! | [`vmcb`] | the VMCB layout, its field bits, segment attribute compression |
+//! | [`start`] | a VMCB save area from the neutral [`GuestEntry`](bulkhead_virt::guest_state::GuestEntry) |
+//! | [`exit`] | exit codes, their decoding into `Exit`, the next RIP of a skipped instruction |
+//! | [`run`] | VMLOAD / VMRUN / VMSAVE and GIF: the only assembly |
+//! | [`vcpu`] | one vCPU: set up, reset, run, skip, inject |
+//!
+//! # GIF and the hypervisor's NMI signal
+//!
+//! The host runs with the global interrupt flag clear (APM 15.17): [`enable`](enable::enable)
+//! executes CLGI once, #VMEXIT clears GIF, and VMRUN sets it only for the time the guest
+//! runs. An NMI sent to a core while it is in the host is therefore held pending and, the
+//! NMI intercept being set, causes an NMI exit right after the next VMRUN: no signal is
+//! lost between "checked the stop flag" and "entered the guest". An intercepted NMI itself
+//! stays pending after the exit (the intercept does not consume it), so [`Vcpu::run`]
+//! lets it be taken by the host's NMI handler (STGI, CLGI) after an NMI exit; otherwise
+//! every later VMRUN would exit again at once. See [`run::take_pending_nmi`].
+//!
+//! [`Vcpu::run`]: vcpu::Vcpu::run
 #![no_std]
+
+pub mod enable;
+pub mod exit;
+pub mod run;
+pub mod start;
+pub mod vcpu;
+pub mod vmcb;
+
+/// A 4 KiB-aligned page: the per-core host save area (VM_HSAVE_PA, APM 15.30.4).
+#[repr(C, align(4096))]
+pub struct Page(pub [u8; 4096]);
+
+impl Page {
+    pub const fn zeroed() -> Self {
+        Page([0; 4096])
+    }
+
+    /// Physical address (the hypervisor runs identity-mapped).
+    pub fn address(&self) -> u64 {
+        self.0.as_ptr() as u64
+    }
+}
+
+/// The I/O permissions map: 12 KiB, physically contiguous and 4 KiB aligned, one bit per
+/// port, a set bit intercepts (APM 15.10.1). Fill it with
+/// `bulkhead_virt::bitmap::IoPermissions::svm_iopm`.
+#[repr(C, align(4096))]
+pub struct IoPermissionMap(pub [u8; IoPermissionMap::SIZE]);
+
+impl IoPermissionMap {
+    /// Size in bytes (APM 15.10.1: 12 KiB; the last bits cover accesses that wrap past port 0xFFFF).
+    pub const SIZE: usize = 3 * 4096;
+
+    /// A map with no port intercepted; set the bits of the ports that must exit.
+    pub const fn zeroed() -> Self {
+        IoPermissionMap([0; Self::SIZE])
+    }
+
+    /// Physical address for IOPM_BASE_PA.
+    pub fn address(&self) -> u64 {
+        self.0.as_ptr() as u64
+    }
+}
+
+/// The MSR permissions map: 8 KiB, physically contiguous and 4 KiB aligned, two bits (read,
+/// write) per MSR of three ranges, a set bit intercepts (APM 15.11). Fill it with
+/// `bulkhead_virt::bitmap::MsrPermissions::svm_msrpm`.
+#[repr(C, align(4096))]
+pub struct MsrPermissionMap(pub [u8; MsrPermissionMap::SIZE]);
+
+impl MsrPermissionMap {
+    /// Size in bytes (APM 15.11: 8 KiB).
+    pub const SIZE: usize = 2 * 4096;
+
+    /// A map with no MSR intercepted; set the bits of the accesses that must exit.
+    pub const fn zeroed() -> Self {
+        MsrPermissionMap([0; Self::SIZE])
+    }
+
+    /// Physical address for MSRPM_BASE_PA.
+    pub fn address(&self) -> u64 {
+        self.0.as_ptr() as u64
+    }
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Page>() == 4096 && core::mem::align_of::<Page>() == 4096);
+    assert!(core::mem::size_of::<IoPermissionMap>() == 12288 && core::mem::align_of::<IoPermissionMap>() == 4096);
+    assert!(core::mem::size_of::<MsrPermissionMap>() == 8192 && core::mem::align_of::<MsrPermissionMap>() == 4096);
+};

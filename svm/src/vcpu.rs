@@ -1,0 +1,214 @@
+//! One vCPU: its VMCB set up from the partition's nested page table and permission maps
+//! and from the neutral [`GuestEntry`], run, and its exits decoded into [`Exit`].
+
+use crate::enable::{EFER_SVME, Features};
+use crate::exit;
+use crate::run::{self, GuestRegisters};
+use crate::start::{self, CR0_PE, EFER_LMA};
+use crate::vmcb::{INTERRUPT_SHADOW, NP_ENABLE, Vmcb, event, intercept, intercept2, tlb_control};
+use bulkhead_virt::exit::Exit;
+use bulkhead_virt::guest_state::GuestEntry;
+
+/// What exits: the VT-x backend's set. CPUID, port I/O and MSRs (through the maps),
+/// shutdown, NMI (the hypervisor's signal), INIT (so that a stray INIT does not reset the
+/// core), XSETBV, VMMCALL and the other SVM instructions, VMRUN's intercept being required
+/// (15.5.1). Not HLT, not external interrupts (V_INTR_MASKING stays clear: the guest owns
+/// its local APIC and takes its interrupts through its own IDT), no exceptions.
+const INTERCEPT_MISC1: u32 = intercept::NMI
+    | intercept::INIT
+    | intercept::CPUID
+    | intercept::INVLPGA
+    | intercept::IOIO_PROT
+    | intercept::MSR_PROT
+    | intercept::SHUTDOWN;
+const INTERCEPT_MISC2: u32 = intercept2::VMRUN
+    | intercept2::VMMCALL
+    | intercept2::VMLOAD
+    | intercept2::VMSAVE
+    | intercept2::STGI
+    | intercept2::CLGI
+    | intercept2::SKINIT
+    | intercept2::XSETBV;
+
+/// Why a vCPU could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupError {
+    /// The ASID is 0 (the host's) or not below the CPU's number of ASIDs.
+    Asid { asid: u32, asids: u32 },
+    /// A physical address in [`VcpuSetup`] is not 4 KiB aligned (the hardware ignores its
+    /// low 12 bits and would use another page).
+    Misaligned { field: &'static str, address: u64 },
+}
+
+/// What a vCPU gets from the partition: its address space, identity and intercept maps.
+#[derive(Debug, Clone, Copy)]
+pub struct VcpuSetup {
+    /// Root (PML4) of the partition's nested page table, for N_CR3.
+    pub npt_root: u64,
+    /// Nonzero ASID below [`Features::asids`], one per partition.
+    pub asid: u32,
+    /// Physical address of the 12 KiB I/O permissions map ([`crate::IoPermissionMap`]).
+    pub iopm: u64,
+    /// Physical address of the 8 KiB MSR permissions map ([`crate::MsrPermissionMap`]).
+    pub msrpm: u64,
+}
+
+impl VcpuSetup {
+    fn check(&self, features: &Features) -> Result<(), SetupError> {
+        if self.asid == 0 || self.asid >= features.asids {
+            return Err(SetupError::Asid { asid: self.asid, asids: features.asids });
+        }
+        for (field, address) in [("npt_root", self.npt_root), ("iopm", self.iopm), ("msrpm", self.msrpm)] {
+            if address % 4096 != 0 {
+                return Err(SetupError::Misaligned { field, address });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A virtual CPU backed by a VMCB, run on the current core.
+pub struct Vcpu {
+    vmcb: &'static mut Vmcb,
+    /// The host's VMSAVE area: FS/GS/TR/LDTR and the syscall MSRs across VMRUN.
+    host: &'static mut Vmcb,
+    registers: GuestRegisters,
+    features: Features,
+}
+
+impl Vcpu {
+    /// Initialises `vmcb` for a vCPU that starts at `entry`; `host` receives the host's
+    /// VMSAVE state around every run.
+    ///
+    /// # Safety
+    /// SVM must be on for this core ([`enable`](crate::enable::enable), whose `Features`
+    /// these are); both VMCBs and every page `setup` points to must stay valid and
+    /// identity-mapped while the vCPU exists; `host` belongs to this core.
+    pub unsafe fn new(
+        vmcb: &'static mut Vmcb,
+        host: &'static mut Vmcb,
+        setup: &VcpuSetup,
+        features: &Features,
+        entry: &GuestEntry,
+    ) -> Result<Self, SetupError> {
+        setup.check(features)?;
+        *vmcb = Vmcb::zeroed();
+        *host = Vmcb::zeroed();
+        let c = &mut vmcb.control;
+        c.intercept_cr = 0;
+        c.intercept_dr = 0;
+        c.intercept_exceptions = 0;
+        c.intercept_misc1 = INTERCEPT_MISC1;
+        c.intercept_misc2 = INTERCEPT_MISC2;
+        c.iopm_base_pa = setup.iopm;
+        c.msrpm_base_pa = setup.msrpm;
+        c.tsc_offset = 0;
+        c.guest_asid = setup.asid;
+        // V_INTR_MASKING clear, no virtual interrupt: physical interrupts are the guest's.
+        c.interrupt_control = 0;
+        c.nested_control = NP_ENABLE;
+        c.nested_cr3 = setup.npt_root;
+        // Everything dirty, always (QEMU has no clean bits; 15.15).
+        c.clean_bits = 0;
+        let mut vcpu = Vcpu { vmcb, host, registers: GuestRegisters::default(), features: *features };
+        vcpu.reset(entry);
+        Ok(vcpu)
+    }
+
+    /// Puts the vCPU in its start state (first start, partition restart, INIT-SIPI), and
+    /// flushes the guest's TLB entries at the next VMRUN: this ASID's on a CPU with
+    /// FlushByAsid, else the whole TLB (QEMU 7.2 TCG only knows that one).
+    pub fn reset(&mut self, entry: &GuestEntry) {
+        start::load(&mut self.vmcb.save, entry);
+        self.registers = GuestRegisters { rax: entry.rax, rbx: entry.rbx, rdi: entry.rdi, ..Default::default() };
+        let c = &mut self.vmcb.control;
+        c.event_injection = 0;
+        c.interrupt_state = 0;
+        c.tlb_control = if self.features.flush_by_asid { tlb_control::FLUSH_ASID } else { tlb_control::FLUSH_ALL };
+    }
+
+    /// The guest's general registers. RAX is copied into the VMCB before every run and back
+    /// after it, so it can be read and written here like the others.
+    pub fn registers(&mut self) -> &mut GuestRegisters {
+        &mut self.registers
+    }
+
+    pub fn rip(&self) -> u64 {
+        self.vmcb.save.rip
+    }
+
+    pub fn guest_cr0(&self) -> u64 {
+        self.vmcb.save.cr0
+    }
+
+    pub fn guest_cr4(&self) -> u64 {
+        self.vmcb.save.cr4
+    }
+
+    /// The guest's EFER as the VMCB holds it: EFER.SVME is always set there (VMRUN requires
+    /// it, 15.5.1); a guest that reads EFER without an intercept sees it.
+    pub fn guest_efer(&self) -> u64 {
+        self.vmcb.save.efer
+    }
+
+    /// Sets the guest's EFER for an emulated WRMSR: LMA stays as the processor has it (it
+    /// follows CR0.PG), SVME stays set whatever `value` says, so a guest that writes EFER
+    /// without SVME does not make the next VMRUN fail. The caller validates `value`
+    /// (reserved bits, LME while paging) as WRMSR would.
+    pub fn set_guest_efer(&mut self, value: u64) {
+        let efer = &mut self.vmcb.save.efer;
+        *efer = (value & !EFER_LMA) | (*efer & EFER_LMA) | EFER_SVME;
+    }
+
+    /// The VMCB, for diagnostics.
+    pub fn vmcb(&self) -> &Vmcb {
+        self.vmcb
+    }
+
+    /// Moves RIP past the instruction that caused the last exit. Only for the exits the
+    /// kernel skips: CPUID, port I/O, RDMSR/WRMSR, XSETBV, HLT, VMMCALL
+    /// ([`exit::next_rip`]); after any other exit RIP stays.
+    pub fn skip_instruction(&mut self) {
+        let Some(next) = exit::next_rip(&self.vmcb.control, self.vmcb.save.rip, self.features.nrip_save) else {
+            return;
+        };
+        self.vmcb.save.rip = next;
+        // An instruction emulated by the hypervisor ends any STI / MOV SS shadow.
+        self.vmcb.control.interrupt_state &= !INTERRUPT_SHADOW;
+    }
+
+    /// Injects a hardware exception (e.g. #GP with error code 0) at the next VMRUN
+    /// (EVENTINJ, 15.20). Real mode pushes no error codes, so none is delivered there.
+    /// It replaces an event [`run`](Self::run) queued for re-injection; the kernel injects
+    /// only after instruction exits (RDMSR, WRMSR, XSETBV, VMMCALL), which never interrupt
+    /// an event delivery.
+    pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let protected = self.vmcb.save.cr0 & CR0_PE != 0;
+        self.vmcb.control.event_injection = event::exception(vector, error_code.filter(|_| protected));
+    }
+
+    /// Runs the guest until it exits; returns what it did.
+    pub fn run(&mut self) -> Exit {
+        self.vmcb.save.rax = self.registers.rax;
+        let guest: *mut Vmcb = self.vmcb;
+        let host: *mut Vmcb = self.host;
+        // SAFETY: `new` set up the VMCB and SVM is on (its contract); both pointers come
+        // from this vCPU's exclusive references.
+        unsafe { run::vmrun(&mut self.registers, guest, host) };
+        self.registers.rax = self.vmcb.save.rax;
+        let c = &mut self.vmcb.control;
+        // The flush requested by `reset` is done.
+        c.tlb_control = tlb_control::DO_NOTHING;
+        // An event whose delivery the exit interrupted (e.g. a nested page fault while
+        // pushing an interrupt frame) was not delivered: inject it again at the next VMRUN
+        // (15.7.2). Otherwise the injected event, if any, was delivered.
+        c.event_injection = if c.exit_int_info & event::VALID != 0 { c.exit_int_info } else { 0 };
+        let exit = exit::decode(c, &self.registers);
+        if exit == Exit::Nmi {
+            // SAFETY: SVM is on, the host state is back (`vmrun` returned), and the host runs
+            // its vCPU loop with interrupts disabled and its NMI handler installed.
+            unsafe { run::take_pending_nmi() };
+        }
+        exit
+    }
+}
