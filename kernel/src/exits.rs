@@ -147,6 +147,7 @@ fn cpuid<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf:
         1 => {
             r.ecx &= !(1 << 5); // VMX
             r.ecx |= 1 << 31; // hypervisor present
+            r.ecx |= 1 << 21; // x2APIC: real or emulated (apic_access.rs)
             r.ecx &= !(1 << 27);
             if backend.guest_cr4() & CR4_OSXSAVE != 0 {
                 r.ecx |= 1 << 27;

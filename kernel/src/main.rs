@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+mod address_space;
+mod apic_access;
 mod backend;
 mod boot;
 mod bootinfo;
@@ -25,6 +27,7 @@ mod percpu;
 mod relocate;
 mod run;
 mod smp;
+mod svm_core;
 mod time;
 mod vmx_core;
 
@@ -138,19 +141,46 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     if config::check_board(boot, &cpus) > 0 {
         run::fail("this machine does not match the compiled board");
     }
-    if !(cpu.caps.vmx && cpu.caps.second_level_paging && cpu.caps.unrestricted_guest) {
+    let backend = if cpu.caps.vmx && cpu.caps.second_level_paging && cpu.caps.unrestricted_guest {
+        BackendKind::Vmx
+    } else if cpu.caps.svm && cpu.caps.second_level_paging {
+        BackendKind::Svm
+    } else {
         defmt::warn!(
-            "partitions need VT-x with EPT and unrestricted guest; this CPU ({=str}) has none, and the SVM backend is not built yet: no partition is started",
+            "partitions need VT-x with EPT and unrestricted guest, or AMD SVM with nested paging; this CPU ({=str}) has neither: no partition is started",
             cpu.vendor.name()
         );
         run::succeed();
-    }
-    BACKEND_VMX.store(true, core::sync::atomic::Ordering::Relaxed);
+    };
+    info!(
+        "backend: {=str}{=str}",
+        backend.name(),
+        if cpu.caps.x2apic { "" } else { " (partitions' x2APIC emulated on the xAPIC)" }
+    );
+    BACKEND.store(backend as u8, core::sync::atomic::Ordering::Relaxed);
     smp::release_aps();
     core_main()
 }
 
-static BACKEND_VMX: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// The virtualization backend every core uses, chosen once from CPUID.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BackendKind {
+    None = 0,
+    Vmx = 1,
+    Svm = 2,
+}
+
+impl BackendKind {
+    fn name(self) -> &'static str {
+        match self {
+            BackendKind::None => "none",
+            BackendKind::Vmx => "vmx (Intel VT-x, EPT)",
+            BackendKind::Svm => "svm (AMD-V, NPT)",
+        }
+    }
+}
+
+static BACKEND: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(BackendKind::None as u8);
 
 /// Every core after start-up: run the partition configured for it, or idle.
 fn core_main() -> ! {
@@ -160,13 +190,21 @@ fn core_main() -> ! {
         run::halt_forever()
     };
     let boot = bootinfo::get().expect("published before the APs were released");
-    if !BACKEND_VMX.load(core::sync::atomic::Ordering::Relaxed) {
-        run::halt_forever()
-    }
     capabilities::enable_host_xsave();
-    match vmx_core::VmxCore::enable() {
-        Ok(mut backend) => partition::run_core(partition, boot, &mut backend, first_core),
-        Err(()) => error!("cpu {=u32}: cannot enter VMX; partition {=str} not started", cpu.index(), partition.name()),
+    let backend = BACKEND.load(core::sync::atomic::Ordering::Relaxed);
+    let started = if backend == BackendKind::Vmx as u8 {
+        vmx_core::VmxCore::enable().map(|mut b| partition::run_core(partition, boot, &mut b, first_core))
+    } else if backend == BackendKind::Svm as u8 {
+        svm_core::SvmCore::enable().map(|mut b| partition::run_core(partition, boot, &mut b, first_core))
+    } else {
+        run::halt_forever()
+    };
+    if started.is_err() {
+        error!(
+            "cpu {=u32}: cannot turn virtualization on; partition {=str} not started",
+            cpu.index(),
+            partition.name()
+        );
     }
     run::halt_forever()
 }

@@ -1,12 +1,14 @@
 //! The MSRs a partition may touch beyond those its MSR bitmap passes through.
 //!
-//! Passed through without exits (see `vmx_core.rs`): the syscall and segment-base MSRs,
-//! TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS: the backend requires those controls),
-//! IA32_TSC for reading, and the partition's own local APIC
-//! in x2APIC mode (timer, TSC deadline, EOI, TPR, LVTs...) except ICR writes, which are
-//! checked here. Everything else exits here and is answered from this explicit list; anything not
-//! on it is refused with #GP.
+//! Passed through without exits (see `address_space.rs`): the syscall and segment-base
+//! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB), IA32_TSC for reading,
+//! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
+//! deadline, EOI, TPR, LVTs...) except ICR writes and the LVTs with a delivery mode, which
+//! are checked here. Without an x2APIC every x2APIC MSR exits and `apic_access.rs` performs
+//! it on the xAPIC. Everything else exits here and is answered from this explicit list;
+//! anything not on it is refused with #GP.
 
+use crate::apic_access;
 use crate::config::SYSTEM;
 use crate::partition::Partition;
 use defmt::warn;
@@ -66,8 +68,10 @@ fn hardware(msr: u32) -> u64 {
 /// Answers an intercepted RDMSR; `None` means #GP.
 pub fn read(msr: u32) -> Option<u64> {
     match msr {
-        // The partition's own local APIC base, as the hardware has it (x2APIC enabled).
-        IA32_APIC_BASE => Some(hardware(IA32_APIC_BASE)),
+        // The partition's own local APIC base, in x2APIC mode (emulated or real).
+        IA32_APIC_BASE => Some(apic_base()),
+        msr if apic_access::X2APIC_MSRS.contains(&msr) => apic_access::read(msr),
+        apic_access::TSC_DEADLINE if tsc_deadline() => Some(hardware(msr)),
         // Locked, VMX disabled: partitions cannot nest.
         IA32_FEATURE_CONTROL => Some(1),
         IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST | IA32_MISC_ENABLE => Some(hardware(msr)),
@@ -75,7 +79,20 @@ pub fn read(msr: u32) -> Option<u64> {
     }
 }
 
-const X2APIC_ICR: u32 = 0x830;
+const X2APIC_ICR: u32 = apic_access::ICR;
+
+/// IA32_APIC_BASE as partitions see it: enabled, in x2APIC mode (SDM 11.12.1), at the
+/// hardware's base.
+fn apic_base() -> u64 {
+    const ENABLE: u64 = 1 << 11;
+    const EXTD: u64 = 1 << 10;
+    hardware(IA32_APIC_BASE) | ENABLE | EXTD
+}
+
+/// Whether the CPU has the TSC-deadline timer mode (CPUID.1:ECX[24]).
+fn tsc_deadline() -> bool {
+    core::arch::x86_64::__cpuid(1).ecx & (1 << 24) != 0
+}
 /// LVT registers with a delivery-mode field (CMCI, thermal, performance, LINT0, LINT1,
 /// error): written through `lvt_write`, never directly.
 const X2APIC_LVT_WITH_MODE: [u32; 6] = [0x82f, 0x833, 0x834, 0x835, 0x836, 0x837];
@@ -86,7 +103,13 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
         X2APIC_ICR => send_ipi(partition, value),
         msr if X2APIC_LVT_WITH_MODE.contains(&msr) => lvt_write(partition, msr, value),
         // Only rewriting the current value (no relocation, no mode change).
-        IA32_APIC_BASE => value == hardware(IA32_APIC_BASE),
+        IA32_APIC_BASE => value == apic_base(),
+        msr if apic_access::X2APIC_MSRS.contains(&msr) => apic_access::write(msr, value),
+        apic_access::TSC_DEADLINE if tsc_deadline() => {
+            // SAFETY: the TSC deadline of this core's APIC timer, which the partition owns.
+            unsafe { Msr::new(msr).write(value) };
+            true
+        }
         // Cache attributes stay as the firmware set them for the whole board.
         IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST => true,
         _ => false,
@@ -163,13 +186,7 @@ fn send_ipi(partition: &Partition, icr: u64) -> bool {
         }
         return true;
     }
-    if !crate::smp::x2apic() {
-        warn!("partition {=str}: IPI refused: the hypervisor's APIC is not in x2APIC mode", partition.name());
-        return false;
-    }
-    // SAFETY: a checked IPI to the partition's own core, in x2APIC mode.
-    unsafe { Msr::new(X2APIC_ICR).write(icr) };
-    true
+    apic_access::write(X2APIC_ICR, icr)
 }
 
 /// An LVT write (SDM 11.5.1): only fixed delivery (mode 000) or masked entries. NMI, SMI,
@@ -190,12 +207,7 @@ fn lvt_write(partition: &Partition, msr: u32, value: u64) -> bool {
         }
         return false;
     }
-    if !crate::smp::x2apic() {
-        return false;
-    }
-    // SAFETY: a fixed-mode or masked LVT entry of the partition's own core.
-    unsafe { Msr::new(msr).write(value) };
-    true
+    apic_access::write(msr, value)
 }
 
 /// Returns this core's partition-visible state to its power-on shape before a partition
@@ -204,20 +216,18 @@ fn lvt_write(partition: &Partition, msr: u32, value: u64) -> bool {
 /// partition must not take its previous run's timer into the fresh payload.
 pub fn reset_core_state() {
     const MASKED: u64 = 1 << 16;
-    if crate::smp::x2apic() {
-        // SAFETY: this core's own x2APIC registers, which the partition on it owns.
-        unsafe {
-            for lvt in [0x82f, 0x832, 0x833, 0x834, 0x835, 0x836, 0x837] {
-                Msr::new(lvt).write(MASKED);
-            }
-            Msr::new(0x838).write(0); // timer initial count
-            Msr::new(0x6e0).write(0); // TSC deadline
-            // One EOI per in-service vector (ISR, 0x810..=0x817).
-            let in_service: u32 = (0x810..=0x817).map(|r| (Msr::new(r).read() as u32).count_ones()).sum();
-            for _ in 0..in_service {
-                Msr::new(0x80b).write(0);
-            }
-        }
+    for lvt in [0x82f, 0x832, 0x833, 0x834, 0x835, 0x836, 0x837] {
+        apic_access::write(lvt, MASKED);
+    }
+    apic_access::write(0x838, 0); // timer initial count
+    if tsc_deadline() {
+        // SAFETY: this core's TSC deadline, which the partition on it owns.
+        unsafe { Msr::new(apic_access::TSC_DEADLINE).write(0) };
+    }
+    // One EOI per in-service vector (ISR, 0x810..=0x817).
+    let in_service: u32 = (0x810..=0x817).map(|r| (apic_access::read(r).unwrap_or(0) as u32).count_ones()).sum();
+    for _ in 0..in_service {
+        apic_access::write(apic_access::EOI, 0);
     }
     if crate::capabilities::host_xsave_enabled() {
         // SAFETY: x87 only is always a valid XCR0.

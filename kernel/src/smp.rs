@@ -91,6 +91,11 @@ fn remember_apic(apic: &LocalApic) {
     }
 }
 
+/// Physical base of the xAPIC page (meaningful in xAPIC mode only).
+pub fn xapic_base() -> u64 {
+    XAPIC_BASE.load(Ordering::Relaxed)
+}
+
 /// This CPU's local APIC, enabled at start-up.
 fn this_apic() -> LocalApic {
     let mode = if x2apic() { Mode::X2Apic } else { Mode::XApic { base: XAPIC_BASE.load(Ordering::Relaxed) } };

@@ -1,20 +1,19 @@
 //! VT-x on this core: VMXON, the partition's EPT and intercept bitmaps (built once per
 //! partition from the configuration), and the [`Backend`] over a `bulkhead_vmx::Vcpu`.
 
+use crate::address_space::{self, BuildOnce};
 use crate::backend::Backend;
 use crate::partition::Partition;
 use crate::percpu::{self, MAX_CPUS};
-use bulkhead_board::tables::{Access, MAX_PARTITIONS};
-use bulkhead_virt::bitmap::{IoPermissions, MsrPermissions};
+use bulkhead_board::tables::MAX_PARTITIONS;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::GuestRegisters;
 use bulkhead_virt::guest_state::{GuestEntry, OptionalInstructions};
-use bulkhead_virt::slat::{ArrayPool, Attributes, Ept, MemoryType, Slat};
+use bulkhead_virt::slat::Ept;
 use bulkhead_vmx::Page;
 use bulkhead_vmx::vmcs::{HostState, SetupError, Vcpu, VcpuSetup};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU8, Ordering};
-use defmt::{error, info};
+use defmt::error;
 use x86_64::instructions::tables::{sgdt, sidt};
 
 /// EPT tables per partition: PML4 + PDPT + a PD per GiB + PTs for 4 KiB-mapped regions.
@@ -36,7 +35,7 @@ struct CorePages {
 
 struct Pages<T, const N: usize>(UnsafeCell<[T; N]>);
 // SAFETY: each entry is used by one owner: a core's pages by that core, a partition's by
-// its boot core while building (then only read by hardware), guarded by `BUILT`.
+// the one core `BUILT` lets build them (then only read by hardware).
 unsafe impl<T, const N: usize> Sync for Pages<T, N> {}
 
 static PARTITION_PAGES: Pages<PartitionPages, MAX_PARTITIONS> = Pages(UnsafeCell::new(
@@ -52,123 +51,19 @@ static PARTITION_PAGES: Pages<PartitionPages, MAX_PARTITIONS> = Pages(UnsafeCell
 static CORE_PAGES: Pages<CorePages, MAX_CPUS> =
     Pages(UnsafeCell::new([const { CorePages { vmxon: Page::zeroed(), vmcs: Page::zeroed() } }; MAX_CPUS]));
 
-const NOT_BUILT: u8 = 0;
-const BUILDING: u8 = 1;
-const BUILT: u8 = 2;
-const FAILED: u8 = 3;
-static STATE: [AtomicU8; MAX_PARTITIONS] = [const { AtomicU8::new(NOT_BUILT) }; MAX_PARTITIONS];
-static EPT_ROOT: [core::sync::atomic::AtomicU64; MAX_PARTITIONS] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_PARTITIONS];
-
-fn attributes(access: Access, memory_type: MemoryType) -> Attributes {
-    Attributes { read: access.read, write: access.write, execute: access.execute, memory_type }
-}
+static BUILT: BuildOnce = BuildOnce::new();
 
 /// Builds the partition's EPT and bitmaps once; every core of the partition uses them.
 fn build_partition(partition: &Partition) -> Result<u64, ()> {
-    let id = partition.config().id.0 as usize;
-    loop {
-        match STATE[id].compare_exchange(NOT_BUILT, BUILDING, Ordering::Acquire, Ordering::Acquire) {
-            Ok(_) => break,
-            Err(BUILT) => return Ok(EPT_ROOT[id].load(Ordering::Acquire)),
-            Err(FAILED) => return Err(()),
-            Err(_) => core::hint::spin_loop(),
-        }
-    }
-    match build_tables(partition, id) {
-        Ok(root) => {
-            EPT_ROOT[id].store(root, Ordering::Release);
-            STATE[id].store(BUILT, Ordering::Release);
-            Ok(root)
-        }
-        Err(()) => {
-            STATE[id].store(FAILED, Ordering::Release);
-            Err(())
-        }
-    }
-}
-
-/// The partition's EPT and bitmaps; the caller holds the BUILDING state.
-fn build_tables(partition: &Partition, id: usize) -> Result<u64, ()> {
-    // SAFETY: the caller won the BUILDING state: the only writer of this partition's pages.
-    let pages = unsafe { &mut (*PARTITION_PAGES.0.get())[id] };
-    let mut pool = ArrayPool::new(&mut pages.ept);
-    let mut ept = Slat::<Ept>::new(&mut pool).map_err(|_| ())?;
-    let config = partition.config();
-    for region in config.memory {
-        ept.map(
-            &mut pool,
-            region.guest_base,
-            region.host_base,
-            region.size,
-            attributes(region.access, MemoryType::WriteBack),
-            region.large_pages,
-        )
-        .map_err(|e| error!("partition {=str}: EPT: {}", partition.name(), defmt::Debug2Format(&e)))?;
-    }
-    for shared in crate::config::SYSTEM.shared_memory {
-        for sharer in shared.sharers.iter().filter(|s| s.partition == config.id) {
-            ept.map(
-                &mut pool,
-                sharer.guest_base,
-                shared.host.base,
-                shared.host.size,
-                attributes(sharer.access, MemoryType::WriteBack),
-                false,
-            )
-            .map_err(|e| error!("partition {=str}: EPT: {}", partition.name(), defmt::Debug2Format(&e)))?;
-        }
-    }
-    let mut io = IoPermissions::new();
-    let mut mmio_count = 0;
-    for device in config.devices.iter().map(|d| &crate::config::SYSTEM.board.devices[d.0 as usize]) {
-        if device.pci.is_some() {
-            // A PCI function can master the bus: without DMA remapping it could write any
-            // memory. Legacy port/MMIO devices (no bus mastering) are fine.
-            error!(
-                "partition {=str}: PCI device {=str} needs the IOMMU (VT-d), which Bulkhead does not drive yet; not assigned",
-                partition.name(),
-                device.name
-            );
-            return Err(());
-        }
-        for ports in device.io_ports {
-            io.allow(ports.base, ports.count).map_err(|_| ())?;
-        }
-        for range in device.mmio.iter().chain(device.bars.iter().filter(|b| b.memory).map(|b| &b.range)) {
-            let all = Access { read: true, write: true, execute: false };
-            ept.map(&mut pool, range.base, range.base, range.size, attributes(all, MemoryType::Uncacheable), false)
-                .map_err(|e| error!("partition {=str}: EPT: {}", partition.name(), defmt::Debug2Format(&e)))?;
-            mmio_count += 1;
-        }
-    }
-    io.vmx_bitmaps(&mut pages.io_bitmap_a.0, &mut pages.io_bitmap_b.0);
-    let mut msrs = MsrPermissions::new();
-    for &msr in crate::msr::PASS_THROUGH {
-        msrs.allow_read(msr).map_err(|_| ())?;
-        msrs.allow_write(msr).map_err(|_| ())?;
-    }
-    for &msr in crate::msr::READ_ONLY {
-        msrs.allow_read(msr).map_err(|_| ())?;
-    }
-    if crate::smp::x2apic() {
-        for msr in crate::msr::X2APIC_READ.chain(core::iter::once(0x6e0)) {
-            msrs.allow_read(msr).map_err(|_| ())?;
-        }
-        for &msr in crate::msr::X2APIC_WRITE {
-            msrs.allow_write(msr).map_err(|_| ())?;
-        }
-    }
-    msrs.vmx_bitmap(&mut pages.msr_bitmap.0);
-    let root = ept.root();
-    info!(
-        "partition {=str}: EPT root {=u64:#x}, {=usize} regions, {=usize} device MMIO ranges",
-        partition.name(),
-        root,
-        config.memory.len(),
-        mmio_count
-    );
-    Ok(root)
+    BUILT.get(partition, || {
+        let id = partition.config().id.0 as usize;
+        // SAFETY: `BuildOnce` runs this on one core only: the only writer of these pages.
+        let pages = unsafe { &mut (*PARTITION_PAGES.0.get())[id] };
+        let (root, io) = address_space::build::<Ept>(partition, &mut pages.ept)?;
+        io.vmx_bitmaps(&mut pages.io_bitmap_a.0, &mut pages.io_bitmap_b.0);
+        address_space::msr_permissions(&[])?.vmx_bitmap(&mut pages.msr_bitmap.0);
+        Ok(root)
+    })
 }
 
 /// The VT-x backend of this core.

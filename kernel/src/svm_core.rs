@@ -1,0 +1,149 @@
+//! AMD SVM on this core: EFER.SVME and the host save area, the partition's NPT and
+//! permission maps (built once per partition from the configuration, by the same code as
+//! the EPT: `address_space.rs`), and the [`Backend`] over a `bulkhead_svm::vcpu::Vcpu`.
+
+use crate::address_space::{self, BuildOnce};
+use crate::backend::Backend;
+use crate::partition::Partition;
+use crate::percpu::{self, MAX_CPUS};
+use bulkhead_board::tables::MAX_PARTITIONS;
+use bulkhead_svm::enable::Features;
+use bulkhead_svm::vcpu::{SetupError, Vcpu, VcpuSetup};
+use bulkhead_svm::vmcb::Vmcb;
+use bulkhead_svm::{IoPermissionMap, MsrPermissionMap, Page};
+use bulkhead_virt::exit::Exit;
+use bulkhead_virt::guest_state::{GuestEntry, GuestRegisters, OptionalInstructions};
+use bulkhead_virt::slat::Npt;
+use core::cell::UnsafeCell;
+use defmt::error;
+
+/// NPT tables per partition: PML4 + PDPT + a PD per GiB + PTs for 4 KiB-mapped regions.
+const NPT_TABLES: usize = 32;
+
+#[repr(C, align(4096))]
+struct PartitionPages {
+    npt: [[u64; 512]; NPT_TABLES],
+    iopm: IoPermissionMap,
+    msrpm: MsrPermissionMap,
+}
+
+#[repr(C, align(4096))]
+struct CorePages {
+    host_save: Page,
+    guest: Vmcb,
+    host: Vmcb,
+}
+
+struct Pages<T, const N: usize>(UnsafeCell<[T; N]>);
+// SAFETY: each entry is used by one owner: a core's pages by that core, a partition's by
+// the one core `BUILT` lets build them (then only read by hardware).
+unsafe impl<T, const N: usize> Sync for Pages<T, N> {}
+
+static PARTITION_PAGES: Pages<PartitionPages, MAX_PARTITIONS> = Pages(UnsafeCell::new(
+    [const {
+        PartitionPages {
+            npt: [[0; 512]; NPT_TABLES],
+            iopm: IoPermissionMap::zeroed(),
+            msrpm: MsrPermissionMap::zeroed(),
+        }
+    }; MAX_PARTITIONS],
+));
+static CORE_PAGES: Pages<CorePages, MAX_CPUS> = Pages(UnsafeCell::new(
+    [const { CorePages { host_save: Page::zeroed(), guest: Vmcb::zeroed(), host: Vmcb::zeroed() } }; MAX_CPUS],
+));
+static BUILT: BuildOnce = BuildOnce::new();
+
+/// Builds the partition's NPT and permission maps once; every core of the partition uses
+/// them.
+fn build_partition(partition: &Partition) -> Result<u64, ()> {
+    BUILT.get(partition, || {
+        let id = partition.config().id.0 as usize;
+        // SAFETY: `BuildOnce` runs this on one core only: the only writer of these pages.
+        let pages = unsafe { &mut (*PARTITION_PAGES.0.get())[id] };
+        let (root, io) = address_space::build::<Npt>(partition, &mut pages.npt)?;
+        io.svm_iopm(&mut pages.iopm.0);
+        address_space::msr_permissions(&[])?.svm_msrpm(&mut pages.msrpm.0);
+        Ok(root)
+    })
+}
+
+/// The SVM backend of this core.
+pub struct SvmCore {
+    features: Features,
+    vcpu: Option<Vcpu>,
+}
+
+impl SvmCore {
+    /// Turns SVM on for this core.
+    pub fn enable() -> Result<Self, ()> {
+        let index = percpu::current_index() as usize;
+        // SAFETY: this core's own host save page, used for nothing else; interrupts are off
+        // in the hypervisor.
+        let result = unsafe { bulkhead_svm::enable::enable(&mut (*CORE_PAGES.0.get())[index].host_save) };
+        match result {
+            Ok(features) => Ok(SvmCore { features, vcpu: None }),
+            Err(e) => {
+                error!("cpu {=usize}: cannot turn SVM on: {}", index, defmt::Debug2Format(&e));
+                Err(())
+            }
+        }
+    }
+
+    fn vcpu(&mut self) -> &mut Vcpu {
+        self.vcpu.as_mut().expect("started before use")
+    }
+}
+
+impl Backend for SvmCore {
+    fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()> {
+        if let Some(vcpu) = self.vcpu.as_mut() {
+            vcpu.reset(entry);
+            return Ok(());
+        }
+        let root = build_partition(partition)?;
+        let id = partition.config().id.0 as usize;
+        // SAFETY: the partition's pages are built and from now on only read.
+        let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
+        let setup =
+            VcpuSetup { npt_root: root, asid: id as u32 + 1, iopm: pages.iopm.address(), msrpm: pages.msrpm.address() };
+        let index = percpu::current_index() as usize;
+        // SAFETY: this core's VMCBs, used by this vCPU only.
+        let core = unsafe { &mut (*CORE_PAGES.0.get())[index] };
+        // SAFETY: SVM is on (`enable`), and every page in `setup` and both VMCBs are static.
+        let vcpu = unsafe { Vcpu::new(&mut core.guest, &mut core.host, &setup, &self.features, entry) }
+            .map_err(|e| report_setup(partition, e))?;
+        self.vcpu = Some(vcpu);
+        Ok(())
+    }
+
+    fn run(&mut self) -> (Exit, u64) {
+        let vcpu = self.vcpu();
+        let exit = vcpu.run();
+        (exit, vcpu.rip())
+    }
+
+    fn registers(&mut self) -> &mut GuestRegisters {
+        self.vcpu().registers()
+    }
+
+    fn skip_instruction(&mut self) {
+        self.vcpu().skip_instruction()
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.vcpu().inject_exception(vector, error_code)
+    }
+
+    fn guest_cr4(&mut self) -> u64 {
+        self.vcpu().guest_cr4()
+    }
+
+    fn optional_instructions(&mut self) -> OptionalInstructions {
+        // Not intercepted: the guest executes them natively where the CPU has them.
+        OptionalInstructions { rdtscp: true, invpcid: true, xsaves: true }
+    }
+}
+
+fn report_setup(partition: &Partition, e: SetupError) {
+    error!("partition {=str}: cannot set up the SVM vCPU: {}", partition.name(), defmt::Debug2Format(&e));
+}
