@@ -41,18 +41,27 @@ pub enum Emulator {
     QemuBios,
     /// QEMU q35 with TCG and OVMF (UEFI).
     QemuUefi,
+    /// QEMU q35 with TCG and SeaBIOS, CPU model `EPYC`: AMD SVM with NPT as a named
+    /// server part offers it (no VGIF), the second SVM configuration every scenario runs on.
+    QemuEpyc,
     /// Bochs 2.7, `corei7_skylake_x`: Intel VT-x with EPT.
     Bochs,
 }
 
 impl Emulator {
-    pub const ALL: [Emulator; 3] = [Emulator::QemuBios, Emulator::QemuUefi, Emulator::Bochs];
+    pub const ALL: [Emulator; 4] = [Emulator::QemuBios, Emulator::QemuUefi, Emulator::QemuEpyc, Emulator::Bochs];
+
+    /// Whether this is one of the QEMU machines.
+    pub fn is_qemu(self) -> bool {
+        matches!(self, Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc)
+    }
 
     /// A short name for file names and messages.
     pub fn slug(self) -> &'static str {
         match self {
             Emulator::QemuBios => "qemu-bios",
             Emulator::QemuUefi => "qemu-uefi",
+            Emulator::QemuEpyc => "qemu-epyc",
             Emulator::Bochs => "bochs",
         }
     }
@@ -60,7 +69,7 @@ impl Emulator {
     /// A generous default deadline for a whole run (boot included) on a slow, busy machine.
     pub fn default_timeout(self) -> Duration {
         match self {
-            Emulator::QemuBios => Duration::from_secs(60),
+            Emulator::QemuBios | Emulator::QemuEpyc => Duration::from_secs(60),
             Emulator::QemuUefi => Duration::from_secs(90),
             Emulator::Bochs => Duration::from_secs(120),
         }
@@ -70,7 +79,7 @@ impl Emulator {
     /// runs it (QEMU q35 or the Bochs PC), relative to the workspace root.
     pub fn default_config(self) -> &'static str {
         match self {
-            Emulator::QemuBios | Emulator::QemuUefi => bulkhead_board::DEFAULT_SYSTEM,
+            Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc => bulkhead_board::DEFAULT_SYSTEM,
             Emulator::Bochs => "board/systems/demo-bochs.toml",
         }
     }
@@ -78,8 +87,8 @@ impl Emulator {
     /// How the emulator exits when the kernel ends a run (with `exit=emulator`).
     pub fn expected_exit(self, success: bool) -> Exit {
         match (self, success) {
-            (Emulator::QemuBios | Emulator::QemuUefi, true) => Exit::Code(QEMU_STATUS_SUCCESS),
-            (Emulator::QemuBios | Emulator::QemuUefi, false) => Exit::Code(QEMU_STATUS_FAILURE),
+            (Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc, true) => Exit::Code(QEMU_STATUS_SUCCESS),
+            (Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc, false) => Exit::Code(QEMU_STATUS_FAILURE),
             // Magic breakpoint, then the debugger script's `q`.
             (Emulator::Bochs, true) => Exit::Code(0),
             // "Shutdown" written to the Bochs shutdown port.
@@ -91,9 +100,10 @@ impl Emulator {
     /// there. The ISO must be at `dir/`[`ISO_FILE`].
     pub fn command(self, cpus: u8, dir: &Path) -> std::io::Result<Command> {
         match self {
-            Emulator::QemuBios | Emulator::QemuUefi => {
+            Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc => {
                 let mut cmd = Command::new("qemu-system-x86_64");
-                cmd.args(qemu_args(self == Emulator::QemuUefi, cpus));
+                let model = if self == Emulator::QemuEpyc { "EPYC" } else { "max" };
+                cmd.args(qemu_args(self == Emulator::QemuUefi, model, cpus));
                 Ok(cmd)
             }
             Emulator::Bochs => {
@@ -120,6 +130,7 @@ impl fmt::Display for Emulator {
         f.write_str(match self {
             Emulator::QemuBios => "QEMU (q35, TCG, SeaBIOS)",
             Emulator::QemuUefi => "QEMU (q35, TCG, OVMF UEFI)",
+            Emulator::QemuEpyc => "QEMU (q35, TCG, SeaBIOS, EPYC)",
             Emulator::Bochs => "Bochs (corei7_skylake_x)",
         })
     }
@@ -153,14 +164,14 @@ impl fmt::Display for Exit {
 }
 
 /// QEMU arguments (after the program name).
-pub fn qemu_args(uefi: bool, cpus: u8) -> Vec<String> {
+pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8) -> Vec<String> {
     let mut args: Vec<String> = [
         "-M",
         "q35",
         "-accel",
         "tcg",
         "-cpu",
-        "max",
+        cpu_model,
         "-smp",
         &cpus.to_string(),
         "-m",
@@ -249,7 +260,7 @@ mod tests {
 
     #[test]
     fn qemu_bios_command_line() {
-        let args = qemu_args(false, 4);
+        let args = qemu_args(false, "max", 4);
         assert_eq!(arg_after(&args, "-M"), "q35");
         assert_eq!(arg_after(&args, "-accel"), "tcg");
         assert_eq!(arg_after(&args, "-cpu"), "max");
@@ -263,7 +274,7 @@ mod tests {
 
     #[test]
     fn qemu_uefi_uses_ovmf() {
-        let args = qemu_args(true, 1);
+        let args = qemu_args(true, "max", 1);
         assert_eq!(arg_after(&args, "-bios"), OVMF);
         assert_eq!(arg_after(&args, "-smp"), "1");
     }

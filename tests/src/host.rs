@@ -22,7 +22,7 @@ impl Purpose {
     /// What running `emulator` needs (the image included).
     pub fn for_emulator(emulator: Emulator) -> &'static [Purpose] {
         match emulator {
-            Emulator::QemuBios => &[Purpose::Image, Purpose::Qemu],
+            Emulator::QemuBios | Emulator::QemuEpyc => &[Purpose::Image, Purpose::Qemu],
             Emulator::QemuUefi => &[Purpose::Image, Purpose::Qemu, Purpose::QemuUefi],
             Emulator::Bochs => &[Purpose::Image, Purpose::Bochs],
         }

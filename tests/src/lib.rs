@@ -21,3 +21,35 @@ pub use console::{Level, Line};
 pub use emulator::{Emulator, Exit};
 pub use outcome::{Expectations, Outcome};
 pub use run::{HarnessError, Report, Run};
+
+/// Defines one HIL scenario and a test of it per backend and CPU: VT-x in Bochs
+/// `corei7_skylake_x` (`vmx_bochs`), SVM in QEMU TCG `-cpu max` (`svm_qemu_max`) and
+/// `-cpu EPYC` (`svm_qemu_epyc`). The body gets the emulator and builds its run with
+/// [`Run::scenario`], so the same configuration, guests and expectations apply to all.
+#[macro_export]
+macro_rules! every_backend {
+    ($(#[$meta:meta])* fn $name:ident($emulator:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn scenario($emulator: $crate::Emulator) $body
+
+            #[test]
+            fn vmx_bochs() {
+                scenario($crate::Emulator::Bochs)
+            }
+
+            #[test]
+            fn svm_qemu_max() {
+                scenario($crate::Emulator::QemuBios)
+            }
+
+            #[test]
+            fn svm_qemu_epyc() {
+                scenario($crate::Emulator::QemuEpyc)
+            }
+        }
+    };
+}

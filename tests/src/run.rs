@@ -137,6 +137,20 @@ impl Run {
         self
     }
 
+    /// Boots the system in `path` (relative to the workspace root) on this run's emulator,
+    /// whichever board family the file names: the board is swapped for the same-shaped one
+    /// of the emulator's family (`bochs-pc` <-> `qemu-q35`, and the test boards
+    /// `boards/bochs-pc-Ncpu.toml` <-> `boards/qemu-q35-Ncpu.toml`). One scenario thus runs
+    /// on every backend: VT-x in Bochs, SVM in QEMU.
+    pub fn scenario(mut self, path: impl AsRef<Path>) -> Self {
+        let source = kernel::workspace_root().join(path);
+        self.config = match adapt_to_emulator(&source, self.emulator) {
+            Ok(adapted) => adapted,
+            Err(e) => panic!("HIL harness error: cannot adapt {} to {}: {e}", source.display(), self.emulator),
+        };
+        self
+    }
+
     /// Uses this already built kernel image instead of building one for the configuration.
     pub fn kernel(mut self, image: kernel::KernelImage) -> Self {
         self.kernel = Some(image);
@@ -555,4 +569,39 @@ mod tests {
         let msg = msg.downcast_ref::<String>().unwrap();
         assert!(msg.contains("TIMED OUT"), "{msg}");
     }
+}
+
+/// Writes `source` with its board swapped for the emulator's family (see [`Run::scenario`])
+/// under `target/bulkhead-configs/`, and returns that file. Relative board paths become
+/// absolute (the copy lives elsewhere); the payloads are `@guests/` names, which resolve
+/// anywhere. The file is replaced atomically: parallel tests may adapt the same scenario.
+fn adapt_to_emulator(source: &Path, emulator: Emulator) -> std::io::Result<PathBuf> {
+    let (from, to) = if emulator.is_qemu() { ("bochs-pc", "qemu-q35") } else { ("qemu-q35", "bochs-pc") };
+    let text = std::fs::read_to_string(source)?;
+    let dir = source.parent().unwrap_or(Path::new("."));
+    let mut adapted = String::new();
+    for line in text.lines() {
+        match line.strip_prefix("board = \"").and_then(|rest| rest.strip_suffix('"')) {
+            Some(board) => {
+                let board = board.replace(from, to);
+                let board = if board.contains('/') { dir.join(&board).display().to_string() } else { board };
+                adapted.push_str(&format!("board = {board:?}\n"));
+            }
+            None => {
+                adapted.push_str(line);
+                adapted.push('\n');
+            }
+        }
+    }
+    let out_dir = kernel::target_dir().join("bulkhead-configs");
+    std::fs::create_dir_all(&out_dir)?;
+    let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
+    let family = if emulator.is_qemu() { "qemu" } else { "bochs" };
+    let out = out_dir.join(format!("{stem}.{family}.toml"));
+    static TEMPORARY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = TEMPORARY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = out_dir.join(format!("{stem}.{family}.{}-{unique}.tmp", std::process::id()));
+    std::fs::write(&temporary, adapted)?;
+    std::fs::rename(&temporary, &out)?;
+    Ok(out)
 }

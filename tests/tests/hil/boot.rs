@@ -11,15 +11,21 @@ fn boots_on(emulator: Emulator) {
             "capabilities: vendor=intel vmx=true svm=false ept_npt=true unrestricted_guest=true vpid=true \
              apic_register_virtualization=true virtual_interrupt_delivery=true posted_interrupts=false x2apic=true"
         }
-        Emulator::QemuBios | Emulator::QemuUefi => {
+        Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc => {
             "capabilities: vendor=amd vmx=false svm=true ept_npt=true unrestricted_guest=true vpid=false \
              apic_register_virtualization=false virtual_interrupt_delivery=false posted_interrupts=false \
              x2apic=false nrips=false asids=16"
         }
     };
+    let backend = if emulator == Emulator::Bochs {
+        "backend: vmx (Intel VT-x, EPT)"
+    } else {
+        "backend: svm (AMD-V, NPT) (partitions' x2APIC emulated on the xAPIC)"
+    };
     Run::new(emulator)
         .cpus(2)
         .expect(format!("[cpu0 INFO ] {capabilities}"))
+        .expect(backend)
         .expect("memory map: ")
         .expect("paging: audit ok")
         .expect("board check: ok")
@@ -33,6 +39,11 @@ fn boots_on(emulator: Emulator) {
 #[test]
 fn boot_qemu_bios() {
     boots_on(Emulator::QemuBios);
+}
+
+#[test]
+fn boot_qemu_epyc() {
+    boots_on(Emulator::QemuEpyc);
 }
 
 #[test]
