@@ -1,7 +1,8 @@
-//! Partitions run under VT-x (Bochs `corei7_skylake_x`), each on its own core, each with
-//! its own console.
+//! Partitions run, each on its own cores, each with its own console: under VT-x (Bochs
+//! `corei7_skylake_x`) and, for the scenarios defined with `every_backend!`, under SVM
+//! (QEMU `-cpu max` and `EPYC`) too.
 
-use bulkhead_tests::{Emulator, Run};
+use bulkhead_tests::{Emulator, Run, every_backend};
 
 /// The Bochs demo: "control" on core 1 and "telemetry" on core 0 both run their payloads
 /// under EPT; control runs a periodic x2APIC timer loop without VM exits for the timer;
@@ -27,26 +28,51 @@ fn vmx_two_partitions_run_and_print() {
     assert!(control.ends_with("msr 0, cpuid 0, other 0"), "timer or EOI caused exits: {control}");
 }
 
-/// An SMP partition: its first vCPU starts, the second waits in the hypervisor until the
-/// partition sends it INIT and a start-up IPI (through its x2APIC ICR), then runs the
-/// partition's real-mode trampoline into 64-bit code and counts. CPUID's core-level count
-/// is the partition's two cores, and OSXSAVE reflects the guest's CR4 (not the
-/// hypervisor's, which has it set).
+/// The QEMU demo under SVM: the same two partitions, the x2APIC timer loop running on the
+/// xAPIC that QEMU TCG has (the hypervisor performs the partition's x2APIC MSRs there). The
+/// timer interrupts still reach the guest without an exit; its EOIs and timer set-up are
+/// the only MSR exits.
 #[test]
-fn vmx_smp_partition_brings_up_second_vcpu() {
-    Run::new(Emulator::Bochs)
+fn svm_two_partitions_run_and_print() {
+    let report = Run::new(Emulator::QemuBios)
         .cpus(2)
-        .config("tests/configs/bochs-smp.toml")
-        .expect("partition smp: vcpu on cpu 1 waits for INIT/SIPI from the partition")
-        .expect("partition smp: starting on cpu 0 at 0x100000")
-        .expect("partition smp: vcpu on cpu 1 starts at 0x10000 (start-up IPI)")
-        .expect("[cpu1 INFO ] [smp] smp: second vcpu running")
-        .expect("[smp] smp: second vcpu counts")
-        .expect("[smp] smp: cpuid: level type 2 counts 2, osxsave=false")
-        .expect("partition smp: reports PASS")
+        .expect("backend: svm (AMD-V, NPT) (partitions' x2APIC emulated on the xAPIC)")
+        .expect("partition control: starting on cpu 1 at 0x100000")
+        .expect("partition telemetry: starting on cpu 0 at 0x100000")
+        .expect("[cpu1 INFO ] [control] started; periodic x2APIC timer, vector 0x40")
+        // Reported every 100 ticks; the count printed depends on QEMU's timing.
+        .expect("[cpu1 INFO ] [control] timer tick ")
+        .expect("[cpu0 INFO ] [telemetry] started; cpuid hypervisor=true vmx=false")
+        .expect("partition telemetry: reports PASS")
+        .expect("partition control: exits: total")
         .forbid(": fault #")
-        .execute()
-        .assert_passed();
+        .execute();
+    report.assert_passed();
+    let control = report.lines.iter().map(|l| l.to_string()).find(|l| l.contains("partition control: exits:")).unwrap();
+    assert!(control.ends_with("cpuid 0, other 0"), "unexpected exits: {control}");
+}
+
+every_backend! {
+    /// An SMP partition: its first vCPU starts, the second waits in the hypervisor until the
+    /// partition sends it INIT and a start-up IPI (through its x2APIC ICR), then runs the
+    /// partition's real-mode trampoline into 64-bit code and counts. CPUID's core-level count
+    /// is the partition's two cores, and OSXSAVE reflects the guest's CR4 (not the
+    /// hypervisor's, which has it set).
+    fn smp_partition_brings_up_second_vcpu(emulator) {
+        Run::new(emulator)
+            .cpus(2)
+            .scenario("tests/configs/bochs-smp.toml")
+            .expect("partition smp: vcpu on cpu 1 waits for INIT/SIPI from the partition")
+            .expect("partition smp: starting on cpu 0 at 0x100000")
+            .expect("partition smp: vcpu on cpu 1 starts at 0x10000 (start-up IPI)")
+            .expect("[cpu1 INFO ] [smp] smp: second vcpu running")
+            .expect("[smp] smp: second vcpu counts")
+            .expect("[smp] smp: cpuid: level type 2 counts 2, osxsave=false")
+            .expect("partition smp: reports PASS")
+            .forbid(": fault #")
+            .execute()
+            .assert_passed();
+    }
 }
 
 /// A partition on the boot CPU with interrupts enabled takes its own x2APIC timer and
@@ -72,76 +98,81 @@ fn vmx_boot_cpu_partition_gets_only_its_own_timer() {
     assert!(exits.ends_with("msr 0, cpuid 0, other 0"), "the timer caused exits: {exits}");
 }
 
-/// A 32-bit ELF with a multiboot1 header starts in 32-bit protected mode with EAX =
-/// 0x2BADB002 and EBX pointing at an information structure that has a memory map.
-#[test]
-fn vmx_multiboot1_payload_starts_in_protected_mode() {
-    Run::new(Emulator::Bochs)
-        .cpus(2)
-        .config("tests/configs/bochs-mb1.toml")
-        .expect("partition mb1: starting on cpu 0 at 0x10000c")
-        .expect("[cpu0 INFO ] [mb1] multiboot1: protected mode, magic ok, memory map present")
-        .expect("partition mb1: reports PASS")
-        .forbid(": fault #")
-        .execute()
-        .assert_passed();
+every_backend! {
+    /// A 32-bit ELF with a multiboot1 header starts in 32-bit protected mode with EAX =
+    /// 0x2BADB002 and EBX pointing at an information structure that has a memory map.
+    fn multiboot1_payload_starts_in_protected_mode(emulator) {
+        Run::new(emulator)
+            .cpus(2)
+            .scenario("tests/configs/bochs-mb1.toml")
+            .expect("partition mb1: starting on cpu 0 at 0x10000c")
+            .expect("[cpu0 INFO ] [mb1] multiboot1: protected mode, magic ok, memory map present")
+            .expect("partition mb1: reports PASS")
+            .forbid(": fault #")
+            .execute()
+            .assert_passed();
+    }
 }
 
-/// Fault containment across cores: the "smp" partition's second vCPU (cpu 2) triple-faults
-/// while its first (cpu 1) computes without ever leaving its guest. The hypervisor must
-/// take cpu 1 out of its guest (an NMI) and park it before the restart zeroes the memory;
-/// after the restart both vCPUs run again, the second fault uses up `max_restarts = 1` and
-/// halts the partition, and the witness on cpu 0 runs on untouched to its PASS.
-#[test]
-fn vmx_fault_on_one_vcpu_stops_the_whole_partition() {
-    let report = Run::new(Emulator::Bochs)
-        .cpus(3)
-        .config("tests/configs/bochs-smp-fault.toml")
-        .switch("witness:cycles=12000000")
-        .expect("[cpu1 INFO ] [smp] smp: first vcpu computes until the partition is stopped")
-        .expect("[cpu2 INFO ] [smp] smp: second vcpu triple-faulting")
-        .expect("partition smp: fault #1: triple fault on cpu 2 at guest rip")
-        .expect("partition smp: vcpu on cpu 1 stopped by NMI at guest rip")
-        .expect("partition smp: all 1 other vcpus stopped")
-        .expect("partition smp: restart 1 of 1 (memory zeroed, payload reloaded)")
-        .expect("partition smp: fault #2: triple fault on cpu 2 at guest rip")
-        .expect("partition smp: halted (restart limit reached); other partitions keep running")
-        .expect("[witness] witness: alive, cycle 12000000, canary intact")
-        .expect("partition witness: reports PASS")
-        .forbid("fault #3")
-        .forbid("while the partition is already stopping")
-        .forbid("did not stop within")
-        .allow_errors()
-        .execute();
-    report.assert_passed();
-    let text: Vec<String> = report.lines.iter().map(|l| l.to_string()).collect();
-    let position = |needle: &str| text.iter().position(|l| l.contains(needle));
-    let count = |needle: &str| text.iter().filter(|l| l.contains(needle)).count();
-    // Each run: the first vCPU was computing in its guest and left it only by the NMI,
-    // after the fault and before the policy.
-    assert_eq!(count("smp: first vcpu computes until the partition is stopped"), 2, "{}", report.diagnostic());
-    assert_eq!(count("partition smp: vcpu on cpu 1 stopped by NMI"), 2, "{}", report.diagnostic());
-    assert_eq!(count("[smp] smp: second vcpu running"), 2, "{}", report.diagnostic());
-    let fault = position("partition smp: fault #1").unwrap();
-    let parked = position("partition smp: vcpu on cpu 1 stopped by NMI").unwrap();
-    let restart = position("partition smp: restart 1 of 1").unwrap();
-    let reload = text.iter().rposition(|l| l.contains("partition smp: starting on cpu 1")).unwrap();
-    assert!(fault < parked && parked < restart && restart < reload, "wrong order:\n{}", report.diagnostic());
+every_backend! {
+    /// Fault containment across cores: the "smp" partition's second vCPU (cpu 2) triple-faults
+    /// while its first (cpu 1) computes without ever leaving its guest. The hypervisor must
+    /// take cpu 1 out of its guest (an NMI) and park it before the restart zeroes the memory;
+    /// after the restart both vCPUs run again, the second fault uses up `max_restarts = 1` and
+    /// halts the partition, and the witness on cpu 0 runs on untouched to its PASS.
+    fn fault_on_one_vcpu_stops_the_whole_partition(emulator) {
+        // Long enough for both runs of "smp" (QEMU runs the witness far faster).
+        let cycles: u64 = if emulator.is_qemu() { 400_000_000 } else { 12_000_000 };
+        let report = Run::new(emulator)
+            .cpus(3)
+            .scenario("tests/configs/bochs-smp-fault.toml")
+            .switch(format!("witness:cycles={cycles}"))
+            .expect("[cpu1 INFO ] [smp] smp: first vcpu computes until the partition is stopped")
+            .expect("[cpu2 INFO ] [smp] smp: second vcpu triple-faulting")
+            .expect("partition smp: fault #1: triple fault on cpu 2 at guest rip")
+            .expect("partition smp: vcpu on cpu 1 stopped by NMI at guest rip")
+            .expect("partition smp: all 1 other vcpus stopped")
+            .expect("partition smp: restart 1 of 1 (memory zeroed, payload reloaded)")
+            .expect("partition smp: fault #2: triple fault on cpu 2 at guest rip")
+            .expect("partition smp: halted (restart limit reached); other partitions keep running")
+            .expect(format!("[witness] witness: alive, cycle {cycles}, canary intact"))
+            .expect("partition witness: reports PASS")
+            .forbid("fault #3")
+            .forbid("while the partition is already stopping")
+            .forbid("did not stop within")
+            .allow_errors()
+            .execute();
+        report.assert_passed();
+        let text: Vec<String> = report.lines.iter().map(|l| l.to_string()).collect();
+        let position = |needle: &str| text.iter().position(|l| l.contains(needle));
+        let count = |needle: &str| text.iter().filter(|l| l.contains(needle)).count();
+        // Each run: the first vCPU was computing in its guest and left it only by the NMI,
+        // after the fault and before the policy.
+        assert_eq!(count("smp: first vcpu computes until the partition is stopped"), 2, "{}", report.diagnostic());
+        assert_eq!(count("partition smp: vcpu on cpu 1 stopped by NMI"), 2, "{}", report.diagnostic());
+        assert_eq!(count("[smp] smp: second vcpu running"), 2, "{}", report.diagnostic());
+        let fault = position("partition smp: fault #1").unwrap();
+        let parked = position("partition smp: vcpu on cpu 1 stopped by NMI").unwrap();
+        let restart = position("partition smp: restart 1 of 1").unwrap();
+        let reload = text.iter().rposition(|l| l.contains("partition smp: starting on cpu 1")).unwrap();
+        assert!(fault < parked && parked < restart && restart < reload, "wrong order:\n{}", report.diagnostic());
+    }
 }
 
-/// A flat binary is copied to its configured `entry` and started there in 64-bit mode,
-/// with its command line (configured words plus `flat:` words from the hypervisor's
-/// command line) in RDI.
-#[test]
-fn vmx_flat_payload_starts_at_its_entry() {
-    Run::new(Emulator::Bochs)
-        .cpus(2)
-        .config("tests/configs/bochs-flat.toml")
-        .switch("flat:and-the-board")
-        .expect("partition flat: starting on cpu 0 at 0x200000")
-        .expect("[cpu0 INFO ] [flat] flat: 64-bit mode at its entry, command line: hello from the config and-the-board")
-        .expect("partition flat: reports PASS")
-        .forbid(": fault #")
-        .execute()
-        .assert_passed();
+every_backend! {
+    /// A flat binary is copied to its configured `entry` and started there in 64-bit mode,
+    /// with its command line (configured words plus `flat:` words from the hypervisor's
+    /// command line) in RDI.
+    fn flat_payload_starts_at_its_entry(emulator) {
+        Run::new(emulator)
+            .cpus(2)
+            .scenario("tests/configs/bochs-flat.toml")
+            .switch("flat:and-the-board")
+            .expect("partition flat: starting on cpu 0 at 0x200000")
+            .expect("[cpu0 INFO ] [flat] flat: 64-bit mode at its entry, command line: hello from the config and-the-board")
+            .expect("partition flat: reports PASS")
+            .forbid(": fault #")
+            .execute()
+            .assert_passed();
+    }
 }
