@@ -17,7 +17,8 @@
 //! flag before its next entry, but if it had checked just before the NMI it enters the
 //! guest once more. The leader therefore repeats the NMI every millisecond until the
 //! sibling reports parked. (On SVM the hypervisor runs with GIF clear, so such an NMI stays
-//! pending and causes an exit right after the next VMRUN.)
+//! pending and causes an exit right after the next VMRUN; an intercepted NMI stays pending
+//! too, so after an NMI exit the backend briefly sets GIF to let the host handler take it.)
 
 use crate::percpu::PerCpu;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
