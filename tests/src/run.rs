@@ -507,6 +507,41 @@ impl Report {
     }
 }
 
+/// Writes `source` with its board swapped for the emulator's family (see [`Run::scenario`])
+/// under `target/bulkhead-configs/`, and returns that file. Relative board paths become
+/// absolute (the copy lives elsewhere); the payloads are `@guests/` names, which resolve
+/// anywhere. The file is replaced atomically: parallel tests may adapt the same scenario.
+fn adapt_to_emulator(source: &Path, emulator: Emulator) -> std::io::Result<PathBuf> {
+    let (from, to) = if emulator.is_qemu() { ("bochs-pc", "qemu-q35") } else { ("qemu-q35", "bochs-pc") };
+    let text = std::fs::read_to_string(source)?;
+    let dir = source.parent().unwrap_or(Path::new("."));
+    let mut adapted = String::new();
+    for line in text.lines() {
+        match line.strip_prefix("board = \"").and_then(|rest| rest.strip_suffix('"')) {
+            Some(board) => {
+                let board = board.replace(from, to);
+                let board = if board.contains('/') { dir.join(&board).display().to_string() } else { board };
+                adapted.push_str(&format!("board = {board:?}\n"));
+            }
+            None => {
+                adapted.push_str(line);
+                adapted.push('\n');
+            }
+        }
+    }
+    let out_dir = kernel::target_dir().join("bulkhead-configs");
+    std::fs::create_dir_all(&out_dir)?;
+    let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
+    let family = if emulator.is_qemu() { "qemu" } else { "bochs" };
+    let out = out_dir.join(format!("{stem}.{family}.toml"));
+    static TEMPORARY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = TEMPORARY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = out_dir.join(format!("{stem}.{family}.{}-{unique}.tmp", std::process::id()));
+    std::fs::write(&temporary, adapted)?;
+    std::fs::rename(&temporary, &out)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,39 +604,18 @@ mod tests {
         let msg = msg.downcast_ref::<String>().unwrap();
         assert!(msg.contains("TIMED OUT"), "{msg}");
     }
-}
 
-/// Writes `source` with its board swapped for the emulator's family (see [`Run::scenario`])
-/// under `target/bulkhead-configs/`, and returns that file. Relative board paths become
-/// absolute (the copy lives elsewhere); the payloads are `@guests/` names, which resolve
-/// anywhere. The file is replaced atomically: parallel tests may adapt the same scenario.
-fn adapt_to_emulator(source: &Path, emulator: Emulator) -> std::io::Result<PathBuf> {
-    let (from, to) = if emulator.is_qemu() { ("bochs-pc", "qemu-q35") } else { ("qemu-q35", "bochs-pc") };
-    let text = std::fs::read_to_string(source)?;
-    let dir = source.parent().unwrap_or(Path::new("."));
-    let mut adapted = String::new();
-    for line in text.lines() {
-        match line.strip_prefix("board = \"").and_then(|rest| rest.strip_suffix('"')) {
-            Some(board) => {
-                let board = board.replace(from, to);
-                let board = if board.contains('/') { dir.join(&board).display().to_string() } else { board };
-                adapted.push_str(&format!("board = {board:?}\n"));
-            }
-            None => {
-                adapted.push_str(line);
-                adapted.push('\n');
-            }
-        }
+    #[test]
+    fn scenario_board_follows_the_emulator() {
+        let dir = crate::kernel::target_dir().join("bulkhead-configs-test");
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("scenario.toml");
+        std::fs::write(&source, "name = \"s\"\nboard = \"bochs-pc\"\n[hypervisor]\n").unwrap();
+        let qemu = std::fs::read_to_string(adapt_to_emulator(&source, Emulator::QemuBios).unwrap()).unwrap();
+        assert!(qemu.contains("board = \"qemu-q35\"\n") && qemu.starts_with("name = \"s\"\n"), "{qemu}");
+        std::fs::write(&source, "board = \"boards/qemu-q35-3cpu.toml\"\n").unwrap();
+        let bochs = std::fs::read_to_string(adapt_to_emulator(&source, Emulator::Bochs).unwrap()).unwrap();
+        let expected = format!("board = {:?}\n", dir.join("boards/bochs-pc-3cpu.toml").display().to_string());
+        assert_eq!(bochs, expected);
     }
-    let out_dir = kernel::target_dir().join("bulkhead-configs");
-    std::fs::create_dir_all(&out_dir)?;
-    let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
-    let family = if emulator.is_qemu() { "qemu" } else { "bochs" };
-    let out = out_dir.join(format!("{stem}.{family}.toml"));
-    static TEMPORARY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let unique = TEMPORARY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temporary = out_dir.join(format!("{stem}.{family}.{}-{unique}.tmp", std::process::id()));
-    std::fs::write(&temporary, adapted)?;
-    std::fs::rename(&temporary, &out)?;
-    Ok(out)
 }
