@@ -7,6 +7,7 @@ use crate::partition::Partition;
 use bulkhead_board::tables::{Access, MAX_PARTITIONS};
 use bulkhead_virt::bitmap::{IoPermissions, MsrPermissions};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, MemoryType, Slat};
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use defmt::{error, info};
 
@@ -102,6 +103,13 @@ pub fn msr_permissions(exclude: &[u32]) -> Result<MsrPermissions, ()> {
     }
     Ok(msrs)
 }
+
+/// Static hardware pages with one owner each: a core's pages used by that core only, a
+/// partition's written by the one core [`BuildOnce`] lets build them and afterwards only
+/// read by the hardware. The backends keep their VMCS/VMCB and tables in these.
+pub struct Owned<T, const N: usize>(pub UnsafeCell<[T; N]>);
+// SAFETY: see the type's documentation: every entry has a single writer.
+unsafe impl<T, const N: usize> Sync for Owned<T, N> {}
 
 const NOT_BUILT: u8 = 0;
 const BUILDING: u8 = 1;

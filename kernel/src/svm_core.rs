@@ -2,7 +2,7 @@
 //! permission maps (built once per partition from the configuration, by the same code as
 //! the EPT: `address_space.rs`), and the [`Backend`] over a `bulkhead_svm::vcpu::Vcpu`.
 
-use crate::address_space::{self, BuildOnce};
+use crate::address_space::{self, BuildOnce, Owned};
 use crate::backend::Backend;
 use crate::partition::Partition;
 use crate::percpu::{self, MAX_CPUS};
@@ -34,12 +34,7 @@ struct CorePages {
     host: Vmcb,
 }
 
-struct Pages<T, const N: usize>(UnsafeCell<[T; N]>);
-// SAFETY: each entry is used by one owner: a core's pages by that core, a partition's by
-// the one core `BUILT` lets build them (then only read by hardware).
-unsafe impl<T, const N: usize> Sync for Pages<T, N> {}
-
-static PARTITION_PAGES: Pages<PartitionPages, MAX_PARTITIONS> = Pages(UnsafeCell::new(
+static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell::new(
     [const {
         PartitionPages {
             npt: [[0; 512]; NPT_TABLES],
@@ -48,7 +43,7 @@ static PARTITION_PAGES: Pages<PartitionPages, MAX_PARTITIONS> = Pages(UnsafeCell
         }
     }; MAX_PARTITIONS],
 ));
-static CORE_PAGES: Pages<CorePages, MAX_CPUS> = Pages(UnsafeCell::new(
+static CORE_PAGES: Owned<CorePages, MAX_CPUS> = Owned(UnsafeCell::new(
     [const { CorePages { host_save: Page::zeroed(), guest: Vmcb::zeroed(), host: Vmcb::zeroed() } }; MAX_CPUS],
 ));
 static BUILT: BuildOnce = BuildOnce::new();

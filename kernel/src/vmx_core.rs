@@ -1,7 +1,7 @@
 //! VT-x on this core: VMXON, the partition's EPT and intercept bitmaps (built once per
 //! partition from the configuration), and the [`Backend`] over a `bulkhead_vmx::Vcpu`.
 
-use crate::address_space::{self, BuildOnce};
+use crate::address_space::{self, BuildOnce, Owned};
 use crate::backend::Backend;
 use crate::partition::Partition;
 use crate::percpu::{self, MAX_CPUS};
@@ -33,12 +33,7 @@ struct CorePages {
     vmcs: Page,
 }
 
-struct Pages<T, const N: usize>(UnsafeCell<[T; N]>);
-// SAFETY: each entry is used by one owner: a core's pages by that core, a partition's by
-// the one core `BUILT` lets build them (then only read by hardware).
-unsafe impl<T, const N: usize> Sync for Pages<T, N> {}
-
-static PARTITION_PAGES: Pages<PartitionPages, MAX_PARTITIONS> = Pages(UnsafeCell::new(
+static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell::new(
     [const {
         PartitionPages {
             ept: [[0; 512]; EPT_TABLES],
@@ -48,8 +43,8 @@ static PARTITION_PAGES: Pages<PartitionPages, MAX_PARTITIONS> = Pages(UnsafeCell
         }
     }; MAX_PARTITIONS],
 ));
-static CORE_PAGES: Pages<CorePages, MAX_CPUS> =
-    Pages(UnsafeCell::new([const { CorePages { vmxon: Page::zeroed(), vmcs: Page::zeroed() } }; MAX_CPUS]));
+static CORE_PAGES: Owned<CorePages, MAX_CPUS> =
+    Owned(UnsafeCell::new([const { CorePages { vmxon: Page::zeroed(), vmcs: Page::zeroed() } }; MAX_CPUS]));
 
 static BUILT: BuildOnce = BuildOnce::new();
 

@@ -37,61 +37,17 @@ pub mod vcpu;
 pub mod vmcb;
 
 /// A 4 KiB-aligned page: the per-core host save area (VM_HSAVE_PA, APM 15.30.4).
-#[repr(C, align(4096))]
-pub struct Page(pub [u8; 4096]);
-
-impl Page {
-    pub const fn zeroed() -> Self {
-        Page([0; 4096])
-    }
-
-    /// Physical address (the hypervisor runs identity-mapped).
-    pub fn address(&self) -> u64 {
-        self.0.as_ptr() as u64
-    }
-}
+pub use bulkhead_virt::pages::Page;
 
 /// The I/O permissions map: 12 KiB, physically contiguous and 4 KiB aligned, one bit per
-/// port, a set bit intercepts (APM 15.10.1). Fill it with
-/// `bulkhead_virt::bitmap::IoPermissions::svm_iopm`.
-#[repr(C, align(4096))]
-pub struct IoPermissionMap(pub [u8; IoPermissionMap::SIZE]);
-
-impl IoPermissionMap {
-    /// Size in bytes (APM 15.10.1: 12 KiB; the last bits cover accesses that wrap past port 0xFFFF).
-    pub const SIZE: usize = 3 * 4096;
-
-    /// A map with no port intercepted; set the bits of the ports that must exit.
-    pub const fn zeroed() -> Self {
-        IoPermissionMap([0; Self::SIZE])
-    }
-
-    /// Physical address for IOPM_BASE_PA.
-    pub fn address(&self) -> u64 {
-        self.0.as_ptr() as u64
-    }
-}
+/// port, a set bit intercepts (APM 15.10.1; the last bits cover accesses that wrap past
+/// port 0xFFFF). Fill it with `bulkhead_virt::bitmap::IoPermissions::svm_iopm`.
+pub type IoPermissionMap = bulkhead_virt::pages::Pages<{ 3 * 4096 }>;
 
 /// The MSR permissions map: 8 KiB, physically contiguous and 4 KiB aligned, two bits (read,
 /// write) per MSR of three ranges, a set bit intercepts (APM 15.11). Fill it with
 /// `bulkhead_virt::bitmap::MsrPermissions::svm_msrpm`.
-#[repr(C, align(4096))]
-pub struct MsrPermissionMap(pub [u8; MsrPermissionMap::SIZE]);
-
-impl MsrPermissionMap {
-    /// Size in bytes (APM 15.11: 8 KiB).
-    pub const SIZE: usize = 2 * 4096;
-
-    /// A map with no MSR intercepted; set the bits of the accesses that must exit.
-    pub const fn zeroed() -> Self {
-        MsrPermissionMap([0; Self::SIZE])
-    }
-
-    /// Physical address for MSRPM_BASE_PA.
-    pub fn address(&self) -> u64 {
-        self.0.as_ptr() as u64
-    }
-}
+pub type MsrPermissionMap = bulkhead_virt::pages::Pages<{ 2 * 4096 }>;
 
 const _: () = {
     assert!(core::mem::size_of::<Page>() == 4096 && core::mem::align_of::<Page>() == 4096);

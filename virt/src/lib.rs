@@ -13,6 +13,7 @@
 //! | [`elf`] | ELF64 / ELF32 payload loading, multiboot1 header discovery |
 //! | [`multiboot1`] | the multiboot1 information structure handed to guests in EBX |
 //! | [`guest_paging`] | identity-mapping long-mode page tables and a flat GDT for guests |
+//! | [`pages`] | page-aligned buffers the hardware reads by physical address |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
@@ -28,6 +29,7 @@ pub mod elf;
 pub mod exit;
 pub mod guest_paging;
 pub mod guest_state;
+pub mod pages;
 pub mod memory;
 pub mod multiboot1;
 pub mod slat;

@@ -12,16 +12,4 @@ pub mod vmcs;
 pub mod vmxon;
 
 /// A 4 KiB-aligned page, for the VMXON region, VMCS and bitmaps.
-#[repr(C, align(4096))]
-pub struct Page(pub [u8; 4096]);
-
-impl Page {
-    pub const fn zeroed() -> Self {
-        Page([0; 4096])
-    }
-
-    /// Physical address (the hypervisor runs identity-mapped).
-    pub fn address(&self) -> u64 {
-        self.0.as_ptr() as u64
-    }
-}
+pub use bulkhead_virt::pages::Page;
