@@ -29,9 +29,9 @@ pub mod elf;
 pub mod exit;
 pub mod guest_paging;
 pub mod guest_state;
-pub mod pages;
 pub mod memory;
 pub mod multiboot1;
+pub mod pages;
 pub mod slat;
 
 #[cfg(test)]
