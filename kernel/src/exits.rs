@@ -111,7 +111,7 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, rip: u64, exit
                 Action::InjectGp
             }
         }
-        Exit::Hypercall => Action::InjectUd,
+        Exit::Hypercall | Exit::VirtualizationInstruction => Action::InjectUd,
         Exit::Hlt => Action::Resume { skip: true },
         Exit::NestedPageFault { gpa, .. } if (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa) => {
             Action::Fault(Fault::XapicMmio { gpa })

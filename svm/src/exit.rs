@@ -70,9 +70,8 @@ fn io(info1: u64) -> Option<PortAccess> {
 /// (with RAX already copied from the save area: CPUID, WRMSR and XSETBV take operands
 /// from it).
 ///
-/// The SVM instructions (VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA) are
-/// intercepted but have no neutral variant: they come out as [`Exit::Unhandled`] with
-/// their exit code, like every code not named here. A failed VMRUN (`VMEXIT_INVALID`)
+/// The SVM instructions (VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA) come out as
+/// [`Exit::VirtualizationInstruction`]. A failed VMRUN (`VMEXIT_INVALID`)
 /// comes out as `Unhandled { reason: u32::MAX, .. }`, as a failed VM entry does on VMX.
 pub fn decode(control: &ControlArea, registers: &GuestRegisters) -> Exit {
     let (exit_code, info1, info2) = (control.exit_code, control.exit_info1, control.exit_info2);
@@ -99,6 +98,8 @@ pub fn decode(control: &ControlArea, registers: &GuestRegisters) -> Exit {
             Exit::NestedPageFault { gpa: info2, access: AccessKind { read: !write && !execute, write, execute } }
         }
         code::INVALID => Exit::Unhandled { reason: u32::MAX, qualification: info1 },
+        // VMMCALL (0x81, inside this range) is matched above as the hypercall.
+        code::INVLPGA | code::VMRUN..=code::SKINIT => Exit::VirtualizationInstruction,
         _ => unhandled,
     }
 }
@@ -229,10 +230,11 @@ mod tests {
     }
 
     #[test]
-    fn svm_instructions_and_failures_are_unhandled() {
+    fn svm_instructions_are_virtualization_instructions_and_failures_unhandled() {
         for c in [code::VMRUN, code::VMLOAD, code::VMSAVE, code::STGI, code::CLGI, code::SKINIT, code::INVLPGA] {
-            assert_eq!(no_registers(c, 0, 0), Exit::Unhandled { reason: c as u32, qualification: 0 });
+            assert_eq!(no_registers(c, 0, 0), Exit::VirtualizationInstruction, "code {c:#x}");
         }
+        assert_eq!(no_registers(code::VMMCALL, 0, 0), Exit::Hypercall);
         assert_eq!(no_registers(code::INVALID, 0, 0), Exit::Unhandled { reason: u32::MAX, qualification: 0 });
         assert_eq!(no_registers(0x6e, 0, 0), Exit::Unhandled { reason: 0x6e, qualification: 0 });
     }

@@ -61,6 +61,10 @@ pub enum Exit {
     },
     /// VMCALL / VMMCALL.
     Hypercall,
+    /// Another instruction of the virtualization extensions (VMX: VMXON, VMLAUNCH, VMREAD,
+    /// INVEPT...; SVM: VMRUN, VMLOAD, STGI, INVLPGA...). Partitions cannot nest and CPUID
+    /// hides the extensions, so the answer is #UD, as on a CPU without them.
+    VirtualizationInstruction,
     /// An access to guest-physical memory the partition has no (such) mapping for.
     NestedPageFault {
         /// The guest-physical address.

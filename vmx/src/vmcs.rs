@@ -418,6 +418,8 @@ impl Vcpu {
             10 => Exit::Cpuid { leaf: r.rax as u32, subleaf: r.rcx as u32 },
             12 => Exit::Hlt,
             18 => Exit::Hypercall,
+            // VMCLEAR..VMXON, INVEPT, INVVPID, VMFUNC (SDM Appendix C).
+            19..=27 | 50 | 53 | 59 => Exit::VirtualizationInstruction,
             30 => Exit::Io(PortAccess {
                 port: (qualification >> 16) as u16,
                 size: (qualification & 7) as u8 + 1,
