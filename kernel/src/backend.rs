@@ -9,8 +9,11 @@ use bulkhead_virt::guest_state::{GuestEntry, OptionalInstructions};
 pub trait Backend {
     /// (Re)starts the vCPU of `partition` on this core at `entry`.
     fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()>;
-    /// Runs the guest to its next exit; returns the exit and the guest RIP at that point.
-    fn run(&mut self) -> (Exit, u64);
+    /// Runs the guest to its next exit.
+    fn run(&mut self) -> Exit;
+    /// The guest RIP at the last exit (read only when a log line or fault needs it: the
+    /// common exits do not).
+    fn rip(&mut self) -> u64;
     fn registers(&mut self) -> &mut GuestRegisters;
     fn skip_instruction(&mut self);
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);

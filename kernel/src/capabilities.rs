@@ -43,10 +43,10 @@ pub fn probe() -> CpuReport {
     } else {
         None
     };
-    CpuReport {
-        vendor: Vendor::from_leaf0(raw.vendor[0], raw.vendor[1], raw.vendor[2]),
-        caps: Capabilities::decode(&raw, vmx.as_ref()),
-    }
+    let vendor = Vendor::from_leaf0(raw.vendor[0], raw.vendor[1], raw.vendor[2]);
+    AMD.store(vendor == Vendor::Amd, core::sync::atomic::Ordering::Relaxed);
+    TSC_DEADLINE.store(raw.leaf1_ecx & (1 << 24) != 0, core::sync::atomic::Ordering::Relaxed);
+    CpuReport { vendor, caps: Capabilities::decode(&raw, vmx.as_ref()) }
 }
 
 impl CpuReport {
@@ -89,8 +89,16 @@ pub fn host_xsave_enabled() -> bool {
     HOST_XSAVE.load(core::sync::atomic::Ordering::Relaxed)
 }
 
-/// Whether this is an AMD CPU (CPUID vendor "AuthenticAMD").
+static AMD: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static TSC_DEADLINE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether this is an AMD CPU (recorded by [`probe`], so exit handlers need no CPUID).
 pub fn is_amd() -> bool {
-    let leaf0 = core::arch::x86_64::__cpuid(0);
-    [leaf0.ebx, leaf0.edx, leaf0.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]
+    AMD.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether the local APIC timer has TSC-deadline mode (CPUID.1:ECX[24], recorded by
+/// [`probe`]).
+pub fn has_tsc_deadline() -> bool {
+    TSC_DEADLINE.load(core::sync::atomic::Ordering::Relaxed)
 }

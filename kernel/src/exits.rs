@@ -51,17 +51,16 @@ impl RateLimit {
     }
 }
 
-pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, rip: u64, exit: Exit) -> Action {
-    if let Exit::Cpuid { leaf, subleaf } = exit {
-        cpuid(partition, backend, leaf, subleaf);
-        return Action::Resume { skip: true };
-    }
-    let regs = backend.registers();
+pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) -> Action {
     match exit {
-        Exit::Cpuid { .. } => unreachable!("answered above"),
-        Exit::Io(access) => port_access(partition, regs, access),
+        Exit::Cpuid { leaf, subleaf } => {
+            cpuid(partition, backend, leaf, subleaf);
+            Action::Resume { skip: true }
+        }
+        Exit::Io(access) => port_access(partition, backend.registers(), access),
         Exit::MsrRead { msr } => match crate::msr::read(msr) {
             Some(value) => {
+                let regs = backend.registers();
                 regs.rax = value & 0xffff_ffff;
                 regs.rdx = value >> 32;
                 Action::Resume { skip: true }
@@ -72,7 +71,7 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, rip: u64, exit
                         "partition {=str}: rdmsr {=u32:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
                         partition.name(),
                         msr,
-                        rip,
+                        backend.rip(),
                         n
                     );
                 }
@@ -89,7 +88,7 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, rip: u64, exit
                         partition.name(),
                         msr,
                         value,
-                        rip,
+                        backend.rip(),
                         n
                     );
                 }

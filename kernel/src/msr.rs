@@ -71,7 +71,7 @@ pub fn read(msr: u32) -> Option<u64> {
         // The partition's own local APIC base, in x2APIC mode (emulated or real).
         IA32_APIC_BASE => Some(apic_base()),
         msr if apic_access::X2APIC_MSRS.contains(&msr) => apic_access::read(msr),
-        apic_access::TSC_DEADLINE if tsc_deadline() => Some(hardware(msr)),
+        apic_access::TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => Some(hardware(msr)),
         // Locked, VMX disabled: partitions cannot nest.
         IA32_FEATURE_CONTROL => Some(1),
         IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST | IA32_MISC_ENABLE => Some(hardware(msr)),
@@ -89,10 +89,6 @@ fn apic_base() -> u64 {
     hardware(IA32_APIC_BASE) | ENABLE | EXTD
 }
 
-/// Whether the CPU has the TSC-deadline timer mode (CPUID.1:ECX[24]).
-fn tsc_deadline() -> bool {
-    core::arch::x86_64::__cpuid(1).ecx & (1 << 24) != 0
-}
 /// LVT registers with a delivery-mode field (CMCI, thermal, performance, LINT0, LINT1,
 /// error): written through `lvt_write`, never directly.
 const X2APIC_LVT_WITH_MODE: [u32; 6] = [0x82f, 0x833, 0x834, 0x835, 0x836, 0x837];
@@ -105,7 +101,7 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
         // Only rewriting the current value (no relocation, no mode change).
         IA32_APIC_BASE => value == apic_base(),
         msr if apic_access::X2APIC_MSRS.contains(&msr) => apic_access::write(msr, value),
-        apic_access::TSC_DEADLINE if tsc_deadline() => {
+        apic_access::TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => {
             // SAFETY: the TSC deadline of this core's APIC timer, which the partition owns.
             unsafe { Msr::new(msr).write(value) };
             true
@@ -220,7 +216,7 @@ pub fn reset_core_state() {
         apic_access::write(lvt, MASKED);
     }
     apic_access::write(0x838, 0); // timer initial count
-    if tsc_deadline() {
+    if crate::capabilities::has_tsc_deadline() {
         // SAFETY: this core's TSC deadline, which the partition on it owns.
         unsafe { Msr::new(apic_access::TSC_DEADLINE).write(0) };
     }

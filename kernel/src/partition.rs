@@ -23,7 +23,7 @@ use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{EntryMode, GuestEntry};
 use bulkhead_virt::memory::{GuestMemory, RegionMemory};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use defmt::{error, info, warn};
 
 pub const GDT_GPA: u64 = 0x1000;
@@ -162,7 +162,6 @@ pub struct Partition {
     pub containment: Containment,
     restarts: AtomicU32,
     faults: AtomicU32,
-    halted: AtomicBool,
     /// One line buffer per CPU: each vCPU assembles its own lines, so two vCPUs printing
     /// at once give two whole lines, never one interleaved one.
     console: [UnsafeCell<ConsoleLine>; crate::percpu::MAX_CPUS],
@@ -181,7 +180,6 @@ impl Partition {
             containment: Containment::new(),
             restarts: AtomicU32::new(0),
             faults: AtomicU32::new(0),
-            halted: AtomicBool::new(false),
             console: [const { UnsafeCell::new(ConsoleLine { bytes: [0; LINE], len: 0 }) }; crate::percpu::MAX_CPUS],
         }
     }
@@ -492,7 +490,6 @@ impl Partition {
     }
 
     fn halt(&self, why: &str) {
-        self.halted.store(true, Ordering::Release);
         error!("partition {=str}: halted ({=str}); other partitions keep running", self.name(), why);
     }
 }
@@ -658,10 +655,10 @@ fn run_vcpu<B: crate::backend::Backend>(partition: &'static Partition, backend: 
         if partition.containment.stopping() {
             return Stop::Signalled(nmi_rip);
         }
-        let (exit, rip) = backend.run();
-        nmi_rip = matches!(exit, Exit::Nmi).then_some(rip);
+        let exit = backend.run();
+        nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
         partition.exits.count(&exit);
-        match exits::handle(partition, backend, rip, exit) {
+        match exits::handle(partition, backend, exit) {
             Action::Resume { skip } => {
                 if skip {
                     backend.skip_instruction();
@@ -674,7 +671,7 @@ fn run_vcpu<B: crate::backend::Backend>(partition: &'static Partition, backend: 
                 log_exit_counts();
                 if pass { crate::run::succeed() } else { crate::run::fail("a partition reported a failed test") }
             }
-            Action::Fault(fault) => return Stop::Fault(fault, rip),
+            Action::Fault(fault) => return Stop::Fault(fault, backend.rip()),
         }
     }
 }

@@ -111,10 +111,12 @@ impl Backend for SvmCore {
         Ok(())
     }
 
-    fn run(&mut self) -> (Exit, u64) {
-        let vcpu = self.vcpu();
-        let exit = vcpu.run();
-        (exit, vcpu.rip())
+    fn run(&mut self) -> Exit {
+        self.vcpu().run()
+    }
+
+    fn rip(&mut self) -> u64 {
+        self.vcpu().rip()
     }
 
     fn registers(&mut self) -> &mut GuestRegisters {

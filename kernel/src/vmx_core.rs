@@ -122,10 +122,12 @@ impl Backend for VmxCore {
         Ok(())
     }
 
-    fn run(&mut self) -> (Exit, u64) {
-        let vcpu = self.vcpu.as_mut().expect("started before running");
-        let exit = vcpu.run();
-        (exit, vcpu.rip())
+    fn run(&mut self) -> Exit {
+        self.vcpu.as_mut().expect("started before running").run()
+    }
+
+    fn rip(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started before running").rip()
     }
 
     fn registers(&mut self) -> &mut GuestRegisters {
