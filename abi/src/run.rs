@@ -43,6 +43,16 @@ pub const QEMU_STATUS_FAILURE: i32 = ((QEMU_EXIT_FAILURE as i32) << 1) | 1;
 pub const BOCHS_SHUTDOWN_PORT: u16 = 0x8900;
 pub const BOCHS_SHUTDOWN_MAGIC: &[u8] = b"Shutdown";
 
+/// How many magic breakpoints a successful run executes. Bochs also enters its debugger
+/// on each triple fault a partition takes under SVM (before the SHUTDOWN intercept), and
+/// each of those uses one `c` of the debugger script; the script therefore continues up
+/// to [`BOCHS_DEBUGGER_CONTINUES`] times before its `q`, and the kernel breaks more often
+/// than that, so the `q` is always reached on success.
+pub const BOCHS_MAGIC_BREAKS: u32 = 64;
+/// The `c` commands in the harness's Bochs debugger script before its `q`.
+pub const BOCHS_DEBUGGER_CONTINUES: u32 = 32;
+const _: () = assert!(BOCHS_DEBUGGER_CONTINUES < BOCHS_MAGIC_BREAKS);
+
 #[cfg(test)]
 mod tests {
     use super::*;

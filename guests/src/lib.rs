@@ -110,15 +110,46 @@ pub fn parse_u64(text: &str) -> Option<u64> {
     }
 }
 
+pub mod demo_status {
+    //! The demo's "status" shared memory (`board/systems/demo.toml`, at the guest address
+    //! both partitions get on their command line; writable by control only): a magic
+    //! word, then control's timer ticks.
+    use core::ptr::{read_volatile, write_volatile};
+
+    const MAGIC: u64 = 0x7469_636b_7321; // "!sktic"
+
+    /// Control: publishes its tick count in the page at `page`.
+    pub fn publish(page: u64, ticks: u64) {
+        // SAFETY: the configuration maps the shared page read-write in control's memory
+        // at the address its command line names.
+        unsafe {
+            write_volatile((page + 8) as *mut u64, ticks);
+            write_volatile(page as *mut u64, MAGIC);
+        }
+    }
+
+    /// Telemetry: control's tick count, once control has published one.
+    pub fn read(page: u64) -> Option<u64> {
+        // SAFETY: the configuration maps the shared page (read-only) in telemetry's memory
+        // at the address its command line names.
+        let (magic, ticks) = unsafe { (read_volatile(page as *const u64), read_volatile((page + 8) as *const u64)) };
+        (magic == MAGIC).then_some(ticks)
+    }
+}
+
 pub mod gp {
     //! A minimal IDT whose #GP handler skips the faulting 2-byte instruction (RDMSR and
     //! WRMSR are 2 bytes) and counts, so a payload can see that the hypervisor answered an
-    //! access with #GP; plus the local APIC timer and spurious vectors. Every other vector
-    //! is absent: any other exception triple-faults.
+    //! access with #GP; a #UD handler that skips 3-byte instructions the same way (the
+    //! virtualization instructions); plus the local APIC timer and spurious vectors. Every
+    //! other vector is absent: any other exception triple-faults.
     use core::sync::atomic::{AtomicU64, Ordering};
 
     #[unsafe(no_mangle)]
     static GP_COUNT: AtomicU64 = AtomicU64::new(0);
+
+    #[unsafe(no_mangle)]
+    static UD_COUNT: AtomicU64 = AtomicU64::new(0);
 
     #[unsafe(no_mangle)]
     static TIMER_TICKS: AtomicU64 = AtomicU64::new(0);
@@ -137,6 +168,12 @@ pub mod gp {
         add qword ptr [rsp + 8], rax
         pop rax
         lock inc qword ptr [rip + GP_COUNT]
+        iretq
+
+        .global guest_ud_handler
+    guest_ud_handler:
+        add qword ptr [rsp], 3
+        lock inc qword ptr [rip + UD_COUNT]
         iretq
 
         .global guest_timer_handler
@@ -162,6 +199,7 @@ pub mod gp {
 
     unsafe extern "C" {
         fn guest_gp_handler();
+        fn guest_ud_handler();
         fn guest_timer_handler();
         fn guest_spurious_handler();
     }
@@ -210,8 +248,9 @@ pub mod gp {
     struct Idt([u64; 512]);
     static mut IDT: Idt = Idt([0; 512]);
 
-    /// Installs the IDT (64-bit interrupt gate for vector 13, code selector 0x08).
+    /// Installs the IDT (64-bit interrupt gates for vectors 6 and 13, code selector 0x08).
     pub fn install() {
+        set_gate(6, guest_ud_handler as *const () as u64);
         set_gate(13, guest_gp_handler as *const () as u64);
         // SAFETY: single-threaded set-up before any exception can occur.
         unsafe {
@@ -255,6 +294,38 @@ pub mod gp {
         };
         GP_SKIP.store(2, Ordering::SeqCst);
         if count() == before { Ok(()) } else { Err(GeneralProtection) }
+    }
+
+    /// The hypervisor (or the CPU) answered an instruction with an invalid-opcode fault.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct InvalidOpcode;
+
+    /// The three-byte virtualization instructions (0F 01 xx) a partition may try: SVM's
+    /// VMRUN, CLGI and STGI, VT-x's VMLAUNCH and VMXOFF.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum VirtualizationInstruction {
+        Vmrun,
+        Clgi,
+        Stgi,
+        Vmlaunch,
+        Vmxoff,
+    }
+
+    /// Executes `instruction`; `Err` when it raised #UD (the handler skips its 3 bytes).
+    pub fn execute(instruction: VirtualizationInstruction) -> Result<(), InvalidOpcode> {
+        let before = UD_COUNT.load(Ordering::SeqCst);
+        // SAFETY: a partition has no virtualization extensions; a #UD is caught and skipped
+        // by the handler installed above. RAX (VMRUN's operand) points at nothing in use.
+        unsafe {
+            match instruction {
+                VirtualizationInstruction::Vmrun => core::arch::asm!(".byte 0x0f, 0x01, 0xd8", in("rax") 0u64),
+                VirtualizationInstruction::Clgi => core::arch::asm!(".byte 0x0f, 0x01, 0xdd"),
+                VirtualizationInstruction::Stgi => core::arch::asm!(".byte 0x0f, 0x01, 0xdc"),
+                VirtualizationInstruction::Vmlaunch => core::arch::asm!(".byte 0x0f, 0x01, 0xc2"),
+                VirtualizationInstruction::Vmxoff => core::arch::asm!(".byte 0x0f, 0x01, 0xc4"),
+            }
+        }
+        if UD_COUNT.load(Ordering::SeqCst) == before { Ok(()) } else { Err(InvalidOpcode) }
     }
 
     /// WRMSR; `Err` when the hypervisor answered with #GP.

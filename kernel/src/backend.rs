@@ -1,5 +1,5 @@
 //! The one interface between the arch-neutral partition code and a virtualization backend
-//! (VT-x today; SVM next). A backend runs one vCPU on the current core.
+//! (VT-x and SVM). A backend runs one vCPU on the current core.
 
 use crate::partition::Partition;
 use bulkhead_virt::exit::Exit;
@@ -17,8 +17,15 @@ pub trait Backend {
     fn registers(&mut self) -> &mut GuestRegisters;
     fn skip_instruction(&mut self);
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
-    /// The guest's CR4 as the guest sees it (for CPUID's OSXSAVE bit).
+    /// The guest's CR0 and CR4 as the guest sees them (CR4 for CPUID's OSXSAVE bit, CR0
+    /// for the paging check of an EFER write).
+    fn guest_cr0(&mut self) -> u64;
     fn guest_cr4(&mut self) -> u64;
+    /// The guest's EFER as the guest sees it, and setting it for an intercepted WRMSR the
+    /// kernel has validated (`msr::efer_write`). Only SVM intercepts EFER: VMRUN needs
+    /// EFER.SVME in the guest's copy, which the partition must neither clear nor see.
+    fn guest_efer(&mut self) -> u64;
+    fn set_guest_efer(&mut self, value: u64);
     /// The optional instructions the guest may execute (CPUID hides the others).
     fn optional_instructions(&mut self) -> OptionalInstructions;
 }

@@ -46,6 +46,7 @@ pub fn probe() -> CpuReport {
     let vendor = Vendor::from_leaf0(raw.vendor[0], raw.vendor[1], raw.vendor[2]);
     AMD.store(vendor == Vendor::Amd, core::sync::atomic::Ordering::Relaxed);
     TSC_DEADLINE.store(raw.leaf1_ecx & (1 << 24) != 0, core::sync::atomic::Ordering::Relaxed);
+    NX.store(raw.ext1_edx & (1 << 20) != 0, core::sync::atomic::Ordering::Relaxed);
     CpuReport { vendor, caps: Capabilities::decode(&raw, vmx.as_ref()) }
 }
 
@@ -91,6 +92,7 @@ pub fn host_xsave_enabled() -> bool {
 
 static AMD: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 static TSC_DEADLINE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static NX: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Whether this is an AMD CPU (recorded by [`probe`], so exit handlers need no CPUID).
 pub fn is_amd() -> bool {
@@ -101,4 +103,9 @@ pub fn is_amd() -> bool {
 /// [`probe`]).
 pub fn has_tsc_deadline() -> bool {
     TSC_DEADLINE.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether the CPU has no-execute pages (CPUID.8000_0001:EDX[20], recorded by [`probe`]).
+pub fn has_nx() -> bool {
+    NX.load(core::sync::atomic::Ordering::Relaxed)
 }

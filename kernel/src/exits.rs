@@ -58,6 +58,23 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
             Action::Resume { skip: true }
         }
         Exit::Io(access) => port_access(partition, backend.registers(), access),
+        Exit::MsrRead { msr: crate::msr::EFER } => {
+            let value = backend.guest_efer();
+            let regs = backend.registers();
+            regs.rax = value & 0xffff_ffff;
+            regs.rdx = value >> 32;
+            Action::Resume { skip: true }
+        }
+        Exit::MsrWrite { msr: crate::msr::EFER, value } => {
+            let (current, cr0) = (backend.guest_efer(), backend.guest_cr0());
+            match crate::msr::efer_write(current, value, cr0) {
+                Some(efer) => {
+                    backend.set_guest_efer(efer);
+                    Action::Resume { skip: true }
+                }
+                None => refused_write(partition, backend, crate::msr::EFER, value),
+            }
+        }
         Exit::MsrRead { msr } => match crate::msr::read(msr) {
             Some(value) => {
                 let regs = backend.registers();
@@ -82,17 +99,7 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
             if crate::msr::write(partition, msr, value) {
                 Action::Resume { skip: true }
             } else {
-                if let Some(n) = partition.counters.msr.hit() {
-                    warn!(
-                        "partition {=str}: wrmsr {=u32:#x} <- {=u64:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
-                        partition.name(),
-                        msr,
-                        value,
-                        backend.rip(),
-                        n
-                    );
-                }
-                Action::InjectGp
+                refused_write(partition, backend, msr, value)
             }
         }
         Exit::Xsetbv { xcr, value } => {
@@ -110,7 +117,19 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
                 Action::InjectGp
             }
         }
-        Exit::Hypercall | Exit::VirtualizationInstruction => Action::InjectUd,
+        Exit::Hypercall | Exit::VirtualizationInstruction => {
+            if let Some(n) = partition.counters.undefined.hit() {
+                let what = if matches!(exit, Exit::Hypercall) { "hypercall" } else { "virtualization instruction" };
+                warn!(
+                    "partition {=str}: {=str} refused (#UD), rip {=u64:#x} (#{=u32})",
+                    partition.name(),
+                    what,
+                    backend.rip(),
+                    n
+                );
+            }
+            Action::InjectUd
+        }
         Exit::Hlt => Action::Resume { skip: true },
         Exit::NestedPageFault { gpa, .. } if (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa) => {
             Action::Fault(Fault::XapicMmio { gpa })
@@ -137,6 +156,21 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
 /// the fields that describe the APIC ID *layout* (leaf 1 EBX[23:16], leaf 4 EAX[31:26],
 /// the x2APIC ID in leaf 0xB/0x1F EDX) stay as the hardware says; the processor counts
 /// give the partition's cores, one thread per core (see [`extended_topology`]).
+/// A WRMSR the partition may not do: #GP, and a rate-limited log line.
+fn refused_write<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> Action {
+    if let Some(n) = partition.counters.msr.hit() {
+        warn!(
+            "partition {=str}: wrmsr {=u32:#x} <- {=u64:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
+            partition.name(),
+            msr,
+            value,
+            backend.rip(),
+            n
+        );
+    }
+    Action::InjectGp
+}
+
 fn cpuid<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf: u32) {
     const HYPERVISOR_BASE: u32 = 0x4000_0000;
     const CR4_OSXSAVE: u64 = 1 << 18;

@@ -195,7 +195,10 @@ fn core_main() -> ! {
     let started = if backend == BackendKind::Vmx as u8 {
         vmx_core::VmxCore::enable().map(|mut b| partition::run_core(partition, boot, &mut b, first_core))
     } else if backend == BackendKind::Svm as u8 {
-        svm_core::SvmCore::enable().map(|mut b| partition::run_core(partition, boot, &mut b, first_core))
+        svm_core::SvmCore::enable().map(|mut b| {
+            partition::run_core(partition, boot, &mut b, first_core);
+            b.retire()
+        })
     } else {
         run::halt_forever()
     };

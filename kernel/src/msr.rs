@@ -1,7 +1,8 @@
 //! The MSRs a partition may touch beyond those its MSR bitmap passes through.
 //!
 //! Passed through without exits (see `address_space.rs`): the syscall and segment-base
-//! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB), IA32_TSC for reading,
+//! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB; EFER exits on SVM, see
+//! [`efer_write`]), IA32_TSC for reading,
 //! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
 //! deadline, EOI, TPR, LVTs...) except ICR writes and the LVTs with a delivery mode, which
 //! are checked here. Without an x2APIC every x2APIC MSR exits and `apic_access.rs` performs
@@ -21,6 +22,8 @@ const IA32_MISC_ENABLE: u32 = 0x1a0;
 const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
 const IA32_MTRR_FIRST: u32 = 0x200;
 const IA32_MTRR_LAST: u32 = 0x26f;
+/// Extended feature enable register (APM Vol. 2 3.1.7, SDM Vol. 3 2.2.1).
+pub const EFER: u32 = 0xc000_0080;
 
 /// MSRs the guest reads directly (writes exit: a partition must not move the TSC of the
 /// core it shares with the hypervisor).
@@ -30,11 +33,11 @@ pub const READ_ONLY: &[u32] = &[
 
 /// MSRs the guest reads and writes directly (MSR bitmap clear).
 pub const PASS_THROUGH: &[u32] = &[
-    0x174,       // SYSENTER_CS
-    0x175,       // SYSENTER_ESP
-    0x176,       // SYSENTER_EIP
-    0x277,       // PAT
-    0xc000_0080, // EFER
+    0x174, // SYSENTER_CS
+    0x175, // SYSENTER_ESP
+    0x176, // SYSENTER_EIP
+    0x277, // PAT
+    EFER,
     0xc000_0081, // STAR
     0xc000_0082, // LSTAR
     0xc000_0083, // CSTAR
@@ -110,6 +113,27 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
         IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST => true,
         _ => false,
     }
+}
+
+/// A partition's write of `value` to EFER, where the backend intercepts it (SVM): the new
+/// EFER, or `None` for #GP, as WRMSR decides on a CPU without SVM (APM Vol. 2 3.1.7):
+/// only SCE, LME, LMA and NXE (where the CPU has NX) may be set; SVME is refused because
+/// CPUID does not offer SVM to partitions. LME cannot change while paging is on (CR0.PG);
+/// LMA is read-only and keeps its value, whatever is written.
+pub fn efer_write(current: u64, value: u64, cr0: u64) -> Option<u64> {
+    const SCE: u64 = 1 << 0;
+    const LME: u64 = 1 << 8;
+    const LMA: u64 = 1 << 10;
+    const NXE: u64 = 1 << 11;
+    const CR0_PG: u64 = 1 << 31;
+    let nxe = if crate::capabilities::has_nx() { NXE } else { 0 };
+    if value & !(SCE | LME | LMA | nxe) != 0 {
+        return None;
+    }
+    if cr0 & CR0_PG != 0 && (value ^ current) & LME != 0 {
+        return None;
+    }
+    Some((value & !LMA) | (current & LMA))
 }
 
 /// XSETBV on behalf of the guest: XCR0 only, and only values the SDM allows (Vol. 1 13.3):

@@ -112,6 +112,8 @@ pub struct Counters {
     pub port: RateLimit,
     pub msr: RateLimit,
     pub ipi: RateLimit,
+    /// Instructions answered with #UD (virtualization instructions, hypercalls).
+    pub undefined: RateLimit,
 }
 
 /// VM exits of a partition by kind, for the end-of-run report (and the benchmarks).
@@ -175,7 +177,12 @@ impl Partition {
     const fn new(config: &'static tables::Partition) -> Self {
         Partition {
             config,
-            counters: Counters { port: RateLimit::new(), msr: RateLimit::new(), ipi: RateLimit::new() },
+            counters: Counters {
+                port: RateLimit::new(),
+                msr: RateLimit::new(),
+                ipi: RateLimit::new(),
+                undefined: RateLimit::new(),
+            },
             exits: ExitCounts::new(),
             containment: Containment::new(),
             restarts: AtomicU32::new(0),

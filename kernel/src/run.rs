@@ -3,8 +3,8 @@
 //! the last log frame says success or failure, then the emulator is told to exit.
 
 use bulkhead_abi::run::{
-    BOCHS_SHUTDOWN_MAGIC, BOCHS_SHUTDOWN_PORT, QEMU_DEBUG_EXIT_PORT, QEMU_EXIT_FAILURE, QEMU_EXIT_SUCCESS,
-    RUN_END_FAILURE, RUN_END_SUCCESS,
+    BOCHS_MAGIC_BREAKS, BOCHS_SHUTDOWN_MAGIC, BOCHS_SHUTDOWN_PORT, QEMU_DEBUG_EXIT_PORT, QEMU_EXIT_FAILURE,
+    QEMU_EXIT_SUCCESS, RUN_END_FAILURE, RUN_END_SUCCESS,
 };
 use bulkhead_drivers::port::outb;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -67,7 +67,10 @@ fn exit_emulator(success: bool) {
         outb(QEMU_DEBUG_EXIT_PORT, if success { QEMU_EXIT_SUCCESS } else { QEMU_EXIT_FAILURE });
         if success {
             // Bochs magic breakpoint; the harness's debugger script quits with status 0.
-            core::arch::asm!("xchg bx, bx", options(nomem, nostack, preserves_flags));
+            // Repeated: see BOCHS_MAGIC_BREAKS.
+            for _ in 0..BOCHS_MAGIC_BREAKS {
+                core::arch::asm!("xchg bx, bx", options(nomem, nostack, preserves_flags));
+            }
         }
         for &byte in BOCHS_SHUTDOWN_MAGIC {
             outb(BOCHS_SHUTDOWN_PORT, byte);

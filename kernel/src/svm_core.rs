@@ -57,7 +57,8 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         let pages = unsafe { &mut (*PARTITION_PAGES.0.get())[id] };
         let (root, io) = address_space::build::<Npt>(partition, &mut pages.npt)?;
         io.svm_iopm(&mut pages.iopm.0);
-        address_space::msr_permissions(&[])?.svm_msrpm(&mut pages.msrpm.0);
+        // EFER exits: the VMCB's copy must keep SVME, which the partition must not see.
+        address_space::msr_permissions(&[crate::msr::EFER])?.svm_msrpm(&mut pages.msrpm.0);
         Ok(root)
     })
 }
@@ -86,6 +87,17 @@ impl SvmCore {
 
     fn vcpu(&mut self) -> &mut Vcpu {
         self.vcpu.as_mut().expect("started before use")
+    }
+
+    /// This core runs no guest any more (its partition halted for good): lets the host
+    /// take NMIs again. The hypervisor runs with GIF clear, which holds a late NMI (a
+    /// containment signal sent just before the core parked) pending for ever; a pending
+    /// NMI held that way wakes HLT at once on some CPUs (Bochs), so the idle core would
+    /// spin instead of halting.
+    pub fn retire(self) {
+        // SAFETY: SVM is on (this value exists only after `enable`), RFLAGS.IF is clear in
+        // the hypervisor, and the host IDT's NMI handler only returns.
+        unsafe { bulkhead_svm::run::stgi() }
     }
 }
 
@@ -131,8 +143,20 @@ impl Backend for SvmCore {
         self.vcpu().inject_exception(vector, error_code)
     }
 
+    fn guest_cr0(&mut self) -> u64 {
+        self.vcpu().guest_cr0()
+    }
+
     fn guest_cr4(&mut self) -> u64 {
         self.vcpu().guest_cr4()
+    }
+
+    fn guest_efer(&mut self) -> u64 {
+        self.vcpu().guest_efer() & !bulkhead_svm::enable::EFER_SVME
+    }
+
+    fn set_guest_efer(&mut self, value: u64) {
+        self.vcpu().set_guest_efer(value)
     }
 
     fn optional_instructions(&mut self) -> OptionalInstructions {

@@ -142,8 +142,20 @@ impl Backend for VmxCore {
         self.vcpu.as_mut().expect("started").inject_exception(vector, error_code)
     }
 
+    fn guest_cr0(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started").guest_cr0()
+    }
+
     fn guest_cr4(&mut self) -> u64 {
         self.vcpu.as_mut().expect("started").guest_cr4()
+    }
+
+    fn guest_efer(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started").guest_efer()
+    }
+
+    fn set_guest_efer(&mut self, value: u64) {
+        self.vcpu.as_mut().expect("started").set_guest_efer(value)
     }
 
     fn optional_instructions(&mut self) -> OptionalInstructions {

@@ -137,6 +137,16 @@ pub unsafe fn clgi() {
     unsafe { core::arch::asm!("clgi", options(nostack, preserves_flags)) }
 }
 
+/// Sets the global interrupt flag: the host takes NMIs (and, with RFLAGS.IF set,
+/// interrupts) again (15.17).
+///
+/// # Safety
+/// EFER.SVME must be set, and the host's IDT ready for what GIF now lets in.
+pub unsafe fn stgi() {
+    // SAFETY: per the caller. No `nomem`: it must stay ordered with the code around it.
+    unsafe { core::arch::asm!("stgi", options(nostack, preserves_flags)) }
+}
+
 /// Lets the host take an NMI that is pending after an NMI exit, then clears GIF again.
 ///
 /// An intercepted NMI is not consumed by the #VMEXIT: it stays pending, held by GIF = 0

@@ -146,7 +146,7 @@ impl Vcpu {
     }
 
     /// The guest's EFER as the VMCB holds it: EFER.SVME is always set there (VMRUN requires
-    /// it, 15.5.1); a guest that reads EFER without an intercept sees it.
+    /// it, 15.5.1), which is why the kernel intercepts the guest's EFER accesses.
     pub fn guest_efer(&self) -> u64 {
         self.vmcb.save.efer
     }

@@ -9,7 +9,7 @@ use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bulkhead_abi::run::{QEMU_DEBUG_EXIT_PORT, QEMU_STATUS_FAILURE, QEMU_STATUS_SUCCESS};
+use bulkhead_abi::run::{BOCHS_DEBUGGER_CONTINUES, QEMU_DEBUG_EXIT_PORT, QEMU_STATUS_FAILURE, QEMU_STATUS_SUCCESS};
 
 /// OVMF firmware image (Debian package `ovmf`): code and variable store in one file.
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
@@ -17,8 +17,10 @@ pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 pub const BOCHS_BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
 /// Bochs VGA BIOS (a link into the Debian package `vgabios`).
 pub const BOCHS_VGABIOS: &str = "/usr/share/bochs/VGABIOS-lgpl-latest";
-/// Bochs CPU model: VT-x with EPT, unrestricted guest, VPID and APIC virtualization.
+/// Bochs CPU model for VT-x: EPT, unrestricted guest, VPID and APIC virtualization.
 pub const BOCHS_CPU_MODEL: &str = "corei7_skylake_x";
+/// Bochs CPU model for SVM: NPT with NRIPS and flush-by-ASID, no x2APIC.
+pub const BOCHS_SVM_CPU_MODEL: &str = "ryzen";
 /// Bochs instructions per emulated second. Lower boots faster (the BIOS and GRUB waits
 /// cost fewer instructions) without slowing real work, see docs/testing.md.
 pub const BOCHS_IPS: u64 = 50_000_000;
@@ -46,14 +48,35 @@ pub enum Emulator {
     QemuEpyc,
     /// Bochs 2.7, `corei7_skylake_x`: Intel VT-x with EPT.
     Bochs,
+    /// Bochs 2.7, `ryzen`: AMD SVM with NPT, NRIPS and flush-by-ASID (which QEMU 7.2 TCG
+    /// lacks) and no x2APIC, the cross-check of the SVM backend.
+    BochsRyzen,
 }
 
 impl Emulator {
-    pub const ALL: [Emulator; 4] = [Emulator::QemuBios, Emulator::QemuUefi, Emulator::QemuEpyc, Emulator::Bochs];
+    pub const ALL: [Emulator; 5] =
+        [Emulator::QemuBios, Emulator::QemuUefi, Emulator::QemuEpyc, Emulator::Bochs, Emulator::BochsRyzen];
 
     /// Whether this is one of the QEMU machines.
     pub fn is_qemu(self) -> bool {
         matches!(self, Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc)
+    }
+
+    /// Whether this is one of the Bochs machines.
+    pub fn is_bochs(self) -> bool {
+        !self.is_qemu()
+    }
+
+    /// Whether the emulated CPU is Intel's, so the hypervisor runs its VT-x backend
+    /// (otherwise AMD's, with the SVM backend).
+    pub fn is_vmx(self) -> bool {
+        self == Emulator::Bochs
+    }
+
+    /// Whether the emulated CPU has an x2APIC (only Bochs `corei7_skylake_x`); elsewhere the
+    /// hypervisor emulates the partitions' x2APIC on the xAPIC.
+    pub fn has_x2apic(self) -> bool {
+        self == Emulator::Bochs
     }
 
     /// A short name for file names and messages.
@@ -63,6 +86,7 @@ impl Emulator {
             Emulator::QemuUefi => "qemu-uefi",
             Emulator::QemuEpyc => "qemu-epyc",
             Emulator::Bochs => "bochs",
+            Emulator::BochsRyzen => "bochs-ryzen",
         }
     }
 
@@ -71,7 +95,7 @@ impl Emulator {
         match self {
             Emulator::QemuBios | Emulator::QemuEpyc => Duration::from_secs(60),
             Emulator::QemuUefi => Duration::from_secs(90),
-            Emulator::Bochs => Duration::from_secs(120),
+            Emulator::Bochs | Emulator::BochsRyzen => Duration::from_secs(120),
         }
     }
 
@@ -80,7 +104,7 @@ impl Emulator {
     pub fn default_config(self) -> &'static str {
         match self {
             Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc => bulkhead_board::DEFAULT_SYSTEM,
-            Emulator::Bochs => "board/systems/demo-bochs.toml",
+            Emulator::Bochs | Emulator::BochsRyzen => "board/systems/demo-bochs.toml",
         }
     }
 
@@ -90,9 +114,9 @@ impl Emulator {
             (Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc, true) => Exit::Code(QEMU_STATUS_SUCCESS),
             (Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc, false) => Exit::Code(QEMU_STATUS_FAILURE),
             // Magic breakpoint, then the debugger script's `q`.
-            (Emulator::Bochs, true) => Exit::Code(0),
+            (Emulator::Bochs | Emulator::BochsRyzen, true) => Exit::Code(0),
             // "Shutdown" written to the Bochs shutdown port.
-            (Emulator::Bochs, false) => Exit::Code(1),
+            (Emulator::Bochs | Emulator::BochsRyzen, false) => Exit::Code(1),
         }
     }
 
@@ -106,10 +130,10 @@ impl Emulator {
                 cmd.args(qemu_args(self == Emulator::QemuUefi, model, cpus));
                 Ok(cmd)
             }
-            Emulator::Bochs => {
-                std::fs::write(dir.join(BOCHS_CONFIG_FILE), bochs_config(cpus))?;
-                // Continue at the start; quit (status 0) at the magic breakpoint.
-                std::fs::write(dir.join(BOCHS_DEBUGGER_FILE), "c\nq\n")?;
+            Emulator::Bochs | Emulator::BochsRyzen => {
+                let model = if self == Emulator::Bochs { BOCHS_CPU_MODEL } else { BOCHS_SVM_CPU_MODEL };
+                std::fs::write(dir.join(BOCHS_CONFIG_FILE), bochs_config(model, cpus))?;
+                std::fs::write(dir.join(BOCHS_DEBUGGER_FILE), bochs_debugger_script())?;
                 let mut cmd = match bochs_isolation() {
                     Some(flags) => {
                         let mut cmd = Command::new("unshare");
@@ -132,6 +156,7 @@ impl fmt::Display for Emulator {
             Emulator::QemuUefi => "QEMU (q35, TCG, OVMF UEFI)",
             Emulator::QemuEpyc => "QEMU (q35, TCG, SeaBIOS, EPYC)",
             Emulator::Bochs => "Bochs (corei7_skylake_x)",
+            Emulator::BochsRyzen => "Bochs (ryzen)",
         })
     }
 }
@@ -198,15 +223,30 @@ pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8) -> Vec<String> {
     args
 }
 
-/// The bochsrc for a run with `cpus` processors (headless, quiet, exits on triple fault).
-pub fn bochs_config(cpus: u8) -> String {
+/// The bochsrc for a run with `cpus` processors of CPU model `model` (headless, quiet,
+/// exits on triple fault).
+///
+/// Under SVM, Bochs 2.7 raises its "3rd exception with no resolution" panic *before* it
+/// checks the guest's SHUTDOWN intercept, so with `panic: action=fatal` a partition's
+/// triple fault would end the whole emulator instead of exiting to the hypervisor. For the
+/// SVM model the CPUs' panics are therefore only reported: Bochs then takes the SHUTDOWN
+/// intercept as a real AMD CPU does. A triple fault of the hypervisor itself still ends
+/// the run, as a time-out (the CPU stays in shutdown) rather than at once. Bochs also
+/// enters its debugger at each such triple fault, see [`bochs_debugger_script`].
+pub fn bochs_config(model: &str, cpus: u8) -> String {
+    let panic = if model == BOCHS_SVM_CPU_MODEL {
+        let cpus: Vec<String> = (0..cpus).map(|n| format!(", cpu{n}=report")).collect();
+        format!("action=fatal{}", cpus.concat())
+    } else {
+        "action=fatal".to_string()
+    };
     format!(
         "# Written by bulkhead-tests for one run.\n\
          megs: {MEMORY_MIB}\n\
          romimage: file={BOCHS_BIOS}, options=fastboot\n\
          vgaromimage: file={BOCHS_VGABIOS}\n\
          display_library: rfb, options=\"timeout=0\"\n\
-         cpu: model={BOCHS_CPU_MODEL}, count={cpus}, ips={BOCHS_IPS}, reset_on_triple_fault=0, ignore_bad_msrs=1\n\
+         cpu: model={model}, count={cpus}, ips={BOCHS_IPS}, reset_on_triple_fault=0, ignore_bad_msrs=1\n\
          ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14\n\
          ata0-master: type=cdrom, path={ISO_FILE}, status=inserted\n\
          boot: cdrom\n\
@@ -216,12 +256,23 @@ pub fn bochs_config(cpus: u8) -> String {
          speaker: enabled=0\n\
          sound: driver=dummy\n\
          log: {BOCHS_LOG_FILE}\n\
-         panic: action=fatal\n\
+         panic: {panic}\n\
          error: action=report\n\
          info: action=report\n\
          debug: action=ignore\n\
          clock: sync=none, time0=local\n"
     )
+}
+
+/// The Bochs debugger script: continue at the start and after each break, quit (status 0)
+/// once the continues are used up. Breaks come from the kernel's magic breakpoint at the
+/// end of a successful run (repeated more often than the script continues, see
+/// `BOCHS_MAGIC_BREAKS`) and, under SVM, from partitions' triple faults (see
+/// [`bochs_config`]).
+pub fn bochs_debugger_script() -> String {
+    let mut script = "c\n".repeat(BOCHS_DEBUGGER_CONTINUES as usize);
+    script.push_str("q\n");
+    script
 }
 
 /// Bochs has no headless display in Debian's build, so it runs the `rfb` (VNC) display,
@@ -281,7 +332,7 @@ mod tests {
 
     #[test]
     fn bochs_config_is_headless_quiet_and_fatal_on_triple_fault() {
-        let cfg = bochs_config(2);
+        let cfg = bochs_config(BOCHS_CPU_MODEL, 2);
         for wanted in [
             "display_library: rfb, options=\"timeout=0\"",
             "cpu: model=corei7_skylake_x, count=2, ips=50000000, reset_on_triple_fault=0",
@@ -297,6 +348,7 @@ mod tests {
         ] {
             assert!(cfg.contains(wanted), "missing {wanted:?} in\n{cfg}");
         }
+        assert!(bochs_config(BOCHS_SVM_CPU_MODEL, 3).contains("cpu: model=ryzen, count=3, "));
     }
 
     #[test]
@@ -305,5 +357,6 @@ mod tests {
         assert_eq!(Emulator::QemuUefi.expected_exit(false), Exit::Code(35));
         assert_eq!(Emulator::Bochs.expected_exit(true), Exit::Code(0));
         assert_eq!(Emulator::Bochs.expected_exit(false), Exit::Code(1));
+        assert_eq!(Emulator::BochsRyzen.expected_exit(true), Exit::Code(0));
     }
 }

@@ -24,7 +24,7 @@ impl Purpose {
         match emulator {
             Emulator::QemuBios | Emulator::QemuEpyc => &[Purpose::Image, Purpose::Qemu],
             Emulator::QemuUefi => &[Purpose::Image, Purpose::Qemu, Purpose::QemuUefi],
-            Emulator::Bochs => &[Purpose::Image, Purpose::Bochs],
+            Emulator::Bochs | Emulator::BochsRyzen => &[Purpose::Image, Purpose::Bochs],
         }
     }
 

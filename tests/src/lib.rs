@@ -24,7 +24,8 @@ pub use run::{HarnessError, Report, Run};
 
 /// Defines one HIL scenario and a test of it per backend and CPU: VT-x in Bochs
 /// `corei7_skylake_x` (`vmx_bochs`), SVM in QEMU TCG `-cpu max` (`svm_qemu_max`) and
-/// `-cpu EPYC` (`svm_qemu_epyc`). The body gets the emulator and builds its run with
+/// `-cpu EPYC` (`svm_qemu_epyc`), and SVM in Bochs `ryzen` (`svm_bochs_ryzen`: NRIPS and
+/// flush-by-ASID present, which QEMU lacks). The body gets the emulator and builds its run with
 /// [`Run::scenario`], so the same configuration, guests and expectations apply to all.
 #[macro_export]
 macro_rules! every_backend {
@@ -49,6 +50,11 @@ macro_rules! every_backend {
             #[test]
             fn svm_qemu_epyc() {
                 scenario($crate::Emulator::QemuEpyc)
+            }
+
+            #[test]
+            fn svm_bochs_ryzen() {
+                scenario($crate::Emulator::BochsRyzen)
             }
         }
     };

@@ -339,6 +339,27 @@ impl Vcpu {
         (vmread(guest::CR4) & !CR4_VMXE) | (vmread(control::CR4_READ_SHADOW) & CR4_VMXE)
     }
 
+    /// The guest's CR0 as the guest sees it: the bits the CR0 guest/host mask owns read
+    /// from the read shadow.
+    pub fn guest_cr0(&self) -> u64 {
+        let mask = vmread(control::CR0_GUEST_HOST_MASK);
+        (vmread(guest::CR0) & !mask) | (vmread(control::CR0_READ_SHADOW) & mask)
+    }
+
+    /// The guest's EFER (loaded and saved with the VMCS; partitions write it directly).
+    pub fn guest_efer(&self) -> u64 {
+        vmread(guest::IA32_EFER_FULL)
+    }
+
+    /// Sets the guest's EFER, keeping LMA (it follows CR0.PG and the entry control
+    /// "IA-32e mode guest", which stays as it is). The caller validates `value`.
+    pub fn set_guest_efer(&mut self, value: u64) {
+        const LMA: u64 = 1 << 10;
+        let efer = (value & !LMA) | (vmread(guest::IA32_EFER_FULL) & LMA);
+        // A VMCS field that exists on every CPU this backend runs on: cannot fail.
+        let _ = vmwrite(guest::IA32_EFER_FULL, efer);
+    }
+
     /// The optional instructions this vCPU's controls enable.
     pub fn optional_instructions(&self) -> OptionalInstructions {
         let controls = vmread(control::SECONDARY_PROCBASED_EXEC_CONTROLS) as u32;

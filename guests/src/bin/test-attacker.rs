@@ -12,6 +12,7 @@ const IA32_FEATURE_CONTROL: u32 = 0x3a;
 const IA32_VMX_BASIC: u32 = 0x480;
 const IA32_APIC_BASE: u32 = 0x1b;
 const X2APIC_ICR: u32 = 0x830;
+const EFER: u32 = 0xc000_0080;
 /// The multiboot2 magic at the start of the hypervisor image (host 2 MiB).
 const HYPERVISOR_MAGIC: u32 = 0xe852_50d6;
 
@@ -19,6 +20,13 @@ fn answer<T>(result: Result<T, gp::GeneralProtection>) -> &'static str {
     match result {
         Ok(_) => "allowed",
         Err(gp::GeneralProtection) => "#GP",
+    }
+}
+
+fn executed(instruction: gp::VirtualizationInstruction) -> &'static str {
+    match gp::execute(instruction) {
+        Ok(()) => "EXECUTED",
+        Err(gp::InvalidOpcode) => "#UD",
     }
 }
 
@@ -97,6 +105,41 @@ extern "C" fn _start(args: *const u8) -> ! {
                 answer(gp::xsetbv(0b11)),
                 answer(gp::xsetbv(0b101)),
                 answer(gp::xsetbv(1 | (1 << 40))),
+            );
+        }
+        "efer" => {
+            // EFER as a CPU without SVM shows it: long mode on, no SVME; only the
+            // architectural bits may change, and LME not while paging is on.
+            const SCE: u64 = 1;
+            const LME: u64 = 1 << 8;
+            const SVME: u64 = 1 << 12;
+            let efer = gp::rdmsr(EFER).unwrap_or(0);
+            println!(
+                "attacker: efer lme={} svme={}; set SVME {}; clear LME {}; reserved bit 20 {}",
+                efer & LME != 0,
+                efer & SVME != 0,
+                answer(gp::wrmsr(EFER, efer | SVME)),
+                answer(gp::wrmsr(EFER, efer & !LME)),
+                answer(gp::wrmsr(EFER, efer | (1 << 20))),
+            );
+            let toggled = gp::wrmsr(EFER, efer ^ SCE).and_then(|()| gp::rdmsr(EFER));
+            let restored = gp::wrmsr(EFER, efer).and_then(|()| gp::rdmsr(EFER));
+            println!(
+                "attacker: efer toggle SCE {}, reads back {}; restore {}",
+                answer(toggled),
+                toggled == Ok(efer ^ SCE),
+                restored == Ok(efer),
+            );
+        }
+        "virtualization" => {
+            use gp::VirtualizationInstruction::*;
+            println!(
+                "attacker: vmrun {}; clgi {}; stgi {}; vmlaunch {}; vmxoff {}",
+                executed(Vmrun),
+                executed(Clgi),
+                executed(Stgi),
+                executed(Vmlaunch),
+                executed(Vmxoff),
             );
         }
         "xapic" => {

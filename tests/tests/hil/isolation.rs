@@ -103,6 +103,38 @@ every_backend! {
 }
 
 every_backend! {
+    /// EFER as a CPU without virtualization extensions shows it: the partition never sees
+    /// SVME (which the SVM backend must keep set in the VMCB, so it intercepts EFER there)
+    /// and cannot set it, cannot leave long mode under paging, and cannot set reserved bits;
+    /// the architectural bits stay its own. Before EFER was intercepted, the SVME bit was
+    /// visible under SVM and clearing it made VMRUN fail (a partition fault).
+    fn isolation_efer_hides_and_keeps_svme(emulator) {
+        let run = attack(emulator, ISOLATION, "efer", "0")
+            .expect("[attacker] attacker: efer lme=true svme=false; set SVME #GP; clear LME #GP; reserved bit 20 #GP")
+            .expect("[attacker] attacker: efer toggle SCE allowed, reads back true; restore true")
+            .forbid("partition attacker: fault");
+        // VT-x passes EFER through (the CPU itself refuses); SVM answers and logs.
+        let run = if emulator.is_vmx() { run } else { run.expect("partition attacker: wrmsr 0xc0000080 <- 0x1500 refused (#GP)") };
+        passed(run);
+    }
+}
+
+every_backend! {
+    /// Partitions have no virtualization extensions: VMRUN, CLGI, STGI, VMLAUNCH and VMXOFF
+    /// all raise #UD in the partition, as on a CPU without them. The backend's own
+    /// instructions exit and are answered with #UD and a log line; the other vendor's are
+    /// undefined on the CPU anyway.
+    fn isolation_virtualization_instructions_get_ud(emulator) {
+        passed(
+            attack(emulator, ISOLATION, "virtualization", "0")
+                .expect("[attacker] attacker: vmrun #UD; clgi #UD; stgi #UD; vmlaunch #UD; vmxoff #UD")
+                .expect("partition attacker: virtualization instruction refused (#UD), rip")
+                .forbid("partition attacker: fault"),
+        );
+    }
+}
+
+every_backend! {
     fn isolation_ipi_and_init_to_neighbour_core_get_gp(emulator) {
         passed(
             attack(emulator, ISOLATION, "ipi", "0")
