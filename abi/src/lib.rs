@@ -4,4 +4,5 @@
 //! breaks the other side, so each module carries a version.
 #![no_std]
 
+pub mod hyperv;
 pub mod run;
