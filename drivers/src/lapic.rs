@@ -54,6 +54,11 @@ impl Ipi {
         Self { mode: DeliveryMode::Startup, vector: page, destination }
     }
 
+    /// A fixed interrupt with `vector` (16..=255).
+    pub fn fixed(destination: u32, vector: u8) -> Self {
+        Self { mode: DeliveryMode::Fixed, vector, destination }
+    }
+
     pub fn nmi(destination: u32) -> Self {
         Self { mode: DeliveryMode::Nmi, vector: 0, destination }
     }

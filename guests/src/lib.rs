@@ -110,6 +110,8 @@ pub fn parse_u64(text: &str) -> Option<u64> {
     }
 }
 
+pub mod hyperv;
+
 pub mod demo_status {
     //! The demo's "status" shared memory (`board/systems/demo.toml`, at the guest address
     //! both partitions get on their command line; writable by control only): a magic

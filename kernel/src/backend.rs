@@ -4,7 +4,7 @@
 use crate::partition::Partition;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::GuestRegisters;
-use bulkhead_virt::guest_state::{GuestEntry, OptionalInstructions};
+use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, OptionalInstructions};
 
 pub trait Backend {
     /// (Re)starts the vCPU of `partition` on this core at `entry`.
@@ -26,6 +26,8 @@ pub trait Backend {
     /// EFER.SVME in the guest's copy, which the partition must neither clear nor see.
     fn guest_efer(&mut self) -> u64;
     fn set_guest_efer(&mut self, value: u64);
+    /// The guest's execution mode and privilege level (for hypercalls).
+    fn execution_mode(&mut self) -> ExecutionMode;
     /// The optional instructions the guest may execute (CPUID hides the others).
     fn optional_instructions(&mut self) -> OptionalInstructions;
 }

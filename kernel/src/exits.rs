@@ -75,6 +75,24 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
                 None => refused_write(partition, backend, crate::msr::EFER, value),
             }
         }
+        Exit::MsrRead { msr } if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
+            match crate::hyperv::synthetic_msr::read(partition, msr) {
+                Some(value) => {
+                    let regs = backend.registers();
+                    regs.rax = value & 0xffff_ffff;
+                    regs.rdx = value >> 32;
+                    Action::Resume { skip: true }
+                }
+                None => Action::InjectGp,
+            }
+        }
+        Exit::MsrWrite { msr, value } if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
+            if crate::hyperv::synthetic_msr::write(partition, msr, value) {
+                Action::Resume { skip: true }
+            } else {
+                refused_write(partition, backend, msr, value)
+            }
+        }
         Exit::MsrRead { msr } => match crate::msr::read(msr) {
             Some(value) => {
                 let regs = backend.registers();
@@ -117,19 +135,14 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
                 Action::InjectGp
             }
         }
-        Exit::Hypercall | Exit::VirtualizationInstruction => {
-            if let Some(n) = partition.counters.undefined.hit() {
-                let what = if matches!(exit, Exit::Hypercall) { "hypercall" } else { "virtualization instruction" };
-                warn!(
-                    "partition {=str}: {=str} refused (#UD), rip {=u64:#x} (#{=u32})",
-                    partition.name(),
-                    what,
-                    backend.rip(),
-                    n
-                );
+        Exit::Hypercall => {
+            let mode = backend.execution_mode();
+            match crate::hyperv::hypercall::handle(partition, mode, backend.registers()) {
+                crate::hyperv::hypercall::Outcome::Answered => Action::Resume { skip: true },
+                crate::hyperv::hypercall::Outcome::Undefined => undefined(partition, backend, "hypercall"),
             }
-            Action::InjectUd
         }
+        Exit::VirtualizationInstruction => undefined(partition, backend, "virtualization instruction"),
         Exit::Hlt => Action::Resume { skip: true },
         Exit::NestedPageFault { gpa, .. } if (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa) => {
             Action::Fault(Fault::XapicMmio { gpa })
@@ -147,15 +160,20 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
     }
 }
 
-/// CPUID as a partition sees it: the hardware's answer with the hypervisor-present bit
-/// set, the virtualization extensions hidden (partitions cannot nest), OSXSAVE mirroring
-/// the guest's own CR4 (the hardware reports the hypervisor's), instructions the backend
-/// did not enable hidden, and the topology counts of the partition's cores.
-///
-/// Topology: a partition's vCPUs keep their physical APIC IDs (the x2APIC is theirs), so
-/// the fields that describe the APIC ID *layout* (leaf 1 EBX[23:16], leaf 4 EAX[31:26],
-/// the x2APIC ID in leaf 0xB/0x1F EDX) stay as the hardware says; the processor counts
-/// give the partition's cores, one thread per core (see [`extended_topology`]).
+/// An instruction the partition may not execute: #UD, and a rate-limited log line.
+fn undefined<B: Backend>(partition: &Partition, backend: &mut B, what: &str) -> Action {
+    if let Some(n) = partition.counters.undefined.hit() {
+        warn!(
+            "partition {=str}: {=str} refused (#UD), rip {=u64:#x} (#{=u32})",
+            partition.name(),
+            what,
+            backend.rip(),
+            n
+        );
+    }
+    Action::InjectUd
+}
+
 /// A WRMSR the partition may not do: #GP, and a rate-limited log line.
 fn refused_write<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> Action {
     if let Some(n) = partition.counters.msr.hit() {
@@ -171,6 +189,15 @@ fn refused_write<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, v
     Action::InjectGp
 }
 
+/// CPUID as a partition sees it: the hardware's answer with the hypervisor-present bit
+/// set, the virtualization extensions hidden (partitions cannot nest), OSXSAVE mirroring
+/// the guest's own CR4 (the hardware reports the hypervisor's), instructions the backend
+/// did not enable hidden, and the topology counts of the partition's cores.
+///
+/// Topology: a partition's vCPUs keep their physical APIC IDs (the x2APIC is theirs), so
+/// the fields that describe the APIC ID *layout* (leaf 1 EBX[23:16], leaf 4 EAX[31:26],
+/// the x2APIC ID in leaf 0xB/0x1F EDX) stay as the hardware says; the processor counts
+/// give the partition's cores, one thread per core (see [`extended_topology`]).
 fn cpuid<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf: u32) {
     const HYPERVISOR_BASE: u32 = 0x4000_0000;
     const CR4_OSXSAVE: u64 = 1 << 18;
@@ -197,21 +224,8 @@ fn cpuid<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf:
             }
         }
         0x8000_0008 if crate::capabilities::is_amd() => r.ecx = (r.ecx & !0xff) | (cores - 1),
-        HYPERVISOR_BASE => {
-            // Vendor leaf: max leaf and the signature "BulkheadHV\0\0". (The Hyper-V
-            // compatible leaves replace this when hypercalls land.)
-            let sig = *b"BulkheadHV\0\0";
-            r.eax = HYPERVISOR_BASE;
-            r.ebx = u32::from_le_bytes([sig[0], sig[1], sig[2], sig[3]]);
-            r.ecx = u32::from_le_bytes([sig[4], sig[5], sig[6], sig[7]]);
-            r.edx = u32::from_le_bytes([sig[8], sig[9], sig[10], sig[11]]);
-        }
-        l if l > HYPERVISOR_BASE && l < 0x4000_0100 => {
-            r.eax = 0;
-            r.ebx = 0;
-            r.ecx = 0;
-            r.edx = 0;
-        }
+        // The Hyper-V compatible leaves (`hyperv::discovery`).
+        l if (HYPERVISOR_BASE..0x4000_0100).contains(&l) => r = crate::hyperv::discovery::leaf(partition, l),
         _ => {}
     }
     let regs = backend.registers();

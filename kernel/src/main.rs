@@ -18,6 +18,7 @@ mod console;
 mod containment;
 mod exits;
 mod gdt;
+mod hyperv;
 mod idt;
 mod madt;
 mod msr;

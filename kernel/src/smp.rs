@@ -110,6 +110,12 @@ pub fn send_nmi(apic_id: u32) {
     this_apic().send(Ipi::nmi(apic_id));
 }
 
+/// Sends a fixed interrupt with `vector` to the CPU with this APIC ID (a SynIC interrupt
+/// for the partition running there: its guest takes it without a VM exit).
+pub fn send_fixed_ipi(apic_id: u32, vector: u8) {
+    this_apic().send(Ipi::fixed(apic_id, vector));
+}
+
 /// A free page below 1 MiB for the trampoline: usable RAM, not the boot information nor a
 /// module, not page 0 (real-mode IVT).
 fn trampoline_page(boot: &BootInfo) -> Option<u64> {

@@ -12,7 +12,7 @@ use bulkhead_svm::vcpu::{SetupError, Vcpu, VcpuSetup};
 use bulkhead_svm::vmcb::Vmcb;
 use bulkhead_svm::{IoPermissionMap, MsrPermissionMap, Page};
 use bulkhead_virt::exit::Exit;
-use bulkhead_virt::guest_state::{GuestEntry, GuestRegisters, OptionalInstructions};
+use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, GuestRegisters, OptionalInstructions};
 use bulkhead_virt::slat::Npt;
 use core::cell::UnsafeCell;
 use defmt::error;
@@ -157,6 +157,10 @@ impl Backend for SvmCore {
 
     fn set_guest_efer(&mut self, value: u64) {
         self.vcpu().set_guest_efer(value)
+    }
+
+    fn execution_mode(&mut self) -> ExecutionMode {
+        self.vcpu().execution_mode()
     }
 
     fn optional_instructions(&mut self) -> OptionalInstructions {

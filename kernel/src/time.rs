@@ -50,3 +50,8 @@ pub fn wait_until(ms: u64, mut done: impl FnMut() -> bool) -> bool {
         core::hint::spin_loop();
     }
 }
+
+/// The TSC frequency in Hz (calibrated at boot, or the fallback).
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}

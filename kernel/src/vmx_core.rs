@@ -8,7 +8,7 @@ use crate::percpu::{self, MAX_CPUS};
 use bulkhead_board::tables::MAX_PARTITIONS;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::GuestRegisters;
-use bulkhead_virt::guest_state::{GuestEntry, OptionalInstructions};
+use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, OptionalInstructions};
 use bulkhead_virt::slat::Ept;
 use bulkhead_vmx::Page;
 use bulkhead_vmx::vmcs::{HostState, SetupError, Vcpu, VcpuSetup};
@@ -156,6 +156,10 @@ impl Backend for VmxCore {
 
     fn set_guest_efer(&mut self, value: u64) {
         self.vcpu.as_mut().expect("started").set_guest_efer(value)
+    }
+
+    fn execution_mode(&mut self) -> ExecutionMode {
+        self.vcpu.as_mut().expect("started").execution_mode()
     }
 
     fn optional_instructions(&mut self) -> OptionalInstructions {

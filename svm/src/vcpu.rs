@@ -7,7 +7,7 @@ use crate::run::{self, GuestRegisters};
 use crate::start::{self, CR0_PE, EFER_LMA};
 use crate::vmcb::{INTERRUPT_SHADOW, NP_ENABLE, Vmcb, event, intercept, intercept2, tlb_control};
 use bulkhead_virt::exit::Exit;
-use bulkhead_virt::guest_state::GuestEntry;
+use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry};
 
 /// What exits: the VT-x backend's set. CPUID, port I/O and MSRs (through the maps),
 /// shutdown, NMI (the hypervisor's signal), INIT (so that a stray INIT does not reset the
@@ -143,6 +143,14 @@ impl Vcpu {
 
     pub fn guest_cr4(&self) -> u64 {
         self.vmcb.save.cr4
+    }
+
+    /// The guest's execution mode and CPL (the VMCB's CPL field; CS attribute bit 9 is L,
+    /// APM Vol. 2 15.5.1 and Table B-2).
+    pub fn execution_mode(&self) -> ExecutionMode {
+        const ATTRIB_LONG: u16 = 1 << 9;
+        let save = &self.vmcb.save;
+        ExecutionMode::decode(save.cr0, save.rflags, save.efer, save.cs.attrib & ATTRIB_LONG != 0, save.cpl)
     }
 
     /// The guest's EFER as the VMCB holds it: EFER.SVME is always set there (VMRUN requires

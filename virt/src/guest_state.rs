@@ -80,3 +80,56 @@ pub struct OptionalInstructions {
     /// XSAVES/XRSTORS (CPUID 0xD.1 EAX bit 3).
     pub xsaves: bool,
 }
+
+/// How the guest executes at an exit, as far as a hypercall needs it (TLFS "Legal
+/// Hypercall Environments": CPL 0 only, never real mode; 64-bit callers pass the input in
+/// RCX/RDX/R8, 32-bit callers in EDX:EAX, EBX:ECX, EDI:ESI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionMode {
+    /// Real mode (CR0.PE clear).
+    Real,
+    /// Protected mode, compatibility mode or virtual-8086 mode (which counts as CPL 3).
+    Bits32 {
+        /// Current privilege level, 0..=3.
+        cpl: u8,
+    },
+    /// 64-bit mode (EFER.LMA and CS.L).
+    Bits64 {
+        /// Current privilege level, 0..=3.
+        cpl: u8,
+    },
+}
+
+impl ExecutionMode {
+    /// Decodes the mode from the architectural state: CR0.PE, RFLAGS.VM, EFER.LMA, CS.L
+    /// and the CPL (SS.DPL on VT-x, the VMCB's CPL on SVM).
+    pub const fn decode(cr0: u64, rflags: u64, efer: u64, cs_long: bool, cpl: u8) -> Self {
+        const CR0_PE: u64 = 1;
+        const RFLAGS_VM: u64 = 1 << 17;
+        const EFER_LMA: u64 = 1 << 10;
+        if cr0 & CR0_PE == 0 {
+            ExecutionMode::Real
+        } else if rflags & RFLAGS_VM != 0 {
+            ExecutionMode::Bits32 { cpl: 3 }
+        } else if efer & EFER_LMA != 0 && cs_long {
+            ExecutionMode::Bits64 { cpl }
+        } else {
+            ExecutionMode::Bits32 { cpl }
+        }
+    }
+}
+
+#[cfg(test)]
+mod execution_mode_tests {
+    use super::ExecutionMode;
+
+    #[test]
+    fn modes_follow_pe_vm_lma_and_cs_l() {
+        assert_eq!(ExecutionMode::decode(0x10, 0x2, 0, false, 0), ExecutionMode::Real);
+        assert_eq!(ExecutionMode::decode(0x11, 0x2, 0, false, 0), ExecutionMode::Bits32 { cpl: 0 });
+        assert_eq!(ExecutionMode::decode(0x11, 0x2 | 1 << 17, 0, false, 0), ExecutionMode::Bits32 { cpl: 3 });
+        assert_eq!(ExecutionMode::decode(0x8000_0011, 0x2, 0x500, true, 3), ExecutionMode::Bits64 { cpl: 3 });
+        // Compatibility mode: LMA without CS.L.
+        assert_eq!(ExecutionMode::decode(0x8000_0011, 0x2, 0x500, false, 0), ExecutionMode::Bits32 { cpl: 0 });
+    }
+}

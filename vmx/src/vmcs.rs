@@ -7,7 +7,7 @@ use crate::run::{self, GuestRegisters};
 use crate::vmxon::{IA32_VMX_BASIC, revision_id};
 use bulkhead_virt::exit::{AccessKind, Exit, PortAccess};
 use bulkhead_virt::guest_state::{
-    CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, EntryMode, GuestEntry, OptionalInstructions,
+    CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, EntryMode, ExecutionMode, GuestEntry, OptionalInstructions,
 };
 use x86::vmx::vmcs::{control, guest, host, ro};
 use x86_64::registers::model_specific::Msr;
@@ -358,6 +358,16 @@ impl Vcpu {
         let efer = (value & !LMA) | (vmread(guest::IA32_EFER_FULL) & LMA);
         // A VMCS field that exists on every CPU this backend runs on: cannot fail.
         let _ = vmwrite(guest::IA32_EFER_FULL, efer);
+    }
+
+    /// The guest's execution mode and CPL (SDM Vol. 3 5.5: the CPL is SS.DPL; CS access
+    /// rights bit 13 is L).
+    pub fn execution_mode(&self) -> ExecutionMode {
+        const AR_DPL_SHIFT: u64 = 5;
+        const AR_LONG: u64 = 1 << 13;
+        let cpl = ((vmread(guest::SS_ACCESS_RIGHTS) >> AR_DPL_SHIFT) & 0b11) as u8;
+        let cs_long = vmread(guest::CS_ACCESS_RIGHTS) & AR_LONG != 0;
+        ExecutionMode::decode(self.guest_cr0(), vmread(guest::RFLAGS), self.guest_efer(), cs_long, cpl)
     }
 
     /// The optional instructions this vCPU's controls enable.

@@ -5,6 +5,7 @@
 mod boot;
 mod config;
 mod harness;
+mod hyperv;
 mod isolation;
 mod partitions;
 mod smp;

@@ -1,0 +1,92 @@
+//! Test payload "hyperv": the Hyper-V interface as a partition sees it, chosen by its
+//! command line (`case=NAME`); prints every answer it gets and reports whether each was
+//! the one the TLFS prescribes.
+//!
+//! `case=alone` (a partition with no connections): discovery leaves, VP_INDEX, the
+//! hypercall page, and ACCESS_DENIED for both calls. `case=sender` (sends on message
+//! connection 1 and event connection 2 to a receiver that never enables its SynIC;
+//! connection 3 belongs to the receiver): one call per failure status. `case=idle`: the
+//! receiver, which does nothing.
+#![no_std]
+#![no_main]
+
+use bulkhead_abi::hyperv::cpuid;
+use bulkhead_abi::hyperv::hypercall::code;
+use bulkhead_abi::hyperv::{HypercallInput, HypercallMsr, PostMessageInput, msr};
+use bulkhead_guests::hyperv::{
+    enable_hypercalls, hypercall, input_area, post_message_at, post_message_gpa, rdmsr, signal_event, status,
+};
+use bulkhead_guests::{arg, cmdline, cpuid as cpuid_leaf, idle, println, report};
+
+/// Prints one status and says whether it is the expected one.
+fn expect(what: &str, got: u16, want: u16) -> bool {
+    println!("hyperv: {} status {:#x}", what, got);
+    got == want
+}
+
+fn alone() -> bool {
+    let vendor = cpuid_leaf(cpuid::LEAF_VENDOR_AND_MAX, 0);
+    let interface = cpuid_leaf(cpuid::LEAF_INTERFACE, 0);
+    let features = cpuid_leaf(cpuid::LEAF_FEATURES, 0);
+    let microsoft = cpuid::is_microsoft_vendor(vendor.ebx, vendor.ecx, vendor.edx);
+    println!(
+        "hyperv: vendor microsoft={} max leaf {:#x} interface {:#x} privileges eax {:#x} ebx {:#x}",
+        microsoft, vendor.eax, interface.eax, features.eax, features.ebx
+    );
+    let vp_index = rdmsr(msr::VP_INDEX);
+    let page = HypercallMsr::decode(enable_hypercalls());
+    println!("hyperv: vp index {} hypercall page enabled={}", vp_index, page.is_enabled());
+    let message = PostMessageInput::new(1, 1, b"hello").unwrap();
+    let ok = [
+        expect("unknown call code", status(hypercall(HypercallInput::new(0x99).value(), 0, 0)), 0x2),
+        expect("post message without connections", post_message_at(0, &message), 0x6),
+        expect("signal event without connections", signal_event(2, 0), 0x6),
+    ];
+    microsoft
+        && vendor.eax >= 0x4000_0005
+        && features.eax & cpuid::privileges_eax::REQUIRED_BY_LINUX == cpuid::privileges_eax::REQUIRED_BY_LINUX
+        && features.ebx == 0
+        && vp_index == 0
+        && page.is_enabled()
+        && ok.iter().all(|&ok| ok)
+}
+
+fn sender() -> bool {
+    enable_hypercalls();
+    let message = PostMessageInput::new(1, 1, b"hello").unwrap();
+    let reserved_bit = HypercallInput::new(code::SIGNAL_EVENT).fast(true).value() | 1 << 30;
+    let mut too_long = message;
+    too_long.payload_size = 241;
+    let mut type_zero = message;
+    type_zero.message_type = 0;
+    let other = |id| PostMessageInput::new(id, 1, b"x").unwrap();
+    let ok = [
+        expect("unknown call code", status(hypercall(HypercallInput::new(0x99).value(), 0, 0)), 0x2),
+        expect("reserved input bit", status(hypercall(reserved_bit, 2, 0)), 0x3),
+        expect("misaligned input", post_message_at(4, &message), 0x4),
+        expect("page-crossing input", post_message_at(4096 - 128, &message), 0x4),
+        expect("input outside memory", post_message_gpa(0xf000_0000), 0x4),
+        expect("payload of 241 bytes", post_message_at(0, &too_long), 0x5),
+        expect("message type 0", post_message_at(0, &type_zero), 0x5),
+        expect("unknown connection", post_message_at(0, &other(77)), 0x12),
+        expect("connection of another partition", post_message_at(0, &other(3)), 0x6),
+        expect("message on an event connection", post_message_at(0, &other(2)), 0x11),
+        expect("flag number 1", signal_event(2, 1), 0x5),
+        expect("post to a disabled SynIC", post_message_at(0, &message), 0x18),
+        expect("signal to a disabled SynIC", signal_event(2, 0), 0x18),
+    ];
+    println!("hyperv: input area at {:#x}", input_area(0));
+    ok.iter().all(|&ok| ok)
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".text._start")]
+extern "C" fn _start(args: *const u8) -> ! {
+    // SAFETY: the hypervisor passes the command line's address in RDI.
+    let args = unsafe { cmdline(args) };
+    match arg(args, "case") {
+        Some("alone") => report(alone()),
+        Some("sender") => report(sender()),
+        _ => idle(),
+    }
+}

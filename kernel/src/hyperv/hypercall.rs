@@ -1,0 +1,140 @@
+//! Hypercalls (TLFS "Hypercall Interface"): VMCALL / VMMCALL from the hypercall page,
+//! decoded and answered with an HV_STATUS in RAX. Only HvCallPostMessage and
+//! HvCallSignalEvent exist, against the compiled connection table; every other call
+//! code is INVALID_HYPERCALL_CODE.
+//!
+//! Checks, in this order (the TLFS leaves the precedence open but wants ACCESS_DENIED to
+//! win over answers that reveal something): CPL 0 and not real mode, else #UD; the
+//! hypercall page enabled, else #UD (as on a CPU whose hypervisor offers none); a known
+//! call code; the caller's privilege for it (ACCESS_DENIED: a partition that sends on no
+//! connection of that kind); the input value (INVALID_HYPERCALL_INPUT); the input block
+//! (8-byte aligned, within one page, in the caller's own memory: INVALID_ALIGNMENT for
+//! each, as the TLFS says); its fields; the connection (INVALID_CONNECTION_ID if no
+//! connection has the id, ACCESS_DENIED if the caller is not its sender,
+//! INVALID_PORT_ID if it is of the other kind); then the delivery (`synic`).
+
+use super::{discovery, partition_registers, synic};
+use crate::partition::Partition;
+use bulkhead_abi::hyperv::cpuid::privileges_ebx;
+use bulkhead_abi::hyperv::hypercall::code;
+use bulkhead_abi::hyperv::{
+    HvStatus, HypercallInput, HypercallMsr, HypercallResult, Message, PostMessageInput, SignalEventInput, input_gpa_ok,
+};
+use bulkhead_board::tables::{Connection, ConnectionKind};
+use bulkhead_virt::guest_state::{ExecutionMode, GuestRegisters};
+use core::sync::atomic::Ordering;
+
+/// What the exit handler does with a hypercall exit.
+pub enum Outcome {
+    /// Answered: RAX (or EDX:EAX) holds the result; skip the instruction.
+    Answered,
+    /// Not a legal hypercall here: inject #UD (the instruction does not exist for it).
+    Undefined,
+}
+
+/// Handles the hypercall the guest just made in `mode` with `regs`.
+pub fn handle(partition: &Partition, mode: ExecutionMode, regs: &mut GuestRegisters) -> Outcome {
+    let (control, parameter) = match mode {
+        ExecutionMode::Bits64 { cpl: 0 } => (regs.rcx, regs.rdx),
+        // 32-bit callers: input value in EDX:EAX, input GPA in EBX:ECX.
+        ExecutionMode::Bits32 { cpl: 0 } => (join(regs.rdx, regs.rax), join(regs.rbx, regs.rcx)),
+        _ => return Outcome::Undefined,
+    };
+    let page = HypercallMsr::decode(partition_registers(partition).hypercall.load(Ordering::Acquire));
+    if !page.is_enabled() {
+        return Outcome::Undefined;
+    }
+    let status = match call(partition, HypercallInput::decode(control), parameter) {
+        Ok(()) => HvStatus::Success,
+        Err(status) => status,
+    };
+    let result = HypercallResult::new(status, 0).value();
+    match mode {
+        ExecutionMode::Bits64 { .. } => regs.rax = result,
+        _ => {
+            regs.rax = result & 0xffff_ffff;
+            regs.rdx = result >> 32;
+        }
+    }
+    Outcome::Answered
+}
+
+fn join(high: u64, low: u64) -> u64 {
+    (high << 32) | (low & 0xffff_ffff)
+}
+
+fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<(), HvStatus> {
+    let privilege = match input.code() {
+        code::POST_MESSAGE => privileges_ebx::POST_MESSAGES,
+        code::SIGNAL_EVENT => privileges_ebx::SIGNAL_EVENTS,
+        _ => return Err(HvStatus::InvalidHypercallCode),
+    };
+    if discovery::privileges_ebx(partition) & privilege == 0 {
+        return Err(HvStatus::AccessDenied);
+    }
+    input.check_simple_call()?;
+    match input.code() {
+        code::POST_MESSAGE => {
+            // Memory form only (QEMU answers the fast form the same way).
+            if input.is_fast() {
+                return Err(HvStatus::InvalidHypercallCode);
+            }
+            let bytes = read_input::<{ PostMessageInput::SIZE }>(partition, parameter)?;
+            let message = PostMessageInput::from_bytes(&bytes);
+            message.check()?;
+            let (index, connection) = connection(partition, message.connection_id, true)?;
+            status(synic::post(index, connection, &Message::from_post(&message, u64::from(connection.id))))
+        }
+        _ => {
+            let event = if input.is_fast() {
+                SignalEventInput::from_fast(parameter)
+            } else {
+                SignalEventInput::from_bytes(&read_input::<{ SignalEventInput::SIZE }>(partition, parameter)?)
+            };
+            event.check()?;
+            let (_, connection) = connection(partition, event.connection_id, false)?;
+            // The port behind an event connection has one flag: FlagNumber 0 is it.
+            let ConnectionKind::Event { flag } = connection.kind else { return Err(HvStatus::InvalidPortId) };
+            if event.flag_number != 0 {
+                return Err(HvStatus::InvalidParameter);
+            }
+            status(synic::signal(connection, flag))
+        }
+    }
+}
+
+fn status(status: HvStatus) -> Result<(), HvStatus> {
+    match status {
+        HvStatus::Success => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// The connection `id` the caller sends on, of the kind the call needs.
+fn connection(partition: &Partition, id: u32, message: bool) -> Result<(usize, &'static Connection), HvStatus> {
+    let (index, connection) = crate::config::SYSTEM
+        .connections
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.id == id)
+        .ok_or(HvStatus::InvalidConnectionId)?;
+    if connection.from != partition.config().id {
+        return Err(HvStatus::AccessDenied);
+    }
+    if matches!(connection.kind, ConnectionKind::Message { .. }) != message {
+        return Err(HvStatus::InvalidPortId);
+    }
+    Ok((index, connection))
+}
+
+/// Copies an input block of `N` bytes from guest-physical `gpa`.
+fn read_input<const N: usize>(partition: &Partition, gpa: u64) -> Result<[u8; N], HvStatus> {
+    input_gpa_ok(gpa, N as u64)?;
+    let host = super::private_memory(partition, gpa, N as u64, false).ok_or(HvStatus::InvalidAlignment)?;
+    let mut bytes = [0; N];
+    // SAFETY: `N` bytes of the partition's own RAM (identity-mapped, checked above); the
+    // caller's vCPU is in the hypervisor, its other vCPUs may change them meanwhile, which
+    // only changes what it sends.
+    unsafe { core::ptr::copy_nonoverlapping(host as *const u8, bytes.as_mut_ptr(), N) };
+    Ok(bytes)
+}

@@ -1,0 +1,130 @@
+//! The Hyper-V hypercall interface (Microsoft TLFS) as partitions see it: discovery
+//! ([`discovery`]), the synthetic MSRs ([`synthetic_msr`]), the SynIC message and
+//! event-flag delivery ([`synic`]) and the hypercalls themselves ([`hypercall`]).
+//! Encodings and layouts live in `bulkhead_abi::hyperv`, shared with the guests.
+//!
+//! State is kept per partition (GUEST_OS_ID, HYPERCALL, REFERENCE_TSC, the time base)
+//! and per virtual processor, one per core (the SynIC registers). A virtual processor's
+//! index is the position of its core in the partition's `cores` list; connections
+//! deliver to the receiver's VP 0 (its first core). All of it is atomics: senders on
+//! other cores read a receiver's SynIC registers while it runs.
+
+pub mod discovery;
+pub mod hypercall;
+pub mod synic;
+pub mod synthetic_msr;
+
+use crate::config::SYSTEM;
+use crate::partition::Partition;
+use bulkhead_board::tables::{MAX_CPUS, MAX_PARTITIONS};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Partition-wide synthetic registers (TLFS "Hypercall Interface", "Timers").
+pub struct PartitionRegisters {
+    pub guest_os_id: AtomicU64,
+    pub hypercall: AtomicU64,
+    pub reference_tsc: AtomicU64,
+    /// TSC value at the partition's (re)start: TIME_REF_COUNT counts from here.
+    pub start_tsc: AtomicU64,
+}
+
+/// One virtual processor's SynIC registers (TLFS "Inter-Partition Communication").
+pub struct VpRegisters {
+    pub scontrol: AtomicU64,
+    pub simp: AtomicU64,
+    pub siefp: AtomicU64,
+    pub sints: [AtomicU64; 16],
+    pub vp_assist_page: AtomicU64,
+}
+
+impl VpRegisters {
+    const fn new() -> Self {
+        Self {
+            scontrol: AtomicU64::new(0),
+            simp: AtomicU64::new(0),
+            siefp: AtomicU64::new(0),
+            sints: [const { AtomicU64::new(bulkhead_abi::hyperv::Sint::RESET.value()) }; 16],
+            vp_assist_page: AtomicU64::new(0),
+        }
+    }
+
+    fn reset(&self) {
+        self.scontrol.store(0, Ordering::Release);
+        self.simp.store(0, Ordering::Release);
+        self.siefp.store(0, Ordering::Release);
+        for sint in &self.sints {
+            sint.store(bulkhead_abi::hyperv::Sint::RESET.value(), Ordering::Release);
+        }
+        self.vp_assist_page.store(0, Ordering::Release);
+    }
+}
+
+static PARTITIONS: [PartitionRegisters; MAX_PARTITIONS] = [const {
+    PartitionRegisters {
+        guest_os_id: AtomicU64::new(0),
+        hypercall: AtomicU64::new(0),
+        reference_tsc: AtomicU64::new(0),
+        start_tsc: AtomicU64::new(0),
+    }
+}; MAX_PARTITIONS];
+
+/// Indexed by board core number.
+static VPS: [VpRegisters; MAX_CPUS] = [const { VpRegisters::new() }; MAX_CPUS];
+
+pub fn partition_registers(partition: &Partition) -> &'static PartitionRegisters {
+    &PARTITIONS[partition.config().id.0 as usize]
+}
+
+/// The SynIC registers of the core with this board core number.
+pub fn vp_registers(core: u32) -> &'static VpRegisters {
+    &VPS[core as usize]
+}
+
+/// The board core number of the CPU with this APIC ID.
+pub fn core_of_apic_id(apic_id: u32) -> Option<u32> {
+    SYSTEM.board.cpus.iter().find(|c| c.apic_id == apic_id).map(|c| c.core)
+}
+
+/// The APIC ID of a board core.
+pub fn apic_id_of_core(core: u32) -> Option<u32> {
+    SYSTEM.board.cpus.iter().find(|c| c.core == core).map(|c| c.apic_id)
+}
+
+/// This CPU's board core number.
+pub fn this_core() -> u32 {
+    core_of_apic_id(crate::percpu::current().apic_id()).unwrap_or(0)
+}
+
+/// The VP index of `core` in `partition` (its position in the `cores` list).
+pub fn vp_index(partition: &Partition, core: u32) -> Option<u32> {
+    partition.config().cores.iter().position(|&c| c == core).map(|i| i as u32)
+}
+
+/// Back to the reset state when a partition (re)starts, before any of its vCPUs runs:
+/// the partition's registers, its cores' SynICs and the queues of messages addressed to
+/// it (their senders then get INVALID_SYNIC_STATE until the partition enables its SynIC
+/// again). Messages it had queued for others stay queued.
+pub fn reset_partition(partition: &Partition) {
+    let registers = partition_registers(partition);
+    registers.guest_os_id.store(0, Ordering::Release);
+    registers.hypercall.store(0, Ordering::Release);
+    registers.reference_tsc.store(0, Ordering::Release);
+    registers.start_tsc.store(crate::time::rdtsc(), Ordering::Release);
+    for &core in partition.config().cores {
+        vp_registers(core).reset();
+    }
+    synic::drain_queues_to(partition);
+}
+
+/// The host address of `len` bytes at guest-physical `gpa` when they lie in one region of
+/// the partition's own memory (never a shared region or a device), writable if `write`.
+/// The hypervisor identity-maps RAM, so the address can be dereferenced directly.
+pub fn private_memory(partition: &Partition, gpa: u64, len: u64, write: bool) -> Option<u64> {
+    let end = gpa.checked_add(len)?;
+    partition
+        .config()
+        .memory
+        .iter()
+        .find(|r| r.guest_base <= gpa && end <= r.guest_base + r.size && r.access.read && (!write || r.access.write))
+        .map(|r| r.host_base + (gpa - r.guest_base))
+}

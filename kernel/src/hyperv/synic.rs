@@ -1,0 +1,238 @@
+//! SynIC delivery (TLFS "Inter-Partition Communication"): messages into the receiver's
+//! message page (SIMP) slot of the connection's SINT, event flags into its event-flag page
+//! (SIEFP), and the SINT's vector as a real fixed IPI to the receiver's core, so receiving
+//! costs the receiver no VM exit (its local APIC is its own; only EOM exits).
+//!
+//! One message slot per SINT. When the slot is busy, or older messages for that SINT are
+//! still queued, a message waits in its connection's queue (up to the configured depth;
+//! beyond it the sender gets INSUFFICIENT_BUFFERS) and the slot's MessagePending flag is
+//! set; the receiver's EOM write delivers the oldest waiting message. The pending flag is
+//! set *before* the slot is checked again, which closes the race with a receiver that
+//! frees the slot and then looks at the flag (it sees the flag and writes EOM, or the
+//! sender sees the free slot and delivers). Messages on one connection arrive in order;
+//! across connections to one SINT, oldest first.
+//!
+//! Why a lock of our own: one spin lock guards all queues. It is held for a copy of at
+//! most one message and the hypervisor runs with interrupts off, so waiting is short; no
+//! crate offers a lock for this context that the kernel does not already avoid.
+
+use super::{apic_id_of_core, private_memory, vp_registers};
+use crate::partition::{self, Partition};
+use bulkhead_abi::hyperv::message::{MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE};
+use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, Message, MessagePage, PageMsr, Scontrol, Sint};
+use bulkhead_board::tables::{Connection, MAX_CONNECTIONS, MAX_QUEUE_DEPTH};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+
+const DEPTH: usize = MAX_QUEUE_DEPTH as usize;
+
+/// The messages waiting on one connection, oldest first.
+struct Ring {
+    head: usize,
+    len: usize,
+    /// Arrival order across connections (oldest delivered first).
+    stamps: [u64; DEPTH],
+    messages: [[u8; MESSAGE_SIZE]; DEPTH],
+}
+
+struct Queues {
+    next_stamp: u64,
+    rings: [Ring; MAX_CONNECTIONS],
+}
+
+struct Locked {
+    busy: AtomicBool,
+    queues: UnsafeCell<Queues>,
+}
+
+// SAFETY: `queues` is only reached through `with_queues`, which holds `busy`.
+unsafe impl Sync for Locked {}
+
+static QUEUES: Locked = Locked {
+    busy: AtomicBool::new(false),
+    queues: UnsafeCell::new(Queues {
+        next_stamp: 0,
+        rings: [const { Ring { head: 0, len: 0, stamps: [0; DEPTH], messages: [[0; MESSAGE_SIZE]; DEPTH] } };
+            MAX_CONNECTIONS],
+    }),
+};
+
+fn with_queues<T>(f: impl FnOnce(&mut Queues) -> T) -> T {
+    while QUEUES.busy.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        core::hint::spin_loop();
+    }
+    // SAFETY: `busy` is held: this is the only reference to the queues.
+    let result = f(unsafe { &mut *QUEUES.queues.get() });
+    QUEUES.busy.store(false, Ordering::Release);
+    result
+}
+
+/// Where a receiver's SINT delivers: its VP 0's core and, when enabled, its pages.
+struct Target {
+    core: u32,
+    sint: u8,
+    sint_register: Sint,
+    /// Host address of the message page, if SCONTROL and SIMP are enabled.
+    simp: Option<u64>,
+    /// Host address of the event-flag page, if SCONTROL and SIEFP are enabled.
+    siefp: Option<u64>,
+}
+
+fn target(receiver: &Partition, sint: u8) -> Target {
+    let core = receiver.config().cores[0];
+    let vp = vp_registers(core);
+    let enabled = Scontrol::decode(vp.scontrol.load(Ordering::Acquire)).is_enabled();
+    let page = |raw: u64| {
+        let msr = PageMsr::decode(raw);
+        (enabled && msr.is_enabled()).then(|| private_memory(receiver, msr.gpa(), 4096, true)).flatten()
+    };
+    Target {
+        core,
+        sint,
+        sint_register: Sint::decode(vp.sints[sint as usize].load(Ordering::Acquire)),
+        simp: page(vp.simp.load(Ordering::Acquire)),
+        siefp: page(vp.siefp.load(Ordering::Acquire)),
+    }
+}
+
+/// The SINT's interrupt, as a fixed IPI to the receiver's core (none while masked: the
+/// TLFS drops it; messages stay in their slot or queue).
+fn interrupt(target: &Target) {
+    if target.sint_register.is_masked() {
+        return;
+    }
+    if let Some(apic_id) = apic_id_of_core(target.core) {
+        crate::smp::send_fixed_ipi(apic_id, target.sint_register.vector());
+    }
+}
+
+fn slot_type(page: u64, sint: u8) -> &'static AtomicU32 {
+    // SAFETY: `page` is a message page in the receiver's own RAM (identity-mapped, checked
+    // by `private_memory`); each slot starts 256-byte aligned with its u32 type.
+    unsafe { &*((page + MessagePage::slot_offset(sint) as u64) as *const AtomicU32) }
+}
+
+fn slot_flags(page: u64, sint: u8) -> &'static AtomicU8 {
+    // SAFETY: as in `slot_type`; MessageFlags is byte 5 of the slot.
+    unsafe { &*((page + MessagePage::slot_offset(sint) as u64 + 5) as *const AtomicU8) }
+}
+
+/// Writes `message` into the free slot: everything after the type first, the type last,
+/// so the receiver never sees a half-written message.
+fn write_slot(page: u64, sint: u8, message: &[u8; MESSAGE_SIZE], pending: bool) {
+    let slot = page + MessagePage::slot_offset(sint) as u64;
+    for (i, &byte) in message.iter().enumerate().skip(4) {
+        // SAFETY: within the slot, in the receiver's own RAM (see `slot_type`).
+        unsafe { core::ptr::write_volatile((slot + i as u64) as *mut u8, byte) };
+    }
+    slot_flags(page, sint).store(if pending { MESSAGE_FLAG_PENDING } else { 0 }, Ordering::Relaxed);
+    let message_type = u32::from_le_bytes([message[0], message[1], message[2], message[3]]);
+    slot_type(page, sint).store(message_type, Ordering::Release);
+}
+
+/// Connections (by index) that deliver to `receiver`'s `sint`.
+fn connections_to(receiver: &Partition, sint: u8) -> impl Iterator<Item = (usize, &'static Connection)> {
+    let id = receiver.config().id;
+    crate::config::SYSTEM.connections.iter().enumerate().filter(move |(_, c)| c.to == id && c.sint == sint)
+}
+
+/// Moves the oldest waiting message for the target's SINT into its slot if the slot is
+/// free; keeps MessagePending set while more wait. Returns whether one was delivered.
+fn deliver_oldest(queues: &mut Queues, receiver: &Partition, target: &Target, page: u64) -> bool {
+    if slot_type(page, target.sint).load(Ordering::Acquire) != MESSAGE_TYPE_NONE {
+        return false;
+    }
+    let oldest = connections_to(receiver, target.sint)
+        .filter(|&(i, _)| queues.rings[i].len > 0)
+        .min_by_key(|&(i, _)| queues.rings[i].stamps[queues.rings[i].head]);
+    let Some((index, _)) = oldest else { return false };
+    let ring = &mut queues.rings[index];
+    let message = ring.messages[ring.head];
+    ring.head = (ring.head + 1) % DEPTH;
+    ring.len -= 1;
+    let more = connections_to(receiver, target.sint).any(|(i, _)| queues.rings[i].len > 0);
+    write_slot(page, target.sint, &message, more);
+    interrupt(target);
+    true
+}
+
+/// HvCallPostMessage's delivery, the connection already checked: the message goes to the
+/// receiver's slot, or waits in the connection's queue.
+pub fn post(connection_index: usize, connection: &Connection, message: &Message) -> HvStatus {
+    let receiver = partition::get(connection.to);
+    let target = target(receiver, connection.sint);
+    let Some(page) = target.simp else { return HvStatus::InvalidSynicState };
+    let depth = match connection.kind {
+        bulkhead_board::tables::ConnectionKind::Message { queue_depth } => (queue_depth as usize).min(DEPTH),
+        bulkhead_board::tables::ConnectionKind::Event { .. } => return HvStatus::InvalidPortId,
+    };
+    let bytes = message.to_bytes();
+    with_queues(|queues| {
+        let waiting = connections_to(receiver, connection.sint).any(|(i, _)| queues.rings[i].len > 0);
+        if !waiting && slot_type(page, connection.sint).load(Ordering::Acquire) == MESSAGE_TYPE_NONE {
+            write_slot(page, connection.sint, &bytes, false);
+            interrupt(&target);
+            return HvStatus::Success;
+        }
+        let stamp = queues.next_stamp;
+        let ring = &mut queues.rings[connection_index];
+        if ring.len >= depth {
+            return HvStatus::InsufficientBuffers;
+        }
+        let tail = (ring.head + ring.len) % DEPTH;
+        ring.messages[tail] = bytes;
+        ring.stamps[tail] = stamp;
+        ring.len += 1;
+        queues.next_stamp += 1;
+        // Flag first, then look at the slot again (see the module comment).
+        slot_flags(page, connection.sint).fetch_or(MESSAGE_FLAG_PENDING, Ordering::SeqCst);
+        deliver_oldest(queues, receiver, &target, page);
+        HvStatus::Success
+    })
+}
+
+/// The receiver wrote EOM on this core: deliver what waits for its free slots.
+pub fn end_of_message(receiver: &Partition, core: u32) {
+    if receiver.config().cores.first() != Some(&core) {
+        return;
+    }
+    with_queues(|queues| {
+        for sint in 0..bulkhead_abi::hyperv::msr::SINT_COUNT {
+            let target = target(receiver, sint);
+            if let Some(page) = target.simp {
+                deliver_oldest(queues, receiver, &target, page);
+            }
+        }
+    });
+}
+
+/// HvCallSignalEvent's delivery: sets the connection's flag in the receiver's event-flag
+/// page atomically; only a flag that was clear raises the SINT (signals coalesce).
+pub fn signal(connection: &Connection, flag: u16) -> HvStatus {
+    let receiver = partition::get(connection.to);
+    let target = target(receiver, connection.sint);
+    let Some(page) = target.siefp else { return HvStatus::InvalidSynicState };
+    if target.sint_register.is_masked() {
+        return HvStatus::InvalidSynicState;
+    }
+    let Some((byte, mask)) = EventFlagsPage::bit(flag) else { return HvStatus::InvalidParameter };
+    let address = page + (EventFlagsPage::slot_offset(connection.sint) + byte) as u64;
+    // SAFETY: a byte of the receiver's event-flag page, in its own RAM (`private_memory`).
+    let flags = unsafe { &*(address as *const AtomicU8) };
+    if flags.fetch_or(mask, Ordering::SeqCst) & mask == 0 {
+        interrupt(&target);
+    }
+    HvStatus::Success
+}
+
+/// A partition restarts: messages waiting for it are dropped (its SynIC starts disabled,
+/// so senders get INVALID_SYNIC_STATE until it enables it again).
+pub fn drain_queues_to(receiver: &Partition) {
+    let id = receiver.config().id;
+    with_queues(|queues| {
+        for (i, _) in crate::config::SYSTEM.connections.iter().enumerate().filter(|(_, c)| c.to == id) {
+            queues.rings[i].len = 0;
+            queues.rings[i].head = 0;
+        }
+    });
+}

@@ -1,0 +1,159 @@
+//! The synthetic MSRs 0x4000_0000..=0x4000_00FF (TLFS "Hypercall Interface", "Timers",
+//! "Inter-Partition Communication"; numbers and layouts in `bulkhead_abi::hyperv::msr`).
+//! Pages a partition names here (hypercall page, reference TSC page, SIMP, SIEFP) must lie
+//! in its own memory; any other address is refused with #GP, as an address outside the
+//! guest-physical space is on Hyper-V.
+
+use super::{PartitionRegisters, partition_registers, private_memory, synic, this_core, vp_index, vp_registers};
+use crate::partition::Partition;
+use bulkhead_abi::hyperv::msr::{self, SINT_FIRST, SINT_LAST, SYNIC_VERSION};
+use bulkhead_abi::hyperv::reference_tsc::{next_sequence, reference_time, scale_for};
+use bulkhead_abi::hyperv::{HypercallMsr, PageMsr, Scontrol, Sint};
+use core::sync::atomic::Ordering;
+
+/// Whether `msr` is in the synthetic range this module answers.
+pub fn is_synthetic(msr: u32) -> bool {
+    (0x4000_0000..=0x4000_00ff).contains(&msr)
+}
+
+/// The scale and offset of the partition's reference time: 100 ns ticks since its start.
+fn time_base(registers: &PartitionRegisters) -> (u64, i64) {
+    let scale = scale_for(crate::time::tsc_hz());
+    let start = reference_time(registers.start_tsc.load(Ordering::Acquire), scale, 0);
+    (scale, (start as i64).wrapping_neg())
+}
+
+/// Answers RDMSR of a synthetic MSR; `None` is #GP.
+pub fn read(partition: &Partition, msr: u32) -> Option<u64> {
+    let registers = partition_registers(partition);
+    let vp = vp_registers(this_core());
+    Some(match msr {
+        msr::GUEST_OS_ID => registers.guest_os_id.load(Ordering::Acquire),
+        msr::HYPERCALL => registers.hypercall.load(Ordering::Acquire),
+        msr::VP_INDEX => u64::from(vp_index(partition, this_core())?),
+        msr::TIME_REF_COUNT => {
+            let (scale, offset) = time_base(registers);
+            reference_time(crate::time::rdtsc(), scale, offset)
+        }
+        msr::REFERENCE_TSC => registers.reference_tsc.load(Ordering::Acquire),
+        msr::VP_ASSIST_PAGE => vp.vp_assist_page.load(Ordering::Acquire),
+        msr::SCONTROL => vp.scontrol.load(Ordering::Acquire),
+        msr::SVERSION => SYNIC_VERSION,
+        msr::SIEFP => vp.siefp.load(Ordering::Acquire),
+        msr::SIMP => vp.simp.load(Ordering::Acquire),
+        msr::EOM => 0,
+        SINT_FIRST..=SINT_LAST => vp.sints[(msr - SINT_FIRST) as usize].load(Ordering::Acquire),
+        _ => return None,
+    })
+}
+
+/// Performs WRMSR of a synthetic MSR; false is #GP.
+pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
+    let registers = partition_registers(partition);
+    let core = this_core();
+    let vp = vp_registers(core);
+    match msr {
+        msr::GUEST_OS_ID => {
+            registers.guest_os_id.store(value, Ordering::Release);
+            if value == 0 {
+                // No guest OS identity, no hypercall page (TLFS "Hypercall Interface").
+                let hypercall = HypercallMsr::decode(registers.hypercall.load(Ordering::Acquire));
+                registers.hypercall.store(hypercall.enabled(false).value(), Ordering::Release);
+            }
+            true
+        }
+        msr::HYPERCALL => write_hypercall(partition, registers, value),
+        msr::REFERENCE_TSC => {
+            let page = PageMsr::decode(value);
+            if page.is_enabled() && !fill_reference_tsc_page(partition, registers, page.gpa()) {
+                return false;
+            }
+            registers.reference_tsc.store(value, Ordering::Release);
+            true
+        }
+        // Linux writes it unconditionally; the page serves enlightenments not offered here.
+        msr::VP_ASSIST_PAGE => {
+            vp.vp_assist_page.store(value, Ordering::Release);
+            true
+        }
+        msr::SCONTROL => {
+            vp.scontrol.store(Scontrol::decode(value).value(), Ordering::Release);
+            true
+        }
+        msr::SIEFP | msr::SIMP => {
+            let page = PageMsr::decode(value);
+            if page.is_enabled() {
+                let Some(host) = private_memory(partition, page.gpa(), 4096, true) else { return false };
+                // A fresh page starts empty (as KVM does): no stale message or flag.
+                // SAFETY: a page of the partition's own RAM, identity-mapped; the
+                // partition's own vCPU is in the hypervisor, and senders write it only
+                // through the SynIC, whose state this write replaces.
+                unsafe { core::ptr::write_bytes(host as *mut u8, 0, 4096) };
+            }
+            let register = if msr == msr::SIMP { &vp.simp } else { &vp.siefp };
+            register.store(value, Ordering::Release);
+            true
+        }
+        msr::EOM => {
+            synic::end_of_message(partition, core);
+            true
+        }
+        SINT_FIRST..=SINT_LAST => {
+            let sint = Sint::decode(value);
+            if !sint.write_allowed() {
+                return false;
+            }
+            vp.sints[(msr - SINT_FIRST) as usize].store(value, Ordering::Release);
+            true
+        }
+        // Read-only: VP_INDEX, TIME_REF_COUNT, SVERSION; anything else is not offered.
+        _ => false,
+    }
+}
+
+/// HYPERCALL (TLFS "Hypercall Interface"): enabling needs a guest OS identity (the enable bit stays clear
+/// otherwise) and fills the page at GPFN with the call sequence of this CPU's vendor:
+/// `vmcall; ret` (Intel) or `vmmcall; ret` (AMD), as the guest calls offset 0. Once locked
+/// the register ignores writes.
+fn write_hypercall(partition: &Partition, registers: &PartitionRegisters, value: u64) -> bool {
+    const VMCALL_RET: [u8; 4] = [0x0f, 0x01, 0xc1, 0xc3];
+    const VMMCALL_RET: [u8; 4] = [0x0f, 0x01, 0xd9, 0xc3];
+    let current = HypercallMsr::decode(registers.hypercall.load(Ordering::Acquire));
+    if current.is_locked() {
+        return true;
+    }
+    let mut requested = HypercallMsr::decode(value & !HypercallMsr::RESERVED_MASK);
+    if registers.guest_os_id.load(Ordering::Acquire) == 0 {
+        requested = requested.enabled(false);
+    }
+    if requested.is_enabled() {
+        let Some(host) = private_memory(partition, requested.gpa(), 4096, true) else { return false };
+        let code = if crate::capabilities::is_amd() { VMMCALL_RET } else { VMCALL_RET };
+        // SAFETY: the first bytes of a page of the partition's own RAM (identity-mapped);
+        // its vCPU is in the hypervisor.
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), host as *mut u8, code.len()) };
+    }
+    registers.hypercall.store(requested.value(), Ordering::Release);
+    true
+}
+
+/// Writes the reference TSC page (TLFS "Partition Reference TSC Mechanism"): invalidate
+/// the sequence, write scale and offset, then a new valid sequence, so a reader never
+/// combines old and new values.
+fn fill_reference_tsc_page(partition: &Partition, registers: &PartitionRegisters, gpa: u64) -> bool {
+    let Some(host) = private_memory(partition, gpa, 4096, true) else { return false };
+    let (scale, offset) = time_base(registers);
+    // SAFETY: the page's sequence, scale and offset fields (offsets 0, 8, 16), in the
+    // partition's own RAM (identity-mapped); only this core writes them.
+    unsafe {
+        let sequence = host as *mut u32;
+        let old = core::ptr::read_volatile(sequence);
+        core::ptr::write_volatile(sequence, 0);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        core::ptr::write_volatile((host + 8) as *mut u64, scale);
+        core::ptr::write_volatile((host + 16) as *mut i64, offset);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        core::ptr::write_volatile(sequence, next_sequence(old));
+    }
+    true
+}
