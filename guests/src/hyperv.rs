@@ -3,13 +3,17 @@
 //! `bulkhead_abi::hyperv`, the same definitions the hypervisor uses.
 
 use bulkhead_abi::hyperv::hypercall::code;
-use bulkhead_abi::hyperv::{HypercallInput, HypercallMsr, HypercallResult, PostMessageInput, SignalEventInput, msr};
+use bulkhead_abi::hyperv::reference_tsc::{SEQUENCE_INVALID, SEQUENCE_INVALID_LEGACY, reference_time};
+use bulkhead_abi::hyperv::{
+    HypercallInput, HypercallMsr, HypercallResult, PageMsr, PostMessageInput, SignalEventInput, msr,
+};
 
 /// A page-aligned page of this payload's memory (guest-virtual = guest-physical here).
 #[repr(C, align(4096))]
 pub struct Page(pub [u8; 4096]);
 
 static mut HYPERCALL_PAGE: Page = Page([0; 4096]);
+static mut REFERENCE_TSC_PAGE: Page = Page([0; 4096]);
 /// Two pages: the input block goes at an offset the caller chooses (tests place it
 /// misaligned or across the boundary on purpose).
 static mut INPUT_PAGES: [Page; 2] = [Page([0; 4096]), Page([0; 4096])];
@@ -88,4 +92,35 @@ pub fn post_message_at(offset: usize, input: &PostMessageInput) -> u16 {
 /// HvCallPostMessage with the input block at guest-physical `gpa`, wherever that is.
 pub fn post_message_gpa(gpa: u64) -> u16 {
     status(hypercall(HypercallInput::new(code::POST_MESSAGE).value(), gpa, 0))
+}
+
+/// Enables the reference TSC page (TLFS "Partition Reference TSC Mechanism").
+pub fn enable_reference_tsc_page() {
+    let page = &raw const REFERENCE_TSC_PAGE as u64;
+    wrmsr(msr::REFERENCE_TSC, PageMsr::new(page >> 12).enabled(true).value());
+}
+
+/// The partition's reference time (100 ns units) read from the page with the TLFS reader
+/// protocol; `None` while its sequence says the page is invalid.
+pub fn reference_time_from_page() -> Option<u64> {
+    let page = &raw const REFERENCE_TSC_PAGE as *const u8;
+    loop {
+        // SAFETY: the page's sequence, scale and offset fields (offsets 0, 8, 16), which the
+        // hypervisor writes; read volatile, the sequence around the others.
+        let (before, scale, offset) = unsafe {
+            (
+                core::ptr::read_volatile(page as *const u32),
+                core::ptr::read_volatile(page.add(8) as *const u64),
+                core::ptr::read_volatile(page.add(16) as *const i64),
+            )
+        };
+        if before == SEQUENCE_INVALID || before == SEQUENCE_INVALID_LEGACY {
+            return None;
+        }
+        let time = reference_time(crate::rdtsc(), scale, offset);
+        // SAFETY: as above.
+        if unsafe { core::ptr::read_volatile(page as *const u32) } == before {
+            return Some(time);
+        }
+    }
 }

@@ -118,7 +118,8 @@ pub mod demo_status {
     //! word, then control's timer ticks.
     use core::ptr::{read_volatile, write_volatile};
 
-    const MAGIC: u64 = 0x7469_636b_7321; // "!sktic"
+    /// Marks a page control has written (an arbitrary value no zeroed page holds).
+    const MAGIC: u64 = 0x7469_636b_7321;
 
     /// Control: publishes its tick count in the page at `page`.
     pub fn publish(page: u64, ticks: u64) {

@@ -58,42 +58,7 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
             Action::Resume { skip: true }
         }
         Exit::Io(access) => port_access(partition, backend.registers(), access),
-        Exit::MsrRead { msr: crate::msr::EFER } => {
-            let value = backend.guest_efer();
-            let regs = backend.registers();
-            regs.rax = value & 0xffff_ffff;
-            regs.rdx = value >> 32;
-            Action::Resume { skip: true }
-        }
-        Exit::MsrWrite { msr: crate::msr::EFER, value } => {
-            let (current, cr0) = (backend.guest_efer(), backend.guest_cr0());
-            match crate::msr::efer_write(current, value, cr0) {
-                Some(efer) => {
-                    backend.set_guest_efer(efer);
-                    Action::Resume { skip: true }
-                }
-                None => refused_write(partition, backend, crate::msr::EFER, value),
-            }
-        }
-        Exit::MsrRead { msr } if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
-            match crate::hyperv::synthetic_msr::read(partition, msr) {
-                Some(value) => {
-                    let regs = backend.registers();
-                    regs.rax = value & 0xffff_ffff;
-                    regs.rdx = value >> 32;
-                    Action::Resume { skip: true }
-                }
-                None => Action::InjectGp,
-            }
-        }
-        Exit::MsrWrite { msr, value } if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
-            if crate::hyperv::synthetic_msr::write(partition, msr, value) {
-                Action::Resume { skip: true }
-            } else {
-                refused_write(partition, backend, msr, value)
-            }
-        }
-        Exit::MsrRead { msr } => match crate::msr::read(msr) {
+        Exit::MsrRead { msr } => match read_msr(partition, backend, msr) {
             Some(value) => {
                 let regs = backend.registers();
                 regs.rax = value & 0xffff_ffff;
@@ -114,10 +79,20 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
             }
         },
         Exit::MsrWrite { msr, value } => {
-            if crate::msr::write(partition, msr, value) {
+            if write_msr(partition, backend, msr, value) {
                 Action::Resume { skip: true }
             } else {
-                refused_write(partition, backend, msr, value)
+                if let Some(n) = partition.counters.msr.hit() {
+                    warn!(
+                        "partition {=str}: wrmsr {=u32:#x} <- {=u64:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
+                        partition.name(),
+                        msr,
+                        value,
+                        backend.rip(),
+                        n
+                    );
+                }
+                Action::InjectGp
             }
         }
         Exit::Xsetbv { xcr, value } => {
@@ -174,19 +149,28 @@ fn undefined<B: Backend>(partition: &Partition, backend: &mut B, what: &str) -> 
     Action::InjectUd
 }
 
-/// A WRMSR the partition may not do: #GP, and a rate-limited log line.
-fn refused_write<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> Action {
-    if let Some(n) = partition.counters.msr.hit() {
-        warn!(
-            "partition {=str}: wrmsr {=u32:#x} <- {=u64:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
-            partition.name(),
-            msr,
-            value,
-            backend.rip(),
-            n
-        );
+/// An intercepted RDMSR: EFER from the backend (intercepted on SVM only), the synthetic
+/// Hyper-V MSRs, then the allowlist. `None` is #GP.
+fn read_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Option<u64> {
+    match msr {
+        crate::msr::EFER => Some(backend.guest_efer()),
+        msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => crate::hyperv::synthetic_msr::read(partition, msr),
+        msr => crate::msr::read(msr),
     }
-    Action::InjectGp
+}
+
+/// An intercepted WRMSR, dispatched as [`read_msr`]. False is #GP.
+fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> bool {
+    match msr {
+        crate::msr::EFER => {
+            let (current, cr0) = (backend.guest_efer(), backend.guest_cr0());
+            crate::msr::efer_write(current, value, cr0).map(|efer| backend.set_guest_efer(efer)).is_some()
+        }
+        msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
+            crate::hyperv::synthetic_msr::write(partition, msr, value)
+        }
+        msr => crate::msr::write(partition, msr, value),
+    }
 }
 
 /// CPUID as a partition sees it: the hardware's answer with the hypervisor-present bit

@@ -62,11 +62,6 @@ impl Emulator {
         matches!(self, Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc)
     }
 
-    /// Whether this is one of the Bochs machines.
-    pub fn is_bochs(self) -> bool {
-        !self.is_qemu()
-    }
-
     /// Whether the emulated CPU is Intel's, so the hypervisor runs its VT-x backend
     /// (otherwise AMD's, with the SVM backend).
     pub fn is_vmx(self) -> bool {

@@ -7,6 +7,7 @@
 //! caller of `vmx_enter`. A failed VM entry falls through and returns 1.
 
 pub use bulkhead_virt::guest_state::GuestRegisters;
+use core::mem::offset_of;
 
 core::arch::global_asm!(
     r#"
@@ -23,21 +24,21 @@ vmx_enter:
     mov rax, {host_rsp}
     vmwrite rax, rsp
     test rsi, rsi
-    mov rax, [rdi + 0]
-    mov rbx, [rdi + 8]
-    mov rcx, [rdi + 16]
-    mov rdx, [rdi + 24]
-    mov rsi, [rdi + 32]
-    mov rbp, [rdi + 48]
-    mov r8,  [rdi + 56]
-    mov r9,  [rdi + 64]
-    mov r10, [rdi + 72]
-    mov r11, [rdi + 80]
-    mov r12, [rdi + 88]
-    mov r13, [rdi + 96]
-    mov r14, [rdi + 104]
-    mov r15, [rdi + 112]
-    mov rdi, [rdi + 40]
+    mov rax, [rdi + {rax}]
+    mov rbx, [rdi + {rbx}]
+    mov rcx, [rdi + {rcx}]
+    mov rdx, [rdi + {rdx}]
+    mov rsi, [rdi + {rsi}]
+    mov rbp, [rdi + {rbp}]
+    mov r8,  [rdi + {r8}]
+    mov r9,  [rdi + {r9}]
+    mov r10, [rdi + {r10}]
+    mov r11, [rdi + {r11}]
+    mov r12, [rdi + {r12}]
+    mov r13, [rdi + {r13}]
+    mov r14, [rdi + {r14}]
+    mov r15, [rdi + {r15}]
+    mov rdi, [rdi + {rdi}]
     jnz 2f
     vmlaunch
     jmp 3f
@@ -57,22 +58,22 @@ vmx_enter:
 vmx_exit:
     push rdi
     mov rdi, [rsp + 8]
-    mov [rdi + 0], rax
-    mov [rdi + 8], rbx
-    mov [rdi + 16], rcx
-    mov [rdi + 24], rdx
-    mov [rdi + 32], rsi
-    mov [rdi + 48], rbp
-    mov [rdi + 56], r8
-    mov [rdi + 64], r9
-    mov [rdi + 72], r10
-    mov [rdi + 80], r11
-    mov [rdi + 88], r12
-    mov [rdi + 96], r13
-    mov [rdi + 104], r14
-    mov [rdi + 112], r15
+    mov [rdi + {rax}], rax
+    mov [rdi + {rbx}], rbx
+    mov [rdi + {rcx}], rcx
+    mov [rdi + {rdx}], rdx
+    mov [rdi + {rsi}], rsi
+    mov [rdi + {rbp}], rbp
+    mov [rdi + {r8}], r8
+    mov [rdi + {r9}], r9
+    mov [rdi + {r10}], r10
+    mov [rdi + {r11}], r11
+    mov [rdi + {r12}], r12
+    mov [rdi + {r13}], r13
+    mov [rdi + {r14}], r14
+    mov [rdi + {r15}], r15
     pop rax
-    mov [rdi + 40], rax
+    mov [rdi + {rdi}], rax
     pop rdi
     pop r15
     pop r14
@@ -84,6 +85,21 @@ vmx_exit:
     ret
     "#,
     host_rsp = const x86::vmx::vmcs::host::RSP,
+    rax = const offset_of!(GuestRegisters, rax),
+    rbx = const offset_of!(GuestRegisters, rbx),
+    rcx = const offset_of!(GuestRegisters, rcx),
+    rdx = const offset_of!(GuestRegisters, rdx),
+    rsi = const offset_of!(GuestRegisters, rsi),
+    rdi = const offset_of!(GuestRegisters, rdi),
+    rbp = const offset_of!(GuestRegisters, rbp),
+    r8 = const offset_of!(GuestRegisters, r8),
+    r9 = const offset_of!(GuestRegisters, r9),
+    r10 = const offset_of!(GuestRegisters, r10),
+    r11 = const offset_of!(GuestRegisters, r11),
+    r12 = const offset_of!(GuestRegisters, r12),
+    r13 = const offset_of!(GuestRegisters, r13),
+    r14 = const offset_of!(GuestRegisters, r14),
+    r15 = const offset_of!(GuestRegisters, r15),
 );
 
 unsafe extern "C" {

@@ -3,7 +3,8 @@
 //! the one the TLFS prescribes.
 //!
 //! `case=alone` (a partition with no connections): discovery leaves, VP_INDEX, the
-//! hypercall page, and ACCESS_DENIED for both calls. `case=sender` (sends on message
+//! reference time (TIME_REF_COUNT and the reference TSC page agree), the hypercall page,
+//! and ACCESS_DENIED for both calls. `case=sender` (sends on message
 //! connection 1 and event connection 2 to a receiver that never enables its SynIC;
 //! connection 3 belongs to the receiver): one call per failure status. `case=idle`: the
 //! receiver, which does nothing.
@@ -14,7 +15,8 @@ use bulkhead_abi::hyperv::cpuid;
 use bulkhead_abi::hyperv::hypercall::code;
 use bulkhead_abi::hyperv::{HypercallInput, HypercallMsr, PostMessageInput, msr};
 use bulkhead_guests::hyperv::{
-    enable_hypercalls, hypercall, input_area, post_message_at, post_message_gpa, rdmsr, signal_event, status,
+    enable_hypercalls, enable_reference_tsc_page, hypercall, input_area, post_message_at, post_message_gpa, rdmsr,
+    reference_time_from_page, signal_event, status,
 };
 use bulkhead_guests::{arg, cmdline, cpuid as cpuid_leaf, idle, println, report};
 
@@ -36,8 +38,17 @@ fn alone() -> bool {
     let vp_index = rdmsr(msr::VP_INDEX);
     let page = HypercallMsr::decode(enable_hypercalls());
     println!("hyperv: vp index {} hypercall page enabled={}", vp_index, page.is_enabled());
+    // Reference time: TIME_REF_COUNT advances, and the page (read between two MSR reads)
+    // agrees with it.
+    let before = rdmsr(msr::TIME_REF_COUNT);
+    enable_reference_tsc_page();
+    let from_page = reference_time_from_page();
+    let after = rdmsr(msr::TIME_REF_COUNT);
+    let time_ok = from_page.is_some_and(|t| before <= t && t <= after) && before < after;
+    println!("hyperv: reference time page valid={} between the MSR reads={}", from_page.is_some(), time_ok);
     let message = PostMessageInput::new(1, 1, b"hello").unwrap();
     let ok = [
+        time_ok,
         expect("unknown call code", status(hypercall(HypercallInput::new(0x99).value(), 0, 0)), 0x2),
         expect("post message without connections", post_message_at(0, &message), 0x6),
         expect("signal event without connections", signal_event(2, 0), 0x6),

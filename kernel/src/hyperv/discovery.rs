@@ -8,6 +8,7 @@ use crate::partition::Partition;
 use bulkhead_abi::hyperv::cpuid::{self, privileges_eax, privileges_ebx, recommendations_eax};
 use bulkhead_board::tables::ConnectionKind;
 use core::arch::x86_64::CpuidResult;
+use core::sync::atomic::Ordering;
 
 /// The synthetic MSRs every partition may use (0x4000_0003 EAX).
 const PRIVILEGES_EAX: u32 = privileges_eax::HYPERCALL_MSRS
@@ -18,8 +19,9 @@ const PRIVILEGES_EAX: u32 = privileges_eax::HYPERCALL_MSRS
 
 /// Hypercall privileges (0x4000_0003 EBX): PostMessages to a partition that sends on a
 /// message connection, SignalEvents to one that sends on an event connection. Never
-/// CpuManagement: Linux would take itself for the root partition.
-pub fn privileges_ebx(partition: &Partition) -> u32 {
+/// CpuManagement: Linux would take itself for the root partition. Computed when the
+/// partition starts (`PartitionRegisters::hypercall_privileges`).
+pub fn hypercall_privileges(partition: &Partition) -> u32 {
     let id = partition.config().id;
     let mut ebx = 0;
     for connection in crate::config::SYSTEM.connections.iter().filter(|c| c.from == id) {
@@ -44,7 +46,10 @@ pub fn leaf(partition: &Partition, leaf: u32) -> CpuidResult {
         cpuid::LEAF_INTERFACE => CpuidResult { eax: cpuid::INTERFACE_SIGNATURE, ..zero },
         // Build number, then major.minor of this hypervisor's version.
         cpuid::LEAF_VERSION => CpuidResult { eax: 1, ebx: 1, ..zero },
-        cpuid::LEAF_FEATURES => CpuidResult { eax: PRIVILEGES_EAX, ebx: privileges_ebx(partition), ..zero },
+        cpuid::LEAF_FEATURES => {
+            let ebx = super::partition_registers(partition).hypercall_privileges.load(Ordering::Acquire);
+            CpuidResult { eax: PRIVILEGES_EAX, ebx, ..zero }
+        }
         // Partitions EOI their own local APIC: AutoEOI would need an exit per interrupt.
         // No spinlock notification (EBX all ones).
         cpuid::LEAF_RECOMMENDATIONS => {

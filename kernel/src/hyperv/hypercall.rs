@@ -13,7 +13,7 @@
 //! connection has the id, ACCESS_DENIED if the caller is not its sender,
 //! INVALID_PORT_ID if it is of the other kind); then the delivery (`synic`).
 
-use super::{discovery, partition_registers, synic};
+use super::{partition_registers, synic};
 use crate::partition::Partition;
 use bulkhead_abi::hyperv::cpuid::privileges_ebx;
 use bulkhead_abi::hyperv::hypercall::code;
@@ -69,7 +69,7 @@ fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<
         code::SIGNAL_EVENT => privileges_ebx::SIGNAL_EVENTS,
         _ => return Err(HvStatus::InvalidHypercallCode),
     };
-    if discovery::privileges_ebx(partition) & privilege == 0 {
+    if partition_registers(partition).hypercall_privileges.load(Ordering::Acquire) & privilege == 0 {
         return Err(HvStatus::AccessDenied);
     }
     input.check_simple_call()?;

@@ -17,7 +17,7 @@ pub mod synthetic_msr;
 use crate::config::SYSTEM;
 use crate::partition::Partition;
 use bulkhead_board::tables::{MAX_CPUS, MAX_PARTITIONS};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Partition-wide synthetic registers (TLFS "Hypercall Interface", "Timers").
 pub struct PartitionRegisters {
@@ -26,6 +26,9 @@ pub struct PartitionRegisters {
     pub reference_tsc: AtomicU64,
     /// TSC value at the partition's (re)start: TIME_REF_COUNT counts from here.
     pub start_tsc: AtomicU64,
+    /// Its hypercall privileges (CPUID 0x4000_0003 EBX), from the connection table once
+    /// per start rather than on every hypercall.
+    pub hypercall_privileges: AtomicU32,
 }
 
 /// One virtual processor's SynIC registers (TLFS "Inter-Partition Communication").
@@ -65,6 +68,7 @@ static PARTITIONS: [PartitionRegisters; MAX_PARTITIONS] = [const {
         hypercall: AtomicU64::new(0),
         reference_tsc: AtomicU64::new(0),
         start_tsc: AtomicU64::new(0),
+        hypercall_privileges: AtomicU32::new(0),
     }
 }; MAX_PARTITIONS];
 
@@ -110,6 +114,7 @@ pub fn reset_partition(partition: &Partition) {
     registers.hypercall.store(0, Ordering::Release);
     registers.reference_tsc.store(0, Ordering::Release);
     registers.start_tsc.store(crate::time::rdtsc(), Ordering::Release);
+    registers.hypercall_privileges.store(discovery::hypercall_privileges(partition), Ordering::Release);
     for &core in partition.config().cores {
         vp_registers(core).reset();
     }

@@ -67,31 +67,41 @@ fn with_queues<T>(f: impl FnOnce(&mut Queues) -> T) -> T {
     result
 }
 
-/// Where a receiver's SINT delivers: its VP 0's core and, when enabled, its pages.
+/// Where a receiver's SINT delivers: its VP 0's core and that SINT's register.
 struct Target {
     core: u32,
     sint: u8,
     sint_register: Sint,
-    /// Host address of the message page, if SCONTROL and SIMP are enabled.
-    simp: Option<u64>,
-    /// Host address of the event-flag page, if SCONTROL and SIEFP are enabled.
-    siefp: Option<u64>,
 }
 
-fn target(receiver: &Partition, sint: u8) -> Target {
-    let core = receiver.config().cores[0];
-    let vp = vp_registers(core);
-    let enabled = Scontrol::decode(vp.scontrol.load(Ordering::Acquire)).is_enabled();
-    let page = |raw: u64| {
-        let msr = PageMsr::decode(raw);
-        (enabled && msr.is_enabled()).then(|| private_memory(receiver, msr.gpa(), 4096, true)).flatten()
-    };
-    Target {
-        core,
-        sint,
-        sint_register: Sint::decode(vp.sints[sint as usize].load(Ordering::Acquire)),
-        simp: page(vp.simp.load(Ordering::Acquire)),
-        siefp: page(vp.siefp.load(Ordering::Acquire)),
+/// Which SynIC page a delivery writes.
+#[derive(Clone, Copy)]
+enum SynicPage {
+    Messages,
+    EventFlags,
+}
+
+impl Target {
+    fn of(receiver: &Partition, sint: u8) -> Target {
+        let core = receiver.config().cores[0];
+        let sint_register = Sint::decode(vp_registers(core).sints[sint as usize].load(Ordering::Acquire));
+        Target { core, sint, sint_register }
+    }
+
+    /// The host address of the receiver's message or event-flag page, if SCONTROL and
+    /// that page are enabled. (The MSR write checked the page lies in the receiver's own
+    /// memory; it is looked up again because the receiver may move it meanwhile.)
+    fn page(&self, receiver: &Partition, which: SynicPage) -> Option<u64> {
+        let vp = vp_registers(self.core);
+        if !Scontrol::decode(vp.scontrol.load(Ordering::Acquire)).is_enabled() {
+            return None;
+        }
+        let register = match which {
+            SynicPage::Messages => &vp.simp,
+            SynicPage::EventFlags => &vp.siefp,
+        };
+        let msr = PageMsr::decode(register.load(Ordering::Acquire));
+        msr.is_enabled().then(|| private_memory(receiver, msr.gpa(), 4096, true)).flatten()
     }
 }
 
@@ -121,10 +131,10 @@ fn slot_flags(page: u64, sint: u8) -> &'static AtomicU8 {
 /// so the receiver never sees a half-written message.
 fn write_slot(page: u64, sint: u8, message: &[u8; MESSAGE_SIZE], pending: bool) {
     let slot = page + MessagePage::slot_offset(sint) as u64;
-    for (i, &byte) in message.iter().enumerate().skip(4) {
-        // SAFETY: within the slot, in the receiver's own RAM (see `slot_type`).
-        unsafe { core::ptr::write_volatile((slot + i as u64) as *mut u8, byte) };
-    }
+    // SAFETY: bytes 4.. of the slot, in the receiver's own RAM (see `slot_type`); the
+    // receiver does not read them before it sees the type, which the release store
+    // below publishes after them.
+    unsafe { core::ptr::copy_nonoverlapping(message[4..].as_ptr(), (slot + 4) as *mut u8, MESSAGE_SIZE - 4) };
     slot_flags(page, sint).store(if pending { MESSAGE_FLAG_PENDING } else { 0 }, Ordering::Relaxed);
     let message_type = u32::from_le_bytes([message[0], message[1], message[2], message[3]]);
     slot_type(page, sint).store(message_type, Ordering::Release);
@@ -160,8 +170,8 @@ fn deliver_oldest(queues: &mut Queues, receiver: &Partition, target: &Target, pa
 /// receiver's slot, or waits in the connection's queue.
 pub fn post(connection_index: usize, connection: &Connection, message: &Message) -> HvStatus {
     let receiver = partition::get(connection.to);
-    let target = target(receiver, connection.sint);
-    let Some(page) = target.simp else { return HvStatus::InvalidSynicState };
+    let target = Target::of(receiver, connection.sint);
+    let Some(page) = target.page(receiver, SynicPage::Messages) else { return HvStatus::InvalidSynicState };
     let depth = match connection.kind {
         bulkhead_board::tables::ConnectionKind::Message { queue_depth } => (queue_depth as usize).min(DEPTH),
         bulkhead_board::tables::ConnectionKind::Event { .. } => return HvStatus::InvalidPortId,
@@ -196,12 +206,11 @@ pub fn end_of_message(receiver: &Partition, core: u32) {
     if receiver.config().cores.first() != Some(&core) {
         return;
     }
+    // The message page is the VP's, the same for every SINT.
+    let Some(page) = Target::of(receiver, 0).page(receiver, SynicPage::Messages) else { return };
     with_queues(|queues| {
         for sint in 0..bulkhead_abi::hyperv::msr::SINT_COUNT {
-            let target = target(receiver, sint);
-            if let Some(page) = target.simp {
-                deliver_oldest(queues, receiver, &target, page);
-            }
+            deliver_oldest(queues, receiver, &Target::of(receiver, sint), page);
         }
     });
 }
@@ -210,8 +219,8 @@ pub fn end_of_message(receiver: &Partition, core: u32) {
 /// page atomically; only a flag that was clear raises the SINT (signals coalesce).
 pub fn signal(connection: &Connection, flag: u16) -> HvStatus {
     let receiver = partition::get(connection.to);
-    let target = target(receiver, connection.sint);
-    let Some(page) = target.siefp else { return HvStatus::InvalidSynicState };
+    let target = Target::of(receiver, connection.sint);
+    let Some(page) = target.page(receiver, SynicPage::EventFlags) else { return HvStatus::InvalidSynicState };
     if target.sint_register.is_masked() {
         return HvStatus::InvalidSynicState;
     }

@@ -6,7 +6,8 @@ use bulkhead_tests::{Run, every_backend};
 every_backend! {
     /// A partition with no connections: "Microsoft Hv" with the HYPERCALL and VP_INDEX
     /// privileges Linux requires and no hypercall privilege (EBX 0, never CpuManagement);
-    /// VP_INDEX 0; the hypercall page enables; both calls are ACCESS_DENIED and an
+    /// VP_INDEX 0; TIME_REF_COUNT advances and the reference TSC page agrees with it; the
+    /// hypercall page enables; both calls are ACCESS_DENIED and an
     /// unknown call code is INVALID_HYPERCALL_CODE.
     fn hyperv_discovery_and_access_denied_without_connections(emulator) {
         Run::new(emulator)
@@ -14,6 +15,7 @@ every_backend! {
             .scenario("tests/configs/bochs-hyperv-alone.toml")
             .expect("[alone] hyperv: vendor microsoft=true max leaf 0x40000006 interface 0x31237648 privileges eax 0x266 ebx 0x0")
             .expect("[alone] hyperv: vp index 0 hypercall page enabled=true")
+            .expect("[alone] hyperv: reference time page valid=true between the MSR reads=true")
             .expect("[alone] hyperv: unknown call code status 0x2")
             .expect("[alone] hyperv: post message without connections status 0x6")
             .expect("[alone] hyperv: signal event without connections status 0x6")
