@@ -1,22 +1,40 @@
-//! The guest side of the Hyper-V interface (TLFS), as a test payload uses it: discovery,
-//! the hypercall page, and the two hypercalls. Layouts and numbers come from
-//! `bulkhead_abi::hyperv`, the same definitions the hypervisor uses.
+//! The guest side of the Hyper-V interface (TLFS) for the test payloads: the safe client
+//! from `bulkhead_abi::hyperv::client` on this payload's pages, the SINT interrupt
+//! handlers, and the few raw steps tests need to send malformed input on purpose.
 
+use bulkhead_abi::hyperv::client::{Client, Pages, X64};
 use bulkhead_abi::hyperv::hypercall::code;
 use bulkhead_abi::hyperv::reference_tsc::{SEQUENCE_INVALID, SEQUENCE_INVALID_LEGACY, reference_time};
-use bulkhead_abi::hyperv::{
-    HypercallInput, HypercallMsr, HypercallResult, PageMsr, PostMessageInput, SignalEventInput, msr,
-};
+use bulkhead_abi::hyperv::{HypercallInput, HypercallResult, PageMsr, PostMessageInput, msr};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A page-aligned page of this payload's memory (guest-virtual = guest-physical here).
 #[repr(C, align(4096))]
 pub struct Page(pub [u8; 4096]);
 
-static mut HYPERCALL_PAGE: Page = Page([0; 4096]);
+/// The client's pages (this payload runs on one VP).
+static PAGES: Pages = Pages::new();
 static mut REFERENCE_TSC_PAGE: Page = Page([0; 4096]);
-/// Two pages: the input block goes at an offset the caller chooses (tests place it
-/// misaligned or across the boundary on purpose).
+/// Two pages: a test's input block goes at an offset it chooses (misaligned or across the
+/// boundary on purpose).
 static mut INPUT_PAGES: [Page; 2] = [Page([0; 4096]), Page([0; 4096])];
+
+/// An open-source guest OS id (TLFS "Reporting the Guest OS Identity": bit 63 set).
+pub const GUEST_OS_ID: u64 = 1 << 63 | 0x42 << 48;
+
+/// The Hyper-V client on this payload's pages.
+pub fn client() -> Client<X64> {
+    // SAFETY: payloads run at CPL 0, identity-mapped, and only call this in partitions
+    // whose hypervisor is Bulkhead (which reports the interface with these MSRs).
+    Client::new(unsafe { X64::new() }, &PAGES)
+}
+
+/// The client with GUEST_OS_ID set and the hypercall page enabled (panics if it is not).
+pub fn client_with_hypercalls() -> Client<X64> {
+    let mut hv = client();
+    hv.enable_hypercalls(GUEST_OS_ID).expect("hypercall page enabled");
+    hv
+}
 
 pub fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
@@ -32,47 +50,9 @@ pub fn wrmsr(msr: u32, value: u64) {
     };
 }
 
-/// Sets GUEST_OS_ID (an open-source id: bit 63) and enables the hypercall page; returns
-/// the HYPERCALL MSR as read back.
-pub fn enable_hypercalls() -> u64 {
-    const OPEN_SOURCE_ID: u64 = 1 << 63 | 0x42 << 48;
-    wrmsr(msr::GUEST_OS_ID, OPEN_SOURCE_ID);
-    let page = &raw const HYPERCALL_PAGE as u64;
-    wrmsr(msr::HYPERCALL, HypercallMsr::new(page >> 12).enabled(true).value());
-    rdmsr(msr::HYPERCALL)
-}
-
-/// Calls the hypercall page with the input value, input parameter and output parameter.
-pub fn hypercall(control: u64, input: u64, output: u64) -> u64 {
-    let result: u64;
-    let page = &raw const HYPERCALL_PAGE as u64;
-    // SAFETY: the hypervisor filled the page with its call sequence (`enable_hypercalls`);
-    // the TLFS calling convention clobbers only RAX (and R9-R11 by Linux's convention).
-    unsafe {
-        core::arch::asm!(
-            "call {page}",
-            page = in(reg) page,
-            in("rcx") control,
-            in("rdx") input,
-            in("r8") output,
-            lateout("rax") result,
-            lateout("r9") _,
-            lateout("r10") _,
-            lateout("r11") _,
-        )
-    };
-    result
-}
-
-/// The status of a hypercall result.
+/// The status of a raw hypercall result.
 pub fn status(result: u64) -> u16 {
     HypercallResult::decode(result).status_code()
-}
-
-/// HvCallSignalEvent, fast form.
-pub fn signal_event(connection_id: u32, flag: u16) -> u16 {
-    let input = HypercallInput::new(code::SIGNAL_EVENT).fast(true).value();
-    status(hypercall(input, SignalEventInput::new(connection_id, flag).fast_value(), 0))
 }
 
 /// The guest-physical address of the input area at `offset` into the two input pages.
@@ -80,18 +60,19 @@ pub fn input_area(offset: usize) -> u64 {
     &raw const INPUT_PAGES as u64 + offset as u64
 }
 
-/// HvCallPostMessage with the input block at `offset` into the input pages (normally 0).
-pub fn post_message_at(offset: usize, input: &PostMessageInput) -> u16 {
+/// HvCallPostMessage with the input block at `offset` into the input pages (which need
+/// not be a legal place for it); returns the status.
+pub fn post_message_at(hv: &mut Client<X64>, offset: usize, input: &PostMessageInput) -> u16 {
     let bytes = input.to_bytes();
     let base = &raw mut INPUT_PAGES as *mut u8;
     // SAFETY: within the two input pages (offset < 4096 + 256 by the callers).
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(offset), bytes.len()) };
-    post_message_gpa(input_area(offset))
+    post_message_gpa(hv, input_area(offset))
 }
 
 /// HvCallPostMessage with the input block at guest-physical `gpa`, wherever that is.
-pub fn post_message_gpa(gpa: u64) -> u16 {
-    status(hypercall(HypercallInput::new(code::POST_MESSAGE).value(), gpa, 0))
+pub fn post_message_gpa(hv: &mut Client<X64>, gpa: u64) -> u16 {
+    status(hv.raw_hypercall(HypercallInput::new(code::POST_MESSAGE).value(), gpa, 0))
 }
 
 /// Enables the reference TSC page (TLFS "Partition Reference TSC Mechanism").
@@ -123,4 +104,90 @@ pub fn reference_time_from_page() -> Option<u64> {
             return Some(time);
         }
     }
+}
+
+/// Interrupt vectors the test payloads give their SINTs, and what each handler counts.
+pub mod sint_interrupts {
+    use super::*;
+
+    /// The vector for message SINTs.
+    pub const MESSAGE_VECTOR: u8 = 0x50;
+    /// The vector for event SINTs.
+    pub const EVENT_VECTOR: u8 = 0x51;
+
+    #[unsafe(no_mangle)]
+    static SINT_MESSAGE_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+    #[unsafe(no_mangle)]
+    static SINT_EVENT_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+
+    // Each handler counts and signals EOI (x2APIC EOI register); the main loop does the
+    // work. With the x2APIC passed through (VT-x), neither exits.
+    core::arch::global_asm!(
+        r#"
+        .section .text
+        .global guest_sint_message_handler
+    guest_sint_message_handler:
+        lock inc qword ptr [rip + SINT_MESSAGE_INTERRUPTS]
+        jmp guest_sint_eoi
+        .global guest_sint_event_handler
+    guest_sint_event_handler:
+        lock inc qword ptr [rip + SINT_EVENT_INTERRUPTS]
+    guest_sint_eoi:
+        push rax
+        push rcx
+        push rdx
+        mov ecx, 0x80b
+        xor eax, eax
+        xor edx, edx
+        wrmsr
+        pop rdx
+        pop rcx
+        pop rax
+        iretq
+        "#
+    );
+
+    unsafe extern "C" {
+        fn guest_sint_message_handler();
+        fn guest_sint_event_handler();
+    }
+
+    /// Installs the IDT with both handlers and software-enables the local APIC.
+    /// Interrupts stay disabled: see [`wait_until`].
+    pub fn install() {
+        crate::gp::install();
+        crate::gp::set_gate(MESSAGE_VECTOR, guest_sint_message_handler as *const () as u64);
+        crate::gp::set_gate(EVENT_VECTOR, guest_sint_event_handler as *const () as u64);
+        crate::gp::enable_local_apic();
+    }
+
+    /// Message-SINT interrupts taken so far.
+    pub fn messages() -> u64 {
+        SINT_MESSAGE_INTERRUPTS.load(Ordering::SeqCst)
+    }
+
+    /// Event-SINT interrupts taken so far.
+    pub fn events() -> u64 {
+        SINT_EVENT_INTERRUPTS.load(Ordering::SeqCst)
+    }
+
+    /// Waits, halted with interrupts enabled, until `done` holds; returns with interrupts
+    /// disabled. `done` runs with interrupts disabled, so an interrupt that makes it true
+    /// after it looked is taken by the HLT (STI's one-instruction shadow covers the gap).
+    pub fn wait_until(mut done: impl FnMut() -> bool) {
+        loop {
+            // SAFETY: CLI only masks interrupts for this vCPU.
+            unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+            if done() {
+                return;
+            }
+            // SAFETY: the IDT handles the vectors this payload's SINTs use (`install`).
+            unsafe { core::arch::asm!("sti; hlt", options(nomem, nostack)) };
+        }
+    }
+}
+
+/// The address of this payload's hypercall page (for calling it from ring 3).
+pub fn hypercall_page_address() -> u64 {
+    &PAGES.hypercall as *const _ as u64
 }

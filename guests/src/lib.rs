@@ -111,6 +111,7 @@ pub fn parse_u64(text: &str) -> Option<u64> {
 }
 
 pub mod hyperv;
+pub mod user;
 
 pub mod demo_status {
     //! The demo's "status" shared memory (`board/systems/demo.toml`, at the guest address
@@ -211,7 +212,8 @@ pub mod gp {
     pub const TIMER_VECTOR: u8 = 0x40;
     const SPURIOUS_VECTOR: u8 = 0xff;
 
-    fn set_gate(vector: u8, handler: u64) {
+    /// Points `vector` at `handler` (a 64-bit interrupt gate, code selector 0x08).
+    pub fn set_gate(vector: u8, handler: u64) {
         let low = (handler & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((handler >> 16) & 0xffff) << 48;
         // SAFETY: single-threaded set-up; the IDT is this module's own static.
         unsafe {
@@ -228,13 +230,19 @@ pub mod gp {
         };
     }
 
+    /// Software-enables the local APIC (x2APIC spurious-vector register) so fixed
+    /// interrupts reach this vCPU.
+    pub fn enable_local_apic() {
+        set_gate(SPURIOUS_VECTOR, guest_spurious_handler as *const () as u64);
+        wrmsr_raw(0x80f, 0x100 | u64::from(SPURIOUS_VECTOR));
+    }
+
     /// Starts this core's local APIC timer (x2APIC mode, divide by 1) in periodic mode,
     /// counting down from `initial_count`, and enables interrupts. Each tick is counted by
     /// the handler, which also signals EOI: neither causes a VM exit.
     pub fn start_timer(initial_count: u32) {
         set_gate(TIMER_VECTOR, guest_timer_handler as *const () as u64);
-        set_gate(SPURIOUS_VECTOR, guest_spurious_handler as *const () as u64);
-        wrmsr_raw(0x80f, 0x100 | u64::from(SPURIOUS_VECTOR)); // software enable
+        enable_local_apic();
         wrmsr_raw(0x83e, 0b1011); // divide by 1
         wrmsr_raw(0x832, (1 << 17) | u64::from(TIMER_VECTOR)); // periodic
         wrmsr_raw(0x838, u64::from(initial_count));

@@ -8,10 +8,13 @@
 //! * [`msr`]: TLFS "Hypercall Interface", "Timers", "Inter-Partition Communication" (§2);
 //! * [`hypercall`]: TLFS "Hypercall Interface", HV_STATUS numbers from Linux `hvgdk_mini.h` (§3);
 //! * [`message`]: TLFS HvCallPostMessage, HvCallSignalEvent, HV_MESSAGE, SynIC pages (§4);
-//! * [`reference_tsc`]: TLFS "Timers", the reference TSC page (§2.2).
+//! * [`reference_tsc`]: TLFS "Timers", the reference TSC page (§2.2);
+//! * [`client`]: the guest side of all of it as a safe client.
 //!
-//! Everything is plain data and pure functions, usable by the hypervisor and by no_std guests.
+//! Everything but the client is plain data and pure functions, usable by the hypervisor and
+//! by no_std guests; the client is for guests only.
 
+pub mod client;
 pub mod cpuid;
 pub mod hypercall;
 pub mod message;

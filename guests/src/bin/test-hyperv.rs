@@ -4,7 +4,7 @@
 //!
 //! `case=alone` (a partition with no connections): discovery leaves, VP_INDEX, the
 //! reference time (TIME_REF_COUNT and the reference TSC page agree), the hypercall page,
-//! and ACCESS_DENIED for both calls. `case=sender` (sends on message
+//! ACCESS_DENIED for both calls, and #UD for a call from ring 3. `case=sender` (sends on message
 //! connection 1 and event connection 2 to a receiver that never enables its SynIC;
 //! connection 3 belongs to the receiver): one call per failure status. `case=idle`: the
 //! receiver, which does nothing.
@@ -13,12 +13,12 @@
 
 use bulkhead_abi::hyperv::cpuid;
 use bulkhead_abi::hyperv::hypercall::code;
-use bulkhead_abi::hyperv::{HypercallInput, HypercallMsr, PostMessageInput, msr};
+use bulkhead_abi::hyperv::{HypercallInput, HypercallMsr, PostMessageInput, SignalEventInput, msr};
 use bulkhead_guests::hyperv::{
-    enable_hypercalls, enable_reference_tsc_page, hypercall, input_area, post_message_at, post_message_gpa, rdmsr,
-    reference_time_from_page, signal_event, status,
+    GUEST_OS_ID, client, enable_reference_tsc_page, hypercall_page_address, input_area, post_message_at,
+    post_message_gpa, rdmsr, reference_time_from_page, status,
 };
-use bulkhead_guests::{arg, cmdline, cpuid as cpuid_leaf, idle, println, report};
+use bulkhead_guests::{arg, cmdline, cpuid as cpuid_leaf, gp, idle, println, report, user};
 
 /// Prints one status and says whether it is the expected one.
 fn expect(what: &str, got: u16, want: u16) -> bool {
@@ -36,7 +36,9 @@ fn alone() -> bool {
         microsoft, vendor.eax, interface.eax, features.eax, features.ebx
     );
     let vp_index = rdmsr(msr::VP_INDEX);
-    let page = HypercallMsr::decode(enable_hypercalls());
+    let mut hv = client();
+    let enabled = hv.enable_hypercalls(GUEST_OS_ID).is_ok();
+    let page = HypercallMsr::decode(rdmsr(msr::HYPERCALL));
     println!("hyperv: vp index {} hypercall page enabled={}", vp_index, page.is_enabled());
     // Reference time: TIME_REF_COUNT advances, and the page (read between two MSR reads)
     // agrees with it.
@@ -49,21 +51,43 @@ fn alone() -> bool {
     let message = PostMessageInput::new(1, 1, b"hello").unwrap();
     let ok = [
         time_ok,
-        expect("unknown call code", status(hypercall(HypercallInput::new(0x99).value(), 0, 0)), 0x2),
-        expect("post message without connections", post_message_at(0, &message), 0x6),
-        expect("signal event without connections", signal_event(2, 0), 0x6),
+        expect("unknown call code", status(hv.raw_hypercall(HypercallInput::new(0x99).value(), 0, 0)), 0x2),
+        expect("post message without connections", post_message_at(&mut hv, 0, &message), 0x6),
+        expect("signal event without connections", hv.signal_event(2, 0).err().map_or(0, u16::from), 0x6),
+        cpl3_hypercall_gets_ud(),
     ];
     microsoft
         && vendor.eax >= 0x4000_0005
         && features.eax & cpuid::privileges_eax::REQUIRED_BY_LINUX == cpuid::privileges_eax::REQUIRED_BY_LINUX
         && features.ebx == 0
         && vp_index == 0
+        && enabled
         && page.is_enabled()
         && ok.iter().all(|&ok| ok)
 }
 
+/// Calls the hypercall page from ring 3 (HvCallSignalEvent, fast): the hypervisor must
+/// answer with #UD at the page's first instruction, not run the call.
+fn cpl3_hypercall_gets_ud() -> bool {
+    gp::install();
+    user::install();
+    let page = hypercall_page_address();
+    let input = HypercallInput::new(code::SIGNAL_EVENT).fast(true).value();
+    let rip = user::call_at_cpl3(page, input, SignalEventInput::new(2, 0).fast_value(), 0);
+    let at = if rip == page {
+        "the hypercall page"
+    } else if rip == user::stub_ud2_address() {
+        "the instruction after the call (the call returned)"
+    } else {
+        "an unexpected address"
+    };
+    println!("hyperv: hypercall from CPL 3 raised #UD at {}", at);
+    rip == page
+}
+
 fn sender() -> bool {
-    enable_hypercalls();
+    let mut hv = client();
+    hv.enable_hypercalls(GUEST_OS_ID).expect("hypercall page");
     let message = PostMessageInput::new(1, 1, b"hello").unwrap();
     let reserved_bit = HypercallInput::new(code::SIGNAL_EVENT).fast(true).value() | 1 << 30;
     let mut too_long = message;
@@ -72,19 +96,19 @@ fn sender() -> bool {
     type_zero.message_type = 0;
     let other = |id| PostMessageInput::new(id, 1, b"x").unwrap();
     let ok = [
-        expect("unknown call code", status(hypercall(HypercallInput::new(0x99).value(), 0, 0)), 0x2),
-        expect("reserved input bit", status(hypercall(reserved_bit, 2, 0)), 0x3),
-        expect("misaligned input", post_message_at(4, &message), 0x4),
-        expect("page-crossing input", post_message_at(4096 - 128, &message), 0x4),
-        expect("input outside memory", post_message_gpa(0xf000_0000), 0x4),
-        expect("payload of 241 bytes", post_message_at(0, &too_long), 0x5),
-        expect("message type 0", post_message_at(0, &type_zero), 0x5),
-        expect("unknown connection", post_message_at(0, &other(77)), 0x12),
-        expect("connection of another partition", post_message_at(0, &other(3)), 0x6),
-        expect("message on an event connection", post_message_at(0, &other(2)), 0x11),
-        expect("flag number 1", signal_event(2, 1), 0x5),
-        expect("post to a disabled SynIC", post_message_at(0, &message), 0x18),
-        expect("signal to a disabled SynIC", signal_event(2, 0), 0x18),
+        expect("unknown call code", status(hv.raw_hypercall(HypercallInput::new(0x99).value(), 0, 0)), 0x2),
+        expect("reserved input bit", status(hv.raw_hypercall(reserved_bit, 2, 0)), 0x3),
+        expect("misaligned input", post_message_at(&mut hv, 4, &message), 0x4),
+        expect("page-crossing input", post_message_at(&mut hv, 4096 - 128, &message), 0x4),
+        expect("input outside memory", post_message_gpa(&mut hv, 0xf000_0000), 0x4),
+        expect("payload of 241 bytes", post_message_at(&mut hv, 0, &too_long), 0x5),
+        expect("message type 0", post_message_at(&mut hv, 0, &type_zero), 0x5),
+        expect("unknown connection", post_message_at(&mut hv, 0, &other(77)), 0x12),
+        expect("connection of another partition", post_message_at(&mut hv, 0, &other(3)), 0x6),
+        expect("message on an event connection", post_message_at(&mut hv, 0, &other(2)), 0x11),
+        expect("flag number 1", hv.signal_event(2, 1).err().map_or(0, u16::from), 0x5),
+        expect("post to a disabled SynIC", post_message_at(&mut hv, 0, &message), 0x18),
+        expect("signal to a disabled SynIC", hv.signal_event(2, 0).err().map_or(0, u16::from), 0x18),
     ];
     println!("hyperv: input area at {:#x}", input_area(0));
     ok.iter().all(|&ok| ok)

@@ -115,10 +115,11 @@ pub fn reset_partition(partition: &Partition) {
     registers.reference_tsc.store(0, Ordering::Release);
     registers.start_tsc.store(crate::time::rdtsc(), Ordering::Release);
     registers.hypercall_privileges.store(discovery::hypercall_privileges(partition), Ordering::Release);
-    for &core in partition.config().cores {
-        vp_registers(core).reset();
-    }
-    synic::drain_queues_to(partition);
+    synic::reset(partition, || {
+        for &core in partition.config().cores {
+            vp_registers(core).reset();
+        }
+    });
 }
 
 /// The host address of `len` bytes at guest-physical `gpa` when they lie in one region of

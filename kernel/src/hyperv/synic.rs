@@ -170,14 +170,16 @@ fn deliver_oldest(queues: &mut Queues, receiver: &Partition, target: &Target, pa
 /// receiver's slot, or waits in the connection's queue.
 pub fn post(connection_index: usize, connection: &Connection, message: &Message) -> HvStatus {
     let receiver = partition::get(connection.to);
-    let target = Target::of(receiver, connection.sint);
-    let Some(page) = target.page(receiver, SynicPage::Messages) else { return HvStatus::InvalidSynicState };
     let depth = match connection.kind {
         bulkhead_board::tables::ConnectionKind::Message { queue_depth } => (queue_depth as usize).min(DEPTH),
         bulkhead_board::tables::ConnectionKind::Event { .. } => return HvStatus::InvalidPortId,
     };
     let bytes = message.to_bytes();
     with_queues(|queues| {
+        // The receiver's SynIC is looked at under the lock: a restart resets it and drains
+        // the queues under the same lock, so a message is either drained or refused.
+        let target = Target::of(receiver, connection.sint);
+        let Some(page) = target.page(receiver, SynicPage::Messages) else { return HvStatus::InvalidSynicState };
         let waiting = connections_to(receiver, connection.sint).any(|(i, _)| queues.rings[i].len > 0);
         if !waiting && slot_type(page, connection.sint).load(Ordering::Acquire) == MESSAGE_TYPE_NONE {
             write_slot(page, connection.sint, &bytes, false);
@@ -234,11 +236,15 @@ pub fn signal(connection: &Connection, flag: u16) -> HvStatus {
     HvStatus::Success
 }
 
-/// A partition restarts: messages waiting for it are dropped (its SynIC starts disabled,
-/// so senders get INVALID_SYNIC_STATE until it enables it again).
-pub fn drain_queues_to(receiver: &Partition) {
+/// A partition (re)starts: its VPs' SynIC registers go back to their reset values
+/// (`reset_registers`) and the messages waiting for it are dropped, both under the queue
+/// lock, so a concurrent post is either drained here or refused afterwards with
+/// INVALID_SYNIC_STATE (until the partition enables its SynIC again). Messages it queued
+/// for others stay queued.
+pub fn reset(receiver: &Partition, reset_registers: impl FnOnce()) {
     let id = receiver.config().id;
     with_queues(|queues| {
+        reset_registers();
         for (i, _) in crate::config::SYSTEM.connections.iter().enumerate().filter(|(_, c)| c.to == id) {
             queues.rings[i].len = 0;
             queues.rings[i].head = 0;

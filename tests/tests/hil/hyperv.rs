@@ -7,8 +7,9 @@ every_backend! {
     /// A partition with no connections: "Microsoft Hv" with the HYPERCALL and VP_INDEX
     /// privileges Linux requires and no hypercall privilege (EBX 0, never CpuManagement);
     /// VP_INDEX 0; TIME_REF_COUNT advances and the reference TSC page agrees with it; the
-    /// hypercall page enables; both calls are ACCESS_DENIED and an
-    /// unknown call code is INVALID_HYPERCALL_CODE.
+    /// hypercall page enables; both calls are ACCESS_DENIED, an unknown call code is
+    /// INVALID_HYPERCALL_CODE, and calling the hypercall page from ring 3 raises #UD at its
+    /// first instruction (logged by the hypervisor).
     fn hyperv_discovery_and_access_denied_without_connections(emulator) {
         Run::new(emulator)
             .cpus(2)
@@ -19,6 +20,8 @@ every_backend! {
             .expect("[alone] hyperv: unknown call code status 0x2")
             .expect("[alone] hyperv: post message without connections status 0x6")
             .expect("[alone] hyperv: signal event without connections status 0x6")
+            .expect("[alone] hyperv: hypercall from CPL 3 raised #UD at the hypercall page")
+            .expect("partition alone: hypercall refused (#UD)")
             .expect("partition alone: reports PASS")
             .forbid(": fault #")
             .execute()
@@ -48,6 +51,96 @@ every_backend! {
             .expect("[sender] hyperv: signal to a disabled SynIC status 0x18")
             .expect("partition sender: reports PASS")
             .forbid(": fault #")
+            .execute()
+            .assert_passed();
+    }
+}
+
+/// A run of the messaging system with scenario `case` on both partitions.
+fn messaging(emulator: bulkhead_tests::Emulator, case: &str) -> Run {
+    Run::new(emulator)
+        .cpus(2)
+        .scenario("tests/configs/bochs-messaging.toml")
+        .switch(format!("ping:case={case}"))
+        .switch(format!("pong:case={case}"))
+        .forbid("messaging: unknown case")
+}
+
+every_backend! {
+    /// Message and event ping-pong, interrupt-driven on both sides: 200 message round
+    /// trips with payloads of 1 to 200 bytes arriving intact, then 200 event round trips;
+    /// each side takes exactly one SINT interrupt per message and per signal.
+    fn hyperv_message_and_event_ping_pong(emulator) {
+        messaging(emulator, "pingpong")
+            .expect("[ping] messaging: 200 message round trips, payloads intact=true")
+            .expect("[pong] messaging: 200 message round trips, payloads intact=true")
+            .expect("[ping] messaging: 200 event round trips, signals accepted=true; interrupts taken: 200 message, 200 event")
+            .expect("[pong] messaging: 200 event round trips, signals accepted=true; interrupts taken: 200 message, 200 event")
+            .expect("[ping] messaging: pong's verdict pass")
+            .expect("partition ping: reports PASS")
+            .forbid(": fault #")
+            .execute()
+            .assert_passed();
+    }
+}
+
+every_backend! {
+    /// Load: both partitions send 100 000 numbered messages at once (16-byte payloads,
+    /// polling their slots); every INSUFFICIENT_BUFFERS is retried and counted (there are
+    /// some: queues hold 4), and each side receives all 100 000 in order, none twice.
+    fn hyperv_load_100000_messages_each_way(emulator) {
+        messaging(emulator, "load")
+            .timeout(std::time::Duration::from_secs(600))
+            // Each side's verdict also requires at least one retry and none out of order.
+            .expect("[ping] messaging: sent 100000 (")
+            .expect("[pong] messaging: sent 100000 (")
+            .forbid("(0 INSUFFICIENT_BUFFERS retried")
+            .expect("[ping] messaging: pong's verdict pass")
+            .expect("partition ping: reports PASS")
+            .forbid(": fault #")
+            .execute()
+            .assert_passed();
+    }
+}
+
+every_backend! {
+    /// Event coalescing: 1000 signals while pong leaves the flag set raise one interrupt
+    /// and set the flag once. Then a full queue: the slot and the connection's queue depth
+    /// (4) accept 5 messages, the sixth gets INSUFFICIENT_BUFFERS (0x13); pong drains them
+    /// in order, MessagePending set while more wait, each delivered on its EOM.
+    fn hyperv_events_coalesce_and_full_queue_refuses(emulator) {
+        messaging(emulator, "flow")
+            .expect("[ping] messaging: 1000 signals accepted of 1000")
+            .expect("[pong] messaging: after 1000 signals: 1 event interrupt(s), flag set=true, set again after taking=false")
+            .expect("[ping] messaging: 5 messages accepted, then status 0x13")
+            .expect("[pong] messaging: drained 5 queued messages in order=true, MessagePending [true, true, true, true, false], nothing more=true")
+            .expect("[ping] messaging: pong's verdict pass")
+            .expect("partition ping: reports PASS")
+            .forbid(": fault #")
+            .execute()
+            .assert_passed();
+    }
+}
+
+every_backend! {
+    /// Restart safety: pong queues 3 messages for ping, ping fills pong's queue, pong
+    /// faults and restarts. Ping's posts get INSUFFICIENT_BUFFERS until the queue is
+    /// drained, then INVALID_SYNIC_STATE until pong enables its SynIC again; the first
+    /// message pong sees afterwards is the new one, and ping still gets pong's 3 earlier
+    /// messages, in order.
+    fn hyperv_restart_drains_queues_to_the_partition_only(emulator) {
+        messaging(emulator, "restart")
+            .allow_errors()
+            .expect("[pong] messaging: pong faults now")
+            .expect("partition pong: fault #1: triple fault on cpu 1")
+            .forbid("partition ping: fault")
+            .expect("partition pong: restart 1 of 1 (memory zeroed, payload reloaded)")
+            .expect("[pong] messaging: after the restart, first message type 6 (HELLO is 6), then nothing")
+            .expect("messaging: 5 messages queued for pong (then 0x13); while it restarted:")
+            .expect("INVALID_SYNIC_STATE, 0 other, then accepted")
+            .expect("[ping] messaging: pong's messages from before its restart: [100, 101, 102]")
+            .expect("[ping] messaging: pong's verdict pass")
+            .expect("partition ping: reports PASS")
             .execute()
             .assert_passed();
     }

@@ -1,0 +1,438 @@
+//! Test payload "messaging": two partitions, `role=ping` and `role=pong`, exchange Hyper-V
+//! messages and events through the connections of `tests/configs/bochs-messaging.toml`
+//! (1: ping → pong messages on SINT 2, 2: ping → pong event flag 5 on SINT 3, 3 and 4 the
+//! same from pong to ping, flag 9). `case=NAME` picks the scenario; ping reports the
+//! verdict, pong sends its own verdict to ping as a last message.
+//!
+//! * `pingpong`: message round trips with payloads of every length, then event round
+//!   trips, both interrupt-driven; each side counts one interrupt per message and event.
+//! * `load`: both send `count=` (default 100 000) numbered messages at once, polling their
+//!   slot, retrying every INSUFFICIENT_BUFFERS and counting it; each checks it received
+//!   all, in order, none twice.
+//! * `flow`: event coalescing (1000 signals while pong leaves the flag set: one interrupt,
+//!   the flag seen once), then a full queue (the slot plus queue depth 4 accepted, the next
+//!   post INSUFFICIENT_BUFFERS) drained in order with MessagePending and EOM.
+//! * `restart`: pong queues messages for ping, ping fills pong's queue, pong faults and
+//!   restarts: ping's posts get INSUFFICIENT_BUFFERS, then INVALID_SYNIC_STATE until pong
+//!   is back, the first message pong sees after the restart is a new one, and pong's
+//!   earlier messages to ping all arrive.
+#![no_std]
+#![no_main]
+
+use bulkhead_abi::hyperv::client::{Client, PostError, X64};
+use bulkhead_abi::hyperv::{HvStatus, Message};
+use bulkhead_guests::hyperv::client_with_hypercalls;
+use bulkhead_guests::hyperv::sint_interrupts::{self, EVENT_VECTOR, MESSAGE_VECTOR, wait_until};
+use bulkhead_guests::{arg, cmdline, idle, parse_u64, println, report};
+
+const MESSAGE_SINT: u8 = 2;
+const EVENT_SINT: u8 = 3;
+
+mod kind {
+    pub const DATA: u32 = 1;
+    pub const VERDICT: u32 = 2;
+    pub const READY: u32 = 3;
+    pub const DONE: u32 = 4;
+    pub const INSTRUCTION: u32 = 5;
+    pub const HELLO: u32 = 6;
+}
+
+/// One side: its client and the connections it sends on and the flag it receives.
+struct Side {
+    hv: Client<X64>,
+    ping: bool,
+    message_interrupts: bool,
+    messages_out: u32,
+    events_out: u32,
+    flag_in: u16,
+}
+
+impl Side {
+    /// Hypercalls and SynIC on; the event SINT always raises its vector, the message SINT
+    /// only if `message_interrupts` (otherwise the slot is polled). Interrupts are taken
+    /// only inside `wait_until`.
+    fn new(ping: bool, message_interrupts: bool) -> Side {
+        let mut hv = client_with_hypercalls();
+        sint_interrupts::install();
+        // SINTs before the SynIC: once a peer's post is accepted, it raises the interrupt.
+        hv.enable_sint(EVENT_SINT, EVENT_VECTOR).expect("event SINT");
+        if message_interrupts {
+            hv.enable_sint(MESSAGE_SINT, MESSAGE_VECTOR).expect("message SINT");
+        }
+        hv.enable_synic();
+        let (messages_out, events_out, flag_in) = if ping { (1, 2, 9) } else { (3, 4, 5) };
+        Side { hv, ping, message_interrupts, messages_out, events_out, flag_in }
+    }
+
+    fn post(&mut self, kind: u32, payload: &[u8]) -> Result<(), PostError> {
+        self.hv.post_message(self.messages_out, kind, payload)
+    }
+
+    /// Posts, retrying while the peer's SynIC is not enabled yet (INVALID_SYNIC_STATE) or
+    /// its queue is full; `Err` with any other status.
+    fn post_retrying(&mut self, kind: u32, payload: &[u8]) -> Result<(), PostError> {
+        loop {
+            match self.post(kind, payload) {
+                Err(e) if e.is_queue_full() || is(e, HvStatus::InvalidSynicState) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn signal(&mut self) -> Result<(), u16> {
+        self.hv.signal_event(self.events_out, 0).map_err(u16::from)
+    }
+
+    fn take_event(&mut self) -> bool {
+        self.hv.take_event(EVENT_SINT, self.flag_in)
+    }
+
+    /// Waits for the next message: halted if its SINT interrupts, else polling.
+    fn wait_message(&mut self) -> Message {
+        if !self.message_interrupts {
+            loop {
+                if let Some(message) = self.hv.receive(MESSAGE_SINT) {
+                    return message;
+                }
+            }
+        }
+        let mut message = None;
+        wait_until(|| {
+            message = self.hv.receive(MESSAGE_SINT);
+            message.is_some()
+        });
+        message.unwrap_or(Message::EMPTY)
+    }
+
+    /// Waits (halted) for the event flag, and takes it.
+    fn wait_event(&mut self) {
+        wait_until(|| self.take_event());
+    }
+
+    /// Pong's last word: its verdict as a message to ping.
+    fn send_verdict(&mut self, ok: bool) {
+        if let Err(e) = self.post_retrying(kind::VERDICT, &[ok as u8]) {
+            println!("messaging: verdict not sent: {:?}", e);
+        }
+    }
+
+    /// Ping: waits for pong's verdict, skipping nothing else (anything else fails).
+    fn peer_verdict(&mut self) -> bool {
+        let message = self.wait_message();
+        let ok = message.header.message_type == kind::VERDICT && message.payload() == [1];
+        println!("messaging: pong's verdict {}", if ok { "pass" } else { "fail" });
+        ok
+    }
+}
+
+fn is(error: PostError, status: HvStatus) -> bool {
+    error.status_code() == Some(status.code())
+}
+
+/// The payload of round `round`: 1 to 240 bytes, each derived from the round.
+fn payload(round: u64, buffer: &mut [u8; 240]) -> &[u8] {
+    let len = (round % 240) as usize + 1;
+    for (i, byte) in buffer[..len].iter_mut().enumerate() {
+        *byte = (round as u8).wrapping_mul(31).wrapping_add(i as u8);
+    }
+    &buffer[..len]
+}
+
+fn spin(iterations: u64) {
+    for _ in 0..iterations {
+        core::hint::spin_loop();
+    }
+}
+
+const ROUNDS: u64 = 200;
+
+fn pingpong(mut side: Side) -> bool {
+    let mut buffer = [0; 240];
+    let mut intact = true;
+    for round in 0..ROUNDS {
+        let expected = payload(round, &mut buffer);
+        if side.ping
+            && let Err(e) = side.post_retrying(kind::DATA, expected)
+        {
+            println!("messaging: post {} failed: {:?}", round, e);
+            return false;
+        }
+        let message = side.wait_message();
+        intact &= message.header.message_type == kind::DATA && message.payload() == expected;
+        if !side.ping && side.post(kind::DATA, message.payload()).is_err() {
+            println!("messaging: echo {} failed", round);
+            return false;
+        }
+    }
+    println!("messaging: {} message round trips, payloads intact={}", ROUNDS, intact);
+    let mut signals_ok = true;
+    for _ in 0..ROUNDS {
+        if side.ping {
+            signals_ok &= side.signal().is_ok();
+        }
+        side.wait_event();
+        if !side.ping {
+            signals_ok &= side.signal().is_ok();
+        }
+    }
+    let (messages, events) = (sint_interrupts::messages(), sint_interrupts::events());
+    println!(
+        "messaging: {} event round trips, signals accepted={}; interrupts taken: {} message, {} event",
+        ROUNDS, signals_ok, messages, events
+    );
+    // One interrupt per message and per signal: none lost, none extra.
+    let ok = intact && signals_ok && messages == ROUNDS && events == ROUNDS;
+    if side.ping {
+        ok && side.peer_verdict()
+    } else {
+        side.send_verdict(ok);
+        idle()
+    }
+}
+
+/// What one side of the load test has received.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    out_of_order: u64,
+    verdict: Option<bool>,
+}
+
+impl Tally {
+    /// Takes the messages that have arrived, at most a queue's worth (the slot and the
+    /// queue), so that the peer's posts can go on and then ours do.
+    fn take_arrived(&mut self, hv: &mut Client<X64>) {
+        for _ in 0..=QUEUE_DEPTH {
+            let Some(message) = hv.receive(MESSAGE_SINT) else { return };
+            match message.header.message_type {
+                kind::DATA => {
+                    let bytes = message.payload();
+                    let seq = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
+                    let check = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or([0; 8]));
+                    if seq != self.received || check != !seq {
+                        self.out_of_order += 1;
+                    }
+                    self.received += 1;
+                }
+                kind::VERDICT => self.verdict = Some(message.payload() == [1]),
+                _ => self.out_of_order += 1,
+            }
+        }
+    }
+}
+
+/// Both sides at once: `count` numbered messages each way.
+fn load(mut side: Side, count: u64) -> bool {
+    let (mut sent, mut full, mut not_ready) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
+    while sent < count {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&sent.to_le_bytes());
+        bytes[8..].copy_from_slice(&(!sent).to_le_bytes());
+        match side.post(kind::DATA, &bytes) {
+            Ok(()) => sent += 1,
+            // Receive only when the peer cannot take more: both queues fill, so both
+            // sides' retry paths run.
+            Err(e) if e.is_queue_full() => {
+                full += 1;
+                tally.take_arrived(&mut side.hv);
+            }
+            Err(e) if is(e, HvStatus::InvalidSynicState) => not_ready += 1,
+            Err(e) => {
+                println!("messaging: post {} failed: {:?}", sent, e);
+                return false;
+            }
+        }
+    }
+    while tally.received < count {
+        tally.take_arrived(&mut side.hv);
+    }
+    println!(
+        "messaging: sent {} ({} INSUFFICIENT_BUFFERS retried, {} before the peer was ready); received {}, {} out of order",
+        sent, full, not_ready, tally.received, tally.out_of_order
+    );
+    let ok = tally.received == count && tally.out_of_order == 0 && full > 0;
+    if side.ping {
+        while tally.verdict.is_none() {
+            tally.take_arrived(&mut side.hv);
+        }
+        println!("messaging: pong's verdict {}", if tally.verdict == Some(true) { "pass" } else { "fail" });
+        ok && tally.verdict == Some(true)
+    } else {
+        side.send_verdict(ok);
+        idle()
+    }
+}
+
+const SIGNALS: u32 = 1000;
+const QUEUE_DEPTH: u64 = 4;
+
+fn flow(mut side: Side) -> bool {
+    if side.ping {
+        // Coalescing: pong has its SINT unmasked and leaves the flag set.
+        let ready = side.wait_message();
+        let accepted = (0..SIGNALS).filter(|_| side.signal().is_ok()).count();
+        let done = side.post_retrying(kind::DONE, &SIGNALS.to_le_bytes()).is_ok();
+        println!("messaging: {} signals accepted of {}", accepted, SIGNALS);
+        let coalesced = side.wait_message();
+        let coalesce_ok = ready.header.message_type == kind::READY
+            && accepted == SIGNALS as usize
+            && done
+            && coalesced.header.message_type == kind::VERDICT
+            && coalesced.payload() == [1];
+        // A full queue: pong takes nothing until the event.
+        let mut accepted = 0u64;
+        let status = loop {
+            match side.post(kind::DATA, &accepted.to_le_bytes()) {
+                Ok(()) => accepted += 1,
+                Err(e) => break e.status_code().unwrap_or(0),
+            }
+        };
+        println!("messaging: {} messages accepted, then status {:#x}", accepted, status);
+        let signalled = side.signal().is_ok();
+        coalesce_ok
+            && accepted == QUEUE_DEPTH + 1
+            && status == HvStatus::InsufficientBuffers.code()
+            && signalled
+            && side.peer_verdict()
+    } else {
+        let _ = side.post_retrying(kind::READY, &[]);
+        let done = side.wait_message();
+        // Every signal came before DONE; give a late interrupt time to arrive.
+        wait_until(|| sint_interrupts::events() > 0);
+        spin(100_000);
+        let interrupts = sint_interrupts::events();
+        let (first, second) = (side.take_event(), side.take_event());
+        println!(
+            "messaging: after {} signals: {} event interrupt(s), flag set={}, set again after taking={}",
+            u32::from_le_bytes(done.payload().try_into().unwrap_or([0; 4])),
+            interrupts,
+            first,
+            second
+        );
+        let coalesced = done.header.message_type == kind::DONE && interrupts == 1 && first && !second;
+        let _ = side.post_retrying(kind::VERDICT, &[coalesced as u8]);
+        // Full queue: wait for the event, then drain.
+        side.wait_event();
+        let mut order_ok = true;
+        let mut pending = [false; QUEUE_DEPTH as usize + 1];
+        for (i, flag) in pending.iter_mut().enumerate() {
+            let message = side.hv.receive(MESSAGE_SINT);
+            let seq = message.map(|m| u64::from_le_bytes(m.payload().try_into().unwrap_or([0xff; 8])));
+            order_ok &= seq == Some(i as u64);
+            *flag = message.is_some_and(|m| m.header.is_message_pending());
+        }
+        let empty_after = side.hv.receive(MESSAGE_SINT).is_none();
+        println!(
+            "messaging: drained {} queued messages in order={}, MessagePending {:?}, nothing more={}",
+            pending.len(),
+            order_ok,
+            pending,
+            empty_after
+        );
+        // The slot's message had the rest waiting behind it; the last had none.
+        let ok = coalesced && order_ok && empty_after && pending == [true, true, true, true, false];
+        side.send_verdict(ok);
+        idle()
+    }
+}
+
+const EARLIER: u64 = 3;
+
+fn restart(mut side: Side) -> bool {
+    if side.ping {
+        let instructed = side.post_retrying(kind::INSTRUCTION, &[]).is_ok();
+        // Pong's messages for us wait in our slot and queue until the end.
+        side.wait_event();
+        let mut accepted = 0u8;
+        let status = loop {
+            match side.post(kind::DATA, &[accepted]) {
+                Ok(()) => accepted += 1,
+                Err(e) => break e.status_code().unwrap_or(0),
+            }
+        };
+        let signalled = side.signal().is_ok();
+        let (mut full, mut not_ready, mut other) = (0u64, 0u64, 0u64);
+        loop {
+            match side.post(kind::HELLO, &[]) {
+                Ok(()) => break,
+                Err(e) if e.is_queue_full() => full += 1,
+                Err(e) if is(e, HvStatus::InvalidSynicState) => not_ready += 1,
+                Err(_) => other += 1,
+            }
+        }
+        println!(
+            "messaging: {} messages queued for pong (then {:#x}); while it restarted: {} INSUFFICIENT_BUFFERS, {} INVALID_SYNIC_STATE, {} other, then accepted",
+            accepted, status, full, not_ready, other
+        );
+        let mut earlier = [0u64; EARLIER as usize];
+        for seq in earlier.iter_mut() {
+            let message = side.hv.receive(MESSAGE_SINT);
+            *seq = message.map_or(u64::MAX, |m| u64::from(m.payload().first().copied().unwrap_or(0xff)));
+        }
+        println!("messaging: pong's messages from before its restart: {:?}", earlier);
+        instructed
+            && u64::from(accepted) == QUEUE_DEPTH + 1
+            && status == HvStatus::InsufficientBuffers.code()
+            && signalled
+            && not_ready > 0
+            && other == 0
+            && earlier == [100, 101, 102]
+            && side.peer_verdict()
+    } else {
+        let first = side.wait_message();
+        match first.header.message_type {
+            kind::INSTRUCTION => {
+                for seq in 100..100 + EARLIER as u8 {
+                    let _ = side.post_retrying(kind::DATA, &[seq]);
+                }
+                let _ = side.signal();
+                side.wait_event();
+                println!("messaging: pong faults now");
+                triple_fault()
+            }
+            other => {
+                // After the restart: nothing from before it may arrive.
+                spin(200_000);
+                let stale = side.hv.receive(MESSAGE_SINT);
+                println!(
+                    "messaging: after the restart, first message type {} (HELLO is {}), then {}",
+                    other,
+                    kind::HELLO,
+                    if stale.is_some() { "another" } else { "nothing" }
+                );
+                side.send_verdict(other == kind::HELLO && stale.is_none());
+                idle()
+            }
+        }
+    }
+}
+
+/// An exception with no usable IDT: the CPU shuts down, the hypervisor contains it.
+fn triple_fault() -> ! {
+    let empty: [u16; 5] = [0; 5];
+    // SAFETY: deliberately fatal; the partition's fault policy restarts it.
+    unsafe { core::arch::asm!("lidt [{}]", "ud2", in(reg) &empty, options(noreturn)) }
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".text._start")]
+extern "C" fn _start(args: *const u8) -> ! {
+    // SAFETY: the hypervisor passes the command line's address in RDI.
+    let args = unsafe { cmdline(args) };
+    let ping = arg(args, "role") == Some("ping");
+    let verdict = match arg(args, "case") {
+        Some("pingpong") => pingpong(Side::new(ping, true)),
+        Some("load") => {
+            let count = arg(args, "count").and_then(parse_u64).unwrap_or(100_000);
+            load(Side::new(ping, false), count)
+        }
+        Some("flow") => flow(Side::new(ping, true)),
+        Some("restart") => restart(Side::new(ping, false)),
+        other => {
+            println!("messaging: unknown case {:?}", other);
+            false
+        }
+    };
+    report(verdict)
+}
