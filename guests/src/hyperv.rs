@@ -2,10 +2,10 @@
 //! from `bulkhead_abi::hyperv::client` on this payload's pages, the SINT interrupt
 //! handlers, and the few raw steps tests need to send malformed input on purpose.
 
-use bulkhead_abi::hyperv::client::{Client, Pages, X64};
+use bulkhead_abi::hyperv::client::{Client, Pages, PostError, X64};
 use bulkhead_abi::hyperv::hypercall::code;
 use bulkhead_abi::hyperv::reference_tsc::{SEQUENCE_INVALID, SEQUENCE_INVALID_LEGACY, reference_time};
-use bulkhead_abi::hyperv::{HypercallInput, HypercallResult, PageMsr, PostMessageInput, msr};
+use bulkhead_abi::hyperv::{HvStatus, HypercallInput, HypercallResult, Message, PageMsr, PostMessageInput, msr};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A page-aligned page of this payload's memory (guest-virtual = guest-physical here).
@@ -190,4 +190,87 @@ pub mod sint_interrupts {
 /// The address of this payload's hypercall page (for calling it from ring 3).
 pub fn hypercall_page_address() -> u64 {
     &PAGES.hypercall as *const _ as u64
+}
+
+/// One partition's end of the two-partition test systems (`bochs-messaging.toml`, the
+/// messaging bench): messages arrive on SINT 2, events on SINT 3; it sends on one message
+/// and one event connection and receives one event flag.
+pub struct Endpoint {
+    pub hv: Client<X64>,
+    message_interrupts: bool,
+    messages_out: u32,
+    events_out: u32,
+    flag_in: u16,
+}
+
+impl Endpoint {
+    pub const MESSAGE_SINT: u8 = 2;
+    pub const EVENT_SINT: u8 = 3;
+
+    /// Hypercalls and SynIC on; the event SINT always raises its vector, the message SINT
+    /// only if `message_interrupts` (otherwise its slot is polled). Interrupts are taken
+    /// only inside [`sint_interrupts::wait_until`].
+    pub fn new(messages_out: u32, events_out: u32, flag_in: u16, message_interrupts: bool) -> Endpoint {
+        use sint_interrupts::{EVENT_VECTOR, MESSAGE_VECTOR};
+        let mut hv = client_with_hypercalls();
+        sint_interrupts::install();
+        // SINTs before the SynIC: once a peer's post is accepted, it raises the interrupt.
+        hv.enable_sint(Self::EVENT_SINT, EVENT_VECTOR).expect("event SINT");
+        if message_interrupts {
+            hv.enable_sint(Self::MESSAGE_SINT, MESSAGE_VECTOR).expect("message SINT");
+        }
+        hv.enable_synic();
+        Endpoint { hv, message_interrupts, messages_out, events_out, flag_in }
+    }
+
+    pub fn post(&mut self, message_type: u32, payload: &[u8]) -> Result<(), PostError> {
+        self.hv.post_message(self.messages_out, message_type, payload)
+    }
+
+    /// Posts, retrying while the peer's SynIC is not enabled yet (INVALID_SYNIC_STATE) or
+    /// its queue is full; `Err` with any other status. Returns the retries.
+    pub fn post_retrying(&mut self, message_type: u32, payload: &[u8]) -> Result<u64, PostError> {
+        let mut retries = 0;
+        loop {
+            match self.post(message_type, payload) {
+                Ok(()) => return Ok(retries),
+                Err(e) if e.is_queue_full() || e.status_code() == Some(HvStatus::InvalidSynicState.code()) => {
+                    retries += 1
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn signal(&mut self) -> Result<(), u16> {
+        self.hv.signal_event(self.events_out, 0).map_err(u16::from)
+    }
+
+    /// Takes the incoming event flag; whether it was set.
+    pub fn take_event(&mut self) -> bool {
+        self.hv.take_event(Self::EVENT_SINT, self.flag_in)
+    }
+
+    /// Waits for the next message: halted if its SINT interrupts, else polling.
+    pub fn wait_message(&mut self) -> Message {
+        loop {
+            let mut message = None;
+            if self.message_interrupts {
+                sint_interrupts::wait_until(|| {
+                    message = self.hv.receive(Self::MESSAGE_SINT);
+                    message.is_some()
+                });
+            } else {
+                message = self.hv.receive(Self::MESSAGE_SINT);
+            }
+            if let Some(message) = message {
+                return message;
+            }
+        }
+    }
+
+    /// Waits (halted) for the event flag, and takes it.
+    pub fn wait_event(&mut self) {
+        sint_interrupts::wait_until(|| self.take_event());
+    }
 }

@@ -368,6 +368,40 @@ const BENCH_CASES: &[BenchCase] = &[
         unit: "exits/1000 ticks",
         target_max: |b| b.emulator.has_x2apic().then_some(0),
     },
+    // Hyper-V messaging (guests/src/bin/bench-messaging.rs).
+    BenchCase {
+        name: "hv-signal-event",
+        key: "hv_signal_event_round_trip",
+        unit: "instructions",
+        target_max: |_| Some(250),
+    },
+    BenchCase {
+        name: "hv-post-message-240",
+        key: "hv_post_message_240_round_trip",
+        unit: "instructions",
+        target_max: |_| Some(600),
+    },
+    BenchCase { name: "hv-message-ping-pong", key: "hv_message_ping_pong", unit: "instructions", target_max: |_| None },
+    BenchCase { name: "hv-event-ping-pong", key: "hv_event_ping_pong", unit: "instructions", target_max: |_| None },
+    BenchCase {
+        name: "hv-messages-per-million",
+        key: "hv_messages_per_million",
+        unit: "msgs/M instr",
+        target_max: |_| None,
+    },
+    // Zero where the x2APIC passes through (its EOIs do not exit); EOM writes aside.
+    BenchCase {
+        name: "hv-receiver-exits",
+        key: "hv_receiver_exits_per_thousand",
+        unit: "exits/1000 msgs",
+        target_max: |b| b.emulator.has_x2apic().then_some(0),
+    },
+    BenchCase {
+        name: "hv-receiver-eoms",
+        key: "hv_receiver_eoms_per_thousand",
+        unit: "EOMs/1000 msgs",
+        target_max: |_| None,
+    },
 ];
 
 /// Runs the bench partition on each backend (Bochs, both CPU vendors) and reports each
@@ -376,9 +410,10 @@ const BENCH_CASES: &[BenchCase] = &[
 fn bench(json: bool) -> Result<ExitCode> {
     ensure_host(Purpose::for_emulator(Emulator::Bochs))?;
     let image = build_for(&root().join("tests/configs/bochs-bench.toml"))?;
+    let messaging = build_for(&root().join("tests/configs/bochs-bench-messaging.toml"))?;
     let mut results = Vec::new();
     for backend in BENCH_BACKENDS {
-        let values = bench_backend(backend, &image)?;
+        let values = bench_backend(backend, &image, &messaging)?;
         let mut rows = Vec::new();
         for case in BENCH_CASES {
             let Some(&(_, value)) = values.iter().find(|(k, _)| k.as_str() == case.key) else {
@@ -427,40 +462,65 @@ fn bench(json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The two bench runs (`exits` and `timer`) on one backend: every figure by key.
-fn bench_backend(backend: &BenchBackend, image: &kernel::KernelImage) -> Result<Vec<(String, u64)>> {
-    let run_case = |case: &str| -> Result<Vec<(String, u64)>> {
-        let report = Run::new(backend.emulator)
-            .name(format!("xtask-bench-{}-{case}", backend.prefix))
-            .cpus(2)
-            .kernel(image.clone())
-            .switch(format!("bench:case={case}"))
-            .try_execute()?;
-        if !report.outcome.is_passed() {
-            eprint!("{}", report.diagnostic());
-            bail!("the {} bench run `{case}` failed", backend.prefix);
+/// One bench run: the figures every partition printed (`bench: KEY=VALUE`) and, per
+/// partition, its exits other than console output (`non_console_exits_<partition>`).
+fn bench_run(
+    backend: &BenchBackend,
+    image: &kernel::KernelImage,
+    case: &str,
+    partitions: &[&str],
+) -> Result<Vec<(String, u64)>> {
+    let mut run = Run::new(backend.emulator)
+        .name(format!("xtask-bench-{}-{case}", backend.prefix))
+        .cpus(2)
+        .timeout(std::time::Duration::from_secs(600))
+        .kernel(image.clone());
+    for partition in partitions {
+        run = run.switch(format!("{partition}:case={case}"));
+    }
+    let report = run.try_execute()?;
+    if !report.outcome.is_passed() {
+        eprint!("{}", report.diagnostic());
+        bail!("the {} bench run `{case}` failed", backend.prefix);
+    }
+    let mut values = Vec::new();
+    for text in report.lines.iter().map(|l| l.to_string()) {
+        if let Some((key, value)) = text.split_once("] bench: ").and_then(|(_, kv)| kv.split_once('='))
+            && let Ok(value) = value.trim().parse()
+        {
+            values.push((key.to_string(), value));
         }
-        let mut values = Vec::new();
-        for text in report.lines.iter().map(|l| l.to_string()) {
-            if let Some((key, value)) = text.split_once("[bench] bench: ").and_then(|(_, kv)| kv.split_once('='))
-                && let Ok(value) = value.trim().parse()
-            {
-                values.push((key.to_string(), value));
-            }
-            // The hypervisor's end-of-run count: every exit but console output.
-            if let Some(counts) = text.split_once("partition bench: exits: ").map(|(_, c)| c) {
-                let field = |name: &str| -> u64 {
-                    counts.split(", ").find_map(|f| f.trim().strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
-                };
-                values.push(("non_console_exits".into(), field("msr") + field("cpuid") + field("other")));
-            }
+        // The hypervisor's end-of-run count: every exit but console output.
+        if let Some((partition, counts)) =
+            text.split_once("partition ").and_then(|(_, rest)| rest.split_once(": exits: "))
+        {
+            let field = |name: &str| -> u64 {
+                counts.split(", ").find_map(|f| f.trim().strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
+            };
+            values.push((format!("non_console_exits_{partition}"), field("msr") + field("cpuid") + field("other")));
         }
-        Ok(values)
-    };
-    let mut values = run_case("exits")?;
-    let timer = run_case("timer")?;
-    let get = |key: &str| timer.iter().find(|(k, _)| k == key).map(|&(_, v)| v);
-    match (get("timer_ticks"), get("timer_loop_instructions"), get("non_console_exits")) {
+    }
+    Ok(values)
+}
+
+fn value(values: &[(String, u64)], key: &str) -> Option<u64> {
+    values.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+}
+
+/// The bench runs on one backend (`exits` and `timer` on the one-partition system, `calls`
+/// and `receive` on the messaging system): every figure by key.
+fn bench_backend(
+    backend: &BenchBackend,
+    image: &kernel::KernelImage,
+    messaging: &kernel::KernelImage,
+) -> Result<Vec<(String, u64)>> {
+    let mut values = bench_run(backend, image, "exits", &["bench"])?;
+    let timer = bench_run(backend, image, "timer", &["bench"])?;
+    match (
+        value(&timer, "timer_ticks"),
+        value(&timer, "timer_loop_instructions"),
+        value(&timer, "non_console_exits_bench"),
+    ) {
         (Some(ticks), Some(instructions), Some(exits)) if ticks > 0 && instructions > 0 => {
             values.push(("timer_exits_per_million".into(), exits * 1_000_000 / instructions));
             values.push(("timer_exits_per_thousand_ticks".into(), exits * 1000 / ticks));
@@ -468,6 +528,22 @@ fn bench_backend(backend: &BenchBackend, image: &kernel::KernelImage) -> Result<
         }
         _ => bail!("the {} timer case printed no ticks, loop length or exit count: {timer:?}", backend.prefix),
     }
+    values.extend(bench_run(backend, messaging, "calls", &["bench", "peer"])?);
+    let receive = bench_run(backend, messaging, "receive", &["bench", "peer"])?;
+    match (
+        value(&receive, "hv_receiver_messages"),
+        value(&receive, "hv_receiver_end_of_messages"),
+        value(&receive, "non_console_exits_peer"),
+    ) {
+        (Some(messages), Some(eoms), Some(exits)) if messages > 0 => {
+            // Rounded to the nearest: the receiver's ~10 set-up exits are in the count.
+            let per_thousand = |n: u64| (n * 1000 + messages / 2) / messages;
+            values.push(("hv_receiver_exits_per_thousand".into(), per_thousand(exits.saturating_sub(eoms))));
+            values.push(("hv_receiver_eoms_per_thousand".into(), per_thousand(eoms)));
+        }
+        _ => bail!("the {} receive case printed no message, EOM or exit count: {receive:?}", backend.prefix),
+    }
+    values.extend(receive);
     Ok(values)
 }
 

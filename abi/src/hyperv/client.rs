@@ -23,8 +23,8 @@ use super::message::{
 };
 use super::msr::{self, SINT_COUNT};
 use super::{
-    HvStatus, HypercallInput, HypercallMsr, HypercallResult, Message, MessagePage, PageMsr, PostMessageInput, Scontrol,
-    SignalEventInput, Sint,
+    HvStatus, HypercallInput, HypercallMsr, HypercallResult, Message, MessagePage, PageMsr, Scontrol, SignalEventInput,
+    Sint,
 };
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 
@@ -193,11 +193,12 @@ pub enum SetupError {
 pub struct Client<C: Cpu> {
     cpu: C,
     pages: &'static Pages,
+    end_of_messages: u64,
 }
 
 impl<C: Cpu> Client<C> {
     pub fn new(cpu: C, pages: &'static Pages) -> Self {
-        Self { cpu, pages }
+        Self { cpu, pages, end_of_messages: 0 }
     }
 
     fn gpfn(&self, page: &Page) -> u64 {
@@ -254,16 +255,28 @@ impl<C: Cpu> Client<C> {
 
     /// HvCallPostMessage on `connection_id` (memory form, input block in the input page).
     pub fn post_message(&mut self, connection_id: u32, message_type: u32, payload: &[u8]) -> Result<(), PostError> {
-        let input = PostMessageInput::new(connection_id, message_type, payload)
-            .ok_or(PostError::Setup(SetupError::PayloadTooLong(payload.len())))?;
-        let bytes = input.to_bytes();
-        // Only the header and the payload's words: the hypervisor reads no further.
-        let used = (16 + payload.len()).div_ceil(8);
-        for (index, word) in bytes.chunks_exact(8).take(used).enumerate() {
-            let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            self.pages.input.word(index).store(value, Ordering::Relaxed);
+        if payload.len() > MAX_PAYLOAD {
+            return Err(PostError::Setup(SetupError::PayloadTooLong(payload.len())));
         }
-        let gpa = self.cpu.guest_physical(&self.pages.input);
+        // The PostMessageInput layout, written word by word: the header, then only the
+        // payload's words (the hypervisor reads no further).
+        let input = &self.pages.input;
+        input.word(0).store(u64::from(connection_id), Ordering::Relaxed);
+        input.word(1).store(u64::from(message_type) | (payload.len() as u64) << 32, Ordering::Relaxed);
+        let mut words = payload.chunks_exact(8);
+        let mut index = 2;
+        for word in &mut words {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(word);
+            input.word(index).store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+            index += 1;
+        }
+        if !words.remainder().is_empty() {
+            let mut bytes = [0; 8];
+            bytes[..words.remainder().len()].copy_from_slice(words.remainder());
+            input.word(index).store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+        }
+        let gpa = self.cpu.guest_physical(input);
         self.call(HypercallInput::new(code::POST_MESSAGE), gpa, 0).map_err(PostError::Hypercall)
     }
 
@@ -313,8 +326,14 @@ impl<C: Cpu> Client<C> {
         let pending = (before >> 40) as u8 & MESSAGE_FLAG_PENDING != 0;
         if pending {
             self.cpu.write_msr(msr::EOM, 0);
+            self.end_of_messages += 1;
         }
         Some(Message::from_bytes(&bytes))
+    }
+
+    /// EOM writes so far (each is one exit to the hypervisor).
+    pub fn end_of_messages(&self) -> u64 {
+        self.end_of_messages
     }
 
     /// Takes flag `flag` of SINT `sint`'s event flags: clears it atomically and says
@@ -361,6 +380,7 @@ mod tests {
     //! delivers into the pages as Bulkhead's SynIC does.
     extern crate std;
     use super::*;
+    use crate::hyperv::PostMessageInput;
     use std::boxed::Box;
     use std::vec::Vec;
 
@@ -460,11 +480,22 @@ mod tests {
         assert_eq!(sent, Err(PostError::Hypercall(HypercallError(0x13))));
         assert!(sent.unwrap_err().is_queue_full());
         assert_eq!(client.post_message(7, 1, &[0; 241]), Err(PostError::Setup(SetupError::PayloadTooLong(241))));
-        assert_eq!(sim.calls.len(), 1);
+        // A payload of whole words and one with a partial last word.
+        for len in [16, 240, 13] {
+            let payload: Vec<u8> = (0..len as u8).collect();
+            let _ = client.post_message(7, 2, &payload);
+            let mut block = [0u8; 256];
+            for (i, chunk) in block.chunks_exact_mut(8).enumerate() {
+                chunk.copy_from_slice(&pages.input.word(i).load(Ordering::Relaxed).to_le_bytes());
+            }
+            assert_eq!(PostMessageInput::from_bytes(&block).payload(), &payload[..]);
+        }
+        assert_eq!(sim.calls.len(), 4);
         let (input_value, gpa, block) = sim.calls[0];
         assert_eq!(input_value, 0x5c);
         assert_eq!(gpa, BASE + 4096);
         let input = PostMessageInput::from_bytes(&block);
+        assert_eq!(input.check(), Ok(()));
         assert_eq!((input.connection_id, input.message_type, input.payload()), (7, 1, &b"ping"[..]));
     }
 
@@ -493,6 +524,7 @@ mod tests {
         assert!(client.receive(2).unwrap().header.is_message_pending());
         assert!(!client.has_message(2));
         assert_eq!(client.receive(16), None);
+        assert_eq!(client.end_of_messages(), 1);
         assert_eq!(sim.writes, [(msr::EOM, 0)]);
     }
 

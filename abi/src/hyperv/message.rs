@@ -83,25 +83,19 @@ impl PostMessageInput {
         Some(input)
     }
 
-    /// The input checks of reference §4.1, in this order:
-    /// * `reserved` or connection id bits 31:24 set → INVALID_HYPERCALL_INPUT (RsvdZ fields, §3.3);
-    /// * message type 0 or with bit 31 set → INVALID_PARAMETER (TLFS HvCallPostMessage);
-    /// * payload size above 240 → INVALID_PARAMETER, as the TLFS lists it. (QEMU answers
-    ///   INVALID_HYPERCALL_INPUT here; we follow the TLFS.)
-    ///
-    /// The TLFS leaves the precedence of errors undefined. Connection, port and SynIC state
-    /// checks need the hypervisor's tables and are not done here.
+    /// The input checks of reference §4.1 ([`PostMessageHeader::check`]).
     pub const fn check(&self) -> Result<(), HvStatus> {
-        if self.reserved != 0 || self.connection_id & !CONNECTION_ID_MASK != 0 {
-            return Err(HvStatus::InvalidHypercallInput);
+        self.header().check()
+    }
+
+    /// Everything but the payload.
+    pub const fn header(&self) -> PostMessageHeader {
+        PostMessageHeader {
+            connection_id: self.connection_id,
+            reserved: self.reserved,
+            message_type: self.message_type,
+            payload_size: self.payload_size,
         }
-        if self.message_type == MESSAGE_TYPE_NONE || self.message_type & MESSAGE_TYPE_HYPERVISOR_BIT != 0 {
-            return Err(HvStatus::InvalidParameter);
-        }
-        if self.payload_size > MAX_PAYLOAD as u32 {
-            return Err(HvStatus::InvalidParameter);
-        }
-        Ok(())
     }
 
     /// The bytes that are sent: the first `payload_size` bytes, capped at [`MAX_PAYLOAD`].
@@ -129,6 +123,62 @@ impl PostMessageInput {
         bytes[12..16].copy_from_slice(&self.payload_size.to_le_bytes());
         bytes[16..].copy_from_slice(&self.payload);
         bytes
+    }
+}
+
+/// The first 16 bytes of a [`PostMessageInput`], which a hypervisor reads and checks
+/// before it copies the payload (once, straight into the message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PostMessageHeader {
+    pub connection_id: u32,
+    pub reserved: u32,
+    pub message_type: u32,
+    pub payload_size: u32,
+}
+
+impl PostMessageHeader {
+    pub const SIZE: usize = 16;
+
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        Self {
+            connection_id: read_u32(bytes, 0),
+            reserved: read_u32(bytes, 4),
+            message_type: read_u32(bytes, 8),
+            payload_size: read_u32(bytes, 12),
+        }
+    }
+
+    /// The input checks of reference §4.1, in this order:
+    /// * `reserved` or connection id bits 31:24 set → INVALID_HYPERCALL_INPUT (RsvdZ fields, §3.3);
+    /// * message type 0 or with bit 31 set → INVALID_PARAMETER (TLFS HvCallPostMessage);
+    /// * payload size above 240 → INVALID_PARAMETER, as the TLFS lists it. (QEMU answers
+    ///   INVALID_HYPERCALL_INPUT here; we follow the TLFS.)
+    ///
+    /// The TLFS leaves the precedence of errors undefined. Connection, port and SynIC state
+    /// checks need the hypervisor's tables and are not done here.
+    pub const fn check(&self) -> Result<(), HvStatus> {
+        if self.reserved != 0 || self.connection_id & !CONNECTION_ID_MASK != 0 {
+            return Err(HvStatus::InvalidHypercallInput);
+        }
+        if self.message_type == MESSAGE_TYPE_NONE || self.message_type & MESSAGE_TYPE_HYPERVISOR_BIT != 0 {
+            return Err(HvStatus::InvalidParameter);
+        }
+        if self.payload_size > MAX_PAYLOAD as u32 {
+            return Err(HvStatus::InvalidParameter);
+        }
+        Ok(())
+    }
+
+    /// The header of the message this input becomes, sent from port `origination_id`
+    /// (flags clear; the caller has run [`PostMessageHeader::check`]).
+    pub const fn message_header(&self, origination_id: u64) -> MessageHeader {
+        MessageHeader {
+            message_type: self.message_type,
+            payload_size: self.payload_size as u8,
+            message_flags: 0,
+            reserved: 0,
+            origination_id,
+        }
     }
 }
 
@@ -213,6 +263,18 @@ const _: () = {
 };
 
 impl MessageHeader {
+    pub const SIZE: usize = 16;
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut bytes = [0; Self::SIZE];
+        bytes[0..4].copy_from_slice(&self.message_type.to_le_bytes());
+        bytes[4] = self.payload_size;
+        bytes[5] = self.message_flags;
+        bytes[6..8].copy_from_slice(&self.reserved.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.origination_id.to_le_bytes());
+        bytes
+    }
+
     pub const fn is_message_pending(&self) -> bool {
         self.message_flags & MESSAGE_FLAG_PENDING != 0
     }
@@ -249,9 +311,8 @@ impl Message {
     pub fn from_post(input: &PostMessageInput, origination_id: u64) -> Self {
         let sent = input.payload();
         let mut message = Self::EMPTY;
-        message.header.message_type = input.message_type;
+        message.header = input.header().message_header(origination_id);
         message.header.payload_size = sent.len() as u8;
-        message.header.origination_id = origination_id;
         message.payload[..sent.len()].copy_from_slice(sent);
         message
     }
@@ -276,11 +337,7 @@ impl Message {
 
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut bytes = [0; Self::SIZE];
-        bytes[0..4].copy_from_slice(&self.header.message_type.to_le_bytes());
-        bytes[4] = self.header.payload_size;
-        bytes[5] = self.header.message_flags;
-        bytes[6..8].copy_from_slice(&self.header.reserved.to_le_bytes());
-        bytes[8..16].copy_from_slice(&self.header.origination_id.to_le_bytes());
+        bytes[..16].copy_from_slice(&self.header.to_bytes());
         bytes[16..].copy_from_slice(&self.payload);
         bytes
     }
@@ -451,6 +508,20 @@ mod tests {
         assert!(header.is_message_pending());
         header.message_flags = 0xFE;
         assert!(!header.is_message_pending());
+    }
+
+    #[test]
+    fn post_header_is_the_first_16_bytes_and_checked_alone() {
+        let input = valid_post();
+        let bytes = input.to_bytes();
+        let header = PostMessageHeader::from_bytes(bytes[..16].try_into().unwrap());
+        assert_eq!(header, input.header());
+        assert_eq!(header.check(), Ok(()));
+        let mut bad = header;
+        bad.payload_size = 241;
+        assert_eq!(bad.check(), Err(HvStatus::InvalidParameter));
+        let message = header.message_header(9);
+        assert_eq!(message.to_bytes()[..], Message::from_post(&input, 9).to_bytes()[..16]);
     }
 
     #[test]

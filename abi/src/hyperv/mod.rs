@@ -22,7 +22,9 @@ pub mod msr;
 pub mod reference_tsc;
 
 pub use hypercall::{HvStatus, HypercallInput, HypercallResult, input_gpa_ok};
-pub use message::{EventFlagsPage, Message, MessageHeader, MessagePage, PostMessageInput, SignalEventInput};
+pub use message::{
+    EventFlagsPage, Message, MessageHeader, MessagePage, PostMessageHeader, PostMessageInput, SignalEventInput,
+};
 pub use msr::{HypercallMsr, PageMsr, Scontrol, Sint};
 pub use reference_tsc::ReferenceTscPage;
 

@@ -18,7 +18,8 @@ use crate::partition::Partition;
 use bulkhead_abi::hyperv::cpuid::privileges_ebx;
 use bulkhead_abi::hyperv::hypercall::code;
 use bulkhead_abi::hyperv::{
-    HvStatus, HypercallInput, HypercallMsr, HypercallResult, Message, PostMessageInput, SignalEventInput, input_gpa_ok,
+    HvStatus, HypercallInput, HypercallMsr, HypercallResult, PostMessageHeader, PostMessageInput, SignalEventInput,
+    input_gpa_ok,
 };
 use bulkhead_board::tables::{Connection, ConnectionKind};
 use bulkhead_virt::guest_state::{ExecutionMode, GuestRegisters};
@@ -79,11 +80,15 @@ fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<
             if input.is_fast() {
                 return Err(HvStatus::InvalidHypercallCode);
             }
-            let bytes = read_input::<{ PostMessageInput::SIZE }>(partition, parameter)?;
-            let message = PostMessageInput::from_bytes(&bytes);
-            message.check()?;
-            let (index, connection) = connection(partition, message.connection_id, true)?;
-            status(synic::post(index, connection, &Message::from_post(&message, u64::from(connection.id))))
+            let (host, header) = read_post_header(partition, parameter)?;
+            header.check()?;
+            let (index, connection) = connection(partition, header.connection_id, true)?;
+            let message = synic::PostedMessage {
+                header: header.message_header(u64::from(connection.id)).to_bytes(),
+                payload: host + PostMessageHeader::SIZE as u64,
+                len: header.payload_size as usize,
+            };
+            status(synic::post(index, connection, &message))
         }
         _ => {
             let event = if input.is_fast() {
@@ -127,14 +132,29 @@ fn connection(partition: &Partition, id: u32, message: bool) -> Result<(usize, &
     Ok((index, connection))
 }
 
+/// The host address of an input block of `len` bytes at guest-physical `gpa`: 8-byte
+/// aligned, within one page, in the caller's own RAM.
+fn input_block(partition: &Partition, gpa: u64, len: usize) -> Result<u64, HvStatus> {
+    input_gpa_ok(gpa, len as u64)?;
+    super::private_memory(partition, gpa, len as u64, false).ok_or(HvStatus::InvalidAlignment)
+}
+
 /// Copies an input block of `N` bytes from guest-physical `gpa`.
 fn read_input<const N: usize>(partition: &Partition, gpa: u64) -> Result<[u8; N], HvStatus> {
-    input_gpa_ok(gpa, N as u64)?;
-    let host = super::private_memory(partition, gpa, N as u64, false).ok_or(HvStatus::InvalidAlignment)?;
+    let host = input_block(partition, gpa, N)?;
     let mut bytes = [0; N];
     // SAFETY: `N` bytes of the partition's own RAM (identity-mapped, checked above); the
     // caller's vCPU is in the hypervisor, its other vCPUs may change them meanwhile, which
     // only changes what it sends.
     unsafe { core::ptr::copy_nonoverlapping(host as *const u8, bytes.as_mut_ptr(), N) };
     Ok(bytes)
+}
+
+/// The host address of an HvCallPostMessage input block at `gpa` and its header.
+fn read_post_header(partition: &Partition, gpa: u64) -> Result<(u64, PostMessageHeader), HvStatus> {
+    let host = input_block(partition, gpa, PostMessageInput::SIZE)?;
+    let mut bytes = [0; PostMessageHeader::SIZE];
+    // SAFETY: the first 16 bytes of the checked block (see `read_input`).
+    unsafe { core::ptr::copy_nonoverlapping(host as *const u8, bytes.as_mut_ptr(), bytes.len()) };
+    Ok((host, PostMessageHeader::from_bytes(&bytes)))
 }

@@ -38,6 +38,14 @@ pub struct VpRegisters {
     pub siefp: AtomicU64,
     pub sints: [AtomicU64; 16],
     pub vp_assist_page: AtomicU64,
+    /// Where senders deliver, derived from SCONTROL, SIMP and SIEFP whenever one of them
+    /// is written ([`VpRegisters::refresh_pages`]): the host address of the message page
+    /// and of the event-flag page, 0 while the SynIC or that page is disabled. Senders
+    /// read one word instead of three registers and a memory-map search per hypercall.
+    pub message_page: AtomicU64,
+    pub event_flags_page: AtomicU64,
+    /// The core's APIC ID, for the SINT interrupt (set when its partition starts).
+    pub apic_id: AtomicU32,
 }
 
 impl VpRegisters {
@@ -48,10 +56,28 @@ impl VpRegisters {
             siefp: AtomicU64::new(0),
             sints: [const { AtomicU64::new(bulkhead_abi::hyperv::Sint::RESET.value()) }; 16],
             vp_assist_page: AtomicU64::new(0),
+            message_page: AtomicU64::new(0),
+            event_flags_page: AtomicU64::new(0),
+            apic_id: AtomicU32::new(u32::MAX),
         }
     }
 
-    fn reset(&self) {
+    /// Recomputes `message_page` and `event_flags_page` after a write to SCONTROL, SIMP
+    /// or SIEFP (pages were checked to lie in `partition`'s own memory when written).
+    pub fn refresh_pages(&self, partition: &Partition) {
+        let enabled = bulkhead_abi::hyperv::Scontrol::decode(self.scontrol.load(Ordering::Acquire)).is_enabled();
+        let host = |register: &AtomicU64| {
+            let page = bulkhead_abi::hyperv::PageMsr::decode(register.load(Ordering::Acquire));
+            (enabled && page.is_enabled())
+                .then(|| private_memory(partition, page.gpa(), 4096, true))
+                .flatten()
+                .unwrap_or(0)
+        };
+        self.message_page.store(host(&self.simp), Ordering::Release);
+        self.event_flags_page.store(host(&self.siefp), Ordering::Release);
+    }
+
+    fn reset(&self, core: u32) {
         self.scontrol.store(0, Ordering::Release);
         self.simp.store(0, Ordering::Release);
         self.siefp.store(0, Ordering::Release);
@@ -59,6 +85,9 @@ impl VpRegisters {
             sint.store(bulkhead_abi::hyperv::Sint::RESET.value(), Ordering::Release);
         }
         self.vp_assist_page.store(0, Ordering::Release);
+        self.message_page.store(0, Ordering::Release);
+        self.event_flags_page.store(0, Ordering::Release);
+        self.apic_id.store(apic_id_of_core(core).unwrap_or(u32::MAX), Ordering::Release);
     }
 }
 
@@ -117,7 +146,7 @@ pub fn reset_partition(partition: &Partition) {
     registers.hypercall_privileges.store(discovery::hypercall_privileges(partition), Ordering::Release);
     synic::reset(partition, || {
         for &core in partition.config().cores {
-            vp_registers(core).reset();
+            vp_registers(core).reset(core);
         }
     });
 }

@@ -16,10 +16,11 @@
 //! most one message and the hypervisor runs with interrupts off, so waiting is short; no
 //! crate offers a lock for this context that the kernel does not already avoid.
 
-use super::{apic_id_of_core, private_memory, vp_registers};
+use super::vp_registers;
 use crate::partition::{self, Partition};
+use bulkhead_abi::hyperv::MessageHeader;
 use bulkhead_abi::hyperv::message::{MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE};
-use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, Message, MessagePage, PageMsr, Scontrol, Sint};
+use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, MessagePage, Sint};
 use bulkhead_board::tables::{Connection, MAX_CONNECTIONS, MAX_QUEUE_DEPTH};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
@@ -67,41 +68,29 @@ fn with_queues<T>(f: impl FnOnce(&mut Queues) -> T) -> T {
     result
 }
 
-/// Where a receiver's SINT delivers: its VP 0's core and that SINT's register.
+/// Where a receiver's SINT delivers: its VP 0's registers and that SINT's register.
 struct Target {
-    core: u32,
+    vp: &'static super::VpRegisters,
     sint: u8,
     sint_register: Sint,
 }
 
-/// Which SynIC page a delivery writes.
-#[derive(Clone, Copy)]
-enum SynicPage {
-    Messages,
-    EventFlags,
-}
-
 impl Target {
     fn of(receiver: &Partition, sint: u8) -> Target {
-        let core = receiver.config().cores[0];
-        let sint_register = Sint::decode(vp_registers(core).sints[sint as usize].load(Ordering::Acquire));
-        Target { core, sint, sint_register }
+        let vp = vp_registers(receiver.config().cores[0]);
+        let sint_register = Sint::decode(vp.sints[sint as usize].load(Ordering::Acquire));
+        Target { vp, sint, sint_register }
     }
 
-    /// The host address of the receiver's message or event-flag page, if SCONTROL and
-    /// that page are enabled. (The MSR write checked the page lies in the receiver's own
-    /// memory; it is looked up again because the receiver may move it meanwhile.)
-    fn page(&self, receiver: &Partition, which: SynicPage) -> Option<u64> {
-        let vp = vp_registers(self.core);
-        if !Scontrol::decode(vp.scontrol.load(Ordering::Acquire)).is_enabled() {
-            return None;
-        }
-        let register = match which {
-            SynicPage::Messages => &vp.simp,
-            SynicPage::EventFlags => &vp.siefp,
-        };
-        let msr = PageMsr::decode(register.load(Ordering::Acquire));
-        msr.is_enabled().then(|| private_memory(receiver, msr.gpa(), 4096, true)).flatten()
+    /// The host address of the receiver's message page, if its SynIC and SIMP are enabled.
+    fn message_page(&self) -> Option<u64> {
+        Some(self.vp.message_page.load(Ordering::Acquire)).filter(|&page| page != 0)
+    }
+
+    /// The host address of the receiver's event-flag page, if its SynIC and SIEFP are
+    /// enabled.
+    fn event_flags_page(&self) -> Option<u64> {
+        Some(self.vp.event_flags_page.load(Ordering::Acquire)).filter(|&page| page != 0)
     }
 }
 
@@ -111,7 +100,8 @@ fn interrupt(target: &Target) {
     if target.sint_register.is_masked() {
         return;
     }
-    if let Some(apic_id) = apic_id_of_core(target.core) {
+    let apic_id = target.vp.apic_id.load(Ordering::Relaxed);
+    if apic_id != u32::MAX {
         crate::smp::send_fixed_ipi(apic_id, target.sint_register.vector());
     }
 }
@@ -127,16 +117,44 @@ fn slot_flags(page: u64, sint: u8) -> &'static AtomicU8 {
     unsafe { &*((page + MessagePage::slot_offset(sint) as u64 + 5) as *const AtomicU8) }
 }
 
-/// Writes `message` into the free slot: everything after the type first, the type last,
-/// so the receiver never sees a half-written message.
-fn write_slot(page: u64, sint: u8, message: &[u8; MESSAGE_SIZE], pending: bool) {
+/// A message HvCallPostMessage delivers: its header (HV_MESSAGE_HEADER) and its payload
+/// where the sender's input block holds it, so the payload is copied once, straight into
+/// the receiver's slot (or, when the slot is busy, into the connection's queue).
+pub struct PostedMessage {
+    pub header: [u8; MessageHeader::SIZE],
+    /// Host address of `len` (at most 240) payload bytes in the sender's own RAM.
+    pub payload: u64,
+    pub len: usize,
+}
+
+impl PostedMessage {
+    /// Writes bytes 4.. of the message (the header after its type, then the payload) to
+    /// `slot`.
+    ///
+    /// # Safety
+    /// `slot` is valid for `16 + len` bytes of writes (a slot or a queue entry).
+    unsafe fn copy_after_type(&self, slot: *mut u8) {
+        // SAFETY: per the caller for `slot`; the payload lies in the sender's own RAM
+        // (checked by the hypercall); its other vCPUs may change it meanwhile, which only
+        // changes what it sends.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.header[4..].as_ptr(), slot.add(4), MessageHeader::SIZE - 4);
+            core::ptr::copy_nonoverlapping(self.payload as *const u8, slot.add(MessageHeader::SIZE), self.len);
+        }
+    }
+
+    fn message_type(&self) -> u32 {
+        u32::from_le_bytes([self.header[0], self.header[1], self.header[2], self.header[3]])
+    }
+}
+
+/// Fills the free slot: `fill` writes everything after the type, then the flags and last
+/// the type, so the receiver never sees a half-written message. (Bytes past the payload
+/// keep what they held: the receiver reads `payload_size` bytes.)
+fn write_slot(page: u64, sint: u8, message_type: u32, pending: bool, fill: impl FnOnce(*mut u8)) {
     let slot = page + MessagePage::slot_offset(sint) as u64;
-    // SAFETY: bytes 4.. of the slot, in the receiver's own RAM (see `slot_type`); the
-    // receiver does not read them before it sees the type, which the release store
-    // below publishes after them.
-    unsafe { core::ptr::copy_nonoverlapping(message[4..].as_ptr(), (slot + 4) as *mut u8, MESSAGE_SIZE - 4) };
+    fill(slot as *mut u8);
     slot_flags(page, sint).store(if pending { MESSAGE_FLAG_PENDING } else { 0 }, Ordering::Relaxed);
-    let message_type = u32::from_le_bytes([message[0], message[1], message[2], message[3]]);
     slot_type(page, sint).store(message_type, Ordering::Release);
 }
 
@@ -157,32 +175,41 @@ fn deliver_oldest(queues: &mut Queues, receiver: &Partition, target: &Target, pa
         .min_by_key(|&(i, _)| queues.rings[i].stamps[queues.rings[i].head]);
     let Some((index, _)) = oldest else { return false };
     let ring = &mut queues.rings[index];
-    let message = ring.messages[ring.head];
+    let head = ring.head;
     ring.head = (ring.head + 1) % DEPTH;
     ring.len -= 1;
     let more = connections_to(receiver, target.sint).any(|(i, _)| queues.rings[i].len > 0);
-    write_slot(page, target.sint, &message, more);
+    let message = &queues.rings[index].messages[head];
+    let len = (MessageHeader::SIZE + usize::from(message[4])).min(MESSAGE_SIZE);
+    let message_type = u32::from_le_bytes([message[0], message[1], message[2], message[3]]);
+    write_slot(page, target.sint, message_type, more, |slot| {
+        // SAFETY: bytes 4..len of the slot, in the receiver's own RAM (see `slot_type`);
+        // the receiver reads none of them before the type, which is stored after them.
+        unsafe { core::ptr::copy_nonoverlapping(message[4..].as_ptr(), slot.add(4), len - 4) }
+    });
     interrupt(target);
     true
 }
 
 /// HvCallPostMessage's delivery, the connection already checked: the message goes to the
 /// receiver's slot, or waits in the connection's queue.
-pub fn post(connection_index: usize, connection: &Connection, message: &Message) -> HvStatus {
+pub fn post(connection_index: usize, connection: &Connection, message: &PostedMessage) -> HvStatus {
     let receiver = partition::get(connection.to);
     let depth = match connection.kind {
         bulkhead_board::tables::ConnectionKind::Message { queue_depth } => (queue_depth as usize).min(DEPTH),
         bulkhead_board::tables::ConnectionKind::Event { .. } => return HvStatus::InvalidPortId,
     };
-    let bytes = message.to_bytes();
     with_queues(|queues| {
         // The receiver's SynIC is looked at under the lock: a restart resets it and drains
         // the queues under the same lock, so a message is either drained or refused.
         let target = Target::of(receiver, connection.sint);
-        let Some(page) = target.page(receiver, SynicPage::Messages) else { return HvStatus::InvalidSynicState };
+        let Some(page) = target.message_page() else { return HvStatus::InvalidSynicState };
         let waiting = connections_to(receiver, connection.sint).any(|(i, _)| queues.rings[i].len > 0);
         if !waiting && slot_type(page, connection.sint).load(Ordering::Acquire) == MESSAGE_TYPE_NONE {
-            write_slot(page, connection.sint, &bytes, false);
+            // SAFETY: the slot is 256 bytes, `16 + len` at most that (len <= 240).
+            write_slot(page, connection.sint, message.message_type(), false, |slot| unsafe {
+                message.copy_after_type(slot)
+            });
             interrupt(&target);
             return HvStatus::Success;
         }
@@ -192,7 +219,10 @@ pub fn post(connection_index: usize, connection: &Connection, message: &Message)
             return HvStatus::InsufficientBuffers;
         }
         let tail = (ring.head + ring.len) % DEPTH;
-        ring.messages[tail] = bytes;
+        let entry = &mut ring.messages[tail];
+        entry[..4].copy_from_slice(&message.header[..4]);
+        // SAFETY: a 256-byte queue entry; `16 + len` bytes at most that.
+        unsafe { message.copy_after_type(entry.as_mut_ptr()) };
         ring.stamps[tail] = stamp;
         ring.len += 1;
         queues.next_stamp += 1;
@@ -209,7 +239,7 @@ pub fn end_of_message(receiver: &Partition, core: u32) {
         return;
     }
     // The message page is the VP's, the same for every SINT.
-    let Some(page) = Target::of(receiver, 0).page(receiver, SynicPage::Messages) else { return };
+    let Some(page) = Target::of(receiver, 0).message_page() else { return };
     with_queues(|queues| {
         for sint in 0..bulkhead_abi::hyperv::msr::SINT_COUNT {
             deliver_oldest(queues, receiver, &Target::of(receiver, sint), page);
@@ -222,7 +252,7 @@ pub fn end_of_message(receiver: &Partition, core: u32) {
 pub fn signal(connection: &Connection, flag: u16) -> HvStatus {
     let receiver = partition::get(connection.to);
     let target = Target::of(receiver, connection.sint);
-    let Some(page) = target.page(receiver, SynicPage::EventFlags) else { return HvStatus::InvalidSynicState };
+    let Some(page) = target.event_flags_page() else { return HvStatus::InvalidSynicState };
     if target.sint_register.is_masked() {
         return HvStatus::InvalidSynicState;
     }

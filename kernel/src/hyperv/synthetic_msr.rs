@@ -78,6 +78,7 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
         }
         msr::SCONTROL => {
             vp.scontrol.store(Scontrol::decode(value).value(), Ordering::Release);
+            vp.refresh_pages(partition);
             true
         }
         msr::SIEFP | msr::SIMP => {
@@ -92,6 +93,7 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
             }
             let register = if msr == msr::SIMP { &vp.simp } else { &vp.siefp };
             register.store(value, Ordering::Release);
+            vp.refresh_pages(partition);
             true
         }
         msr::EOM => {
