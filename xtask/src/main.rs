@@ -40,7 +40,8 @@ commands:
   bench [--json]
         deterministic benchmarks in Bochs (guest RDTSC = instruction count): hypervisor
         instructions per CPUID, I/O-port and MSR exit round trip; VM exits per million
-        guest instructions of a compute loop under a 1 kHz local APIC timer
+        guest instructions of a compute loop under a 1 kHz local APIC timer; Hyper-V
+        messaging: call round trips, ping-pong latency, throughput, receiver exits
   image [--out PATH] [--config PATH]
         write the bootable ISO (BIOS + UEFI) to PATH (default: out/bulkhead.iso)
   help  show this text
