@@ -5,7 +5,9 @@
 use bulkhead_abi::hyperv::client::{Client, Pages, PostError, X64};
 use bulkhead_abi::hyperv::hypercall::code;
 use bulkhead_abi::hyperv::reference_tsc::{SEQUENCE_INVALID, SEQUENCE_INVALID_LEGACY, reference_time};
-use bulkhead_abi::hyperv::{HvStatus, HypercallInput, HypercallResult, Message, PageMsr, PostMessageInput, msr};
+use bulkhead_abi::hyperv::{
+    HvStatus, HypercallInput, HypercallResult, Message, PageMsr, PostMessageInput, SignalEventInput, msr,
+};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A page-aligned page of this payload's memory (guest-virtual = guest-physical here).
@@ -70,6 +72,15 @@ pub fn post_message_at(hv: &mut Client<X64>, offset: usize, input: &PostMessageI
     post_message_gpa(hv, input_area(offset))
 }
 
+/// HvCallSignalEvent, memory form, with the input block at the start of the input pages.
+pub fn signal_event_memory(hv: &mut Client<X64>, input: &SignalEventInput) -> u16 {
+    let bytes = input.to_bytes();
+    let base = &raw mut INPUT_PAGES as *mut u8;
+    // SAFETY: the first 8 bytes of the input pages.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), base, bytes.len()) };
+    status(hv.raw_hypercall(HypercallInput::new(code::SIGNAL_EVENT).value(), input_area(0), 0))
+}
+
 /// HvCallPostMessage with the input block at guest-physical `gpa`, wherever that is.
 pub fn post_message_gpa(hv: &mut Client<X64>, gpa: u64) -> u16 {
     status(hv.raw_hypercall(HypercallInput::new(code::POST_MESSAGE).value(), gpa, 0))
@@ -128,22 +139,11 @@ pub mod sint_interrupts {
         .global guest_sint_message_handler
     guest_sint_message_handler:
         lock inc qword ptr [rip + SINT_MESSAGE_INTERRUPTS]
-        jmp guest_sint_eoi
+        jmp guest_eoi_and_return
         .global guest_sint_event_handler
     guest_sint_event_handler:
         lock inc qword ptr [rip + SINT_EVENT_INTERRUPTS]
-    guest_sint_eoi:
-        push rax
-        push rcx
-        push rdx
-        mov ecx, 0x80b
-        xor eax, eax
-        xor edx, edx
-        wrmsr
-        pop rdx
-        pop rcx
-        pop rax
-        iretq
+        jmp guest_eoi_and_return
         "#
     );
 

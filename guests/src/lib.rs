@@ -182,10 +182,13 @@ pub mod gp {
 
         .global guest_timer_handler
     guest_timer_handler:
+        lock inc qword ptr [rip + TIMER_TICKS]
+        // Shared tail of the interrupt handlers: EOI through the x2APIC, then return.
+        .global guest_eoi_and_return
+    guest_eoi_and_return:
         push rax
         push rcx
         push rdx
-        lock inc qword ptr [rip + TIMER_TICKS]
         mov ecx, 0x80b
         xor eax, eax
         xor edx, edx

@@ -346,9 +346,6 @@ impl<C: Cpu> Client<C> {
         let bit = 1u64 << (flag % 64);
         self.pages.event_flags.word(word).fetch_and(!bit, Ordering::AcqRel) & bit != 0
     }
-
-    /// The most a message carries.
-    pub const MAX_PAYLOAD: usize = MAX_PAYLOAD;
 }
 
 /// Why HvCallPostMessage failed: refused before the call, or the hypervisor's status.

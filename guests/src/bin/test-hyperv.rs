@@ -16,7 +16,7 @@ use bulkhead_abi::hyperv::hypercall::code;
 use bulkhead_abi::hyperv::{HypercallInput, HypercallMsr, PostMessageInput, SignalEventInput, msr};
 use bulkhead_guests::hyperv::{
     GUEST_OS_ID, client, enable_reference_tsc_page, hypercall_page_address, input_area, post_message_at,
-    post_message_gpa, rdmsr, reference_time_from_page, status,
+    post_message_gpa, rdmsr, reference_time_from_page, signal_event_memory, status,
 };
 use bulkhead_guests::{arg, cmdline, cpuid as cpuid_leaf, gp, idle, println, report, user};
 
@@ -109,6 +109,12 @@ fn sender() -> bool {
         expect("flag number 1", hv.signal_event(2, 1).err().map_or(0, u16::from), 0x5),
         expect("post to a disabled SynIC", post_message_at(&mut hv, 0, &message), 0x18),
         expect("signal to a disabled SynIC", hv.signal_event(2, 0).err().map_or(0, u16::from), 0x18),
+        expect("memory-form flag number 1", signal_event_memory(&mut hv, &SignalEventInput::new(2, 1)), 0x5),
+        expect(
+            "memory-form signal to a disabled SynIC",
+            signal_event_memory(&mut hv, &SignalEventInput::new(2, 0)),
+            0x18,
+        ),
     ];
     println!("hyperv: input area at {:#x}", input_area(0));
     ok.iter().all(|&ok| ok)

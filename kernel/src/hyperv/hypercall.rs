@@ -83,10 +83,15 @@ fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<
             let (host, header) = read_post_header(partition, parameter)?;
             header.check()?;
             let (index, connection) = connection(partition, header.connection_id, true)?;
-            let message = synic::PostedMessage {
-                header: header.message_header(u64::from(connection.id)).to_bytes(),
-                payload: host + PostMessageHeader::SIZE as u64,
-                len: header.payload_size as usize,
+            // SAFETY: the payload follows the 16-byte header inside the 256-byte input
+            // block `read_post_header` found in the caller's own RAM; its size was
+            // checked (at most 240).
+            let message = unsafe {
+                synic::PostedMessage::new(
+                    header.message_header(u64::from(connection.id)),
+                    host + PostMessageHeader::SIZE as u64,
+                    header.payload_size as usize,
+                )
             };
             status(synic::post(index, connection, &message))
         }

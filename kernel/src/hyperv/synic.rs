@@ -19,7 +19,7 @@
 use super::vp_registers;
 use crate::partition::{self, Partition};
 use bulkhead_abi::hyperv::MessageHeader;
-use bulkhead_abi::hyperv::message::{MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE};
+use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE};
 use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, MessagePage, Sint};
 use bulkhead_board::tables::{Connection, MAX_CONNECTIONS, MAX_QUEUE_DEPTH};
 use core::cell::UnsafeCell;
@@ -121,13 +121,20 @@ fn slot_flags(page: u64, sint: u8) -> &'static AtomicU8 {
 /// where the sender's input block holds it, so the payload is copied once, straight into
 /// the receiver's slot (or, when the slot is busy, into the connection's queue).
 pub struct PostedMessage {
-    pub header: [u8; MessageHeader::SIZE],
+    header: [u8; MessageHeader::SIZE],
     /// Host address of `len` (at most 240) payload bytes in the sender's own RAM.
-    pub payload: u64,
-    pub len: usize,
+    payload: u64,
+    len: usize,
 }
 
 impl PostedMessage {
+    /// # Safety
+    /// `payload` is the host address of `len` bytes in the sender's own RAM
+    /// (identity-mapped); `len` is capped at the 240 a message carries.
+    pub unsafe fn new(header: MessageHeader, payload: u64, len: usize) -> Self {
+        Self { header: header.to_bytes(), payload, len: len.min(MAX_PAYLOAD) }
+    }
+
     /// Writes bytes 4.. of the message (the header after its type, then the payload) to
     /// `slot`.
     ///

@@ -49,6 +49,8 @@ every_backend! {
             .expect("[sender] hyperv: flag number 1 status 0x5")
             .expect("[sender] hyperv: post to a disabled SynIC status 0x18")
             .expect("[sender] hyperv: signal to a disabled SynIC status 0x18")
+            .expect("[sender] hyperv: memory-form flag number 1 status 0x5")
+            .expect("[sender] hyperv: memory-form signal to a disabled SynIC status 0x18")
             .expect("partition sender: reports PASS")
             .forbid(": fault #")
             .execute()
