@@ -8,14 +8,14 @@
 //!   trips, both interrupt-driven; each side counts one interrupt per message and event.
 //! * `load`: both send `count=` (default 100 000) numbered messages at once, polling their
 //!   slot, retrying every INSUFFICIENT_BUFFERS and counting it; each checks it received
-//!   all, in order, none twice.
+//!   all, in order, none twice, and ping that the retry path ran.
 //! * `flow`: event coalescing (1000 signals while pong leaves the flag set: one interrupt,
 //!   the flag seen once), then a full queue (the slot plus queue depth 4 accepted, the next
 //!   post INSUFFICIENT_BUFFERS) drained in order with MessagePending and EOM.
 //! * `restart`: pong queues messages for ping, ping fills pong's queue, pong faults and
-//!   restarts: ping's posts get INSUFFICIENT_BUFFERS, then INVALID_SYNIC_STATE until pong
-//!   is back, the first message pong sees after the restart is a new one, and pong's
-//!   earlier messages to ping all arrive.
+//!   restarts: ping's posts get INSUFFICIENT_BUFFERS until the queue is drained, then
+//!   INVALID_SYNIC_STATE until pong is back (nothing else), the first message pong sees
+//!   after the restart is a new one, and pong's earlier messages to ping all arrive.
 #![no_std]
 #![no_main]
 
@@ -168,7 +168,8 @@ fn pingpong(mut side: Side) -> bool {
 struct Tally {
     received: u64,
     out_of_order: u64,
-    verdict: Option<bool>,
+    /// Pong's verdict and its INSUFFICIENT_BUFFERS count (ping only).
+    verdict: Option<(bool, u64)>,
 }
 
 impl Tally {
@@ -187,7 +188,11 @@ impl Tally {
                     }
                     self.received += 1;
                 }
-                kind::VERDICT => self.verdict = Some(message.payload() == [1]),
+                kind::VERDICT => {
+                    let bytes = message.payload();
+                    let full = bytes.get(1..9).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+                    self.verdict = Some((bytes.first() == Some(&1), full));
+                }
                 _ => self.out_of_order += 1,
             }
         }
@@ -224,15 +229,22 @@ fn load(mut side: Side, count: u64) -> bool {
         "messaging: sent {} ({} INSUFFICIENT_BUFFERS retried, {} before the peer was ready); received {}, {} out of order",
         sent, full, not_ready, tally.received, tally.out_of_order
     );
-    let ok = tally.received == count && tally.out_of_order == 0 && full > 0;
+    let ok = tally.received == count && tally.out_of_order == 0;
     if side.ping {
         while tally.verdict.is_none() {
             tally.take_arrived(&mut side.hv);
         }
-        println!("messaging: pong's verdict {}", if tally.verdict == Some(true) { "pass" } else { "fail" });
-        ok && tally.verdict == Some(true)
+        let (pong_ok, pong_full) = tally.verdict.unwrap_or((false, 0));
+        println!("messaging: pong's verdict {}", if pong_ok { "pass" } else { "fail" });
+        // The retry path must have run: on both sides under Bochs, on at least one
+        // wherever scheduling lets one side always find room.
+        println!("messaging: INSUFFICIENT_BUFFERS retried on both sides together: {}", full + pong_full);
+        ok && pong_ok && full + pong_full > 0
     } else {
-        side.send_verdict(ok);
+        let mut verdict = [0u8; 9];
+        verdict[0] = ok as u8;
+        verdict[1..].copy_from_slice(&full.to_le_bytes());
+        let _ = side.post_retrying(kind::VERDICT, &verdict);
         idle()
     }
 }
@@ -348,7 +360,9 @@ fn restart(mut side: Side) -> bool {
             && u64::from(accepted) == QUEUE_DEPTH + 1
             && status == HvStatus::InsufficientBuffers.code()
             && signalled
-            && not_ready > 0
+            // How many INVALID_SYNIC_STATE ping sees depends on how long pong takes to
+            // come back (none if ping's vCPU is descheduled meanwhile); any status other
+            // than the two defined ones fails.
             && other == 0
             && earlier == [100, 101, 102]
             && side.peer_verdict()

@@ -93,10 +93,13 @@ every_backend! {
     fn hyperv_load_100000_messages_each_way(emulator) {
         messaging(emulator, "load")
             .timeout(std::time::Duration::from_secs(600))
-            // Each side's verdict also requires at least one retry and none out of order.
+            // Each side's verdict requires all received in order, none twice; ping's also
+            // that INSUFFICIENT_BUFFERS was retried (on both sides in Bochs; under QEMU's
+            // free-running vCPUs one side may always find room).
             .expect("[ping] messaging: sent 100000 (")
             .expect("[pong] messaging: sent 100000 (")
-            .forbid("(0 INSUFFICIENT_BUFFERS retried")
+            .expect("[ping] messaging: INSUFFICIENT_BUFFERS retried on both sides together: ")
+            .forbid("together: 0")
             .expect("[ping] messaging: pong's verdict pass")
             .expect("partition ping: reports PASS")
             .forbid(": fault #")
@@ -127,7 +130,8 @@ every_backend! {
 every_backend! {
     /// Restart safety: pong queues 3 messages for ping, ping fills pong's queue, pong
     /// faults and restarts. Ping's posts get INSUFFICIENT_BUFFERS until the queue is
-    /// drained, then INVALID_SYNIC_STATE until pong enables its SynIC again; the first
+    /// drained, then INVALID_SYNIC_STATE until pong enables its SynIC again (how many
+    /// depends on timing; no other status may appear); the first
     /// message pong sees afterwards is the new one, and ping still gets pong's 3 earlier
     /// messages, in order.
     fn hyperv_restart_drains_queues_to_the_partition_only(emulator) {
@@ -138,7 +142,7 @@ every_backend! {
             .forbid("partition ping: fault")
             .expect("partition pong: restart 1 of 1 (memory zeroed, payload reloaded)")
             .expect("[pong] messaging: after the restart, first message type 6 (HELLO is 6), then nothing")
-            // Ping's verdict also requires INVALID_SYNIC_STATE seen and no other status.
+            // Ping's verdict also requires that no status but these two was seen.
             .expect("[ping] messaging: 5 messages queued for pong (then 0x13); while it restarted:")
             .expect("[ping] messaging: pong's messages from before its restart: [100, 101, 102]")
             .expect("[ping] messaging: pong's verdict pass")
