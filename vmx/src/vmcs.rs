@@ -125,9 +125,23 @@ fn vmwrite(field: u32, value: u64) -> Result<(), SetupError> {
         .map_err(|_| SetupError::Instruction { operation: "vmwrite", error: vmread(ro::VM_INSTRUCTION_ERROR) })
 }
 
+/// VMREAD of a field of the current VMCS. Unlike the `x86` crate's, it skips the
+/// VMfail check (RFLAGS read back through the stack): with a VMCS current, VMREAD of a
+/// field this backend's required controls guarantee cannot fail (SDM Vol. 3C §31.3
+/// VMREAD), and several run on every exit.
 fn vmread(field: u32) -> u64 {
-    // SAFETY: a VMCS is current; the fields read are architectural.
-    unsafe { x86::bits64::vmx::vmread(field) }.unwrap_or(0)
+    let value: u64;
+    // SAFETY: a VMCS is current; reading a field has no side effects.
+    unsafe { core::arch::asm!("vmread {0}, {1}", out(reg) value, in(reg) u64::from(field), options(nostack)) };
+    value
+}
+
+/// VMWRITE on the exit path: as [`vmread`], without the VMfail check, for fields that
+/// exist and values the SDM's checks accept (the guest RIP and interruptibility state).
+fn vmwrite_unchecked(field: u32, value: u64) {
+    // SAFETY: a VMCS is current; the caller writes a field that exists with a value the
+    // next VM entry accepts.
+    unsafe { core::arch::asm!("vmwrite {0}, {1}", in(reg) u64::from(field), in(reg) value, options(nostack)) };
 }
 
 /// A virtual CPU backed by a VMCS on the current core.
@@ -394,10 +408,12 @@ impl Vcpu {
     /// Moves RIP past the instruction that caused the last exit.
     pub fn skip_instruction(&mut self) {
         let next = vmread(guest::RIP) + vmread(ro::VMEXIT_INSTRUCTION_LEN);
-        let _ = vmwrite(guest::RIP, next);
+        vmwrite_unchecked(guest::RIP, next);
         // An instruction emulated by the hypervisor ends any STI / MOV SS blocking.
-        let state = vmread(guest::INTERRUPTIBILITY_STATE) & !0b11;
-        let _ = vmwrite(guest::INTERRUPTIBILITY_STATE, state);
+        let state = vmread(guest::INTERRUPTIBILITY_STATE);
+        if state & 0b11 != 0 {
+            vmwrite_unchecked(guest::INTERRUPTIBILITY_STATE, state & !0b11);
+        }
     }
 
     /// Injects a hardware exception (e.g. #GP with error code 0) at the next entry.
@@ -433,7 +449,8 @@ impl Vcpu {
     /// The VM-instruction error of the last failed entry, or the basic exit reason.
     fn decode(&self) -> Exit {
         let reason = vmread(ro::EXIT_REASON) as u32;
-        let qualification = vmread(ro::EXIT_QUALIFICATION);
+        // Read only by the exits that use it (not CPUID, MSR or hypercall exits).
+        let qualification = || vmread(ro::EXIT_QUALIFICATION);
         let r = &self.registers;
         match reason & 0xffff {
             0 => {
@@ -448,30 +465,36 @@ impl Vcpu {
             }
             2 => Exit::TripleFault,
             3 => Exit::Init,
-            4 => Exit::StartupIpi { vector: qualification as u8 },
+            4 => Exit::StartupIpi { vector: qualification() as u8 },
             10 => Exit::Cpuid { leaf: r.rax as u32, subleaf: r.rcx as u32 },
             12 => Exit::Hlt,
             18 => Exit::Hypercall,
             // VMCLEAR..VMXON, INVEPT, INVVPID, VMFUNC (SDM Appendix C).
             19..=27 | 50 | 53 | 59 => Exit::VirtualizationInstruction,
-            30 => Exit::Io(PortAccess {
-                port: (qualification >> 16) as u16,
-                size: (qualification & 7) as u8 + 1,
-                write: qualification & (1 << 3) == 0,
-                string: qualification & (1 << 4) != 0,
-            }),
+            30 => {
+                let qualification = qualification();
+                Exit::Io(PortAccess {
+                    port: (qualification >> 16) as u16,
+                    size: (qualification & 7) as u8 + 1,
+                    write: qualification & (1 << 3) == 0,
+                    string: qualification & (1 << 4) != 0,
+                })
+            }
             31 => Exit::MsrRead { msr: r.rcx as u32 },
             32 => Exit::MsrWrite { msr: r.rcx as u32, value: (r.rdx << 32) | (r.rax & 0xffff_ffff) },
-            48 => Exit::NestedPageFault {
-                gpa: vmread(ro::GUEST_PHYSICAL_ADDR_FULL),
-                access: AccessKind {
-                    read: qualification & 1 != 0,
-                    write: qualification & 2 != 0,
-                    execute: qualification & 4 != 0,
-                },
-            },
+            48 => {
+                let qualification = qualification();
+                Exit::NestedPageFault {
+                    gpa: vmread(ro::GUEST_PHYSICAL_ADDR_FULL),
+                    access: AccessKind {
+                        read: qualification & 1 != 0,
+                        write: qualification & 2 != 0,
+                        execute: qualification & 4 != 0,
+                    },
+                }
+            }
             55 => Exit::Xsetbv { xcr: r.rcx as u32, value: (r.rdx << 32) | (r.rax & 0xffff_ffff) },
-            _ => Exit::Unhandled { reason, qualification },
+            _ => Exit::Unhandled { reason, qualification: qualification() },
         }
     }
 }
