@@ -53,6 +53,40 @@ pub const fn sint_index(msr: u32) -> Option<u8> {
 const ENABLE: u64 = 1 << 0;
 const PAGE_SHIFT: u32 = 12;
 
+/// The accessors every page-placing register shares (enable bit 0, GPFN in 63:12).
+macro_rules! page_register {
+    () => {
+        pub const fn decode(raw: u64) -> Self {
+            Self(raw)
+        }
+
+        pub const fn value(self) -> u64 {
+            self.0
+        }
+
+        pub const fn enabled(self, enabled: bool) -> Self {
+            Self(if enabled { self.0 | ENABLE } else { self.0 & !ENABLE })
+        }
+
+        pub const fn is_enabled(self) -> bool {
+            self.0 & ENABLE != 0
+        }
+
+        pub const fn gpfn(self) -> u64 {
+            self.0 >> PAGE_SHIFT
+        }
+
+        /// Guest-physical address of the page.
+        pub const fn gpa(self) -> u64 {
+            self.gpfn() << PAGE_SHIFT
+        }
+
+        pub const fn reserved_bits(self) -> u64 {
+            self.0 & Self::RESERVED_MASK
+        }
+    };
+}
+
 /// Value of [`HYPERCALL`]: bit 0 enable, bit 1 locked (sticky until partition reset), 11:2
 /// RsvdP, 63:12 GPFN of the hypercall page. Enable stays 0 while GUEST_OS_ID is 0; a GPFN
 /// outside the partition → #GP (TLFS "Hypercall Interface"; reference §2).
@@ -69,41 +103,14 @@ impl HypercallMsr {
         Self(gpfn << PAGE_SHIFT)
     }
 
-    pub const fn decode(raw: u64) -> Self {
-        Self(raw)
-    }
-
-    pub const fn value(self) -> u64 {
-        self.0
-    }
-
-    pub const fn enabled(self, enabled: bool) -> Self {
-        Self(if enabled { self.0 | ENABLE } else { self.0 & !ENABLE })
-    }
+    page_register!();
 
     pub const fn locked(self, locked: bool) -> Self {
         Self(if locked { self.0 | Self::LOCKED } else { self.0 & !Self::LOCKED })
     }
 
-    pub const fn is_enabled(self) -> bool {
-        self.0 & ENABLE != 0
-    }
-
     pub const fn is_locked(self) -> bool {
         self.0 & Self::LOCKED != 0
-    }
-
-    pub const fn gpfn(self) -> u64 {
-        self.0 >> PAGE_SHIFT
-    }
-
-    /// Guest-physical address of the hypercall page.
-    pub const fn gpa(self) -> u64 {
-        self.gpfn() << PAGE_SHIFT
-    }
-
-    pub const fn reserved_bits(self) -> u64 {
-        self.0 & Self::RESERVED_MASK
     }
 }
 
@@ -122,34 +129,7 @@ impl PageMsr {
         Self(gpfn << PAGE_SHIFT)
     }
 
-    pub const fn decode(raw: u64) -> Self {
-        Self(raw)
-    }
-
-    pub const fn value(self) -> u64 {
-        self.0
-    }
-
-    pub const fn enabled(self, enabled: bool) -> Self {
-        Self(if enabled { self.0 | ENABLE } else { self.0 & !ENABLE })
-    }
-
-    pub const fn is_enabled(self) -> bool {
-        self.0 & ENABLE != 0
-    }
-
-    pub const fn gpfn(self) -> u64 {
-        self.0 >> PAGE_SHIFT
-    }
-
-    /// Guest-physical address of the page.
-    pub const fn gpa(self) -> u64 {
-        self.gpfn() << PAGE_SHIFT
-    }
-
-    pub const fn reserved_bits(self) -> u64 {
-        self.0 & Self::RESERVED_MASK
-    }
+    page_register!();
 }
 
 /// Value of a SINTx MSR (reference §2.3): 7:0 vector, 15:8 RsvdP, 16 masked, 17 AutoEOI,
