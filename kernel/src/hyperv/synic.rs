@@ -20,8 +20,9 @@ use super::vp_registers;
 use crate::partition::{self, Partition};
 use bulkhead_abi::hyperv::MessageHeader;
 use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE};
+use bulkhead_abi::hyperv::msr::SINT_COUNT;
 use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, MessagePage, Sint};
-use bulkhead_board::tables::{Connection, MAX_CONNECTIONS, MAX_QUEUE_DEPTH};
+use bulkhead_board::tables::{Connection, MAX_CONNECTIONS, MAX_PARTITIONS, MAX_QUEUE_DEPTH};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
@@ -39,6 +40,18 @@ struct Ring {
 struct Queues {
     next_stamp: u64,
     rings: [Ring; MAX_CONNECTIONS],
+    /// Messages waiting per receiver partition and SINT (the sum of its connections'
+    /// ring lengths), so "does anything wait" is one load on the post and EOM paths.
+    waiting: [[u16; SINT_COUNT as usize]; MAX_PARTITIONS],
+}
+
+// Every queue of one receiver's SINT full at once still fits a `waiting` count.
+const _: () = assert!(MAX_CONNECTIONS * DEPTH <= u16::MAX as usize);
+
+impl Queues {
+    fn waiting(&mut self, receiver: &Partition, sint: u8) -> &mut u16 {
+        &mut self.waiting[receiver.config().id.0 as usize][sint as usize]
+    }
 }
 
 struct Locked {
@@ -53,6 +66,7 @@ static QUEUES: Locked = Locked {
     busy: AtomicBool::new(false),
     queues: UnsafeCell::new(Queues {
         next_stamp: 0,
+        waiting: [[0; SINT_COUNT as usize]; MAX_PARTITIONS],
         rings: [const { Ring { head: 0, len: 0, stamps: [0; DEPTH], messages: [[0; MESSAGE_SIZE]; DEPTH] } };
             MAX_CONNECTIONS],
     }),
@@ -174,7 +188,9 @@ fn connections_to(receiver: &Partition, sint: u8) -> impl Iterator<Item = (usize
 /// Moves the oldest waiting message for the target's SINT into its slot if the slot is
 /// free; keeps MessagePending set while more wait. Returns whether one was delivered.
 fn deliver_oldest(queues: &mut Queues, receiver: &Partition, target: &Target, page: u64) -> bool {
-    if slot_type(page, target.sint).load(Ordering::Acquire) != MESSAGE_TYPE_NONE {
+    if *queues.waiting(receiver, target.sint) == 0
+        || slot_type(page, target.sint).load(Ordering::Acquire) != MESSAGE_TYPE_NONE
+    {
         return false;
     }
     let oldest = connections_to(receiver, target.sint)
@@ -185,7 +201,9 @@ fn deliver_oldest(queues: &mut Queues, receiver: &Partition, target: &Target, pa
     let head = ring.head;
     ring.head = (ring.head + 1) % DEPTH;
     ring.len -= 1;
-    let more = connections_to(receiver, target.sint).any(|(i, _)| queues.rings[i].len > 0);
+    let waiting = queues.waiting(receiver, target.sint);
+    *waiting -= 1;
+    let more = *waiting > 0;
     let message = &queues.rings[index].messages[head];
     let len = (MessageHeader::SIZE + usize::from(message[4])).min(MESSAGE_SIZE);
     let message_type = u32::from_le_bytes([message[0], message[1], message[2], message[3]]);
@@ -211,8 +229,9 @@ pub fn post(connection_index: usize, connection: &Connection, message: &PostedMe
         // the queues under the same lock, so a message is either drained or refused.
         let target = Target::of(receiver, connection.sint);
         let Some(page) = target.message_page() else { return HvStatus::InvalidSynicState };
-        let waiting = connections_to(receiver, connection.sint).any(|(i, _)| queues.rings[i].len > 0);
-        if !waiting && slot_type(page, connection.sint).load(Ordering::Acquire) == MESSAGE_TYPE_NONE {
+        if *queues.waiting(receiver, connection.sint) == 0
+            && slot_type(page, connection.sint).load(Ordering::Acquire) == MESSAGE_TYPE_NONE
+        {
             // SAFETY: the slot is 256 bytes, `16 + len` at most that (len <= 240).
             write_slot(page, connection.sint, message.message_type(), false, |slot| unsafe {
                 message.copy_after_type(slot)
@@ -233,6 +252,7 @@ pub fn post(connection_index: usize, connection: &Connection, message: &PostedMe
         ring.stamps[tail] = stamp;
         ring.len += 1;
         queues.next_stamp += 1;
+        *queues.waiting(receiver, connection.sint) += 1;
         // Flag first, then look at the slot again (see the module comment).
         slot_flags(page, connection.sint).fetch_or(MESSAGE_FLAG_PENDING, Ordering::SeqCst);
         deliver_oldest(queues, receiver, &target, page);
@@ -248,8 +268,10 @@ pub fn end_of_message(receiver: &Partition, core: u32) {
     // The message page is the VP's, the same for every SINT.
     let Some(page) = Target::of(receiver, 0).message_page() else { return };
     with_queues(|queues| {
-        for sint in 0..bulkhead_abi::hyperv::msr::SINT_COUNT {
-            deliver_oldest(queues, receiver, &Target::of(receiver, sint), page);
+        for sint in 0..SINT_COUNT {
+            if *queues.waiting(receiver, sint) > 0 {
+                deliver_oldest(queues, receiver, &Target::of(receiver, sint), page);
+            }
         }
     });
 }
@@ -286,5 +308,6 @@ pub fn reset(receiver: &Partition, reset_registers: impl FnOnce()) {
             queues.rings[i].len = 0;
             queues.rings[i].head = 0;
         }
+        queues.waiting[id.0 as usize] = [0; SINT_COUNT as usize];
     });
 }
