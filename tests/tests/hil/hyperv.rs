@@ -58,7 +58,8 @@ every_backend! {
     }
 }
 
-/// A run of the messaging system with scenario `case` on both partitions.
+/// A run of the messaging system with scenario `case` on both partitions; it passes when
+/// ping reports PASS having received pong's passing verdict.
 fn messaging(emulator: bulkhead_tests::Emulator, case: &str) -> Run {
     Run::new(emulator)
         .cpus(2)
@@ -66,6 +67,8 @@ fn messaging(emulator: bulkhead_tests::Emulator, case: &str) -> Run {
         .switch(format!("ping:case={case}"))
         .switch(format!("pong:case={case}"))
         .forbid("messaging: unknown case")
+        .expect("[ping] messaging: pong's verdict pass")
+        .expect("partition ping: reports PASS")
 }
 
 every_backend! {
@@ -78,8 +81,6 @@ every_backend! {
             .expect("[pong] messaging: 200 message round trips, payloads intact=true, message interrupts 200")
             .expect("[ping] messaging: 200 event round trips, flags set and signals accepted=true, event interrupts 200")
             .expect("[pong] messaging: 200 event round trips, flags set and signals accepted=true, event interrupts 200")
-            .expect("[ping] messaging: pong's verdict pass")
-            .expect("partition ping: reports PASS")
             .forbid(": fault #")
             .execute()
             .assert_passed();
@@ -100,8 +101,6 @@ every_backend! {
             .expect("[pong] messaging: sent 100000 (")
             .expect("[ping] messaging: INSUFFICIENT_BUFFERS retried on both sides together: ")
             .forbid("together: 0")
-            .expect("[ping] messaging: pong's verdict pass")
-            .expect("partition ping: reports PASS")
             .forbid(": fault #")
             .execute()
             .assert_passed();
@@ -119,8 +118,6 @@ every_backend! {
             .expect("[pong] messaging: after 1000 signals: 1 event interrupt(s), flag set=true, set again after taking=false")
             .expect("[ping] messaging: 5 messages accepted, then status 0x13")
             .expect("[pong] messaging: drained 5 queued messages in order=true, MessagePending [true, true, true, true, false], nothing more=true")
-            .expect("[ping] messaging: pong's verdict pass")
-            .expect("partition ping: reports PASS")
             .forbid(": fault #")
             .execute()
             .assert_passed();
@@ -145,8 +142,6 @@ every_backend! {
             // Ping's verdict also requires that no status but these two was seen.
             .expect("[ping] messaging: 5 messages queued for pong (then 0x13); while it restarted:")
             .expect("[ping] messaging: pong's messages from before its restart: [100, 101, 102]")
-            .expect("[ping] messaging: pong's verdict pass")
-            .expect("partition ping: reports PASS")
             .execute()
             .assert_passed();
     }
