@@ -80,11 +80,13 @@ fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<
             if input.is_fast() {
                 return Err(HvStatus::InvalidHypercallCode);
             }
-            let (host, header) = read_post_header(partition, parameter)?;
+            let (host, header) =
+                read_input::<{ PostMessageHeader::SIZE }>(partition, parameter, PostMessageInput::SIZE)?;
+            let header = PostMessageHeader::from_bytes(&header);
             header.check()?;
             let (index, connection) = connection(partition, header.connection_id, true)?;
             // SAFETY: the payload follows the 16-byte header inside the 256-byte input
-            // block `read_post_header` found in the caller's own RAM; its size was
+            // block `read_input` checked in the caller's own RAM; its size was
             // checked (at most 240).
             let message = unsafe {
                 synic::PostedMessage::new(
@@ -99,7 +101,7 @@ fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<
             let event = if input.is_fast() {
                 SignalEventInput::from_fast(parameter)
             } else {
-                SignalEventInput::from_bytes(&read_input::<{ SignalEventInput::SIZE }>(partition, parameter)?)
+                SignalEventInput::from_bytes(&read_input(partition, parameter, SignalEventInput::SIZE)?.1)
             };
             event.check()?;
             let (_, connection) = connection(partition, event.connection_id, false)?;
@@ -137,29 +139,16 @@ fn connection(partition: &Partition, id: u32, message: bool) -> Result<(usize, &
     Ok((index, connection))
 }
 
-/// The host address of an input block of `len` bytes at guest-physical `gpa`: 8-byte
-/// aligned, within one page, in the caller's own RAM.
-fn input_block(partition: &Partition, gpa: u64, len: usize) -> Result<u64, HvStatus> {
+/// Checks an input block of `len` bytes at guest-physical `gpa` (8-byte aligned, within
+/// one page, in the caller's own RAM) and copies its first `N` bytes; returns its host
+/// address too.
+fn read_input<const N: usize>(partition: &Partition, gpa: u64, len: usize) -> Result<(u64, [u8; N]), HvStatus> {
     input_gpa_ok(gpa, len as u64)?;
-    super::private_memory(partition, gpa, len as u64, false).ok_or(HvStatus::InvalidAlignment)
-}
-
-/// Copies an input block of `N` bytes from guest-physical `gpa`.
-fn read_input<const N: usize>(partition: &Partition, gpa: u64) -> Result<[u8; N], HvStatus> {
-    let host = input_block(partition, gpa, N)?;
+    let host = super::private_memory(partition, gpa, len as u64, false).ok_or(HvStatus::InvalidAlignment)?;
     let mut bytes = [0; N];
-    // SAFETY: `N` bytes of the partition's own RAM (identity-mapped, checked above); the
-    // caller's vCPU is in the hypervisor, its other vCPUs may change them meanwhile, which
-    // only changes what it sends.
-    unsafe { core::ptr::copy_nonoverlapping(host as *const u8, bytes.as_mut_ptr(), N) };
-    Ok(bytes)
-}
-
-/// The host address of an HvCallPostMessage input block at `gpa` and its header.
-fn read_post_header(partition: &Partition, gpa: u64) -> Result<(u64, PostMessageHeader), HvStatus> {
-    let host = input_block(partition, gpa, PostMessageInput::SIZE)?;
-    let mut bytes = [0; PostMessageHeader::SIZE];
-    // SAFETY: the first 16 bytes of the checked block (see `read_input`).
-    unsafe { core::ptr::copy_nonoverlapping(host as *const u8, bytes.as_mut_ptr(), bytes.len()) };
-    Ok((host, PostMessageHeader::from_bytes(&bytes)))
+    // SAFETY: `N` <= `len` bytes of the partition's own RAM (identity-mapped, checked
+    // above); the caller's vCPU is in the hypervisor, its other vCPUs may change them
+    // meanwhile, which only changes what it sends.
+    unsafe { core::ptr::copy_nonoverlapping(host as *const u8, bytes.as_mut_ptr(), N.min(len)) };
+    Ok((host, bytes))
 }
