@@ -1,0 +1,228 @@
+//! `cargo xtask bench`: deterministic benchmarks in Bochs on both backends.
+
+use anyhow::{Result, bail};
+use bulkhead_tests::{Emulator, Run, kernel};
+use std::process::ExitCode;
+
+use crate::{build_for, root, setup};
+use bulkhead_tests::host::Purpose;
+
+/// A benchmark case: its stable name after the backend's prefix (`vmx/cpuid-exit`, cited
+/// by docs/performance.md), the key the bench figures are found under, the unit, and the
+/// target the figure should meet (if it has one on that backend).
+struct BenchCase {
+    name: &'static str,
+    key: &'static str,
+    unit: &'static str,
+    target_max: fn(&BenchBackend) -> Option<u64>,
+}
+
+/// A backend the benchmarks run on: the case-name prefix, the emulated CPU, and whether
+/// partitions' x2APIC passes through there (otherwise the hypervisor emulates it on the
+/// xAPIC, and each EOI is an exit).
+struct BenchBackend {
+    prefix: &'static str,
+    emulator: Emulator,
+    cpu: &'static str,
+}
+
+const BENCH_BACKENDS: &[BenchBackend] = &[
+    BenchBackend { prefix: "vmx", emulator: Emulator::Bochs, cpu: "bochs corei7_skylake_x" },
+    BenchBackend { prefix: "svm", emulator: Emulator::BochsRyzen, cpu: "bochs ryzen" },
+];
+
+const BENCH_CASES: &[BenchCase] = &[
+    BenchCase { name: "cpuid-exit", key: "cpuid_exit_round_trip", unit: "instructions", target_max: |_| Some(300) },
+    BenchCase { name: "io-exit", key: "io_exit_round_trip", unit: "instructions", target_max: |_| Some(300) },
+    BenchCase { name: "msr-exit", key: "msr_exit_round_trip", unit: "instructions", target_max: |_| Some(300) },
+    // Zero where the x2APIC passes through; with an emulated x2APIC each EOI exits.
+    BenchCase {
+        name: "timer-1khz-exits",
+        key: "timer_exits_per_million",
+        unit: "exits/M instr",
+        target_max: |b| b.emulator.has_x2apic().then_some(0),
+    },
+    BenchCase {
+        name: "timer-exits-per-interrupt",
+        key: "timer_exits_per_thousand_ticks",
+        unit: "exits/1000 ticks",
+        target_max: |b| b.emulator.has_x2apic().then_some(0),
+    },
+    // Hyper-V messaging (guests/src/bin/bench-messaging.rs).
+    BenchCase {
+        name: "hv-signal-event",
+        key: "hv_signal_event_round_trip",
+        unit: "instructions",
+        target_max: |_| Some(250),
+    },
+    BenchCase {
+        name: "hv-post-message-240",
+        key: "hv_post_message_240_round_trip",
+        unit: "instructions",
+        target_max: |_| Some(600),
+    },
+    BenchCase { name: "hv-message-ping-pong", key: "hv_message_ping_pong", unit: "instructions", target_max: |_| None },
+    BenchCase { name: "hv-event-ping-pong", key: "hv_event_ping_pong", unit: "instructions", target_max: |_| None },
+    BenchCase {
+        name: "hv-messages-per-million",
+        key: "hv_messages_per_million",
+        unit: "msgs/M instr",
+        target_max: |_| None,
+    },
+    // Zero where the x2APIC passes through (its EOIs do not exit); EOM writes aside.
+    BenchCase {
+        name: "hv-receiver-exits",
+        key: "hv_receiver_exits_per_thousand",
+        unit: "exits/1000 msgs",
+        target_max: |b| b.emulator.has_x2apic().then_some(0),
+    },
+    BenchCase {
+        name: "hv-receiver-eoms",
+        key: "hv_receiver_eoms_per_thousand",
+        unit: "EOMs/1000 msgs",
+        target_max: |_| None,
+    },
+];
+
+/// Runs the bench partition on each backend (Bochs, both CPU vendors) and reports each
+/// case. Figures are instruction counts (Bochs `clock: sync=none`), so they repeat exactly
+/// for the same build.
+pub fn bench(json: bool) -> Result<ExitCode> {
+    setup::ensure_host(Purpose::for_emulator(Emulator::Bochs))?;
+    let image = build_for(&root().join("tests/configs/bochs-bench.toml"))?;
+    let messaging = build_for(&root().join("tests/configs/bochs-bench-messaging.toml"))?;
+    let mut results = Vec::new();
+    for backend in BENCH_BACKENDS {
+        let values = bench_backend(backend, &image, &messaging)?;
+        let mut rows = Vec::new();
+        for case in BENCH_CASES {
+            let Some(&(_, value)) = values.iter().find(|(k, _)| k.as_str() == case.key) else {
+                bail!("the {} bench printed no `{}`", backend.prefix, case.key);
+            };
+            rows.push((case, value, (case.target_max)(backend)));
+        }
+        results.push((backend, rows));
+    }
+    if json {
+        let backends: Vec<String> = results
+            .iter()
+            .map(|(b, rows)| {
+                let cases: Vec<String> = rows
+                    .iter()
+                    .map(|(c, v, target)| {
+                        let (target, met) = match target {
+                            Some(t) => (t.to_string(), (v <= t).to_string()),
+                            None => ("null".into(), "null".into()),
+                        };
+                        format!(
+                            "{{\"case\":\"{}/{}\",\"value\":{v},\"unit\":\"{}\",\"target_max\":{target},\"met\":{met}}}",
+                            b.prefix, c.name, c.unit
+                        )
+                    })
+                    .collect();
+                format!("{{\"backend\":\"{}\",\"emulator\":\"{}\",\"cases\":[{}]}}", b.prefix, b.cpu, cases.join(","))
+            })
+            .collect();
+        println!("{{\"backends\":[{}]}}", backends.join(","));
+    } else {
+        println!("{:<30} {:>8}  {:<17} target", "case", "value", "unit");
+        for (b, rows) in &results {
+            for (c, v, target) in rows {
+                let name = format!("{}/{}", b.prefix, c.name);
+                match target {
+                    Some(t) => {
+                        let verdict = if v <= t { "met" } else { "MISSED" };
+                        println!("{name:<30} {v:>8}  {:<17} <= {t} ({verdict})", c.unit);
+                    }
+                    None => println!("{name:<30} {v:>8}  {:<17} -", c.unit),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One bench run: the figures every partition printed (`bench: KEY=VALUE`) and, per
+/// partition, its exits other than console output (`non_console_exits_<partition>`).
+fn bench_run(
+    backend: &BenchBackend,
+    image: &kernel::KernelImage,
+    case: &str,
+    partitions: &[&str],
+) -> Result<Vec<(String, u64)>> {
+    let mut run = Run::new(backend.emulator)
+        .name(format!("xtask-bench-{}-{case}", backend.prefix))
+        .cpus(2)
+        .timeout(std::time::Duration::from_secs(600))
+        .kernel(image.clone());
+    for partition in partitions {
+        run = run.switch(format!("{partition}:case={case}"));
+    }
+    let report = run.try_execute()?;
+    if !report.outcome.is_passed() {
+        eprint!("{}", report.diagnostic());
+        bail!("the {} bench run `{case}` failed", backend.prefix);
+    }
+    let mut values = Vec::new();
+    for text in report.lines.iter().map(|l| l.to_string()) {
+        if let Some((key, value)) = text.split_once("] bench: ").and_then(|(_, kv)| kv.split_once('='))
+            && let Ok(value) = value.trim().parse()
+        {
+            values.push((key.to_string(), value));
+        }
+        // The hypervisor's end-of-run count: every exit but console output.
+        if let Some((partition, counts)) =
+            text.split_once("partition ").and_then(|(_, rest)| rest.split_once(": exits: "))
+        {
+            let field = |name: &str| -> u64 {
+                counts.split(", ").find_map(|f| f.trim().strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
+            };
+            values.push((format!("non_console_exits_{partition}"), field("msr") + field("cpuid") + field("other")));
+        }
+    }
+    Ok(values)
+}
+
+fn value(values: &[(String, u64)], key: &str) -> Option<u64> {
+    values.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+}
+
+/// The bench runs on one backend (`exits` and `timer` on the one-partition system, `calls`
+/// and `receive` on the messaging system): every figure by key.
+fn bench_backend(
+    backend: &BenchBackend,
+    image: &kernel::KernelImage,
+    messaging: &kernel::KernelImage,
+) -> Result<Vec<(String, u64)>> {
+    let mut values = bench_run(backend, image, "exits", &["bench"])?;
+    let timer = bench_run(backend, image, "timer", &["bench"])?;
+    match (
+        value(&timer, "timer_ticks"),
+        value(&timer, "timer_loop_instructions"),
+        value(&timer, "non_console_exits_bench"),
+    ) {
+        (Some(ticks), Some(instructions), Some(exits)) if ticks > 0 && instructions > 0 => {
+            values.push(("timer_exits_per_million".into(), exits * 1_000_000 / instructions));
+            values.push(("timer_exits_per_thousand_ticks".into(), exits * 1000 / ticks));
+            values.push(("timer_ticks".into(), ticks));
+        }
+        _ => bail!("the {} timer case printed no ticks, loop length or exit count: {timer:?}", backend.prefix),
+    }
+    values.extend(bench_run(backend, messaging, "calls", &["bench", "peer"])?);
+    let receive = bench_run(backend, messaging, "receive", &["bench", "peer"])?;
+    match (
+        value(&receive, "hv_receiver_messages"),
+        value(&receive, "hv_receiver_end_of_messages"),
+        value(&receive, "non_console_exits_peer"),
+    ) {
+        (Some(messages), Some(eoms), Some(exits)) if messages > 0 => {
+            // Rounded to the nearest: the receiver's ~10 set-up exits are in the count.
+            let per_thousand = |n: u64| (n * 1000 + messages / 2) / messages;
+            values.push(("hv_receiver_exits_per_thousand".into(), per_thousand(exits.saturating_sub(eoms))));
+            values.push(("hv_receiver_eoms_per_thousand".into(), per_thousand(eoms)));
+        }
+        _ => bail!("the {} receive case printed no message, EOM or exit count: {receive:?}", backend.prefix),
+    }
+    values.extend(receive);
+    Ok(values)
+}

@@ -1,0 +1,712 @@
+//! The command line of `cargo xtask`: one usage text per command (`cargo xtask help
+//! COMMAND`, `cargo xtask COMMAND --help`), parsing into a [`Task`], and the nearest command
+//! suggested for a misspelt one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use bulkhead_tests::Emulator;
+
+/// One command: its name, its synopsis and what it does.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Command {
+    pub name: &'static str,
+    pub synopsis: &'static str,
+    pub help: &'static str,
+}
+
+pub const COMMANDS: &[Command] = &[
+    Command {
+        name: "run",
+        synopsis: "run [--emulator qemu|bochs|bochs-ryzen] [--uefi] [--cpus N] [--timeout SECS] \
+                   [--config PATH | --image PATH] [-- SWITCH...]",
+        help: "\
+Builds the hypervisor and its boot image, boots it in an emulator and shows the decoded
+console live; exits 0 only if the run ended in success.
+
+  --emulator E   qemu (default: QEMU q35 TCG, AMD SVM backend), bochs (Bochs
+                 corei7_skylake_x, Intel VT-x backend) or bochs-ryzen (Bochs ryzen, SVM)
+  --uefi         boot QEMU with OVMF (UEFI) instead of SeaBIOS
+  --cpus N       CPUs of the emulated machine (default 2)
+  --timeout S    seconds before the run is stopped as timed out (default 60)
+  --config PATH  the system file to build (default board/systems/demo.toml, with Bochs
+                 board/systems/demo-bochs.toml)
+  --image PATH   boot this image (ISO or disk, from `cargo xtask image`) unchanged
+                 instead of building one; its manifest names the kernel that decodes the
+                 console. The image's kernel has no `exit=emulator`, as on a board, so the
+                 run is judged from the console and the emulator is stopped once the
+                 kernel printed its run-end line
+  -- SWITCH...   extra kernel command-line words, e.g. `-- test=ud` (not with --image)",
+    },
+    Command {
+        name: "test",
+        synopsis: "test [FILTER]",
+        help: "\
+Runs the host unit tests and the hardware-in-the-loop tests (`cargo test FILTER` at the
+workspace root) after building the default system once; ends with one line of totals.",
+    },
+    Command {
+        name: "lint",
+        synopsis: "lint",
+        help: "\
+`cargo fmt --check`, and clippy with -D warnings on the host crates, and on the kernel and
+the guests for their target.",
+    },
+    Command {
+        name: "build",
+        synopsis: "build [--config PATH]",
+        help: "\
+Builds the guests and the hypervisor with a system configuration compiled in (default
+board/systems/demo.toml). `BULKHEAD_CONFIG=PATH` does the same for a plain cargo build.",
+    },
+    Command {
+        name: "check",
+        synopsis: "check PATH",
+        help: "\
+Validates a system file: every problem as `file:line:col: [rule] message` with a hint, and
+a warning for what this version of the hypervisor accepts but cannot honour yet; or a
+summary of partitions, cores, memory and connections.",
+    },
+    Command {
+        name: "bench",
+        synopsis: "bench [--json]",
+        help: "\
+Deterministic benchmarks in Bochs (guest RDTSC = instruction count), VT-x and SVM:
+hypervisor instructions per CPUID, I/O-port and MSR exit round trip; VM exits per million
+guest instructions of a compute loop under a 1 kHz local APIC timer; Hyper-V messaging:
+call round trips, ping-pong latency, throughput, receiver exits. Figures and method:
+docs/performance.md.",
+    },
+    Command {
+        name: "image",
+        synopsis: "image [--format disk|iso] [--out PATH] [--config PATH]",
+        help: "\
+Writes a bootable image of the hypervisor and every partition payload, and beside it a
+manifest (PATH.manifest.json: version, commit, config files, SHA-256 of every file and of
+the image). Two builds of one commit and configuration give identical bytes.
+
+  --format disk  a raw GPT disk image to flash onto a board's boot medium: boots UEFI
+                 (EFI System Partition) and legacy BIOS (BIOS boot partition); the default,
+                 written to out/bulkhead.img
+  --format iso   a hybrid GRUB ISO (CD or USB stick, BIOS and UEFI), out/bulkhead.iso
+  --out PATH     where to write the image
+  --config PATH  the system file to build (default board/systems/demo.toml)",
+    },
+    Command {
+        name: "flash",
+        synopsis: "flash --image PATH --device DEV [--yes] [--allow-file]",
+        help: "\
+Writes an image onto a disk and verifies it: shows the target's model, size and serial and
+asks before writing; refuses (writing nothing) a device with a mounted partition, the
+device holding / or /boot, one smaller than the image, a regular file unless
+--allow-file, and an image whose manifest hashes do not match. Writes with progress,
+flushes, reads the written range back and compares its SHA-256 with the manifest.
+
+  --image PATH   the image (its manifest PATH.manifest.json must be beside it)
+  --device DEV   the target disk, e.g. /dev/sdb (a whole disk, not a partition)
+  --yes          do not ask (the checks still apply)
+  --allow-file   allow a regular file as the target (for tests and image copies)",
+    },
+    Command {
+        name: "console",
+        synopsis: "console [--port DEV [--baud N] | --file CAPTURE] [--image PATH | --elf PATH]",
+        help: "\
+Decodes a board's serial console: live from a serial port, or from a capture file. Prints
+the same lines as `cargo xtask run`; firmware and GRUB text before the hypervisor's
+stream pass through as `[console] ...`. A text-format console (`console_format = \"text\"`)
+needs no kernel ELF.
+
+  --port DEV     the serial port, e.g. /dev/ttyUSB0 (read until Ctrl-C)
+  --baud N       its speed (default 115200, what GRUB and the hypervisor use)
+  --file PATH    a capture of the console's raw bytes
+  --image PATH   the image the board runs: its manifest names the kernel ELF whose defmt
+                 table decodes the stream (default out/bulkhead.img, else out/bulkhead.iso)
+  --elf PATH     the kernel ELF itself",
+    },
+    Command { name: "help", synopsis: "help [COMMAND]", help: "Shows the commands, or one command's options." },
+];
+
+pub fn command(name: &str) -> Option<&'static Command> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+/// The overview: every command's synopsis.
+pub fn usage() -> String {
+    let mut text = String::from(
+        "usage: cargo xtask <command> [options]   (cargo xtask help <command> for details)\n\ncommands:\n",
+    );
+    for c in COMMANDS {
+        text.push_str("  ");
+        text.push_str(c.synopsis);
+        text.push('\n');
+    }
+    text
+}
+
+/// One command's full text.
+pub fn command_usage(c: &Command) -> String {
+    format!("usage: cargo xtask {}\n\n{}\n", c.synopsis, c.help)
+}
+
+/// The image formats `cargo xtask image` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    Disk,
+    Iso,
+}
+
+/// Where the console bytes come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsoleSource {
+    Port { path: PathBuf, baud: u32 },
+    File(PathBuf),
+}
+
+/// What decodes the console's defmt frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelSource {
+    /// The default: the image in `out/`.
+    Default,
+    Image(PathBuf),
+    Elf(PathBuf),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Task {
+    Run(RunArgs),
+    Test {
+        filter: Option<String>,
+    },
+    Lint,
+    Build {
+        config: Option<PathBuf>,
+    },
+    Check {
+        config: PathBuf,
+    },
+    Bench {
+        json: bool,
+    },
+    Image {
+        format: ImageFormat,
+        out: Option<PathBuf>,
+        config: Option<PathBuf>,
+    },
+    Flash {
+        image: PathBuf,
+        device: PathBuf,
+        yes: bool,
+        allow_file: bool,
+    },
+    Console {
+        source: ConsoleSource,
+        kernel: KernelSource,
+    },
+    /// `help`, or a command's `--help` (None: the overview).
+    Help(Option<&'static Command>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    pub emulator: Emulator,
+    pub cpus: u8,
+    pub timeout: Duration,
+    pub config: Option<PathBuf>,
+    pub image: Option<PathBuf>,
+    pub switches: Vec<String>,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            emulator: Emulator::QemuBios,
+            cpus: 2,
+            timeout: Duration::from_secs(60),
+            config: None,
+            image: None,
+            switches: Vec::new(),
+        }
+    }
+}
+
+/// A parse error that names the command, so the caller can show that command's usage.
+#[derive(Debug)]
+pub struct UsageError {
+    pub command: Option<&'static Command>,
+    pub message: String,
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Options of one command, read one at a time: `--flag`, `--flag VALUE`, `--flag=VALUE`.
+struct Options<'a> {
+    command: &'static str,
+    args: std::slice::Iter<'a, String>,
+}
+
+enum Arg {
+    /// `--name` with its inline value, if written as `--name=value`.
+    Flag(String, Option<String>),
+    /// `--` and everything after it.
+    Rest(Vec<String>),
+    Positional(String),
+}
+
+impl<'a> Options<'a> {
+    fn next(&mut self) -> Option<Arg> {
+        let arg = self.args.next()?;
+        if arg == "--" {
+            return Some(Arg::Rest(self.args.by_ref().cloned().collect()));
+        }
+        if arg.starts_with('-') && arg.len() > 1 {
+            return Some(match arg.split_once('=') {
+                Some((flag, value)) => Arg::Flag(flag.to_string(), Some(value.to_string())),
+                None => Arg::Flag(arg.clone(), None),
+            });
+        }
+        Some(Arg::Positional(arg.clone()))
+    }
+
+    fn value(&mut self, flag: &str, inline: Option<String>) -> Result<String> {
+        match inline.or_else(|| self.args.next().cloned()) {
+            Some(v) => Ok(v),
+            None => bail!("`{flag}` needs a value"),
+        }
+    }
+
+    fn no_value(&self, flag: &str, inline: &Option<String>) -> Result<()> {
+        if inline.is_some() {
+            bail!("`{flag}` takes no value");
+        }
+        Ok(())
+    }
+
+    fn unknown(&self, flag: &str) -> anyhow::Error {
+        anyhow::anyhow!("unknown option `{flag}` for `{}`", self.command)
+    }
+}
+
+pub fn parse(args: &[String]) -> std::result::Result<Task, UsageError> {
+    let Some((name, rest)) = args.split_first() else {
+        return Ok(Task::Help(None));
+    };
+    if matches!(name.as_str(), "help" | "--help" | "-h") {
+        return match rest.first() {
+            None => Ok(Task::Help(None)),
+            Some(topic) => match command(topic) {
+                Some(c) => Ok(Task::Help(Some(c))),
+                None => Err(UsageError { command: None, message: unknown_command(topic) }),
+            },
+        };
+    }
+    let Some(cmd) = command(name) else {
+        return Err(UsageError { command: None, message: unknown_command(name) });
+    };
+    if rest.iter().take_while(|a| *a != "--").any(|a| a == "--help" || a == "-h") {
+        return Ok(Task::Help(Some(cmd)));
+    }
+    let mut options = Options { command: cmd.name, args: rest.iter() };
+    parse_command(cmd.name, &mut options).map_err(|e| UsageError { command: Some(cmd), message: e.to_string() })
+}
+
+fn parse_command(name: &str, o: &mut Options<'_>) -> Result<Task> {
+    let mut positional = Vec::new();
+    let task = match name {
+        "run" => {
+            let mut run = RunArgs::default();
+            let mut bochs = None;
+            let mut uefi = false;
+            while let Some(arg) = o.next() {
+                match arg {
+                    Arg::Flag(flag, inline) => match flag.as_str() {
+                        "--emulator" => match o.value(&flag, inline)?.as_str() {
+                            "qemu" => bochs = None,
+                            "bochs" => bochs = Some(Emulator::Bochs),
+                            "bochs-ryzen" => bochs = Some(Emulator::BochsRyzen),
+                            other => bail!("unknown emulator `{other}`: use qemu, bochs or bochs-ryzen"),
+                        },
+                        "--uefi" => {
+                            o.no_value(&flag, &inline)?;
+                            uefi = true
+                        }
+                        "--config" => run.config = Some(PathBuf::from(o.value(&flag, inline)?)),
+                        "--image" => run.image = Some(PathBuf::from(o.value(&flag, inline)?)),
+                        "--cpus" => {
+                            let v = o.value(&flag, inline)?;
+                            run.cpus = match v.parse::<u8>() {
+                                Ok(n) if (1..=64).contains(&n) => n,
+                                _ => bail!("`--cpus {v}`: give a number from 1 to 64"),
+                            };
+                        }
+                        "--timeout" => {
+                            let v = o.value(&flag, inline)?;
+                            run.timeout = match v.parse::<u64>() {
+                                Ok(s) if s > 0 => Duration::from_secs(s),
+                                _ => bail!("`--timeout {v}`: give a whole number of seconds"),
+                            };
+                        }
+                        _ => return Err(o.unknown(&flag)),
+                    },
+                    Arg::Rest(words) => run.switches.extend(words),
+                    Arg::Positional(p) => positional.push(p),
+                }
+            }
+            run.emulator = match (bochs, uefi) {
+                (None, false) => Emulator::QemuBios,
+                (None, true) => Emulator::QemuUefi,
+                (Some(bochs), false) => bochs,
+                (Some(_), true) => bail!("`--uefi` works with QEMU only (Bochs boots its BIOS)"),
+            };
+            if run.image.is_some() && run.config.is_some() {
+                bail!("`--image` boots a built image; its configuration is already in it, so drop `--config`");
+            }
+            if run.image.is_some() && !run.switches.is_empty() {
+                bail!(
+                    "`--image` boots the image unchanged, with the kernel command line it was built with; \
+                     switches after `--` cannot be added"
+                );
+            }
+            Task::Run(run)
+        }
+        "test" => {
+            let mut filter = None;
+            while let Some(arg) = o.next() {
+                match arg {
+                    Arg::Positional(p) if filter.is_none() => filter = Some(p),
+                    Arg::Positional(p) => bail!("`test` takes one filter, got another: `{p}`"),
+                    Arg::Flag(flag, _) => return Err(o.unknown(&flag)),
+                    Arg::Rest(words) => positional.extend(words),
+                }
+            }
+            Task::Test { filter }
+        }
+        "lint" => {
+            collect_positional(o, &mut positional)?;
+            Task::Lint
+        }
+        "bench" => {
+            let mut json = false;
+            while let Some(arg) = o.next() {
+                match arg {
+                    Arg::Flag(flag, inline) if flag == "--json" => {
+                        o.no_value(&flag, &inline)?;
+                        json = true
+                    }
+                    Arg::Flag(flag, _) => return Err(o.unknown(&flag)),
+                    Arg::Positional(p) => positional.push(p),
+                    Arg::Rest(words) => positional.extend(words),
+                }
+            }
+            Task::Bench { json }
+        }
+        "check" => {
+            collect_positional(o, &mut positional)?;
+            if positional.is_empty() {
+                bail!("`check` needs the path of a system file");
+            }
+            Task::Check { config: PathBuf::from(positional.remove(0)) }
+        }
+        "build" | "image" => {
+            let mut out = None;
+            let mut config = None;
+            let mut format = ImageFormat::Disk;
+            while let Some(arg) = o.next() {
+                match arg {
+                    Arg::Flag(flag, inline) => match flag.as_str() {
+                        "--config" => config = Some(PathBuf::from(o.value(&flag, inline)?)),
+                        "--out" if name == "image" => out = Some(PathBuf::from(o.value(&flag, inline)?)),
+                        "--format" if name == "image" => {
+                            format = match o.value(&flag, inline)?.as_str() {
+                                "disk" => ImageFormat::Disk,
+                                "iso" => ImageFormat::Iso,
+                                other => bail!("unknown image format `{other}`: use disk or iso"),
+                            }
+                        }
+                        _ => return Err(o.unknown(&flag)),
+                    },
+                    Arg::Positional(p) => positional.push(p),
+                    Arg::Rest(words) => positional.extend(words),
+                }
+            }
+            if name == "image" { Task::Image { format, out, config } } else { Task::Build { config } }
+        }
+        "flash" => {
+            let (mut image, mut device, mut yes, mut allow_file) = (None, None, false, false);
+            while let Some(arg) = o.next() {
+                match arg {
+                    Arg::Flag(flag, inline) => match flag.as_str() {
+                        "--image" => image = Some(PathBuf::from(o.value(&flag, inline)?)),
+                        "--device" => device = Some(PathBuf::from(o.value(&flag, inline)?)),
+                        "--yes" | "-y" => {
+                            o.no_value(&flag, &inline)?;
+                            yes = true
+                        }
+                        "--allow-file" => {
+                            o.no_value(&flag, &inline)?;
+                            allow_file = true
+                        }
+                        _ => return Err(o.unknown(&flag)),
+                    },
+                    Arg::Positional(p) => positional.push(p),
+                    Arg::Rest(words) => positional.extend(words),
+                }
+            }
+            let Some(image) = image else { bail!("`flash` needs `--image PATH` (from `cargo xtask image`)") };
+            let Some(device) = device else {
+                bail!("`flash` needs `--device DEV`, the whole disk to write, e.g. /dev/sdb")
+            };
+            Task::Flash { image, device, yes, allow_file }
+        }
+        "console" => {
+            let (mut port, mut baud, mut file, mut kernel) = (None, None, None, KernelSource::Default);
+            while let Some(arg) = o.next() {
+                match arg {
+                    Arg::Flag(flag, inline) => match flag.as_str() {
+                        "--port" => port = Some(PathBuf::from(o.value(&flag, inline)?)),
+                        "--baud" => {
+                            let v = o.value(&flag, inline)?;
+                            baud = match v.parse::<u32>() {
+                                Ok(b) if b > 0 => Some(b),
+                                _ => bail!("`--baud {v}`: give the speed in bits per second, e.g. 115200"),
+                            }
+                        }
+                        "--file" => file = Some(PathBuf::from(o.value(&flag, inline)?)),
+                        "--image" | "--elf" if kernel != KernelSource::Default => {
+                            bail!("give either `--image` or `--elf`, once")
+                        }
+                        "--image" => kernel = KernelSource::Image(PathBuf::from(o.value(&flag, inline)?)),
+                        "--elf" => kernel = KernelSource::Elf(PathBuf::from(o.value(&flag, inline)?)),
+                        _ => return Err(o.unknown(&flag)),
+                    },
+                    Arg::Positional(p) => positional.push(p),
+                    Arg::Rest(words) => positional.extend(words),
+                }
+            }
+            let source = match (port, file) {
+                (Some(path), None) => ConsoleSource::Port { path, baud: baud.unwrap_or(115_200) },
+                (None, Some(path)) if baud.is_none() => ConsoleSource::File(path),
+                (None, Some(_)) => bail!("`--baud` applies to `--port`, not to a capture file"),
+                (Some(_), Some(_)) => bail!("give either `--port` or `--file`, not both"),
+                (None, None) => bail!("`console` needs `--port DEV` (a serial port) or `--file CAPTURE`"),
+            };
+            Task::Console { source, kernel }
+        }
+        other => unreachable!("command `{other}` has no parser"),
+    };
+    if let Some(extra) = positional.first() {
+        bail!("unexpected argument `{extra}`");
+    }
+    Ok(task)
+}
+
+fn collect_positional(o: &mut Options<'_>, positional: &mut Vec<String>) -> Result<()> {
+    while let Some(arg) = o.next() {
+        match arg {
+            Arg::Flag(flag, _) => return Err(o.unknown(&flag)),
+            Arg::Positional(p) => positional.push(p),
+            Arg::Rest(words) => positional.extend(words),
+        }
+    }
+    Ok(())
+}
+
+fn unknown_command(name: &str) -> String {
+    match nearest_command(name) {
+        Some(near) => format!("unknown command `{name}`; did you mean `{near}`?"),
+        None => format!("unknown command `{name}`"),
+    }
+}
+
+/// The command closest to `name` by edit distance, if it is close enough to be a typo
+/// (at most a third of the longer name), or the command `name` begins or abbreviates.
+pub fn nearest_command(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    if let Some(c) =
+        COMMANDS.iter().find(|c| name.len() >= 2 && (c.name.starts_with(&name) || name.starts_with(c.name)))
+    {
+        return Some(c.name);
+    }
+    COMMANDS
+        .iter()
+        .map(|c| (edit_distance(&name, c.name), c.name))
+        .filter(|&(d, n)| d > 0 && d * 3 <= n.len().max(name.len()))
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions; a swap of two neighbours
+/// counts one, as typing errors go).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn parse_ok(s: &str) -> Task {
+        parse(&args(s)).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn parse_err(s: &str) -> String {
+        parse(&args(s)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn run_defaults_to_qemu_bios_two_cpus_sixty_seconds() {
+        assert_eq!(parse_ok("run"), Task::Run(RunArgs::default()));
+        let RunArgs { emulator, cpus, timeout, .. } = RunArgs::default();
+        assert_eq!((emulator, cpus, timeout), (Emulator::QemuBios, 2, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn run_options() {
+        assert_eq!(
+            parse_ok("run --emulator bochs --cpus 4 --timeout=30 -- test=ud x"),
+            Task::Run(RunArgs {
+                emulator: Emulator::Bochs,
+                cpus: 4,
+                timeout: Duration::from_secs(30),
+                switches: vec!["test=ud".into(), "x".into()],
+                ..RunArgs::default()
+            })
+        );
+        let Task::Run(r) = parse_ok("run --uefi --emulator=qemu") else { panic!() };
+        assert_eq!(r.emulator, Emulator::QemuUefi);
+        let Task::Run(r) = parse_ok("run --image out/bulkhead.img --emulator bochs-ryzen") else { panic!() };
+        assert_eq!((r.image, r.emulator), (Some("out/bulkhead.img".into()), Emulator::BochsRyzen));
+        // `--help` after `--` is a kernel switch, not a request for help.
+        let Task::Run(r) = parse_ok("run -- --help") else { panic!() };
+        assert_eq!(r.switches, vec!["--help".to_string()]);
+    }
+
+    #[test]
+    fn bad_arguments_are_explained() {
+        for (line, needle) in [
+            ("run --emulator vbox", "unknown emulator `vbox`"),
+            ("run --uefi --emulator bochs", "QEMU only"),
+            ("run --uefi=yes", "takes no value"),
+            ("run --cpus 0", "1 to 64"),
+            ("run --cpus", "needs a value"),
+            ("run --timeout soon", "whole number"),
+            ("run --fast", "unknown option `--fast` for `run`"),
+            ("run --image a.img --config b.toml", "drop `--config`"),
+            ("run --image a.img -- test=ud", "unchanged"),
+            ("run extra", "unexpected argument `extra`"),
+            ("test a b", "one filter"),
+            ("image --out", "needs a value"),
+            ("image --format vhd", "unknown image format `vhd`"),
+            ("build --out x", "unknown option `--out` for `build`"),
+            ("check", "needs the path"),
+            ("lint extra", "unexpected argument"),
+            ("flash --device /dev/sdz", "needs `--image PATH`"),
+            ("flash --image a.img", "needs `--device DEV`"),
+            ("console", "needs `--port DEV`"),
+            ("console --port /dev/ttyS0 --file x", "not both"),
+            ("console --file x --baud 9600", "applies to `--port`"),
+            ("console --file x --elf a --image b", "either `--image` or `--elf`"),
+            ("console --port /dev/ttyS0 --baud fast", "bits per second"),
+            ("frobnicate", "unknown command `frobnicate`"),
+            ("help frobnicate", "unknown command"),
+        ] {
+            let err = parse_err(line);
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn errors_name_their_command_for_its_usage() {
+        let err = parse(&args("run --fast")).unwrap_err();
+        assert_eq!(err.command.map(|c| c.name), Some("run"));
+        assert!(parse(&args("frobnicate")).unwrap_err().command.is_none());
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(parse_ok("test smp"), Task::Test { filter: Some("smp".into()) });
+        assert_eq!(parse_ok("test"), Task::Test { filter: None });
+        assert_eq!(parse_ok("lint"), Task::Lint);
+        assert_eq!(
+            parse_ok("image --out /tmp/x.iso --format iso"),
+            Task::Image { format: ImageFormat::Iso, out: Some("/tmp/x.iso".into()), config: None }
+        );
+        assert_eq!(parse_ok("image"), Task::Image { format: ImageFormat::Disk, out: None, config: None });
+        assert_eq!(parse_ok("build --config a.toml"), Task::Build { config: Some("a.toml".into()) });
+        assert_eq!(parse_ok("check a.toml"), Task::Check { config: "a.toml".into() });
+        assert_eq!(parse_ok("bench --json"), Task::Bench { json: true });
+        assert!(parse_err("bench --csv").contains("unknown option"));
+        assert_eq!(
+            parse_ok("flash --image out/b.img --device /dev/sdz -y --allow-file"),
+            Task::Flash { image: "out/b.img".into(), device: "/dev/sdz".into(), yes: true, allow_file: true }
+        );
+        assert_eq!(
+            parse_ok("console --port /dev/ttyUSB0 --baud 9600 --elf k.elf"),
+            Task::Console {
+                source: ConsoleSource::Port { path: "/dev/ttyUSB0".into(), baud: 9600 },
+                kernel: KernelSource::Elf("k.elf".into())
+            }
+        );
+        assert_eq!(
+            parse_ok("console --file cap.bin"),
+            Task::Console { source: ConsoleSource::File("cap.bin".into()), kernel: KernelSource::Default }
+        );
+        assert_eq!(parse(&[]).unwrap(), Task::Help(None));
+    }
+
+    #[test]
+    fn every_command_has_help_and_help_works_both_ways() {
+        for c in COMMANDS {
+            assert!(c.synopsis.starts_with(c.name), "{}", c.name);
+            assert!(!c.help.is_empty());
+            assert_eq!(parse_ok(&format!("help {}", c.name)), Task::Help(Some(c)));
+            if c.name != "help" {
+                assert_eq!(parse_ok(&format!("{} --help", c.name)), Task::Help(Some(c)));
+                assert_eq!(parse_ok(&format!("{} -h", c.name)), Task::Help(Some(c)));
+            }
+            assert!(usage().contains(c.synopsis));
+        }
+        assert!(usage().contains("bochs-ryzen"));
+    }
+
+    #[test]
+    fn misspelt_commands_get_the_nearest() {
+        assert_eq!(nearest_command("tset"), Some("test"));
+        assert_eq!(nearest_command("rnu"), Some("run"));
+        assert_eq!(nearest_command("imag"), Some("image"));
+        assert_eq!(nearest_command("flsah"), Some("flash"));
+        assert_eq!(nearest_command("consol"), Some("console"));
+        assert_eq!(nearest_command("chekc"), Some("check"));
+        assert_eq!(nearest_command("benchmark"), Some("bench"));
+        assert_eq!(nearest_command("frobnicate"), None);
+        assert!(parse_err("tets").contains("did you mean `test`?"));
+    }
+}
