@@ -535,34 +535,10 @@ pub fn nearest_command(name: &str) -> Option<&'static str> {
     }
     COMMANDS
         .iter()
-        .map(|c| (edit_distance(&name, c.name), c.name))
+        .map(|c| (strsim::damerau_levenshtein(&name, c.name), c.name))
         .filter(|&(d, n)| d > 0 && d * 3 <= n.len().max(name.len()))
         .min()
         .map(|(_, n)| n)
-}
-
-/// Levenshtein distance (insertions, deletions, substitutions; a swap of two neighbours
-/// counts one, as typing errors go).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for j in 0..=b.len() {
-        d[0][j] = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
