@@ -47,6 +47,17 @@ fn compile_config() {
         println!("cargo:rerun-if-changed={}", file.display());
     }
     println!("cargo:rerun-if-changed={}", system.display());
+    // Settings accepted but not honoured yet: say so at every build (rule `not-yet`).
+    for warning in &loaded.warnings {
+        let text = warning.warning();
+        let mut lines = text.lines();
+        if let Some(head) = lines.next() {
+            println!("cargo:warning={}", head.replacen(" warning: ", " ", 1));
+        }
+        for line in lines {
+            println!("cargo:warning={line}");
+        }
+    }
     let config = match loaded.result {
         Ok(config) => config,
         Err(diagnostics) => {

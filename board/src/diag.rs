@@ -30,6 +30,21 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+impl Diagnostic {
+    /// The warning form: `file:line:col: warning: [rule] message` and the hint.
+    pub fn warning(&self) -> String {
+        format!(
+            "{}:{}:{}: warning: [{}] {}\n  hint: {}\n",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.rule,
+            self.message,
+            self.hint
+        )
+    }
+}
+
 /// Every problem found while loading a configuration, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Diagnostics {
@@ -204,6 +219,9 @@ rules! {
     FLAT_ENTRY = "flat-entry":
         "a flat payload has no `entry`, or it lies in the boot area, or the binary does not fit in one memory region from there",
         "give `entry` (load and start address) at or above 0x80000 inside one of the partition's memory regions";
+    NOT_YET = "not-yet":
+        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: a `bzimage` or `hermit` payload, an `initrd`, `watchdog_ms`, an assigned device's interrupts, PCI function or DMA",
+        "the image builds, but the setting has no effect (or the partition is refused at boot, as a bzImage is); see docs/config.md";
 }
 
 /// Index of a loaded file in [`Sources`].
@@ -258,10 +276,11 @@ struct Pending {
     hint: Option<String>,
 }
 
-/// Collects problems while loading.
+/// Collects problems (and warnings) while loading.
 #[derive(Debug, Default)]
 pub(crate) struct Sink {
     pending: Vec<Pending>,
+    warnings: Vec<Pending>,
 }
 
 impl Sink {
@@ -275,6 +294,12 @@ impl Sink {
         self.pending.push(Pending { loc, rule, message: message.into(), hint: Some(hint.into()) });
     }
 
+    /// Reports something that does not stop the build: a setting the hypervisor accepts but
+    /// cannot honour yet (rule `not-yet`).
+    pub fn warn(&mut self, loc: Loc, rule: &'static str, message: impl Into<String>, hint: impl Into<String>) {
+        self.warnings.push(Pending { loc, rule, message: message.into(), hint: Some(hint.into()) });
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
@@ -284,28 +309,27 @@ impl Sink {
         self.pending.len()
     }
 
-    /// Resolves positions, sorts by file and position, drops exact repeats.
-    pub fn finish(self, sources: &Sources) -> Diagnostics {
-        let mut pending = self.pending;
-        pending.sort_by_key(|p| (p.loc.file, p.loc.offset));
-        let mut errors: Vec<Diagnostic> = Vec::with_capacity(pending.len());
-        for p in pending {
-            let (line, col) = line_col(sources.text(p.loc.file), p.loc.offset);
-            let hint = p.hint.unwrap_or_else(|| default_hint(p.rule).to_owned());
-            let diagnostic = Diagnostic {
-                file: sources.path(p.loc.file).to_owned(),
-                line,
-                col,
-                rule: p.rule,
-                message: p.message,
-                hint,
-            };
-            if !errors.contains(&diagnostic) {
-                errors.push(diagnostic);
-            }
-        }
-        Diagnostics { errors }
+    /// Resolves positions, sorts by file and position, drops exact repeats: the errors, and
+    /// the warnings.
+    pub fn finish(self, sources: &Sources) -> (Diagnostics, Vec<Diagnostic>) {
+        let warnings = resolve(self.warnings, sources);
+        (Diagnostics { errors: resolve(self.pending, sources) }, warnings)
     }
+}
+
+fn resolve(mut pending: Vec<Pending>, sources: &Sources) -> Vec<Diagnostic> {
+    pending.sort_by_key(|p| (p.loc.file, p.loc.offset));
+    let mut out: Vec<Diagnostic> = Vec::with_capacity(pending.len());
+    for p in pending {
+        let (line, col) = line_col(sources.text(p.loc.file), p.loc.offset);
+        let hint = p.hint.unwrap_or_else(|| default_hint(p.rule).to_owned());
+        let diagnostic =
+            Diagnostic { file: sources.path(p.loc.file).to_owned(), line, col, rule: p.rule, message: p.message, hint };
+        if !out.contains(&diagnostic) {
+            out.push(diagnostic);
+        }
+    }
+    out
 }
 
 fn default_hint(rule: &str) -> &'static str {
@@ -342,7 +366,7 @@ mod tests {
         let file = sources.add(Path::new("s.toml"), "x = 1\ny = 2\n".into());
         let mut sink = Sink::default();
         sink.error(Loc { file, offset: 6 }, rule::UNKNOWN_KEY, "unknown key `y`");
-        let text = sink.finish(&sources).to_string();
+        let text = sink.finish(&sources).0.to_string();
         assert_eq!(
             text,
             "s.toml:2:1: [unknown-key] unknown key `y`\n  hint: remove the key or fix its spelling (see docs/config.md)\n1 error\n"

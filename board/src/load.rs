@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use toml::de::DeTable;
 
 use crate::board::{BOARD_KEYS, read_board};
-use crate::diag::{Diagnostics, FileId, Loc, Sink, Sources, rule};
+use crate::diag::{Diagnostic, Diagnostics, FileId, Loc, Sink, Sources, rule};
 use crate::model::System;
 use crate::system::{SYSTEM_KEYS, read_system};
 use crate::validate::{BoardInput, Inputs, validate};
@@ -28,6 +28,9 @@ pub struct Loaded {
     /// Every file the load looked at, found or not (for `cargo:rerun-if-changed`).
     pub files_read: Vec<PathBuf>,
     pub result: Result<System, Diagnostics>,
+    /// Settings this version accepts but cannot honour yet (rule `not-yet`), in file
+    /// order; they never stop a build. `cargo xtask check` and the kernel build print them.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Largest configuration file accepted; real ones are a few KiB.
@@ -44,22 +47,20 @@ pub fn load_system(system_file: &Path, options: &LoadOptions) -> Loaded {
     let mut sink = Sink::default();
     let mut files_read = vec![system_file.to_owned()];
     let system = load_inner(system_file, options, &mut sources, &mut sink, &mut files_read);
+    let clean = sink.is_empty();
+    let (diagnostics, warnings) = sink.finish(&sources);
     let result = match system {
-        Some(system) if sink.is_empty() => Ok(system),
-        _ => {
-            let diagnostics = sink.finish(&sources);
-            if diagnostics.is_empty() {
-                // Unreachable by construction (no System without an error means an error
-                // was reported); still, never hand out an empty failure.
-                let mut sink = Sink::default();
-                sink.error(Loc { file: 0, offset: 0 }, rule::INVALID_VALUE, "the configuration could not be resolved");
-                Err(sink.finish(&sources))
-            } else {
-                Err(diagnostics)
-            }
+        Some(system) if clean => Ok(system),
+        _ if diagnostics.is_empty() => {
+            // Unreachable by construction (no System without an error means an error was
+            // reported); still, never hand out an empty failure.
+            let mut sink = Sink::default();
+            sink.error(Loc { file: 0, offset: 0 }, rule::INVALID_VALUE, "the configuration could not be resolved");
+            Err(sink.finish(&sources).0)
         }
+        _ => Err(diagnostics),
     };
-    Loaded { files_read, result }
+    Loaded { files_read, result, warnings }
 }
 
 fn load_inner(

@@ -340,6 +340,11 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
             );
             return None;
         }
+        cx.not_yet(
+            &v.span(),
+            "`watchdog_ms` is validated and compiled in, but not enforced yet: a partition that stops checking in is not detected",
+            "keep it for when enforcement lands, or leave it out; nothing checks it today",
+        );
         u32::try_from(n).ok()
     });
 
@@ -380,8 +385,22 @@ fn read_payload(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPayload {
     let kind = kind_value.and_then(|v| match cx.string(v, "kind")? {
         "elf" => Some(PayloadKind::Elf),
         "flat" => Some(PayloadKind::Flat),
-        "bzimage" => Some(PayloadKind::BzImage),
-        "hermit" => Some(PayloadKind::Hermit),
+        "bzimage" => {
+            cx.not_yet(
+                &v.span(),
+                "Linux bzImage payloads are not supported yet: the hypervisor refuses to start this partition at boot",
+                "use an ELF or flat payload until bzImage loading lands",
+            );
+            Some(PayloadKind::BzImage)
+        }
+        "hermit" => {
+            cx.not_yet(
+                &v.span(),
+                "Hermit payloads are loaded and started as a plain ELF64; the Hermit system interface (hermit-abi) is not provided yet",
+                "use kind = \"elf\" for a payload that needs nothing but its own code",
+            );
+            Some(PayloadKind::Hermit)
+        }
         other => {
             cx.error_hint(
                 &v.span(),
@@ -410,7 +429,14 @@ fn read_payload(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPayload {
             Some(s.to_owned())
         })
         .unwrap_or_default();
-    let initrd = table.get("initrd").and_then(|v| at_string(cx, v, "initrd"));
+    let initrd = table.get("initrd").and_then(|v| {
+        cx.not_yet(
+            &v.span(),
+            "`initrd` is checked and loaded as a boot module, but no payload kind hands it to its guest yet",
+            "leave `initrd` out until bzImage payloads are supported",
+        );
+        at_string(cx, v, "initrd")
+    });
     RawPayload { kind, path, entry, cmdline, initrd }
 }
 

@@ -167,6 +167,28 @@ pub(crate) fn validate(
                     );
                     continue;
                 };
+                if !device.interrupts.is_empty() {
+                    sink.warn(
+                        dev.at,
+                        rule::NOT_YET,
+                        format!(
+                            "device `{}` has interrupts, but assigned devices' interrupts are not routed to their partition yet",
+                            dev.v
+                        ),
+                        "the partition gets the device's ports and MMIO; it must poll the device for now",
+                    );
+                }
+                if device.pci.is_some() {
+                    sink.warn(
+                        dev.at,
+                        rule::NOT_YET,
+                        format!(
+                            "device `{}` is a PCI function: its configuration space is not visible to the partition and its DMA is not confined by the IOMMU yet",
+                            dev.v
+                        ),
+                        "assign only devices the partition can drive through their ports and MMIO, and that do no DMA",
+                    );
+                }
                 let console_inside = device.io_ports.iter().any(|r| {
                     u32::from(r.base) <= u32::from(console_port)
                         && u32::from(console_port) < u32::from(r.base) + u32::from(r.count)

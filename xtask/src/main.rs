@@ -125,6 +125,9 @@ fn check(config: &Path) -> Result<ExitCode> {
     }
     let loaded =
         bulkhead_board::load_system(config, &bulkhead_board::LoadOptions { guest_dir: Some(kernel::binaries_dir()) });
+    for warning in &loaded.warnings {
+        eprint!("{}", warning.warning());
+    }
     match loaded.result {
         Ok(system) => {
             print!("{}", bulkhead_board::summary(&system));

@@ -72,7 +72,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             },
             devices: &[],
             fault_policy: FaultPolicy::Restart { max_restarts: 3 },
-            watchdog_ms: Some(100),
+            watchdog_ms: None,
         },
         // partition 1 `telemetry`: cores [0], 16 MiB of memory
         Partition {

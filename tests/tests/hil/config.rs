@@ -11,7 +11,7 @@ fn demo_config_summary_at_boot() {
         .cpus(2)
         .expect("config: system demo on board qemu-q35: 2 cpus, 2 partitions, 2 connections, 1 shared regions")
         .expect("config: hypervisor reserves [0x100000, 0x1000000)")
-        .expect("config: partition 0 control: cores [1], 16384 KiB in 1 regions, payload elf control, 0 devices, on fault restart (max restarts 3), watchdog 100 ms")
+        .expect("config: partition 0 control: cores [1], 16384 KiB in 1 regions, payload elf control, 0 devices, on fault restart (max restarts 3), watchdog 0 ms")
         .expect("config:   guest [0x0, 0x1000000) -> host [0x1000000, 0x2000000) r=true w=true x=true large=true")
         .expect("config: partition 1 telemetry: cores [0], 16384 KiB in 1 regions, payload elf telemetry, 0 devices, on fault halt")
         .expect("config:   guest [0x0, 0x1000000) -> host [0x2000000, 0x3000000)")
