@@ -119,7 +119,25 @@ pub fn kernel_image(config: &Path) -> Result<KernelImage, String> {
     let key = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
     let cell =
         IMAGES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
-    cell.get_or_init(|| build_kernel(config, true)).clone()
+    cell.get_or_init(|| {
+        // Straight to the stderr handle, not `eprintln!`: the test harness captures the
+        // print macros until a test ends, and a first build of every system takes minutes
+        // that should not pass in silence.
+        let shown = config.strip_prefix(workspace_root()).unwrap_or(config).display().to_string();
+        progress(&format!("hil: building the kernel for {shown}"));
+        let started = std::time::Instant::now();
+        let result = build_kernel(config, true);
+        let verdict = if result.is_ok() { "built" } else { "FAILED to build" };
+        progress(&format!("hil: {verdict} the kernel for {shown} in {:.1} s", started.elapsed().as_secs_f64()));
+        result
+    })
+    .clone()
+}
+
+/// One line of progress on stderr, past the test harness's output capture.
+pub fn progress(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// The defmt table of the ELF at `path`, parsed once per process and file version.
