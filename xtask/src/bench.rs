@@ -158,7 +158,9 @@ fn bench_run(
     for partition in partitions {
         run = run.switch(format!("{partition}:case={case}"));
     }
+    eprintln!("bench: {} case `{case}` on {} ...", backend.prefix, backend.emulator);
     let report = run.try_execute()?;
+    eprintln!("bench: {} case `{case}` done in {:.1} s", backend.prefix, report.elapsed.as_secs_f64());
     if !report.outcome.is_passed() {
         eprint!("{}", report.diagnostic());
         bail!("the {} bench run `{case}` failed", backend.prefix);
