@@ -15,6 +15,8 @@
 //! # Ok::<(), bulkhead_image::Error>(())
 //! ```
 
+pub mod flash;
+
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 use std::io;
