@@ -1,5 +1,5 @@
-//! The guest side of the Hyper-V interface (TLFS) for the test payloads: the safe client
-//! from `bulkhead_abi::hyperv::client` on this payload's pages, the SINT interrupt
+//! The guest side of the Hyper-V interface (TLFS) for the payloads, demo and tests: the
+//! safe client from `bulkhead_abi::hyperv::client` on this payload's pages, the SINT interrupt
 //! handlers, and the few raw steps tests need to send malformed input on purpose.
 
 use bulkhead_abi::hyperv::client::{Client, Pages, PostError, X64};
@@ -95,6 +95,19 @@ pub fn enable_reference_tsc_page() {
 /// The partition's reference time (100 ns units) read from the page with the TLFS reader
 /// protocol; `None` while its sequence says the page is invalid.
 pub fn reference_time_from_page() -> Option<u64> {
+    read_reference_tsc_page(|scale, offset| reference_time(crate::rdtsc(), scale, offset))
+}
+
+/// The page's scale, from which the TSC frequency follows
+/// (`bulkhead_abi::hyperv::reference_tsc::tsc_hz`); `None` while the page is invalid.
+pub fn reference_tsc_scale() -> Option<u64> {
+    read_reference_tsc_page(|scale, _| scale)
+}
+
+/// Runs `with(scale, offset)` on the page's parameters between two reads of its sequence,
+/// again until the sequence stayed the same (the hypervisor rewrote the page meanwhile);
+/// `None` if the sequence says the page is invalid.
+fn read_reference_tsc_page<T>(mut with: impl FnMut(u64, i64) -> T) -> Option<T> {
     let page = &raw const REFERENCE_TSC_PAGE as *const u8;
     loop {
         // SAFETY: the page's sequence, scale and offset fields (offsets 0, 8, 16), which the
@@ -109,10 +122,10 @@ pub fn reference_time_from_page() -> Option<u64> {
         if before == SEQUENCE_INVALID || before == SEQUENCE_INVALID_LEGACY {
             return None;
         }
-        let time = reference_time(crate::rdtsc(), scale, offset);
+        let result = with(scale, offset);
         // SAFETY: as above.
         if unsafe { core::ptr::read_volatile(page as *const u32) } == before {
-            return Some(time);
+            return Some(result);
         }
     }
 }
@@ -169,6 +182,27 @@ pub mod sint_interrupts {
     /// Event-SINT interrupts taken so far.
     pub fn events() -> u64 {
         SINT_EVENT_INTERRUPTS.load(Ordering::SeqCst)
+    }
+
+    /// One step of an interrupt-driven loop that keeps interrupts enabled: runs `busy`
+    /// with interrupts disabled and, unless it says there is work, halts until the next
+    /// interrupt (an interrupt that arrives after `busy` looked still ends the HLT: STI's
+    /// one-instruction shadow covers the gap). Returns with interrupts enabled, and
+    /// whether it halted.
+    pub fn halt_unless_busy(busy: impl FnOnce() -> bool) -> bool {
+        // Not `nomem`: the asm is a compiler barrier, so `busy`'s reads stay between
+        // CLI and STI.
+        // SAFETY: CLI only masks interrupts for this vCPU.
+        unsafe { core::arch::asm!("cli", options(nostack)) };
+        let halt = !busy();
+        if halt {
+            // SAFETY: the caller has installed handlers for the vectors it enabled.
+            unsafe { core::arch::asm!("sti; hlt", options(nostack)) };
+        } else {
+            // SAFETY: as above.
+            unsafe { core::arch::asm!("sti", options(nostack)) };
+        }
+        halt
     }
 
     /// Waits, halted with interrupts enabled, until `done` holds; returns with interrupts

@@ -110,36 +110,9 @@ pub fn parse_u64(text: &str) -> Option<u64> {
     }
 }
 
+pub mod demo;
 pub mod hyperv;
 pub mod user;
-
-pub mod demo_status {
-    //! The demo's "status" shared memory (`board/systems/demo.toml`, at the guest address
-    //! both partitions get on their command line; writable by control only): a magic
-    //! word, then control's timer ticks.
-    use core::ptr::{read_volatile, write_volatile};
-
-    /// Marks a page control has written (an arbitrary value no zeroed page holds).
-    const MAGIC: u64 = 0x7469_636b_7321;
-
-    /// Control: publishes its tick count in the page at `page`.
-    pub fn publish(page: u64, ticks: u64) {
-        // SAFETY: the configuration maps the shared page read-write in control's memory
-        // at the address its command line names.
-        unsafe {
-            write_volatile((page + 8) as *mut u64, ticks);
-            write_volatile(page as *mut u64, MAGIC);
-        }
-    }
-
-    /// Telemetry: control's tick count, once control has published one.
-    pub fn read(page: u64) -> Option<u64> {
-        // SAFETY: the configuration maps the shared page (read-only) in telemetry's memory
-        // at the address its command line names.
-        let (magic, ticks) = unsafe { (read_volatile(page as *const u64), read_volatile((page + 8) as *const u64)) };
-        (magic == MAGIC).then_some(ticks)
-    }
-}
 
 pub mod gp {
     //! A minimal IDT whose #GP handler skips the faulting 2-byte instruction (RDMSR and

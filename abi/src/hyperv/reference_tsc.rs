@@ -76,6 +76,17 @@ pub const fn scale_for(tsc_hz: u64) -> u64 {
     if scale > u64::MAX as u128 { u64::MAX } else { scale as u64 }
 }
 
+/// The TSC frequency in Hz that a page's `scale` stands for: the inverse of [`scale_for`],
+/// so a guest learns the TSC frequency from the page without calibrating (0 for scale 0,
+/// which no valid page holds). Exact to the hertz for TSCs between 10 MHz and 10 THz:
+/// `scale_for` floors, this floors again, and the two roundings stay below 1 Hz there.
+pub const fn tsc_hz(scale: u64) -> u64 {
+    if scale == 0 {
+        return 0;
+    }
+    (((TICKS_PER_SECOND as u128) << 64) / scale as u128) as u64
+}
+
 /// The sequence to store after `current`: the next value, skipping both invalid values.
 pub const fn next_sequence(current: u32) -> u32 {
     let mut next = current.wrapping_add(1);
@@ -121,6 +132,17 @@ mod tests {
         // Full-width product: (2^64-1)^2 >> 64 = 2^64 - 2.
         assert_eq!(reference_time(u64::MAX, u64::MAX, 0), u64::MAX - 1);
         assert_eq!(reference_time(0, u64::MAX, -1), u64::MAX);
+    }
+
+    #[test]
+    fn tsc_hz_inverts_scale() {
+        // 2^64 * 10^7 / 73786976294838206 = 2.5e9 + 1.6e-8
+        assert_eq!(tsc_hz(scale_for(2_500_000_000)), 2_500_000_000);
+        assert_eq!(tsc_hz(1 << 63), 20_000_000);
+        for hz in [10_000_001, 1_000_000_007, 2_598_059_000, 3_000_000_000, 4_999_999_999, 10_000_000_000_000] {
+            assert_eq!(tsc_hz(scale_for(hz)), hz, "{hz} Hz");
+        }
+        assert_eq!(tsc_hz(0), 0);
     }
 
     #[test]

@@ -130,17 +130,17 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             name: "status",
             host: PhysRange { base: 0x300_0000, size: 0x1000 },
             sharers: &[
-                // `control` maps it at guest 0x1000000, rw
+                // `control` maps it at guest 0x1000000, r
                 Sharer {
                     partition: PartitionId(0),
                     guest_base: 0x100_0000,
-                    access: Access { read: true, write: true, execute: false },
+                    access: Access { read: true, write: false, execute: false },
                 },
-                // `telemetry` maps it at guest 0x1000000, r
+                // `telemetry` maps it at guest 0x1000000, rw
                 Sharer {
                     partition: PartitionId(1),
                     guest_base: 0x100_0000,
-                    access: Access { read: true, write: false, execute: false },
+                    access: Access { read: true, write: true, execute: false },
                 },
             ],
         },
