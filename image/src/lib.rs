@@ -47,9 +47,10 @@ pub const KERNEL_ISO_PATH: &str = "/boot/bulkhead.elf";
 /// Folder inside the ISO that holds the multiboot2 modules.
 pub const MODULES_ISO_DIR: &str = "/boot/modules";
 
-/// A GRUB platform folder `grub-mkrescue` needs, and the Debian package that provides it.
-/// Without one of them `grub-mkrescue` silently builds an ISO that does not boot on that
-/// firmware, so [`Iso::build`] refuses to run instead.
+/// A GRUB platform folder an image needs, and the Debian package that provides it. Without
+/// one of them `grub-mkrescue` silently builds an ISO that does not boot on that firmware,
+/// so [`Iso::build`] refuses to run instead ([`Disk::build`] too: it takes `boot.img` and
+/// the modules of its core images from them).
 pub const GRUB_PLATFORMS: [(&str, &str); 2] =
     [("/usr/lib/grub/i386-pc", "grub-pc-bin"), ("/usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin")];
 
@@ -68,7 +69,7 @@ pub enum Error {
     InvalidCommandLine { text: String, reason: String },
     /// An input file (the kernel or a module) could not be read.
     Input { path: PathBuf, source: io::Error },
-    /// A GRUB platform folder is missing, so the ISO would not boot on that firmware.
+    /// A GRUB platform folder is missing, so an image would not boot on that firmware.
     MissingPlatform { dir: &'static str, package: &'static str },
     /// A tool could not be started at all.
     ToolNotFound { tool: &'static str, package: &'static str, source: io::Error },
@@ -97,7 +98,7 @@ impl fmt::Display for Error {
             }
             Error::MissingPlatform { dir, package } => write!(
                 f,
-                "{dir} is missing, so the ISO would not boot there; install the Debian package \
+                "{dir} is missing, so the image would not boot there; install the Debian package \
                  `{package}` (sudo apt-get install {package})"
             ),
             Error::ToolNotFound { tool, package, source } => write!(
