@@ -11,10 +11,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bulkhead_abi::run::CMDLINE_EMULATOR_EXIT;
-
-use crate::console::{ConsoleDecoder, Line};
 use bulkhead_image::{Format, Manifest, Mismatch};
 
+use crate::console::{ConsoleDecoder, Line};
 use crate::emulator::{DISK_FILE, Emulator, Exit, ISO_FILE, Medium, SERIAL_FILE, STDERR_FILE, STDOUT_FILE};
 use crate::kernel;
 use crate::outcome::{Ending, Expectations, Outcome, decide};
