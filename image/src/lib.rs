@@ -1,21 +1,41 @@
-//! Builds bootable images of the Bulkhead hypervisor.
+//! Builds bootable images of the Bulkhead hypervisor, describes them, and reads them back.
 //!
-//! Today that is a GRUB rescue ISO that boots on both BIOS and UEFI machines: `grub-mkrescue`
-//! makes a hybrid image (El Torito BIOS boot, an EFI system partition image, and an MBR for
-//! USB sticks) when both `grub-pc-bin` and `grub-efi-amd64-bin` are installed. GRUB loads the
-//! hypervisor ELF with `multiboot2` and each partition payload with `module2`, and talks over
-//! COM1 at 115200 baud so the whole boot can be watched on a serial line.
+//! Two formats, both booting on BIOS and UEFI machines with GRUB, which loads the hypervisor
+//! ELF with `multiboot2` and each partition payload with `module2` and talks over COM1 at
+//! 115200 baud so the whole boot can be watched on a serial line; both boot the same
+//! [`grub_cfg`], with the hypervisor at [`KERNEL_ISO_PATH`] and the modules under
+//! [`MODULES_ISO_DIR`]:
+//!
+//! - [`Disk`]: a raw GPT disk image to flash onto a board's boot medium. An EFI System
+//!   Partition holds GRUB for UEFI and every file GRUB loads; a BIOS boot partition holds
+//!   GRUB's i386-pc core image, started by GRUB's boot sector in the protective MBR. Its
+//!   bytes depend only on its inputs and [`BuildOptions`] (byte-reproducible).
+//! - [`Iso`]: a GRUB rescue ISO (`grub-mkrescue`): a hybrid image with El Torito BIOS boot,
+//!   an EFI system partition image, and an MBR for USB sticks. Not byte-reproducible (see
+//!   [`Iso::build_with`]).
+//!
+//! Beside each image goes a [`Manifest`] (`<image>.manifest.json`, see [`manifest`]) naming
+//! what is in it with sizes and SHA-256s; [`read_file`] gets a file back out of either format.
 //!
 //! ```no_run
-//! use bulkhead_image::Iso;
-//! Iso::new("target/x86_64-unknown-none/release/bulkhead-kernel")
-//!     .cmdline("exit=emulator")
+//! use bulkhead_image::{BuildOptions, Disk};
+//! Disk::new("target/x86_64-unknown-none/release/bulkhead-kernel")
 //!     .module("guests/demo.elf", "demo partition=0")
-//!     .build("out/bulkhead.iso".as_ref())?;
+//!     .build("out/bulkhead.img".as_ref(), &BuildOptions { source_date_epoch: 1_700_000_000 })?;
 //! # Ok::<(), bulkhead_image::Error>(())
 //! ```
 
+mod disk;
 pub mod flash;
+pub mod manifest;
+mod read;
+
+pub use disk::{
+    BIOS_BOOT_PARTITION_NAME, BIOS_BOOT_PARTITION_TYPE, CYLINDER_BYTES, DISK_SIZE_ALIGN, Disk, ESP_LABEL,
+    ESP_PARTITION_NAME, ESP_PARTITION_TYPE,
+};
+pub use manifest::{Manifest, Mismatch, manifest_path};
+pub use read::{Format, read_file};
 
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
@@ -28,9 +48,10 @@ pub const KERNEL_ISO_PATH: &str = "/boot/bulkhead.elf";
 /// Folder inside the ISO that holds the multiboot2 modules.
 pub const MODULES_ISO_DIR: &str = "/boot/modules";
 
-/// A GRUB platform folder `grub-mkrescue` needs, and the Debian package that provides it.
-/// Without one of them `grub-mkrescue` silently builds an ISO that does not boot on that
-/// firmware, so [`Iso::build`] refuses to run instead.
+/// A GRUB platform folder an image needs, and the Debian package that provides it. Without
+/// one of them `grub-mkrescue` silently builds an ISO that does not boot on that firmware,
+/// so [`Iso::build`] refuses to run instead ([`Disk::build`] too: it takes `boot.img` and
+/// the modules of its core images from them).
 pub const GRUB_PLATFORMS: [(&str, &str); 2] =
     [("/usr/lib/grub/i386-pc", "grub-pc-bin"), ("/usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin")];
 
@@ -49,7 +70,7 @@ pub enum Error {
     InvalidCommandLine { text: String, reason: String },
     /// An input file (the kernel or a module) could not be read.
     Input { path: PathBuf, source: io::Error },
-    /// A GRUB platform folder is missing, so the ISO would not boot on that firmware.
+    /// A GRUB platform folder is missing, so an image would not boot on that firmware.
     MissingPlatform { dir: &'static str, package: &'static str },
     /// A tool could not be started at all.
     ToolNotFound { tool: &'static str, package: &'static str, source: io::Error },
@@ -57,6 +78,14 @@ pub enum Error {
     ToolFailed { tool: &'static str, command: String, status: String, stderr: String },
     /// Any other file-system error, with what we were doing at the time.
     Io { action: String, source: io::Error },
+    /// The image cannot be laid out (an input too large for it), or an image being read is
+    /// not what it should be (no partition table, no EFI System Partition, a damaged file
+    /// system).
+    Image { image: PathBuf, reason: String },
+    /// The file asked for is not in the image.
+    NotInImage { image: PathBuf, path: String, reason: String },
+    /// A manifest is missing, unreadable or malformed.
+    Manifest { path: PathBuf, reason: String },
 }
 
 impl fmt::Display for Error {
@@ -70,7 +99,7 @@ impl fmt::Display for Error {
             }
             Error::MissingPlatform { dir, package } => write!(
                 f,
-                "{dir} is missing, so the ISO would not boot there; install the Debian package \
+                "{dir} is missing, so the image would not boot there; install the Debian package \
                  `{package}` (sudo apt-get install {package})"
             ),
             Error::ToolNotFound { tool, package, source } => write!(
@@ -91,6 +120,11 @@ impl fmt::Display for Error {
                 }
             }
             Error::Io { action, source } => write!(f, "{action}: {source}"),
+            Error::Image { image, reason } => write!(f, "image {}: {reason}", image.display()),
+            Error::NotInImage { image, path, reason } => {
+                write!(f, "{path} is not in the image {}: {reason}", image.display())
+            }
+            Error::Manifest { path, reason } => write!(f, "manifest {}: {reason}", path.display()),
         }
     }
 }
@@ -102,6 +136,15 @@ impl StdError for Error {
             _ => None,
         }
     }
+}
+
+/// What a build takes besides its inputs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// The time every timestamp in the image is set to, in seconds since the Unix epoch (the
+    /// `SOURCE_DATE_EPOCH` convention of reproducible builds; `cargo xtask image` passes the
+    /// environment variable, else the commit's time).
+    pub source_date_epoch: u64,
 }
 
 /// A GRUB rescue ISO to build: the hypervisor ELF, its command line and its modules.
@@ -142,6 +185,25 @@ impl Iso {
     /// to `out`. Takes a fraction of a second: the hypervisor is hard-linked when it can be,
     /// and no locales, fonts or themes are put on the image.
     pub fn build(&self, out: &Path) -> Result<(), Error> {
+        self.build_inner(out, None)
+    }
+
+    /// [`Iso::build`] with `SOURCE_DATE_EPOCH` set for `grub-mkrescue` and the tools it runs,
+    /// so xorriso dates the files it writes from `options.source_date_epoch`.
+    ///
+    /// The ISO is still **not byte-reproducible**, and cannot be made so without replacing
+    /// `grub-mkrescue` (GRUB 2.06): it stamps the volume with the current time
+    /// (`time(NULL)`, ignoring `SOURCE_DATE_EPOCH`), passes that to xorriso as
+    /// `--modification-date`, and embeds the same string in both GRUB core images' early
+    /// config (`search --fs-uuid`) to find the ISO again at boot; and `mformat` gives the
+    /// EFI boot image a fresh volume serial number. Two builds therefore differ in those
+    /// bytes and the partition-table checksums over them. Use [`Disk`] where identical
+    /// bytes matter.
+    pub fn build_with(&self, out: &Path, options: &BuildOptions) -> Result<(), Error> {
+        self.build_inner(out, Some(options))
+    }
+
+    fn build_inner(&self, out: &Path, options: Option<&BuildOptions>) -> Result<(), Error> {
         let cfg = self.grub_cfg()?;
         for (dir, package) in GRUB_PLATFORMS {
             if !Path::new(dir).is_dir() {
@@ -182,6 +244,9 @@ impl Iso {
         // grub-mkrescue writes its intermediate files to TMPDIR; keep them in our stage.
         let mut cmd = Command::new("grub-mkrescue");
         cmd.arg("-o").arg(out).args(["--locales=", "--fonts=", "--themes="]).arg(&root).env("TMPDIR", stage.path());
+        if let Some(options) = options {
+            cmd.env("SOURCE_DATE_EPOCH", options.source_date_epoch.to_string());
+        }
         run_tool(cmd, "grub-mkrescue", "grub-common")?;
 
         match std::fs::metadata(out) {

@@ -29,12 +29,45 @@ pub const MEMORY_MIB: u32 = 256;
 
 /// File names inside a run's folder.
 pub const ISO_FILE: &str = "boot.iso";
+pub const DISK_FILE: &str = "disk.img";
 pub const SERIAL_FILE: &str = "serial.bin";
 pub const STDOUT_FILE: &str = "emulator.stdout";
 pub const STDERR_FILE: &str = "emulator.stderr";
 pub const BOCHS_CONFIG_FILE: &str = "bochsrc.txt";
 pub const BOCHS_DEBUGGER_FILE: &str = "debugger.rc";
 pub const BOCHS_LOG_FILE: &str = "bochs.log";
+
+/// What the emulated machine boots from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Medium {
+    /// A GRUB ISO at [`ISO_FILE`], as a CD-ROM.
+    Cdrom,
+    /// A raw disk image of `bytes` bytes at [`DISK_FILE`], as the first hard disk.
+    Disk { bytes: u64 },
+}
+
+/// Heads and sectors per track of the hard-disk geometry Bochs is given; the cylinders
+/// follow from the image size (see [`bochs_cylinders`]).
+pub const BOCHS_HEADS: u64 = 16;
+pub const BOCHS_SECTORS_PER_TRACK: u64 = 63;
+
+/// The cylinders of a flat disk image of `bytes` bytes with [`BOCHS_HEADS`] and
+/// [`BOCHS_SECTORS_PER_TRACK`]. Bochs 2.7 (`iodev/harddrv.cc`) takes a flat image as
+/// cylinders × heads × sectors per track of 512 bytes and ignores a remainder, so the size
+/// must be a whole number of cylinders (`bulkhead_image::Disk` sizes its images so), and
+/// ATA allows at most 65535 cylinders.
+pub fn bochs_cylinders(bytes: u64) -> Result<u64, String> {
+    let cylinder = BOCHS_HEADS * BOCHS_SECTORS_PER_TRACK * 512;
+    if bytes == 0 || !bytes.is_multiple_of(cylinder) {
+        return Err(format!(
+            "a disk image of {bytes} bytes is not a whole number of {BOCHS_HEADS}x{BOCHS_SECTORS_PER_TRACK} cylinders ({cylinder} bytes), which Bochs needs"
+        ));
+    }
+    match bytes / cylinder {
+        c if c > 65535 => Err(format!("a disk image of {bytes} bytes has {c} cylinders; ATA allows 65535")),
+        c => Ok(c),
+    }
+}
 
 /// An emulated machine to boot the image on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,18 +149,19 @@ impl Emulator {
     }
 
     /// Writes the emulator's configuration into `dir` and returns the command to start it
-    /// there. The ISO must be at `dir/`[`ISO_FILE`].
-    pub fn command(self, cpus: u8, dir: &Path) -> std::io::Result<Command> {
+    /// there, booting from `medium` (at `dir/`[`ISO_FILE`] or `dir/`[`DISK_FILE`]).
+    pub fn command(self, cpus: u8, dir: &Path, medium: Medium) -> std::io::Result<Command> {
         match self {
             Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc => {
                 let mut cmd = Command::new("qemu-system-x86_64");
                 let model = if self == Emulator::QemuEpyc { "EPYC" } else { "max" };
-                cmd.args(qemu_args(self == Emulator::QemuUefi, model, cpus));
+                cmd.args(qemu_args(self == Emulator::QemuUefi, model, cpus, medium));
                 Ok(cmd)
             }
             Emulator::Bochs | Emulator::BochsRyzen => {
                 let model = if self == Emulator::Bochs { BOCHS_CPU_MODEL } else { BOCHS_SVM_CPU_MODEL };
-                std::fs::write(dir.join(BOCHS_CONFIG_FILE), bochs_config(model, cpus))?;
+                let config = bochs_config(model, cpus, medium).map_err(std::io::Error::other)?;
+                std::fs::write(dir.join(BOCHS_CONFIG_FILE), config)?;
                 std::fs::write(dir.join(BOCHS_DEBUGGER_FILE), bochs_debugger_script())?;
                 let mut cmd = match bochs_isolation() {
                     Some(flags) => {
@@ -184,7 +218,7 @@ impl fmt::Display for Exit {
 }
 
 /// QEMU arguments (after the program name).
-pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8) -> Vec<String> {
+pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8, medium: Medium) -> Vec<String> {
     let mut args: Vec<String> = [
         "-M",
         "q35",
@@ -214,7 +248,13 @@ pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8) -> Vec<String> {
     if uefi {
         args.extend(["-bios".to_string(), OVMF.to_string()]);
     }
-    args.extend(["-cdrom".to_string(), ISO_FILE.to_string()]);
+    match medium {
+        Medium::Cdrom => args.extend(["-cdrom".to_string(), ISO_FILE.to_string()]),
+        // The first disk on q35's AHCI controller, which SeaBIOS and OVMF both boot from.
+        Medium::Disk { .. } => {
+            args.extend(["-drive".to_string(), format!("file={DISK_FILE},format=raw,if=ide,index=0,media=disk")])
+        }
+    }
     args
 }
 
@@ -228,14 +268,27 @@ pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8) -> Vec<String> {
 /// intercept as a real AMD CPU does. A triple fault of the hypervisor itself still ends
 /// the run, as a time-out (the CPU stays in shutdown) rather than at once. Bochs also
 /// enters its debugger at each such triple fault, see [`bochs_debugger_script`].
-pub fn bochs_config(model: &str, cpus: u8) -> String {
+///
+/// A disk image is a flat image with the geometry [`bochs_cylinders`] gives.
+pub fn bochs_config(model: &str, cpus: u8, medium: Medium) -> Result<String, String> {
     let panic = if model == BOCHS_SVM_CPU_MODEL {
         let cpus: Vec<String> = (0..cpus).map(|n| format!(", cpu{n}=report")).collect();
         format!("action=fatal{}", cpus.concat())
     } else {
         "action=fatal".to_string()
     };
-    format!(
+    let (drive, boot) = match medium {
+        Medium::Cdrom => (format!("type=cdrom, path={ISO_FILE}, status=inserted"), "cdrom"),
+        Medium::Disk { bytes } => (
+            format!(
+                "type=disk, path={DISK_FILE}, mode=flat, cylinders={}, heads={BOCHS_HEADS}, \
+                 spt={BOCHS_SECTORS_PER_TRACK}",
+                bochs_cylinders(bytes)?
+            ),
+            "disk",
+        ),
+    };
+    Ok(format!(
         "# Written by bulkhead-tests for one run.\n\
          megs: {MEMORY_MIB}\n\
          romimage: file={BOCHS_BIOS}, options=fastboot\n\
@@ -243,8 +296,8 @@ pub fn bochs_config(model: &str, cpus: u8) -> String {
          display_library: rfb, options=\"timeout=0\"\n\
          cpu: model={model}, count={cpus}, ips={BOCHS_IPS}, reset_on_triple_fault=0, ignore_bad_msrs=1\n\
          ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14\n\
-         ata0-master: type=cdrom, path={ISO_FILE}, status=inserted\n\
-         boot: cdrom\n\
+         ata0-master: {drive}\n\
+         boot: {boot}\n\
          com1: enabled=1, mode=file, dev={SERIAL_FILE}\n\
          port_e9_hack: enabled=1\n\
          magic_break: enabled=1\n\
@@ -256,7 +309,7 @@ pub fn bochs_config(model: &str, cpus: u8) -> String {
          info: action=report\n\
          debug: action=ignore\n\
          clock: sync=none, time0=local\n"
-    )
+    ))
 }
 
 /// The Bochs debugger script: continue at the start and after each break, quit (status 0)
@@ -306,7 +359,7 @@ mod tests {
 
     #[test]
     fn qemu_bios_command_line() {
-        let args = qemu_args(false, "max", 4);
+        let args = qemu_args(false, "max", 4, Medium::Cdrom);
         assert_eq!(arg_after(&args, "-M"), "q35");
         assert_eq!(arg_after(&args, "-accel"), "tcg");
         assert_eq!(arg_after(&args, "-cpu"), "max");
@@ -320,14 +373,38 @@ mod tests {
 
     #[test]
     fn qemu_uefi_uses_ovmf() {
-        let args = qemu_args(true, "max", 1);
+        let args = qemu_args(true, "max", 1, Medium::Cdrom);
         assert_eq!(arg_after(&args, "-bios"), OVMF);
         assert_eq!(arg_after(&args, "-smp"), "1");
     }
 
     #[test]
+    fn qemu_boots_a_disk_image_as_its_first_hard_disk() {
+        for uefi in [false, true] {
+            let args = qemu_args(uefi, "max", 2, Medium::Disk { bytes: 63 << 20 });
+            assert_eq!(arg_after(&args, "-drive"), "file=disk.img,format=raw,if=ide,index=0,media=disk");
+            assert!(!args.iter().any(|a| a == "-cdrom"), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn bochs_boots_a_disk_image_as_a_flat_disk_of_whole_cylinders() {
+        let cfg = bochs_config(BOCHS_CPU_MODEL, 2, Medium::Disk { bytes: 63 << 20 }).unwrap();
+        assert!(
+            cfg.contains("ata0-master: type=disk, path=disk.img, mode=flat, cylinders=128, heads=16, spt=63\n"),
+            "{cfg}"
+        );
+        assert!(cfg.contains("boot: disk\n") && !cfg.contains("cdrom"), "{cfg}");
+        assert_eq!(bochs_cylinders(126 << 20), Ok(256));
+        let err = bochs_config(BOCHS_CPU_MODEL, 2, Medium::Disk { bytes: 64 << 20 }).unwrap_err();
+        assert!(err.contains("whole number of 16x63 cylinders"), "{err}");
+        assert!(bochs_cylinders(0).is_err());
+        assert!(bochs_cylinders(65536 * 16 * 63 * 512).unwrap_err().contains("65535"));
+    }
+
+    #[test]
     fn bochs_config_is_headless_quiet_and_fatal_on_triple_fault() {
-        let cfg = bochs_config(BOCHS_CPU_MODEL, 2);
+        let cfg = bochs_config(BOCHS_CPU_MODEL, 2, Medium::Cdrom).unwrap();
         for wanted in [
             "display_library: rfb, options=\"timeout=0\"",
             "cpu: model=corei7_skylake_x, count=2, ips=50000000, reset_on_triple_fault=0",
@@ -343,7 +420,7 @@ mod tests {
         ] {
             assert!(cfg.contains(wanted), "missing {wanted:?} in\n{cfg}");
         }
-        assert!(bochs_config(BOCHS_SVM_CPU_MODEL, 3).contains("cpu: model=ryzen, count=3, "));
+        assert!(bochs_config(BOCHS_SVM_CPU_MODEL, 3, Medium::Cdrom).unwrap().contains("cpu: model=ryzen, count=3, "));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::emulator::{BOCHS_BIOS, BOCHS_VGABIOS, Emulator, OVMF};
 /// What a requirement is needed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
-    /// Building the GRUB ISO.
+    /// Building an image (disk or ISO), or reading a file back out of an ISO.
     Image,
     /// Running QEMU (either firmware).
     Qemu,
@@ -70,6 +70,7 @@ const fn req(check: Check, package: &'static str, purpose: Purpose) -> Requireme
 /// Every host requirement, in install order.
 pub const REQUIREMENTS: &[Requirement] = &[
     req(Check::Program("grub-mkrescue"), "grub-common", Purpose::Image),
+    req(Check::Program("grub-mkimage"), "grub-common", Purpose::Image),
     req(Check::Program("xorriso"), "xorriso", Purpose::Image),
     req(Check::Program("mformat"), "mtools", Purpose::Image),
     req(Check::Path(bulkhead_image::GRUB_PLATFORMS[0].0), bulkhead_image::GRUB_PLATFORMS[0].1, Purpose::Image),

@@ -1,5 +1,6 @@
 //! One boot of the hypervisor in an emulator: [`Run`] describes it, [`Run::execute`]
-//! performs it and returns a [`Report`].
+//! performs it and returns a [`Report`]. A run boots an ISO built for it, or a prebuilt
+//! image unchanged ([`Run::image`]).
 
 use std::fmt::{self, Write as _};
 use std::fs::File;
@@ -10,9 +11,10 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bulkhead_abi::run::CMDLINE_EMULATOR_EXIT;
+use bulkhead_image::{Format, Manifest, Mismatch};
 
 use crate::console::{ConsoleDecoder, Line};
-use crate::emulator::{Emulator, Exit, ISO_FILE, SERIAL_FILE, STDERR_FILE, STDOUT_FILE};
+use crate::emulator::{DISK_FILE, Emulator, Exit, ISO_FILE, Medium, SERIAL_FILE, STDERR_FILE, STDOUT_FILE};
 use crate::kernel;
 use crate::outcome::{Ending, Expectations, Outcome, decide};
 
@@ -24,6 +26,8 @@ const POLL: Duration = Duration::from_millis(20);
 pub const DIAGNOSTIC_LINES: usize = 50;
 /// Set to keep the logs of every run, not just the ones that did not pass.
 pub const KEEP_LOGS_ENV: &str = "BULKHEAD_KEEP_LOGS";
+/// The kernel ELF taken out of a prebuilt image, in the run's folder.
+pub const KERNEL_FILE: &str = "kernel.elf";
 
 type LineCallback = Box<dyn FnMut(&Line) + Send>;
 
@@ -60,6 +64,7 @@ pub struct Run {
     expectations: Expectations,
     config: PathBuf,
     kernel: Option<kernel::KernelImage>,
+    image: Option<PathBuf>,
     on_line: Option<LineCallback>,
 }
 
@@ -78,6 +83,7 @@ impl Run {
             expectations: Expectations::default(),
             config: kernel::workspace_root().join(emulator.default_config()),
             kernel: None,
+            image: None,
             on_line: None,
         }
     }
@@ -124,6 +130,17 @@ impl Run {
         self
     }
 
+    /// Ends the run when a line containing `text` appears: the harness stops the emulator
+    /// there and the line completes the run in place of `run ended: success` (all other
+    /// verdict rules stay, see [`crate::outcome`]). For kernels that never end their run:
+    /// a prebuilt board image ([`Run::image`]) of a system whose partitions keep running,
+    /// such as the demo, whose partitions' verdicts end a run only under `exit=emulator`.
+    /// A partition's console line counts only if `text` names its `[name]` prefix.
+    pub fn until(mut self, text: impl Into<String>) -> Self {
+        self.expectations.until = Some(text.into());
+        self
+    }
+
     /// Lets ERROR-level lines through (they fail the run by default).
     pub fn allow_errors(mut self) -> Self {
         self.expectations.allow_errors = true;
@@ -157,6 +174,21 @@ impl Run {
         self
     }
 
+    /// Boots this prebuilt image (`cargo xtask image`) unchanged instead of building an ISO:
+    /// a disk image as the first hard disk, an ISO as a CD-ROM (the format its manifest
+    /// names). Before booting, the image's size and SHA-256 must match the manifest beside
+    /// it; the emulator boots a copy in the run's folder, so it cannot change the image; the
+    /// kernel ELF that decodes the console is read out of the image and checked against the
+    /// manifest. The kernel command line is the one the image was built with. Without
+    /// `exit=emulator` in it (as on a board) the kernel halts after its run-end line, and the
+    /// harness stops the emulator there (see [`crate::outcome`]); a board kernel whose
+    /// partitions keep running prints none, so give such a run its [`Run::until`] line.
+    /// Cannot be combined with [`Run::switch`], [`Run::module`] or [`Run::kernel`].
+    pub fn image(mut self, path: impl Into<PathBuf>) -> Self {
+        self.image = Some(path.into());
+        self
+    }
+
     /// Calls `f` with every line as soon as it is decoded (live output).
     pub fn on_line(mut self, f: impl FnMut(&Line) + Send + 'static) -> Self {
         self.on_line = Some(Box::new(f));
@@ -178,34 +210,37 @@ impl Run {
         }
     }
 
-    /// Builds the ISO in a fresh folder, starts the emulator, decodes its console while it
-    /// runs, kills it (its whole process group) at the deadline, and judges the run.
+    /// Builds the ISO (or takes the prebuilt image) in a fresh folder, starts the emulator,
+    /// decodes its console while it runs, kills it (its whole process group) at the deadline,
+    /// and judges the run.
     pub fn try_execute(mut self) -> Result<Report, HarnessError> {
-        let image = match self.kernel.take() {
-            Some(image) => image,
-            None => kernel::kernel_image(&self.config).map_err(HarnessError)?,
-        };
-        let elf = image.elf.clone();
-        self.modules.splice(0..0, image.modules.iter().cloned());
-        let table = kernel::defmt_table(&elf).map_err(HarnessError)?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("bulkhead-hil-{}-", sanitize(&self.name)))
             .tempdir()
             .map_err(|e| HarnessError(format!("cannot create a run folder: {e}")))?;
-
-        let cmdline = self.cmdline();
-        let mut iso = bulkhead_image::Iso::new(&elf).cmdline(cmdline.clone());
-        for (path, string) in &self.modules {
-            iso = iso.module(path, string);
-        }
-        iso.build(&dir.path().join(ISO_FILE)).map_err(|e| HarnessError(format!("cannot build the ISO: {e}")))?;
-        if let Ok(cfg) = iso.grub_cfg() {
-            let _ = std::fs::write(dir.path().join("grub.cfg"), cfg);
-        }
+        let (elf, cmdline, medium) = match self.image.clone() {
+            Some(image) => {
+                if !self.switches.is_empty() || !self.modules.is_empty() || self.kernel.is_some() {
+                    return Err(HarnessError(format!(
+                        "{} is booted unchanged: its kernel, command line and modules cannot be changed",
+                        image.display()
+                    )));
+                }
+                let booted = prepare_image(&image, dir.path())?;
+                (booted.kernel, booted.cmdline, booted.medium)
+            }
+            None => {
+                let cmdline = self.cmdline();
+                (self.build_iso(&cmdline, dir.path())?, cmdline, Medium::Cdrom)
+            }
+        };
+        let table = kernel::defmt_table(&elf).map_err(HarnessError)?;
+        // A kernel that does not end the emulator halts after its run-end line.
+        let stop_at_run_end = !cmdline.split_whitespace().any(|w| w == CMDLINE_EMULATOR_EXIT);
 
         let mut cmd = self
             .emulator
-            .command(self.cpus, dir.path())
+            .command(self.cpus, dir.path(), medium)
             .map_err(|e| HarnessError(format!("cannot write the emulator config: {e}")))?;
         let open = |name: &str| {
             File::create(dir.path().join(name)).map_err(|e| HarnessError(format!("cannot create {name}: {e}")))
@@ -239,6 +274,7 @@ impl Run {
         let mut serial: Option<File> = None;
         let mut buf = vec![0u8; 64 * 1024];
         let mut run_end_at: Option<Instant> = None;
+        let mut until_seen = false;
         let deadline = started + self.timeout;
 
         let ending = loop {
@@ -249,6 +285,7 @@ impl Run {
                 if line.is_run_end() && run_end_at.is_none() {
                     run_end_at = Some(Instant::now());
                 }
+                until_seen |= self.expectations.is_until(&line);
                 if let Some(f) = self.on_line.as_mut() {
                     f(&line);
                 }
@@ -256,6 +293,10 @@ impl Run {
             }
             if let Some(status) = exited {
                 break Ending::Exited(Exit::from(status));
+            }
+            if (stop_at_run_end && run_end_at.is_some()) || until_seen {
+                child.kill();
+                break Ending::Stopped;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -302,6 +343,63 @@ impl Run {
         report.keep_logs(dir.path());
         Ok(report)
     }
+}
+
+impl Run {
+    /// Builds the ISO for this run in `dir` and returns the kernel ELF it boots.
+    fn build_iso(&mut self, cmdline: &str, dir: &Path) -> Result<PathBuf, HarnessError> {
+        let image = match self.kernel.take() {
+            Some(image) => image,
+            None => kernel::kernel_image(&self.config).map_err(HarnessError)?,
+        };
+        self.modules.splice(0..0, image.modules.iter().cloned());
+        let mut iso = bulkhead_image::Iso::new(&image.elf).cmdline(cmdline);
+        for (path, string) in &self.modules {
+            iso = iso.module(path, string);
+        }
+        iso.build(&dir.join(ISO_FILE)).map_err(|e| HarnessError(format!("cannot build the ISO: {e}")))?;
+        if let Ok(cfg) = iso.grub_cfg() {
+            let _ = std::fs::write(dir.join("grub.cfg"), cfg);
+        }
+        Ok(image.elf)
+    }
+}
+
+/// A prebuilt image ready to boot from a run's folder.
+struct PreparedImage {
+    kernel: PathBuf,
+    cmdline: String,
+    medium: Medium,
+}
+
+/// Copies `image` into `dir` as the boot medium its manifest names, checks the copy against
+/// the manifest (refusing an image whose bytes changed since it was built), and takes the
+/// kernel ELF out of it.
+fn prepare_image(image: &Path, dir: &Path) -> Result<PreparedImage, HarnessError> {
+    let manifest =
+        Manifest::read_for(image).map_err(|e| HarnessError(format!("cannot boot {}: {e}", image.display())))?;
+    let (name, medium) = match manifest.format {
+        Format::Disk => (DISK_FILE, Medium::Disk { bytes: manifest.image.size }),
+        Format::Iso => (ISO_FILE, Medium::Cdrom),
+    };
+    let copy = dir.join(name);
+    std::fs::copy(image, &copy)
+        .map_err(|e| HarnessError(format!("cannot copy {} to {}: {e}", image.display(), copy.display())))?;
+    manifest.verify_image(&copy).map_err(|mismatch| {
+        let mismatch = match mismatch {
+            Mismatch::Differs { expected, actual, .. } => {
+                Mismatch::Differs { image: image.to_path_buf(), expected, actual }
+            }
+            other => other,
+        };
+        HarnessError(format!("refusing to boot it: {mismatch}"))
+    })?;
+    let elf = manifest.read_kernel(&copy).map_err(|e| {
+        HarnessError(format!("cannot take the kernel out of {} to decode its console: {e}", image.display()))
+    })?;
+    let kernel = dir.join(KERNEL_FILE);
+    std::fs::write(&kernel, elf).map_err(|e| HarnessError(format!("cannot write {}: {e}", kernel.display())))?;
+    Ok(PreparedImage { kernel, cmdline: manifest.kernel.cmdline, medium })
 }
 
 /// Reads whatever the emulator has added to the serial file and decodes it.
@@ -477,7 +575,7 @@ impl Report {
         }
     }
 
-    /// Copies the run's files (without the ISO) to `target/hil-logs/<name>/` when the run
+    /// Copies the run's files (without the image) to `target/hil-logs/<name>/` when the run
     /// did not pass; removes that folder's stale contents when it did.
     fn keep_logs(&mut self, run_dir: &Path) {
         let _ = std::fs::write(run_dir.join("decoded.log"), self.log_text());
@@ -492,7 +590,7 @@ impl Report {
         if let Ok(entries) = std::fs::read_dir(run_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                if name == ISO_FILE || !entry.path().is_file() {
+                if name == ISO_FILE || name == DISK_FILE || !entry.path().is_file() {
                     continue;
                 }
                 let to = dest.join(&name);

@@ -1,11 +1,12 @@
 //! `cargo xtask flash`: writes an image onto a disk through `bulkhead_image::flash`, asking on
 //! the terminal, and turns the outcome into an exit status (see docs/flashing.md).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use bulkhead_image::flash::{Expected, Request, TerminalUi, hex};
+use bulkhead_image::{Manifest, manifest_path};
 
 /// Exit status when the flash stopped before writing: a refusal, a "no", a bad image. The
 /// target is unchanged.
@@ -37,71 +38,61 @@ pub fn flash(image: &Path, device: &Path, yes: bool, allow_file: bool) -> Result
     }
 }
 
-/// `IMAGE.manifest.json`, beside the image.
-pub fn manifest_path(image: &Path) -> PathBuf {
-    let mut name = image.as_os_str().to_owned();
-    name.push(".manifest.json");
-    PathBuf::from(name)
-}
-
-/// The image's size and SHA-256 from its manifest (`image.size`, `image.sha256`).
-///
-/// Read as an untyped JSON value until the typed manifest (`bulkhead_image::manifest`) is
-/// merged; only these two fields matter here.
+/// The image's size and SHA-256 from its manifest (`IMAGE.manifest.json`, which `cargo
+/// xtask image` writes beside it): what the flash checks the image against before writing
+/// and the target against after.
 pub fn expected_from_manifest(image: &Path) -> Result<Expected> {
-    let path = manifest_path(image);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read the image's manifest {} (`cargo xtask image` writes it beside the image; flashing \
-             needs it to check the image)",
-            path.display()
+    let manifest = Manifest::read_for(image).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(`cargo xtask image` writes the manifest beside the image; flashing needs it to check the image)"
         )
     })?;
-    let manifest: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("the manifest {} is not valid JSON", path.display()))?;
-    let Some(size) = manifest.pointer("/image/size").and_then(serde_json::Value::as_u64) else {
-        bail!("the manifest {} has no `image.size` (a whole number of bytes)", path.display());
-    };
-    let Some(digest) = manifest.pointer("/image/sha256").and_then(serde_json::Value::as_str) else {
-        bail!("the manifest {} has no `image.sha256` (a hex string)", path.display());
-    };
     let mut sha256 = [0u8; 32];
-    ::hex::decode_to_slice(digest, &mut sha256).map_err(|e| {
-        anyhow::anyhow!("the manifest {} has a bad `image.sha256` {digest:?} ({e}): want 64 hex digits", path.display())
+    ::hex::decode_to_slice(&manifest.image.sha256, &mut sha256).map_err(|e| {
+        anyhow::anyhow!(
+            "the manifest {} has a bad `image.sha256` {:?} ({e}): want 64 hex digits",
+            manifest_path(image).display(),
+            manifest.image.sha256
+        )
     })?;
-    Ok(Expected { size, sha256 })
+    Ok(Expected { size: manifest.image.size, sha256 })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
-    fn manifest(dir: &Path, json: &str) -> PathBuf {
+    /// A real manifest (as `cargo xtask image` writes it) for a small image file.
+    fn image_with_manifest(dir: &Path) -> (PathBuf, Vec<u8>) {
+        let kernel = dir.join("kernel.elf");
+        std::fs::write(&kernel, b"KERNEL").unwrap();
         let image = dir.join("bulkhead.img");
-        std::fs::write(manifest_path(&image), json).unwrap();
-        image
-    }
-
-    #[test]
-    fn manifest_beside_the_image() {
-        assert_eq!(manifest_path(Path::new("out/bulkhead.img")), Path::new("out/bulkhead.img.manifest.json"));
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&image, &bytes).unwrap();
+        let system = dir.join("system.toml");
+        std::fs::write(&system, "name = \"x\"").unwrap();
+        let provenance = bulkhead_image::manifest::Provenance {
+            bulkhead_version: "0.1.0".into(),
+            git: None,
+            system: bulkhead_image::manifest::ConfigFile::digest("system.toml", &system).unwrap(),
+            board: bulkhead_image::manifest::ConfigFile::digest("system.toml", &system).unwrap(),
+        };
+        let manifest = bulkhead_image::Disk::new(&kernel)
+            .manifest(&image, &provenance, &bulkhead_image::BuildOptions { source_date_epoch: 0 })
+            .unwrap();
+        manifest.write(&image).unwrap();
+        (image, bytes)
     }
 
     #[test]
     fn expected_values_from_the_manifest() {
         let dir = tempfile::tempdir().unwrap();
-        let digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let image = manifest(
-            dir.path(),
-            &format!(r#"{{"version": "0.1.0", "image": {{"size": 67108864, "sha256": "{digest}"}}, "files": []}}"#),
-        );
+        let (image, bytes) = image_with_manifest(dir.path());
         let expected = expected_from_manifest(&image).unwrap();
-        assert_eq!(expected.size, 64 << 20);
-        assert_eq!(hex(&expected.sha256), digest);
-        // Upper-case hex is still hex.
-        let image =
-            manifest(dir.path(), &format!(r#"{{"image": {{"size": 1, "sha256": "{}"}}}}"#, digest.to_uppercase()));
-        assert_eq!(hex(&expected_from_manifest(&image).unwrap().sha256), digest);
+        assert_eq!(expected.size, bytes.len() as u64);
+        let digest = bulkhead_image::manifest::Digest256::of_bytes(&bytes);
+        assert_eq!(hex(&expected.sha256), digest.sha256);
     }
 
     #[test]
@@ -109,17 +100,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = expected_from_manifest(&dir.path().join("none.img")).unwrap_err();
         assert!(format!("{missing:#}").contains("none.img.manifest.json"), "{missing:#}");
-        for (json, needle) in [
-            ("{", "not valid JSON"),
-            (r#"{"image": {"sha256": "00"}}"#, "no `image.size`"),
-            (r#"{"image": {"size": -1, "sha256": "00"}}"#, "no `image.size`"),
-            (r#"{"image": {"size": 1}}"#, "no `image.sha256`"),
-            (r#"{"image": {"size": 1, "sha256": "abcd"}}"#, "64 hex digits"),
-            (&format!(r#"{{"image": {{"size": 1, "sha256": "{}"}}}}"#, "zz".repeat(32)), "64 hex digits"),
-        ] {
-            let image = manifest(dir.path(), json);
-            let err = format!("{:#}", expected_from_manifest(&image).unwrap_err());
-            assert!(err.contains(needle), "{json}: {err}");
-        }
+        let image = dir.path().join("broken.img");
+        std::fs::write(manifest_path(&image), "{").unwrap();
+        let err = format!("{:#}", expected_from_manifest(&image).unwrap_err());
+        assert!(err.contains("broken.img.manifest.json"), "{err}");
+        let (image, _) = image_with_manifest(dir.path());
+        let text = std::fs::read_to_string(manifest_path(&image)).unwrap();
+        let manifest: Manifest = serde_json::from_str(&text).unwrap();
+        let bad = text.replace(&manifest.image.sha256, "abcd");
+        std::fs::write(manifest_path(&image), bad).unwrap();
+        let err = format!("{:#}", expected_from_manifest(&image).unwrap_err());
+        assert!(err.contains("64 hex digits"), "{err}");
     }
 }

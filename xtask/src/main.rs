@@ -8,6 +8,7 @@
 mod bench;
 mod cli;
 mod flash;
+mod image;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use bulkhead_tests::host::Purpose;
 use bulkhead_tests::{Emulator, Run, kernel};
 
-use cli::{ImageFormat, RunArgs, Task};
+use cli::{RunArgs, Task};
 use setup::{Rust, ensure_host, ensure_rust};
 
 fn main() -> ExitCode {
@@ -57,7 +58,7 @@ fn execute(task: Task) -> Result<ExitCode> {
         Task::Build { config } => build(config).map(|_| ExitCode::SUCCESS),
         Task::Check { config } => check(&config),
         Task::Bench { json } => bench::bench(json),
-        Task::Image { format, out, config } => image(format, out, config),
+        Task::Image { format, out, config } => image::image(format, out, config),
         Task::Flash { image, device, yes, allow_file } => flash::flash(&image, &device, yes, allow_file),
         Task::Console { .. } => bail!("not available yet"),
     }
@@ -143,6 +144,9 @@ fn check(config: &Path) -> Result<ExitCode> {
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
+    if args.image.is_some() {
+        return image::run_image(args);
+    }
     ensure_host(Purpose::for_emulator(args.emulator))?;
     let image = build_for(&config_path(args.config.clone(), args.emulator)?)?;
     let mut run = Run::new(args.emulator)
@@ -259,27 +263,6 @@ fn lint() -> Result<ExitCode> {
         eprintln!("lint failed: {}", failed.join("; "));
         Ok(ExitCode::FAILURE)
     }
-}
-
-fn image(format: ImageFormat, out: Option<PathBuf>, config: Option<PathBuf>) -> Result<ExitCode> {
-    ensure_host(&[Purpose::Image])?;
-    if format == ImageFormat::Disk {
-        bail!("not available yet");
-    }
-    let image = build(config)?;
-    let out = out.unwrap_or_else(|| root().join("out/bulkhead.iso"));
-    let mut iso = bulkhead_image::Iso::new(&image.elf);
-    for (path, name) in &image.modules {
-        iso = iso.module(path, name);
-    }
-    iso.build(&out).with_context(|| format!("cannot build {}", out.display()))?;
-    let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "wrote {} ({:.1} MiB): boots on BIOS and UEFI; write it to a USB stick or CD",
-        display_path(&out),
-        size as f64 / (1024.0 * 1024.0)
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 fn display_path(path: &Path) -> String {

@@ -6,6 +6,7 @@ mod boot;
 mod config;
 mod harness;
 mod hyperv;
+mod image;
 mod isolation;
 mod partitions;
 mod smp;
