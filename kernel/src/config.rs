@@ -3,9 +3,9 @@
 //! board it was compiled for.
 
 use crate::bootinfo::BootInfo;
+use crate::log::{error, info};
 use crate::madt::CpuList;
 use bulkhead_board::tables::*;
-use defmt::{error, info};
 
 include!(concat!(env!("OUT_DIR"), "/config.rs"));
 
@@ -131,7 +131,7 @@ pub fn check_board(boot: &BootInfo, cpus: &CpuList) -> usize {
     differences += check_memory_use(boot);
     for &apic_id in cpus.apic_ids.iter() {
         if !board.cpus.iter().any(|c| c.apic_id == apic_id) {
-            defmt::warn!("board check: cpu with apic_id {=u32} is not in the board file; it stays idle", apic_id);
+            crate::log::warn!("board check: cpu with apic_id {=u32} is not in the board file; it stays idle", apic_id);
         }
     }
     if differences == 0 {
