@@ -7,6 +7,7 @@
 
 mod bench;
 mod cli;
+mod console;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -57,7 +58,8 @@ fn execute(task: Task) -> Result<ExitCode> {
         Task::Check { config } => check(&config),
         Task::Bench { json } => bench::bench(json),
         Task::Image { format, out, config } => image(format, out, config),
-        Task::Flash { .. } | Task::Console { .. } => bail!("not available yet"),
+        Task::Flash { .. } => bail!("not available yet"),
+        Task::Console { source, kernel } => console::console(source, kernel),
     }
 }
 
