@@ -4,7 +4,7 @@
 //! forge a hypervisor line on it.
 
 use bulkhead_abi::run::{CONSOLE_SYNC, TEXT_CONSOLE_SYNC};
-use bulkhead_tests::{Emulator, Line, Report, Run, kernel};
+use bulkhead_tests::{Emulator, Line, Outcome, Report, Run, kernel};
 
 /// The demo (`board/systems/demo.toml`) with a text console.
 const TEXT_DEMO: &str = "tests/configs/text-console.toml";
@@ -112,6 +112,30 @@ fn boot_lines(report: &Report, name: &str) -> Vec<String> {
         }
     }
     panic!("no backend line:\n{}", report.diagnostic());
+}
+
+/// A text kernel's failures read as a defmt kernel's: an exception names its vector and
+/// registers, a panic its place and message (through `Display2Format`), and the harness
+/// fails the run on them.
+#[test]
+fn text_console_reports_exceptions_and_panics() {
+    for (switch, needles) in [
+        ("test=ud", ["[cpu0 ERROR] exception #UD (vector 6) on cpu 0: error_code=0x0 rip=0x", "rflags=0x"]),
+        ("test=panic", ["[cpu0 ERROR] panicked at kernel/src/", ": test: panic on purpose"]),
+    ] {
+        let report = Run::new(Emulator::QemuBios)
+            .name(format!("text_console_reports_{switch}"))
+            .cpus(2)
+            .scenario(TEXT_DEMO)
+            .switch(switch)
+            .execute();
+        let diagnostic = report.diagnostic();
+        assert!(matches!(report.outcome, Outcome::Failed(_)), "{diagnostic}");
+        for needle in needles.iter().chain(&["ERROR] run ended: failure: "]) {
+            assert!(report.contains(needle), "no {needle:?}:\n{diagnostic}");
+        }
+        assert_printable_text_lines(&report);
+    }
 }
 
 /// Both console formats print the same messages: the text kernel's lines equal what the
