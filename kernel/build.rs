@@ -2,7 +2,10 @@
 //! 1. validates the system configuration (board + system TOML) and compiles it into
 //!    `$OUT_DIR/config.rs`, which `src/config.rs` includes; a bad configuration fails the
 //!    build with every problem listed;
-//! 2. links the kernel at its fixed physical address (bare-metal target only).
+//! 2. selects the console format (`--cfg bulkhead_console="defmt"` or `"text"`, see
+//!    `src/log.rs`) and the log level;
+//! 3. links the kernel at its fixed physical address (bare-metal target only), with
+//!    defmt's linker script for a defmt console.
 //!
 //! The system file is `$BULKHEAD_CONFIG` when set (`cargo xtask ... --config PATH` sets
 //! it), else `board/systems/demo.toml`. Payloads named `@guests/NAME` resolve to
@@ -11,18 +14,23 @@
 
 use std::path::{Path, PathBuf};
 
+use bulkhead_board::tables::{ConsoleFormat, LogLevel};
+
 fn main() {
-    link();
-    compile_config();
+    let format = compile_config();
+    link(format);
 }
 
-fn link() {
+fn link(format: ConsoleFormat) {
     println!("cargo:rerun-if-changed=linker.ld");
     if std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-none") {
         let dir = env("CARGO_MANIFEST_DIR");
         println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
-        // defmt's interned-string section (INFO, not loaded).
-        println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+        if format == ConsoleFormat::Defmt {
+            // defmt's interned-string section (INFO, not loaded). A text console uses no
+            // defmt at all, so its kernel has neither the section nor a global logger.
+            println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+        }
         println!("cargo:rustc-link-arg-bins=-znoexecstack");
         println!("cargo:rustc-link-arg-bins=--no-pie");
     }
@@ -32,7 +40,8 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("cargo sets {name}"))
 }
 
-fn compile_config() {
+/// Validates and compiles the configuration; returns its console format.
+fn compile_config() -> ConsoleFormat {
     println!("cargo:rerun-if-env-changed=BULKHEAD_CONFIG");
     println!("cargo:rerun-if-env-changed=BULKHEAD_GUEST_DIR");
     let workspace = Path::new(&env("CARGO_MANIFEST_DIR")).parent().expect("kernel/ sits in the workspace").to_owned();
@@ -70,18 +79,26 @@ fn compile_config() {
     for module in bulkhead_board::boot_modules(&config) {
         println!("cargo:rerun-if-changed={}", module.path.display());
     }
-    // defmt filters at compile time: the configured log level becomes this crate's
-    // DEFMT_LOG, read by the defmt macros while the kernel compiles.
+    // Both consoles filter at compile time. defmt reads DEFMT_LOG while the kernel
+    // compiles; the text console reads the level from the compiled configuration.
     let level = match config.hypervisor.log_level {
-        bulkhead_board::tables::LogLevel::Error => "error",
-        bulkhead_board::tables::LogLevel::Warn => "warn",
-        bulkhead_board::tables::LogLevel::Info => "info",
-        bulkhead_board::tables::LogLevel::Debug => "debug",
-        bulkhead_board::tables::LogLevel::Trace => "trace",
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
     };
     println!("cargo:rustc-env=DEFMT_LOG={level}");
+    let format = config.hypervisor.console_format;
+    println!("cargo::rustc-check-cfg=cfg(bulkhead_console, values(\"defmt\", \"text\"))");
+    let cfg = match format {
+        ConsoleFormat::Defmt => "defmt",
+        ConsoleFormat::Text => "text",
+    };
+    println!("cargo::rustc-cfg=bulkhead_console=\"{cfg}\"");
     let source = bulkhead_board::generate_tables(&config);
     std::fs::write(out_dir.join("config.rs"), source).expect("write config.rs to OUT_DIR");
+    format
 }
 
 /// `<target>/<triple>/<profile>` from `<target>/<triple>/<profile>/build/<pkg>-<hash>/out`.

@@ -1,12 +1,18 @@
 //! How a run of the hypervisor talks to the host that watches it (emulator harness,
-//! `cargo xtask run`, a technician's serial terminal).
+//! `cargo xtask run`, `cargo xtask console`, a technician's serial terminal).
 //!
-//! The console carries plain text until the kernel prints [`CONSOLE_SYNC`]; from then on
-//! it carries defmt frames (rzcobs-encoded, each ended by a zero byte). Anything before the
-//! marker (firmware, GRUB) is shown to the user as it is.
+//! The console carries plain text (firmware, GRUB) until the kernel prints one of two
+//! markers, which also says what follows; anything before it is shown as it is:
+//!
+//! - [`CONSOLE_SYNC`] (`console_format = "defmt"`): defmt frames, rzcobs-encoded, each
+//!   ended by a zero byte, decoded on the host with the kernel ELF's `.defmt` table;
+//! - [`TEXT_CONSOLE_SYNC`] (`console_format = "text"`): one line per log message, exactly
+//!   as the host prints a decoded frame: `[cpu0 INFO ] message` (the CPU, the level padded
+//!   to five characters), ended by CR LF. Control characters in a message are written as
+//!   [`write_escaped`] does, so a message is always one printable line.
 //!
 //! A run ends with exactly one of [`RUN_END_SUCCESS`] or [`RUN_END_FAILURE`] as the message
-//! of a log frame. The harness decides pass or fail from those messages, never from the
+//! of a log line. The harness decides pass or fail from those messages, never from the
 //! emulator's exit status alone (a QEMU triple fault exits 0).
 
 /// Version of this protocol; bump on any change to the values below.
@@ -15,6 +21,28 @@ pub const VERSION: u32 = 1;
 /// Plain-text line the kernel writes once, before its first defmt frame. The zero byte
 /// after it closes any garbage the decoder might otherwise glue onto the first frame.
 pub const CONSOLE_SYNC: &[u8] = b"\r\n@@bulkhead:defmt-stream:v1@@\r\n\0";
+
+/// Plain-text line the kernel writes once, before its first text log line.
+pub const TEXT_CONSOLE_SYNC: &[u8] = b"\r\n@@bulkhead:text-stream:v1@@\r\n";
+
+/// Writes `message` with each control character (`char::is_control`: C0, DEL, C1) as
+/// `char::escape_default` shows it (`\n`, `\t`, `\u{1b}`), everything else unchanged. The
+/// kernel writes text log lines through it, and the host decoder puts decoded messages of
+/// either format through it, so a message can never end a line or steer a terminal, and
+/// both formats give the same message.
+pub fn write_escaped(out: &mut impl core::fmt::Write, message: &str) -> core::fmt::Result {
+    let mut plain = 0;
+    for (i, c) in message.char_indices() {
+        if c.is_control() {
+            out.write_str(&message[plain..i])?;
+            for e in c.escape_default() {
+                out.write_char(e)?;
+            }
+            plain = i + c.len_utf8();
+        }
+    }
+    out.write_str(&message[plain..])
+}
 
 /// Message of the last log frame of a successful run.
 pub const RUN_END_SUCCESS: &str = "run ended: success";
@@ -55,6 +83,8 @@ const _: () = assert!(BOCHS_DEBUGGER_CONTINUES < BOCHS_MAGIC_BREAKS);
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     #[test]
@@ -62,6 +92,26 @@ mod tests {
         assert_eq!(QEMU_STATUS_SUCCESS, 33);
         assert_eq!(QEMU_STATUS_FAILURE, 35);
         assert_ne!(QEMU_STATUS_SUCCESS, 0);
+    }
+
+    #[test]
+    fn text_marker_is_printable_text() {
+        assert!(TEXT_CONSOLE_SYNC.iter().all(|b| b.is_ascii_graphic() || matches!(b, b'\r' | b'\n')));
+        assert_ne!(TEXT_CONSOLE_SYNC, &CONSOLE_SYNC[..CONSOLE_SYNC.len() - 1]);
+    }
+
+    fn escaped(message: &str) -> std::string::String {
+        let mut out = std::string::String::new();
+        write_escaped(&mut out, message).unwrap();
+        out
+    }
+
+    #[test]
+    fn escaping_keeps_a_message_on_one_printable_line() {
+        assert_eq!(escaped("plain [cpu0] text \\ \"q\" é"), "plain [cpu0] text \\ \"q\" é");
+        assert_eq!(escaped("a\nb\r\tc"), "a\\nb\\r\\tc");
+        assert_eq!(escaped("\x1b[2J\0\x7f\u{85}end"), "\\u{1b}[2J\\u{0}\\u{7f}\\u{85}end");
+        assert_eq!(escaped(""), "");
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 
 use crate::board::show_size;
 use crate::model::System;
-use crate::tables::{Access, ConnectionKind, FaultPolicy, Interrupt, LogLevel, PartitionId, PayloadKind, PhysRange};
+use crate::tables::{
+    Access, ConnectionKind, ConsoleFormat, FaultPolicy, Interrupt, LogLevel, PartitionId, PayloadKind, PhysRange,
+};
 
 /// A file GRUB must load as a multiboot2 module, and the module string that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,11 @@ pub fn generate_tables(system: &System) -> String {
     let _ = writeln!(o, "        // {}", range_comment(&system.hypervisor.reserved));
     let _ = writeln!(o, "        reserved: {},", range_literal(&system.hypervisor.reserved));
     let _ = writeln!(o, "        log_level: LogLevel::{level},");
+    let format = match system.hypervisor.console_format {
+        ConsoleFormat::Defmt => "Defmt",
+        ConsoleFormat::Text => "Text",
+    };
+    let _ = writeln!(o, "        console_format: ConsoleFormat::{format},");
     let _ = writeln!(o, "    }},");
     partitions(&mut o, system);
     core_map(&mut o, system);

@@ -4,7 +4,7 @@
 use crate::board::show_size;
 use crate::codegen::{access_text, hex};
 use crate::model::System;
-use crate::tables::{ConnectionKind, FaultPolicy, PartitionId, PayloadKind};
+use crate::tables::{ConnectionKind, ConsoleFormat, FaultPolicy, PartitionId, PayloadKind};
 
 /// Left-aligned columns, two spaces apart.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -61,10 +61,14 @@ pub fn summary(system: &System) -> String {
         count(system.shared_memory.len(), "shared region")
     );
     out.push_str(&format!(
-        "hypervisor: reserved {} ({}), console port {}, log level {}\n",
+        "hypervisor: reserved {} ({}), console port {}, console format {}, log level {}\n",
         span(hv.base, hv.size),
         show_size(hv.size),
         hex(u64::from(system.console_port)),
+        match system.hypervisor.console_format {
+            ConsoleFormat::Defmt => "defmt",
+            ConsoleFormat::Text => "text",
+        },
         format!("{:?}", system.hypervisor.log_level).to_lowercase()
     ));
 

@@ -8,7 +8,7 @@
 
 use crate::board::{RawRange, check_range, read_range};
 use crate::diag::{Loc, rule};
-use crate::tables::{Access, FaultPolicy, LogLevel, PayloadKind, PhysRange};
+use crate::tables::{Access, ConsoleFormat, FaultPolicy, LogLevel, PayloadKind, PhysRange};
 use crate::value::{Cx, KIB, MIB, Table, Value, check_name};
 
 /// A value and where it was written.
@@ -24,6 +24,7 @@ pub(crate) struct RawSystem {
     pub reserved: PhysRange,
     pub console_port: Option<u16>,
     pub log_level: LogLevel,
+    pub console_format: ConsoleFormat,
     pub partitions: Vec<RawPartition>,
     pub partitions_at: Loc,
     pub connections: Vec<RawConnection>,
@@ -102,7 +103,7 @@ pub const DEFAULT_RESERVED: PhysRange = PhysRange { base: MIB, size: 15 * MIB };
 
 pub(crate) const SYSTEM_KEYS: &[&str] =
     &["name", "description", "board", "hypervisor", "partition", "connection", "shared_memory"];
-pub(crate) const HYPERVISOR_KEYS: &[&str] = &["reserved_memory", "console_port", "log_level"];
+pub(crate) const HYPERVISOR_KEYS: &[&str] = &["reserved_memory", "console_port", "console_format", "log_level"];
 pub(crate) const RESERVED_KEYS: &[&str] = &["base", "size"];
 pub(crate) const PARTITION_KEYS: &[&str] =
     &["name", "cores", "memory", "payload", "devices", "fault_policy", "max_restarts", "watchdog_ms"];
@@ -124,6 +125,7 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
     let mut reserved = DEFAULT_RESERVED;
     let mut console_port = None;
     let mut log_level = LogLevel::Info;
+    let mut console_format = ConsoleFormat::Defmt;
     if let Some(hv) = root.get("hypervisor").and_then(|v| cx.table(v, "hypervisor", "[hypervisor]", HYPERVISOR_KEYS)) {
         if let Some(v) = hv.get("reserved_memory")
             && let Some(t) = cx.table(v, "reserved_memory", "reserved_memory", RESERVED_KEYS)
@@ -164,6 +166,22 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
                 None => LogLevel::Info,
             };
         }
+        if let Some(v) = hv.get("console_format") {
+            console_format = match cx.string(v, "console_format") {
+                Some("defmt") => ConsoleFormat::Defmt,
+                Some("text") => ConsoleFormat::Text,
+                Some(other) => {
+                    cx.error_hint(
+                        &v.span(),
+                        rule::INVALID_VALUE,
+                        format!("unknown console format {other:?}"),
+                        "console_format is \"defmt\" (compact frames, decoded on a host with the kernel ELF) or \"text\" (plain lines any serial terminal shows)",
+                    );
+                    ConsoleFormat::Defmt
+                }
+                None => ConsoleFormat::Defmt,
+            };
+        }
     }
 
     let partitions_at = cx.loc(&root.key_span("partition"));
@@ -185,6 +203,7 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
         reserved,
         console_port,
         log_level,
+        console_format,
         partitions,
         partitions_at,
         connections,

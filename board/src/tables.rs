@@ -125,11 +125,22 @@ pub enum LogLevel {
     Trace,
 }
 
+/// What the hypervisor writes to its console UART after the firmware's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleFormat {
+    /// defmt frames: compact and cheap on the CPU, but only a host with the kernel ELF
+    /// (its `.defmt` table) can read them.
+    Defmt,
+    /// Plain text lines (`[cpu0 INFO ] message`) that any serial terminal shows.
+    Text,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HypervisorConfig {
     /// Memory only the hypervisor may use (its image, stacks, tables, boot modules).
     pub reserved: PhysRange,
     pub log_level: LogLevel,
+    pub console_format: ConsoleFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -548,7 +548,7 @@ pub(crate) fn validate(
     Some(System {
         name: raw.name.unwrap_or_else(|| inputs.default_name.clone()),
         file: inputs.system_file.to_owned(),
-        hypervisor: HypervisorConfig { reserved: hv, log_level: raw.log_level },
+        hypervisor: HypervisorConfig { reserved: hv, log_level: raw.log_level, console_format: raw.console_format },
         console_port,
         board,
         partitions,

@@ -64,6 +64,7 @@ fn compiled_demo_holds_the_configuration() {
     assert_eq!(s.board.name, "qemu-q35");
     assert_eq!(s.board.console_port, 0x3f8);
     assert_eq!(s.hypervisor.reserved, PhysRange { base: 0x10_0000, size: 0xf0_0000 });
+    assert_eq!(s.hypervisor.console_format, ConsoleFormat::Defmt, "defmt unless the file says otherwise");
     let [control, telemetry] = s.partitions else { panic!("two partitions") };
     assert_eq!((control.name, control.cores), ("control", &[1][..]));
     assert_eq!(telemetry.cores, &[0]);
@@ -97,6 +98,7 @@ fn compiled_full_holds_devices_and_owners() {
     let s = &full::SYSTEM;
     assert_eq!(s.board.console_port, 0x2f8);
     assert_eq!(s.hypervisor.log_level, LogLevel::Debug);
+    assert_eq!(s.hypervisor.console_format, ConsoleFormat::Text);
     let nic = s.board.devices.iter().find(|d| d.name == "nic").unwrap();
     assert_eq!(nic.owner, Some(PartitionId(0)));
     assert_eq!(nic.pci.map(|p| p.device), Some(2));

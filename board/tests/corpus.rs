@@ -211,3 +211,12 @@ fn valid_configs_pass() {
         }
     }
 }
+
+#[test]
+fn a_bad_console_format_names_the_value_and_the_choices() {
+    let file = config_dir().join("invalid/invalid-value-console-format.toml");
+    let diagnostics = load_system(&file, &options()).result.unwrap_err();
+    let [d] = diagnostics.errors() else { panic!("one problem expected:\n{diagnostics}") };
+    assert!(d.message.contains("\"ascii\""), "{}", d.message);
+    assert!(d.hint.contains("\"defmt\"") && d.hint.contains("\"text\""), "{}", d.hint);
+}

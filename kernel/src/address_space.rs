@@ -3,13 +3,13 @@
 //! ports it owns and the MSRs it may touch without an exit. The backends only lay these out
 //! in their own formats (VMX bitmaps, SVM permission maps).
 
+use crate::log::{error, info};
 use crate::partition::Partition;
 use bulkhead_board::tables::{Access, MAX_PARTITIONS};
 use bulkhead_virt::bitmap::{IoPermissions, MsrPermissions};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, MemoryType, Slat};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use defmt::{error, info};
 
 fn attributes(access: Access, memory_type: MemoryType) -> Attributes {
     Attributes { read: access.read, write: access.write, execute: access.execute, memory_type }
@@ -21,7 +21,8 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
     let mut pool = ArrayPool::new(tables);
     let mut slat = Slat::<E>::new(&mut pool).map_err(|_| ())?;
     let config = partition.config();
-    let report = |e| error!("partition {=str}: second-level tables: {}", partition.name(), defmt::Debug2Format(&e));
+    let report =
+        |e| error!("partition {=str}: second-level tables: {}", partition.name(), crate::log::Debug2Format(&e));
     for region in config.memory {
         slat.map(
             &mut pool,

@@ -11,7 +11,7 @@
 //! vs. two 32-bit registers) and SELF IPI (x2APIC only: an ICR write with the "self"
 //! shorthand). The checks on ICR and LVT writes (`msr.rs`) apply to both paths alike.
 
-use defmt::warn;
+use crate::log::warn;
 use x86_64::registers::model_specific::Msr;
 
 /// First and last x2APIC register MSR.

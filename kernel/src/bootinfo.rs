@@ -1,7 +1,7 @@
 //! What GRUB tells us: command line, memory map, modules and the ACPI RSDP, taken from
 //! the multiboot2 boot information into fixed-size tables (the hypervisor has no heap).
 
-use defmt::{info, warn};
+use crate::log::{info, warn};
 use heapless::Vec;
 use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
 
@@ -9,7 +9,8 @@ pub const MAX_MEMORY_REGIONS: usize = 128;
 pub const MAX_MODULES: usize = 16;
 
 /// Kind of a physical memory region, as the firmware reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(bulkhead_console = "defmt", derive(defmt::Format))]
 pub enum RegionKind {
     /// Free RAM.
     Usable,
@@ -56,12 +57,17 @@ pub struct BootInfo {
     pub info_end: u64,
 }
 
-#[derive(Debug, Clone, Copy, defmt::Format)]
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(bulkhead_console = "defmt", derive(defmt::Format))]
+// A text build shows the magic through Debug, which dead-code analysis does not count.
+#[cfg_attr(bulkhead_console = "text", allow(dead_code))]
 pub enum BootInfoError {
     WrongMagic(u32),
     Unreadable,
     NoMemoryMap,
 }
+
+crate::log::derived_format!(RegionKind, BootInfoError);
 
 impl BootInfo {
     /// Reads the multiboot2 boot information at `address`.
@@ -151,7 +157,7 @@ impl BootInfo {
             self.ram_end()
         );
         for r in &self.memory {
-            defmt::debug!("  [{=u64:#012x}, {=u64:#012x}) {}", r.start, r.end, r.kind);
+            crate::log::debug!("  [{=u64:#012x}, {=u64:#012x}) {}", r.start, r.end, r.kind);
         }
         info!("modules: {=usize}", self.modules.len());
         for m in &self.modules {

@@ -53,7 +53,7 @@ pub fn probe() -> CpuReport {
 impl CpuReport {
     pub fn log(&self) {
         let c = &self.caps;
-        defmt::info!(
+        crate::log::info!(
             "capabilities: vendor={=str} vmx={=bool} svm={=bool} ept_npt={=bool} unrestricted_guest={=bool} vpid={=bool} apic_register_virtualization={=bool} virtual_interrupt_delivery={=bool} posted_interrupts={=bool} x2apic={=bool} nrips={=bool} asids={=u32} nx={=bool} page_1gb={=bool}",
             self.vendor.name(),
             c.vmx,

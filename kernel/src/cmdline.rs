@@ -3,7 +3,7 @@
 use bulkhead_abi::run::{CMDLINE_EMULATOR_EXIT, CMDLINE_TEST};
 
 /// Test-only behaviour, to prove the harness catches every kind of broken run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestAction {
     /// Execute an undefined instruction (#UD).
     InvalidOpcode,
@@ -33,7 +33,7 @@ impl Switches {
                     "hang" => Some(TestAction::Hang),
                     "skip-ap" => Some(TestAction::SkipAp),
                     other => {
-                        defmt::warn!("command line: unknown test action {=str}", other);
+                        crate::log::warn!("command line: unknown test action {=str}", other);
                         None
                     }
                 };

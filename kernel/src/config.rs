@@ -3,9 +3,9 @@
 //! board it was compiled for.
 
 use crate::bootinfo::BootInfo;
+use crate::log::{error, info};
 use crate::madt::CpuList;
 use bulkhead_board::tables::*;
-use defmt::{error, info};
 
 include!(concat!(env!("OUT_DIR"), "/config.rs"));
 
@@ -25,6 +25,16 @@ fn kind_name(kind: PayloadKind) -> &'static str {
         PayloadKind::Hermit => "hermit",
     }
 }
+
+/// A partition's configured watchdog as the summary shows it.
+struct Watchdog(Option<u32>);
+
+// The configuration accepts `watchdog_ms` but nothing enforces it yet; the boot log says so
+// rather than suggest a protection the partition does not have.
+crate::log::impl_format!(Watchdog, |watchdog, f| match watchdog.0 {
+    None => crate::log::write!(f, "none"),
+    Some(ms) => crate::log::write!(f, "{=u32} ms (not enforced yet)", ms),
+});
 
 /// Logs the compiled configuration in one screen.
 pub fn log_summary() {
@@ -51,7 +61,7 @@ pub fn log_summary() {
             _ => 0,
         };
         info!(
-            "config: partition {=u8} {=str}: cores {=[?]}, {=u64} KiB in {=usize} regions, payload {=str} {=str}, {=usize} devices, on fault {=str} (max restarts {=u32}), watchdog {=u32} ms",
+            "config: partition {=u8} {=str}: cores {=[?]}, {=u64} KiB in {=usize} regions, payload {=str} {=str}, {=usize} devices, on fault {=str} (max restarts {=u32}), watchdog {}",
             p.id.0,
             p.name,
             p.cores,
@@ -62,7 +72,7 @@ pub fn log_summary() {
             p.devices.len(),
             policy_name(p.fault_policy),
             max_restarts,
-            p.watchdog_ms.unwrap_or(0)
+            Watchdog(p.watchdog_ms)
         );
         for m in p.memory {
             info!(
@@ -131,7 +141,7 @@ pub fn check_board(boot: &BootInfo, cpus: &CpuList) -> usize {
     differences += check_memory_use(boot);
     for &apic_id in cpus.apic_ids.iter() {
         if !board.cpus.iter().any(|c| c.apic_id == apic_id) {
-            defmt::warn!("board check: cpu with apic_id {=u32} is not in the board file; it stays idle", apic_id);
+            crate::log::warn!("board check: cpu with apic_id {=u32} is not in the board file; it stays idle", apic_id);
         }
     }
     if differences == 0 {

@@ -5,11 +5,11 @@
 //! allowlist, the virtual console, unassigned ports, and faults.
 
 use crate::backend::Backend;
+use crate::log::warn;
 use crate::partition::{Fault, Partition};
 use bulkhead_virt::exit::{Exit, PortAccess};
 use bulkhead_virt::guest_state::GuestRegisters;
 use core::sync::atomic::{AtomicU32, Ordering};
-use defmt::warn;
 
 /// What the vCPU loop does after an exit.
 pub enum Action {

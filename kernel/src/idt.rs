@@ -12,10 +12,10 @@
 //! it was signalled before it next enters the guest.
 
 use crate::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use crate::log::error;
 use crate::run;
 use bulkhead_drivers::lapic::SPURIOUS_VECTOR;
 use core::cell::UnsafeCell;
-use defmt::error;
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, Segment};
 use x86_64::instructions::tables::lidt;

@@ -29,11 +29,14 @@ pub struct CpuList {
     pub ignored: usize,
 }
 
-#[derive(Debug, Clone, Copy, defmt::Format)]
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(bulkhead_console = "defmt", derive(defmt::Format))]
 pub enum MadtError {
     BadRsdp,
     NoMadt,
 }
+
+crate::log::derived_format!(MadtError);
 
 /// # Safety
 /// `rsdp` must be the address of an RSDP (or a copy of one) in identity-mapped memory.

@@ -20,6 +20,7 @@ mod exits;
 mod gdt;
 mod hyperv;
 mod idt;
+mod log;
 mod madt;
 mod msr;
 mod paging;
@@ -32,10 +33,10 @@ mod svm_core;
 mod time;
 mod vmx_core;
 
+use crate::log::{error, info};
 use bootinfo::BootInfo;
 use bulkhead_drivers::lapic::LocalApic;
 use cmdline::{Switches, TestAction};
-use defmt::{error, info};
 
 /// Entry on the BSP from boot.rs, in long mode on CPU 0's stack.
 #[unsafe(no_mangle)]
@@ -83,7 +84,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         }
         info!("paging: audit ok, {=u64} leaf mappings, none writable+executable", audit.leaves);
     } else {
-        defmt::warn!("paging: the CPU has no NX bit, so all mapped memory is executable");
+        crate::log::warn!("paging: the CPU has no NX bit, so all mapped memory is executable");
     }
     time::calibrate();
     // The legacy 8259 PICs belong to no partition: mask every line, so nothing reaches a
@@ -132,7 +133,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         }
     };
     if cpus.ignored > 0 {
-        defmt::warn!("acpi: {=usize} more cpus than this build supports are ignored", cpus.ignored);
+        crate::log::warn!("acpi: {=usize} more cpus than this build supports are ignored", cpus.ignored);
     }
     info!("acpi: MADT lists {=usize} cpus", cpus.apic_ids.len());
     let smp = smp::start_aps(boot, &apic, &cpus, cr3, switches.test == Some(TestAction::SkipAp));
@@ -147,7 +148,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     } else if cpu.caps.svm && cpu.caps.second_level_paging {
         BackendKind::Svm
     } else {
-        defmt::warn!(
+        crate::log::warn!(
             "partitions need VT-x with EPT and unrestricted guest, or AMD SVM with nested paging; this CPU ({=str}) has neither: no partition is started",
             cpu.vendor.name()
         );

@@ -11,8 +11,8 @@
 
 use crate::apic_access;
 use crate::config::SYSTEM;
+use crate::log::warn;
 use crate::partition::Partition;
-use defmt::warn;
 use x86_64::registers::model_specific::Msr;
 
 const IA32_APIC_BASE: u32 = 0x1b;

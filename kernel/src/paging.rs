@@ -4,9 +4,9 @@
 //! uncached. Entry formats: Intel SDM Vol. 3 4.5 (4-level paging).
 
 use crate::bootinfo::BootInfo;
+use crate::log::{info, warn};
 use crate::percpu::{self, MAX_CPUS};
 use core::cell::UnsafeCell;
-use defmt::{info, warn};
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};

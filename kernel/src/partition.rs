@@ -18,13 +18,13 @@ use crate::bootinfo::{BootInfo, Module};
 use crate::config::SYSTEM;
 use crate::containment::{Containment, Outcome};
 use crate::exits::{self, Action, RateLimit};
+use crate::log::{error, info, warn};
 use bulkhead_board::tables::{self, FaultPolicy, MAX_PARTITIONS, PartitionId, PayloadKind};
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{EntryMode, GuestEntry};
 use bulkhead_virt::memory::{GuestMemory, RegionMemory};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
-use defmt::{error, info, warn};
 
 pub const GDT_GPA: u64 = 0x1000;
 pub const PAGE_TABLES_GPA: u64 = 0x2000;
@@ -72,40 +72,38 @@ pub enum Fault {
     },
 }
 
-impl defmt::Format for Fault {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        match *self {
-            Fault::MemoryAccess { gpa, write, execute } => defmt::write!(
-                f,
-                "{=str} at guest-physical {=u64:#x}, which the partition does not own",
-                if execute {
-                    "instruction fetch"
-                } else if write {
-                    "write"
-                } else {
-                    "read"
-                },
-                gpa
-            ),
-            Fault::TripleFaulted => defmt::write!(f, "triple fault"),
-            Fault::Exception { vector } => defmt::write!(f, "unexpected exception, vector {=u8}", vector),
-            Fault::StringIo { port } => defmt::write!(f, "string I/O to port {=u16:#x} (not emulated)", port),
-            Fault::Unhandled { reason: u32::MAX, qualification } => {
-                defmt::write!(f, "VM entry failed, VM-instruction error {=u64}", qualification)
-            }
-            Fault::Unhandled { reason, qualification } => {
-                defmt::write!(f, "unhandled exit, reason {=u32} qualification {=u64:#x}", reason, qualification)
-            }
-            Fault::Load => defmt::write!(f, "payload could not be loaded"),
-            Fault::VcpuSetup => defmt::write!(f, "the vCPU could not be set up"),
-            Fault::XapicMmio { gpa } => defmt::write!(
-                f,
-                "access to the xAPIC MMIO page at {=u64:#x}: Bulkhead partitions must use their local APIC in x2APIC mode (MSRs 0x800-0x8ff)",
-                gpa
-            ),
+crate::log::impl_format!(Fault, |fault, f| {
+    match *fault {
+        Fault::MemoryAccess { gpa, write, execute } => crate::log::write!(
+            f,
+            "{=str} at guest-physical {=u64:#x}, which the partition does not own",
+            if execute {
+                "instruction fetch"
+            } else if write {
+                "write"
+            } else {
+                "read"
+            },
+            gpa
+        ),
+        Fault::TripleFaulted => crate::log::write!(f, "triple fault"),
+        Fault::Exception { vector } => crate::log::write!(f, "unexpected exception, vector {=u8}", vector),
+        Fault::StringIo { port } => crate::log::write!(f, "string I/O to port {=u16:#x} (not emulated)", port),
+        Fault::Unhandled { reason: u32::MAX, qualification } => {
+            crate::log::write!(f, "VM entry failed, VM-instruction error {=u64}", qualification)
         }
+        Fault::Unhandled { reason, qualification } => {
+            crate::log::write!(f, "unhandled exit, reason {=u32} qualification {=u64:#x}", reason, qualification)
+        }
+        Fault::Load => crate::log::write!(f, "payload could not be loaded"),
+        Fault::VcpuSetup => crate::log::write!(f, "the vCPU could not be set up"),
+        Fault::XapicMmio { gpa } => crate::log::write!(
+            f,
+            "access to the xAPIC MMIO page at {=u64:#x}: Bulkhead partitions must use their local APIC in x2APIC mode (MSRs 0x800-0x8ff)",
+            gpa
+        ),
     }
-}
+});
 
 /// Event counters used for rate-limited logging.
 pub struct Counters {
@@ -254,7 +252,7 @@ impl Partition {
             PayloadKind::Elf if image.get(4) == Some(&ELFCLASS32) => self.load_multiboot1(boot, image, &mut memory),
             PayloadKind::Elf | PayloadKind::Hermit => {
                 let loaded = bulkhead_virt::elf::load_elf64(image, &mut memory).map_err(|e| {
-                    error!("partition {=str}: cannot load ELF payload: {}", self.name(), defmt::Debug2Format(&e));
+                    error!("partition {=str}: cannot load ELF payload: {}", self.name(), crate::log::Debug2Format(&e));
                 })?;
                 self.check_above_boot_area(loaded.lowest)?;
                 self.long_mode_entry(boot, &mut memory, payload.entry.unwrap_or(loaded.entry_gpa))
@@ -338,7 +336,7 @@ impl Partition {
             return Err(());
         }
         let loaded = load_elf32(image, memory).map_err(|e| {
-            error!("partition {=str}: cannot load ELF32 payload: {}", self.name(), defmt::Debug2Format(&e));
+            error!("partition {=str}: cannot load ELF32 payload: {}", self.name(), crate::log::Debug2Format(&e));
         })?;
         self.check_above_boot_area(loaded.lowest)?;
         self.write_gdt(memory)?;
@@ -349,7 +347,7 @@ impl Partition {
         }
         let info =
             bulkhead_virt::multiboot1::write_info(memory, MULTIBOOT1_INFO_GPA, &regions, &cmdline).map_err(|e| {
-                error!("partition {=str}: multiboot1 information: {}", self.name(), defmt::Debug2Format(&e))
+                error!("partition {=str}: multiboot1 information: {}", self.name(), crate::log::Debug2Format(&e))
             })?;
         Ok(GuestEntry {
             mode: EntryMode::Protected32,

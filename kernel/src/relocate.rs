@@ -7,8 +7,8 @@
 
 use crate::bootinfo::BootInfo;
 use crate::config::SYSTEM;
+use crate::log::{error, info};
 use bulkhead_board::tables::PhysRange;
-use defmt::{error, info};
 
 const PAGE: u64 = 4096;
 

@@ -41,7 +41,7 @@ pub fn reset_board() -> ! {
 /// Ends the run as a success.
 pub fn succeed() -> ! {
     if !ENDED.swap(true, Ordering::AcqRel) {
-        defmt::info!("{=str}", RUN_END_SUCCESS);
+        crate::log::info!("{=str}", RUN_END_SUCCESS);
         exit_emulator(true);
     }
     halt_forever()
@@ -50,7 +50,7 @@ pub fn succeed() -> ! {
 /// Ends the run as a failure with `cause`. Only the first CPU to end the run reports.
 pub fn fail(cause: &str) -> ! {
     if !ENDED.swap(true, Ordering::AcqRel) {
-        defmt::error!("{=str}: {=str}", RUN_END_FAILURE, cause);
+        crate::log::error!("{=str}: {=str}", RUN_END_FAILURE, cause);
         exit_emulator(false);
     }
     halt_forever()
@@ -89,18 +89,21 @@ pub fn halt_forever() -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     match info.location() {
-        Some(location) => defmt::error!(
+        Some(location) => crate::log::error!(
             "panicked at {=str}:{=u32}:{=u32}: {}",
             location.file(),
             location.line(),
             location.column(),
-            defmt::Display2Format(&info.message())
+            crate::log::Display2Format(&info.message())
         ),
-        None => defmt::error!("panicked: {}", defmt::Display2Format(&info.message())),
+        None => crate::log::error!("panicked: {}", crate::log::Display2Format(&info.message())),
     }
     fail("panic")
 }
 
+/// What defmt calls on its own panics (`defmt::panic!`, failed `defmt::unwrap!`); the
+/// kernel uses none, but a defmt build must define it.
+#[cfg(bulkhead_console = "defmt")]
 #[defmt::panic_handler]
 fn defmt_panic() -> ! {
     fail("defmt panic")

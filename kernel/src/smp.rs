@@ -8,12 +8,12 @@
 //! one set of hand-over variables suffices.
 
 use crate::bootinfo::BootInfo;
+use crate::log::{error, info, warn};
 use crate::madt::CpuList;
 use crate::percpu::{self, MAX_CPUS};
 use crate::time;
 use bulkhead_drivers::lapic::{Ipi, LocalApic, Mode};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use defmt::{error, info, warn};
 
 core::arch::global_asm!(
     r#"

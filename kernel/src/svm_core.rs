@@ -4,6 +4,7 @@
 
 use crate::address_space::{self, BuildOnce, Owned};
 use crate::backend::Backend;
+use crate::log::error;
 use crate::partition::Partition;
 use crate::percpu::{self, MAX_CPUS};
 use bulkhead_board::tables::MAX_PARTITIONS;
@@ -15,7 +16,6 @@ use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, GuestRegisters, OptionalInstructions};
 use bulkhead_virt::slat::Npt;
 use core::cell::UnsafeCell;
-use defmt::error;
 
 /// NPT tables per partition: PML4 + PDPT + a PD per GiB + PTs for 4 KiB-mapped regions.
 const NPT_TABLES: usize = 32;
@@ -79,7 +79,7 @@ impl SvmCore {
         match result {
             Ok(features) => Ok(SvmCore { features, vcpu: None }),
             Err(e) => {
-                error!("cpu {=usize}: cannot turn SVM on: {}", index, defmt::Debug2Format(&e));
+                error!("cpu {=usize}: cannot turn SVM on: {}", index, crate::log::Debug2Format(&e));
                 Err(())
             }
         }
@@ -170,5 +170,5 @@ impl Backend for SvmCore {
 }
 
 fn report_setup(partition: &Partition, e: SetupError) {
-    error!("partition {=str}: cannot set up the SVM vCPU: {}", partition.name(), defmt::Debug2Format(&e));
+    error!("partition {=str}: cannot set up the SVM vCPU: {}", partition.name(), crate::log::Debug2Format(&e));
 }

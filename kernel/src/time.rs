@@ -1,7 +1,7 @@
 //! Time from the TSC, calibrated once against the PIT at boot.
 
+use crate::log::{info, warn};
 use core::sync::atomic::{AtomicU64, Ordering};
-use defmt::{info, warn};
 
 /// Used when calibration is impossible; deliberately high so waits err on the long side.
 const FALLBACK_TSC_HZ: u64 = 4_000_000_000;

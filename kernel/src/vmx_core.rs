@@ -3,6 +3,7 @@
 
 use crate::address_space::{self, BuildOnce, Owned};
 use crate::backend::Backend;
+use crate::log::error;
 use crate::partition::Partition;
 use crate::percpu::{self, MAX_CPUS};
 use bulkhead_board::tables::MAX_PARTITIONS;
@@ -13,7 +14,6 @@ use bulkhead_virt::slat::Ept;
 use bulkhead_vmx::Page;
 use bulkhead_vmx::vmcs::{HostState, SetupError, Vcpu, VcpuSetup};
 use core::cell::UnsafeCell;
-use defmt::error;
 use x86_64::instructions::tables::{sgdt, sidt};
 
 /// EPT tables per partition: PML4 + PDPT + a PD per GiB + PTs for 4 KiB-mapped regions.
@@ -76,7 +76,7 @@ impl VmxCore {
         match unsafe { bulkhead_vmx::vmxon::enable(&mut pages.vmxon) } {
             Ok(()) => Ok(VmxCore { vcpu: None }),
             Err(e) => {
-                error!("cpu {=usize}: VMXON failed: {}", index, defmt::Debug2Format(&e));
+                error!("cpu {=usize}: VMXON failed: {}", index, crate::log::Debug2Format(&e));
                 Err(())
             }
         }

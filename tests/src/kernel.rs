@@ -140,10 +140,20 @@ pub fn progress(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// The defmt table of the ELF at `path`, parsed once per process and file version.
+/// The defmt table of the ELF at `path`, parsed once per process and file version; an
+/// error if it has none.
 pub fn defmt_table(path: &Path) -> Result<Arc<Table>, String> {
+    optional_defmt_table(path)?.ok_or_else(|| {
+        format!("kernel ELF {} has no .defmt section, so its defmt console cannot be decoded", path.display())
+    })
+}
+
+/// The defmt table of the ELF at `path`, or `None` if it has no `.defmt` section (a kernel
+/// built with `console_format = "text"`, whose console needs none); parsed once per
+/// process and file version.
+pub fn optional_defmt_table(path: &Path) -> Result<Option<Arc<Table>>, String> {
     type Key = (PathBuf, Option<SystemTime>, u64);
-    static CACHE: OnceLock<Mutex<HashMap<Key, Arc<Table>>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<Key, Option<Arc<Table>>>>> = OnceLock::new();
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read kernel ELF {}: {e}", path.display()))?;
     let key = (path.to_path_buf(), meta.modified().ok(), meta.len());
     let cache = CACHE.get_or_init(Default::default);
@@ -152,16 +162,8 @@ pub fn defmt_table(path: &Path) -> Result<Arc<Table>, String> {
     }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read kernel ELF {}: {e}", path.display()))?;
     let table = match Table::parse(&bytes) {
-        Ok(Some(table)) => Arc::new(table),
-        Ok(None) => {
-            return Err(format!(
-                "kernel ELF {} has no .defmt section, so its console cannot be decoded",
-                path.display()
-            ));
-        }
-        Err(e) => {
-            return Err(format!("cannot read the defmt table of {}: {e:#}", path.display()));
-        }
+        Ok(table) => table.map(Arc::new),
+        Err(e) => return Err(format!("cannot read the defmt table of {}: {e:#}", path.display())),
     };
     cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, table.clone());
     Ok(table)

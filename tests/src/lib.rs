@@ -3,8 +3,9 @@
 //! A test describes a boot with [`Run`]: which [`Emulator`], how many CPUs, which kernel
 //! switches, what the console must and must not show. [`Run::execute`] builds a GRUB ISO
 //! for it (or takes a prebuilt image, [`Run::image`]), boots it in a fresh folder, decodes
-//! the kernel's defmt console while the emulator runs, and returns a [`Report`] whose
-//! [`Outcome`] is decided from what the kernel printed (see [`outcome`]). `docs/testing.md` explains the whole flow.
+//! the kernel's console (defmt frames or text lines) while the emulator runs, and returns a
+//! [`Report`] whose [`Outcome`] is decided from what the kernel printed (see [`outcome`]).
+//! `docs/testing.md` explains the whole flow.
 //!
 //! The modules below the runner are plain logic with host unit tests: [`console`]
 //! (the serial stream decoder), [`outcome`] (the verdict), [`emulator`] (command lines

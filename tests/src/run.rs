@@ -234,7 +234,9 @@ impl Run {
                 (self.build_iso(&cmdline, dir.path())?, cmdline, Medium::Cdrom)
             }
         };
-        let table = kernel::defmt_table(&elf).map_err(HarnessError)?;
+        // A text-console kernel has no table and needs none; a defmt stream without one is
+        // reported by the decoder, never silently lost.
+        let table = kernel::optional_defmt_table(&elf).map_err(HarnessError)?;
         // A kernel that does not end the emulator halts after its run-end line.
         let stop_at_run_end = !cmdline.split_whitespace().any(|w| w == CMDLINE_EMULATOR_EXIT);
 
@@ -268,7 +270,8 @@ impl Run {
         })?;
         let mut child = KillOnDrop(child);
 
-        let mut decoder = ConsoleDecoder::new(Some(&table));
+        let mut decoder = ConsoleDecoder::new(table.as_deref());
+        let mut raw = Vec::new();
         let mut lines: Vec<Line> = Vec::new();
         let mut fresh: Vec<Line> = Vec::new();
         let mut serial: Option<File> = None;
@@ -280,7 +283,7 @@ impl Run {
         let ending = loop {
             let exited = child.0.try_wait().map_err(|e| HarnessError(format!("cannot wait for the emulator: {e}")))?;
             // Read after checking for exit, so nothing written before the exit is missed.
-            read_serial(dir.path(), &mut serial, &mut buf, &mut decoder, &mut fresh);
+            read_serial(dir.path(), &mut serial, &mut buf, &mut raw, &mut decoder, &mut fresh);
             for line in fresh.drain(..) {
                 if line.is_run_end() && run_end_at.is_none() {
                     run_end_at = Some(Instant::now());
@@ -311,7 +314,7 @@ impl Run {
         };
         let elapsed = started.elapsed();
         // What a killed emulator wrote between the last poll and its end.
-        read_serial(dir.path(), &mut serial, &mut buf, &mut decoder, &mut fresh);
+        read_serial(dir.path(), &mut serial, &mut buf, &mut raw, &mut decoder, &mut fresh);
         decoder.finish(&mut fresh);
         for line in fresh.drain(..) {
             if let Some(f) = self.on_line.as_mut() {
@@ -337,6 +340,7 @@ impl Run {
             elapsed,
             timeout: self.timeout,
             malformed_frames: decoder.malformed_frames(),
+            serial: raw,
             log_dir: None,
             log_files: Vec::new(),
         };
@@ -402,11 +406,13 @@ fn prepare_image(image: &Path, dir: &Path) -> Result<PreparedImage, HarnessError
     Ok(PreparedImage { kernel, cmdline: manifest.kernel.cmdline, medium })
 }
 
-/// Reads whatever the emulator has added to the serial file and decodes it.
+/// Reads whatever the emulator has added to the serial file, keeps it in `raw` and
+/// decodes it.
 fn read_serial(
     dir: &Path,
     serial: &mut Option<File>,
     buf: &mut [u8],
+    raw: &mut Vec<u8>,
     decoder: &mut ConsoleDecoder<'_>,
     out: &mut Vec<Line>,
 ) {
@@ -418,6 +424,7 @@ fn read_serial(
             if n == 0 {
                 break;
             }
+            raw.extend_from_slice(&buf[..n]);
             decoder.feed(&buf[..n], out);
         }
     }
@@ -486,7 +493,11 @@ pub struct Report {
     /// From the emulator's start to its end.
     pub elapsed: Duration,
     pub timeout: Duration,
+    /// defmt frames and text log lines that did not decode.
     pub malformed_frames: usize,
+    /// The raw console bytes, as the emulator wrote them (firmware text, the marker, then
+    /// frames or text lines): what a capture of the board's serial port would hold.
+    pub serial: Vec<u8>,
     /// Where the run's files were kept (only when the run did not pass, or with
     /// `BULKHEAD_KEEP_LOGS=1`).
     pub log_dir: Option<PathBuf>,
@@ -551,7 +562,7 @@ impl Report {
         let _ = writeln!(d, "kernel command line: {}", self.cmdline);
         let _ = writeln!(d, "emulator command line: {}", self.command_line);
         if self.malformed_frames > 0 {
-            let _ = writeln!(d, "malformed defmt frames skipped: {}", self.malformed_frames);
+            let _ = writeln!(d, "malformed frames or lines skipped: {}", self.malformed_frames);
         }
         match &self.log_dir {
             Some(dir) => {
@@ -678,6 +689,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             timeout: Duration::from_secs(60),
             malformed_frames: 0,
+            serial: Vec::new(),
             log_dir: Some("target/hil-logs/t".into()),
             log_files: vec!["target/hil-logs/t/serial.bin".into()],
         }

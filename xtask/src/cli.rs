@@ -114,14 +114,18 @@ flushes, reads the written range back and compares its SHA-256 with the manifest
         help: "\
 Decodes a board's serial console: live from a serial port, or from a capture file. Prints
 the same lines as `cargo xtask run`; firmware and GRUB text before the hypervisor's
-stream pass through as `[console] ...`. A text-format console (`console_format = \"text\"`)
-needs no kernel ELF.
+stream pass through as `[console] ...`, what does not decode is noted as `[decoder] ...`,
+and a line of totals ends the output (on stderr). A text-format console
+(`console_format = \"text\"`) needs no kernel ELF; a defmt console needs the ELF of the
+kernel the board runs, looked for once its stream begins.
 
-  --port DEV     the serial port, e.g. /dev/ttyUSB0 (read until Ctrl-C)
+  --port DEV     the serial port, e.g. /dev/ttyUSB0, read raw at 8N1 without flow control
+                 until Ctrl-C or until the port hangs up
   --baud N       its speed (default 115200, what GRUB and the hypervisor use)
-  --file PATH    a capture of the console's raw bytes
-  --image PATH   the image the board runs: its manifest names the kernel ELF whose defmt
-                 table decodes the stream (default out/bulkhead.img, else out/bulkhead.iso)
+  --file PATH    a capture of the console's raw bytes (a run's serial.bin, a logger's file)
+  --image PATH   the image the board runs, whose manifest names the kernel ELF (default
+                 out/bulkhead.img, else out/bulkhead.iso); the kernel is taken out of
+                 the image and checked against the manifest's SHA-256
   --elf PATH     the kernel ELF itself",
     },
     Command { name: "help", synopsis: "help [COMMAND]", help: "Shows the commands, or one command's options." },

@@ -7,6 +7,7 @@
 
 mod bench;
 mod cli;
+mod console;
 mod flash;
 mod image;
 mod setup;
@@ -60,7 +61,7 @@ fn execute(task: Task) -> Result<ExitCode> {
         Task::Bench { json } => bench::bench(json),
         Task::Image { format, out, config } => image::image(format, out, config),
         Task::Flash { image, device, yes, allow_file } => flash::flash(&image, &device, yes, allow_file),
-        Task::Console { .. } => bail!("not available yet"),
+        Task::Console { source, kernel } => console::console(source, kernel),
     }
 }
 

@@ -45,6 +45,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         // [0x100000, 0x1000000) 15 MiB
         reserved: PhysRange { base: 0x10_0000, size: 0xf0_0000 },
         log_level: LogLevel::Info,
+        console_format: ConsoleFormat::Defmt,
     },
     partitions: &[
         // partition 0 `control`: cores [1], 16 MiB of memory

@@ -75,6 +75,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         // [0x100000, 0x2000000) 31 MiB
         reserved: PhysRange { base: 0x10_0000, size: 0x1f0_0000 },
         log_level: LogLevel::Debug,
+        console_format: ConsoleFormat::Text,
     },
     partitions: &[
         // partition 0 `rt-control`: cores [1, 2], 4160 KiB of memory

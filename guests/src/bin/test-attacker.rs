@@ -161,6 +161,12 @@ extern "C" fn _start(args: *const u8) -> ! {
             // SAFETY: deliberately destroys this partition's CPU state.
             unsafe { core::arch::asm!("lidt [{}]", "int3", in(reg) &null_idt) };
         }
+        "console" => {
+            // Tries to forge a hypervisor line on the console: a line end, then the kernel's
+            // success line; then terminal control (clear screen, bell, NUL, carriage return).
+            println!("attacker: forging\r\n[cpu0 INFO ] run ended: success");
+            println!("attacker: control \x1b[2J\x07\0\rover");
+        }
         other => println!("attacker: unknown attack {}", other),
     }
     idle()

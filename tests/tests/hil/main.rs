@@ -4,6 +4,7 @@
 
 mod boot;
 mod config;
+mod console;
 mod harness;
 mod hyperv;
 mod image;
