@@ -131,6 +131,15 @@ pub fn generate_tables(system: &System) -> String {
         ConsoleFormat::Text => "Text",
     };
     let _ = writeln!(o, "        console_format: ConsoleFormat::{format},");
+    match system.hypervisor.verdict_partition {
+        Some(id) => {
+            let name = &system.partitions[usize::from(id.0)].name;
+            let _ = writeln!(o, "        verdict_partition: Some(PartitionId({})), // {name}", id.0);
+        }
+        None => {
+            let _ = writeln!(o, "        verdict_partition: None,");
+        }
+    }
     let _ = writeln!(o, "    }},");
     partitions(&mut o, system);
     core_map(&mut o, system);

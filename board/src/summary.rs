@@ -71,6 +71,12 @@ pub fn summary(system: &System) -> String {
         },
         format!("{:?}", system.hypervisor.log_level).to_lowercase()
     ));
+    if let Some(id) = system.hypervisor.verdict_partition {
+        out.push_str(&format!(
+            "run verdict: partition `{}` (port 0xf4) ends the run\n",
+            system.partitions[usize::from(id.0)].name
+        ));
+    }
 
     out.push_str("\npartitions\n");
     let mut rows = Vec::new();

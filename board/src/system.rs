@@ -25,6 +25,7 @@ pub(crate) struct RawSystem {
     pub console_port: Option<u16>,
     pub log_level: LogLevel,
     pub console_format: ConsoleFormat,
+    pub verdict_partition: Option<At<String>>,
     pub partitions: Vec<RawPartition>,
     pub partitions_at: Loc,
     pub connections: Vec<RawConnection>,
@@ -103,7 +104,8 @@ pub const DEFAULT_RESERVED: PhysRange = PhysRange { base: MIB, size: 15 * MIB };
 
 pub(crate) const SYSTEM_KEYS: &[&str] =
     &["name", "description", "board", "hypervisor", "partition", "connection", "shared_memory"];
-pub(crate) const HYPERVISOR_KEYS: &[&str] = &["reserved_memory", "console_port", "console_format", "log_level"];
+pub(crate) const HYPERVISOR_KEYS: &[&str] =
+    &["reserved_memory", "console_port", "console_format", "log_level", "verdict_partition"];
 pub(crate) const RESERVED_KEYS: &[&str] = &["base", "size"];
 pub(crate) const PARTITION_KEYS: &[&str] =
     &["name", "cores", "memory", "payload", "devices", "fault_policy", "max_restarts", "watchdog_ms"];
@@ -126,6 +128,7 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
     let mut console_port = None;
     let mut log_level = LogLevel::Info;
     let mut console_format = ConsoleFormat::Defmt;
+    let mut verdict_partition = None;
     if let Some(hv) = root.get("hypervisor").and_then(|v| cx.table(v, "hypervisor", "[hypervisor]", HYPERVISOR_KEYS)) {
         if let Some(v) = hv.get("reserved_memory")
             && let Some(t) = cx.table(v, "reserved_memory", "reserved_memory", RESERVED_KEYS)
@@ -182,6 +185,9 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
                 None => ConsoleFormat::Defmt,
             };
         }
+        if let Some(v) = hv.get("verdict_partition") {
+            verdict_partition = cx.string(v, "verdict_partition").map(|s| At { v: s.to_owned(), at: cx.at(v) });
+        }
     }
 
     let partitions_at = cx.loc(&root.key_span("partition"));
@@ -204,6 +210,7 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
         console_port,
         log_level,
         console_format,
+        verdict_partition,
         partitions,
         partitions_at,
         connections,

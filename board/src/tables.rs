@@ -141,6 +141,11 @@ pub struct HypervisorConfig {
     pub reserved: PhysRange,
     pub log_level: LogLevel,
     pub console_format: ConsoleFormat,
+    /// The partition whose verdict (a byte written to port 0xF4, 0 = pass) ends the run:
+    /// the hypervisor logs the run's end and then exits the emulator (`exit=emulator`) or
+    /// stops on a board. `None`: the verdict port is open to every partition under
+    /// `exit=emulator` (test runs) and to none on a board.
+    pub verdict_partition: Option<PartitionId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

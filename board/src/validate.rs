@@ -244,6 +244,19 @@ pub(crate) fn validate(
             format!("{} connections; the limit is MAX_CONNECTIONS = {MAX_CONNECTIONS}", raw.connections.len()),
         );
     }
+    // The partition whose verdict ends the run.
+    let verdict_partition = raw.verdict_partition.as_ref().and_then(|name| {
+        let id = partition_id(&name.v);
+        if id.is_none() && all_named {
+            sink.error_hint(
+                name.at,
+                rule::INVALID_VALUE,
+                format!("verdict_partition `{}`: no such partition", name.v),
+                partition_list_hint(&names),
+            );
+        }
+        id
+    });
     let mut connections = Vec::new();
     let mut ids: BTreeMap<u32, ()> = BTreeMap::new();
     for c in &raw.connections {
@@ -548,7 +561,12 @@ pub(crate) fn validate(
     Some(System {
         name: raw.name.unwrap_or_else(|| inputs.default_name.clone()),
         file: inputs.system_file.to_owned(),
-        hypervisor: HypervisorConfig { reserved: hv, log_level: raw.log_level, console_format: raw.console_format },
+        hypervisor: HypervisorConfig {
+            reserved: hv,
+            log_level: raw.log_level,
+            console_format: raw.console_format,
+            verdict_partition,
+        },
         console_port,
         board,
         partitions,

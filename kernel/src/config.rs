@@ -54,6 +54,11 @@ pub fn log_summary() {
         s.hypervisor.reserved.base,
         s.hypervisor.reserved.end()
     );
+    if let Some(id) = s.hypervisor.verdict_partition
+        && let Some(p) = s.partitions.get(usize::from(id.0))
+    {
+        info!("config: the verdict of partition {=str} (port 0xf4) ends the run", p.name);
+    }
     for p in s.partitions {
         let memory: u64 = p.memory.iter().map(|m| m.size).sum();
         let max_restarts = match p.fault_policy {

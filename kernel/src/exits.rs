@@ -264,7 +264,7 @@ fn port_access(partition: &Partition, regs: &mut GuestRegisters, access: PortAcc
             }
             return Action::Resume { skip: true };
         }
-        (REPORT_PORT, true) if crate::run::emulator_exit() => return Action::Report { pass: value == 0 },
+        (REPORT_PORT, true) if partition.gives_verdict() => return Action::Report { pass: value == 0 },
         _ => {}
     }
     if let Some(n) = partition.counters.port.hit() {

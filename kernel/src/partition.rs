@@ -186,6 +186,16 @@ impl Partition {
         self.config.name
     }
 
+    /// Whether this partition's write to the verdict port ends the run: only the system
+    /// file's `verdict_partition` where it names one, else any partition under
+    /// `exit=emulator` (a test run) and none on a board.
+    pub fn gives_verdict(&self) -> bool {
+        match SYSTEM.hypervisor.verdict_partition {
+            Some(id) => id == self.config.id,
+            None => crate::run::emulator_exit(),
+        }
+    }
+
     pub fn config(&self) -> &'static tables::Partition {
         self.config
     }

@@ -2,15 +2,13 @@
 //!
 //! The decoded log is the evidence; the emulator's exit status is only a cross-check
 //! (a QEMU triple fault exits 0, exactly like a clean exit). A run passes only if:
-//! - the kernel printed the run-end success line and no run-end failure line (or, for a run
-//!   that names the line it ends at, [`Expectations::until`], that line appeared);
+//! - the kernel printed the run-end success line and no run-end failure line;
 //! - no forbidden line appeared (by default: any ERROR-level line);
 //! - every expected substring appeared;
 //! - the emulator exited by itself, with the status that goes with a success; except where
 //!   the harness stopped it because the run was over ([`Ending::Stopped`]): a kernel booted
 //!   without `exit=emulator` (a prebuilt image, as on a board) halts after its run-end line
-//!   instead of ending the emulator, and a run with [`Expectations::until`] ends at that
-//!   line; then there is no exit status to check.
+//!   instead of ending the emulator; then there is no exit status to check.
 
 use std::fmt;
 use std::time::Duration;
@@ -67,11 +65,6 @@ pub struct Expectations {
     pub forbidden: Vec<String>,
     /// Whether ERROR-level lines are allowed (they are forbidden by default).
     pub allow_errors: bool,
-    /// A line that completes the run in place of `run ended: success`: the harness stops
-    /// the emulator when it appears. For kernels that never end their run: on a board (no
-    /// `exit=emulator`) partitions run until power-off and a partition's verdict does not
-    /// end the run, so a prebuilt image of the demo runs until it is stopped.
-    pub until: Option<String>,
 }
 
 impl Expectations {
@@ -81,11 +74,6 @@ impl Expectations {
     pub fn line_matches(line: &Line, rendered: &str, expected: &str) -> bool {
         rendered.contains(expected)
             && line.partition_console().is_none_or(|name| expected.contains(&format!("[{name}]")))
-    }
-
-    /// Whether `line` is the [`Expectations::until`] line.
-    pub fn is_until(&self, line: &Line) -> bool {
-        self.until.as_deref().is_some_and(|until| Self::line_matches(line, &line.to_string(), until))
     }
 }
 
@@ -100,8 +88,7 @@ pub enum Ending {
     /// afterwards and was killed.
     Lingered(Duration),
     /// The harness stopped the emulator because the run was over: the kernel, booted without
-    /// `exit=emulator`, printed its run-end line (after which it halts), or the
-    /// [`Expectations::until`] line appeared.
+    /// `exit=emulator`, printed its run-end line (after which it halts).
     Stopped,
 }
 
@@ -113,13 +100,12 @@ pub fn decide(emulator: Emulator, lines: &[Line], expectations: &Expectations, e
     let mut problems: Vec<String> = Vec::new();
     let rendered: Vec<String> = lines.iter().map(ToString::to_string).collect();
 
-    let run_success = lines.iter().any(Line::is_run_success);
-    let success = run_success || lines.iter().any(|l| expectations.is_until(l));
+    let success = lines.iter().any(Line::is_run_success);
     let failures: Vec<&Line> = lines.iter().filter(|l| l.is_run_failure()).collect();
     for failure in &failures {
         problems.push(format!("the kernel reported `{}`", failure.message()));
     }
-    if run_success && !failures.is_empty() {
+    if success && !failures.is_empty() {
         problems.push("the kernel reported both success and failure".into());
     }
 
@@ -138,10 +124,7 @@ pub fn decide(emulator: Emulator, lines: &[Line], expectations: &Expectations, e
     }
 
     if !success && failures.is_empty() {
-        let wanted = match &expectations.until {
-            Some(until) => format!("`{RUN_END_SUCCESS}` or {until:?}"),
-            None => format!("`{RUN_END_SUCCESS}`"),
-        };
+        let wanted = format!("`{RUN_END_SUCCESS}`");
         problems.push(match ending {
             Ending::Exited(exit) => format!(
                 "the emulator exited ({exit}) before the kernel printed {wanted}: \
@@ -163,7 +146,7 @@ pub fn decide(emulator: Emulator, lines: &[Line], expectations: &Expectations, e
              killed (does the kernel honour `exit=emulator`?)",
             grace.as_secs_f32()
         )),
-        Ending::Exited(exit) if run_success || !failures.is_empty() => {
+        Ending::Exited(exit) if success || !failures.is_empty() => {
             let want = emulator.expected_exit(failures.is_empty());
             if exit != want {
                 let what = if failures.is_empty() { "success" } else { "failure" };
@@ -372,32 +355,6 @@ mod tests {
         assert!(reason.contains("run ended: failure: exception") && !reason.contains("exit status"), "{reason}");
         let outcome = decide(Emulator::QemuBios, &[info("capabilities: x")], &expect(&[]), stopped);
         assert!(outcome.reason().unwrap().contains("never printed"), "{outcome:?}");
-    }
-
-    #[test]
-    fn the_until_line_completes_a_run_that_never_ends() {
-        // A board kernel's demo: partitions keep running, no run-end line.
-        let lines = vec![
-            info("board check: ok"),
-            Line::log("cpu0", Info, "[telemetry] PASS"),
-            Line::log("cpu1", Info, "[control] timer tick 100"),
-        ];
-        let until = |text: &str| Expectations { until: Some(text.into()), ..expect(&["board check: ok"]) };
-        assert_eq!(decide(Emulator::QemuBios, &lines, &until("[telemetry] PASS"), Ending::Stopped), Outcome::Passed);
-        assert!(until("[telemetry] PASS").is_until(&lines[1]) && !until("[telemetry] PASS").is_until(&lines[2]));
-        // A guest's text counts only with its partition's prefix.
-        assert!(!until("PASS").is_until(&lines[1]));
-        let outcome = decide(Emulator::QemuBios, &lines, &until("PASS"), Ending::TimedOut);
-        assert_eq!(outcome, Outcome::TimedOut);
-        let outcome = decide(Emulator::QemuBios, &lines, &until("PASS"), Ending::Exited(Exit::Code(0)));
-        assert!(outcome.reason().unwrap().contains("before the kernel printed `run ended: success` or \"PASS\""));
-        // The other rules stay: errors, expectations, run-end failures.
-        let mut failing = lines.clone();
-        failing.push(error("run ended: failure: exception"));
-        let outcome = decide(Emulator::Bochs, &failing, &until("[telemetry] PASS"), Ending::Stopped);
-        assert!(outcome.reason().unwrap().contains("run ended: failure: exception"), "{outcome:?}");
-        let exp = Expectations { until: Some("[telemetry] PASS".into()), ..expect(&["cpu 1 online"]) };
-        assert!(decide(Emulator::Bochs, &lines, &exp, Ending::Stopped).reason().unwrap().contains("cpu 1 online"));
     }
 
     #[test]

@@ -130,17 +130,6 @@ impl Run {
         self
     }
 
-    /// Ends the run when a line containing `text` appears: the harness stops the emulator
-    /// there and the line completes the run in place of `run ended: success` (all other
-    /// verdict rules stay, see [`crate::outcome`]). For kernels that never end their run:
-    /// a prebuilt board image ([`Run::image`]) of a system whose partitions keep running,
-    /// such as the demo, whose partitions' verdicts end a run only under `exit=emulator`.
-    /// A partition's console line counts only if `text` names its `[name]` prefix.
-    pub fn until(mut self, text: impl Into<String>) -> Self {
-        self.expectations.until = Some(text.into());
-        self
-    }
-
     /// Lets ERROR-level lines through (they fail the run by default).
     pub fn allow_errors(mut self) -> Self {
         self.expectations.allow_errors = true;
@@ -181,8 +170,8 @@ impl Run {
     /// kernel ELF that decodes the console is read out of the image and checked against the
     /// manifest. The kernel command line is the one the image was built with. Without
     /// `exit=emulator` in it (as on a board) the kernel halts after its run-end line, and the
-    /// harness stops the emulator there (see [`crate::outcome`]); a board kernel whose
-    /// partitions keep running prints none, so give such a run its [`Run::until`] line.
+    /// harness stops the emulator there (see [`crate::outcome`]); such a run ends only if a
+    /// partition may give the run's verdict on a board (`[hypervisor] verdict_partition`).
     /// Cannot be combined with [`Run::switch`], [`Run::module`] or [`Run::kernel`].
     pub fn image(mut self, path: impl Into<PathBuf>) -> Self {
         self.image = Some(path.into());
@@ -277,7 +266,6 @@ impl Run {
         let mut serial: Option<File> = None;
         let mut buf = vec![0u8; 64 * 1024];
         let mut run_end_at: Option<Instant> = None;
-        let mut until_seen = false;
         let deadline = started + self.timeout;
 
         let ending = loop {
@@ -288,7 +276,6 @@ impl Run {
                 if line.is_run_end() && run_end_at.is_none() {
                     run_end_at = Some(Instant::now());
                 }
-                until_seen |= self.expectations.is_until(&line);
                 if let Some(f) = self.on_line.as_mut() {
                     f(&line);
                 }
@@ -297,7 +284,7 @@ impl Run {
             if let Some(status) = exited {
                 break Ending::Exited(Exit::from(status));
             }
-            if (stop_at_run_end && run_end_at.is_some()) || until_seen {
+            if stop_at_run_end && run_end_at.is_some() {
                 child.kill();
                 break Ending::Stopped;
             }

@@ -91,7 +91,7 @@ pub fn run_image(args: RunArgs) -> Result<ExitCode> {
         eprintln!(
             "note: this image's kernel does not end the emulator (no `{CMDLINE_EMULATOR_EXIT}`, as on a board) \
              and printed no run-end line: on a board the hypervisor runs until power-off unless it fails, \
-             and a partition's verdict ends a run only under `{CMDLINE_EMULATOR_EXIT}`"
+             or a partition named by `[hypervisor] verdict_partition` in the system file gives its verdict"
         );
     }
     Ok(if report.outcome.is_passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

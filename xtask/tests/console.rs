@@ -180,3 +180,24 @@ fn decodes_a_serial_port() {
     assert_eq!(got, want);
     assert!(rest.contains(&format!("console: {} lines", want.len())) && rest.contains("text stream"), "{rest}");
 }
+
+/// The board path: a disk image as `cargo xtask image` writes it, booted unchanged; its
+/// capture is decoded with the kernel taken out of the image through its manifest
+/// (`--image`), and prints the harness's lines, down to `run ended: success`.
+#[test]
+fn decodes_a_capture_with_the_kernel_of_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = kernel::kernel_image(&kernel::default_config()).unwrap_or_else(|e| panic!("{e}"));
+    let image = dir.path().join("bulkhead.img");
+    bulkhead_tests::image::write_image(&kernel, bulkhead_image::Format::Disk, &image, 1_700_000_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = Run::new(Emulator::QemuBios).name("xtask-console-image").cpus(2).image(&image).execute();
+    report.assert_passed();
+    let file = capture(&report.serial);
+    let output = xtask(&["console", "--file", path(file.path()), "--image", path(&image)]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("decoding with the kernel of"), "{stderr}");
+    assert_eq!(stdout_lines(&output), harness_lines(&report));
+    assert_eq!(stdout_lines(&output).last().map(String::as_str), Some("[cpu0 INFO ] run ended: success"));
+}

@@ -46,6 +46,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         reserved: PhysRange { base: 0x10_0000, size: 0xf0_0000 },
         log_level: LogLevel::Info,
         console_format: ConsoleFormat::Defmt,
+        verdict_partition: Some(PartitionId(1)), // telemetry
     },
     partitions: &[
         // partition 0 `control`: cores [1], 16 MiB of memory

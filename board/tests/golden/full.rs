@@ -76,6 +76,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         reserved: PhysRange { base: 0x10_0000, size: 0x1f0_0000 },
         log_level: LogLevel::Debug,
         console_format: ConsoleFormat::Text,
+        verdict_partition: Some(PartitionId(2)), // bare
     },
     partitions: &[
         // partition 0 `rt-control`: cores [1, 2], 4160 KiB of memory

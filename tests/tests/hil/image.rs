@@ -4,12 +4,10 @@
 //! no longer match its manifest is refused before anything boots, and two builds of the
 //! demo's disk image are byte-identical.
 //!
-//! Such an image's kernel has no `exit=emulator`, as on a board: there a partition's verdict
-//! does not end the run (only the harness's `exit=emulator` lets a partition end a run), so
-//! the demo never prints `run ended: success` and its partitions keep running. The run is
-//! complete when the telemetry partition reports that it saw the control partition's
-//! timer ticks through the shared page (`[telemetry] PASS`); the harness stops the
-//! emulator there.
+//! Such an image's kernel has no `exit=emulator`, as on a board. The demo names `telemetry`
+//! as its `verdict_partition`, so its verdict ends the run there too: the hypervisor prints
+//! `run ended: success` and halts the core instead of ending the emulator, and the harness
+//! stops the emulator at that line.
 
 use std::path::{Path, PathBuf};
 
@@ -45,7 +43,8 @@ fn boots(emulator: Emulator, format: Format) {
         .expect("board check: ok")
         .expect("partition control: starting on cpu 1")
         .expect("partition telemetry: starting on cpu 0")
-        .until("[telemetry] PASS")
+        .expect("[telemetry] PASS")
+        .expect("INFO ] run ended: success")
         .execute();
     report.assert_passed();
     assert_eq!(report.cmdline, "", "booted with the image's own command line");
