@@ -228,33 +228,43 @@ impl TestTotals {
 
 fn lint() -> Result<ExitCode> {
     ensure_rust(Rust::LINT)?;
-    let steps: [&[&str]; 3] = [
-        &["fmt", "--all", "--check"],
-        &["clippy", "--all-targets", "--", "-D", "warnings"],
-        &[
-            "clippy",
-            "-p",
-            kernel::GUESTS_PACKAGE,
-            "-p",
-            kernel::KERNEL_PACKAGE,
-            "--target",
-            kernel::KERNEL_TARGET,
-            "--release",
-            "--",
-            "-D",
-            "warnings",
-        ],
+    let kernel_clippy: &[&str] = &[
+        "clippy",
+        "-p",
+        kernel::GUESTS_PACKAGE,
+        "-p",
+        kernel::KERNEL_PACKAGE,
+        "--target",
+        kernel::KERNEL_TARGET,
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ];
+    // The kernel compiles differently per console format (defmt macros, or the text
+    // logger), so it is linted in both: the default system, and a text-console one.
+    let text_config = root().join("tests/configs/text-console.toml");
+    let steps: [(&[&str], Option<&Path>); 4] = [
+        (&["fmt", "--all", "--check"], None),
+        (&["clippy", "--all-targets", "--", "-D", "warnings"], None),
+        (kernel_clippy, None),
+        (kernel_clippy, Some(&text_config)),
     ];
     // The kernel's build script validates the default system, whose payloads are guests.
     if !status(kernel::cargo_build_guests())? {
         bail!("building the guests failed");
     }
     let mut failed = Vec::new();
-    for step in steps {
+    for (step, config) in steps {
         let mut cmd = cargo();
         cmd.args(step);
+        if let Some(config) = config {
+            eprintln!("  (kernel with the system {}: text console)", display_path(config));
+            cmd.env("BULKHEAD_CONFIG", config).env("BULKHEAD_GUEST_DIR", kernel::binaries_dir());
+        }
         if !status(cmd)? {
-            failed.push(format!("cargo {}", step.join(" ")));
+            let with = config.map(|c| format!("BULKHEAD_CONFIG={} ", display_path(c))).unwrap_or_default();
+            failed.push(format!("{with}cargo {}", step.join(" ")));
         }
     }
     if failed.is_empty() {
