@@ -497,6 +497,17 @@ impl Report {
         self.lines.iter().any(|l| l.to_string().contains(text))
     }
 
+    /// What partition `name` printed on its console, in order, without the `[name] `
+    /// prefix the hypervisor puts before each of its lines.
+    pub fn partition_console(&self, name: &str) -> Vec<String> {
+        let prefix = format!("[{name}] ");
+        self.lines
+            .iter()
+            .filter(|l| l.partition_console() == Some(name))
+            .filter_map(|l| l.message().strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
     /// The decoded lines, formatted, one per line.
     pub fn log_text(&self) -> String {
         self.lines.iter().fold(String::new(), |mut s, l| {

@@ -44,15 +44,7 @@ fn demo_runs(emulator: Emulator) {
         .forbid(": fault #")
         .execute();
     report.assert_passed();
-    let console = |partition: &str| -> Vec<String> {
-        let prefix = format!("[{partition}] ");
-        report
-            .lines
-            .iter()
-            .filter(|l| l.partition_console() == Some(partition))
-            .filter_map(|l| l.message().strip_prefix(&prefix).map(str::to_string))
-            .collect()
-    };
+    let console = |partition: &str| report.partition_console(partition);
     let diagnostic = report.diagnostic();
     assert!(
         console("control").iter().any(|l| l.contains("kHz (reference TSC page)")),
@@ -168,15 +160,7 @@ fn demo_survives_a_full_queue(emulator: Emulator) {
         .execute();
     report.assert_passed();
     let diagnostic = report.diagnostic();
-    let console = |partition: &str| -> Vec<String> {
-        let prefix = format!("[{partition}] ");
-        report
-            .lines
-            .iter()
-            .filter(|l| l.partition_console() == Some(partition))
-            .filter_map(|l| l.message().strip_prefix(&prefix).map(str::to_string))
-            .collect()
-    };
+    let console = |partition: &str| report.partition_console(partition);
     // "report at tick T refused: telemetry's queue is full (K so far)"
     let refusals = console("control")
         .iter()
