@@ -48,7 +48,7 @@ use gpt::mbr::ProtectiveMBR;
 use gpt::partition::Partition;
 use sha2::{Digest, Sha256};
 
-use crate::{BuildOptions, Error, KERNEL_ISO_PATH, Module, check_input, grub_cfg, module_iso_path, run_tool};
+use crate::{BuildOptions, Disk, Error, KERNEL_ISO_PATH, check_input, module_iso_path, run_tool};
 
 /// Bytes per logical sector: what GRUB's i386-pc boot code, the GPT and the FAT use.
 pub(crate) const SECTOR: u64 = 512;
@@ -148,49 +148,7 @@ const GPT_BACKUP_SECTORS: u64 = 32 + 1;
 /// FAT, and the UEFI spec (File System Format) asks for FAT32 on system partitions.
 const ESP_MIN_BYTES: u64 = 34 * MIB;
 
-/// A raw GPT disk image to build: the hypervisor ELF, its command line and its modules (see
-/// the module documentation for what the image holds).
-#[derive(Clone, Debug)]
-pub struct Disk {
-    kernel: PathBuf,
-    cmdline: String,
-    modules: Vec<Module>,
-}
-
 impl Disk {
-    pub fn new(kernel: impl Into<PathBuf>) -> Self {
-        Disk { kernel: kernel.into(), cmdline: String::new(), modules: Vec::new() }
-    }
-
-    /// The hypervisor's command line: whitespace-separated words (see [`crate::grub_cfg`]).
-    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
-        self.cmdline = cmdline.into();
-        self
-    }
-
-    /// Adds a multiboot2 module; modules reach the kernel in the order they were added.
-    pub fn module(mut self, path: impl Into<PathBuf>, string: impl Into<String>) -> Self {
-        self.modules.push(Module { path: path.into(), string: string.into() });
-        self
-    }
-
-    pub fn kernel(&self) -> &Path {
-        &self.kernel
-    }
-
-    pub fn kernel_cmdline(&self) -> &str {
-        &self.cmdline
-    }
-
-    pub fn modules(&self) -> &[Module] {
-        &self.modules
-    }
-
-    /// The `grub.cfg` this image boots with (the ISO's).
-    pub fn grub_cfg(&self) -> Result<String, Error> {
-        grub_cfg(&self.cmdline, &self.modules)
-    }
-
     /// Writes the image to `out`, replacing it only once the whole image is written (it is
     /// built in a temporary file beside `out`, so a failed build leaves `out` as it was).
     /// Runs `grub-mkimage` twice; takes about a second.

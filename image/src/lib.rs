@@ -31,8 +31,8 @@ pub mod manifest;
 mod read;
 
 pub use disk::{
-    BIOS_BOOT_PARTITION_NAME, BIOS_BOOT_PARTITION_TYPE, CYLINDER_BYTES, DISK_SIZE_ALIGN, Disk, ESP_LABEL,
-    ESP_PARTITION_NAME, ESP_PARTITION_TYPE,
+    BIOS_BOOT_PARTITION_NAME, BIOS_BOOT_PARTITION_TYPE, CYLINDER_BYTES, DISK_SIZE_ALIGN, ESP_LABEL, ESP_PARTITION_NAME,
+    ESP_PARTITION_TYPE,
 };
 pub use manifest::{Manifest, Mismatch, manifest_path};
 pub use read::{Format, read_file};
@@ -147,17 +147,47 @@ pub struct BuildOptions {
     pub source_date_epoch: u64,
 }
 
-/// A GRUB rescue ISO to build: the hypervisor ELF, its command line and its modules.
+/// What a boot image holds, whatever its format: the hypervisor ELF, its command line and
+/// its multiboot2 modules. [`Iso`] and [`Disk`] are this with their format's `build`.
 #[derive(Clone, Debug)]
-pub struct Iso {
+pub struct BootImage<F> {
     kernel: PathBuf,
     cmdline: String,
     modules: Vec<Module>,
+    format: std::marker::PhantomData<F>,
 }
 
-impl Iso {
+/// An image format, as a type: [`IsoFormat`] or [`DiskFormat`].
+pub trait ImageFormat {
+    /// The format as its manifest names it.
+    const FORMAT: Format;
+}
+
+/// The GRUB rescue ISO format ([`Iso`]).
+#[derive(Clone, Copy, Debug)]
+pub struct IsoFormat;
+
+impl ImageFormat for IsoFormat {
+    const FORMAT: Format = Format::Iso;
+}
+
+/// The raw GPT disk image format ([`Disk`]).
+#[derive(Clone, Copy, Debug)]
+pub struct DiskFormat;
+
+impl ImageFormat for DiskFormat {
+    const FORMAT: Format = Format::Disk;
+}
+
+/// A GRUB rescue ISO to build.
+pub type Iso = BootImage<IsoFormat>;
+
+/// A raw GPT disk image to build (see [`Disk::build`] for what it holds).
+pub type Disk = BootImage<DiskFormat>;
+
+impl<F> BootImage<F> {
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
-        Iso { kernel: kernel.into(), cmdline: String::new(), modules: Vec::new() }
+        BootImage { kernel: kernel.into(), cmdline: String::new(), modules: Vec::new(), format: Default::default() }
     }
 
     /// The hypervisor's command line: whitespace-separated words (see [`grub_cfg`]).
@@ -172,15 +202,25 @@ impl Iso {
         self
     }
 
+    pub fn kernel(&self) -> &Path {
+        &self.kernel
+    }
+
+    pub fn kernel_cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
     pub fn modules(&self) -> &[Module] {
         &self.modules
     }
 
-    /// The `grub.cfg` this ISO boots with.
+    /// The `grub.cfg` this image boots with (the same for every format).
     pub fn grub_cfg(&self) -> Result<String, Error> {
         grub_cfg(&self.cmdline, &self.modules)
     }
+}
 
+impl Iso {
     /// Writes the ISO to `out` (replacing it), staging its files in a temporary folder next
     /// to `out`. Takes a fraction of a second: the hypervisor is hard-linked when it can be,
     /// and no locales, fonts or themes are put on the image.

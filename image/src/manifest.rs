@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{BuildOptions, Disk, Error, Format, Iso, KERNEL_ISO_PATH, Module, module_iso_path};
+use crate::{BuildOptions, Error, Format, KERNEL_ISO_PATH, Module, module_iso_path};
 
 /// Appended to an image's path to name its manifest.
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
@@ -313,25 +313,10 @@ impl Manifest {
     }
 }
 
-impl Disk {
-    /// The manifest of this disk image, built at `image` with `options`.
+impl<F: crate::ImageFormat> crate::BootImage<F> {
+    /// The manifest of this image, built at `image` with `options`.
     pub fn manifest(&self, image: &Path, provenance: &Provenance, options: &BuildOptions) -> Result<Manifest, Error> {
-        Manifest::describe(
-            Format::Disk,
-            image,
-            self.kernel(),
-            self.kernel_cmdline(),
-            self.modules(),
-            provenance,
-            options,
-        )
-    }
-}
-
-impl Iso {
-    /// The manifest of this ISO, built at `image` with `options`.
-    pub fn manifest(&self, image: &Path, provenance: &Provenance, options: &BuildOptions) -> Result<Manifest, Error> {
-        Manifest::describe(Format::Iso, image, &self.kernel, &self.cmdline, &self.modules, provenance, options)
+        Manifest::describe(F::FORMAT, image, self.kernel(), self.kernel_cmdline(), self.modules(), provenance, options)
     }
 }
 
