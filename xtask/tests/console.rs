@@ -183,7 +183,7 @@ fn decodes_a_serial_port() {
 
 /// The board path: a disk image as `cargo xtask image` writes it, booted unchanged; its
 /// capture is decoded with the kernel taken out of the image through its manifest
-/// (`--image`), and prints the harness's lines, down to `run ended: success`.
+/// (`--image`), and prints the harness's lines, `run ended: success` among them.
 #[test]
 fn decodes_a_capture_with_the_kernel_of_an_image() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,5 +199,7 @@ fn decodes_a_capture_with_the_kernel_of_an_image() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("decoding with the kernel of"), "{stderr}");
     assert_eq!(stdout_lines(&output), harness_lines(&report));
-    assert_eq!(stdout_lines(&output).last().map(String::as_str), Some("[cpu0 INFO ] run ended: success"));
+    // On a board kernel the other cores' partitions run on after the run-end line, so it
+    // need not be the last one.
+    assert!(stdout_lines(&output).iter().any(|l| l == "[cpu0 INFO ] run ended: success"));
 }
