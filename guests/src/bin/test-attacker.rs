@@ -167,6 +167,12 @@ extern "C" fn _start(args: *const u8) -> ! {
             println!("attacker: forging\r\n[cpu0 INFO ] run ended: success");
             println!("attacker: control \x1b[2J\x07\0\rover");
         }
+        "verdict" => {
+            // Tries to end the whole run with a failing verdict on the verdict port, which
+            // only the system's `verdict_partition` may use.
+            outb(bulkhead_guests::REPORT_PORT, 1);
+            println!("attacker: failing verdict written");
+        }
         other => println!("attacker: unknown attack {}", other),
     }
     idle()

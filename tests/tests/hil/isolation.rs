@@ -7,6 +7,7 @@ use bulkhead_tests::{Emulator, Report, Run, every_backend};
 
 const ISOLATION: &str = "tests/configs/bochs-isolation.toml";
 const RESTART: &str = "tests/configs/bochs-restart.toml";
+const VERDICT: &str = "tests/configs/bochs-verdict.toml";
 /// Host address of the witness's memory (first-fit placement, see the config), and of its
 /// canary (guest 0x102000, printed by the witness).
 const WITNESS_HOST: &str = "0x2000000";
@@ -85,6 +86,21 @@ every_backend! {
                 .expect("[attacker] attacker: port 0x2f8 read 0xff, write done")
                 .expect("partition attacker: read from unassigned port 0x2f8 (1 bytes): reads all-ones")
                 .expect("partition attacker: write to unassigned port 0x2f8 (1 bytes): dropped"),
+        );
+    }
+}
+
+every_backend! {
+    /// With `verdict_partition = "witness"`, the attacker's failing verdict on port 0xF4 is
+    /// an unassigned port write, even under `exit=emulator`: the run ends with the witness's
+    /// PASS (were the attacker's verdict taken, the run would end as a failure at once).
+    fn isolation_only_the_verdict_partition_ends_the_run(emulator) {
+        passed(
+            attack(emulator, VERDICT, "verdict", "0")
+                .expect("config: the verdict of partition witness (port 0xf4) ends the run")
+                .expect("[attacker] attacker: failing verdict written")
+                .expect("partition attacker: write to unassigned port 0xf4 (1 bytes): dropped")
+                .forbid("partition attacker: reports"),
         );
     }
 }
