@@ -38,7 +38,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Cursor, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -166,17 +166,7 @@ impl Disk {
         }
         let ids = Ids::derive(&files, options);
 
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|source| Error::Io {
-            action: format!("cannot create the output folder {}", parent.display()),
-            source,
-        })?;
-        let stage = tempfile::Builder::new().prefix(".bulkhead-disk-").tempdir_in(&parent).map_err(|source| {
-            Error::Io { action: format!("cannot create a staging folder in {}", parent.display()), source }
-        })?;
+        let stage = crate::stage_beside(out, ".bulkhead-disk-")?;
         let early = early_config(ids.volume_id);
         let boot_img = read_input(&Path::new(GRUB_PC_DIR).join("boot.img"))?;
         let core_img = grub_mkimage(stage.path(), "i386-pc", GRUB_PC_DIR, GRUB_PC_MODULES, &early)?;
@@ -188,10 +178,10 @@ impl Disk {
         let esp = fat_volume(&files, layout.esp.sectors * SECTOR, layout.esp.first, ids.volume_id, options)
             .map_err(|source| Error::Io { action: "cannot write the EFI System Partition's FAT".into(), source })?;
 
-        let temp =
-            tempfile::Builder::new().prefix(".bulkhead-disk-").suffix(".img.part").tempfile_in(&parent).map_err(
-                |source| Error::Io { action: format!("cannot create a file in {}", parent.display()), source },
-            )?;
+        // In the staging folder beside `out`: one file system, so the final rename is atomic.
+        let temp = tempfile::Builder::new().suffix(".img.part").tempfile_in(stage.path()).map_err(|source| {
+            Error::Io { action: format!("cannot create a file in {}", stage.path().display()), source }
+        })?;
         let write_err = |source| Error::Io { action: format!("cannot write {}", temp.path().display()), source };
         let mut file = temp.as_file().try_clone().map_err(write_err)?;
         file.set_len(layout.total_sectors * SECTOR).map_err(write_err)?;
@@ -509,6 +499,7 @@ pub(crate) fn fat_date_time(epoch: u64) -> fatfs::DateTime {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::io::Read;
+    use std::path::PathBuf;
 
     use super::*;
 

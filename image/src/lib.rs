@@ -255,17 +255,7 @@ impl Iso {
             check_input(&module.path)?;
         }
 
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|source| Error::Io {
-            action: format!("cannot create the output folder {}", parent.display()),
-            source,
-        })?;
-        let stage = tempfile::Builder::new().prefix(".bulkhead-iso-").tempdir_in(&parent).map_err(|source| {
-            Error::Io { action: format!("cannot create a staging folder in {}", parent.display()), source }
-        })?;
+        let stage = stage_beside(out, ".bulkhead-iso-")?;
         let root = stage.path().join("root");
         let grub_dir = root.join("boot/grub");
         let modules_dir = root.join(MODULES_ISO_DIR.trim_start_matches('/'));
@@ -300,6 +290,23 @@ impl Iso {
             Err(source) => Err(Error::Io { action: format!("grub-mkrescue did not write {}", out.display()), source }),
         }
     }
+}
+
+/// A temporary staging folder next to `out` (created with its parent folder), so the final
+/// rename or write stays on one file system; removed when dropped.
+pub(crate) fn stage_beside(out: &Path, prefix: &str) -> Result<tempfile::TempDir, Error> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|source| Error::Io {
+        action: format!("cannot create the output folder {}", parent.display()),
+        source,
+    })?;
+    tempfile::Builder::new().prefix(prefix).tempdir_in(&parent).map_err(|source| Error::Io {
+        action: format!("cannot create a staging folder in {}", parent.display()),
+        source,
+    })
 }
 
 fn check_input(path: &Path) -> Result<(), Error> {

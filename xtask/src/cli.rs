@@ -84,12 +84,15 @@ docs/performance.md.",
         help: "\
 Writes a bootable image of the hypervisor and every partition payload, and beside it a
 manifest (PATH.manifest.json: version, commit, config files, SHA-256 of every file and of
-the image). Two builds of one commit and configuration give identical bytes.
+the image). Two disk images of one commit and configuration are identical bytes
+(timestamps from SOURCE_DATE_EPOCH, else the commit's time); an ISO is not, since
+grub-mkrescue stamps it with the current time.
 
   --format disk  a raw GPT disk image to flash onto a board's boot medium: boots UEFI
                  (EFI System Partition) and legacy BIOS (BIOS boot partition); the default,
                  written to out/bulkhead.img
-  --format iso   a hybrid GRUB ISO (CD or USB stick, BIOS and UEFI), out/bulkhead.iso
+  --format iso   a hybrid GRUB ISO (CD or USB stick, BIOS and UEFI), out/bulkhead.iso;
+                 not byte-reproducible
   --out PATH     where to write the image
   --config PATH  the system file to build (default board/systems/demo.toml)",
     },
