@@ -140,14 +140,6 @@ pub fn progress(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// The defmt table of the ELF at `path`, parsed once per process and file version; an
-/// error if it has none.
-pub fn defmt_table(path: &Path) -> Result<Arc<Table>, String> {
-    optional_defmt_table(path)?.ok_or_else(|| {
-        format!("kernel ELF {} has no .defmt section, so its defmt console cannot be decoded", path.display())
-    })
-}
-
 /// The defmt table of the ELF at `path`, or `None` if it has no `.defmt` section (a kernel
 /// built with `console_format = "text"`, whose console needs none); parsed once per
 /// process and file version.
