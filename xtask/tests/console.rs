@@ -87,8 +87,12 @@ fn a_damaged_defmt_capture_is_noted_not_lost() {
     let output = xtask(&["console", "--file", path(file.path()), "--elf", path(elf)]);
     assert!(output.status.success());
     let lines = stdout_lines(&output);
-    assert!(lines.iter().any(|l| l.starts_with("[decoder] malformed defmt frame skipped")), "{lines:#?}");
-    assert_eq!(lines.last().map(String::as_str), Some("[cpu0 INFO ] run ended: success"), "decoding went on");
+    let note = lines.iter().position(|l| l.starts_with("[decoder] malformed defmt frame skipped"));
+    // Decoding went on past the damage, to the run-end line (another core may still print
+    // after it, QEMU's vCPUs run in parallel, so it need not be the last line).
+    let end = lines.iter().position(|l| l == "[cpu0 INFO ] run ended: success");
+    assert!(matches!((note, end), (Some(n), Some(e)) if n < e), "{lines:#?}");
+    assert_eq!(lines.len(), report.lines.len(), "one note in place of the damaged frame");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(", 1 malformed frames or lines skipped"), "{stderr}");
 }
