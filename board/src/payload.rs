@@ -9,6 +9,7 @@ use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use crate::diag::{Loc, Sink, rule};
+use crate::system::At;
 use crate::tables::{BOOT_AREA_END, PayloadKind, PhysRange};
 
 /// The prefix of payload paths that live in the guest build directory.
@@ -102,10 +103,11 @@ pub(crate) fn check_file(
 
 /// A flat binary has no header: it is loaded at `entry` and started there, so `entry` must
 /// be given, lie above the boot area, and the whole file must fit in one memory region.
-pub(crate) fn check_flat(sink: &mut Sink, at: Loc, entry: Option<u64>, len: u64, regions: &[PhysRange]) {
-    let Some(entry) = entry else {
+/// Problems point at `entry`, or at the payload table (`payload_at`) when it is missing.
+pub(crate) fn check_flat(sink: &mut Sink, payload_at: Loc, entry: Option<&At<u64>>, len: u64, regions: &[PhysRange]) {
+    let Some(&At { v: entry, at }) = entry else {
         sink.error(
-            at,
+            payload_at,
             rule::FLAT_ENTRY,
             "a flat binary has no header: give `entry`, the guest-physical address it is loaded at and started from"
                 .to_owned(),

@@ -56,9 +56,11 @@ pub(crate) struct RawRegion {
 }
 
 pub(crate) struct RawPayload {
+    /// Where the `[partition.payload]` table is (for problems with a key it lacks).
+    pub at: Loc,
     pub kind: Option<PayloadKind>,
     pub path: Option<At<String>>,
-    pub entry: Option<u64>,
+    pub entry: Option<At<u64>>,
     pub cmdline: String,
     pub initrd: Option<At<String>>,
 }
@@ -438,7 +440,7 @@ fn read_payload(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPayload {
         }
     });
     let path = table.required(cx, "path").and_then(|v| at_string(cx, v, "path"));
-    let entry = table.get("entry").and_then(|v| cx.uint(v, "entry", u64::MAX));
+    let entry = table.get("entry").and_then(|v| cx.uint(v, "entry", u64::MAX).map(|n| At { v: n, at: cx.at(v) }));
     let cmdline = table
         .get("cmdline")
         .and_then(|v| {
@@ -463,7 +465,7 @@ fn read_payload(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPayload {
         );
         at_string(cx, v, "initrd")
     });
-    RawPayload { kind, path, entry, cmdline, initrd }
+    RawPayload { at: cx.loc(&table.span), kind, path, entry, cmdline, initrd }
 }
 
 fn read_connection(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawConnection {

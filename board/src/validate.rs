@@ -221,7 +221,7 @@ pub(crate) fn validate(
                     let len = payload::check_file(sink, path.at, &path.v, &resolved, pl.kind);
                     if let (Some(PayloadKind::Flat), Some(len)) = (pl.kind, len) {
                         let regions: Vec<PhysRange> = p.memory.iter().map(|r| r.guest.range).collect();
-                        payload::check_flat(sink, path.at, pl.entry, len, &regions);
+                        payload::check_flat(sink, pl.at, pl.entry.as_ref(), len, &regions);
                     }
                 }
             }
@@ -544,7 +544,14 @@ pub(crate) fn validate(
             name: p.name?.v,
             cores: p.cores?.v.into_iter().map(|c| c.v).collect(),
             memory,
-            payload: Payload { kind: pl.kind?, path, source: path_text, entry: pl.entry, cmdline: pl.cmdline, initrd },
+            payload: Payload {
+                kind: pl.kind?,
+                path,
+                source: path_text,
+                entry: pl.entry.map(|e| e.v),
+                cmdline: pl.cmdline,
+                initrd,
+            },
             devices,
             fault_policy: p.fault_policy,
             watchdog_ms: p.watchdog_ms,
