@@ -73,7 +73,7 @@ fn load_inner(
     let (file, text) = read_config(system_file, sources, sink, None)?;
     let (root, errors) = DeTable::parse_recoverable(&text);
     if !errors.is_empty() {
-        report_syntax(sink, file, &errors);
+        report_syntax(sink, file, &text, &errors);
         return None;
     }
     let mut cx = Cx { file, sink };
@@ -133,7 +133,7 @@ fn load_board(path: &Path, at: Loc, sources: &mut Sources, sink: &mut Sink) -> O
     let (file, text) = read_config(path, sources, sink, Some(at))?;
     let (root, errors) = DeTable::parse_recoverable(&text);
     if !errors.is_empty() {
-        report_syntax(sink, file, &errors);
+        report_syntax(sink, file, &text, &errors);
         return None;
     }
     let mut cx = Cx { file, sink };
@@ -143,11 +143,134 @@ fn load_board(path: &Path, at: Loc, sources: &mut Sources, sink: &mut Sink) -> O
     Some(BoardInput { raw, broken })
 }
 
-fn report_syntax(sink: &mut Sink, file: FileId, errors: &[toml::de::Error]) {
+fn report_syntax(sink: &mut Sink, file: FileId, text: &str, errors: &[toml::de::Error]) {
+    // Found only when needed: it tokenizes the file a second time.
+    let mut deep: Option<std::vec::IntoIter<DottedKey>> = None;
     for e in errors {
-        let offset = e.span().map_or(0, |s| s.start);
-        sink.error(Loc { file, offset }, rule::TOML_SYNTAX, e.message().trim().to_owned());
+        let message = e.message().trim();
+        match e.span() {
+            Some(span) => sink.error(Loc { file, offset: span.start }, rule::TOML_SYNTAX, message.to_owned()),
+            None if message == TOML_DEEP_KEY_MESSAGE => {
+                let keys = deep.get_or_insert_with(|| deep_keys(text).into_iter());
+                let key = keys.next().unwrap_or(DottedKey { offset: 0, parts: 0 });
+                sink.error_hint(
+                    Loc { file, offset: key.offset },
+                    rule::TOML_SYNTAX,
+                    format!("a dotted key of {} parts; the TOML reader takes at most {TOML_MAX_KEY_PARTS}", key.parts),
+                    "no configuration key is nested that deep: write the key with fewer parts",
+                );
+            }
+            None => sink.error(Loc { file, offset: 0 }, rule::TOML_SYNTAX, message.to_owned()),
+        }
     }
+}
+
+/// `toml` refuses a dotted key (`a.b.c = 1`, `[a.b.c]`) of more parts than this (its
+/// recursion limit), and reports it with [`TOML_DEEP_KEY_MESSAGE`] but without a span.
+const TOML_MAX_KEY_PARTS: usize = 80;
+const TOML_DEEP_KEY_MESSAGE: &str = "recursion limit";
+
+/// A dotted key: where its first part starts, and how many parts it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DottedKey {
+    offset: usize,
+    parts: usize,
+}
+
+/// The dotted keys of `text` that `toml` refuses as too deep, in file order: the places of
+/// its span-less "recursion limit" errors, which it reports in the same order. Should the
+/// limit ever differ from [`TOML_MAX_KEY_PARTS`], the longest key is the best guess left.
+fn deep_keys(text: &str) -> Vec<DottedKey> {
+    use toml_parser::parser::{EventReceiver, RecursionGuard, parse_document};
+    use toml_parser::{ErrorSink, Span};
+
+    #[derive(Default)]
+    struct Keys {
+        current: Option<DottedKey>,
+        after_dot: bool,
+        all: Vec<DottedKey>,
+    }
+    impl Keys {
+        fn end(&mut self) {
+            self.all.extend(self.current.take());
+            self.after_dot = false;
+        }
+    }
+    impl EventReceiver for Keys {
+        fn simple_key(&mut self, span: Span, _: Option<toml_parser::decoder::Encoding>, _: &mut dyn ErrorSink) {
+            match &mut self.current {
+                Some(key) if self.after_dot => key.parts += 1,
+                _ => {
+                    self.end();
+                    self.current = Some(DottedKey { offset: span.start(), parts: 1 });
+                }
+            }
+            self.after_dot = false;
+        }
+        fn key_sep(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.after_dot = true;
+        }
+        fn whitespace(&mut self, _: Span, _: &mut dyn ErrorSink) {}
+        fn std_table_open(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn std_table_close(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn array_table_open(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn array_table_close(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn inline_table_open(&mut self, _: Span, _: &mut dyn ErrorSink) -> bool {
+            self.end();
+            true
+        }
+        fn inline_table_close(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn array_open(&mut self, _: Span, _: &mut dyn ErrorSink) -> bool {
+            self.end();
+            true
+        }
+        fn array_close(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn key_val_sep(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn scalar(&mut self, _: Span, _: Option<toml_parser::decoder::Encoding>, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn value_sep(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn comment(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn newline(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+        fn error(&mut self, _: Span, _: &mut dyn ErrorSink) {
+            self.end();
+        }
+    }
+
+    let source = toml_parser::Source::new(text);
+    let tokens = source.lex().into_vec();
+    let mut keys = Keys::default();
+    {
+        // The same nesting bound as `toml`, so deep arrays cannot exhaust the stack here.
+        let mut guarded = RecursionGuard::new(&mut keys, TOML_MAX_KEY_PARTS as u32);
+        parse_document(&tokens, &mut guarded, &mut ());
+    }
+    keys.end();
+    let deep: Vec<DottedKey> = keys.all.iter().copied().filter(|k| k.parts > TOML_MAX_KEY_PARTS).collect();
+    if deep.is_empty() {
+        return keys.all.iter().copied().max_by_key(|k| k.parts).into_iter().collect();
+    }
+    deep
 }
 
 /// Reads a configuration file as UTF-8 text. `referenced_at` is where the file was named
