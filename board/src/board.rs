@@ -7,7 +7,10 @@
 
 use crate::diag::{Loc, rule};
 use crate::model::{Board, Device, Iommu};
-use crate::tables::{Bar, BoardCpu, Interrupt, IoPortRange, MAX_CPUS, MAX_DEVICES, PciAddress, PhysRange};
+use crate::tables::{
+    Bar, BoardCpu, HOST_PHYS_LIMIT, Interrupt, IoPortRange, MAX_CPUS, MAX_DEVICES, PciAddress, PhysRange,
+    X2APIC_BROADCAST, XAPIC_MAX_APIC_ID,
+};
 use crate::value::{Cx, KIB, Table, Value, check_name};
 
 /// A range read from `{ base = ..., size = ... }`, with where its parts were written.
@@ -91,7 +94,7 @@ pub(crate) struct RawBoard {
 }
 
 pub(crate) const BOARD_KEYS: &[&str] =
-    &["name", "description", "console_port", "cpu", "ram", "reserved", "device", "iommu"];
+    &["name", "description", "console_port", "x2apic", "cpu", "ram", "reserved", "device", "iommu"];
 pub(crate) const CPU_KEYS: &[&str] = &["core", "apic_id", "boot"];
 pub(crate) const RANGE_KEYS: &[&str] = &["base", "size", "comment"];
 pub(crate) const DEVICE_KEYS: &[&str] = &["name", "description", "pci", "bars", "io_ports", "mmio", "interrupts"];
@@ -113,6 +116,9 @@ pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path
         .and_then(|n| u16::try_from(n).ok())
         .unwrap_or(0);
 
+    let x2apic_value = root.get("x2apic");
+    let x2apic = x2apic_value.and_then(|v| cx.boolean(v, "x2apic")).unwrap_or(false);
+
     let mut cpus = Vec::new();
     let mut cpu_at = Vec::new();
     for table in root.tables(cx, "cpu", "[[cpu]]", CPU_KEYS) {
@@ -121,6 +127,20 @@ pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path
         let core_n = core.and_then(|v| cx.uint(v, "core", u64::from(u32::MAX)));
         let apic_n = apic.and_then(|v| cx.uint(v, "apic_id", u64::from(u32::MAX)));
         let boot = table.get("boot").and_then(|v| cx.boolean(v, "boot")).unwrap_or(false);
+        if let (Some(v), Some(n)) = (core, core_n)
+            && n >= MAX_CPUS as u64
+        {
+            cx.error(
+                &v.span(),
+                rule::CPU_CORE_RANGE,
+                format!(
+                    "core {n} is not below MAX_CPUS = {MAX_CPUS}: the hypervisor indexes per-core state by core number"
+                ),
+            );
+        }
+        if let (Some(v), Some(n)) = (apic, apic_n) {
+            check_apic_id(cx, v, n, x2apic, x2apic_value.is_some());
+        }
         if let (Some(core), Some(core_n), Some(apic_n)) = (core, core_n, apic_n) {
             cpus.push(BoardCpu {
                 core: u32::try_from(core_n).unwrap_or(u32::MAX),
@@ -134,6 +154,15 @@ pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path
 
     let ram = read_ranges(cx, root, "ram", "RAM range");
     let reserved = read_ranges(cx, root, "reserved", "reserved range");
+    for r in ram.iter().chain(&reserved) {
+        if r.range.end_checked() > u128::from(HOST_PHYS_LIMIT) {
+            cx.sink.error(
+                r.base_at,
+                rule::ADDRESS_RANGE,
+                format!("board range {} ends above 2^52, the most a physical address has", show_range(&r.range)),
+            );
+        }
+    }
     for (i, a) in ram.iter().enumerate() {
         for b in ram.iter().skip(i + 1) {
             if a.range.overlaps_checked(&b.range) {
@@ -193,7 +222,32 @@ pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path
             devices,
             iommus,
             console_port,
+            x2apic,
         },
+    }
+}
+
+/// An APIC ID the hypervisor can send interrupts to (INIT/SIPI at start-up, IPIs between
+/// cores): [`XAPIC_MAX_APIC_ID`] at most on an xAPIC, anything but the broadcast on an x2APIC.
+fn check_apic_id(cx: &mut Cx<'_>, value: &Value<'_>, apic_id: u64, x2apic: bool, x2apic_given: bool) {
+    if x2apic && apic_id == u64::from(X2APIC_BROADCAST) {
+        cx.error_hint(
+            &value.span(),
+            rule::CPU_APIC_ID_RANGE,
+            format!("APIC ID {apic_id:#x} is the x2APIC broadcast destination, not a CPU"),
+            "use the APIC IDs the firmware's MADT reports",
+        );
+    } else if !x2apic && apic_id > u64::from(XAPIC_MAX_APIC_ID) {
+        let why =
+            if x2apic_given { "the board says `x2apic = false`" } else { "the board does not say `x2apic = true`" };
+        cx.error_hint(
+            &value.span(),
+            rule::CPU_APIC_ID_RANGE,
+            format!(
+                "APIC ID {apic_id:#x} is above {XAPIC_MAX_APIC_ID:#x} and {why}: an xAPIC cannot be sent an interrupt at it (8-bit destination, 0xff = every CPU)"
+            ),
+            "if the board's CPUs have an x2APIC (they must, to have this ID), add `x2apic = true` to the board file",
+        );
     }
 }
 

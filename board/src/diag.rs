@@ -124,7 +124,7 @@ rules! {
         "two partitions, devices, IOMMUs or shared memory regions share a name, or a partition is listed twice as a sharer",
         "give every item a unique name";
     LIMIT_EXCEEDED = "limit-exceeded":
-        "more CPUs, partitions, memory regions, devices, connections or shared regions than the build-time limits in board/src/tables.rs",
+        "more CPUs, partitions, memory regions, devices, connections or shared regions than the build-time limits in board/src/tables.rs, or a `cmdline` longer than MAX_CMDLINE_BYTES",
         "reduce the count, or raise the limit in board/src/tables.rs and rebuild";
     CPU_UNKNOWN = "cpu-unknown":
         "a partition names a core that the board does not list",
@@ -135,6 +135,12 @@ rules! {
     CPU_NO_BOOT = "cpu-no-boot":
         "the board marks no CPU, or more than one, with `boot = true`",
         "mark exactly one CPU (the one firmware starts on) with `boot = true`";
+    CPU_CORE_RANGE = "cpu-core-range":
+        "a board CPU's `core` is MAX_CPUS or more (the hypervisor keeps per-core state in arrays of MAX_CPUS, indexed by core number)",
+        "number the board's cores from 0 to MAX_CPUS - 1 (board/src/tables.rs)";
+    CPU_APIC_ID_RANGE = "cpu-apic-id-range":
+        "a board CPU's `apic_id` cannot be sent an interrupt: above 0xFE on a board without `x2apic = true` (an xAPIC's destination is 8 bits and 0xFF means every CPU), or 0xFFFFFFFF (the x2APIC broadcast)",
+        "use the APIC IDs the firmware's MADT reports; a board whose CPUs have APIC IDs above 0xFE has x2APICs: say `x2apic = true`";
     PARTITION_NO_CORES = "partition-no-cores":
         "a partition's `cores` is empty",
         "give the partition at least one core";
@@ -150,6 +156,9 @@ rules! {
     ADDRESS_OVERFLOW = "address-overflow":
         "`base + size` does not fit in 64 bits (16 for I/O ports)",
         "check base and size";
+    ADDRESS_RANGE = "address-range":
+        "a guest-physical range (a memory region, a shared region where a sharer maps it, the MMIO of an assigned device) ends above 2^48, the most 4-level EPT/NPT tables map; or a board RAM or reserved range ends above 2^52, the most a physical address has",
+        "move the range below 2^48 (guest-physical) or 2^52 (board ranges)";
     MEMORY_OVERLAP_PARTITIONS = "memory-overlap-partitions":
         "two fixed host placements (regions of any partitions, or shared memory) overlap",
         "move one `host_base`, or leave it out to let the tool place the region";

@@ -38,6 +38,8 @@ pub struct Board {
     pub devices: Vec<Device>,
     pub iommus: Vec<Iommu>,
     pub console_port: u16,
+    /// The board's CPUs have an x2APIC (`x2apic = true`): APIC IDs above 0xFE are allowed.
+    pub x2apic: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 
 use crate::board::{RawRange, check_range, read_range};
 use crate::diag::{Loc, rule};
-use crate::tables::{Access, ConsoleFormat, FaultPolicy, LogLevel, PayloadKind, PhysRange};
+use crate::tables::{Access, ConsoleFormat, FaultPolicy, LogLevel, MAX_CMDLINE_BYTES, PayloadKind, PhysRange};
 use crate::value::{Cx, KIB, MIB, Table, Value, check_name};
 
 /// A value and where it was written.
@@ -445,12 +445,21 @@ fn read_payload(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPayload {
         .get("cmdline")
         .and_then(|v| {
             let s = cx.string(v, "cmdline")?;
-            if s.len() > 4096 || s.contains(|c: char| c.is_control()) {
+            if s.len() > MAX_CMDLINE_BYTES {
+                cx.error_hint(
+                    &v.span(),
+                    rule::LIMIT_EXCEEDED,
+                    format!("cmdline is {} bytes; the limit is MAX_CMDLINE_BYTES = {MAX_CMDLINE_BYTES}", s.len()),
+                    "the hypervisor hands a partition its command line in one 4 KiB page with a NUL; shorten it",
+                );
+                return None;
+            }
+            if s.contains(|c: char| c.is_control()) {
                 cx.error_hint(
                     &v.span(),
                     rule::INVALID_VALUE,
-                    "cmdline is longer than 4096 bytes or holds control characters",
-                    "keep the command line to one line of at most 4096 bytes",
+                    "cmdline holds control characters",
+                    "keep the command line to one line of printable text",
                 );
                 return None;
             }

@@ -4,18 +4,50 @@
 //! Every bound here is a build-time limit; the validator rejects configurations that
 //! exceed one (rule `limit-exceeded`), so the kernel can size its static state from them.
 
-/// Most CPUs a board may list (the kernel sizes its per-CPU state from this).
+/// Most CPUs a board may list, and the bound on their core numbers (`0..MAX_CPUS`): the
+/// kernel sizes its per-CPU state from this and indexes per-core state (the SynIC registers
+/// in kernel/src/hyperv/mod.rs) by core number. kernel/src/percpu.rs re-exports it.
 pub const MAX_CPUS: usize = 16;
+/// Partitions are [`PartitionId`]s (a `u8`) and index the kernel's per-partition arrays.
 pub const MAX_PARTITIONS: usize = 8;
+/// Regions of one partition (the multiboot1 memory map the kernel writes holds this many).
 pub const MAX_MEMORY_REGIONS_PER_PARTITION: usize = 8;
+/// Devices of a board ([`DeviceId`] is a `u8`).
 pub const MAX_DEVICES: usize = 32;
+/// Connections; the kernel keeps one message queue per connection, indexed by its position.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Deepest message queue a connection may ask for.
 pub const MAX_QUEUE_DEPTH: u32 = 64;
 pub const MAX_SHARED_MEMORY: usize = 16;
-/// SynIC: SINT numbers are 0..16, event flags 0..2048 per SINT (TLFS 11.10).
-pub const SINT_COUNT: u8 = 16;
-pub const EVENT_FLAG_COUNT: u16 = 2048;
+/// SynIC: SINT numbers are `0..SINT_COUNT` (TLFS 11.10), the ABI's definition.
+pub const SINT_COUNT: u8 = bulkhead_abi::hyperv::msr::SINT_COUNT;
+/// SynIC: event flags per SINT are `0..EVENT_FLAG_COUNT` (TLFS 11.10), the ABI's definition.
+pub const EVENT_FLAG_COUNT: u16 = bulkhead_abi::hyperv::message::EVENT_FLAGS_PER_SLOT;
+/// Longest configured command line: the kernel builds a partition's command line (this
+/// plus `NAME:word`s of its own) in a buffer of this many bytes and writes it with a NUL
+/// into one 4 KiB page of the boot area.
+pub const MAX_CMDLINE_BYTES: usize = 4095;
+/// Most boot modules the kernel takes from the bootloader: each partition's payload and
+/// its initrd, if any.
+pub const MAX_BOOT_MODULES: usize = 16;
+/// Guest-physical addresses end below 2^48: what 4-level EPT/NPT tables map (SDM Vol. 3C
+/// 29.3, APM 15.25); the kernel's table builder refuses anything above.
+pub const GUEST_PHYS_LIMIT: u64 = 1 << 48;
+/// Host-physical addresses end below 2^52, the architectural MAXPHYADDR limit (SDM 4.1.4).
+pub const HOST_PHYS_LIMIT: u64 = 1 << 52;
+/// Highest APIC ID an xAPIC can be sent an IPI at: its destination field is 8 bits and
+/// 0xFF means every CPU (SDM 11.6.1, "Destination Field"). Higher IDs need an x2APIC.
+pub const XAPIC_MAX_APIC_ID: u32 = 0xFE;
+/// The x2APIC broadcast destination (SDM 11.12.9), never a CPU's APIC ID; the kernel also
+/// uses it to mean "no CPU".
+pub const X2APIC_BROADCAST: u32 = u32::MAX;
+
+// Bounds that hold by construction, checked here so raising one limit cannot break them.
+const _: () = assert!(MAX_PARTITIONS <= u8::MAX as usize + 1, "PartitionId is a u8");
+const _: () = assert!(MAX_DEVICES <= u8::MAX as usize + 1, "DeviceId is a u8");
+const _: () = assert!(MAX_CPUS <= u32::MAX as usize, "core numbers are u32");
+const _: () = assert!(2 * MAX_PARTITIONS <= MAX_BOOT_MODULES, "every payload and initrd is a boot module");
+const _: () = assert!(BOOT_AREA_END <= GUEST_PHYS_LIMIT);
 
 /// End of the boot area the hypervisor writes into every partition (flat GDT, page tables,
 /// command line, stack; docs/architecture.md): payloads load at or above it.

@@ -14,7 +14,7 @@ use crate::model::{Board, Partition, Payload, SharedMemory, System};
 use crate::payload;
 use crate::system::{At, RawKind, RawSystem};
 use crate::tables::{
-    Connection, ConnectionKind, DeviceId, EVENT_FLAG_COUNT, HypervisorConfig, MAX_CONNECTIONS,
+    Connection, ConnectionKind, DeviceId, EVENT_FLAG_COUNT, GUEST_PHYS_LIMIT, HypervisorConfig, MAX_CONNECTIONS,
     MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH, MAX_SHARED_MEMORY, MemoryRegion, PartitionId,
     PayloadKind, PhysRange, SINT_COUNT, Sharer,
 };
@@ -137,6 +137,16 @@ pub(crate) fn validate(
             );
         }
         for (i, r) in p.memory.iter().enumerate() {
+            if r.guest.range.end_checked() > u128::from(GUEST_PHYS_LIMIT) {
+                sink.error(
+                    r.guest.base_at,
+                    rule::ADDRESS_RANGE,
+                    format!(
+                        "guest range {} of partition `{pname}` ends above 2^48, the most its EPT/NPT tables map",
+                        show_range(&r.guest.range)
+                    ),
+                );
+            }
             if let Some(other) = p.memory.iter().take(i).find(|o| o.guest.range.overlaps_checked(&r.guest.range)) {
                 sink.error(
                     r.guest.base_at,
@@ -187,6 +197,18 @@ pub(crate) fn validate(
                             dev.v
                         ),
                         "assign only devices the partition can drive through their ports and MMIO, and that do no DMA",
+                    );
+                }
+                let mmio = device.mmio.iter().chain(device.bars.iter().filter(|b| b.memory).map(|b| &b.range));
+                if let Some(high) = mmio.into_iter().find(|r| r.end_checked() > u128::from(GUEST_PHYS_LIMIT)) {
+                    sink.error(
+                        dev.at,
+                        rule::ADDRESS_RANGE,
+                        format!(
+                            "device `{}` has MMIO at {}, above 2^48: a partition sees device MMIO at its host address, and its EPT/NPT tables map guest-physical addresses below 2^48 only",
+                            dev.v,
+                            show_range(high)
+                        ),
                     );
                 }
                 let console_inside = device.io_ports.iter().any(|r| {
@@ -382,6 +404,17 @@ pub(crate) fn validate(
                     ),
                 );
                 continue;
+            }
+            if guest.end_checked() > u128::from(GUEST_PHYS_LIMIT) {
+                sink.error(
+                    sh.guest_base.at,
+                    rule::ADDRESS_RANGE,
+                    format!(
+                        "shared memory `{sname}` at guest {} in partition `{}` ends above 2^48, the most its EPT/NPT tables map",
+                        show_range(&guest),
+                        sh.partition.v
+                    ),
+                );
             }
             let own = raw
                 .partitions
