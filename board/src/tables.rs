@@ -30,11 +30,12 @@ pub const MAX_CMDLINE_BYTES: usize = 4095;
 /// Most boot modules the kernel takes from the bootloader: each partition's payload and
 /// its initrd, if any.
 pub const MAX_BOOT_MODULES: usize = 16;
-/// Guest-physical addresses end below 2^48: what 4-level EPT/NPT tables map (SDM Vol. 3C
-/// 29.3, APM 15.25); the kernel's table builder refuses anything above.
-pub const GUEST_PHYS_LIMIT: u64 = 1 << 48;
-/// Host-physical addresses end below 2^52, the architectural MAXPHYADDR limit (SDM 4.1.4).
-pub const HOST_PHYS_LIMIT: u64 = 1 << 52;
+/// Guest-physical ranges end at or below 2^48: what 4-level EPT/NPT tables map (SDM Vol. 3C
+/// 29.3, APM 15.25). The table builder's own bound, which refuses anything above.
+pub const GUEST_PHYS_LIMIT: u64 = bulkhead_virt::slat::GUEST_PHYS_LIMIT;
+/// Host-physical ranges end at or below 2^52, the architectural MAXPHYADDR limit (SDM
+/// 4.1.4). The table builder's own bound.
+pub const HOST_PHYS_LIMIT: u64 = bulkhead_virt::slat::HOST_PHYS_LIMIT;
 /// Highest APIC ID an xAPIC can be sent an IPI at: its destination field is 8 bits and
 /// 0xFF means every CPU (SDM 11.6.1, "Destination Field"). Higher IDs need an x2APIC.
 pub const XAPIC_MAX_APIC_ID: u32 = 0xFE;
