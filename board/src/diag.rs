@@ -124,7 +124,7 @@ rules! {
         "two partitions, devices, IOMMUs or shared memory regions share a name, or a partition is listed twice as a sharer",
         "give every item a unique name";
     LIMIT_EXCEEDED = "limit-exceeded":
-        "more CPUs, partitions, memory regions, devices, connections or shared regions than the build-time limits in board/src/tables.rs, or a `cmdline` longer than MAX_CMDLINE_BYTES",
+        "more CPUs, partitions, memory regions, devices, connections or shared regions than the build-time limits in board/src/tables.rs, a `cmdline` longer than MAX_CMDLINE_BYTES, or a partition whose address space needs more than SLAT_TABLES_PER_PARTITION second-level page tables",
         "reduce the count, or raise the limit in board/src/tables.rs and rebuild";
     CPU_UNKNOWN = "cpu-unknown":
         "a partition names a core that the board does not list",
@@ -166,7 +166,7 @@ rules! {
         "a fixed host placement overlaps [hypervisor] reserved_memory",
         "place the region outside the hypervisor's reserved memory, or leave out `host_base`";
     MEMORY_OVERLAP_GUEST = "memory-overlap-guest":
-        "two regions of one partition overlap in guest-physical space",
+        "two regions of one partition overlap in guest-physical space, or an assigned device's MMIO overlaps the partition's memory or shared regions",
         "give the regions disjoint `guest_base` ranges";
     MEMORY_OUTSIDE_RAM = "memory-outside-ram":
         "a fixed host placement is not entirely inside the board's RAM ranges",

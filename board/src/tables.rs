@@ -30,6 +30,11 @@ pub const MAX_CMDLINE_BYTES: usize = 4095;
 /// Most boot modules the kernel takes from the bootloader: each partition's payload and
 /// its initrd, if any.
 pub const MAX_BOOT_MODULES: usize = 16;
+/// Second-level (EPT/NPT) page tables the kernel holds for one partition's address space
+/// (kernel/src/vmx_core.rs `EPT_TABLES`, kernel/src/svm_core.rs `NPT_TABLES`): the root and
+/// every table its memory, shared regions and device MMIO need. Validation builds each
+/// address space with the kernel's builder and refuses a layout that needs more.
+pub const SLAT_TABLES_PER_PARTITION: usize = 32;
 /// Guest-physical ranges end at or below 2^48: what 4-level EPT/NPT tables map (SDM Vol. 3C
 /// 29.3, APM 15.25). The table builder's own bound, which refuses anything above.
 pub const GUEST_PHYS_LIMIT: u64 = bulkhead_virt::slat::GUEST_PHYS_LIMIT;

@@ -14,11 +14,12 @@ use crate::model::{Board, Partition, Payload, SharedMemory, System};
 use crate::payload;
 use crate::system::{At, RawKind, RawSystem};
 use crate::tables::{
-    Connection, ConnectionKind, DeviceId, EVENT_FLAG_COUNT, GUEST_PHYS_LIMIT, HypervisorConfig, MAX_CONNECTIONS,
-    MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH, MAX_SHARED_MEMORY, MemoryRegion, PartitionId,
-    PayloadKind, PhysRange, SINT_COUNT, Sharer,
+    Access, Connection, ConnectionKind, DeviceId, EVENT_FLAG_COUNT, GUEST_PHYS_LIMIT, HypervisorConfig,
+    MAX_CONNECTIONS, MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH, MAX_SHARED_MEMORY,
+    MemoryRegion, PartitionId, PayloadKind, PhysRange, SINT_COUNT, SLAT_TABLES_PER_PARTITION, Sharer,
 };
 use crate::value::MIB;
+use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, Ept, MapError, MemoryType, Npt, Slat};
 
 /// Alignment of host blocks the tool places itself (large pages are then always possible).
 pub const ALLOCATION_ALIGN: u64 = 2 * MIB;
@@ -543,6 +544,14 @@ pub(crate) fn validate(
         allocate(sink, board, &hv, &mut placements);
     }
 
+    // --- Second-level page tables: build every address space as the kernel will ----------
+    if sink.is_empty()
+        && let Some(board) = board_ref
+    {
+        let hosts: Vec<Option<u64>> = placements.iter().map(|p| p.host_base).collect();
+        check_address_spaces(sink, &raw, board, &hosts, &names);
+    }
+
     // --- Build the System, only if nothing at all was wrong ------------------------------
     if !sink.is_empty() {
         return None;
@@ -613,6 +622,150 @@ pub(crate) fn validate(
         connections,
         shared_memory,
     })
+}
+
+/// One mapping of a partition's address space, in the order the kernel makes them.
+struct Mapping {
+    what: String,
+    at: Loc,
+    guest: u64,
+    host: u64,
+    size: u64,
+    access: Access,
+    uncached: bool,
+    large_pages: bool,
+}
+
+/// Builds each partition's second-level tables with the kernel's own builder
+/// (`bulkhead_virt::slat`) from a pool of [`SLAT_TABLES_PER_PARTITION`] tables, mapping what
+/// kernel/src/address_space.rs maps, in its order: the partition's memory regions, the
+/// shared regions it takes part in, its devices' MMIO ranges and memory BARs. A layout that
+/// needs more tables (`limit-exceeded`) or maps a device over memory (`memory-overlap-guest`)
+/// is refused here instead of failing when the partition starts. `hosts` are the resolved
+/// host bases of every placement: partition regions in order, then shared regions.
+fn check_address_spaces(
+    sink: &mut Sink,
+    raw: &RawSystem,
+    board: &Board,
+    hosts: &[Option<u64>],
+    names: &[Option<&str>],
+) {
+    let mut host = hosts.iter().copied();
+    let mut region_hosts: Vec<Vec<Option<u64>>> = Vec::new();
+    for p in &raw.partitions {
+        region_hosts.push(p.memory.iter().map(|_| host.next().flatten()).collect());
+    }
+    let shared_hosts: Vec<Option<u64>> =
+        raw.shared.iter().filter(|s| s.size.is_some()).map(|_| host.next().flatten()).collect();
+    for (pi, p) in raw.partitions.iter().enumerate() {
+        let pname = names.get(pi).copied().flatten().unwrap_or("?");
+        let mut maps = Vec::new();
+        for (r, h) in p.memory.iter().zip(region_hosts.get(pi).into_iter().flatten()) {
+            let Some(h) = h else { return };
+            maps.push(Mapping {
+                what: format!("memory {}", show_range(&r.guest.range)),
+                at: r.guest.base_at,
+                guest: r.guest.range.base,
+                host: *h,
+                size: r.guest.range.size,
+                access: r.access,
+                uncached: false,
+                large_pages: r.large_pages,
+            });
+        }
+        for (s, h) in raw.shared.iter().filter(|s| s.size.is_some()).zip(&shared_hosts) {
+            let (Some(size), Some(h)) = (&s.size, h) else { return };
+            for sh in s.sharers.iter().filter(|sh| sh.partition.v == pname) {
+                maps.push(Mapping {
+                    what: format!("shared memory `{}`", s.name.as_ref().map_or("?", |n| n.v.as_str())),
+                    at: sh.guest_base.at,
+                    guest: sh.guest_base.v,
+                    host: *h,
+                    size: size.v,
+                    access: sh.access,
+                    uncached: false,
+                    large_pages: false,
+                });
+            }
+        }
+        for dev in &p.devices {
+            let Some(device) = board.devices.iter().find(|d| d.name == dev.v) else { return };
+            if device.pci.is_some() {
+                // The kernel maps no PCI function (it refuses the partition; rule `not-yet`).
+                continue;
+            }
+            let ranges = device.mmio.iter().chain(device.bars.iter().filter(|b| b.memory).map(|b| &b.range));
+            for range in ranges {
+                maps.push(Mapping {
+                    what: format!("the MMIO {} of device `{}`", show_range(range), dev.v),
+                    at: dev.at,
+                    guest: range.base,
+                    host: range.base,
+                    size: range.size,
+                    access: Access { read: true, write: true, execute: false },
+                    uncached: true,
+                    large_pages: false,
+                });
+            }
+        }
+        // Both encodings: the same tree shape, but each decides its own large pages.
+        let problem = build_tables::<Ept>(&maps).or_else(|| build_tables::<Npt>(&maps));
+        match problem {
+            None => {}
+            Some((i, MapError::AlreadyMapped { gpa })) => {
+                let (what, at) = maps.get(i).map_or(("?".to_owned(), p.at), |m| (m.what.clone(), m.at));
+                let other = maps
+                    .iter()
+                    .take(i)
+                    .find(|m| m.guest <= gpa && gpa - m.guest < m.size)
+                    .map_or("?", |m| m.what.as_str());
+                sink.error(
+                    at,
+                    rule::MEMORY_OVERLAP_GUEST,
+                    format!("{what} overlaps {other} in the guest-physical space of partition `{pname}` (at {gpa:#x})"),
+                );
+            }
+            Some((i, MapError::OutOfTables)) => {
+                let what = maps.get(i).map_or("?", |m| m.what.as_str());
+                sink.error_hint(
+                    p.at,
+                    rule::LIMIT_EXCEEDED,
+                    format!(
+                        "partition `{pname}` needs more than SLAT_TABLES_PER_PARTITION = {SLAT_TABLES_PER_PARTITION} second-level page tables (they ran out mapping {what})"
+                    ),
+                    "map large regions with `large_pages = true` (a 2 MiB page needs no page table of its own), or use fewer regions, closer together",
+                );
+            }
+            Some((i, e)) => {
+                let (what, at) = maps.get(i).map_or(("?".to_owned(), p.at), |m| (m.what.clone(), m.at));
+                sink.error(at, rule::INVALID_VALUE, format!("{what} cannot be mapped into partition `{pname}`: {e:?}"));
+            }
+        }
+    }
+}
+
+/// Maps `maps` in order into a fresh tree from a pool as large as the kernel's; the index
+/// of the first mapping that fails, and why.
+fn build_tables<E: Encoding>(maps: &[Mapping]) -> Option<(usize, MapError)> {
+    let mut tables = vec![[0u64; 512]; SLAT_TABLES_PER_PARTITION];
+    // Any 4 KiB-aligned address below 2^52 will do: the tables are only counted.
+    let mut pool = ArrayPool::with_base(&mut tables, 1 << 32);
+    let mut slat = match Slat::<E>::new(&mut pool) {
+        Ok(slat) => slat,
+        Err(e) => return Some((0, e)),
+    };
+    for (i, m) in maps.iter().enumerate() {
+        let attributes = Attributes {
+            read: m.access.read,
+            write: m.access.write,
+            execute: m.access.execute,
+            memory_type: if m.uncached { MemoryType::Uncacheable } else { MemoryType::WriteBack },
+        };
+        if let Err(e) = slat.map(&mut pool, m.guest, m.host, m.size, attributes, m.large_pages) {
+            return Some((i, e));
+        }
+    }
+    None
 }
 
 fn unique(sink: &mut Sink, names: &[&str], at: &[Loc], what: &str) {

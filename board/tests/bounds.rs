@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use bulkhead_board::tables::{
     ConnectionKind, EVENT_FLAG_COUNT, GUEST_PHYS_LIMIT, HOST_PHYS_LIMIT, MAX_BOOT_MODULES, MAX_CMDLINE_BYTES,
     MAX_CONNECTIONS, MAX_CPUS, MAX_DEVICES, MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH,
-    MAX_SHARED_MEMORY, SINT_COUNT, X2APIC_BROADCAST, XAPIC_MAX_APIC_ID,
+    MAX_SHARED_MEMORY, SINT_COUNT, SLAT_TABLES_PER_PARTITION, X2APIC_BROADCAST, XAPIC_MAX_APIC_ID,
 };
 use bulkhead_board::{System, boot_modules, generate_tables, load_system, rule};
 use proptest::prelude::*;
@@ -34,19 +34,22 @@ use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
 const KIB4: u64 = 4096;
 const MIB: u64 = 1 << 20;
-/// Guest-physical slots for memory regions: slot `k` starts at `k * SLOT`, the last one is
-/// placed to end exactly at `GUEST_PHYS_LIMIT`, and slot `SHARED_SLOT` is kept for shared
-/// memory, so regions and shared mappings never overlap.
+/// Guest-physical slots for memory regions: slot `k` starts at `k * SLOT` (2 MiB apart, so
+/// a region needs at most one page table of its own and every layout fits the kernel's
+/// SLAT_TABLES_PER_PARTITION), except the last, placed to end exactly at
+/// `GUEST_PHYS_LIMIT`. Shared memory is mapped from `SHARED_BASE` on, above every slot.
 const SLOTS: u64 = 64;
-const SLOT: u64 = GUEST_PHYS_LIMIT / SLOTS;
-const SHARED_SLOT: u64 = SLOTS / 2;
+const SLOT: u64 = 2 * MIB;
+const SHARED_BASE: u64 = 1 << 30;
+/// Largest shared region, in 4 KiB pages.
+const MAX_SHARED_PAGES: u64 = 4;
 /// Which kind of range may end exactly at 2^48 in one configuration (one at a time, so they
 /// cannot overlap there): the last region slot, the first shared region, or the devices.
 const TOP_REGION: u8 = 0;
 const TOP_SHARED: u8 = 1;
 const TOP_DEVICES: u8 = 2;
-/// Largest generated region: 4 MiB.
-const MAX_REGION_PAGES: u64 = 1024;
+/// Largest generated region: 2 MiB.
+const MAX_REGION_PAGES: u64 = 512;
 
 fn config(cases: u32) -> Config {
     let mut config = Config { failure_persistence: Some(Box::new(FileFailurePersistence::Off)), ..Config::default() };
@@ -278,6 +281,10 @@ fn distinct(mut ids: Vec<u64>, max: u64, ends: u8) -> Vec<u64> {
     ids
 }
 
+fn shared_base(i: usize) -> u64 {
+    SHARED_BASE + i as u64 * MAX_SHARED_PAGES * KIB4
+}
+
 fn region(slot: u64, pages: u64) -> Region {
     let size = pages * KIB4;
     let guest_base = if slot == SLOTS - 1 { GUEST_PHYS_LIMIT - size } else { slot * SLOT };
@@ -306,9 +313,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         let owners = prop::collection::vec(prop::option::of(0..n_parts), n_cpus - n_parts);
         let regions = prop::collection::vec(
             prop::collection::btree_set(
-                (0..SLOTS).prop_filter("kept for others", move |s| {
-                    *s != SHARED_SLOT && (*s != SLOTS - 1 || top == TOP_REGION)
-                }),
+                (0..SLOTS).prop_filter("kept for others", move |s| *s != SLOTS - 1 || top == TOP_REGION),
                 1..=MAX_MEMORY_REGIONS_PER_PARTITION,
             )
             .prop_flat_map(|slots| {
@@ -331,7 +336,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         );
         let connections = prop::collection::vec(connection, if n_parts > 1 { 0..=MAX_CONNECTIONS } else { 0..=0 });
         let shared = prop::collection::vec(
-            (1..=4u64, proptest::sample::subsequence((0..n_parts).collect::<Vec<_>>(), 1..=n_parts)),
+            (1..=MAX_SHARED_PAGES, proptest::sample::subsequence((0..n_parts).collect::<Vec<_>>(), 1..=n_parts)),
             0..=MAX_SHARED_MEMORY,
         );
         let devices = prop::collection::vec(prop::option::of(0..n_parts), 0..=4);
@@ -367,12 +372,9 @@ fn spec() -> impl Strategy<Value = Spec> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (pages, sharers))| {
-                    // In the slot kept for shared memory; or the first ends at 2^48.
-                    let base = if top == TOP_SHARED && i == 0 {
-                        GUEST_PHYS_LIMIT - pages * KIB4
-                    } else {
-                        SHARED_SLOT * SLOT + i as u64 * 16 * MIB
-                    };
+                    // Above every region; or the first ends at 2^48.
+                    let base =
+                        if top == TOP_SHARED && i == 0 { GUEST_PHYS_LIMIT - pages * KIB4 } else { shared_base(i) };
                     Shared { pages, sharers: sharers.into_iter().map(|p| (p, base)).collect() }
                 })
                 .collect();
@@ -535,9 +537,10 @@ enum Past {
     Flag,
     SharedRegions,
     Devices,
+    PageTables,
 }
 
-const ALL_PAST: [Past; 18] = [
+const ALL_PAST: [Past; 19] = [
     Past::CoreNumber,
     Past::XapicId,
     Past::X2apicBroadcast,
@@ -556,6 +559,7 @@ const ALL_PAST: [Past; 18] = [
     Past::Flag,
     Past::SharedRegions,
     Past::Devices,
+    Past::PageTables,
 ];
 
 impl Past {
@@ -647,15 +651,21 @@ impl Past {
             }
             Past::SharedRegions => {
                 while spec.shared.len() <= MAX_SHARED_MEMORY {
-                    let base = SHARED_SLOT * SLOT + spec.shared.len() as u64 * 16 * MIB;
+                    let base = shared_base(spec.shared.len());
                     spec.shared.push(Shared { pages: 1, sharers: vec![(0, base)] });
                 }
                 // Keep them all below 2^48 (the generator may have put one at the top).
                 for (i, s) in spec.shared.iter_mut().enumerate() {
                     for sharer in &mut s.sharers {
-                        sharer.1 = SHARED_SLOT * SLOT + i as u64 * 16 * MIB;
+                        sharer.1 = shared_base(i);
                     }
                 }
+                (rule::LIMIT_EXCEEDED, &[])
+            }
+            Past::PageTables => {
+                // 30 page tables for 60 MiB of 4 KiB pages, the PD, the PDPT and the root:
+                // one more than SLAT_TABLES_PER_PARTITION (see the exact bound below).
+                spec.partitions[0].regions = vec![region(0, 30 * 512)];
                 (rule::LIMIT_EXCEEDED, &[])
             }
             Past::Devices => {
@@ -707,6 +717,13 @@ fn every_bound_is_stepped_past() {
         verdict: None,
     };
     assert!(spec.load("smallest").result.is_ok());
+    // Exactly SLAT_TABLES_PER_PARTITION second-level tables: 29 page tables, PD, PDPT, root.
+    assert_eq!(SLAT_TABLES_PER_PARTITION, 32);
+    let mut full = spec.clone();
+    full.partitions[0].regions = vec![region(0, 29 * 512)];
+    if let Err(d) = full.load("smallest-full").result {
+        panic!("exactly {SLAT_TABLES_PER_PARTITION} tables refused:\n{d}");
+    }
     for past in ALL_PAST {
         let mut spec = spec.clone();
         let (expected, _) = past.apply(&mut spec);
