@@ -155,6 +155,10 @@ const TOKENS: &[&str] = &[
     "watchdog_ms = 0\n",
     "sharers = [{ partition = \"a\", guest_base = 0 }]\n",
     "a.b.c.d.e.f = 1\n",
+    "x2apic = true\n",
+    "apic_id = 0xffffffff\n",
+    "core = 16\n",
+    "large_pages = false\nsize = \"1 GiB\"\n",
 ];
 
 #[derive(Debug, Clone)]
