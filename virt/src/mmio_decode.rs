@@ -274,16 +274,16 @@ mod tests {
     #[test]
     fn unsupported_forms_are_refused() {
         for (bytes, opcode) in [
-            (&[0x48, 0x8b, 0x07][..], 0x8b), // 64-bit load
-            (&[0x66, 0x8b, 0x07][..], 0x8b), // 16-bit load
-            (&[0x8a, 0x07][..], 0x8a),       // byte load
-            (&[0x88, 0x07][..], 0x88),       // byte store
-            (&[0x8b, 0xc7][..], 0x8b),       // register to register
+            (&[0x48, 0x8b, 0x07][..], 0x8b),       // 64-bit load
+            (&[0x66, 0x8b, 0x07][..], 0x8b),       // 16-bit load
+            (&[0x8a, 0x07][..], 0x8a),             // byte load
+            (&[0x88, 0x07][..], 0x88),             // byte store
+            (&[0x8b, 0xc7][..], 0x8b),             // register to register
             (&[0xc7, 0x0f, 0, 0, 0, 0][..], 0xc7), // C7 /1
-            (&[0xf3, 0xa5][..], 0xf3),       // rep movsd
-            (&[0xf0, 0x01, 0x07][..], 0xf0), // lock add
-            (&[0x01, 0x07][..], 0x01),       // add [rdi], eax
-            (&[0x16, 0x00][..], 0x16),       // not a MOV
+            (&[0xf3, 0xa5][..], 0xf3),             // rep movsd
+            (&[0xf0, 0x01, 0x07][..], 0xf0),       // lock add
+            (&[0x01, 0x07][..], 0x01),             // add [rdi], eax
+            (&[0x16, 0x00][..], 0x16),             // not a MOV
         ] {
             assert_eq!(decode(bytes, CodeSize::Bits64), Err(DecodeError::Unsupported { opcode }), "{bytes:x?}");
         }
