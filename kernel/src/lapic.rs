@@ -90,20 +90,9 @@ pub fn base() -> u64 {
 /// software-disabled: SDM 11.4.3, the state a re-enabled APIC starts from).
 pub fn write_base<B: Backend>(partition: &Partition, backend: &mut B, value: u64) -> bool {
     let current = base();
-    let new = match apic_base::write(current, value, max_phys_bits()) {
-        Ok(new) => new,
-        Err(why) => {
-            if partition.counters.msr.hit().is_some() {
-                warn!(
-                    "partition {=str}: IA32_APIC_BASE {=u64:#x} -> {=u64:#x} refused (#GP): {}",
-                    partition.name(),
-                    current,
-                    value,
-                    crate::log::Debug2Format(&why)
-                );
-            }
-            return false;
-        }
+    // A refusal is logged (rate-limited) by the caller with the other refused WRMSRs.
+    let Ok(new) = apic_base::write(current, value, max_phys_bits()) else {
+        return false;
     };
     this().base.store(new, Ordering::Relaxed);
     let (old_mode, new_mode) = (apic_base::mode(current), apic_base::mode(new));
