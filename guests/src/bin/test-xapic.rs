@@ -141,11 +141,11 @@ extern "C" fn _start(_args: *const u8) -> ! {
     let id = xapic_read(ID) >> 24;
     let version = xapic_read(VERSION);
     println!(
-        "xapic: apic_base {:#x}; id {}; version {:#x}; x2APIC ID MSR {}",
+        "xapic: apic_base {:#x}; id {}; x2APIC ID MSR {}; version {:#x}",
         base,
         id,
-        version & 0xff,
-        answer(gp::rdmsr(0x802))
+        answer(gp::rdmsr(0x802)),
+        version & 0xff
     );
     check("apic_base after reset", base == BASE | EN | BSP);
     check("version", (0x10..=0x15).contains(&(version & 0xff)));
