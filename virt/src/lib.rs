@@ -14,6 +14,7 @@
 //! | [`multiboot1`] | the multiboot1 information structure handed to guests in EBX |
 //! | [`guest_paging`] | identity-mapping long-mode page tables and a flat GDT for guests |
 //! | [`guest_walk`] | guest-linear to guest-physical through the guest's own page tables |
+//! | [`ipi`] | which IPIs a partition's ICR write may send, and to whom |
 //! | [`pages`] | page-aligned buffers the hardware reads by physical address |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
 //! | [`apic_base`] | IA32_APIC_BASE of a partition's local APIC: its mode state machine |
@@ -34,6 +35,7 @@ pub mod exit;
 pub mod guest_paging;
 pub mod guest_state;
 pub mod guest_walk;
+pub mod ipi;
 pub mod memory;
 pub mod mmio_decode;
 pub mod multiboot1;
