@@ -21,6 +21,7 @@ use crate::log::warn;
 use crate::partition::Partition;
 use crate::percpu::MAX_CPUS;
 use bulkhead_virt::apic_base::{self, Mode};
+use bulkhead_virt::ipi::{self, Delivery, Targets};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// IA32_APIC_BASE MSR number.
@@ -170,93 +171,69 @@ fn own_apic_ids(partition: &Partition) -> impl Iterator<Item = u32> + '_ {
 }
 
 /// An ICR write in either mode, in x2APIC format (destination in bits 63:32; the xAPIC
-/// page converts), SDM 11.6.1 and 11.12.9. The rules, the same in both modes:
-///
-/// - delivery modes fixed, INIT and start-up only; NMI, SMI, lowest priority and ExtINT
-///   are refused (NMIs are the hypervisor's signal; lowest priority needs arbitration
-///   across cores the partition may not own);
-/// - physical destinations only; logical destination mode is refused (no partition
-///   operating system needs it with one vCPU per core, and flat/cluster matching against
-///   the partition's LDRs would add state for nothing);
-/// - no shorthand: the destination must be one of the partition's cores; "self": fixed
-///   only (SDM Table "Valid Combinations for the ... Local xAPIC Interrupt Command
-///   Register"); "all including self" (fixed only) and "all excluding self" (fixed,
-///   INIT, start-up) are expanded to the partition's own cores, one IPI each: they never
-///   reach another partition's cores;
-/// - INIT level de-assert (Pentium/P6 only, which Linux still sends) has no effect.
+/// page converts), SDM 11.6.1 and 11.12.9. The policy is `bulkhead_virt::ipi::plan`'s, the
+/// same in both modes: fixed, INIT and start-up IPIs with a physical destination among the
+/// partition's cores; "all" shorthands expanded to the partition's own cores, one IPI each,
+/// so they never reach another partition; NMI, SMI, lowest priority, ExtINT and logical
+/// destinations refused.
 ///
 /// INIT and start-up IPIs never reach the hardware: the target core takes them in the
 /// hypervisor (`percpu.rs` mailbox, `partition::run_core`). A refusal is #GP for the
 /// x2APIC MSR (an MMIO write cannot fault: the xAPIC page drops it) and a rate-limited
 /// log line.
 pub fn send_ipi(partition: &Partition, icr: u64) -> bool {
-    const LOGICAL: u64 = 1 << 11;
-    const LEVEL_ASSERT: u64 = 1 << 14;
-    const FIXED: u64 = 0;
-    const INIT: u64 = 5;
-    const STARTUP: u64 = 6;
-    let mode = (icr >> 8) & 0b111;
-    let shorthand = (icr >> 18) & 0b11;
-    let destination = (icr >> 32) as u32;
-    let me = crate::percpu::current().apic_id();
-    let refuse = |why: &str| {
-        if let Some(n) = partition.counters.ipi.hit() {
-            warn!(
-                "partition {=str}: IPI refused (#GP): icr {=u64:#x} (mode {=u64}, shorthand {=u64}) to apic_id {=u32}: {=str} (#{=u32})",
-                partition.name(),
-                icr,
-                mode,
-                shorthand,
-                destination,
-                why,
-                n
-            );
+    let (delivery, targets) = match ipi::plan(icr, |id| own_apic_ids(partition).any(|own| own == id)) {
+        Ok(plan) => plan,
+        Err(why) => {
+            if let Some(n) = partition.counters.ipi.hit() {
+                warn!(
+                    "partition {=str}: IPI refused (#GP): icr {=u64:#x} (mode {=u64}, shorthand {=u64}) to apic_id {=u32}: {=str} (#{=u32})",
+                    partition.name(),
+                    icr,
+                    ipi::delivery_mode(icr),
+                    ipi::shorthand(icr),
+                    (icr >> 32) as u32,
+                    why.describe(),
+                    n
+                );
+            }
+            return false;
         }
-        false
     };
-    if !matches!(mode, FIXED | INIT | STARTUP) {
-        return refuse("delivery mode reserved for the hypervisor");
-    }
-    if mode == INIT && icr & LEVEL_ASSERT == 0 {
-        return true;
-    }
-    let mut targets: heapless::Vec<u32, MAX_CPUS> = heapless::Vec::new();
-    match shorthand {
-        0 if icr & LOGICAL != 0 => return refuse("logical destination mode is not supported"),
-        0 if !own_apic_ids(partition).any(|id| id == destination) => {
-            return refuse("not one of its cores");
+    let me = crate::percpu::current().apic_id();
+    let mut ids: heapless::Vec<u32, MAX_CPUS> = heapless::Vec::new();
+    match targets {
+        Targets::One(id) => {
+            let _ = ids.push(id);
         }
-        0 => {
-            let _ = targets.push(destination);
+        Targets::Sender => {
+            let _ = ids.push(me);
         }
-        1 | 2 if mode != FIXED => return refuse("INIT and start-up IPIs cannot include the sender"),
-        1 => {
-            let _ = targets.push(me);
-        }
-        _ => {
-            for id in own_apic_ids(partition).filter(|&id| shorthand == 2 || id != me) {
-                let _ = targets.push(id);
+        Targets::AllOwn { including_sender } => {
+            for id in own_apic_ids(partition).filter(|&id| including_sender || id != me) {
+                let _ = ids.push(id);
             }
         }
     }
-    for &target in &targets {
-        match mode {
-            FIXED => {
-                // Vector, delivery mode, level and trigger as written; physical, no shorthand.
+    for &target in &ids {
+        match delivery {
+            // Vector, delivery mode, level and trigger as written; physical, no shorthand.
+            Delivery::Fixed => {
                 if !crate::apic_access::write(crate::apic_access::ICR, (icr & 0xc7ff) | (u64::from(target) << 32)) {
                     return false;
                 }
             }
-            INIT => {
+            Delivery::Init => {
                 if let Some(cpu) = crate::percpu::by_apic_id(target) {
                     deliver_init(cpu);
                 }
             }
-            _ => {
+            Delivery::Startup(vector) => {
                 if let Some(cpu) = crate::percpu::by_apic_id(target) {
-                    cpu.deliver_startup(icr as u8);
+                    cpu.deliver_startup(vector);
                 }
             }
+            Delivery::Nothing => {}
         }
     }
     true
