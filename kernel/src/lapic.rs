@@ -115,7 +115,7 @@ pub fn apply_mode<B: Backend>(partition: &Partition, backend: &mut B) {
 }
 
 /// The xAPIC-mode LDR and DFR (their values as written; logical destinations are refused,
-/// see `msr::send_ipi`, so nothing else reads them).
+/// see `bulkhead_virt::ipi`, so nothing else reads them).
 pub fn xapic_ldr() -> u32 {
     this().ldr.load(Ordering::Relaxed)
 }
