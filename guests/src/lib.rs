@@ -207,8 +207,9 @@ pub mod gp {
     }
 
     /// Software-enables the local APIC (x2APIC spurious-vector register) so fixed
-    /// interrupts reach this vCPU.
+    /// interrupts reach this vCPU; switches it to x2APIC mode first.
     pub fn enable_local_apic() {
+        crate::lapic::enter_x2apic_mode();
         set_gate(SPURIOUS_VECTOR, guest_spurious_handler as *const () as u64);
         wrmsr_raw(0x80f, 0x100 | u64::from(SPURIOUS_VECTOR));
     }
@@ -326,6 +327,66 @@ pub mod gp {
     }
 }
 
+pub mod lapic {
+    //! The local APIC's mode. Every vCPU starts in xAPIC mode, as after a hardware reset
+    //! (SDM Vol. 3A 11.12.5.1: IA32_APIC_BASE EN=1, EXTD=0); guests that use the x2APIC
+    //! registers (MSRs 0x800-0x8ff) switch to x2APIC mode first, as Linux does.
+
+    /// IA32_APIC_BASE.
+    pub const APIC_BASE: u32 = 0x1b;
+    /// IA32_APIC_BASE bits: BSP, x2APIC mode (EXTD), global enable (EN).
+    pub const BSP: u64 = 1 << 8;
+    pub const EXTD: u64 = 1 << 10;
+    pub const EN: u64 = 1 << 11;
+    /// The xAPIC register page (the default base).
+    pub const XAPIC_BASE: u64 = 0xfee0_0000;
+
+    fn rdmsr(msr: u32) -> u64 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU.
+        unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack)) };
+        u64::from(hi) << 32 | u64::from(lo)
+    }
+
+    /// IA32_APIC_BASE of this vCPU.
+    pub fn apic_base() -> u64 {
+        rdmsr(APIC_BASE)
+    }
+
+    fn wrmsr(msr: u32, value: u64) {
+        // SAFETY: a legal IA32_APIC_BASE transition (callers follow the SDM's state machine).
+        unsafe {
+            core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+        };
+    }
+
+    /// Switches this vCPU's local APIC to x2APIC mode (from disabled through xAPIC mode,
+    /// the legal path: SDM 11.12.5); nothing if it is in x2APIC mode already.
+    pub fn enter_x2apic_mode() {
+        let base = rdmsr(APIC_BASE);
+        if base & EXTD != 0 {
+            return;
+        }
+        if base & EN == 0 {
+            wrmsr(APIC_BASE, base | EN);
+        }
+        wrmsr(APIC_BASE, base | EN | EXTD);
+    }
+
+    /// Reads the xAPIC register at `offset` of the xAPIC page.
+    pub fn xapic_read(offset: u32) -> u32 {
+        // SAFETY: the local APIC's register page (identity-mapped by the loader's tables);
+        // the hypervisor emulates it.
+        unsafe { core::ptr::read_volatile((XAPIC_BASE + u64::from(offset)) as *const u32) }
+    }
+
+    /// Writes the xAPIC register at `offset` of the xAPIC page.
+    pub fn xapic_write(offset: u32, value: u32) {
+        // SAFETY: as in `xapic_read`.
+        unsafe { core::ptr::write_volatile((XAPIC_BASE + u64::from(offset)) as *mut u32, value) }
+    }
+}
+
 pub mod smp {
     //! Starting this partition's second vCPU the way a PC operating system does: INIT and
     //! start-up IPIs through the x2APIC ICR to a real-mode trampoline, which loads the
@@ -415,15 +476,33 @@ pub mod smp {
         };
     }
 
-    fn delay(iterations: u64) {
+    /// Starts the vCPU on the core with `apic_id` at `main` on the stack ending at
+    /// `stack_top`, with INIT and start-up IPIs through the x2APIC ICR (switching this vCPU
+    /// to x2APIC mode first). Returns once the IPIs are sent.
+    pub fn start_ap(apic_id: u32, main: extern "C" fn() -> !, stack_top: u64) {
+        prepare_ap(main, stack_top);
+        crate::lapic::enter_x2apic_mode();
+        let destination = u64::from(apic_id) << 32;
+        icr(destination | 0x4500); // INIT, level assert
+        delay(100_000);
+        let startup = destination | 0x4600 | (TRAMPOLINE >> 12);
+        icr(startup);
+        delay(10_000);
+        icr(startup);
+    }
+
+    /// Waits a while between INIT and start-up IPIs (SDM 9.4.4.1 asks for 10 ms and 200 us;
+    /// the hypervisor's emulation needs none).
+    pub fn delay(iterations: u64) {
         for i in 0..iterations {
             core::hint::black_box(i);
         }
     }
 
-    /// Starts the vCPU on the core with `apic_id` at `main` on the stack ending at
-    /// `stack_top`. Returns once the IPIs are sent.
-    pub fn start_ap(apic_id: u32, main: extern "C" fn() -> !, stack_top: u64) {
+    /// Puts the real-mode trampoline at [`TRAMPOLINE`] (start-up vector 0x10): a vCPU
+    /// started there loads this vCPU's GDT and page tables and calls `main` on the stack
+    /// ending at `stack_top`.
+    pub fn prepare_ap(main: extern "C" fn() -> !, stack_top: u64) {
         GUEST_AP_STACK.store(stack_top, Ordering::SeqCst);
         GUEST_AP_MAIN.store(main as *const () as u64, Ordering::SeqCst);
         // SAFETY: copies the static trampoline to a free page of our own memory and patches
@@ -442,12 +521,5 @@ pub mod smp {
             (field(&raw const guest_ap_tramp_cr3) as *mut u32).write_unaligned(cr3 as u32);
             (field(&raw const guest_ap_tramp_far) as *mut u32).write_unaligned(guest_ap_long_address as u32);
         }
-        let destination = u64::from(apic_id) << 32;
-        icr(destination | 0x4500); // INIT, level assert
-        delay(100_000);
-        let startup = destination | 0x4600 | (TRAMPOLINE >> 12);
-        icr(startup);
-        delay(10_000);
-        icr(startup);
     }
 }

@@ -83,9 +83,13 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
 }
 
 /// The MSRs every partition reads or writes without an exit; `exclude` are intercepted
-/// anyway on this backend. The x2APIC registers pass through only where the hypervisor's
-/// APIC is in x2APIC mode; otherwise `apic_access.rs` performs them on the xAPIC.
-pub fn msr_permissions(exclude: &[u32]) -> Result<MsrPermissions, ()> {
+/// anyway on this backend. The x2APIC registers pass through only with `x2apic` (the
+/// bitmap of vCPUs whose local APIC is in x2APIC mode: in xAPIC or disabled mode they must
+/// exit and get #GP, see `lapic.rs`) and where the hypervisor's APIC is in x2APIC mode;
+/// otherwise `apic_access.rs` performs them on the xAPIC. Each partition has both bitmaps;
+/// an IA32_APIC_BASE write switches its vCPU between them, so the x2APIC case costs no
+/// more exits than before.
+pub fn msr_permissions(exclude: &[u32], x2apic: bool) -> Result<MsrPermissions, ()> {
     let mut msrs = MsrPermissions::new();
     for &msr in crate::msr::PASS_THROUGH.iter().filter(|m| !exclude.contains(m)) {
         msrs.allow_read(msr).map_err(|_| ())?;
@@ -94,7 +98,7 @@ pub fn msr_permissions(exclude: &[u32]) -> Result<MsrPermissions, ()> {
     for &msr in crate::msr::READ_ONLY {
         msrs.allow_read(msr).map_err(|_| ())?;
     }
-    if !crate::apic_access::emulated() {
+    if x2apic && !crate::apic_access::emulated() {
         for msr in crate::msr::X2APIC_READ.chain(core::iter::once(crate::apic_access::TSC_DEADLINE)) {
             msrs.allow_read(msr).map_err(|_| ())?;
         }

@@ -16,6 +16,15 @@ pub trait Backend {
     fn rip(&mut self) -> u64;
     fn registers(&mut self) -> &mut GuestRegisters;
     fn skip_instruction(&mut self);
+    /// Moves RIP forward by `length` bytes, past an instruction the kernel decoded itself
+    /// (the xAPIC page emulation: second-level faults report no instruction length).
+    fn advance_rip(&mut self, length: u64);
+    /// The guest's CR3 and CS base, to read its instruction bytes through its own paging.
+    fn guest_cr3_and_cs_base(&mut self) -> (u64, u64);
+    /// Selects the partition's MSR bitmap that passes the x2APIC registers through (`true`:
+    /// this vCPU's local APIC is in x2APIC mode) or the one where they exit (xAPIC or
+    /// disabled mode: they must get #GP, see `lapic.rs`).
+    fn set_x2apic_passthrough(&mut self, partition: &Partition, on: bool);
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
     /// The guest's CR0 and CR4 as the guest sees them (CR4 for CPUID's OSXSAVE bit, CR0
     /// for the paging check of an EFER write).

@@ -30,8 +30,6 @@ pub const CONSOLE_BASE: u16 = 0x3f8;
 /// Port a test payload writes its verdict to (see `guests/`).
 pub const REPORT_PORT: u16 = bulkhead_abi::run::QEMU_DEBUG_EXIT_PORT;
 const LSR_OFFSET: u16 = 5;
-/// Default physical address of the xAPIC register page (SDM 11.4.1).
-const XAPIC_BASE: u64 = 0xfee0_0000;
 /// Line status: transmitter holding register and shift register empty.
 const LSR_IDLE: u64 = 0x60;
 
@@ -119,8 +117,8 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
         }
         Exit::VirtualizationInstruction => undefined(partition, backend, "virtualization instruction"),
         Exit::Hlt => Action::Resume { skip: true },
-        Exit::NestedPageFault { gpa, .. } if (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa) => {
-            Action::Fault(Fault::XapicMmio { gpa })
+        Exit::NestedPageFault { gpa, access } if crate::xapic_page::contains(gpa) => {
+            crate::xapic_page::access(partition, backend, gpa, access)
         }
         Exit::NestedPageFault { gpa, access } => {
             Action::Fault(Fault::MemoryAccess { gpa, write: access.write, execute: access.execute })
@@ -169,6 +167,7 @@ fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value
         msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
             crate::hyperv::synthetic_msr::write(partition, msr, value)
         }
+        crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(partition, backend, value),
         msr => crate::msr::write(partition, msr, value),
     }
 }

@@ -20,6 +20,7 @@ mod exits;
 mod gdt;
 mod hyperv;
 mod idt;
+mod lapic;
 mod log;
 mod madt;
 mod msr;
@@ -32,6 +33,7 @@ mod smp;
 mod svm_core;
 mod time;
 mod vmx_core;
+mod xapic_page;
 
 use crate::log::{error, info};
 use bootinfo::BootInfo;

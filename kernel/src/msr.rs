@@ -10,9 +10,9 @@
 //! anything not on it is refused with #GP.
 
 use crate::apic_access;
-use crate::config::SYSTEM;
 use crate::log::warn;
 use crate::partition::Partition;
+use bulkhead_virt::apic_base::Mode;
 use x86_64::registers::model_specific::Msr;
 
 const IA32_APIC_BASE: u32 = 0x1b;
@@ -71,9 +71,15 @@ fn hardware(msr: u32) -> u64 {
 /// Answers an intercepted RDMSR; `None` means #GP.
 pub fn read(msr: u32) -> Option<u64> {
     match msr {
-        // The partition's own local APIC base, in x2APIC mode (emulated or real).
-        IA32_APIC_BASE => Some(apic_base()),
-        msr if apic_access::X2APIC_MSRS.contains(&msr) => apic_access::read(msr),
+        // The vCPU's own local APIC base and mode (`lapic.rs`).
+        IA32_APIC_BASE => Some(crate::lapic::base()),
+        // The x2APIC registers exist as MSRs in x2APIC mode only (SDM 11.12.2).
+        msr if apic_access::X2APIC_MSRS.contains(&msr) => {
+            if crate::lapic::mode() != Mode::X2Apic {
+                return None;
+            }
+            apic_access::read(msr)
+        }
         apic_access::TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => Some(hardware(msr)),
         // Locked, VMX disabled: partitions cannot nest.
         IA32_FEATURE_CONTROL => Some(1),
@@ -84,26 +90,18 @@ pub fn read(msr: u32) -> Option<u64> {
 
 const X2APIC_ICR: u32 = apic_access::ICR;
 
-/// IA32_APIC_BASE as partitions see it: enabled, in x2APIC mode (SDM 11.12.1), at the
-/// hardware's base.
-fn apic_base() -> u64 {
-    const ENABLE: u64 = 1 << 11;
-    const EXTD: u64 = 1 << 10;
-    hardware(IA32_APIC_BASE) | ENABLE | EXTD
-}
-
 /// LVT registers with a delivery-mode field (CMCI, thermal, performance, LINT0, LINT1,
 /// error): written through `lvt_write`, never directly.
 const X2APIC_LVT_WITH_MODE: [u32; 6] = [0x82f, 0x833, 0x834, 0x835, 0x836, 0x837];
 
-/// Answers an intercepted WRMSR; false means #GP.
+/// Answers an intercepted WRMSR; false means #GP. (IA32_APIC_BASE is written through
+/// `lapic::write_base`, which switches the vCPU's MSR bitmap.)
 pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
     match msr {
-        X2APIC_ICR => send_ipi(partition, value),
-        msr if X2APIC_LVT_WITH_MODE.contains(&msr) => lvt_write(partition, msr, value),
-        // Only rewriting the current value (no relocation, no mode change).
-        IA32_APIC_BASE => value == apic_base(),
-        msr if apic_access::X2APIC_MSRS.contains(&msr) => apic_access::write(msr, value),
+        // The x2APIC registers exist as MSRs in x2APIC mode only (SDM 11.12.2).
+        msr if apic_access::X2APIC_MSRS.contains(&msr) => {
+            crate::lapic::mode() == Mode::X2Apic && apic_register_write(partition, msr, value)
+        }
         apic_access::TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => {
             // SAFETY: the TSC deadline of this core's APIC timer, which the partition owns.
             unsafe { Msr::new(msr).write(value) };
@@ -112,6 +110,17 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
         // Cache attributes stay as the firmware set them for the whole board.
         IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST => true,
         _ => false,
+    }
+}
+
+/// A write to one of the partition's local APIC registers, by its x2APIC MSR number, in
+/// either mode (the xAPIC page emulation converts to this form): the ICR and the LVTs with
+/// a delivery mode are checked; false means refused.
+pub fn apic_register_write(partition: &Partition, msr: u32, value: u64) -> bool {
+    match msr {
+        X2APIC_ICR => send_ipi(partition, value),
+        msr if X2APIC_LVT_WITH_MODE.contains(&msr) => lvt_write(partition, msr, value),
+        msr => apic_access::write(msr, value),
     }
 }
 
@@ -166,47 +175,10 @@ pub fn xsetbv(xcr: u32, value: u64) -> bool {
     true
 }
 
-/// An x2APIC ICR write (SDM 11.12.9): allowed only as a fixed, INIT or start-up IPI to one
-/// of the partition's own cores, never as a broadcast or an NMI (NMIs are the
-/// hypervisor's signal). Fixed IPIs go to the hardware unchanged; INIT and start-up IPIs
-/// are delivered to the target core's mailbox.
+/// An ICR write in either mode, in x2APIC format (SDM 11.12.9): the destination,
+/// shorthand and delivery policy is `lapic::send_ipi`'s. False means refused.
 fn send_ipi(partition: &Partition, icr: u64) -> bool {
-    let mode = (icr >> 8) & 0b111;
-    let shorthand = (icr >> 18) & 0b11;
-    let destination = (icr >> 32) as u32;
-    let own_core = partition
-        .config()
-        .cores
-        .iter()
-        .any(|&core| SYSTEM.board.cpus.iter().any(|c| c.core == core && c.apic_id == destination));
-    // Fixed (0), INIT (5), start-up (6); physical destination, no shorthand.
-    let allowed = matches!(mode, 0 | 5 | 6) && shorthand == 0 && icr & (1 << 11) == 0 && own_core;
-    if !allowed {
-        let Some(_) = partition.counters.ipi.hit() else { return false };
-        warn!(
-            "partition {=str}: IPI refused (#GP): icr {=u64:#x} (mode {=u64}, shorthand {=u64}) to apic_id {=u32}, which is not one of its cores",
-            partition.name(),
-            icr,
-            mode,
-            shorthand,
-            destination
-        );
-        return false;
-    }
-    // INIT and start-up IPIs between the partition's own cores are emulated: the target
-    // core waits in the hypervisor for them (see `partition::run_core`), so the hardware
-    // never sees an INIT and the same path works on every backend.
-    if mode == 5 || mode == 6 {
-        if let Some(cpu) = crate::percpu::by_apic_id(destination) {
-            if mode == 5 {
-                cpu.deliver_init();
-            } else {
-                cpu.deliver_startup(icr as u8);
-            }
-        }
-        return true;
-    }
-    apic_access::write(X2APIC_ICR, icr)
+    crate::lapic::send_ipi(partition, icr)
 }
 
 /// An LVT write (SDM 11.5.1): only fixed delivery (mode 000) or masked entries. NMI, SMI,
@@ -235,6 +207,18 @@ fn lvt_write(partition: &Partition, msr: u32, value: u64) -> bool {
 /// TSC deadline stopped and nothing left in service, and XCR0 back to x87 only. A restarted
 /// partition must not take its previous run's timer into the fresh payload.
 pub fn reset_core_state() {
+    reset_local_apic();
+    if crate::capabilities::host_xsave_enabled() {
+        // SAFETY: x87 only is always a valid XCR0.
+        unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 1u32, in("edx") 0u32) };
+    }
+}
+
+/// The partition's local APIC registers back to their power-on shape (SDM 11.4.7.1): every
+/// LVT masked, the timer and TSC deadline stopped, nothing left in service. Also when the
+/// partition disables its APIC through IA32_APIC_BASE (`lapic.rs`), which then must not
+/// deliver anything.
+pub fn reset_local_apic() {
     const MASKED: u64 = 1 << 16;
     for lvt in [0x82f, 0x832, 0x833, 0x834, 0x835, 0x836, 0x837] {
         apic_access::write(lvt, MASKED);
@@ -248,9 +232,5 @@ pub fn reset_core_state() {
     let in_service: u32 = (0x810..=0x817).map(|r| (apic_access::read(r).unwrap_or(0) as u32).count_ones()).sum();
     for _ in 0..in_service {
         apic_access::write(apic_access::EOI, 0);
-    }
-    if crate::capabilities::host_xsave_enabled() {
-        // SAFETY: x87 only is always a valid XCR0.
-        unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 1u32, in("edx") 0u32) };
     }
 }

@@ -66,9 +66,13 @@ pub enum Fault {
     Load,
     /// The backend could not set up the vCPU.
     VcpuSetup,
-    /// Used the xAPIC MMIO page; partitions must drive their local APIC in x2APIC mode.
-    XapicMmio {
+    /// An instruction touched the xAPIC page that the emulation does not perform (not one
+    /// of the 32-bit MOV forms `bulkhead_virt::mmio_decode` takes, or unreadable).
+    XapicInstruction {
         gpa: u64,
+        /// The first eight instruction bytes in order, the first the most significant (as
+        /// far as they could be read; zeroes otherwise).
+        bytes: u64,
     },
 }
 
@@ -97,10 +101,11 @@ crate::log::impl_format!(Fault, |fault, f| {
         }
         Fault::Load => crate::log::write!(f, "payload could not be loaded"),
         Fault::VcpuSetup => crate::log::write!(f, "the vCPU could not be set up"),
-        Fault::XapicMmio { gpa } => crate::log::write!(
+        Fault::XapicInstruction { gpa, bytes } => crate::log::write!(
             f,
-            "access to the xAPIC MMIO page at {=u64:#x}: Bulkhead partitions must use their local APIC in x2APIC mode (MSRs 0x800-0x8ff)",
-            gpa
+            "xAPIC page access at {=u64:#x} by an instruction the emulation does not perform (bytes {=u64:#018x}); only 32-bit MOV loads and stores are emulated",
+            gpa,
+            bytes
         ),
     }
 });
@@ -581,6 +586,8 @@ enum Stop {
     /// Another core of the partition faulted and stops the partition; the guest RIP where
     /// the hypervisor's NMI took the vCPU out of its guest, if that is how it left.
     Signalled(Option<u64>),
+    /// The partition sent this vCPU an INIT: it resets and waits for a start-up IPI.
+    Init,
 }
 
 /// Runs this core's vCPU until the partition halts for good. The first core loads the
@@ -594,14 +601,29 @@ pub fn run_core<B: crate::backend::Backend>(
     first_core: bool,
 ) {
     let cpu = crate::percpu::current();
+    // RESET (the partition starts) or INIT (a sibling reset this vCPU, SDM 9.4, 11.4.7.3):
+    // both reset the registers; INIT keeps the APIC mode and waits for a start-up IPI,
+    // even on the partition's first core.
+    let mut reset = true;
     loop {
         crate::msr::reset_core_state();
-        let stop = match start_vcpu(partition, boot, backend, first_core) {
+        if reset {
+            crate::lapic::reset(first_core);
+        } else {
+            crate::lapic::init();
+        }
+        let stop = match start_vcpu(partition, boot, backend, first_core && reset) {
             Ok(true) => run_vcpu(partition, backend),
             Ok(false) => Stop::Signalled(None),
             Err(fault) => Stop::Fault(fault, 0),
         };
+        reset = true;
         let outcome = match stop {
+            Stop::Init => {
+                info!("partition {=str}: vcpu on cpu {=u32} got INIT: reset", partition.name(), cpu.index());
+                reset = false;
+                continue;
+            }
             Stop::Fault(fault, rip) => partition.contain(fault, rip),
             Stop::Signalled(nmi_rip) => {
                 match nmi_rip {
@@ -655,15 +677,20 @@ fn start_vcpu<B: crate::backend::Backend>(
         startup_entry(vector)
     };
     backend.start(partition, &entry).map_err(|()| Fault::VcpuSetup)?;
+    crate::lapic::apply_mode(partition, backend);
     Ok(true)
 }
 
 /// Runs the guest until it faults or its partition is stopped from another core.
 fn run_vcpu<B: crate::backend::Backend>(partition: &'static Partition, backend: &mut B) -> Stop {
     let mut nmi_rip = None;
+    let cpu = crate::percpu::current();
     loop {
         if partition.containment.stopping() {
             return Stop::Signalled(nmi_rip);
+        }
+        if cpu.init_pending() {
+            return Stop::Init;
         }
         let exit = backend.run();
         nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());

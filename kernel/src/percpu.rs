@@ -94,8 +94,11 @@ pub struct PerCpu {
     index: u32,
     apic_id: AtomicU32,
     online: AtomicBool,
-    /// INIT/SIPI mailbox of the vCPU on this core (see `msr::send_ipi`).
+    /// INIT/SIPI mailbox of the vCPU on this core (see `lapic::send_ipi`).
     startup: AtomicU32,
+    /// An INIT arrived that the running vCPU has not acted on yet: it must leave its guest,
+    /// reset and wait for a start-up IPI (`partition::run_vcpu`).
+    init_pending: AtomicBool,
     tss: UnsafeCell<TaskStateSegment>,
     gdt: UnsafeCell<GlobalDescriptorTable<8>>,
 }
@@ -111,6 +114,7 @@ impl PerCpu {
             apic_id: AtomicU32::new(u32::MAX),
             online: AtomicBool::new(false),
             startup: AtomicU32::new(STARTUP_IDLE),
+            init_pending: AtomicBool::new(false),
             tss: UnsafeCell::new(TaskStateSegment::new()),
             gdt: UnsafeCell::new(GlobalDescriptorTable::empty()),
         }
@@ -136,9 +140,17 @@ impl PerCpu {
         self.online.store(true, Ordering::Release)
     }
 
-    /// INIT from the partition: the vCPU on this core is (again) waiting for a SIPI.
+    /// INIT from the partition: the vCPU on this core is (again) waiting for a SIPI; a
+    /// running vCPU resets first (`init_pending`).
     pub fn deliver_init(&self) {
         self.startup.store(STARTUP_INIT, Ordering::Release);
+        self.init_pending.store(true, Ordering::Release);
+    }
+
+    /// Whether an INIT waits for the running vCPU to act on it (checked before every guest
+    /// entry, like the containment flag).
+    pub fn init_pending(&self) -> bool {
+        self.init_pending.load(Ordering::Acquire)
     }
 
     /// A start-up IPI: counts only after INIT (SDM 9.4.4: SIPIs are ignored otherwise).
@@ -150,6 +162,7 @@ impl PerCpu {
     /// Forgets any INIT or start-up IPI: the vCPU's partition is stopping or restarting.
     pub fn clear_startup(&self) {
         self.startup.store(STARTUP_IDLE, Ordering::Release);
+        self.init_pending.store(false, Ordering::Release);
     }
 
     /// Waits (on this core, in the hypervisor) until INIT and a start-up IPI arrived;
@@ -159,6 +172,8 @@ impl PerCpu {
             if cancelled() {
                 return None;
             }
+            // Waiting for SIPI is the state an INIT puts the vCPU in: nothing left to act on.
+            self.init_pending.store(false, Ordering::Release);
             let state = self.startup.load(Ordering::Acquire);
             // Consume only this vector: an INIT that raced in stays for the next wait.
             if state <= 0xff

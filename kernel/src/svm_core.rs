@@ -25,6 +25,8 @@ struct PartitionPages {
     npt: [[u64; 512]; NPT_TABLES],
     iopm: IoPermissionMap,
     msrpm: MsrPermissionMap,
+    /// The permission map for vCPUs whose local APIC is not in x2APIC mode.
+    msrpm_trap: MsrPermissionMap,
 }
 
 #[repr(C, align(4096))]
@@ -40,6 +42,7 @@ static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell
             npt: [[0; 512]; NPT_TABLES],
             iopm: IoPermissionMap::zeroed(),
             msrpm: MsrPermissionMap::zeroed(),
+            msrpm_trap: MsrPermissionMap::zeroed(),
         }
     }; MAX_PARTITIONS],
 ));
@@ -58,7 +61,8 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         let (root, io) = address_space::build::<Npt>(partition, &mut pages.npt)?;
         io.svm_iopm(&mut pages.iopm.0);
         // EFER exits: the VMCB's copy must keep SVME, which the partition must not see.
-        address_space::msr_permissions(&[crate::msr::EFER])?.svm_msrpm(&mut pages.msrpm.0);
+        address_space::msr_permissions(&[crate::msr::EFER], true)?.svm_msrpm(&mut pages.msrpm.0);
+        address_space::msr_permissions(&[crate::msr::EFER], false)?.svm_msrpm(&mut pages.msrpm_trap.0);
         Ok(root)
     })
 }
@@ -111,8 +115,12 @@ impl Backend for SvmCore {
         let id = partition.config().id.0 as usize;
         // SAFETY: the partition's pages are built and from now on only read.
         let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
-        let setup =
-            VcpuSetup { npt_root: root, asid: id as u32 + 1, iopm: pages.iopm.address(), msrpm: pages.msrpm.address() };
+        let setup = VcpuSetup {
+            npt_root: root,
+            asid: id as u32 + 1,
+            iopm: pages.iopm.address(),
+            msrpm: pages.msrpm_trap.address(),
+        };
         let index = percpu::current_index() as usize;
         // SAFETY: this core's VMCBs, used by this vCPU only.
         let core = unsafe { &mut (*CORE_PAGES.0.get())[index] };
@@ -141,6 +149,22 @@ impl Backend for SvmCore {
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.vcpu().inject_exception(vector, error_code)
+    }
+
+    fn advance_rip(&mut self, length: u64) {
+        self.vcpu().advance_rip(length)
+    }
+
+    fn guest_cr3_and_cs_base(&mut self) -> (u64, u64) {
+        self.vcpu().guest_cr3_and_cs_base()
+    }
+
+    fn set_x2apic_passthrough(&mut self, partition: &Partition, on: bool) {
+        let id = partition.config().id.0 as usize;
+        // SAFETY: the partition's pages are built (the vCPU started) and only read.
+        let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
+        let map = if on { pages.msrpm.address() } else { pages.msrpm_trap.address() };
+        self.vcpu().set_msrpm(map);
     }
 
     fn guest_cr0(&mut self) -> u64 {

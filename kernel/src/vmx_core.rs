@@ -25,6 +25,8 @@ struct PartitionPages {
     io_bitmap_a: Page,
     io_bitmap_b: Page,
     msr_bitmap: Page,
+    /// The MSR bitmap for vCPUs whose local APIC is not in x2APIC mode: no x2APIC pass-through.
+    msr_bitmap_trap: Page,
 }
 
 #[repr(C, align(4096))]
@@ -40,6 +42,7 @@ static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell
             io_bitmap_a: Page::zeroed(),
             io_bitmap_b: Page::zeroed(),
             msr_bitmap: Page::zeroed(),
+            msr_bitmap_trap: Page::zeroed(),
         }
     }; MAX_PARTITIONS],
 ));
@@ -56,7 +59,8 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         let pages = unsafe { &mut (*PARTITION_PAGES.0.get())[id] };
         let (root, io) = address_space::build::<Ept>(partition, &mut pages.ept)?;
         io.vmx_bitmaps(&mut pages.io_bitmap_a.0, &mut pages.io_bitmap_b.0);
-        address_space::msr_permissions(&[])?.vmx_bitmap(&mut pages.msr_bitmap.0);
+        address_space::msr_permissions(&[], true)?.vmx_bitmap(&mut pages.msr_bitmap.0);
+        address_space::msr_permissions(&[], false)?.vmx_bitmap(&mut pages.msr_bitmap_trap.0);
         Ok(root)
     })
 }
@@ -110,7 +114,8 @@ impl Backend for VmxCore {
             vpid: id as u16 + 1,
             io_bitmap_a: pages.io_bitmap_a.address(),
             io_bitmap_b: pages.io_bitmap_b.address(),
-            msr_bitmap: pages.msr_bitmap.address(),
+            // Every vCPU starts in xAPIC mode (`lapic.rs`).
+            msr_bitmap: pages.msr_bitmap_trap.address(),
             host: Self::host_state(),
         };
         let index = percpu::current_index() as usize;
@@ -140,6 +145,22 @@ impl Backend for VmxCore {
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.vcpu.as_mut().expect("started").inject_exception(vector, error_code)
+    }
+
+    fn advance_rip(&mut self, length: u64) {
+        self.vcpu.as_mut().expect("started").advance_rip(length)
+    }
+
+    fn guest_cr3_and_cs_base(&mut self) -> (u64, u64) {
+        self.vcpu.as_mut().expect("started").guest_cr3_and_cs_base()
+    }
+
+    fn set_x2apic_passthrough(&mut self, partition: &Partition, on: bool) {
+        let id = partition.config().id.0 as usize;
+        // SAFETY: the partition's pages are built (the vCPU started) and only read.
+        let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
+        let bitmap = if on { &pages.msr_bitmap } else { &pages.msr_bitmap_trap };
+        self.vcpu.as_mut().expect("started").set_msr_bitmap(bitmap.address());
     }
 
     fn guest_cr0(&mut self) -> u64 {

@@ -185,6 +185,24 @@ impl Vcpu {
         self.vmcb.control.interrupt_state &= !INTERRUPT_SHADOW;
     }
 
+    /// Moves RIP forward by `length` bytes: past an instruction the kernel decoded and
+    /// emulated itself (a nested page fault has no next RIP, 15.7.1).
+    pub fn advance_rip(&mut self, length: u64) {
+        self.vmcb.save.rip += length;
+        self.vmcb.control.interrupt_state &= !INTERRUPT_SHADOW;
+    }
+
+    /// The guest's CR3 and CS base (for reading the guest's instruction bytes).
+    pub fn guest_cr3_and_cs_base(&self) -> (u64, u64) {
+        (self.vmcb.save.cr3, self.vmcb.save.cs.base)
+    }
+
+    /// Points the VMCB at another MSR permission map (an 8 KiB, static, physically
+    /// contiguous map; the clean bits are always 0, so the next VMRUN reloads it).
+    pub fn set_msrpm(&mut self, address: u64) {
+        self.vmcb.control.msrpm_base_pa = address;
+    }
+
     /// Injects a hardware exception (e.g. #GP with error code 0) at the next VMRUN
     /// (EVENTINJ, 15.20). Real mode pushes no error codes, so none is delivered there.
     /// It replaces an event [`run`](Self::run) queued for re-injection; the kernel injects

@@ -13,8 +13,12 @@
 //! | [`elf`] | ELF64 / ELF32 payload loading, multiboot1 header discovery |
 //! | [`multiboot1`] | the multiboot1 information structure handed to guests in EBX |
 //! | [`guest_paging`] | identity-mapping long-mode page tables and a flat GDT for guests |
+//! | [`guest_walk`] | guest-linear to guest-physical through the guest's own page tables |
+//! | [`ipi`] | which IPIs a partition's ICR write may send, and to whom |
 //! | [`pages`] | page-aligned buffers the hardware reads by physical address |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
+//! | [`apic_base`] | IA32_APIC_BASE of a partition's local APIC: its mode state machine |
+//! | [`mmio_decode`] | decoding the MOV that touched an emulated MMIO page (the xAPIC page) |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
 //! feed them arbitrary and mutated bytes.
@@ -24,12 +28,16 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod apic_base;
 pub mod bitmap;
 pub mod elf;
 pub mod exit;
 pub mod guest_paging;
 pub mod guest_state;
+pub mod guest_walk;
+pub mod ipi;
 pub mod memory;
+pub mod mmio_decode;
 pub mod multiboot1;
 pub mod pages;
 pub mod slat;

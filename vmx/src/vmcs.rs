@@ -416,6 +416,27 @@ impl Vcpu {
         }
     }
 
+    /// Moves RIP forward by `length` bytes: past an instruction the kernel decoded and
+    /// emulated itself (the VM-exit instruction length is undefined for EPT violations,
+    /// SDM 28.2.5).
+    pub fn advance_rip(&mut self, length: u64) {
+        vmwrite_unchecked(guest::RIP, vmread(guest::RIP) + length);
+        let state = vmread(guest::INTERRUPTIBILITY_STATE);
+        if state & 0b11 != 0 {
+            vmwrite_unchecked(guest::INTERRUPTIBILITY_STATE, state & !0b11);
+        }
+    }
+
+    /// The guest's CR3 and CS base (for reading the guest's instruction bytes).
+    pub fn guest_cr3_and_cs_base(&self) -> (u64, u64) {
+        (vmread(guest::CR3), vmread(guest::CS_BASE))
+    }
+
+    /// Points the VMCS at another MSR bitmap (a 4 KiB-aligned, static page).
+    pub fn set_msr_bitmap(&mut self, address: u64) {
+        let _ = vmwrite(control::MSR_BITMAPS_ADDR_FULL, address);
+    }
+
     /// Injects a hardware exception (e.g. #GP with error code 0) at the next entry.
     pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         const VALID: u64 = 1 << 31;

@@ -51,6 +51,7 @@ fn exits() {
 
 /// APIC timer ticks per TSC tick, measured over `span` TSC ticks (x2APIC current count).
 fn apic_per_tsc(span: u64) -> (u64, u64) {
+    bulkhead_guests::lapic::enter_x2apic_mode();
     // SAFETY: x2APIC timer registers passed through to the partition.
     unsafe {
         core::arch::asm!("wrmsr", in("ecx") 0x83eu32, in("eax") 0b1011u32, in("edx") 0u32, options(nostack));

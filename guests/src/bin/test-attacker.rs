@@ -5,7 +5,7 @@
 #![no_std]
 #![no_main]
 
-use bulkhead_guests::{arg, cmdline, gp, idle, inb, outb, parse_u64, println};
+use bulkhead_guests::{arg, cmdline, gp, idle, inb, lapic, outb, parse_u64, println};
 use core::ptr::{read_volatile, write_volatile};
 
 const IA32_FEATURE_CONTROL: u32 = 0x3a;
@@ -81,6 +81,7 @@ extern "C" fn _start(args: *const u8) -> ! {
             );
         }
         "ipi" => {
+            lapic::enter_x2apic_mode();
             let destination = target << 32;
             println!(
                 "attacker: fixed IPI to apic {} {}; INIT to apic {} {}",
@@ -89,12 +90,15 @@ extern "C" fn _start(args: *const u8) -> ! {
                 target,
                 answer(gp::wrmsr(X2APIC_ICR, destination | 0x4500)),
             );
-            // Also to its own core (apic 1): NMI, broadcast shorthand, and LINT0 in NMI mode
-            // are the hypervisor's; a masked LINT0 is the partition's own business.
+            // Also to its own core (apic 1): NMI and LINT0 in NMI mode are the hypervisor's;
+            // a masked LINT0 is the partition's own business. The "all excluding self"
+            // broadcasts (fixed, INIT) are taken but reach only the partition's own other
+            // cores, here none: the witness would fault or stop if they leaked.
             println!(
-                "attacker: NMI to own core {}; broadcast {}; LINT0 NMI mode {}; LINT0 masked {}",
+                "attacker: NMI to own core {}; broadcast {}; broadcast INIT {}; LINT0 NMI mode {}; LINT0 masked {}",
                 answer(gp::wrmsr(X2APIC_ICR, (1 << 32) | 0x4400)),
                 answer(gp::wrmsr(X2APIC_ICR, (0b11 << 18) | 0x40)),
+                answer(gp::wrmsr(X2APIC_ICR, (0b11 << 18) | 0x4500)),
                 answer(gp::wrmsr(0x835, 0x400)),
                 answer(gp::wrmsr(0x835, 1 << 16)),
             );
@@ -143,9 +147,13 @@ extern "C" fn _start(args: *const u8) -> ! {
             );
         }
         "xapic" => {
-            // SAFETY: deliberately touches the xAPIC MMIO page (APIC ID register).
-            let id = unsafe { read_volatile(0xfee0_0020 as *const u32) };
-            println!("attacker: xAPIC ID register read {:#x}: NOT BLOCKED", id);
+            // The xAPIC page works (the vCPU starts in xAPIC mode), but its ICR reaches only
+            // this partition's cores: a fixed IPI and an INIT to the target are dropped.
+            let id = lapic::xapic_read(0x20) >> 24;
+            lapic::xapic_write(0x310, (target as u32) << 24);
+            lapic::xapic_write(0x300, 0x40);
+            lapic::xapic_write(0x300, 0x4500);
+            println!("attacker: xAPIC id {}; fixed IPI and INIT to apic {} through the xAPIC ICR written", id, target);
         }
         "triple-fault" => {
             // Memory outside the payload must come back zeroed after a restart.

@@ -2,6 +2,7 @@
 //! run from its console (see docs/testing.md). They are one test binary so that cargo runs
 //! them all in parallel (one test thread per core).
 
+mod apic;
 mod boot;
 mod config;
 mod console;

@@ -224,7 +224,7 @@ every_backend! {
 /// nothing else: the BIOS leaves the BSP's LINT0 in ExtINT mode, and before the 8259 was
 /// masked and LINT0 quiesced, the PIT's legacy interrupt reached the guest as vector 8.
 /// 10M instructions at 1 kHz (50 MHz emulated clock) are about 200 ticks. With the x2APIC
-/// passed through (VT-x) none of them exits; with it emulated (SVM, Bochs `ryzen`) each
+/// passed through (VT-x) none of them exits (only the switch to x2APIC mode does); with it emulated (SVM, Bochs `ryzen`) each
 /// EOI is one MSR exit, plus the timer's few set-up writes, and nothing else exits. Bochs
 /// only: the tick count relies on its instruction-counting clock.
 fn boot_cpu_partition_gets_only_its_own_timer(emulator: Emulator) {
@@ -244,8 +244,11 @@ fn boot_cpu_partition_gets_only_its_own_timer(emulator: Emulator) {
     let exits = text.iter().find(|l| l.contains("partition bench: exits:")).unwrap();
     assert!(exits.ends_with("cpuid 0, other 0"), "the timer caused exits: {exits}");
     let msr: u64 = exits.split("msr ").nth(1).and_then(|rest| rest.split(',').next()).unwrap().parse().unwrap();
+    // The guest's switch to x2APIC mode (partitions start in xAPIC mode) is three MSR exits
+    // of set-up: RDMSR and WRMSR of IA32_APIC_BASE, and one RDMSR more when the timer starts.
+    const MODE_SWITCH: u64 = 3;
     if emulator.has_x2apic() {
-        assert_eq!(msr, 0, "the timer caused exits: {exits}");
+        assert!(msr <= MODE_SWITCH, "the timer caused exits: {exits}");
     } else {
         assert!((ticks..=ticks + 20).contains(&msr), "expected one EOI exit per tick ({ticks}): {exits}");
     }
