@@ -15,6 +15,7 @@
 //! | [`guest_paging`] | identity-mapping long-mode page tables and a flat GDT for guests |
 //! | [`pages`] | page-aligned buffers the hardware reads by physical address |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
+//! | [`x2apic`] | the x2APIC register map: which registers exist, may be read or written, and with which bits |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
 //! feed them arbitrary and mutated bytes.
@@ -33,6 +34,7 @@ pub mod memory;
 pub mod multiboot1;
 pub mod pages;
 pub mod slat;
+pub mod x2apic;
 
 #[cfg(test)]
 extern crate std;
