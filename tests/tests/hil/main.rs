@@ -11,3 +11,4 @@ mod image;
 mod isolation;
 mod partitions;
 mod smp;
+mod sweep;
