@@ -3,9 +3,10 @@
 //! Passed through without exits (see `address_space.rs`): the syscall and segment-base
 //! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB; EFER exits on SVM, see
 //! [`efer_write`]), IA32_TSC for reading,
-//! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
-//! deadline, EOI, TPR, LVTs...) except ICR writes and the LVTs with a delivery mode, which
-//! are checked here against the register map (`bulkhead_virt::x2apic`). Without an x2APIC
+//! and, where the CPU has an x2APIC, reads of the partition's own local APIC registers and
+//! the writes it makes at interrupt rate (TPR, EOI, timer initial count, SELF IPI, TSC
+//! deadline); its other APIC writes (ICR, LVTs, SVR, ESR, timer divide) exit and are
+//! checked here against the register map (`bulkhead_virt::x2apic`). Without an x2APIC
 //! every x2APIC MSR exits and `apic_access.rs` performs it on the xAPIC, after the same
 //! checks. Everything else exits here and is answered from this explicit list; anything
 //! not on it is refused with #GP.
@@ -65,9 +66,10 @@ pub const X2APIC_READ: core::ops::RangeInclusive<u32> = 0x802..=0x83f;
 /// x2APIC registers a partition writes directly (`bulkhead_virt::x2apic`), and the TSC
 /// deadline.
 pub const X2APIC_WRITE: &[u32] = &{
-    let mut msrs = [apic_access::TSC_DEADLINE; 9];
+    const N: usize = bulkhead_virt::x2apic::WRITES_WITHOUT_EXIT.len();
+    let mut msrs = [apic_access::TSC_DEADLINE; N + 1];
     let mut i = 0;
-    while i < 8 {
+    while i < N {
         msrs[i] = bulkhead_virt::x2apic::WRITES_WITHOUT_EXIT[i];
         i += 1;
     }

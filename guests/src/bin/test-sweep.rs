@@ -656,14 +656,27 @@ fn sweep_hypercalls(seed: u64, count: u64) -> bool {
         if rng.below(16) == 0 {
             input = rng.next();
         }
-        // Fill the input pages with random bytes: random fields in any block read there.
-        let blocks = &raw mut BLOCKS as *mut u64;
-        for i in 0..4 {
-            let word = rng.below(1024) as usize;
-            // SAFETY: within the two pages.
-            unsafe { blocks.add(word).write_volatile(if i == 0 { rng.below(8) } else { rng.next() }) };
+        // The parameters: anywhere; a block in this payload's pages gets random fields
+        // around the values that lead further into the checks (connection ids 1 and 2 are
+        // this partition's, see tests/configs/sweep.toml; a payload size around 240).
+        let (mut parameter, output) = (gpa(&mut rng), gpa(&mut rng));
+        if input & (1 << 16) != 0 && rng.below(2) == 0 {
+            parameter = rng.below(4) | (rng.below(4) << 32) | (if rng.below(8) == 0 { rng.next() << 48 } else { 0 });
         }
-        let (parameter, output) = (gpa(&mut rng), gpa(&mut rng));
+        let own = &raw const BLOCKS as u64;
+        if (own..own + 8192 - 16).contains(&parameter) {
+            let block = parameter as *mut u32;
+            let words = [
+                rng.below(4) as u32,
+                if rng.below(4) == 0 { rng.next() as u32 } else { 0 },
+                rng.next() as u32 >> rng.below(32),
+                rng.below(260) as u32,
+            ];
+            for (i, word) in words.iter().enumerate() {
+                // SAFETY: within this payload's two pages (checked above).
+                unsafe { block.add(i).write_unaligned(*word) };
+            }
+        }
         let result = HypercallResult::decode(hv.raw_hypercall(input, parameter, output));
         let status = result.status_code();
         let reserved = result.value() & 0xfff0_0000_ffff_0000 != 0;
