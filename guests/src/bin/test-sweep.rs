@@ -5,7 +5,8 @@
 //!
 //! Command line: `range=NAME` picks the part (`msr-low` 0..0x2000, `msr-high`
 //! 0xC000_0000..0xC000_2000, `msr-hyperv` 0x4000_0000..0x4000_0200, `ports`,
-//! `instructions`, `hypercalls`); `seed=N` the hypercall fuzzer's seed (printed, so a
+//! `instructions`, `hypercalls`); `cr4=supported` toggles only the CR4 bits CPUID
+//! reports (for QEMU, see [`cr4_supported`]); `seed=N` the hypercall fuzzer's seed (printed, so a
 //! failure can be replayed); `count=N` the number of hypercalls (default 100 000);
 //! `ports=FIRST-LAST` a port range (default all).
 //!
@@ -535,14 +536,63 @@ macro_rules! instruction {
     }};
 }
 
-fn sweep_instructions() -> bool {
+/// CR0.PE and CR0.PG, CR4.PAE: clearing them in 64-bit mode is #GP on hardware (SDM Vol.
+/// 3 9.8.5.4, APM Vol. 2 14.7), answered by the CPU without an exit to the hypervisor;
+/// QEMU 7.2 TCG takes them and leaves long mode under the guest, which ends it. So they
+/// are not tried.
+const LEAVES_LONG_MODE_CR0: [u32; 2] = [0, 31];
+const LEAVES_LONG_MODE_CR4: [u32; 1] = [5];
+
+/// The CR4 bits whose feature CPUID reports (SDM Vol. 3 2.5, Figure 2-8), for
+/// `cr4=supported`: QEMU 7.2 TCG answers a guest's write of any other CR4 bit under SVM
+/// with #VMEXIT(INVALID) instead of #GP (not what a CPU does), which ends the guest.
+fn cr4_supported() -> u64 {
+    let leaf1 = bulkhead_guests::cpuid(1, 0);
+    let leaf7 = bulkhead_guests::cpuid(7, 0);
+    let has = |reg: u32, bit: u32| reg & (1 << bit) != 0;
+    let bits: [(u32, bool); 22] = [
+        (0, has(leaf1.edx, 1)),
+        (1, has(leaf1.edx, 1)),
+        (2, has(leaf1.edx, 4)),
+        (3, has(leaf1.edx, 2)),
+        (4, has(leaf1.edx, 3)),
+        (5, has(leaf1.edx, 6)),
+        (6, has(leaf1.edx, 7)),
+        (7, has(leaf1.edx, 13)),
+        (8, true),
+        (9, has(leaf1.edx, 24)),
+        (10, has(leaf1.edx, 25)),
+        (11, has(leaf7.ecx, 2)),
+        (12, has(leaf7.ecx, 16)),
+        (13, has(leaf1.ecx, 5)),
+        (14, has(leaf1.ecx, 6)),
+        (16, has(leaf7.ebx, 0)),
+        (17, has(leaf1.ecx, 17)),
+        (18, has(leaf1.ecx, 26)),
+        (20, has(leaf7.ebx, 7)),
+        (21, has(leaf7.ebx, 20)),
+        (22, has(leaf7.ecx, 3)),
+        (23, has(leaf7.ecx, 7)),
+    ];
+    bits.iter().filter(|(_, present)| *present).fold(0, |mask, (bit, _)| mask | 1 << bit)
+}
+
+fn sweep_instructions(cr4_reserved: bool) -> bool {
     let mut all = Tally::default();
-    let mut tally = |label: &str, probe: &mut dyn FnMut(u32) -> Outcome, bits: u32| {
+    let mut tally = |label: &str, probe: &mut dyn FnMut(u32) -> Outcome, bits: u32, skip: &[u32]| {
         let mut t = Tally::default();
         for bit in 0..bits {
+            if skip.contains(&bit) {
+                t.skipped += 1;
+                continue;
+            }
             t.add(probe(bit));
         }
         println!("sweep: {}: {}", label, t);
+        if !skip.is_empty() {
+            let mask = skip.iter().fold(0u64, |mask, bit| mask | 1 << bit);
+            println!("sweep: {}: skipped bits {:#x}", label, mask);
+        }
         all.ok += t.ok;
         all.gp += t.gp;
         all.ud += t.ud;
@@ -553,42 +603,74 @@ fn sweep_instructions() -> bool {
         "cr0 each bit toggled",
         &mut |bit| write_then_restore!("mov cr0, {v}", "mov cr0, {o}", cr0 ^ (1u64 << bit), cr0),
         64,
+        &LEAVES_LONG_MODE_CR0,
     );
     let cr4 = read_cr(4);
+    let mut cr4_skip = [LEAVES_LONG_MODE_CR4[0]; 64];
+    let mut cr4_skipped = 1;
+    if !cr4_reserved {
+        let supported = cr4_supported();
+        for bit in (0..64).filter(|&bit| bit != 5 && supported & (1 << bit) == 0) {
+            cr4_skip[cr4_skipped] = bit;
+            cr4_skipped += 1;
+        }
+        println!("sweep: cr4: only the bits CPUID reports ({:#x})", supported);
+    }
     tally(
         "cr4 each bit toggled",
         &mut |bit| write_then_restore!("mov cr4, {v}", "mov cr4, {o}", cr4 ^ (1u64 << bit), cr4),
         64,
+        &cr4_skip[..cr4_skipped],
     );
     let cr8 = read_cr(8);
-    tally("cr8 each bit alone", &mut |bit| write_then_restore!("mov cr8, {v}", "mov cr8, {o}", 1u64 << bit, cr8), 64);
+    tally(
+        "cr8 each bit alone",
+        &mut |bit| write_then_restore!("mov cr8, {v}", "mov cr8, {o}", 1u64 << bit, cr8),
+        64,
+        &[],
+    );
     let dr7: u64 = 0x400;
     tally(
         "dr7 each bit alone",
         &mut |bit| write_then_restore!("mov dr7, {v}", "mov dr7, {o}", (1u64 << bit) | 0x400, dr7),
         64,
+        &[],
     );
     // XSETBV needs CR4.OSXSAVE (CPUID.1:ECX[26] says XSAVE exists).
     if bulkhead_guests::cpuid(1, 0).ecx & (1 << 26) != 0 {
         // SAFETY: enabling XSAVE in this partition's own CR4.
         unsafe { core::arch::asm!("mov {t}, cr4", "bts {t}, 18", "mov cr4, {t}", t = out(reg) _, options(nostack)) };
         let xcr0 = xgetbv0();
-        tally("xsetbv xcr0 each bit alone", &mut |bit| xsetbv_then_restore(1u64 << bit, xcr0), 64);
-        tally("xsetbv xcr0 all ones, zero", &mut |n| xsetbv_then_restore(if n == 0 { u64::MAX } else { 0 }, xcr0), 2);
+        tally("xsetbv xcr0 each bit alone", &mut |bit| xsetbv_then_restore(1u64 << bit, xcr0), 64, &[]);
+        tally(
+            "xsetbv xcr0 all ones, zero",
+            &mut |n| xsetbv_then_restore(if n == 0 { u64::MAX } else { 0 }, xcr0),
+            2,
+            &[],
+        );
     } else {
         println!("sweep: xsetbv: no XSAVE");
     }
     let page = &raw const RESUME as u64;
-    println!(
-        "sweep: invd {}; wbinvd {}; mwait (not armed) {}; monitor {}; rdpmc 0 {}; rdpmc 0x40000000 {}; rdpmc 0xffffffff {}",
-        name(instruction!("invd"; options(nostack))),
-        name(instruction!("wbinvd"; options(nostack))),
-        name(instruction!("mwait"; in("eax") 0u32, in("ecx") 0u32, options(nostack))),
-        name(instruction!("monitor"; in("rax") page, in("ecx") 0u32, in("edx") 0u32, options(nostack))),
-        name(instruction!("rdpmc"; in("ecx") 0u32, out("eax") _, out("edx") _, options(nostack))),
-        name(instruction!("rdpmc"; in("ecx") 0x4000_0000u32, out("eax") _, out("edx") _, options(nostack))),
-        name(instruction!("rdpmc"; in("ecx") 0xffff_ffffu32, out("eax") _, out("edx") _, options(nostack))),
-    );
+    let others = [
+        ("invd", instruction!("invd"; options(nostack))),
+        ("wbinvd", instruction!("wbinvd"; options(nostack))),
+        ("mwait (not armed)", instruction!("mwait"; in("eax") 0u32, in("ecx") 0u32, options(nostack))),
+        ("monitor", instruction!("monitor"; in("rax") page, in("ecx") 0u32, in("edx") 0u32, options(nostack))),
+        ("rdpmc 0", instruction!("rdpmc"; in("ecx") 0u32, out("eax") _, out("edx") _, options(nostack))),
+        (
+            "rdpmc 0x40000000",
+            instruction!("rdpmc"; in("ecx") 0x4000_0000u32, out("eax") _, out("edx") _, options(nostack)),
+        ),
+        (
+            "rdpmc 0xffffffff",
+            instruction!("rdpmc"; in("ecx") 0xffff_ffffu32, out("eax") _, out("edx") _, options(nostack)),
+        ),
+    ];
+    for (label, outcome) in others {
+        println!("sweep: {}: {}", label, name(outcome));
+        all.add(outcome);
+    }
     println!("sweep: instructions: {}", all);
     all.other == 0
 }
@@ -733,7 +815,7 @@ extern "C" fn _start(args: *const u8) -> ! {
         }
         "instructions" => {
             x2apic_mode();
-            sweep_instructions()
+            sweep_instructions(arg(args, "cr4") != Some("supported"))
         }
         "hypercalls" => sweep_hypercalls(seed, arg(args, "count").and_then(parse_u64).unwrap_or(100_000)),
         other => {
