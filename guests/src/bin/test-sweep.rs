@@ -183,6 +183,8 @@ enum Outcome {
 
 const GP: u64 = 13;
 const UD: u64 = 6;
+/// #DB: the answer to a MOV DR after DR7.GD was set (SDM Vol. 3 18.2.4), the restore.
+const DB: u64 = 1;
 
 fn begin() {
     VECTOR.store(NONE, Ordering::SeqCst);
@@ -249,6 +251,7 @@ struct Tally {
     ok: u64,
     gp: u64,
     ud: u64,
+    db: u64,
     other: u64,
     skipped: u64,
 }
@@ -259,6 +262,7 @@ impl Tally {
             Outcome::Ok(_) => self.ok += 1,
             Outcome::Fault(GP) => self.gp += 1,
             Outcome::Fault(UD) => self.ud += 1,
+            Outcome::Fault(DB) => self.db += 1,
             Outcome::Fault(_) => self.other += 1,
         }
     }
@@ -267,6 +271,9 @@ impl Tally {
 impl core::fmt::Display for Tally {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "ok={} gp={} ud={} other={}", self.ok, self.gp, self.ud, self.other)?;
+        if self.db != 0 {
+            write!(f, " db={}", self.db)?;
+        }
         if self.skipped != 0 {
             write!(f, " skipped={}", self.skipped)?;
         }
@@ -596,6 +603,7 @@ fn sweep_instructions(cr4_reserved: bool) -> bool {
         all.ok += t.ok;
         all.gp += t.gp;
         all.ud += t.ud;
+        all.db += t.db;
         all.other += t.other;
     };
     let cr0 = read_cr(0);
