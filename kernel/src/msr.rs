@@ -3,10 +3,10 @@
 //! Passed through without exits (see `address_space.rs`): the syscall and segment-base
 //! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB; EFER exits on SVM, see
 //! [`efer_write`]), IA32_TSC for reading,
-//! and, where the CPU has an x2APIC, reads of the partition's own local APIC registers and
-//! the writes it makes at interrupt rate (TPR, EOI, timer initial count, SELF IPI, TSC
-//! deadline); its other APIC writes (ICR, LVTs, SVR, ESR, timer divide) exit and are
-//! checked here against the register map (`bulkhead_virt::x2apic`). Without an x2APIC
+//! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
+//! deadline, EOI, TPR, SVR, ESR, SELF IPI), whose reserved bits the hardware checks; ICR
+//! writes and the LVTs with a delivery mode (and LVT error) exit and are checked here
+//! against the register map (`bulkhead_virt::x2apic`). Without an x2APIC
 //! every x2APIC MSR exits and `apic_access.rs` performs it on the xAPIC, after the same
 //! checks. Everything else exits here and is answered from this explicit list; anything
 //! not on it is refused with #GP.

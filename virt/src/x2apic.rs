@@ -103,12 +103,12 @@ pub enum Refusal {
 }
 
 /// x2APIC register writes that pass through the MSR bitmap where the CPU has an x2APIC:
-/// the ones a guest makes at interrupt or timer rate (TPR, EOI, timer initial count, SELF
-/// IPI), which have no delivery mode and whose reserved bits the x2APIC hardware itself
-/// refuses with #GP in the guest. Every other write exits and is checked against this
-/// map, so its answer does not depend on how strictly an emulator implements the
-/// hardware's checks (Bochs takes a delivery mode in the LVT timer, for one).
-pub const WRITES_WITHOUT_EXIT: [u32; 4] = [0x808, 0x80b, 0x838, 0x83f];
+/// those without a delivery-mode field, whose reserved bits the x2APIC hardware itself
+/// refuses with #GP in the guest (SDM 11.12.1.2). TPR, EOI, SVR, ESR, the LVT timer,
+/// timer initial count and divide configuration, SELF IPI. Everything else (ICR, the LVTs
+/// with a delivery mode, LVT error) exits and is checked against this map; on a CPU
+/// without an x2APIC every write exits and is checked.
+pub const WRITES_WITHOUT_EXIT: [u32; 8] = [0x808, 0x80b, 0x80f, 0x828, 0x832, 0x838, 0x83e, 0x83f];
 
 const VECTOR: u64 = 0xff;
 const DELIVERY_MODE: u64 = 0b111 << 8;

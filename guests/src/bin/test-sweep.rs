@@ -346,23 +346,26 @@ fn sweep_msrs(first: u32, count: u32) -> bool {
 }
 
 /// The answers the hypervisor once got wrong (each crashed it): a write to 0x831 (no such
-/// x2APIC register), a masked LINT0 with reserved bits, an ICR with reserved bits, the
-/// LVT timer with a delivery mode, and an MTRR beyond MTRRCAP.VCNT.
+/// x2APIC register), a masked LINT0 with reserved bits, an ICR with reserved bits, an
+/// LVT without a delivery-mode field given one, and an MTRR beyond MTRRCAP.VCNT.
 fn known_cases() {
     let vcnt = match rdmsr(0xfe) {
         Outcome::Ok(cap) => cap & 0xff,
         Outcome::Fault(_) => 0,
     };
     let beyond_vcnt = 0x200 + 2 * vcnt as u32;
-    let timer = rdmsr(0x832);
     println!(
-        "sweep: check: wrmsr 0x831 {}; LINT0 masked with bit 20 {}; ICR bit 13 {}; LVT timer SMI mode {}; rdmsr MTRR beyond VCNT {}",
+        "sweep: check: wrmsr 0x831 {}; LINT0 masked with bit 20 {}; ICR bit 13 {}; LVT error NMI mode {}; rdmsr MTRR beyond VCNT {}",
         name(wrmsr(0x831, 0)),
         name(wrmsr(0x835, (1 << 16) | (1 << 20))),
         name(wrmsr(X2APIC_ICR, (1 << 32) | (1 << 13) | 0x40)),
-        name(wrmsr(0x832, (1 << 16) | (0b010 << 8) | 0x40)),
+        name(wrmsr(0x837, (0b100 << 8) | 0x40)),
         name(rdmsr(beyond_vcnt)),
     );
+    // The LVT timer has no delivery-mode field. Where the x2APIC is emulated the
+    // hypervisor refuses the bits; a real x2APIC answers the write itself.
+    let timer = rdmsr(0x832);
+    println!("sweep: check: LVT timer SMI mode {}", name(wrmsr(0x832, (1 << 16) | (0b010 << 8) | 0x40)));
     if let Outcome::Ok(value) = timer {
         let _ = wrmsr(0x832, value);
     }

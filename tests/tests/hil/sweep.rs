@@ -51,14 +51,16 @@ fn passed(run: Run) -> Report {
 
 every_backend! {
     /// MSRs 0..0x2000, x2APIC included (the guest switches its APIC to x2APIC mode first),
-    /// and the cases that once raised #GP in the hypervisor itself.
+    /// and the cases that once raised #GP in the hypervisor itself. The LVT timer (no
+    /// delivery-mode field) passes through to a real x2APIC, which answers for itself
+    /// (Bochs takes the bits); where the x2APIC is emulated the hypervisor refuses them.
     fn sweep_msrs_architectural(emulator) {
-        passed(
-            sweep(emulator, "msr-low", &[])
-                .expect("[sweep] sweep: check: wrmsr 0x831 #GP; LINT0 masked with bit 20 #GP; ICR bit 13 #GP; LVT timer SMI mode #GP; rdmsr MTRR beyond VCNT #GP")
-                .expect("[sweep] sweep: msr 0x0-0x1fff: rdmsr ok=")
-                .expect("[sweep] sweep: done (interrupts"),
-        );
+        let run = sweep(emulator, "msr-low", &[])
+            .expect("[sweep] sweep: check: wrmsr 0x831 #GP; LINT0 masked with bit 20 #GP; ICR bit 13 #GP; LVT error NMI mode #GP; rdmsr MTRR beyond VCNT #GP")
+            .expect("[sweep] sweep: msr 0x0-0x1fff: rdmsr ok=")
+            .expect("[sweep] sweep: done (interrupts");
+        let run = if emulator.has_x2apic() { run } else { run.expect("[sweep] sweep: check: LVT timer SMI mode #GP") };
+        passed(run);
     }
 }
 
