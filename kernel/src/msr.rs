@@ -6,10 +6,10 @@
 //! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
 //! deadline, EOI, TPR, SVR, ESR, SELF IPI), whose reserved bits the hardware checks; ICR
 //! writes and the LVTs with a delivery mode (and LVT error) exit and are checked here
-//! against the register map (`bulkhead_virt::x2apic`). Without an x2APIC
-//! every x2APIC MSR exits and `apic_access.rs` performs it on the xAPIC, after the same
-//! checks. Everything else exits here and is answered from this explicit list; anything
-//! not on it is refused with #GP.
+//! against the register map (`bulkhead_virt::x2apic`). Without an x2APIC every x2APIC MSR
+//! exits and `apic_access.rs` performs it on the xAPIC, after the same checks. Everything
+//! else exits here and is answered from this explicit list; anything not on it is refused
+//! with #GP.
 //!
 //! An MSR on the list is forwarded to the hardware only if this CPU has it: the MTRRs
 //! against MTRRCAP (variable pairs below VCNT, the fixed ones with FIX), MISC_ENABLE on
