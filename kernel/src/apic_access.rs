@@ -9,32 +9,37 @@
 //! registers whose format differs converted: the ID (8 bits in bits 31:24 vs. 32 bits),
 //! the logical destination (derived from the ID in x2APIC mode), the ICR (one 64-bit MSR
 //! vs. two 32-bit registers) and SELF IPI (x2APIC only: an ICR write with the "self"
-//! shorthand). The checks on ICR and LVT writes (`msr.rs`) apply to both paths alike.
+//! shorthand). Which registers exist and which bits a write may set is the register map
+//! of `bulkhead_virt::x2apic` (SDM Table 11-6), applied by [`check_write`] to every write
+//! the hypervisor performs, on both paths alike; the hardware applies the same rules
+//! itself to the writes that pass through. The hardware accesses go through `fixup.rs`,
+//! so even a register this map wrongly admits costs the partition a #GP, not the run.
 
 use crate::log::warn;
-use x86_64::registers::model_specific::Msr;
+use bulkhead_virt::x2apic::{self, Features, Refusal};
 
 /// First and last x2APIC register MSR.
 pub const X2APIC_MSRS: core::ops::RangeInclusive<u32> = 0x800..=0x8ff;
 pub const ID: u32 = 0x802;
+pub const VERSION: u32 = 0x803;
 pub const EOI: u32 = 0x80b;
 pub const LDR: u32 = 0x80d;
-pub const ESR: u32 = 0x828;
 pub const ICR: u32 = 0x830;
 pub const SELF_IPI: u32 = 0x83f;
 /// IA32_TSC_DEADLINE: an MSR in both modes (SDM 11.5.4.1).
 pub const TSC_DEADLINE: u32 = 0x6e0;
 
-/// x2APIC registers that exist and can be read (SDM Table 11-6): ID, version, TPR, PPR,
-/// LDR, SVR, ISR/TMR/IRR, ESR, LVT CMCI, ICR, LVTs, timer counts and divide.
-fn readable(msr: u32) -> bool {
-    matches!(msr, 0x802 | 0x803 | 0x808 | 0x80a | 0x80d | 0x80f | 0x810..=0x828 | 0x82f..=0x839 | 0x83e)
-}
-
-/// x2APIC registers that can be written: TPR, EOI, SVR, ESR, LVTs, ICR, timer initial
-/// count and divide, SELF IPI.
-fn writable(msr: u32) -> bool {
-    matches!(msr, 0x808 | 0x80b | 0x80f | 0x828 | 0x82f..=0x838 | 0x83e | 0x83f)
+/// What this core's local APIC has (the version register, CPUID's TSC-deadline bit), for
+/// the register map in `bulkhead_virt::x2apic`. The hardware's version register (0x803, or
+/// offset 0x30 on an xAPIC) has the same layout in both modes (SDM 11.4.8).
+pub fn features() -> Features {
+    let version = if emulated() {
+        mmio_read(VERSION)
+    } else {
+        // SAFETY: the version register exists on every x2APIC; reading has no effect.
+        unsafe { crate::fixup::read_msr_safe(VERSION) }.unwrap_or(0) as u32
+    };
+    Features::new(version, crate::capabilities::has_tsc_deadline())
 }
 
 /// Whether the x2APIC MSRs are emulated on an xAPIC (the CPU has no x2APIC).
@@ -61,12 +66,12 @@ fn mmio_write(msr: u32, value: u32) {
 /// Reads an x2APIC register of this core for the partition; `None` means #GP (a register
 /// that does not exist or is write-only).
 pub fn read(msr: u32) -> Option<u64> {
-    if !readable(msr) {
+    if !x2apic::readable(msr, &features()) {
         return None;
     }
     if !emulated() {
         // SAFETY: an existing x2APIC register; this core's APIC is in x2APIC mode.
-        return Some(unsafe { Msr::new(msr).read() });
+        return unsafe { crate::fixup::read_msr_safe(msr) }.ok();
     }
     Some(match msr {
         ID => u64::from(mmio_read(ID) >> 24),
@@ -81,18 +86,49 @@ pub fn read(msr: u32) -> Option<u64> {
     })
 }
 
-/// Writes an x2APIC register of this core for the partition, after `msr.rs` checked what
-/// needs checking (ICR, LVTs). Returns false for #GP: a register that cannot be written,
-/// reserved bits in EOI/ESR (must be 0 in x2APIC mode), or an ICR destination an xAPIC
-/// cannot address.
+/// Checks a partition's write of `value` to x2APIC register `msr` against the register map
+/// (existence, read-only, reserved bits, LVT delivery and timer modes). On refusal logs
+/// the reason (rate-limited) and returns false: the partition gets #GP.
+pub fn check_write(partition: &crate::partition::Partition, msr: u32, value: u64) -> bool {
+    let Err(refusal) = x2apic::check_write(msr, value, &features()) else { return true };
+    if partition.counters.msr.hit().is_some() {
+        let name = partition.name();
+        match refusal {
+            Refusal::DeliveryMode(mode) => warn!(
+                "partition {=str}: LVT {=u32:#x} <- {=u64:#x} refused (#GP): delivery mode {=u8} is reserved for the hypervisor",
+                name, msr, value, mode
+            ),
+            Refusal::ReservedBits(bits) => warn!(
+                "partition {=str}: x2APIC {=u32:#x} <- {=u64:#x} refused (#GP): reserved bits {=u64:#x}",
+                name, msr, value, bits
+            ),
+            Refusal::TimerMode(mode) => warn!(
+                "partition {=str}: LVT timer <- {=u64:#x} refused (#GP): timer mode {=u8} is not available",
+                name, value, mode
+            ),
+            Refusal::Missing | Refusal::ReadOnly => warn!(
+                "partition {=str}: x2APIC {=u32:#x} <- {=u64:#x} refused (#GP): {=str}",
+                name,
+                msr,
+                value,
+                if refusal == Refusal::Missing { "no such register" } else { "read-only register" }
+            ),
+        }
+    }
+    false
+}
+
+/// Writes an x2APIC register of this core, after [`check_write`] (for a partition) or for
+/// the hypervisor's own reset. Returns false for #GP: a register this APIC lacks or
+/// cannot write, a write the hardware refused, or an ICR destination an xAPIC cannot
+/// address.
 pub fn write(msr: u32, value: u64) -> bool {
-    if !writable(msr) || (matches!(msr, EOI | ESR) && value != 0) {
+    if x2apic::Register::at(msr, &features()).and_then(|r| r.writable_bits(&features())).is_none() {
         return false;
     }
     if !emulated() {
-        // SAFETY: a writable x2APIC register of this core, value checked by the caller.
-        unsafe { Msr::new(msr).write(value) };
-        return true;
+        // SAFETY: a writable x2APIC register of this core (its owner's); a #GP is recovered.
+        return unsafe { crate::fixup::write_msr_safe(msr, value) }.is_ok();
     }
     match msr {
         ICR => {

@@ -9,7 +9,9 @@
 //! error code, RIP and CPU, then the run ends. The one exception is the NMI, which is the
 //! hypervisor's own signal to a core (see `containment.rs`): one that arrives while the
 //! core is in the hypervisor rather than in its guest just returns; the core looks at why
-//! it was signalled before it next enters the guest.
+//! it was signalled before it next enters the guest. And a #GP at one of the instructions
+//! `fixup.rs` executes for a partition (RDMSR, WRMSR, XSETBV) resumes at its recovery
+//! address, which reports the fault to the caller.
 
 use crate::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use crate::log::error;
@@ -257,7 +259,14 @@ pub fn exception_name(vector: u64) -> &'static str {
 #[unsafe(no_mangle)]
 extern "C" fn exception_entry(frame: &mut ExceptionFrame) {
     const NMI: u64 = 2;
+    const GENERAL_PROTECTION: u64 = 13;
     if frame.vector == NMI {
+        return;
+    }
+    if frame.vector == GENERAL_PROTECTION
+        && let Some(resume) = crate::fixup::recovery(frame.rip)
+    {
+        frame.rip = resume;
         return;
     }
     let cpu = crate::percpu::current_index();

@@ -17,6 +17,7 @@ mod config;
 mod console;
 mod containment;
 mod exits;
+mod fixup;
 mod gdt;
 mod hyperv;
 mod idt;

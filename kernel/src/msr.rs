@@ -4,16 +4,26 @@
 //! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB; EFER exits on SVM, see
 //! [`efer_write`]), IA32_TSC for reading,
 //! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
-//! deadline, EOI, TPR, LVTs...) except ICR writes and the LVTs with a delivery mode, which
-//! are checked here. Without an x2APIC every x2APIC MSR exits and `apic_access.rs` performs
-//! it on the xAPIC. Everything else exits here and is answered from this explicit list;
-//! anything not on it is refused with #GP.
+//! deadline, EOI, TPR, SVR, ESR, SELF IPI), whose reserved bits the hardware checks; ICR
+//! writes and the LVTs with a delivery mode (and LVT error) exit and are checked here
+//! against the register map (`bulkhead_virt::x2apic`). Without an x2APIC every x2APIC MSR
+//! exits and `apic_access.rs` performs it on the xAPIC, after the same checks. Everything
+//! else exits here and is answered from this explicit list; anything not on it is refused
+//! with #GP.
+//!
+//! An MSR on the list is forwarded to the hardware only if this CPU has it: the MTRRs
+//! against MTRRCAP (variable pairs below VCNT, the fixed ones with FIX), MISC_ENABLE on
+//! Intel only, TSC_DEADLINE with its CPUID bit. And every access the hypervisor makes on
+//! a partition's behalf runs through `fixup.rs`, so one the hardware refuses anyway
+//! becomes a #GP for the partition rather than an exception in the hypervisor.
 
 use crate::apic_access;
-use crate::log::warn;
 use crate::partition::Partition;
 use bulkhead_virt::apic_base::Mode;
-use x86_64::registers::model_specific::Msr;
+
+const IA32_MTRR_FIX64K: u32 = 0x250;
+const IA32_MTRR_FIX16K: [u32; 2] = [0x258, 0x259];
+const IA32_MTRR_FIX4K: core::ops::RangeInclusive<u32> = 0x268..=0x26f;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const IA32_FEATURE_CONTROL: u32 = 0x3a;
@@ -48,24 +58,50 @@ pub const PASS_THROUGH: &[u32] = &[
     0xc000_0103, // TSC_AUX
 ];
 
-/// x2APIC registers (SDM Table 11-6) a partition reads directly: ID through self-IPI.
+/// x2APIC registers (SDM Table 11-6) a partition reads directly: ID through self-IPI (the
+/// x2APIC hardware answers a register it lacks with #GP in the partition).
 pub const X2APIC_READ: core::ops::RangeInclusive<u32> = 0x802..=0x83f;
-/// x2APIC registers a partition writes directly: everything writable except the ICR.
-pub const X2APIC_WRITE: &[u32] = &[
-    0x808, // TPR
-    0x80b, // EOI
-    0x80f, // spurious vector
-    0x828, // ESR
-    0x832, // LVT timer (no delivery-mode field)
-    0x838, // timer initial count
-    0x83e, // timer divide configuration
-    0x83f, // self IPI
-    0x6e0, // IA32_TSC_DEADLINE
-];
+/// x2APIC registers a partition writes directly (`bulkhead_virt::x2apic`), and the TSC
+/// deadline.
+pub const X2APIC_WRITE: &[u32] = &{
+    const N: usize = bulkhead_virt::x2apic::WRITES_WITHOUT_EXIT.len();
+    let mut msrs = [apic_access::TSC_DEADLINE; N + 1];
+    let mut i = 0;
+    while i < N {
+        msrs[i] = bulkhead_virt::x2apic::WRITES_WITHOUT_EXIT[i];
+        i += 1;
+    }
+    msrs
+};
 
-fn hardware(msr: u32) -> u64 {
-    // SAFETY: only called for architectural MSRs present on every VMX-capable CPU.
-    unsafe { Msr::new(msr).read() }
+/// RDMSR of an MSR the partition may read, checked to exist; `None` (#GP) if the hardware
+/// refuses it all the same.
+fn hardware_safe(msr: u32) -> Option<u64> {
+    // SAFETY: reading these MSRs has no side effect.
+    unsafe { crate::fixup::read_msr_safe(msr) }.ok()
+}
+
+/// Whether this CPU has MTRR-range MSR `msr` (SDM Vol. 3 12.11.1, 12.11.2.2, 12.11.2.3):
+/// MTRRCAP and MTRR_DEF_TYPE with CPUID.1:EDX.MTRR; the variable pairs
+/// PHYSBASE/PHYSMASK n at 0x200 + 2n for n < MTRRCAP.VCNT; the eleven fixed-range MTRRs
+/// only with MTRRCAP.FIX. Anything else in 0x200-0x26F does not exist (#GP).
+fn mtrr_exists(msr: u32) -> bool {
+    const CPUID_EDX_MTRR: u32 = 1 << 12;
+    if core::arch::x86_64::__cpuid(1).edx & CPUID_EDX_MTRR == 0 {
+        return false;
+    }
+    if matches!(msr, IA32_MTRRCAP | IA32_MTRR_DEF_TYPE) {
+        return true;
+    }
+    let Some(cap) = hardware_safe(IA32_MTRRCAP) else { return false };
+    let variable = u32::from(cap as u8);
+    let fixed = cap & (1 << 8) != 0;
+    match msr {
+        IA32_MTRR_FIX64K => fixed,
+        msr if IA32_MTRR_FIX16K.contains(&msr) || IA32_MTRR_FIX4K.contains(&msr) => fixed,
+        msr @ IA32_MTRR_FIRST..=IA32_MTRR_LAST => (msr - IA32_MTRR_FIRST) / 2 < variable,
+        _ => false,
+    }
 }
 
 /// Answers an intercepted RDMSR; `None` means #GP.
@@ -80,19 +116,17 @@ pub fn read(msr: u32) -> Option<u64> {
             }
             apic_access::read(msr)
         }
-        apic_access::TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => Some(hardware(msr)),
+        apic_access::TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => hardware_safe(msr),
         // Locked, VMX disabled: partitions cannot nest.
         IA32_FEATURE_CONTROL => Some(1),
-        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST | IA32_MISC_ENABLE => Some(hardware(msr)),
+        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST if mtrr_exists(msr) => hardware_safe(msr),
+        // An Intel MSR (SDM Vol. 4 Table 2-2); AMD CPUs have none at 0x1A0.
+        IA32_MISC_ENABLE if !crate::capabilities::is_amd() => hardware_safe(msr),
         _ => None,
     }
 }
 
 const X2APIC_ICR: u32 = apic_access::ICR;
-
-/// LVT registers with a delivery-mode field (CMCI, thermal, performance, LINT0, LINT1,
-/// error): written through `lvt_write`, never directly.
-const X2APIC_LVT_WITH_MODE: [u32; 6] = [0x82f, 0x833, 0x834, 0x835, 0x836, 0x837];
 
 /// Answers an intercepted WRMSR; false means #GP. (IA32_APIC_BASE is written through
 /// `lapic::write_base`, which switches the vCPU's MSR bitmap.)
@@ -103,12 +137,13 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
             crate::lapic::mode() == Mode::X2Apic && apic_register_write(partition, msr, value)
         }
         apic_access::TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => {
-            // SAFETY: the TSC deadline of this core's APIC timer, which the partition owns.
-            unsafe { Msr::new(msr).write(value) };
-            true
+            // SAFETY: the TSC deadline of this core's APIC timer, which the partition owns; a
+            // #GP is recovered.
+            unsafe { crate::fixup::write_msr_safe(msr, value) }.is_ok()
         }
-        // Cache attributes stay as the firmware set them for the whole board.
-        IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST => true,
+        // Cache attributes stay as the firmware set them for the whole board: a write to an
+        // MTRR this CPU has is dropped.
+        IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST => mtrr_exists(msr),
         _ => false,
     }
 }
@@ -117,9 +152,12 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
 /// either mode (the xAPIC page emulation converts to this form): the ICR and the LVTs with
 /// a delivery mode are checked; false means refused.
 pub fn apic_register_write(partition: &Partition, msr: u32, value: u64) -> bool {
+    // The register map first (existence, reserved bits, LVT modes), for both paths.
+    if !apic_access::check_write(partition, msr, value) {
+        return false;
+    }
     match msr {
         X2APIC_ICR => send_ipi(partition, value),
-        msr if X2APIC_LVT_WITH_MODE.contains(&msr) => lvt_write(partition, msr, value),
         msr => apic_access::write(msr, value),
     }
 }
@@ -170,36 +208,15 @@ pub fn xsetbv(xcr: u32, value: u64) -> bool {
     if !valid || value & !supported != 0 || !crate::capabilities::host_xsave_enabled() {
         return false;
     }
-    // SAFETY: a value the rules above accept; CR4.OSXSAVE is set on every core at boot.
-    unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32) };
-    true
+    // SAFETY: a value the rules above accept; CR4.OSXSAVE is set on every core at boot; a
+    // #GP (a rule this CPU adds) is recovered and refused.
+    unsafe { crate::fixup::xsetbv_safe(0, value) }.is_ok()
 }
 
 /// An ICR write in either mode, in x2APIC format (SDM 11.12.9): the destination,
 /// shorthand and delivery policy is `lapic::send_ipi`'s. False means refused.
 fn send_ipi(partition: &Partition, icr: u64) -> bool {
     crate::lapic::send_ipi(partition, icr)
-}
-
-/// An LVT write (SDM 11.5.1): only fixed delivery (mode 000) or masked entries. NMI, SMI,
-/// INIT and ExtINT would reach the hypervisor or the firmware, which the partition does
-/// not own.
-fn lvt_write(partition: &Partition, msr: u32, value: u64) -> bool {
-    const MASKED: u64 = 1 << 16;
-    let mode = (value >> 8) & 0b111;
-    if mode != 0 && value & MASKED == 0 {
-        if partition.counters.msr.hit().is_some() {
-            warn!(
-                "partition {=str}: LVT {=u32:#x} <- {=u64:#x} refused (#GP): delivery mode {=u64} is reserved for the hypervisor",
-                partition.name(),
-                msr,
-                value,
-                mode
-            );
-        }
-        return false;
-    }
-    apic_access::write(msr, value)
 }
 
 /// Returns this core's partition-visible state to its power-on shape before a partition
@@ -226,7 +243,7 @@ pub fn reset_local_apic() {
     apic_access::write(0x838, 0); // timer initial count
     if crate::capabilities::has_tsc_deadline() {
         // SAFETY: this core's TSC deadline, which the partition on it owns.
-        unsafe { Msr::new(apic_access::TSC_DEADLINE).write(0) };
+        let _ = unsafe { crate::fixup::write_msr_safe(apic_access::TSC_DEADLINE, 0) };
     }
     // One EOI per in-service vector (ISR, 0x810..=0x817).
     let in_service: u32 = (0x810..=0x817).map(|r| (apic_access::read(r).unwrap_or(0) as u32).count_ones()).sum();

@@ -67,6 +67,12 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
     })
 }
 
+/// RDMSR for the SVM checks (VM_CR), `None` when the MSR is absent (#GP).
+fn read_msr(msr: u32) -> Option<u64> {
+    // SAFETY: reading an SVM control MSR has no effect; a #GP is recovered.
+    unsafe { crate::fixup::read_msr_safe(msr) }.ok()
+}
+
 /// The SVM backend of this core.
 pub struct SvmCore {
     features: Features,
@@ -79,7 +85,7 @@ impl SvmCore {
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own host save page, used for nothing else; interrupts are off
         // in the hypervisor.
-        let result = unsafe { bulkhead_svm::enable::enable(&mut (*CORE_PAGES.0.get())[index].host_save) };
+        let result = unsafe { bulkhead_svm::enable::enable(&mut (*CORE_PAGES.0.get())[index].host_save, read_msr) };
         match result {
             Ok(features) => Ok(SvmCore { features, vcpu: None }),
             Err(e) => {

@@ -83,7 +83,11 @@ impl Features {
 
 /// Checks, without changing anything, whether this core can run SVM guests, and with
 /// which features (the APM's recipe in 15.4: CPUID first, then VM_CR.SVMDIS).
-pub fn probe() -> Result<Features, EnableError> {
+///
+/// `read_msr` is the caller's fault-tolerant RDMSR (`None` when the read raised #GP).
+/// Every AMD CPU with SVM has VM_CR (15.30.1), but an emulator may not (Bochs 2.7's
+/// `ryzen` faults on it): an absent VM_CR cannot hold SVMDIS, so it reads as 0.
+pub fn probe(read_msr: fn(u32) -> Option<u64>) -> Result<Features, EnableError> {
     // The extended leaves are read only after the maximum extended leaf says they exist.
     if __cpuid(CPUID_EXTENDED_MAX).eax < CPUID_SVM {
         return Err(EnableError::NotSupported);
@@ -93,8 +97,7 @@ pub fn probe() -> Result<Features, EnableError> {
     }
     let leaf = __cpuid(CPUID_SVM);
     let features = Features::from_cpuid(leaf.eax, leaf.ebx, leaf.edx);
-    // SAFETY: VM_CR exists on every CPU that reports SVM (15.30.1); reading has no effect.
-    let vm_cr = unsafe { Msr::new(VM_CR).read() };
+    let vm_cr = read_msr(VM_CR).unwrap_or(0);
     check(vm_cr, &features)?;
     Ok(features)
 }
@@ -123,9 +126,10 @@ fn check(vm_cr: u64, features: &Features) -> Result<(), EnableError> {
 /// # Safety
 /// `host_save` must belong to this core and stay untouched by software while SVM is on
 /// (the processor writes the host state into it at every VMRUN; its format is not
-/// architectural, 15.30.4). Call it once per core, with interrupts disabled.
-pub unsafe fn enable(host_save: &'static mut Page) -> Result<Features, EnableError> {
-    let features = probe()?;
+/// architectural, 15.30.4). Call it once per core, with interrupts disabled. `read_msr`
+/// as in [`probe`].
+pub unsafe fn enable(host_save: &'static mut Page, read_msr: fn(u32) -> Option<u64>) -> Result<Features, EnableError> {
+    let features = probe(read_msr)?;
     // SAFETY: SVM is present and not disabled (`probe`); setting SVME only makes the SVM
     // instructions legal and changes nothing the kernel relies on.
     unsafe {

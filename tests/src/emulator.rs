@@ -269,6 +269,10 @@ pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8, medium: Medium) -> Vec<S
 /// the run, as a time-out (the CPU stays in shutdown) rather than at once. Bochs also
 /// enters its debugger at each such triple fault, see [`bochs_debugger_script`].
 ///
+/// `ignore_bad_msrs=0`: an MSR the model does not implement raises #GP, as on hardware
+/// (with 1, Bochs reads it as 0 and drops writes, which hides a hypervisor that forwards a
+/// partition's access to an MSR the CPU lacks).
+///
 /// A disk image is a flat image with the geometry [`bochs_cylinders`] gives.
 pub fn bochs_config(model: &str, cpus: u8, medium: Medium) -> Result<String, String> {
     let panic = if model == BOCHS_SVM_CPU_MODEL {
@@ -294,7 +298,7 @@ pub fn bochs_config(model: &str, cpus: u8, medium: Medium) -> Result<String, Str
          romimage: file={BOCHS_BIOS}, options=fastboot\n\
          vgaromimage: file={BOCHS_VGABIOS}\n\
          display_library: rfb, options=\"timeout=0\"\n\
-         cpu: model={model}, count={cpus}, ips={BOCHS_IPS}, reset_on_triple_fault=0, ignore_bad_msrs=1\n\
+         cpu: model={model}, count={cpus}, ips={BOCHS_IPS}, reset_on_triple_fault=0, ignore_bad_msrs=0\n\
          ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14\n\
          ata0-master: {drive}\n\
          boot: {boot}\n\
@@ -407,7 +411,7 @@ mod tests {
         let cfg = bochs_config(BOCHS_CPU_MODEL, 2, Medium::Cdrom).unwrap();
         for wanted in [
             "display_library: rfb, options=\"timeout=0\"",
-            "cpu: model=corei7_skylake_x, count=2, ips=50000000, reset_on_triple_fault=0",
+            "cpu: model=corei7_skylake_x, count=2, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs=0\n",
             "com1: enabled=1, mode=file, dev=serial.bin",
             "magic_break: enabled=1",
             "port_e9_hack: enabled=1",

@@ -19,6 +19,7 @@
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
 //! | [`apic_base`] | IA32_APIC_BASE of a partition's local APIC: its mode state machine |
 //! | [`mmio_decode`] | decoding the MOV that touched an emulated MMIO page (the xAPIC page) |
+//! | [`x2apic`] | the x2APIC register map: which registers exist, may be read or written, and with which bits |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
 //! feed them arbitrary and mutated bytes.
@@ -41,6 +42,7 @@ pub mod mmio_decode;
 pub mod multiboot1;
 pub mod pages;
 pub mod slat;
+pub mod x2apic;
 
 #[cfg(test)]
 extern crate std;

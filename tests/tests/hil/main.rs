@@ -12,3 +12,4 @@ mod image;
 mod isolation;
 mod partitions;
 mod smp;
+mod sweep;
