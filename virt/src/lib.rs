@@ -15,6 +15,8 @@
 //! | [`guest_paging`] | identity-mapping long-mode page tables and a flat GDT for guests |
 //! | [`pages`] | page-aligned buffers the hardware reads by physical address |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
+//! | [`hyperv_msr`] | which values a partition may write to the Hyper-V synthetic MSRs (reserved bits) |
+//! | [`console_rate`] | the rate limit on a partition's console lines |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
 //! feed them arbitrary and mutated bytes.
@@ -25,10 +27,12 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod bitmap;
+pub mod console_rate;
 pub mod elf;
 pub mod exit;
 pub mod guest_paging;
 pub mod guest_state;
+pub mod hyperv_msr;
 pub mod memory;
 pub mod multiboot1;
 pub mod pages;
