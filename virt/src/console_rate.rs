@@ -120,11 +120,11 @@ mod tests {
         // 100 lines a second for 10 s, in steps of 10 ms.
         for step in 0..1000u64 {
             let now = 10 * HZ + step * HZ / 100;
-            if let Verdict::Print { dropped } = budget.line(now, HZ, 10, 50) {
-                if dropped > 0 {
-                    reports += 1;
-                    reported += dropped;
-                }
+            if let Verdict::Print { dropped } = budget.line(now, HZ, 10, 50)
+                && dropped > 0
+            {
+                reports += 1;
+                reported += dropped;
             }
         }
         assert!(reports <= 10, "{reports} reports");

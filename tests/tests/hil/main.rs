@@ -5,6 +5,7 @@
 mod boot;
 mod config;
 mod console;
+mod flood;
 mod harness;
 mod hyperv;
 mod image;
