@@ -146,11 +146,10 @@ const LINE: usize = 160;
 
 /// How many console lines a partition may print a second, after a burst of
 /// [`CONSOLE_BURST`] at once; the rest are dropped and counted. At 115 200 baud the UART
-/// carries about 11 500 characters a second, so 20 lines of up to 160 characters (plus the
-/// partition's name) use at most about a third of it, typically an eighth: a partition
-/// that prints without pause leaves the console to the hypervisor's own lines and to the
-/// other partitions.
-pub const CONSOLE_LINES_PER_SECOND: u32 = 20;
+/// carries about 11 500 characters a second, so 10 lines of up to 160 characters (plus the
+/// partition's name) use at most about a sixth of it: a partition that prints without
+/// pause leaves the console to the hypervisor's own lines and to the other partitions.
+pub const CONSOLE_LINES_PER_SECOND: u32 = 10;
 /// How many lines a partition may print at once (a boot banner, a test's report).
 pub const CONSOLE_BURST: u32 = 200;
 
