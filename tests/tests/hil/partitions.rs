@@ -193,7 +193,7 @@ fn demo_survives_a_full_queue(emulator: Emulator) {
             l.message()
                 .strip_prefix("partition control: console: ")?
                 .strip_suffix(" lines dropped (rate limit) in total")?
-                .parse()
+                .parse::<usize>()
                 .ok()
         })
         .sum();
