@@ -30,7 +30,7 @@ use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_S
 use bulkhead_abi::hyperv::msr::SINT_COUNT;
 use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, MessagePage, Sint};
 use bulkhead_board::tables::{Connection, MAX_CONNECTIONS, MAX_PARTITIONS, MAX_QUEUE_DEPTH};
-use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
 use spin::mutex::TicketMutex;
 
 const DEPTH: usize = MAX_QUEUE_DEPTH as usize;
@@ -65,8 +65,19 @@ static RINGS: [TicketMutex<Ring>; MAX_CONNECTIONS] =
     [const { TicketMutex::new(Ring { head: 0, len: 0, stamps: [0; DEPTH], messages: [[0; MESSAGE_SIZE]; DEPTH] }) };
         MAX_CONNECTIONS];
 
+/// A copy of each receiver SINT's `waiting` count, written under its lock, read without
+/// it by EOM to skip the SINTs nothing waits for. A poster raises it before it sets the
+/// slot's MessagePending flag, and a receiver writes EOM only after it saw that flag, so
+/// an EOM that matters never reads 0.
+static WAITING_HINT: [[AtomicU16; SINTS]; MAX_PARTITIONS] =
+    [const { [const { AtomicU16::new(0) }; SINTS] }; MAX_PARTITIONS];
+
 fn sint_queue(receiver: &Partition, sint: u8) -> &'static TicketMutex<SintQueue> {
     &SINT_QUEUES[receiver.config().id.0 as usize][sint as usize]
+}
+
+fn waiting_hint(receiver: &Partition, sint: u8) -> &'static AtomicU16 {
+    &WAITING_HINT[receiver.config().id.0 as usize][sint as usize]
 }
 
 /// Where a receiver's SINT delivers: its VP 0's registers and that SINT's register.
@@ -194,6 +205,7 @@ fn deliver_oldest(queue: &mut SintQueue, receiver: &Partition, target: &Target, 
     ring.head = (ring.head + 1) % DEPTH;
     ring.len -= 1;
     queue.waiting -= 1;
+    waiting_hint(receiver, target.sint).store(queue.waiting, Ordering::SeqCst);
     let more = queue.waiting > 0;
     let message = &ring.messages[head];
     let len = (MessageHeader::SIZE + usize::from(message[4])).min(MESSAGE_SIZE);
@@ -243,6 +255,7 @@ pub fn post(connection_index: usize, connection: &Connection, message: &PostedMe
     drop(ring);
     queue.next_stamp += 1;
     queue.waiting += 1;
+    waiting_hint(receiver, connection.sint).store(queue.waiting, Ordering::SeqCst);
     // Flag first, then look at the slot again (see the module comment).
     slot_flags(page, connection.sint).fetch_or(MESSAGE_FLAG_PENDING, Ordering::SeqCst);
     deliver_oldest(&mut queue, receiver, &target, page);
@@ -257,6 +270,9 @@ pub fn end_of_message(receiver: &Partition) {
         return;
     }
     for sint in 0..SINT_COUNT {
+        if waiting_hint(receiver, sint).load(Ordering::SeqCst) == 0 {
+            continue;
+        }
         let mut queue = sint_queue(receiver, sint).lock();
         if queue.waiting == 0 {
             continue;
@@ -307,7 +323,8 @@ pub fn reset(receiver: &Partition, reset_registers: impl FnOnce()) {
         ring.len = 0;
         ring.head = 0;
     }
-    for queue in &mut queues {
+    for (queue, hint) in queues.iter_mut().zip(&WAITING_HINT[id.0 as usize]) {
         queue.waiting = 0;
+        hint.store(0, Ordering::SeqCst);
     }
 }
