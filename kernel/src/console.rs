@@ -2,12 +2,27 @@
 //! carrying defmt frames or text lines as the configuration's `console_format` says (see
 //! `log.rs` for how log calls reach it, `bulkhead_abi::run` for the protocol).
 //!
-//! The lock is a spin lock that knows its owner: a CPU that faults (or takes an NMI)
-//! while it holds the lock must still be able to report, so a nested acquire on the owning
-//! CPU ends the interrupted output and starts afresh: a defmt frame is ended with a
-//! terminator (the host decoder drops it as malformed), a text line with its line end (it
-//! stays visible, cut short, just above the report). A CPU that died holding the lock is
-//! waited for only a bounded time.
+//! The lock is a ticket lock (first come, first served) that knows its owner:
+//!
+//! - Fair: a CPU that logs line after line (a partition's console output, see
+//!   `Partition::console_write`) cannot keep another CPU's line (a fault report) waiting
+//!   for more than one line of each CPU queued before it.
+//! - Nested: a CPU that faults (or takes an NMI) while it holds the lock must still be
+//!   able to report, so a nested acquire on the owning CPU ends the interrupted output and
+//!   starts afresh: a defmt frame is ended with a terminator (the host decoder drops it as
+//!   malformed), a text line with its line end (it stays visible, cut short, just above
+//!   the report).
+//! - Never taken from a live holder: the holder counts every chunk it writes
+//!   (`progress`). Only the next CPU in line, and only when the holder has written nothing
+//!   for [`TAKEOVER_MS`] (a line takes at most about 20 ms at 115 200 baud), takes the
+//!   console over: that holder stopped (died, or hangs with interrupts off), and waiting
+//!   for it would silence the whole hypervisor. The takeover is logged as an error line
+//!   naming both CPUs, so it is never silent. A CPU whose turn was taken over while it
+//!   could not run (an NMI on it while it waited) queues again.
+//!
+//! Why a lock of our own rather than `spin`'s ticket mutex (which `hyperv/synic.rs`
+//! uses): nesting on the owning CPU and the takeover from a dead holder need the owner and
+//! the progress count next to the tickets, which no crate lock offers.
 
 #[cfg(bulkhead_console = "defmt")]
 use bulkhead_abi::run::CONSOLE_SYNC as SYNC;
@@ -20,8 +35,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 const BAUD: u32 = 115_200;
 const NO_OWNER: u32 = u32::MAX;
-/// Spins before a waiting CPU takes the lock from a holder presumed dead.
-const LOCK_SPIN_LIMIT: u32 = 20_000_000;
+/// How long the holder may write nothing before the next CPU in line presumes it dead.
+pub const TAKEOVER_MS: u64 = 2000;
 
 struct ConsoleState {
     uart: Uart16550<IoPorts>,
@@ -32,10 +47,20 @@ struct ConsoleState {
     line_open: bool,
     depth: u32,
     interrupts_were_enabled: bool,
+    /// The CPU this one took the console from, to be logged once the lock is released.
+    took_over_from: Option<u32>,
 }
 
 struct Console {
+    /// The next ticket to hand out.
+    next: AtomicU32,
+    /// The ticket whose CPU holds (or is about to hold) the console.
+    serving: AtomicU32,
+    /// The CPU holding the console, or `NO_OWNER`.
     owner: AtomicU32,
+    /// Chunks written by the holder: a waiting CPU watches it to tell a live holder from
+    /// a dead one.
+    progress: AtomicU32,
     state: UnsafeCell<ConsoleState>,
 }
 
@@ -43,7 +68,10 @@ struct Console {
 unsafe impl Sync for Console {}
 
 static CONSOLE: Console = Console {
+    next: AtomicU32::new(0),
+    serving: AtomicU32::new(0),
     owner: AtomicU32::new(NO_OWNER),
+    progress: AtomicU32::new(0),
     state: UnsafeCell::new(ConsoleState {
         // SAFETY: the board file names this UART as the console, and the configuration
         // rules keep it out of every partition (rule `console-assigned`).
@@ -54,8 +82,15 @@ static CONSOLE: Console = Console {
         line_open: false,
         depth: 0,
         interrupts_were_enabled: false,
+        took_over_from: None,
     }),
 };
+
+/// Writes bytes as the holder, counting the progress waiting CPUs watch.
+fn put(uart: &mut Uart16550<IoPorts>, bytes: &[u8]) {
+    uart.write_all_bytes(bytes);
+    CONSOLE.progress.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Programs the UART and announces the start of the log stream with the marker of its
 /// format. BSP, before any log.
@@ -80,26 +115,51 @@ fn lock() -> &'static mut ConsoleState {
         state.depth += 1;
         return state;
     }
-    let mut spins = 0u32;
-    while CONSOLE.owner.compare_exchange_weak(NO_OWNER, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        spins += 1;
-        if spins == LOCK_SPIN_LIMIT {
-            // The holder stopped (crashed or parked with the lock): take over.
-            CONSOLE.owner.swap(me, Ordering::Acquire);
-            end_broken_output(state);
-            break;
-        }
-        core::hint::spin_loop();
+    let took_over_from = wait_for_turn();
+    CONSOLE.owner.store(me, Ordering::Relaxed);
+    if took_over_from.is_some() {
+        end_broken_output(state);
     }
+    state.took_over_from = took_over_from;
     state.depth = 1;
     state.interrupts_were_enabled = interrupts;
     state
 }
 
+/// Waits for this CPU's turn; returns the CPU it took the console from, if the holder
+/// had stopped (see the module docs).
+fn wait_for_turn() -> Option<u32> {
+    let mut ticket = CONSOLE.next.fetch_add(1, Ordering::Relaxed);
+    let mut watched = (CONSOLE.serving.load(Ordering::Relaxed), CONSOLE.progress.load(Ordering::Relaxed));
+    let mut since = crate::time::rdtsc();
+    loop {
+        let serving = CONSOLE.serving.load(Ordering::Acquire);
+        if serving == ticket {
+            return None;
+        }
+        if (serving.wrapping_sub(ticket) as i32) > 0 {
+            // Our turn passed while this CPU could not take it (taken over): queue again.
+            ticket = CONSOLE.next.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let now = (serving, CONSOLE.progress.load(Ordering::Relaxed));
+        if now != watched {
+            watched = now;
+            since = crate::time::rdtsc();
+        } else if ticket == serving.wrapping_add(1)
+            && crate::time::rdtsc().wrapping_sub(since) > crate::time::ticks_per_ms() * TAKEOVER_MS
+            && CONSOLE.serving.compare_exchange(serving, ticket, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            return Some(CONSOLE.owner.load(Ordering::Relaxed));
+        }
+        core::hint::spin_loop();
+    }
+}
+
 /// Closes a frame cut short (the decoder drops it) and starts a fresh encoder.
 #[cfg(bulkhead_console = "defmt")]
 fn end_broken_output(state: &mut ConsoleState) {
-    state.uart.write_byte(0);
+    put(&mut state.uart, &[0]);
     state.encoder = defmt::Encoder::new();
 }
 
@@ -107,7 +167,7 @@ fn end_broken_output(state: &mut ConsoleState) {
 #[cfg(bulkhead_console = "text")]
 fn end_broken_output(state: &mut ConsoleState) {
     if state.line_open {
-        state.uart.write_all_bytes(b"\r\n");
+        put(&mut state.uart, b"\r\n");
         state.line_open = false;
     }
 }
@@ -116,7 +176,17 @@ fn unlock(state: &mut ConsoleState) {
     state.depth -= 1;
     if state.depth == 0 {
         let restore = state.interrupts_were_enabled;
-        CONSOLE.owner.store(NO_OWNER, Ordering::Release);
+        let took_over_from = state.took_over_from.take();
+        CONSOLE.owner.store(NO_OWNER, Ordering::Relaxed);
+        CONSOLE.serving.fetch_add(1, Ordering::Release);
+        if let Some(cpu) = took_over_from {
+            crate::log::error!(
+                "console: cpu {=u32} took the console over from cpu {=u32}, which had written nothing for {=u64} ms while holding it (stopped or hung)",
+                crate::percpu::current_index(),
+                cpu,
+                TAKEOVER_MS
+            );
+        }
         if restore {
             x86_64::instructions::interrupts::enable();
         }
@@ -146,7 +216,7 @@ unsafe impl defmt::Logger for Logger {
     fn acquire() {
         let state = lock();
         let ConsoleState { uart, encoder, .. } = state;
-        encoder.start_frame(|bytes| uart.write_all_bytes(bytes));
+        encoder.start_frame(|bytes| put(uart, bytes));
     }
 
     unsafe fn flush() {}
@@ -154,13 +224,13 @@ unsafe impl defmt::Logger for Logger {
     unsafe fn release() {
         let state = owned_state();
         let ConsoleState { uart, encoder, .. } = &mut *state;
-        encoder.end_frame(|bytes| uart.write_all_bytes(bytes));
+        encoder.end_frame(|bytes| put(uart, bytes));
         unlock(state);
     }
 
     unsafe fn write(bytes: &[u8]) {
         let ConsoleState { uart, encoder, .. } = owned_state();
-        encoder.write(bytes, |out| uart.write_all_bytes(out));
+        encoder.write(bytes, |out| put(uart, out));
     }
 }
 
@@ -189,7 +259,7 @@ pub fn write_line(level: bulkhead_board::tables::LogLevel, args: core::fmt::Argu
     // Writing to the UART cannot fail; a Display impl that fails only ends the message.
     let _ = core::write!(out, "[cpu{} {tag}] ", crate::percpu::current_index());
     let _ = out.write_fmt(args);
-    state.uart.write_all_bytes(b"\r\n");
+    put(&mut state.uart, b"\r\n");
     state.line_open = false;
     unlock(state);
 }
@@ -212,7 +282,7 @@ struct Raw<'a>(&'a mut Uart16550<IoPorts>);
 #[cfg(bulkhead_console = "text")]
 impl core::fmt::Write for Raw<'_> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.0.write_all_bytes(s.as_bytes());
+        put(self.0, s.as_bytes());
         Ok(())
     }
 }

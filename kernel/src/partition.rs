@@ -20,11 +20,13 @@ use crate::containment::{Containment, Outcome};
 use crate::exits::{self, Action, RateLimit};
 use crate::log::{error, info, warn};
 use bulkhead_board::tables::{self, FaultPolicy, MAX_PARTITIONS, PartitionId, PayloadKind};
+use bulkhead_virt::console_rate::{LineBudget, Verdict};
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{EntryMode, GuestEntry};
 use bulkhead_virt::memory::{GuestMemory, RegionMemory};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
+use spin::mutex::TicketMutex;
 
 pub const GDT_GPA: u64 = 0x1000;
 pub const PAGE_TABLES_GPA: u64 = 0x2000;
@@ -147,6 +149,16 @@ impl ExitCounts {
 
 const LINE: usize = 160;
 
+/// How many console lines a partition may print a second, after a burst of
+/// [`CONSOLE_BURST`] at once; the rest are dropped and counted. At 115 200 baud the UART
+/// carries about 11 500 characters a second, so 10 lines of up to 160 characters (plus the
+/// partition's name) use at most about a sixth of it: a partition that prints without
+/// pause leaves the console to the hypervisor's own lines and to the other partitions.
+pub const CONSOLE_LINES_PER_SECOND: u32 = 10;
+/// How many lines a partition may print at once (a boot banner, a test's report).
+pub const CONSOLE_BURST: u32 = 200;
+
+/// A line the vCPU on one CPU is writing to its virtual UART.
 struct ConsoleLine {
     bytes: [u8; LINE],
     len: usize,
@@ -163,6 +175,8 @@ pub struct Partition {
     /// One line buffer per CPU: each vCPU assembles its own lines, so two vCPUs printing
     /// at once give two whole lines, never one interleaved one.
     console: [UnsafeCell<ConsoleLine>; crate::percpu::MAX_CPUS],
+    /// The partition's console rate limit and its dropped-line count (its vCPUs share it).
+    console_budget: TicketMutex<LineBudget>,
 }
 
 // SAFETY: each `console` entry is only touched by the CPU with that index (running this
@@ -184,6 +198,7 @@ impl Partition {
             restarts: AtomicU32::new(0),
             faults: AtomicU32::new(0),
             console: [const { UnsafeCell::new(ConsoleLine { bytes: [0; LINE], len: 0 }) }; crate::percpu::MAX_CPUS],
+            console_budget: TicketMutex::new(LineBudget::new()),
         }
     }
 
@@ -205,9 +220,9 @@ impl Partition {
         self.config
     }
 
-    /// One byte from the guest's virtual UART: collected into lines, each logged with the
-    /// partition's name so the partitions' outputs stay apart on the one physical console.
-    /// A byte the vCPU on this CPU wrote to its virtual UART.
+    /// A byte the vCPU on this CPU wrote to its virtual UART: collected into lines, each
+    /// logged with the partition's name so the partitions' outputs stay apart on the one
+    /// physical console, within the partition's rate limit ([`CONSOLE_LINES_PER_SECOND`]).
     pub fn console_write(&self, byte: u8) {
         let cpu = crate::percpu::current_index() as usize;
         // SAFETY: this CPU's own entry (see the `Sync` impl).
@@ -227,10 +242,31 @@ impl Partition {
         }
     }
 
+    /// Logs a finished line, or drops and counts it when the partition is over its rate
+    /// limit. A line that goes out takes the console for as long as the UART needs for it
+    /// (the vCPU waits, in its own time); lines the limit drops cost the partition one
+    /// exit and no console time at all. While lines are dropped, the count is reported at
+    /// most once a second (and in total with the exit counts at the end of a run).
     fn flush_line(&self, line: &mut ConsoleLine) {
-        let text = core::str::from_utf8(&line.bytes[..line.len]).unwrap_or("<invalid>");
-        info!("[{=str}] {=str}", self.name(), text);
+        let verdict = self.console_budget.lock().line(
+            crate::time::rdtsc(),
+            crate::time::tsc_hz(),
+            CONSOLE_LINES_PER_SECOND,
+            CONSOLE_BURST,
+        );
+        if let Verdict::Print { dropped } = verdict {
+            if dropped > 0 {
+                info!("partition {=str}: console: {=u64} lines dropped (rate limit)", self.name(), dropped);
+            }
+            let text = core::str::from_utf8(&line.bytes[..line.len]).unwrap_or("<invalid>");
+            info!("[{=str}] {=str}", self.name(), text);
+        }
         line.len = 0;
+    }
+
+    /// Console lines dropped by the rate limit since boot.
+    pub fn console_lines_dropped(&self) -> u64 {
+        self.console_budget.lock().dropped()
     }
 
     /// The partition's memory as the hypervisor reaches it.
@@ -554,6 +590,10 @@ pub fn log_exit_counts() {
             e.cpuid.load(Ordering::Relaxed),
             e.other.load(Ordering::Relaxed)
         );
+        let dropped = p.console_lines_dropped();
+        if dropped > 0 {
+            info!("partition {=str}: console: {=u64} lines dropped (rate limit) in total", p.name(), dropped);
+        }
     }
 }
 

@@ -20,6 +20,8 @@
 //! | [`apic_base`] | IA32_APIC_BASE of a partition's local APIC: its mode state machine |
 //! | [`mmio_decode`] | decoding the MOV that touched an emulated MMIO page (the xAPIC page) |
 //! | [`x2apic`] | the x2APIC register map: which registers exist, may be read or written, and with which bits |
+//! | [`hyperv_msr`] | which values a partition may write to the Hyper-V synthetic MSRs (reserved bits) |
+//! | [`console_rate`] | the rate limit on a partition's console lines |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
 //! feed them arbitrary and mutated bytes.
@@ -31,11 +33,13 @@
 
 pub mod apic_base;
 pub mod bitmap;
+pub mod console_rate;
 pub mod elf;
 pub mod exit;
 pub mod guest_paging;
 pub mod guest_state;
 pub mod guest_walk;
+pub mod hyperv_msr;
 pub mod ipi;
 pub mod memory;
 pub mod mmio_decode;

@@ -1,8 +1,9 @@
 //! Synthetic MSRs and the layouts of the values written to them (reference §2, §2.3).
 //!
-//! The wrappers do not reject reserved bits: the TLFS marks them RsvdP (software preserves
-//! them on read-modify-write), so a write with them set is legal. `reserved_bits()` exposes
-//! them for a hypervisor that wants to store or clear them.
+//! The wrappers do not reject reserved bits. The TLFS marks them RsvdP (software preserves
+//! them on read-modify-write); Bulkhead's registers reset them to 0 and read back what was
+//! accepted, and refuse a write that sets one with #GP (`bulkhead_virt::hyperv_msr`).
+//! `reserved_bits()` and `RESERVED_MASK` expose them.
 //!
 //! Bool setters take the field's name (`enabled`), getters are `is_`.
 

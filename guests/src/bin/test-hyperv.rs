@@ -4,7 +4,8 @@
 //!
 //! `case=alone` (a partition with no connections): discovery leaves, VP_INDEX, the
 //! reference time (TIME_REF_COUNT and the reference TSC page agree), the hypercall page,
-//! ACCESS_DENIED for both calls, and #UD for a call from ring 3. `case=sender` (sends on message
+//! ACCESS_DENIED for both calls, #UD for a call from ring 3, and #GP for every synthetic
+//! MSR write the TLFS refuses (reserved bits, a page outside the partition). `case=sender` (sends on message
 //! connection 1 and event connection 2 to a receiver that never enables its SynIC;
 //! connection 3 belongs to the receiver): one call per failure status. `case=idle`: the
 //! receiver, which does nothing.
@@ -55,6 +56,7 @@ fn alone() -> bool {
         expect("post message without connections", post_message_at(&mut hv, 0, &message), 0x6),
         expect("signal event without connections", hv.signal_event(2, 0).err().map_or(0, u16::from), 0x6),
         cpl3_hypercall_gets_ud(),
+        synthetic_msr_writes_refused(),
     ];
     microsoft
         && vendor.eax >= 0x4000_0005
@@ -83,6 +85,57 @@ fn cpl3_hypercall_gets_ud() -> bool {
     };
     println!("hyperv: hypercall from CPL 3 raised #UD at {}", at);
     rip == page
+}
+
+/// Synthetic MSR writes with a reserved bit set, a SINT vector below 16, a page the
+/// partition does not own, or to a read-only register: each gets #GP and changes nothing;
+/// the same registers with legal values are accepted.
+fn synthetic_msr_writes_refused() -> bool {
+    gp::install();
+    // A page of this payload's own memory, and one far outside it (16 MiB partition).
+    let own = input_area(0) & !0xfff;
+    let outside = 0x8000_0000u64;
+    let refused = [
+        ("SCONTROL bit 1", msr::SCONTROL, 1 << 1 | 1),
+        ("SCONTROL bit 63", msr::SCONTROL, 1 << 63),
+        ("SINT0 bit 8", msr::sint(0), 0x50 | 1 << 8),
+        ("SINT0 bit 19", msr::sint(0), 0x50 | 1 << 19),
+        ("SINT0 vector 15", msr::sint(0), 15),
+        ("VP_ASSIST_PAGE bit 1", msr::VP_ASSIST_PAGE, own | 1 << 1 | 1),
+        ("VP_ASSIST_PAGE outside memory", msr::VP_ASSIST_PAGE, outside | 1),
+        ("SIMP bit 11", msr::SIMP, own | 1 << 11 | 1),
+        ("SIEFP outside memory", msr::SIEFP, outside | 1),
+        ("HYPERCALL bit 2", msr::HYPERCALL, rdmsr(msr::HYPERCALL) | 1 << 2),
+        ("VP_INDEX (read-only)", msr::VP_INDEX, 0),
+    ];
+    let before = [msr::SCONTROL, msr::sint(0), msr::VP_ASSIST_PAGE, msr::SIMP, msr::SIEFP].map(rdmsr);
+    let mut all_gp = true;
+    for (what, number, value) in refused {
+        let gp = gp::wrmsr(number, value).is_err();
+        all_gp &= gp;
+        if !gp {
+            println!("hyperv: {} accepted (wanted #GP)", what);
+        }
+    }
+    let unchanged = before == [msr::SCONTROL, msr::sint(0), msr::VP_ASSIST_PAGE, msr::SIMP, msr::SIEFP].map(rdmsr);
+    let accepted = [
+        (msr::SCONTROL, 1),
+        (msr::sint(0), 0x50 | 1 << 16 | 1 << 17),
+        (msr::VP_ASSIST_PAGE, own | 1),
+        (msr::VP_ASSIST_PAGE, 0),
+        (msr::SCONTROL, 0),
+        (msr::sint(0), 0x1_0000),
+    ]
+    .iter()
+    .all(|&(number, value)| gp::wrmsr(number, value).is_ok() && rdmsr(number) == value);
+    println!(
+        "hyperv: synthetic MSR writes refused with #GP={} ({} cases), registers unchanged={}, legal values accepted={}",
+        all_gp,
+        refused.len(),
+        unchanged,
+        accepted
+    );
+    all_gp && unchanged && accepted
 }
 
 fn sender() -> bool {

@@ -4,10 +4,13 @@
 //! Encodings and layouts live in `bulkhead_abi::hyperv`, shared with the guests.
 //!
 //! State is kept per partition (GUEST_OS_ID, HYPERCALL, REFERENCE_TSC, the time base)
-//! and per virtual processor, one per core (the SynIC registers). A virtual processor's
-//! index is the position of its core in the partition's `cores` list; connections
-//! deliver to the receiver's VP 0 (its first core). All of it is atomics: senders on
-//! other cores read a receiver's SynIC registers while it runs.
+//! and per virtual processor, one per CPU (the SynIC registers), indexed by the CPU's
+//! per-CPU index, which is below `MAX_CPUS` by construction: a board core number is never
+//! used as an index, and a CPU never falls back to another CPU's registers (a core that is
+//! not online has no SynIC a sender could reach). A virtual processor's index is the
+//! position of its core in the partition's `cores` list; connections deliver to the
+//! receiver's VP 0 (its first core). All of it is atomics: senders on other cores read a
+//! receiver's SynIC registers while it runs.
 
 pub mod discovery;
 pub mod hypercall;
@@ -16,7 +19,8 @@ pub mod synthetic_msr;
 
 use crate::config::SYSTEM;
 use crate::partition::Partition;
-use bulkhead_board::tables::{MAX_CPUS, MAX_PARTITIONS};
+use crate::percpu::MAX_CPUS;
+use bulkhead_board::tables::MAX_PARTITIONS;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Partition-wide synthetic registers (TLFS "Hypercall Interface", "Timers").
@@ -77,7 +81,7 @@ impl VpRegisters {
         self.event_flags_page.store(host(&self.siefp), Ordering::Release);
     }
 
-    fn reset(&self, core: u32) {
+    fn reset(&self, apic_id: u32) {
         self.scontrol.store(0, Ordering::Release);
         self.simp.store(0, Ordering::Release);
         self.siefp.store(0, Ordering::Release);
@@ -87,7 +91,7 @@ impl VpRegisters {
         self.vp_assist_page.store(0, Ordering::Release);
         self.message_page.store(0, Ordering::Release);
         self.event_flags_page.store(0, Ordering::Release);
-        self.apic_id.store(apic_id_of_core(core).unwrap_or(u32::MAX), Ordering::Release);
+        self.apic_id.store(apic_id, Ordering::Release);
     }
 }
 
@@ -101,16 +105,23 @@ static PARTITIONS: [PartitionRegisters; MAX_PARTITIONS] = [const {
     }
 }; MAX_PARTITIONS];
 
-/// Indexed by board core number.
+/// Indexed by per-CPU index (`percpu::current_index`, below `MAX_CPUS`).
 static VPS: [VpRegisters; MAX_CPUS] = [const { VpRegisters::new() }; MAX_CPUS];
 
 pub fn partition_registers(partition: &Partition) -> &'static PartitionRegisters {
     &PARTITIONS[partition.config().id.0 as usize]
 }
 
-/// The SynIC registers of the core with this board core number.
-pub fn vp_registers(core: u32) -> &'static VpRegisters {
-    &VPS[core as usize]
+/// The SynIC registers of the virtual processor on this CPU.
+pub fn this_vp() -> &'static VpRegisters {
+    &VPS[crate::percpu::current_index() as usize]
+}
+
+/// The SynIC registers of the virtual processor on the board core `core`, if that core
+/// is online (a core that is not has no running VP: nothing can be delivered to it).
+pub fn vp_of_core(core: u32) -> Option<&'static VpRegisters> {
+    let cpu = apic_id_of_core(core).and_then(crate::percpu::by_apic_id)?;
+    VPS.get(cpu.index() as usize)
 }
 
 /// The board core number of the CPU with this APIC ID.
@@ -123,9 +134,10 @@ pub fn apic_id_of_core(core: u32) -> Option<u32> {
     SYSTEM.board.cpus.iter().find(|c| c.core == core).map(|c| c.apic_id)
 }
 
-/// This CPU's board core number.
-pub fn this_core() -> u32 {
-    core_of_apic_id(crate::percpu::current().apic_id()).unwrap_or(0)
+/// This CPU's board core number (`None` on a CPU the board does not list, which runs no
+/// partition).
+pub fn this_core() -> Option<u32> {
+    core_of_apic_id(crate::percpu::current().apic_id())
 }
 
 /// The VP index of `core` in `partition` (its position in the `cores` list).
@@ -146,7 +158,9 @@ pub fn reset_partition(partition: &Partition) {
     registers.hypercall_privileges.store(discovery::hypercall_privileges(partition), Ordering::Release);
     synic::reset(partition, || {
         for &core in partition.config().cores {
-            vp_registers(core).reset(core);
+            if let Some(cpu) = apic_id_of_core(core).and_then(crate::percpu::by_apic_id) {
+                VPS[cpu.index() as usize].reset(cpu.apic_id());
+            }
         }
     });
 }

@@ -12,74 +12,72 @@
 //! sender sees the free slot and delivers). Messages on one connection arrive in order;
 //! across connections to one SINT, oldest first.
 //!
-//! Why a lock of our own: one spin lock guards all queues. It is held for a copy of at
-//! most one message and the hypervisor runs with interrupts off, so waiting is short; no
-//! crate offers a lock for this context that the kernel does not already avoid.
+//! Locking: each receiver SINT (receiving partition, SINT) has its own queue lock, taken
+//! by every post and signal to that SINT, by the receiver's EOM and by its restart. So a
+//! sender only ever waits for traffic to the same receiver SINT (the same queue), never
+//! for an unrelated pair, and a 240-byte copy is never made under a lock another pair
+//! needs. Each connection's ring has a lock of its own too, but it is only ever taken
+//! with its receiver SINT's lock held (never contended; it only lets the rings be plain
+//! statics without `unsafe`). The locks are `spin`'s ticket mutex: first come, first
+//! served, so a sender in a tight loop cannot starve another sender to the same SINT.
+//! The hypervisor runs with interrupts off and holds a lock for at most one message
+//! copy, so waiting is short.
 
-use super::vp_registers;
+use super::{this_vp, vp_of_core};
 use crate::partition::{self, Partition};
 use bulkhead_abi::hyperv::MessageHeader;
 use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE};
 use bulkhead_abi::hyperv::msr::SINT_COUNT;
 use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, MessagePage, Sint};
 use bulkhead_board::tables::{Connection, MAX_CONNECTIONS, MAX_PARTITIONS, MAX_QUEUE_DEPTH};
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
+use spin::mutex::TicketMutex;
 
 const DEPTH: usize = MAX_QUEUE_DEPTH as usize;
+const SINTS: usize = SINT_COUNT as usize;
 
 /// The messages waiting on one connection, oldest first.
 struct Ring {
     head: usize,
     len: usize,
-    /// Arrival order across connections (oldest delivered first).
+    /// Arrival order across the connections to one receiver SINT (oldest delivered first).
     stamps: [u64; DEPTH],
     messages: [[u8; MESSAGE_SIZE]; DEPTH],
 }
 
-struct Queues {
+/// One receiver SINT's queue state (its messages wait in its connections' rings).
+struct SintQueue {
     next_stamp: u64,
-    rings: [Ring; MAX_CONNECTIONS],
-    /// Messages waiting per receiver partition and SINT (the sum of its connections'
-    /// ring lengths), so "does anything wait" is one load on the post and EOM paths.
-    waiting: [[u16; SINT_COUNT as usize]; MAX_PARTITIONS],
+    /// Messages waiting for this SINT (the sum of its connections' ring lengths), so "does
+    /// anything wait" is one load on the post and EOM paths.
+    waiting: u16,
 }
 
 // Every queue of one receiver's SINT full at once still fits a `waiting` count.
 const _: () = assert!(MAX_CONNECTIONS * DEPTH <= u16::MAX as usize);
 
-impl Queues {
-    fn waiting(&mut self, receiver: &Partition, sint: u8) -> &mut u16 {
-        &mut self.waiting[receiver.config().id.0 as usize][sint as usize]
-    }
+/// Indexed by receiving partition, then SINT.
+static SINT_QUEUES: [[TicketMutex<SintQueue>; SINTS]; MAX_PARTITIONS] =
+    [const { [const { TicketMutex::new(SintQueue { next_stamp: 0, waiting: 0 }) }; SINTS] }; MAX_PARTITIONS];
+
+/// Indexed by connection; a ring is locked only under its receiver SINT's lock.
+static RINGS: [TicketMutex<Ring>; MAX_CONNECTIONS] =
+    [const { TicketMutex::new(Ring { head: 0, len: 0, stamps: [0; DEPTH], messages: [[0; MESSAGE_SIZE]; DEPTH] }) };
+        MAX_CONNECTIONS];
+
+/// A copy of each receiver SINT's `waiting` count, written under its lock, read without
+/// it by EOM to skip the SINTs nothing waits for. A poster raises it before it sets the
+/// slot's MessagePending flag, and a receiver writes EOM only after it saw that flag, so
+/// an EOM that matters never reads 0.
+static WAITING_HINT: [[AtomicU16; SINTS]; MAX_PARTITIONS] =
+    [const { [const { AtomicU16::new(0) }; SINTS] }; MAX_PARTITIONS];
+
+fn sint_queue(receiver: &Partition, sint: u8) -> &'static TicketMutex<SintQueue> {
+    &SINT_QUEUES[receiver.config().id.0 as usize][sint as usize]
 }
 
-struct Locked {
-    busy: AtomicBool,
-    queues: UnsafeCell<Queues>,
-}
-
-// SAFETY: `queues` is only reached through `with_queues`, which holds `busy`.
-unsafe impl Sync for Locked {}
-
-static QUEUES: Locked = Locked {
-    busy: AtomicBool::new(false),
-    queues: UnsafeCell::new(Queues {
-        next_stamp: 0,
-        waiting: [[0; SINT_COUNT as usize]; MAX_PARTITIONS],
-        rings: [const { Ring { head: 0, len: 0, stamps: [0; DEPTH], messages: [[0; MESSAGE_SIZE]; DEPTH] } };
-            MAX_CONNECTIONS],
-    }),
-};
-
-fn with_queues<T>(f: impl FnOnce(&mut Queues) -> T) -> T {
-    while QUEUES.busy.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        core::hint::spin_loop();
-    }
-    // SAFETY: `busy` is held: this is the only reference to the queues.
-    let result = f(unsafe { &mut *QUEUES.queues.get() });
-    QUEUES.busy.store(false, Ordering::Release);
-    result
+fn waiting_hint(receiver: &Partition, sint: u8) -> &'static AtomicU16 {
+    &WAITING_HINT[receiver.config().id.0 as usize][sint as usize]
 }
 
 /// Where a receiver's SINT delivers: its VP 0's registers and that SINT's register.
@@ -90,10 +88,11 @@ struct Target {
 }
 
 impl Target {
-    fn of(receiver: &Partition, sint: u8) -> Target {
-        let vp = vp_registers(receiver.config().cores[0]);
+    /// `None` when the receiver's first core is not online (no SynIC to deliver to).
+    fn of(receiver: &Partition, sint: u8) -> Option<Target> {
+        let vp = vp_of_core(*receiver.config().cores.first()?)?;
         let sint_register = Sint::decode(vp.sints[sint as usize].load(Ordering::Acquire));
-        Target { vp, sint, sint_register }
+        Some(Target { vp, sint, sint_register })
     }
 
     /// The host address of the receiver's message page, if its SynIC and SIMP are enabled.
@@ -186,25 +185,29 @@ fn connections_to(receiver: &Partition, sint: u8) -> impl Iterator<Item = (usize
 }
 
 /// Moves the oldest waiting message for the target's SINT into its slot if the slot is
-/// free; keeps MessagePending set while more wait. Returns whether one was delivered.
-fn deliver_oldest(queues: &mut Queues, receiver: &Partition, target: &Target, page: u64) -> bool {
-    if *queues.waiting(receiver, target.sint) == 0
-        || slot_type(page, target.sint).load(Ordering::Acquire) != MESSAGE_TYPE_NONE
-    {
+/// free; keeps MessagePending set while more wait. Called with the SINT's queue lock held
+/// (`queue`). Returns whether one was delivered.
+fn deliver_oldest(queue: &mut SintQueue, receiver: &Partition, target: &Target, page: u64) -> bool {
+    if queue.waiting == 0 || slot_type(page, target.sint).load(Ordering::Acquire) != MESSAGE_TYPE_NONE {
         return false;
     }
+    // The connection whose oldest message is the oldest of all (each ring lock is free:
+    // rings of this SINT are only locked under `queue`'s lock, which this caller holds).
     let oldest = connections_to(receiver, target.sint)
-        .filter(|&(i, _)| queues.rings[i].len > 0)
-        .min_by_key(|&(i, _)| queues.rings[i].stamps[queues.rings[i].head]);
+        .filter_map(|(i, _)| {
+            let ring = RINGS[i].lock();
+            (ring.len > 0).then(|| (i, ring.stamps[ring.head]))
+        })
+        .min_by_key(|&(_, stamp)| stamp);
     let Some((index, _)) = oldest else { return false };
-    let ring = &mut queues.rings[index];
+    let mut ring = RINGS[index].lock();
     let head = ring.head;
     ring.head = (ring.head + 1) % DEPTH;
     ring.len -= 1;
-    let waiting = queues.waiting(receiver, target.sint);
-    *waiting -= 1;
-    let more = *waiting > 0;
-    let message = &queues.rings[index].messages[head];
+    queue.waiting -= 1;
+    waiting_hint(receiver, target.sint).store(queue.waiting, Ordering::SeqCst);
+    let more = queue.waiting > 0;
+    let message = &ring.messages[head];
     let len = (MessageHeader::SIZE + usize::from(message[4])).min(MESSAGE_SIZE);
     let message_type = u32::from_le_bytes([message[0], message[1], message[2], message[3]]);
     write_slot(page, target.sint, message_type, more, |slot| {
@@ -212,6 +215,7 @@ fn deliver_oldest(queues: &mut Queues, receiver: &Partition, target: &Target, pa
         // the receiver reads none of them before the type, which is stored after them.
         unsafe { core::ptr::copy_nonoverlapping(message[4..].as_ptr(), slot.add(4), len - 4) }
     });
+    drop(ring);
     interrupt(target);
     true
 }
@@ -224,63 +228,72 @@ pub fn post(connection_index: usize, connection: &Connection, message: &PostedMe
         bulkhead_board::tables::ConnectionKind::Message { queue_depth } => (queue_depth as usize).min(DEPTH),
         bulkhead_board::tables::ConnectionKind::Event { .. } => return HvStatus::InvalidPortId,
     };
-    with_queues(|queues| {
-        // The receiver's SynIC is looked at under the lock: a restart resets it and drains
-        // the queues under the same lock, so a message is either drained or refused.
-        let target = Target::of(receiver, connection.sint);
-        let Some(page) = target.message_page() else { return HvStatus::InvalidSynicState };
-        if *queues.waiting(receiver, connection.sint) == 0
-            && slot_type(page, connection.sint).load(Ordering::Acquire) == MESSAGE_TYPE_NONE
-        {
-            // SAFETY: the slot is 256 bytes, `16 + len` at most that (len <= 240).
-            write_slot(page, connection.sint, message.message_type(), false, |slot| unsafe {
-                message.copy_after_type(slot)
-            });
-            interrupt(&target);
-            return HvStatus::Success;
-        }
-        let stamp = queues.next_stamp;
-        let ring = &mut queues.rings[connection_index];
-        if ring.len >= depth {
-            return HvStatus::InsufficientBuffers;
-        }
-        let tail = (ring.head + ring.len) % DEPTH;
-        let entry = &mut ring.messages[tail];
-        entry[..4].copy_from_slice(&message.header[..4]);
-        // SAFETY: a 256-byte queue entry; `16 + len` bytes at most that.
-        unsafe { message.copy_after_type(entry.as_mut_ptr()) };
-        ring.stamps[tail] = stamp;
-        ring.len += 1;
-        queues.next_stamp += 1;
-        *queues.waiting(receiver, connection.sint) += 1;
-        // Flag first, then look at the slot again (see the module comment).
-        slot_flags(page, connection.sint).fetch_or(MESSAGE_FLAG_PENDING, Ordering::SeqCst);
-        deliver_oldest(queues, receiver, &target, page);
-        HvStatus::Success
-    })
+    let mut queue = sint_queue(receiver, connection.sint).lock();
+    // The receiver's SynIC is looked at under the lock: a restart resets it and drains
+    // the queues under the same lock, so a message is either drained or refused.
+    let Some(target) = Target::of(receiver, connection.sint) else { return HvStatus::InvalidSynicState };
+    let Some(page) = target.message_page() else { return HvStatus::InvalidSynicState };
+    if queue.waiting == 0 && slot_type(page, connection.sint).load(Ordering::Acquire) == MESSAGE_TYPE_NONE {
+        // SAFETY: the slot is 256 bytes, `16 + len` at most that (len <= 240).
+        write_slot(page, connection.sint, message.message_type(), false, |slot| unsafe {
+            message.copy_after_type(slot)
+        });
+        interrupt(&target);
+        return HvStatus::Success;
+    }
+    let mut ring = RINGS[connection_index].lock();
+    if ring.len >= depth {
+        return HvStatus::InsufficientBuffers;
+    }
+    let tail = (ring.head + ring.len) % DEPTH;
+    let entry = &mut ring.messages[tail];
+    entry[..4].copy_from_slice(&message.header[..4]);
+    // SAFETY: a 256-byte queue entry; `16 + len` bytes at most that.
+    unsafe { message.copy_after_type(entry.as_mut_ptr()) };
+    ring.stamps[tail] = queue.next_stamp;
+    ring.len += 1;
+    drop(ring);
+    queue.next_stamp += 1;
+    queue.waiting += 1;
+    waiting_hint(receiver, connection.sint).store(queue.waiting, Ordering::SeqCst);
+    // Flag first, then look at the slot again (see the module comment).
+    slot_flags(page, connection.sint).fetch_or(MESSAGE_FLAG_PENDING, Ordering::SeqCst);
+    deliver_oldest(&mut queue, receiver, &target, page);
+    HvStatus::Success
 }
 
-/// The receiver wrote EOM on this core: deliver what waits for its free slots.
-pub fn end_of_message(receiver: &Partition, core: u32) {
-    if receiver.config().cores.first() != Some(&core) {
+/// The receiver wrote EOM on this CPU: deliver what waits for its free slots (only its VP
+/// 0 receives messages).
+pub fn end_of_message(receiver: &Partition) {
+    let Some(vp0) = receiver.config().cores.first().and_then(|&core| vp_of_core(core)) else { return };
+    if !core::ptr::eq(vp0, this_vp()) {
         return;
     }
-    // The message page is the VP's, the same for every SINT.
-    let Some(page) = Target::of(receiver, 0).message_page() else { return };
-    with_queues(|queues| {
-        for sint in 0..SINT_COUNT {
-            if *queues.waiting(receiver, sint) > 0 {
-                deliver_oldest(queues, receiver, &Target::of(receiver, sint), page);
-            }
+    for sint in 0..SINT_COUNT {
+        if waiting_hint(receiver, sint).load(Ordering::SeqCst) == 0 {
+            continue;
         }
-    });
+        let mut queue = sint_queue(receiver, sint).lock();
+        if queue.waiting == 0 {
+            continue;
+        }
+        // The message page is the VP's, the same for every SINT; read under the lock, as
+        // a restart clears it under the same lock.
+        let Some(target) = Target::of(receiver, sint) else { return };
+        let Some(page) = target.message_page() else { return };
+        deliver_oldest(&mut queue, receiver, &target, page);
+    }
 }
 
 /// HvCallSignalEvent's delivery: sets the connection's flag in the receiver's event-flag
-/// page atomically; only a flag that was clear raises the SINT (signals coalesce).
+/// page atomically; only a flag that was clear raises the SINT (signals coalesce). Done
+/// under the receiver SINT's queue lock, which a restart of the receiver holds while it
+/// resets the SynIC: a signal either lands before the reset (in memory the restart then
+/// zeroes) or sees the SynIC disabled, never in the reloaded memory.
 pub fn signal(connection: &Connection, flag: u16) -> HvStatus {
     let receiver = partition::get(connection.to);
-    let target = Target::of(receiver, connection.sint);
+    let _queue = sint_queue(receiver, connection.sint).lock();
+    let Some(target) = Target::of(receiver, connection.sint) else { return HvStatus::InvalidSynicState };
     let Some(page) = target.event_flags_page() else { return HvStatus::InvalidSynicState };
     if target.sint_register.is_masked() {
         return HvStatus::InvalidSynicState;
@@ -296,18 +309,22 @@ pub fn signal(connection: &Connection, flag: u16) -> HvStatus {
 }
 
 /// A partition (re)starts: its VPs' SynIC registers go back to their reset values
-/// (`reset_registers`) and the messages waiting for it are dropped, both under the queue
-/// lock, so a concurrent post is either drained here or refused afterwards with
-/// INVALID_SYNIC_STATE (until the partition enables its SynIC again). Messages it queued
-/// for others stay queued.
+/// (`reset_registers`) and the messages waiting for it are dropped, with every one of its
+/// SINT queue locks held (taken in SINT order, the only place more than one is held), so
+/// a concurrent post or signal is either done before (and drained here, or lands in
+/// memory the restart zeroes) or refused afterwards with INVALID_SYNIC_STATE (until the
+/// partition enables its SynIC again). Messages it queued for others stay queued.
 pub fn reset(receiver: &Partition, reset_registers: impl FnOnce()) {
     let id = receiver.config().id;
-    with_queues(|queues| {
-        reset_registers();
-        for (i, _) in crate::config::SYSTEM.connections.iter().enumerate().filter(|(_, c)| c.to == id) {
-            queues.rings[i].len = 0;
-            queues.rings[i].head = 0;
-        }
-        queues.waiting[id.0 as usize] = [0; SINT_COUNT as usize];
-    });
+    let mut queues: [_; SINTS] = core::array::from_fn(|sint| SINT_QUEUES[id.0 as usize][sint].lock());
+    reset_registers();
+    for (i, _) in crate::config::SYSTEM.connections.iter().enumerate().filter(|(_, c)| c.to == id) {
+        let mut ring = RINGS[i].lock();
+        ring.len = 0;
+        ring.head = 0;
+    }
+    for (queue, hint) in queues.iter_mut().zip(&WAITING_HINT[id.0 as usize]) {
+        queue.waiting = 0;
+        hint.store(0, Ordering::SeqCst);
+    }
 }

@@ -1,14 +1,19 @@
 //! The synthetic MSRs 0x4000_0000..=0x4000_00FF (TLFS "Hypercall Interface", "Timers",
 //! "Inter-Partition Communication"; numbers and layouts in `bulkhead_abi::hyperv::msr`).
-//! Pages a partition names here (hypercall page, reference TSC page, SIMP, SIEFP) must lie
-//! in its own memory; any other address is refused with #GP, as an address outside the
-//! guest-physical space is on Hyper-V.
+//! Pages a partition names here (hypercall page, reference TSC page, VP assist page, SIMP,
+//! SIEFP) must lie in its own writable memory; any other address is refused with #GP, as
+//! an address outside the guest-physical space is on Hyper-V (the VP assist page too,
+//! although the hypervisor never touches it: a partition gets the same answer for every
+//! page it names). A set reserved bit, a SINT vector below 16 while unmasked, and a write
+//! to a read-only or unknown MSR are refused with #GP before anything changes
+//! (`bulkhead_virt::hyperv_msr::check_write`). The per-VP registers are this CPU's own
+//! (`this_vp`), never another CPU's.
 
-use super::{PartitionRegisters, partition_registers, private_memory, synic, this_core, vp_index, vp_registers};
+use super::{PartitionRegisters, partition_registers, private_memory, synic, this_core, this_vp, vp_index};
 use crate::partition::Partition;
 use bulkhead_abi::hyperv::msr::{self, SINT_FIRST, SINT_LAST, SYNIC_VERSION};
 use bulkhead_abi::hyperv::reference_tsc::{next_sequence, reference_time, scale_for};
-use bulkhead_abi::hyperv::{HypercallMsr, PageMsr, Scontrol, Sint};
+use bulkhead_abi::hyperv::{HypercallMsr, PageMsr, Scontrol};
 use core::sync::atomic::Ordering;
 
 /// Whether `msr` is in the synthetic range this module answers.
@@ -26,11 +31,11 @@ fn time_base(registers: &PartitionRegisters) -> (u64, i64) {
 /// Answers RDMSR of a synthetic MSR; `None` is #GP.
 pub fn read(partition: &Partition, msr: u32) -> Option<u64> {
     let registers = partition_registers(partition);
-    let vp = vp_registers(this_core());
+    let vp = this_vp();
     Some(match msr {
         msr::GUEST_OS_ID => registers.guest_os_id.load(Ordering::Acquire),
         msr::HYPERCALL => registers.hypercall.load(Ordering::Acquire),
-        msr::VP_INDEX => u64::from(vp_index(partition, this_core())?),
+        msr::VP_INDEX => u64::from(vp_index(partition, this_core()?)?),
         msr::TIME_REF_COUNT => {
             let (scale, offset) = time_base(registers);
             reference_time(crate::time::rdtsc(), scale, offset)
@@ -49,9 +54,11 @@ pub fn read(partition: &Partition, msr: u32) -> Option<u64> {
 
 /// Performs WRMSR of a synthetic MSR; false is #GP.
 pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
+    if bulkhead_virt::hyperv_msr::check_write(msr, value).is_err() {
+        return false;
+    }
     let registers = partition_registers(partition);
-    let core = this_core();
-    let vp = vp_registers(core);
+    let vp = this_vp();
     match msr {
         msr::GUEST_OS_ID => {
             registers.guest_os_id.store(value, Ordering::Release);
@@ -71,8 +78,13 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
             registers.reference_tsc.store(value, Ordering::Release);
             true
         }
-        // Linux writes it unconditionally; the page serves enlightenments not offered here.
+        // Linux writes it unconditionally; the page serves enlightenments not offered here,
+        // so the hypervisor never writes it, but it must be the partition's own.
         msr::VP_ASSIST_PAGE => {
+            let page = PageMsr::decode(value);
+            if page.is_enabled() && private_memory(partition, page.gpa(), 4096, true).is_none() {
+                return false;
+            }
             vp.vp_assist_page.store(value, Ordering::Release);
             true
         }
@@ -97,14 +109,11 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
             true
         }
         msr::EOM => {
-            synic::end_of_message(partition, core);
+            synic::end_of_message(partition);
             true
         }
+        // Vector and reserved bits checked above.
         SINT_FIRST..=SINT_LAST => {
-            let sint = Sint::decode(value);
-            if !sint.write_allowed() {
-                return false;
-            }
             vp.sints[(msr - SINT_FIRST) as usize].store(value, Ordering::Release);
             true
         }
@@ -124,7 +133,7 @@ fn write_hypercall(partition: &Partition, registers: &PartitionRegisters, value:
     if current.is_locked() {
         return true;
     }
-    let mut requested = HypercallMsr::decode(value & !HypercallMsr::RESERVED_MASK);
+    let mut requested = HypercallMsr::decode(value);
     if registers.guest_os_id.load(Ordering::Acquire) == 0 {
         requested = requested.enabled(false);
     }

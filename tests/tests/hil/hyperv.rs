@@ -9,7 +9,10 @@ every_backend! {
     /// VP_INDEX 0; TIME_REF_COUNT advances and the reference TSC page agrees with it; the
     /// hypercall page enables; both calls are ACCESS_DENIED, an unknown call code is
     /// INVALID_HYPERCALL_CODE, and calling the hypercall page from ring 3 raises #UD at its
-    /// first instruction (logged by the hypervisor).
+    /// first instruction (logged by the hypervisor). Synthetic MSR writes the TLFS refuses
+    /// (a reserved bit of SCONTROL, SINT0, VP_ASSIST_PAGE, SIMP or HYPERCALL, a SINT vector
+    /// below 16, a VP assist page or SIEFP outside the partition, a read-only register) each
+    /// get #GP and change nothing; legal values are accepted and read back.
     fn hyperv_discovery_and_access_denied_without_connections(emulator) {
         Run::new(emulator)
             .cpus(2)
@@ -21,6 +24,7 @@ every_backend! {
             .expect("[alone] hyperv: post message without connections status 0x6")
             .expect("[alone] hyperv: signal event without connections status 0x6")
             .expect("[alone] hyperv: hypercall from CPL 3 raised #UD at the hypercall page")
+            .expect("[alone] hyperv: synthetic MSR writes refused with #GP=true (11 cases), registers unchanged=true, legal values accepted=true")
             .expect("partition alone: hypercall refused (#UD)")
             .expect("partition alone: reports PASS")
             .forbid(": fault #")

@@ -6,6 +6,7 @@ mod apic;
 mod boot;
 mod config;
 mod console;
+mod flood;
 mod harness;
 mod hyperv;
 mod image;
