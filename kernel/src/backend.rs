@@ -21,6 +21,15 @@ pub trait Backend {
     /// for the paging check of an EFER write).
     fn guest_cr0(&mut self) -> u64;
     fn guest_cr4(&mut self) -> u64;
+    /// Performs a guest MOV to CR0 / CR4 that exited (VT-x: it changed a bit the
+    /// hypervisor owns) and that the kernel validated (`bulkhead_virt::control_registers`);
+    /// EFER.LMA follows `long_mode_active`.
+    fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool);
+    fn set_guest_cr4(&mut self, value: u64);
+    /// The guest's TSC offset (added to every TSC read of the guest, without exits), and
+    /// setting it (`tsc.rs`).
+    fn tsc_offset(&mut self) -> u64;
+    fn set_tsc_offset(&mut self, offset: u64);
     /// The guest's EFER as the guest sees it, and setting it for an intercepted WRMSR the
     /// kernel has validated (`msr::efer_write`). Only SVM intercepts EFER: VMRUN needs
     /// EFER.SVME in the guest's copy, which the partition must neither clear nor see.

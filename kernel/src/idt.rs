@@ -258,6 +258,9 @@ pub fn exception_name(vector: u64) -> &'static str {
 extern "C" fn exception_entry(frame: &mut ExceptionFrame) {
     const NMI: u64 = 2;
     if frame.vector == NMI {
+        // Counted (a stop signal or unexpected); the core looks at why it was signalled
+        // before it next enters its guest.
+        crate::nmi::taken_in_hypervisor();
         return;
     }
     let cpu = crate::percpu::current_index();

@@ -549,6 +549,8 @@ pub fn log_exit_counts() {
             e.cpuid.load(Ordering::Relaxed),
             e.other.load(Ordering::Relaxed)
         );
+        let (signals, unexpected) = crate::nmi::counts(p);
+        info!("partition {=str}: nmis: stop signals {=u32}, unexpected {=u32}", p.name(), signals, unexpected);
     }
 }
 

@@ -25,6 +25,8 @@ struct PartitionPages {
     npt: [[u64; 512]; NPT_TABLES],
     iopm: IoPermissionMap,
     msrpm: MsrPermissionMap,
+    /// `msrpm` with IA32_TSC_DEADLINE intercepted too (while the TSC is offset).
+    msrpm_tsc_offset: MsrPermissionMap,
 }
 
 #[repr(C, align(4096))]
@@ -40,6 +42,7 @@ static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell
             npt: [[0; 512]; NPT_TABLES],
             iopm: IoPermissionMap::zeroed(),
             msrpm: MsrPermissionMap::zeroed(),
+            msrpm_tsc_offset: MsrPermissionMap::zeroed(),
         }
     }; MAX_PARTITIONS],
 ));
@@ -59,6 +62,8 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         io.svm_iopm(&mut pages.iopm.0);
         // EFER exits: the VMCB's copy must keep SVME, which the partition must not see.
         address_space::msr_permissions(&[crate::msr::EFER])?.svm_msrpm(&mut pages.msrpm.0);
+        address_space::msr_permissions(&[crate::msr::EFER, crate::apic_access::TSC_DEADLINE])?
+            .svm_msrpm(&mut pages.msrpm_tsc_offset.0);
         Ok(root)
     })
 }
@@ -111,8 +116,13 @@ impl Backend for SvmCore {
         let id = partition.config().id.0 as usize;
         // SAFETY: the partition's pages are built and from now on only read.
         let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
-        let setup =
-            VcpuSetup { npt_root: root, asid: id as u32 + 1, iopm: pages.iopm.address(), msrpm: pages.msrpm.address() };
+        let setup = VcpuSetup {
+            npt_root: root,
+            asid: id as u32 + 1,
+            iopm: pages.iopm.address(),
+            msrpm: pages.msrpm.address(),
+            msrpm_tsc_offset: pages.msrpm_tsc_offset.address(),
+        };
         let index = percpu::current_index() as usize;
         // SAFETY: this core's VMCBs, used by this vCPU only.
         let core = unsafe { &mut (*CORE_PAGES.0.get())[index] };
@@ -124,7 +134,13 @@ impl Backend for SvmCore {
     }
 
     fn run(&mut self) -> Exit {
-        self.vcpu().run()
+        let exit = self.vcpu().run();
+        if exit == Exit::Nmi {
+            // The exit left the NMI pending: the host handler takes it now, and does not
+            // count it a second time (`nmi.rs` counts the exit).
+            crate::nmi::drain(|| self.vcpu().take_pending_nmi());
+        }
+        exit
     }
 
     fn rip(&mut self) -> u64 {
@@ -153,6 +169,22 @@ impl Backend for SvmCore {
 
     fn guest_efer(&mut self) -> u64 {
         self.vcpu().guest_efer() & !bulkhead_svm::enable::EFER_SVME
+    }
+
+    fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
+        self.vcpu().set_guest_cr0(value, long_mode_active)
+    }
+
+    fn set_guest_cr4(&mut self, value: u64) {
+        self.vcpu().set_guest_cr4(value)
+    }
+
+    fn tsc_offset(&mut self) -> u64 {
+        self.vcpu().tsc_offset()
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vcpu().set_tsc_offset(offset)
     }
 
     fn set_guest_efer(&mut self, value: u64) {

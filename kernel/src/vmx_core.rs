@@ -25,6 +25,8 @@ struct PartitionPages {
     io_bitmap_a: Page,
     io_bitmap_b: Page,
     msr_bitmap: Page,
+    /// `msr_bitmap` with IA32_TSC_DEADLINE intercepted too (while the TSC is offset).
+    msr_bitmap_tsc_offset: Page,
 }
 
 #[repr(C, align(4096))]
@@ -40,6 +42,7 @@ static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell
             io_bitmap_a: Page::zeroed(),
             io_bitmap_b: Page::zeroed(),
             msr_bitmap: Page::zeroed(),
+            msr_bitmap_tsc_offset: Page::zeroed(),
         }
     }; MAX_PARTITIONS],
 ));
@@ -57,6 +60,8 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         let (root, io) = address_space::build::<Ept>(partition, &mut pages.ept)?;
         io.vmx_bitmaps(&mut pages.io_bitmap_a.0, &mut pages.io_bitmap_b.0);
         address_space::msr_permissions(&[])?.vmx_bitmap(&mut pages.msr_bitmap.0);
+        address_space::msr_permissions(&[crate::apic_access::TSC_DEADLINE])?
+            .vmx_bitmap(&mut pages.msr_bitmap_tsc_offset.0);
         Ok(root)
     })
 }
@@ -111,6 +116,7 @@ impl Backend for VmxCore {
             io_bitmap_a: pages.io_bitmap_a.address(),
             io_bitmap_b: pages.io_bitmap_b.address(),
             msr_bitmap: pages.msr_bitmap.address(),
+            msr_bitmap_tsc_offset: pages.msr_bitmap_tsc_offset.address(),
             host: Self::host_state(),
         };
         let index = percpu::current_index() as usize;
@@ -152,6 +158,22 @@ impl Backend for VmxCore {
 
     fn guest_efer(&mut self) -> u64 {
         self.vcpu.as_mut().expect("started").guest_efer()
+    }
+
+    fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
+        self.vcpu.as_mut().expect("started").set_guest_cr0(value, long_mode_active)
+    }
+
+    fn set_guest_cr4(&mut self, value: u64) {
+        self.vcpu.as_mut().expect("started").set_guest_cr4(value)
+    }
+
+    fn tsc_offset(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started").tsc_offset()
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vcpu.as_mut().expect("started").set_tsc_offset(offset)
     }
 
     fn set_guest_efer(&mut self, value: u64) {

@@ -12,11 +12,17 @@ use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry};
 /// What exits: the VT-x backend's set. CPUID, port I/O and MSRs (through the maps),
 /// shutdown, NMI (the hypervisor's signal), INIT (so that a stray INIT does not reset the
 /// core), XSETBV, VMMCALL and the other SVM instructions, VMRUN's intercept being required
-/// (15.5.1). Not HLT, not external interrupts (V_INTR_MASKING stays clear: the guest owns
-/// its local APIC and takes its interrupts through its own IDT), no exceptions.
+/// (15.5.1); INVD (never run as such: it would drop other partitions' dirty lines), WBINVD
+/// (counted and logged), RDPMC (CPUID hides the counters: #GP), MONITOR and MWAIT (CPUID
+/// hides them: #UD). Not HLT, not RDTSC/RDTSCP (the TSC offset does that), not external
+/// interrupts (V_INTR_MASKING stays clear: the guest owns its local APIC and takes its
+/// interrupts through its own IDT), no exceptions, no control registers (SVM fixes no
+/// CR0/CR4 bit).
 const INTERCEPT_MISC1: u32 = intercept::NMI
     | intercept::INIT
+    | intercept::RDPMC
     | intercept::CPUID
+    | intercept::INVD
     | intercept::INVLPGA
     | intercept::IOIO_PROT
     | intercept::MSR_PROT
@@ -28,6 +34,9 @@ const INTERCEPT_MISC2: u32 = intercept2::VMRUN
     | intercept2::STGI
     | intercept2::CLGI
     | intercept2::SKINIT
+    | intercept2::WBINVD
+    | intercept2::MONITOR
+    | intercept2::MWAIT
     | intercept2::XSETBV;
 
 /// Why a vCPU could not be set up.
@@ -51,6 +60,9 @@ pub struct VcpuSetup {
     pub iopm: u64,
     /// Physical address of the 8 KiB MSR permissions map ([`crate::MsrPermissionMap`]).
     pub msrpm: u64,
+    /// The same map with IA32_TSC_DEADLINE intercepted as well, used while the guest's TSC
+    /// is offset (see [`Vcpu::set_tsc_offset`]).
+    pub msrpm_tsc_offset: u64,
 }
 
 impl VcpuSetup {
@@ -58,7 +70,12 @@ impl VcpuSetup {
         if self.asid == 0 || self.asid >= features.asids {
             return Err(SetupError::Asid { asid: self.asid, asids: features.asids });
         }
-        for (field, address) in [("npt_root", self.npt_root), ("iopm", self.iopm), ("msrpm", self.msrpm)] {
+        for (field, address) in [
+            ("npt_root", self.npt_root),
+            ("iopm", self.iopm),
+            ("msrpm", self.msrpm),
+            ("msrpm_tsc_offset", self.msrpm_tsc_offset),
+        ] {
             if address % 4096 != 0 {
                 return Err(SetupError::Misaligned { field, address });
             }
@@ -74,6 +91,8 @@ pub struct Vcpu {
     host: &'static mut Vmcb,
     registers: GuestRegisters,
     features: Features,
+    /// The two MSR permission maps ([`VcpuSetup::msrpm`], [`VcpuSetup::msrpm_tsc_offset`]).
+    msrpm: [u64; 2],
 }
 
 impl Vcpu {
@@ -110,7 +129,8 @@ impl Vcpu {
         c.nested_cr3 = setup.npt_root;
         // Everything dirty, always (QEMU has no clean bits; 15.15).
         c.clean_bits = 0;
-        let mut vcpu = Vcpu { vmcb, host, registers: GuestRegisters::default(), features: *features };
+        let msrpm = [setup.msrpm, setup.msrpm_tsc_offset];
+        let mut vcpu = Vcpu { vmcb, host, registers: GuestRegisters::default(), features: *features, msrpm };
         vcpu.reset(entry);
         Ok(vcpu)
     }
@@ -125,6 +145,21 @@ impl Vcpu {
         c.event_injection = 0;
         c.interrupt_state = 0;
         c.tlb_control = if self.features.flush_by_asid { tlb_control::FLUSH_ASID } else { tlb_control::FLUSH_ALL };
+        self.set_tsc_offset(0);
+    }
+
+    /// The value added to the TSC the guest reads (RDTSC, RDTSCP, RDMSR of IA32_TSC;
+    /// 15.30.5).
+    pub fn tsc_offset(&self) -> u64 {
+        self.vmcb.control.tsc_offset
+    }
+
+    /// Sets the guest's TSC offset. While it is nonzero the guest's IA32_TSC_DEADLINE
+    /// accesses exit too, so that the kernel converts between the guest's and the
+    /// hardware's TSC (the local APIC compares the deadline with the unoffset TSC).
+    pub fn set_tsc_offset(&mut self, offset: u64) {
+        self.vmcb.control.tsc_offset = offset;
+        self.vmcb.control.msrpm_base_pa = self.msrpm[usize::from(offset != 0)];
     }
 
     /// The guest's general registers. RAX is copied into the VMCB before every run and back
@@ -143,6 +178,20 @@ impl Vcpu {
 
     pub fn guest_cr4(&self) -> u64 {
         self.vmcb.save.cr4
+    }
+
+    /// Sets CR0 for an emulated MOV to CR0 the kernel validated, with EFER.LMA as the
+    /// processor would leave it. SVM intercepts no CR write, so only for completeness of
+    /// the backend interface.
+    pub fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
+        let save = &mut self.vmcb.save;
+        save.cr0 = value;
+        save.efer = if long_mode_active { save.efer | EFER_LMA } else { save.efer & !EFER_LMA };
+    }
+
+    /// Sets CR4 for an emulated MOV to CR4 the kernel validated.
+    pub fn set_guest_cr4(&mut self, value: u64) {
+        self.vmcb.save.cr4 = value;
     }
 
     /// The guest's execution mode and CPL (the VMCB's CPL field; CS attribute bit 9 is L,
@@ -174,7 +223,7 @@ impl Vcpu {
     }
 
     /// Moves RIP past the instruction that caused the last exit. Only for the exits the
-    /// kernel skips: CPUID, port I/O, RDMSR/WRMSR, XSETBV, HLT, VMMCALL
+    /// kernel skips: CPUID, port I/O, RDMSR/WRMSR, XSETBV, HLT, VMMCALL, INVD, WBINVD, RDPMC
     /// ([`exit::next_rip`]); after any other exit RIP stays.
     pub fn skip_instruction(&mut self) {
         let Some(next) = exit::next_rip(&self.vmcb.control, self.vmcb.save.rip, self.features.nrip_save) else {
@@ -211,12 +260,16 @@ impl Vcpu {
         // pushing an interrupt frame) was not delivered: inject it again at the next VMRUN
         // (15.7.2). Otherwise the injected event, if any, was delivered.
         c.event_injection = if c.exit_int_info & event::VALID != 0 { c.exit_int_info } else { 0 };
-        let exit = exit::decode(c, &self.registers);
-        if exit == Exit::Nmi {
-            // SAFETY: SVM is on, the host state is back (`vmrun` returned), and the host runs
-            // its vCPU loop with interrupts disabled and its NMI handler installed.
-            unsafe { run::take_pending_nmi() };
-        }
-        exit
+        exit::decode(c, &self.registers)
+    }
+
+    /// After an [`Exit::Nmi`]: lets the host's NMI handler take the NMI, which the exit
+    /// left pending ([`run::take_pending_nmi`]). The caller must call it after every NMI
+    /// exit, before the next [`run`](Self::run), with its NMI handler ready.
+    pub fn take_pending_nmi(&mut self) {
+        // SAFETY: SVM is on, the host state is back (`run` returned), and the host runs its
+        // vCPU loop with interrupts disabled and its NMI handler installed (the caller's
+        // contract).
+        unsafe { run::take_pending_nmi() };
     }
 }

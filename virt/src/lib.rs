@@ -14,6 +14,8 @@
 //! | [`multiboot1`] | the multiboot1 information structure handed to guests in EBX |
 //! | [`guest_paging`] | identity-mapping long-mode page tables and a flat GDT for guests |
 //! | [`pages`] | page-aligned buffers the hardware reads by physical address |
+//! | [`control_registers`] | which CR0/CR4 bits the hypervisor owns, and MOV to CR0/CR4 answered as the processor would |
+//! | [`cpuid`] | the CPUID features hidden from partitions (their MSRs or instructions are refused) |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
@@ -25,6 +27,8 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod bitmap;
+pub mod control_registers;
+pub mod cpuid;
 pub mod elf;
 pub mod exit;
 pub mod guest_paging;
