@@ -77,6 +77,7 @@ pub struct SvmCore {
 impl SvmCore {
     /// Turns SVM on for this core.
     pub fn enable() -> Result<Self, ()> {
+        crate::cpu_state::enable_caches();
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own host save page, used for nothing else; interrupts are off
         // in the hypervisor.

@@ -5,6 +5,7 @@
 mod boot;
 mod config;
 mod console;
+mod cpu;
 mod harness;
 mod hyperv;
 mod image;
