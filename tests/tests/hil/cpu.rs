@@ -16,7 +16,10 @@ fn cpu(emulator: Emulator) -> Run {
         .cpus(2)
         .scenario("tests/configs/bochs-cpu.toml")
         .switch(format!("witness:cycles={cycles}"))
+        // QEMU 7.2's TCG defects (see the tests): it accepts the reserved CR4.VMXE in an SVM
+        // guest, and answers RDMSR of IA32_TSC with 0.
         .switch(if emulator.is_qemu() { "cpu:vmxe=skip" } else { "cpu:vmxe=try" })
+        .switch(if emulator.is_qemu() { "cpu:tsc_msr=skip" } else { "cpu:tsc_msr=check" })
         .expect(format!("[witness] witness: alive, cycle {cycles}, canary intact"))
         .expect("partition witness: reports PASS")
         .forbid(": fault #")
@@ -80,14 +83,21 @@ every_backend! {
 every_backend! {
     /// A write to IA32_TSC moves the partition's TSC only: RDTSC and RDMSR read back the
     /// value written plus the time elapsed (within a generous 2^34 ticks), forward and
-    /// backward, and the TSC stays monotonic after it; the witness on the other core runs on.
+    /// backward, and the TSC stays monotonic after it (checked over 1000 reads); the
+    /// witness on the other core runs on.
     fn cpu_tsc_write_reads_back_the_value(emulator) {
-        cpu(emulator)
+        let run = cpu(emulator)
             .expect("[cpu] cpu: tsc write forward (")
-            .expect("[cpu] cpu: tsc write backward (0x1000): Nothing; reads back the value plus elapsed time; monotonic after true")
-            .forbid("SOMETHING ELSE")
-            .expect("[cpu] cpu: 9 of 9 checks passed: PASS")
-            .execute()
-            .assert_passed();
+            .expect("[cpu] cpu: tsc write backward (0x1000): Nothing; rdtsc reads back the value plus elapsed time (")
+            .forbid("monotonic after false")
+            .expect("[cpu] cpu: 9 of 9 checks passed: PASS");
+        // QEMU 7.2's TCG answers RDMSR of IA32_TSC with 0 whatever the TSC: checked elsewhere.
+        let run = if emulator.is_qemu() {
+            run
+        } else {
+            run.expect("[cpu] cpu: tsc write forward: rdmsr reads back the value plus elapsed time (")
+                .expect("[cpu] cpu: tsc write backward: rdmsr reads back the value plus elapsed time (")
+        };
+        run.execute().assert_passed();
     }
 }
