@@ -8,8 +8,9 @@
 //! Every exception in the hypervisor is a failure of the run: it is logged with vector,
 //! error code, RIP and CPU, then the run ends. The one exception is the NMI, which is the
 //! hypervisor's own signal to a core (see `containment.rs`): one that arrives while the
-//! core is in the hypervisor rather than in its guest just returns; the core looks at why
-//! it was signalled before it next enters the guest.
+//! core is in the hypervisor rather than in its guest is counted (`nmi.rs`: a stop signal
+//! or unexpected) and returns; the core looks at why it was signalled before it next
+//! enters the guest.
 
 use crate::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use crate::log::error;

@@ -17,6 +17,7 @@
 //! partitions' are unaffected.
 
 use crate::backend::Backend;
+use bulkhead_virt::tsc::{deadline_to_guest, deadline_to_hardware};
 
 pub const IA32_TSC: u32 = 0x10;
 pub const IA32_TSC_ADJUST: u32 = 0x3b;
@@ -47,29 +48,13 @@ pub fn handles(msr: u32) -> bool {
     matches!(msr, IA32_TSC | IA32_TSC_ADJUST | TSC_DEADLINE)
 }
 
-/// A guest deadline (guest TSC) in hardware TSC terms; 0 stays 0 (disarmed), and one
-/// already past in hardware terms becomes 1 (fires at once).
-fn deadline_to_hardware(guest: u64, offset: u64) -> u64 {
-    if guest == 0 {
-        return 0;
-    }
-    let offset = offset as i64;
-    if offset > 0 && guest <= offset as u64 {
-        return 1;
-    }
-    guest.wrapping_sub(offset as u64).max(1)
-}
-
 /// An intercepted RDMSR of one of [`handles`]' MSRs; `None` is #GP.
 pub fn read<B: Backend>(backend: &mut B, msr: u32) -> Option<u64> {
     let offset = backend.tsc_offset();
     match msr {
         IA32_TSC => Some(rdtsc().wrapping_add(offset)),
         IA32_TSC_ADJUST if has_tsc_adjust() => Some(offset),
-        TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => match read_deadline() {
-            0 => Some(0),
-            hardware => Some(hardware.wrapping_add(offset)),
-        },
+        TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => Some(deadline_to_guest(read_deadline(), offset)),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@
 //! | [`pages`] | page-aligned buffers the hardware reads by physical address |
 //! | [`control_registers`] | which CR0/CR4 bits the hypervisor owns, and MOV to CR0/CR4 answered as the processor would |
 //! | [`cpuid`] | the CPUID features hidden from partitions (their MSRs or instructions are refused) |
+//! | [`tsc`] | a guest's TSC deadline between its offset TSC and the hardware's |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
@@ -37,6 +38,7 @@ pub mod memory;
 pub mod multiboot1;
 pub mod pages;
 pub mod slat;
+pub mod tsc;
 
 #[cfg(test)]
 extern crate std;
