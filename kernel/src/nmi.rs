@@ -24,6 +24,9 @@ static LOG_LIMIT: [RateLimit; MAX_PARTITIONS] = [const { RateLimit::new() }; MAX
 /// vCPU loop has logged.
 static UNEXPECTED_IN_HYPERVISOR: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static REPORTED_IN_HYPERVISOR: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// Set by the handler once any CPU took an unexpected NMI: until then the check on every
+/// exit ([`report_taken_in_hypervisor`]) is one load of this flag.
+static ANY_UNEXPECTED_IN_HYPERVISOR: AtomicBool = AtomicBool::new(false);
 /// The CPU is handing the host handler an NMI that already caused an NMI exit (SVM leaves
 /// it pending; see [`drain`]): the handler must not count it twice.
 static DRAINING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -50,6 +53,7 @@ pub fn taken_in_hypervisor() {
                 UNEXPECTED[slot(p)].fetch_add(1, Ordering::Relaxed);
             }
             UNEXPECTED_IN_HYPERVISOR[index].fetch_add(1, Ordering::Relaxed);
+            ANY_UNEXPECTED_IN_HYPERVISOR.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -82,8 +86,16 @@ pub fn exit(partition: &Partition, rip: impl FnOnce() -> u64) {
 }
 
 /// From the vCPU loop on every exit: logs the unexpected NMIs this CPU's host handler took
-/// since the last call (one relaxed load when there are none).
+/// since the last call (one relaxed load while no CPU took any).
+#[inline]
 pub fn report_taken_in_hypervisor(partition: &Partition) {
+    if ANY_UNEXPECTED_IN_HYPERVISOR.load(Ordering::Relaxed) {
+        report_on_this_cpu(partition);
+    }
+}
+
+#[cold]
+fn report_on_this_cpu(partition: &Partition) {
     let index = crate::percpu::current_index() as usize;
     let taken = UNEXPECTED_IN_HYPERVISOR[index].load(Ordering::Relaxed);
     let reported = REPORTED_IN_HYPERVISOR[index].load(Ordering::Relaxed);
