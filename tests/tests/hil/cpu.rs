@@ -101,3 +101,28 @@ every_backend! {
         run.execute().assert_passed();
     }
 }
+
+every_backend! {
+    /// NMIs are counted: the containment leader's NMIs that stop the "smp" partition's
+    /// first vCPU (twice: one stop per fault) are stop signals, none is unexpected, and the
+    /// witness saw none.
+    fn cpu_nmi_stop_signals_are_counted(emulator) {
+        let cycles: u64 = if emulator.is_qemu() { 400_000_000 } else { 12_000_000 };
+        let report = Run::new(emulator)
+            .cpus(3)
+            .scenario("tests/configs/bochs-smp-fault.toml")
+            .switch(format!("witness:cycles={cycles}"))
+            .allow_errors()
+            .expect("partition smp: vcpu on cpu 1 stopped by NMI at guest rip")
+            .expect("partition smp: halted (restart limit reached); other partitions keep running")
+            .expect("partition witness: reports PASS")
+            .expect("partition smp: nmis: stop signals ")
+            .forbid("partition smp: nmis: stop signals 0,")
+            .expect("partition witness: nmis: stop signals 0, unexpected 0")
+            .forbid("unexpected NMI")
+            .execute();
+        report.assert_passed();
+        let smp = report.lines.iter().map(|l| l.to_string()).find(|l| l.contains("partition smp: nmis:"));
+        assert!(smp.as_deref().is_some_and(|l| l.ends_with(", unexpected 0")), "{}", report.diagnostic());
+    }
+}
