@@ -1,7 +1,11 @@
 //! Counting NMIs. The hypervisor uses NMIs for one thing: the containment leader's signal
-//! to a sibling core to stop its vCPU (`containment.rs`). An NMI is *expected* when the
-//! partition of the core that takes it is being stopped, and *unexpected* otherwise (a
-//! board NMI source, a watchdog, a late signal after the stop ended). Both backends
+//! to a sibling core to stop its vCPU (`containment.rs`). An NMI is *expected* (a stop
+//! signal) when the leader sent one to this CPU that has not been taken yet (it may
+//! arrive after the stop ended: on SVM a signal held pending by GIF exits right after the
+//! next VMRUN) or the core's partition is being stopped, and *unexpected* otherwise (a
+//! board NMI source, a watchdog). Signals sent while one is already pending merge into
+//! one NMI (SDM Vol. 3A 6.7.1), so a leftover credit can at worst count one later
+//! unexpected NMI as a signal. Both backends
 //! intercept NMIs while a guest runs (an NMI exit); on VT-x one that arrives while the
 //! core is in the hypervisor goes to the host IDT's NMI handler (`idt.rs`) instead. Every
 //! one is counted here, per partition and per CPU; unexpected ones are logged at a
@@ -24,6 +28,8 @@ static LOG_LIMIT: [RateLimit; MAX_PARTITIONS] = [const { RateLimit::new() }; MAX
 /// vCPU loop has logged.
 static UNEXPECTED_IN_HYPERVISOR: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static REPORTED_IN_HYPERVISOR: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// Stop signals sent to each CPU and not yet taken (see the module documentation).
+static CREDITS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// Set by the handler once any CPU took an unexpected NMI: until then the check on every
 /// exit ([`report_taken_in_hypervisor`]) is one load of this flag.
 static ANY_UNEXPECTED_IN_HYPERVISOR: AtomicBool = AtomicBool::new(false);
@@ -33,6 +39,18 @@ static DRAINING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX
 
 fn slot(partition: &Partition) -> usize {
     partition.config().id.0 as usize
+}
+
+/// The containment leader is about to send CPU `index` a stop signal.
+pub fn signal_sent(index: u32) {
+    CREDITS[index as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether an NMI this CPU takes now is a stop signal: one the leader sent and this CPU
+/// has not taken yet (its credit is used up), or one during a stop of `partition`.
+fn is_signal(index: usize, partition: &Partition) -> bool {
+    let credit = CREDITS[index].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+    credit || partition.containment.stopping()
 }
 
 /// The host IDT's NMI handler: counts the NMI for the partition of this core. Lock-free:
@@ -45,7 +63,7 @@ pub fn taken_in_hypervisor() {
     }
     let partition = crate::partition::for_apic_id(cpu.apic_id()).map(|(p, _)| p);
     match partition {
-        Some(p) if p.containment.stopping() => {
+        Some(p) if is_signal(index, p) => {
             SIGNALS[slot(p)].fetch_add(1, Ordering::Relaxed);
         }
         _ => {
@@ -69,7 +87,7 @@ pub fn drain(take: impl FnOnce()) {
 
 /// An NMI exit of `partition`'s vCPU at guest `rip`: counted, and logged when unexpected.
 pub fn exit(partition: &Partition, rip: impl FnOnce() -> u64) {
-    if partition.containment.stopping() {
+    if is_signal(crate::percpu::current_index() as usize, partition) {
         SIGNALS[slot(partition)].fetch_add(1, Ordering::Relaxed);
         return;
     }

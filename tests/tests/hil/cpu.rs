@@ -58,9 +58,8 @@ every_backend! {
     /// extension); MONITOR is hidden and MONITOR and MWAIT get #UD; every CPUID bit whose
     /// feature is an MSR agrees with RDMSR of that MSR.
     fn cpu_instructions_and_cpuid_agree_with_hardware(emulator) {
-        cpu(emulator)
+        let run = cpu(emulator)
             .expect("[cpu] cpu: invd: Nothing; wbinvd: Nothing")
-            .expect("partition cpu: INVD executed as WBINVD on its core")
             .expect("partition cpu: WBINVD executed as WBINVD on its core")
             .expect("[cpu] cpu: pmu version 0 perfctr_ext_core false; rdpmc 0: Gp")
             .expect("partition cpu: rdpmc 0x0 refused (#GP: no counters)")
@@ -74,9 +73,14 @@ every_backend! {
             .expect("[cpu] cpu: monitor hidden true; monitor: Ud; mwait: Ud")
             .expect("partition cpu: MONITOR refused (#UD)")
             .expect("partition cpu: MWAIT refused (#UD)")
-            .expect("[cpu] cpu: 9 of 9 checks passed: PASS")
-            .execute()
-            .assert_passed();
+            .expect("[cpu] cpu: 9 of 9 checks passed: PASS");
+        // QEMU 7.2's TCG reports an intercepted INVD with WBINVD's exit code (0x89): the
+        // answer is the same, only the log line names WBINVD.
+        let run = if emulator.is_qemu() { run } else { run.expect("partition cpu: INVD executed as WBINVD on its core") };
+        let report = run.execute();
+        report.assert_passed();
+        let flushes = report.lines.iter().filter(|l| l.to_string().contains("executed as WBINVD on its core")).count();
+        assert_eq!(flushes, 2, "one log line each for INVD and WBINVD\n{}", report.diagnostic());
     }
 }
 
