@@ -53,10 +53,28 @@ pub const EXT8_EBX_HIDDEN: u32 = 1 << 4 | 1 << 12 | 1 << 14 | 1 << 15 | 1 << 24 
 pub const ZEROED_LEAVES: [u32; 11] =
     [0x5, 0xa, 0xf, 0x10, 0x12, 0x14, 0x1b, 0x23, 0x8000_000a, 0x8000_001b, 0x8000_0022];
 
+/// Basic leaves (bit n: leaf n) and extended leaves (bit n: leaf 0x8000_0000 + n) that
+/// [`hide_unavailable`] changes; any other leaf passes untouched after one test.
+const BASIC_FILTERED: u64 =
+    1 << 1 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 0xa | 1 << 0xf | 1 << 0x10 | 1 << 0x12 | 1 << 0x14 | 1 << 0x1b | 1 << 0x23;
+const EXTENDED_FILTERED: u64 = 1 << 1 | 1 << 7 | 1 << 8 | 1 << 0xa | 1 << 0x1b | 1 << 0x22;
+
 /// Removes from the hardware's answer `r` to `leaf`/`subleaf` every feature a partition
 /// cannot use (see the constants above). The caller adds what the hypervisor provides
 /// (hypervisor bit, x2APIC, OSXSAVE, topology, the Hyper-V leaves).
+///
+/// On the CPUID exit path: a leaf it does not change costs one bit test.
+#[inline]
 pub fn hide_unavailable(leaf: u32, subleaf: u32, r: Registers) -> Registers {
+    let (mask, index) =
+        if leaf < 0x8000_0000 { (BASIC_FILTERED, leaf) } else { (EXTENDED_FILTERED, leaf - 0x8000_0000) };
+    if index >= 64 || mask & (1 << index) == 0 {
+        return r;
+    }
+    filter(leaf, subleaf, r)
+}
+
+fn filter(leaf: u32, subleaf: u32, r: Registers) -> Registers {
     let [eax, ebx, ecx, edx] = r;
     // One match (a few compares, on the CPUID exit path), not a search of ZEROED_LEAVES;
     // the test `zeroed_leaves_match_the_list` keeps the two in step.
@@ -78,6 +96,16 @@ mod tests {
     use super::*;
 
     const ALL: Registers = [u32::MAX; 4];
+
+    #[test]
+    fn the_fast_test_covers_every_filtered_leaf() {
+        for leaf in (0..0x40u32).chain(0x8000_0000..0x8000_0040) {
+            let fast = hide_unavailable(leaf, 0, ALL);
+            assert_eq!(fast, filter(leaf, 0, ALL), "leaf {leaf:#x}");
+        }
+        assert_eq!(hide_unavailable(0x4000_0001, 0, ALL), ALL);
+        assert_eq!(hide_unavailable(0xffff_ffff, 0, ALL), ALL);
+    }
 
     #[test]
     fn zeroed_leaves_match_the_list() {
