@@ -52,7 +52,6 @@ impl RateLimit {
 }
 
 pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) -> Action {
-    crate::nmi::report_taken_in_hypervisor(partition);
     match exit {
         Exit::Cpuid { leaf, subleaf } => {
             cpuid(partition, backend, leaf, subleaf);
@@ -138,6 +137,7 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
         Exit::TripleFault => Action::Fault(Fault::TripleFaulted),
         Exit::Exception { vector, .. } => Action::Fault(Fault::Exception { vector }),
         Exit::Nmi => {
+            crate::nmi::report_taken_in_hypervisor(partition);
             crate::nmi::exit(partition, || backend.rip());
             Action::Resume { skip: false }
         }
@@ -204,7 +204,9 @@ fn cpuid<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf:
     const CR4_OSXSAVE: u64 = 1 << 18;
     let cores = partition.config().cores.len() as u32;
     let mut r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-    [r.eax, r.ebx, r.ecx, r.edx] = bulkhead_virt::cpuid::hide_unavailable(leaf, subleaf, [r.eax, r.ebx, r.ecx, r.edx]);
+    if bulkhead_virt::cpuid::changes(leaf) {
+        [r.eax, r.ebx, r.ecx, r.edx] = bulkhead_virt::cpuid::filter(leaf, subleaf, [r.eax, r.ebx, r.ecx, r.edx]);
+    }
     match leaf {
         1 => {
             r.ecx |= 1 << 31; // hypervisor present

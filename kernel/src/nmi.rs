@@ -103,8 +103,9 @@ pub fn exit(partition: &Partition, rip: impl FnOnce() -> u64) {
     }
 }
 
-/// From the vCPU loop on every exit: logs the unexpected NMIs this CPU's host handler took
-/// since the last call (one relaxed load while no CPU took any).
+/// From the vCPU loop at an NMI exit (not on every exit: that costs the common exits):
+/// logs the unexpected NMIs this CPU's host handler took since the last call. They are in
+/// the end-of-run counts in any case.
 #[inline]
 pub fn report_taken_in_hypervisor(partition: &Partition) {
     if ANY_UNEXPECTED_IN_HYPERVISOR.load(Ordering::Relaxed) {

@@ -66,15 +66,19 @@ const EXTENDED_FILTERED: u64 = 1 << 1 | 1 << 7 | 1 << 8 | 1 << 0xa | 1 << 0x1b |
 /// On the CPUID exit path: a leaf it does not change costs one bit test.
 #[inline]
 pub fn hide_unavailable(leaf: u32, subleaf: u32, r: Registers) -> Registers {
-    let (mask, index) =
-        if leaf < 0x8000_0000 { (BASIC_FILTERED, leaf) } else { (EXTENDED_FILTERED, leaf - 0x8000_0000) };
-    if index >= 64 || mask & (1 << index) == 0 {
-        return r;
-    }
-    filter(leaf, subleaf, r)
+    if changes(leaf) { filter(leaf, subleaf, r) } else { r }
 }
 
-fn filter(leaf: u32, subleaf: u32, r: Registers) -> Registers {
+/// Whether [`hide_unavailable`] changes anything in `leaf`: one bit test.
+#[inline]
+pub const fn changes(leaf: u32) -> bool {
+    let (mask, index) =
+        if leaf < 0x8000_0000 { (BASIC_FILTERED, leaf) } else { (EXTENDED_FILTERED, leaf.wrapping_sub(0x8000_0000)) };
+    index < 64 && mask & (1 << index) != 0
+}
+
+/// [`hide_unavailable`] for a leaf it [`changes`].
+pub fn filter(leaf: u32, subleaf: u32, r: Registers) -> Registers {
     let [eax, ebx, ecx, edx] = r;
     // One match (a few compares, on the CPUID exit path), not a search of ZEROED_LEAVES;
     // the test `zeroed_leaves_match_the_list` keeps the two in step.
