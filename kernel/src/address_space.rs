@@ -83,12 +83,14 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
 }
 
 /// The MSRs every partition reads or writes without an exit; `exclude` are intercepted
-/// anyway on this backend. The x2APIC registers pass through only with `x2apic` (the
-/// bitmap of vCPUs whose local APIC is in x2APIC mode: in xAPIC or disabled mode they must
-/// exit and get #GP, see `lapic.rs`) and where the hypervisor's APIC is in x2APIC mode;
-/// otherwise `apic_access.rs` performs them on the xAPIC. Each partition has both bitmaps;
-/// an IA32_APIC_BASE write switches its vCPU between them, so the x2APIC case costs no
-/// more exits than before.
+/// anyway (EFER on SVM; the TSC deadline while the guest's TSC is offset, `tsc.rs`). The
+/// x2APIC registers pass through only with `x2apic` (the bitmap of vCPUs whose local APIC
+/// is in x2APIC mode: in xAPIC or disabled mode they must exit and get #GP, see `lapic.rs`)
+/// and where the hypervisor's APIC is in x2APIC mode; otherwise `apic_access.rs` performs
+/// them on the xAPIC. Each partition has three bitmaps (x2APIC mode, x2APIC mode with the
+/// TSC offset, and the trap bitmap of xAPIC or disabled mode); the backend switches a vCPU
+/// between them on an IA32_APIC_BASE write or a TSC offset change, so the common case costs
+/// no more exits than before.
 pub fn msr_permissions(exclude: &[u32], x2apic: bool) -> Result<MsrPermissions, ()> {
     let mut msrs = MsrPermissions::new();
     for &msr in crate::msr::PASS_THROUGH.iter().filter(|m| !exclude.contains(m)) {
@@ -99,10 +101,11 @@ pub fn msr_permissions(exclude: &[u32], x2apic: bool) -> Result<MsrPermissions, 
         msrs.allow_read(msr).map_err(|_| ())?;
     }
     if x2apic && !crate::apic_access::emulated() {
-        for msr in crate::msr::X2APIC_READ.chain(core::iter::once(crate::apic_access::TSC_DEADLINE)) {
+        let reads = crate::msr::X2APIC_READ.chain(core::iter::once(crate::apic_access::TSC_DEADLINE));
+        for msr in reads.filter(|m| !exclude.contains(m)) {
             msrs.allow_read(msr).map_err(|_| ())?;
         }
-        for &msr in crate::msr::X2APIC_WRITE {
+        for &msr in crate::msr::X2APIC_WRITE.iter().filter(|m| !exclude.contains(m)) {
             msrs.allow_write(msr).map_err(|_| ())?;
         }
     }

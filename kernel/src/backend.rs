@@ -24,12 +24,21 @@ pub trait Backend {
     /// Selects the partition's MSR bitmap that passes the x2APIC registers through (`true`:
     /// this vCPU's local APIC is in x2APIC mode) or the one where they exit (xAPIC or
     /// disabled mode: they must get #GP, see `lapic.rs`).
-    fn set_x2apic_passthrough(&mut self, partition: &Partition, on: bool);
+    fn set_x2apic_passthrough(&mut self, on: bool);
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
     /// The guest's CR0 and CR4 as the guest sees them (CR4 for CPUID's OSXSAVE bit, CR0
     /// for the paging check of an EFER write).
     fn guest_cr0(&mut self) -> u64;
     fn guest_cr4(&mut self) -> u64;
+    /// Performs a guest MOV to CR0 / CR4 that exited (VT-x: it changed a bit the
+    /// hypervisor owns) and that the kernel validated (`bulkhead_virt::control_registers`);
+    /// EFER.LMA follows `long_mode_active`.
+    fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool);
+    fn set_guest_cr4(&mut self, value: u64);
+    /// The guest's TSC offset (added to every TSC read of the guest, without exits), and
+    /// setting it (`tsc.rs`).
+    fn tsc_offset(&mut self) -> u64;
+    fn set_tsc_offset(&mut self, offset: u64);
     /// The guest's EFER as the guest sees it, and setting it for an intercepted WRMSR the
     /// kernel has validated (`msr::efer_write`). Only SVM intercepts EFER: VMRUN needs
     /// EFER.SVME in the guest's copy, which the partition must neither clear nor see.

@@ -80,6 +80,7 @@ impl Containment {
                 return Ok(());
             }
             for cpu in siblings.iter().filter(|cpu| parked & (1 << cpu.index()) == 0) {
+                crate::nmi::signal_sent(cpu.index());
                 crate::smp::send_nmi(cpu.apic_id());
             }
             crate::time::wait_until(1, || self.parked.load(Ordering::Acquire) & all == all);

@@ -117,6 +117,15 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
         }
         Exit::VirtualizationInstruction => undefined(partition, backend, "virtualization instruction"),
         Exit::Hlt => Action::Resume { skip: true },
+        Exit::CrWrite { cr, value } => crate::cpu_state::control_register_write(partition, backend, cr, value),
+        Exit::Invd => crate::cpu_state::cache_flush(partition, backend, true),
+        Exit::Wbinvd => crate::cpu_state::cache_flush(partition, backend, false),
+        Exit::Rdpmc { counter } => crate::cpu_state::rdpmc(partition, backend, counter),
+        // CPUID hides MONITOR/MWAIT (and MONITORX/MWAITX): #UD, as where MISC_ENABLE
+        // disables them. A partition's core must not enter C-states the hypervisor did
+        // not choose (a deep one delays its wake-up and can take the package down).
+        Exit::Monitor => undefined(partition, backend, "MONITOR"),
+        Exit::Mwait => undefined(partition, backend, "MWAIT"),
         Exit::NestedPageFault { gpa, access } if crate::xapic_page::contains(gpa) => {
             crate::xapic_page::access(partition, backend, gpa, access)
         }
@@ -125,7 +134,11 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
         }
         Exit::TripleFault => Action::Fault(Fault::TripleFaulted),
         Exit::Exception { vector, .. } => Action::Fault(Fault::Exception { vector }),
-        Exit::Nmi => Action::Resume { skip: false },
+        Exit::Nmi => {
+            crate::nmi::report_taken_in_hypervisor(partition);
+            crate::nmi::exit(partition, || backend.rip());
+            Action::Resume { skip: false }
+        }
         // INIT and start-up IPIs between a partition's own cores never reach the hardware
         // (see `msr::send_ipi`); a stray one from elsewhere is ignored.
         Exit::Init | Exit::StartupIpi { .. } => Action::Resume { skip: false },
@@ -152,6 +165,7 @@ fn undefined<B: Backend>(partition: &Partition, backend: &mut B, what: &str) -> 
 fn read_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Option<u64> {
     match msr {
         crate::msr::EFER => Some(backend.guest_efer()),
+        msr if crate::tsc::handles(msr) => crate::tsc::read(backend, msr),
         msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => crate::hyperv::synthetic_msr::read(partition, msr),
         msr => crate::msr::read(msr),
     }
@@ -164,16 +178,19 @@ fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value
             let (current, cr0) = (backend.guest_efer(), backend.guest_cr0());
             crate::msr::efer_write(current, value, cr0).map(|efer| backend.set_guest_efer(efer)).is_some()
         }
+        msr if crate::tsc::handles(msr) => crate::tsc::write(backend, msr, value),
         msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
             crate::hyperv::synthetic_msr::write(partition, msr, value)
         }
-        crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(partition, backend, value),
+        crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(backend, value),
         msr => crate::msr::write(partition, msr, value),
     }
 }
 
-/// CPUID as a partition sees it: the hardware's answer with the hypervisor-present bit
-/// set, the virtualization extensions hidden (partitions cannot nest), OSXSAVE mirroring
+/// CPUID as a partition sees it: the hardware's answer without the features whose MSRs or
+/// instructions a partition cannot use (`bulkhead_virt::cpuid`: the virtualization
+/// extensions, the performance counters, machine check, MONITOR/MWAIT, speculation
+/// controls...), with the hypervisor-present bit set, OSXSAVE mirroring
 /// the guest's own CR4 (the hardware reports the hypervisor's), instructions the backend
 /// did not enable hidden, and the topology counts of the partition's cores.
 ///
@@ -186,9 +203,11 @@ fn cpuid<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf:
     const CR4_OSXSAVE: u64 = 1 << 18;
     let cores = partition.config().cores.len() as u32;
     let mut r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    if bulkhead_virt::cpuid::changes(leaf) {
+        [r.eax, r.ebx, r.ecx, r.edx] = bulkhead_virt::cpuid::filter(leaf, subleaf, [r.eax, r.ebx, r.ecx, r.edx]);
+    }
     match leaf {
         1 => {
-            r.ecx &= !(1 << 5); // VMX
             r.ecx |= 1 << 31; // hypervisor present
             r.ecx |= 1 << 21; // x2APIC: real or emulated (apic_access.rs)
             r.ecx &= !(1 << 27);
@@ -200,12 +219,7 @@ fn cpuid<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf:
         0xb => extended_topology(&mut r, subleaf, cores),
         0x1f if core::arch::x86_64::__cpuid(0).eax >= 0x1f => extended_topology(&mut r, subleaf, cores),
         0xd if subleaf == 1 && !backend.optional_instructions().xsaves => r.eax &= !(1 << 3),
-        0x8000_0001 => {
-            r.ecx &= !(1 << 2); // SVM
-            if !backend.optional_instructions().rdtscp {
-                r.edx &= !(1 << 27);
-            }
-        }
+        0x8000_0001 if !backend.optional_instructions().rdtscp => r.edx &= !(1 << 27),
         0x8000_0008 if crate::capabilities::is_amd() => r.ecx = (r.ecx & !0xff) | (cores - 1),
         // The Hyper-V compatible leaves (`hyperv::discovery`).
         l if (HYPERVISOR_BASE..0x4000_0100).contains(&l) => r = crate::hyperv::discovery::leaf(partition, l),

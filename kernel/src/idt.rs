@@ -8,10 +8,11 @@
 //! Every exception in the hypervisor is a failure of the run: it is logged with vector,
 //! error code, RIP and CPU, then the run ends. The one exception is the NMI, which is the
 //! hypervisor's own signal to a core (see `containment.rs`): one that arrives while the
-//! core is in the hypervisor rather than in its guest just returns; the core looks at why
-//! it was signalled before it next enters the guest. And a #GP at one of the instructions
-//! `fixup.rs` executes for a partition (RDMSR, WRMSR, XSETBV) resumes at its recovery
-//! address, which reports the fault to the caller.
+//! core is in the hypervisor rather than in its guest is counted (`nmi.rs`: a stop signal
+//! or unexpected) and returns; the core looks at why it was signalled before it next
+//! enters the guest. And a #GP at one of the instructions `fixup.rs` executes for a
+//! partition (RDMSR, WRMSR, XSETBV) resumes at its recovery address, which reports the
+//! fault to the caller.
 
 use crate::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use crate::log::error;
@@ -261,6 +262,9 @@ extern "C" fn exception_entry(frame: &mut ExceptionFrame) {
     const NMI: u64 = 2;
     const GENERAL_PROTECTION: u64 = 13;
     if frame.vector == NMI {
+        // Counted (a stop signal or unexpected); the core looks at why it was signalled
+        // before it next enters its guest.
+        crate::nmi::taken_in_hypervisor();
         return;
     }
     if frame.vector == GENERAL_PROTECTION

@@ -89,7 +89,7 @@ pub fn base() -> u64 {
 /// A WRMSR to IA32_APIC_BASE; false is #GP. A mode change switches the vCPU's MSR bitmap;
 /// entering the disabled state resets the APIC's registers (LVTs masked, timer stopped,
 /// software-disabled: SDM 11.4.3, the state a re-enabled APIC starts from).
-pub fn write_base<B: Backend>(partition: &Partition, backend: &mut B, value: u64) -> bool {
+pub fn write_base<B: Backend>(backend: &mut B, value: u64) -> bool {
     let current = base();
     // A refusal is logged (rate-limited) by the caller with the other refused WRMSRs.
     let Ok(new) = apic_base::write(current, value, max_phys_bits()) else {
@@ -104,14 +104,14 @@ pub fn write_base<B: Backend>(partition: &Partition, backend: &mut B, value: u64
             crate::apic_access::write(SVR, 0xff);
             init();
         }
-        backend.set_x2apic_passthrough(partition, new_mode == Mode::X2Apic);
+        backend.set_x2apic_passthrough(new_mode == Mode::X2Apic);
     }
     true
 }
 
 /// The vCPU (re)starts on this core: selects its MSR bitmap for the mode it has now.
-pub fn apply_mode<B: Backend>(partition: &Partition, backend: &mut B) {
-    backend.set_x2apic_passthrough(partition, mode() == Mode::X2Apic);
+pub fn apply_mode<B: Backend>(backend: &mut B) {
+    backend.set_x2apic_passthrough(mode() == Mode::X2Apic);
 }
 
 /// The xAPIC-mode LDR and DFR (their values as written; logical destinations are refused,
@@ -251,6 +251,7 @@ fn deliver_init(cpu: &'static crate::percpu::PerCpu) {
         if !cpu.init_pending() {
             return;
         }
+        crate::nmi::signal_sent(cpu.index());
         crate::smp::send_nmi(cpu.apic_id());
         crate::time::wait_until(1, || !cpu.init_pending());
     }

@@ -36,7 +36,8 @@ const IA32_MTRR_LAST: u32 = 0x26f;
 pub const EFER: u32 = 0xc000_0080;
 
 /// MSRs the guest reads directly (writes exit: a partition must not move the TSC of the
-/// core it shares with the hypervisor).
+/// core it shares with the hypervisor; its TSC write becomes its vCPU's TSC offset,
+/// `tsc.rs`).
 pub const READ_ONLY: &[u32] = &[
     0x10, // IA32_TSC
 ];

@@ -594,6 +594,8 @@ pub fn log_exit_counts() {
         if dropped > 0 {
             info!("partition {=str}: console: {=u64} lines dropped (rate limit) in total", p.name(), dropped);
         }
+        let (signals, unexpected) = crate::nmi::counts(p);
+        info!("partition {=str}: nmis: stop signals {=u32}, unexpected {=u32}", p.name(), signals, unexpected);
     }
 }
 
@@ -717,7 +719,7 @@ fn start_vcpu<B: crate::backend::Backend>(
         startup_entry(vector)
     };
     backend.start(partition, &entry).map_err(|()| Fault::VcpuSetup)?;
-    crate::lapic::apply_mode(partition, backend);
+    crate::lapic::apply_mode(backend);
     Ok(true)
 }
 

@@ -27,6 +27,8 @@ struct PartitionPages {
     msrpm: MsrPermissionMap,
     /// The permission map for vCPUs whose local APIC is not in x2APIC mode.
     msrpm_trap: MsrPermissionMap,
+    /// `msrpm` with IA32_TSC_DEADLINE intercepted too (while the TSC is offset).
+    msrpm_tsc_offset: MsrPermissionMap,
 }
 
 #[repr(C, align(4096))]
@@ -43,6 +45,7 @@ static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell
             iopm: IoPermissionMap::zeroed(),
             msrpm: MsrPermissionMap::zeroed(),
             msrpm_trap: MsrPermissionMap::zeroed(),
+            msrpm_tsc_offset: MsrPermissionMap::zeroed(),
         }
     }; MAX_PARTITIONS],
 ));
@@ -63,6 +66,8 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         // EFER exits: the VMCB's copy must keep SVME, which the partition must not see.
         address_space::msr_permissions(&[crate::msr::EFER], true)?.svm_msrpm(&mut pages.msrpm.0);
         address_space::msr_permissions(&[crate::msr::EFER], false)?.svm_msrpm(&mut pages.msrpm_trap.0);
+        address_space::msr_permissions(&[crate::msr::EFER, crate::apic_access::TSC_DEADLINE], true)?
+            .svm_msrpm(&mut pages.msrpm_tsc_offset.0);
         Ok(root)
     })
 }
@@ -82,6 +87,7 @@ pub struct SvmCore {
 impl SvmCore {
     /// Turns SVM on for this core.
     pub fn enable() -> Result<Self, ()> {
+        crate::cpu_state::enable_caches();
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own host save page, used for nothing else; interrupts are off
         // in the hypervisor.
@@ -125,7 +131,9 @@ impl Backend for SvmCore {
             npt_root: root,
             asid: id as u32 + 1,
             iopm: pages.iopm.address(),
-            msrpm: pages.msrpm_trap.address(),
+            msrpm: pages.msrpm.address(),
+            msrpm_tsc_offset: pages.msrpm_tsc_offset.address(),
+            msrpm_apic_trap: pages.msrpm_trap.address(),
         };
         let index = percpu::current_index() as usize;
         // SAFETY: this core's VMCBs, used by this vCPU only.
@@ -138,7 +146,13 @@ impl Backend for SvmCore {
     }
 
     fn run(&mut self) -> Exit {
-        self.vcpu().run()
+        let exit = self.vcpu().run();
+        if exit == Exit::Nmi {
+            // The exit left the NMI pending: the host handler takes it now, and does not
+            // count it a second time (`nmi.rs` counts the exit).
+            crate::nmi::drain(|| self.vcpu().take_pending_nmi());
+        }
+        exit
     }
 
     fn rip(&mut self) -> u64 {
@@ -165,12 +179,8 @@ impl Backend for SvmCore {
         self.vcpu().guest_cr3_and_cs_base()
     }
 
-    fn set_x2apic_passthrough(&mut self, partition: &Partition, on: bool) {
-        let id = partition.config().id.0 as usize;
-        // SAFETY: the partition's pages are built (the vCPU started) and only read.
-        let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
-        let map = if on { pages.msrpm.address() } else { pages.msrpm_trap.address() };
-        self.vcpu().set_msrpm(map);
+    fn set_x2apic_passthrough(&mut self, on: bool) {
+        self.vcpu().set_x2apic_passthrough(on);
     }
 
     fn guest_cr0(&mut self) -> u64 {
@@ -183,6 +193,22 @@ impl Backend for SvmCore {
 
     fn guest_efer(&mut self) -> u64 {
         self.vcpu().guest_efer() & !bulkhead_svm::enable::EFER_SVME
+    }
+
+    fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
+        self.vcpu().set_guest_cr0(value, long_mode_active)
+    }
+
+    fn set_guest_cr4(&mut self, value: u64) {
+        self.vcpu().set_guest_cr4(value)
+    }
+
+    fn tsc_offset(&mut self) -> u64 {
+        self.vcpu().tsc_offset()
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vcpu().set_tsc_offset(offset)
     }
 
     fn set_guest_efer(&mut self, value: u64) {

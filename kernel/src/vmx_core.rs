@@ -27,6 +27,8 @@ struct PartitionPages {
     msr_bitmap: Page,
     /// The MSR bitmap for vCPUs whose local APIC is not in x2APIC mode: no x2APIC pass-through.
     msr_bitmap_trap: Page,
+    /// `msr_bitmap` with IA32_TSC_DEADLINE intercepted too (while the TSC is offset).
+    msr_bitmap_tsc_offset: Page,
 }
 
 #[repr(C, align(4096))]
@@ -43,6 +45,7 @@ static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell
             io_bitmap_b: Page::zeroed(),
             msr_bitmap: Page::zeroed(),
             msr_bitmap_trap: Page::zeroed(),
+            msr_bitmap_tsc_offset: Page::zeroed(),
         }
     }; MAX_PARTITIONS],
 ));
@@ -61,6 +64,8 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         io.vmx_bitmaps(&mut pages.io_bitmap_a.0, &mut pages.io_bitmap_b.0);
         address_space::msr_permissions(&[], true)?.vmx_bitmap(&mut pages.msr_bitmap.0);
         address_space::msr_permissions(&[], false)?.vmx_bitmap(&mut pages.msr_bitmap_trap.0);
+        address_space::msr_permissions(&[crate::apic_access::TSC_DEADLINE], true)?
+            .vmx_bitmap(&mut pages.msr_bitmap_tsc_offset.0);
         Ok(root)
     })
 }
@@ -73,6 +78,7 @@ pub struct VmxCore {
 impl VmxCore {
     /// Turns VMX on for this core.
     pub fn enable() -> Result<Self, ()> {
+        crate::cpu_state::enable_caches();
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own pages; VMX presence was checked by the caller.
         let pages = unsafe { &mut (*CORE_PAGES.0.get())[index] };
@@ -114,8 +120,9 @@ impl Backend for VmxCore {
             vpid: id as u16 + 1,
             io_bitmap_a: pages.io_bitmap_a.address(),
             io_bitmap_b: pages.io_bitmap_b.address(),
-            // Every vCPU starts in xAPIC mode (`lapic.rs`).
-            msr_bitmap: pages.msr_bitmap_trap.address(),
+            msr_bitmap: pages.msr_bitmap.address(),
+            msr_bitmap_tsc_offset: pages.msr_bitmap_tsc_offset.address(),
+            msr_bitmap_apic_trap: pages.msr_bitmap_trap.address(),
             host: Self::host_state(),
         };
         let index = percpu::current_index() as usize;
@@ -155,12 +162,8 @@ impl Backend for VmxCore {
         self.vcpu.as_mut().expect("started").guest_cr3_and_cs_base()
     }
 
-    fn set_x2apic_passthrough(&mut self, partition: &Partition, on: bool) {
-        let id = partition.config().id.0 as usize;
-        // SAFETY: the partition's pages are built (the vCPU started) and only read.
-        let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
-        let bitmap = if on { &pages.msr_bitmap } else { &pages.msr_bitmap_trap };
-        self.vcpu.as_mut().expect("started").set_msr_bitmap(bitmap.address());
+    fn set_x2apic_passthrough(&mut self, on: bool) {
+        self.vcpu.as_mut().expect("started").set_x2apic_passthrough(on);
     }
 
     fn guest_cr0(&mut self) -> u64 {
@@ -173,6 +176,22 @@ impl Backend for VmxCore {
 
     fn guest_efer(&mut self) -> u64 {
         self.vcpu.as_mut().expect("started").guest_efer()
+    }
+
+    fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
+        self.vcpu.as_mut().expect("started").set_guest_cr0(value, long_mode_active)
+    }
+
+    fn set_guest_cr4(&mut self, value: u64) {
+        self.vcpu.as_mut().expect("started").set_guest_cr4(value)
+    }
+
+    fn tsc_offset(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started").tsc_offset()
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vcpu.as_mut().expect("started").set_tsc_offset(offset)
     }
 
     fn set_guest_efer(&mut self, value: u64) {

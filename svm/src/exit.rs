@@ -18,7 +18,9 @@ pub mod code {
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
+    pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
+    pub const INVD: u64 = 0x76;
     pub const HLT: u64 = 0x78;
     pub const INVLPGA: u64 = 0x7a;
     pub const IOIO: u64 = 0x7b;
@@ -33,6 +35,11 @@ pub mod code {
     pub const CLGI: u64 = 0x85;
     pub const SKINIT: u64 = 0x86;
     pub const RDTSCP: u64 = 0x87;
+    pub const WBINVD: u64 = 0x89;
+    pub const MONITOR: u64 = 0x8a;
+    pub const MWAIT: u64 = 0x8b;
+    /// MWAIT with the monitor hardware armed.
+    pub const MWAIT_CONDITIONAL: u64 = 0x8c;
     pub const XSETBV: u64 = 0x8d;
     /// Nested page fault.
     pub const NPF: u64 = 0x400;
@@ -86,6 +93,11 @@ pub fn decode(control: &ControlArea, registers: &GuestRegisters) -> Exit {
         code::INIT => Exit::Init,
         code::CPUID => Exit::Cpuid { leaf: registers.rax as u32, subleaf: registers.rcx as u32 },
         code::HLT => Exit::Hlt,
+        code::INVD => Exit::Invd,
+        code::WBINVD => Exit::Wbinvd,
+        code::RDPMC => Exit::Rdpmc { counter: registers.rcx as u32 },
+        code::MONITOR => Exit::Monitor,
+        code::MWAIT | code::MWAIT_CONDITIONAL => Exit::Mwait,
         code::IOIO => io(info1).map_or(unhandled, Exit::Io),
         code::MSR if info1 == MSR_WRITE => Exit::MsrWrite { msr: registers.rcx as u32, value: edx_eax },
         code::MSR if info1 == 0 => Exit::MsrRead { msr: registers.rcx as u32 },
@@ -113,6 +125,9 @@ pub const fn instruction_length(exit_code: u64) -> Option<u64> {
         code::CPUID => Some(2),   // 0F A2
         code::MSR => Some(2),     // RDMSR 0F 32, WRMSR 0F 30
         code::HLT => Some(1),     // F4
+        code::INVD => Some(2),    // 0F 08
+        code::WBINVD => Some(2),  // 0F 09 (WBNOINVD, F3 0F 09, is taken for WBINVD's length)
+        code::RDPMC => Some(2),   // 0F 33
         code::XSETBV => Some(3),  // 0F 01 D1
         code::VMMCALL => Some(3), // 0F 01 D9
         _ => None,
@@ -166,6 +181,17 @@ mod tests {
         assert_eq!(no_registers(code::HLT, 0, 0), Exit::Hlt);
         assert_eq!(no_registers(code::SHUTDOWN, 0, 0), Exit::TripleFault);
         assert_eq!(no_registers(code::VMMCALL, 0, 0), Exit::Hypercall);
+    }
+
+    #[test]
+    fn cache_and_monitoring_instructions() {
+        assert_eq!(no_registers(code::INVD, 0, 0), Exit::Invd);
+        assert_eq!(no_registers(code::WBINVD, 0, 0), Exit::Wbinvd);
+        let r = GuestRegisters { rcx: 0xffff_ffff_4000_0001, ..Default::default() };
+        assert_eq!(decode_with(code::RDPMC, 0, 0, &r), Exit::Rdpmc { counter: 0x4000_0001 });
+        assert_eq!(no_registers(code::MONITOR, 0, 0), Exit::Monitor);
+        assert_eq!(no_registers(code::MWAIT, 0, 0), Exit::Mwait);
+        assert_eq!(no_registers(code::MWAIT_CONDITIONAL, 0, 0), Exit::Mwait);
     }
 
     #[test]
@@ -246,6 +272,12 @@ mod tests {
         assert_eq!(instruction_length(code::HLT), Some(1));
         assert_eq!(instruction_length(code::XSETBV), Some(3));
         assert_eq!(instruction_length(code::VMMCALL), Some(3));
+        assert_eq!(instruction_length(code::INVD), Some(2));
+        assert_eq!(instruction_length(code::WBINVD), Some(2));
+        assert_eq!(instruction_length(code::RDPMC), Some(2));
+        // Answered with #UD: never skipped.
+        assert_eq!(instruction_length(code::MONITOR), None);
+        assert_eq!(instruction_length(code::MWAIT), None);
         assert_eq!(instruction_length(code::NPF), None);
         assert_eq!(instruction_length(code::IOIO), None);
     }

@@ -12,11 +12,17 @@ use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry};
 /// What exits: the VT-x backend's set. CPUID, port I/O and MSRs (through the maps),
 /// shutdown, NMI (the hypervisor's signal), INIT (so that a stray INIT does not reset the
 /// core), XSETBV, VMMCALL and the other SVM instructions, VMRUN's intercept being required
-/// (15.5.1). Not HLT, not external interrupts (V_INTR_MASKING stays clear: the guest owns
-/// its local APIC and takes its interrupts through its own IDT), no exceptions.
+/// (15.5.1); INVD (never run as such: it would drop other partitions' dirty lines), WBINVD
+/// (counted and logged), RDPMC (CPUID hides the counters: #GP), MONITOR and MWAIT (CPUID
+/// hides them: #UD). Not HLT, not RDTSC/RDTSCP (the TSC offset does that), not external
+/// interrupts (V_INTR_MASKING stays clear: the guest owns its local APIC and takes its
+/// interrupts through its own IDT), no exceptions, no control registers (SVM fixes no
+/// CR0/CR4 bit).
 const INTERCEPT_MISC1: u32 = intercept::NMI
     | intercept::INIT
+    | intercept::RDPMC
     | intercept::CPUID
+    | intercept::INVD
     | intercept::INVLPGA
     | intercept::IOIO_PROT
     | intercept::MSR_PROT
@@ -28,6 +34,9 @@ const INTERCEPT_MISC2: u32 = intercept2::VMRUN
     | intercept2::STGI
     | intercept2::CLGI
     | intercept2::SKINIT
+    | intercept2::WBINVD
+    | intercept2::MONITOR
+    | intercept2::MWAIT
     | intercept2::XSETBV;
 
 /// Why a vCPU could not be set up.
@@ -51,6 +60,12 @@ pub struct VcpuSetup {
     pub iopm: u64,
     /// Physical address of the 8 KiB MSR permissions map ([`crate::MsrPermissionMap`]).
     pub msrpm: u64,
+    /// The same map with IA32_TSC_DEADLINE intercepted as well, used while the guest's TSC
+    /// is offset (see [`Vcpu::set_tsc_offset`]).
+    pub msrpm_tsc_offset: u64,
+    /// The map of a vCPU whose local APIC is in xAPIC mode or disabled: no x2APIC register
+    /// and no TSC deadline passes through (see [`Vcpu::set_x2apic_passthrough`]).
+    pub msrpm_apic_trap: u64,
 }
 
 impl VcpuSetup {
@@ -58,7 +73,13 @@ impl VcpuSetup {
         if self.asid == 0 || self.asid >= features.asids {
             return Err(SetupError::Asid { asid: self.asid, asids: features.asids });
         }
-        for (field, address) in [("npt_root", self.npt_root), ("iopm", self.iopm), ("msrpm", self.msrpm)] {
+        for (field, address) in [
+            ("npt_root", self.npt_root),
+            ("iopm", self.iopm),
+            ("msrpm", self.msrpm),
+            ("msrpm_tsc_offset", self.msrpm_tsc_offset),
+            ("msrpm_apic_trap", self.msrpm_apic_trap),
+        ] {
             if address % 4096 != 0 {
                 return Err(SetupError::Misaligned { field, address });
             }
@@ -74,6 +95,31 @@ pub struct Vcpu {
     host: &'static mut Vmcb,
     registers: GuestRegisters,
     features: Features,
+    /// The MSR permission maps and which one the VMCB uses (see [`MsrMaps`]).
+    msrpm: MsrMaps,
+}
+
+/// A vCPU's three MSR permission maps and the two facts that choose between them: whether
+/// its local APIC is in x2APIC mode (else the x2APIC registers must exit and get #GP) and
+/// whether its TSC is offset (then the TSC deadline must exit to be converted).
+#[derive(Debug, Clone, Copy)]
+struct MsrMaps {
+    x2apic: u64,
+    x2apic_tsc_offset: u64,
+    apic_trap: u64,
+    x2apic_mode: bool,
+    tsc_offset: bool,
+}
+
+impl MsrMaps {
+    /// The map for the current facts; the trap map intercepts the TSC deadline too.
+    fn current(&self) -> u64 {
+        match (self.x2apic_mode, self.tsc_offset) {
+            (false, _) => self.apic_trap,
+            (true, false) => self.x2apic,
+            (true, true) => self.x2apic_tsc_offset,
+        }
+    }
 }
 
 impl Vcpu {
@@ -101,7 +147,7 @@ impl Vcpu {
         c.intercept_misc1 = INTERCEPT_MISC1;
         c.intercept_misc2 = INTERCEPT_MISC2;
         c.iopm_base_pa = setup.iopm;
-        c.msrpm_base_pa = setup.msrpm;
+        c.msrpm_base_pa = setup.msrpm_apic_trap; // xAPIC mode at start
         c.tsc_offset = 0;
         c.guest_asid = setup.asid;
         // V_INTR_MASKING clear, no virtual interrupt: physical interrupts are the guest's.
@@ -110,7 +156,15 @@ impl Vcpu {
         c.nested_cr3 = setup.npt_root;
         // Everything dirty, always (QEMU has no clean bits; 15.15).
         c.clean_bits = 0;
-        let mut vcpu = Vcpu { vmcb, host, registers: GuestRegisters::default(), features: *features };
+        // Every vCPU starts with its local APIC in xAPIC mode and its TSC not offset.
+        let msrpm = MsrMaps {
+            x2apic: setup.msrpm,
+            x2apic_tsc_offset: setup.msrpm_tsc_offset,
+            apic_trap: setup.msrpm_apic_trap,
+            x2apic_mode: false,
+            tsc_offset: false,
+        };
+        let mut vcpu = Vcpu { vmcb, host, registers: GuestRegisters::default(), features: *features, msrpm };
         vcpu.reset(entry);
         Ok(vcpu)
     }
@@ -125,6 +179,22 @@ impl Vcpu {
         c.event_injection = 0;
         c.interrupt_state = 0;
         c.tlb_control = if self.features.flush_by_asid { tlb_control::FLUSH_ASID } else { tlb_control::FLUSH_ALL };
+        self.set_tsc_offset(0);
+    }
+
+    /// The value added to the TSC the guest reads (RDTSC, RDTSCP, RDMSR of IA32_TSC;
+    /// 15.30.5).
+    pub fn tsc_offset(&self) -> u64 {
+        self.vmcb.control.tsc_offset
+    }
+
+    /// Sets the guest's TSC offset. While it is nonzero the guest's IA32_TSC_DEADLINE
+    /// accesses exit too, so that the kernel converts between the guest's and the
+    /// hardware's TSC (the local APIC compares the deadline with the unoffset TSC).
+    pub fn set_tsc_offset(&mut self, offset: u64) {
+        self.vmcb.control.tsc_offset = offset;
+        self.msrpm.tsc_offset = offset != 0;
+        self.vmcb.control.msrpm_base_pa = self.msrpm.current();
     }
 
     /// The guest's general registers. RAX is copied into the VMCB before every run and back
@@ -143,6 +213,20 @@ impl Vcpu {
 
     pub fn guest_cr4(&self) -> u64 {
         self.vmcb.save.cr4
+    }
+
+    /// Sets CR0 for an emulated MOV to CR0 the kernel validated, with EFER.LMA as the
+    /// processor would leave it. SVM intercepts no CR write, so only for completeness of
+    /// the backend interface.
+    pub fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
+        let save = &mut self.vmcb.save;
+        save.cr0 = value;
+        save.efer = if long_mode_active { save.efer | EFER_LMA } else { save.efer & !EFER_LMA };
+    }
+
+    /// Sets CR4 for an emulated MOV to CR4 the kernel validated.
+    pub fn set_guest_cr4(&mut self, value: u64) {
+        self.vmcb.save.cr4 = value;
     }
 
     /// The guest's execution mode and CPL (the VMCB's CPL field; CS attribute bit 9 is L,
@@ -174,7 +258,7 @@ impl Vcpu {
     }
 
     /// Moves RIP past the instruction that caused the last exit. Only for the exits the
-    /// kernel skips: CPUID, port I/O, RDMSR/WRMSR, XSETBV, HLT, VMMCALL
+    /// kernel skips: CPUID, port I/O, RDMSR/WRMSR, XSETBV, HLT, VMMCALL, INVD, WBINVD, RDPMC
     /// ([`exit::next_rip`]); after any other exit RIP stays.
     pub fn skip_instruction(&mut self) {
         let Some(next) = exit::next_rip(&self.vmcb.control, self.vmcb.save.rip, self.features.nrip_save) else {
@@ -197,10 +281,12 @@ impl Vcpu {
         (self.vmcb.save.cr3, self.vmcb.save.cs.base)
     }
 
-    /// Points the VMCB at another MSR permission map (an 8 KiB, static, physically
-    /// contiguous map; the clean bits are always 0, so the next VMRUN reloads it).
-    pub fn set_msrpm(&mut self, address: u64) {
-        self.vmcb.control.msrpm_base_pa = address;
+    /// Whether the guest's x2APIC registers may pass through (its local APIC is in x2APIC
+    /// mode): switches the VMCB to the matching MSR permission map (the clean bits are
+    /// always 0, so the next VMRUN reloads it).
+    pub fn set_x2apic_passthrough(&mut self, on: bool) {
+        self.msrpm.x2apic_mode = on;
+        self.vmcb.control.msrpm_base_pa = self.msrpm.current();
     }
 
     /// Injects a hardware exception (e.g. #GP with error code 0) at the next VMRUN
@@ -229,12 +315,16 @@ impl Vcpu {
         // pushing an interrupt frame) was not delivered: inject it again at the next VMRUN
         // (15.7.2). Otherwise the injected event, if any, was delivered.
         c.event_injection = if c.exit_int_info & event::VALID != 0 { c.exit_int_info } else { 0 };
-        let exit = exit::decode(c, &self.registers);
-        if exit == Exit::Nmi {
-            // SAFETY: SVM is on, the host state is back (`vmrun` returned), and the host runs
-            // its vCPU loop with interrupts disabled and its NMI handler installed.
-            unsafe { run::take_pending_nmi() };
-        }
-        exit
+        exit::decode(c, &self.registers)
+    }
+
+    /// After an [`Exit::Nmi`]: lets the host's NMI handler take the NMI, which the exit
+    /// left pending ([`run::take_pending_nmi`]). The caller must call it after every NMI
+    /// exit, before the next [`run`](Self::run), with its NMI handler ready.
+    pub fn take_pending_nmi(&mut self) {
+        // SAFETY: SVM is on, the host state is back (`run` returned), and the host runs its
+        // vCPU loop with interrupts disabled and its NMI handler installed (the caller's
+        // contract).
+        unsafe { run::take_pending_nmi() };
     }
 }

@@ -43,7 +43,9 @@ pub mod intercept {
     pub const NMI: u32 = 1 << 1;
     pub const SMI: u32 = 1 << 2;
     pub const INIT: u32 = 1 << 3;
+    pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
+    pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;
     /// IN/OUT/INS/OUTS, filtered by the I/O permissions map (15.10).
@@ -66,6 +68,12 @@ pub mod intercept2 {
     pub const SKINIT: u32 = 1 << 6;
     pub const RDTSCP: u32 = 1 << 7;
     pub const ICEBP: u32 = 1 << 8;
+    /// WBINVD and WBNOINVD.
+    pub const WBINVD: u32 = 1 << 9;
+    /// MONITOR and MONITORX.
+    pub const MONITOR: u32 = 1 << 10;
+    /// MWAIT and MWAITX, armed or not.
+    pub const MWAIT: u32 = 1 << 11;
     pub const XSETBV: u32 = 1 << 13;
     pub const RDPRU: u32 = 1 << 14;
 }

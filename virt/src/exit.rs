@@ -81,6 +81,28 @@ pub enum Exit {
         /// Its error code, for the vectors that have one.
         error_code: Option<u32>,
     },
+    /// INVD (VMX exits on it unconditionally; SVM intercepts it). Never executed as such:
+    /// it would discard dirty cache lines of other partitions sharing the cache.
+    Invd,
+    /// WBINVD (or WBNOINVD), intercepted on both backends.
+    Wbinvd,
+    /// RDPMC with ECX = `counter`, intercepted on both backends.
+    Rdpmc {
+        /// ECX: the counter index.
+        counter: u32,
+    },
+    /// MONITOR or MONITORX (intercepted; CPUID hides them).
+    Monitor,
+    /// MWAIT or MWAITX (intercepted; CPUID hides them).
+    Mwait,
+    /// MOV to a control register whose guest/host mask owns a bit the write changes (VMX:
+    /// CR0 and CR4; SVM owns no control register bit).
+    CrWrite {
+        /// 0 or 4.
+        cr: u8,
+        /// The value the guest wrote.
+        value: u64,
+    },
     /// An NMI arrived while the guest ran (the hypervisor's signal to this core).
     Nmi,
     /// INIT signal to this vCPU.

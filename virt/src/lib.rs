@@ -16,6 +16,9 @@
 //! | [`guest_walk`] | guest-linear to guest-physical through the guest's own page tables |
 //! | [`ipi`] | which IPIs a partition's ICR write may send, and to whom |
 //! | [`pages`] | page-aligned buffers the hardware reads by physical address |
+//! | [`control_registers`] | which CR0/CR4 bits the hypervisor owns, and MOV to CR0/CR4 answered as the processor would |
+//! | [`cpuid`] | the CPUID features hidden from partitions (their MSRs or instructions are refused) |
+//! | [`tsc`] | a guest's TSC deadline between its offset TSC and the hardware's |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
 //! | [`apic_base`] | IA32_APIC_BASE of a partition's local APIC: its mode state machine |
 //! | [`mmio_decode`] | decoding the MOV that touched an emulated MMIO page (the xAPIC page) |
@@ -34,6 +37,8 @@
 pub mod apic_base;
 pub mod bitmap;
 pub mod console_rate;
+pub mod control_registers;
+pub mod cpuid;
 pub mod elf;
 pub mod exit;
 pub mod guest_paging;
@@ -46,6 +51,7 @@ pub mod mmio_decode;
 pub mod multiboot1;
 pub mod pages;
 pub mod slat;
+pub mod tsc;
 pub mod x2apic;
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 use crate::Page;
 use crate::controls::{MissingControl, Want, adjust};
 use crate::run::{self, GuestRegisters};
-use crate::vmxon::{IA32_VMX_BASIC, revision_id};
+use crate::vmxon::{
+    IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1, revision_id,
+};
+use bulkhead_virt::control_registers::{hardware_value, owned_bits};
 use bulkhead_virt::exit::{AccessKind, Exit, PortAccess};
 use bulkhead_virt::guest_state::{
     CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, EntryMode, ExecutionMode, GuestEntry, OptionalInstructions,
@@ -28,6 +31,13 @@ const IA32_GS_BASE: u32 = 0xc000_0101;
 
 // Control bits (SDM 25.6). Names are those the refusal message shows.
 const PIN_NMI_EXITING: Want = Want { bit: 1 << 3, name: "NMI exiting" };
+/// The guest's TSC reads (RDTSC, RDTSCP, RDMSR IA32_TSC) add the TSC offset, without exits.
+const PROC_TSC_OFFSETTING: Want = Want { bit: 1 << 3, name: "use TSC offsetting" };
+/// MWAIT and MONITOR exit (CPUID hides them: the kernel answers #UD); RDPMC exits (CPUID
+/// hides the counters: #GP).
+const PROC_MWAIT_EXITING: Want = Want { bit: 1 << 10, name: "MWAIT exiting" };
+const PROC_RDPMC_EXITING: Want = Want { bit: 1 << 11, name: "RDPMC exiting" };
+const PROC_MONITOR_EXITING: Want = Want { bit: 1 << 29, name: "MONITOR exiting" };
 const PROC_IO_BITMAPS: Want = Want { bit: 1 << 25, name: "use I/O bitmaps" };
 const PROC_MSR_BITMAPS: Want = Want { bit: 1 << 28, name: "use MSR bitmaps" };
 const PROC_SECONDARY: Want = Want { bit: 1 << 31, name: "activate secondary controls" };
@@ -35,6 +45,9 @@ const PROC2_EPT: Want = Want { bit: 1 << 1, name: "enable EPT" };
 const PROC2_VPID: Want = Want { bit: 1 << 5, name: "enable VPID" };
 const PROC2_UNRESTRICTED: Want = Want { bit: 1 << 7, name: "unrestricted guest" };
 const PROC2_RDTSCP: u32 = 1 << 3;
+/// WBINVD exits where the CPU can (counted and logged; the kernel executes it). Optional:
+/// without it WBINVD runs natively, which has the same effect on the caches.
+const PROC2_WBINVD_EXITING: u32 = 1 << 6;
 const PROC2_INVPCID: u32 = 1 << 12;
 const PROC2_XSAVES: u32 = 1 << 20;
 /// Enabled when the CPU allows them; CPUID hides those it does not (see
@@ -110,8 +123,46 @@ pub struct VcpuSetup {
     pub vpid: u16,
     pub io_bitmap_a: u64,
     pub io_bitmap_b: u64,
+    /// The MSR bitmap of a vCPU whose local APIC is in x2APIC mode (its x2APIC registers
+    /// and TSC deadline pass through where the hardware allows).
     pub msr_bitmap: u64,
+    /// The same MSR bitmap with IA32_TSC_DEADLINE intercepted as well, used while the
+    /// guest's TSC is offset (see [`Vcpu::set_tsc_offset`]).
+    pub msr_bitmap_tsc_offset: u64,
+    /// The MSR bitmap of a vCPU whose local APIC is in xAPIC mode or disabled: no x2APIC
+    /// register and no TSC deadline passes through (see [`Vcpu::set_x2apic_passthrough`]).
+    pub msr_bitmap_apic_trap: u64,
     pub host: HostState,
+}
+
+/// The CR0/CR4 bits VMX fixes (IA32_VMX_CR0/CR4_FIXED0/1, SDM A.7, A.8) and those of them
+/// the hypervisor owns through the guest/host masks.
+#[derive(Debug, Clone, Copy, Default)]
+struct FixedBits {
+    cr0_fixed0: u64,
+    cr0_fixed1: u64,
+    cr0_owned: u64,
+    cr4_fixed0: u64,
+    cr4_fixed1: u64,
+    cr4_owned: u64,
+}
+
+impl FixedBits {
+    /// From the capability MSRs; "unrestricted guest" is a required control here, so
+    /// CR0.PE and CR0.PG are the guest's.
+    fn read() -> Self {
+        let (cr0_fixed0, cr0_fixed1) = (rdmsr(IA32_VMX_CR0_FIXED0), rdmsr(IA32_VMX_CR0_FIXED1));
+        let (cr4_fixed0, cr4_fixed1) = (rdmsr(IA32_VMX_CR4_FIXED0), rdmsr(IA32_VMX_CR4_FIXED1));
+        FixedBits {
+            cr0_fixed0,
+            cr0_fixed1,
+            cr0_owned: owned_bits(cr0_fixed0, cr0_fixed1, true, true),
+            cr4_fixed0,
+            cr4_fixed1,
+            // VMXE always: the guest must see it clear whatever the MSRs say.
+            cr4_owned: owned_bits(cr4_fixed0, cr4_fixed1, true, false) | CR4_VMXE,
+        }
+    }
 }
 
 fn rdmsr(msr: u32) -> u64 {
@@ -149,6 +200,32 @@ pub struct Vcpu {
     vmcs: &'static mut Page,
     registers: GuestRegisters,
     launched: bool,
+    fixed: FixedBits,
+    /// The MSR bitmaps and which one the VMCS uses (see [`MsrBitmaps`]).
+    msr_bitmaps: MsrBitmaps,
+}
+
+/// A vCPU's three MSR bitmaps and the two facts that choose between them: whether its local
+/// APIC is in x2APIC mode (else the x2APIC registers must exit and get #GP) and whether its
+/// TSC is offset (then the TSC deadline must exit to be converted).
+#[derive(Debug, Clone, Copy, Default)]
+struct MsrBitmaps {
+    x2apic: u64,
+    x2apic_tsc_offset: u64,
+    apic_trap: u64,
+    x2apic_mode: bool,
+    tsc_offset: bool,
+}
+
+impl MsrBitmaps {
+    /// The bitmap for the current facts; the trap bitmap intercepts the TSC deadline too.
+    fn current(&self) -> u64 {
+        match (self.x2apic_mode, self.tsc_offset) {
+            (false, _) => self.apic_trap,
+            (true, false) => self.x2apic,
+            (true, true) => self.x2apic_tsc_offset,
+        }
+    }
 }
 
 impl Vcpu {
@@ -167,7 +244,13 @@ impl Vcpu {
             x86::bits64::vmx::vmptrld(vmcs.address())
                 .map_err(|_| SetupError::Instruction { operation: "vmptrld", error: 0 })?;
         }
-        let mut vcpu = Vcpu { vmcs, registers: GuestRegisters::default(), launched: false };
+        let mut vcpu = Vcpu {
+            vmcs,
+            registers: GuestRegisters::default(),
+            launched: false,
+            fixed: FixedBits::read(),
+            msr_bitmaps: MsrBitmaps::default(),
+        };
         vcpu.write_controls(setup)?;
         vcpu.write_host_state(&setup.host)?;
         vcpu.reset(entry)?;
@@ -186,14 +269,22 @@ impl Vcpu {
         let proc = adjust(
             "primary processor-based controls",
             msr(IA32_VMX_PROCBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS),
-            &[PROC_IO_BITMAPS, PROC_MSR_BITMAPS, PROC_SECONDARY],
+            &[
+                PROC_TSC_OFFSETTING,
+                PROC_MWAIT_EXITING,
+                PROC_RDPMC_EXITING,
+                PROC_MONITOR_EXITING,
+                PROC_IO_BITMAPS,
+                PROC_MSR_BITMAPS,
+                PROC_SECONDARY,
+            ],
             0,
         )?;
         let proc2 = adjust(
             "secondary processor-based controls",
             rdmsr(IA32_VMX_PROCBASED_CTLS2),
             &[PROC2_EPT, PROC2_VPID, PROC2_UNRESTRICTED],
-            PROC2_OPTIONAL,
+            PROC2_OPTIONAL | PROC2_WBINVD_EXITING,
         )?;
         let exit = adjust(
             "VM-exit controls",
@@ -215,14 +306,25 @@ impl Vcpu {
         vmwrite(control::EXCEPTION_BITMAP, 0)?;
         vmwrite(control::IO_BITMAP_A_ADDR_FULL, setup.io_bitmap_a)?;
         vmwrite(control::IO_BITMAP_B_ADDR_FULL, setup.io_bitmap_b)?;
-        vmwrite(control::MSR_BITMAPS_ADDR_FULL, setup.msr_bitmap)?;
+        // Every vCPU starts with its local APIC in xAPIC mode and its TSC not offset.
+        self.msr_bitmaps = MsrBitmaps {
+            x2apic: setup.msr_bitmap,
+            x2apic_tsc_offset: setup.msr_bitmap_tsc_offset,
+            apic_trap: setup.msr_bitmap_apic_trap,
+            x2apic_mode: false,
+            tsc_offset: false,
+        };
+        vmwrite(control::MSR_BITMAPS_ADDR_FULL, self.msr_bitmaps.current())?;
         // EPTP: WB paging structures, 4-level walk (SDM 25.6.11).
         vmwrite(control::EPTP_FULL, setup.ept_root | 6 | (3 << 3))?;
         vmwrite(control::VPID, setup.vpid.into())?;
-        // CR4.VMXE must stay set in VMX non-root operation; the guest sees it clear.
-        vmwrite(control::CR4_GUEST_HOST_MASK, CR4_VMXE)?;
-        vmwrite(control::CR4_READ_SHADOW, 0)?;
-        vmwrite(control::CR0_GUEST_HOST_MASK, 0)?;
+        // The CR0/CR4 bits VMX fixes while the guest runs (CR0.NE, CR4.VMXE on every CPU
+        // so far) are the hypervisor's; the guest reads its own value from the read shadow
+        // and a write changing one exits (`bulkhead_virt::control_registers`). Every other
+        // bit is the guest's.
+        vmwrite(control::CR0_GUEST_HOST_MASK, self.fixed.cr0_owned)?;
+        vmwrite(control::CR4_GUEST_HOST_MASK, self.fixed.cr4_owned)?;
+        vmwrite(control::TSC_OFFSET_FULL, 0)?;
         vmwrite(control::CR3_TARGET_COUNT, 0)?;
         vmwrite(control::VMEXIT_MSR_STORE_COUNT, 0)?;
         vmwrite(control::VMEXIT_MSR_LOAD_COUNT, 0)?;
@@ -291,11 +393,15 @@ impl Vcpu {
         // After INIT-SIPI only CS points at the start page; the data segments are
         // selector 0, base 0 (SDM Table 10-1).
         let data = if real { 0 } else { DATA_SELECTOR };
-        vmwrite(guest::CR0, cr0)?;
+        // Caches on (CD and NW clear), as after a reset that enabled them; the owned bits
+        // (NE, VMXE) hold their fixed values, the guest reads its own.
+        let f = self.fixed;
+        vmwrite(guest::CR0, hardware_value(cr0, f.cr0_fixed0, f.cr0_fixed1, f.cr0_owned))?;
         vmwrite(control::CR0_READ_SHADOW, cr0)?;
         vmwrite(guest::CR3, if let EntryMode::Long64 { cr3 } = entry.mode { cr3 } else { 0 })?;
-        vmwrite(guest::CR4, cr4 | CR4_VMXE)?;
+        vmwrite(guest::CR4, hardware_value(cr4, f.cr4_fixed0, f.cr4_fixed1, f.cr4_owned))?;
         vmwrite(control::CR4_READ_SHADOW, cr4)?;
+        self.set_tsc_offset(0);
         vmwrite(guest::IA32_EFER_FULL, efer)?;
         vmwrite(guest::IA32_PAT_FULL, PAT_DEFAULT)?;
         vmwrite(guest::CS_SELECTOR, code.into())?;
@@ -350,7 +456,48 @@ impl Vcpu {
     /// The guest's CR4 as the guest wrote it (CR4.VMXE, which VMX forces on, reads as the
     /// guest's own value through the read shadow).
     pub fn guest_cr4(&self) -> u64 {
-        (vmread(guest::CR4) & !CR4_VMXE) | (vmread(control::CR4_READ_SHADOW) & CR4_VMXE)
+        let mask = self.fixed.cr4_owned;
+        (vmread(guest::CR4) & !mask) | (vmread(control::CR4_READ_SHADOW) & mask)
+    }
+
+    /// Performs a MOV to CR0 the kernel validated: the guest reads `value`, the hardware
+    /// holds it with the fixed bits; EFER.LMA and the "IA-32e mode guest" entry control
+    /// follow `long_mode_active` (SDM 26.3.1.1: they must agree at the next entry).
+    ///
+    /// Turning on 32-bit PAE paging here does not load the PDPTE fields: such a write exits
+    /// only when it also changes CR0.NE, which no known guest does (docs/platform.md).
+    pub fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
+        let f = self.fixed;
+        vmwrite_unchecked(guest::CR0, hardware_value(value, f.cr0_fixed0, f.cr0_fixed1, f.cr0_owned));
+        vmwrite_unchecked(control::CR0_READ_SHADOW, value);
+        const LMA: u64 = 1 << 10;
+        let efer = vmread(guest::IA32_EFER_FULL);
+        vmwrite_unchecked(guest::IA32_EFER_FULL, if long_mode_active { efer | LMA } else { efer & !LMA });
+        let entry = vmread(control::VMENTRY_CONTROLS) as u32 & !ENTRY_IA32E_GUEST;
+        let ia32e = if long_mode_active { ENTRY_IA32E_GUEST } else { 0 };
+        vmwrite_unchecked(control::VMENTRY_CONTROLS, (entry | ia32e).into());
+    }
+
+    /// Performs a MOV to CR4 the kernel validated.
+    pub fn set_guest_cr4(&mut self, value: u64) {
+        let f = self.fixed;
+        vmwrite_unchecked(guest::CR4, hardware_value(value, f.cr4_fixed0, f.cr4_fixed1, f.cr4_owned));
+        vmwrite_unchecked(control::CR4_READ_SHADOW, value);
+    }
+
+    /// The value added to the TSC the guest reads (RDTSC, RDTSCP, RDMSR of IA32_TSC;
+    /// SDM 26.6.5 with "use TSC offsetting").
+    pub fn tsc_offset(&self) -> u64 {
+        vmread(control::TSC_OFFSET_FULL)
+    }
+
+    /// Sets the guest's TSC offset. While it is nonzero the guest's IA32_TSC_DEADLINE
+    /// accesses exit too, so that the kernel converts between the guest's and the
+    /// hardware's TSC (the local APIC compares the deadline with the unoffset TSC).
+    pub fn set_tsc_offset(&mut self, offset: u64) {
+        vmwrite_unchecked(control::TSC_OFFSET_FULL, offset);
+        self.msr_bitmaps.tsc_offset = offset != 0;
+        vmwrite_unchecked(control::MSR_BITMAPS_ADDR_FULL, self.msr_bitmaps.current());
     }
 
     /// The guest's CR0 as the guest sees it: the bits the CR0 guest/host mask owns read
@@ -432,9 +579,11 @@ impl Vcpu {
         (vmread(guest::CR3), vmread(guest::CS_BASE))
     }
 
-    /// Points the VMCS at another MSR bitmap (a 4 KiB-aligned, static page).
-    pub fn set_msr_bitmap(&mut self, address: u64) {
-        let _ = vmwrite(control::MSR_BITMAPS_ADDR_FULL, address);
+    /// Whether the guest's x2APIC registers may pass through (its local APIC is in x2APIC
+    /// mode): switches the VMCS to the matching MSR bitmap.
+    pub fn set_x2apic_passthrough(&mut self, on: bool) {
+        self.msr_bitmaps.x2apic_mode = on;
+        vmwrite_unchecked(control::MSR_BITMAPS_ADDR_FULL, self.msr_bitmaps.current());
     }
 
     /// Injects a hardware exception (e.g. #GP with error code 0) at the next entry.
@@ -489,9 +638,15 @@ impl Vcpu {
             4 => Exit::StartupIpi { vector: qualification() as u8 },
             10 => Exit::Cpuid { leaf: r.rax as u32, subleaf: r.rcx as u32 },
             12 => Exit::Hlt,
+            13 => Exit::Invd,
+            15 => Exit::Rdpmc { counter: r.rcx as u32 },
             18 => Exit::Hypercall,
             // VMCLEAR..VMXON, INVEPT, INVVPID, VMFUNC (SDM Appendix C).
             19..=27 | 50 | 53 | 59 => Exit::VirtualizationInstruction,
+            28 => control_register_access(qualification(), r, || vmread(guest::RSP)),
+            36 => Exit::Mwait,
+            39 => Exit::Monitor,
+            54 => Exit::Wbinvd,
             30 => {
                 let qualification = qualification();
                 Exit::Io(PortAccess {
@@ -520,10 +675,62 @@ impl Vcpu {
     }
 }
 
+/// A control-register access exit (basic reason 28; qualification: SDM Table 28-3): a
+/// MOV to CR0 or CR4 becomes [`Exit::CrWrite`] with the source register's value (RSP is
+/// read from the VMCS only when it is the source); every other access, which the masks
+/// never make exit, is reported as unhandled.
+fn control_register_access(qualification: u64, r: &GuestRegisters, rsp: impl Fn() -> u64) -> Exit {
+    let cr = (qualification & 0xf) as u8;
+    let access_type = (qualification >> 4) & 0b11;
+    let value = match (qualification >> 8) & 0xf {
+        0 => r.rax,
+        1 => r.rcx,
+        2 => r.rdx,
+        3 => r.rbx,
+        4 => rsp(),
+        5 => r.rbp,
+        6 => r.rsi,
+        7 => r.rdi,
+        8 => r.r8,
+        9 => r.r9,
+        10 => r.r10,
+        11 => r.r11,
+        12 => r.r12,
+        13 => r.r13,
+        14 => r.r14,
+        _ => r.r15,
+    };
+    match (cr, access_type) {
+        (0 | 4, 0) => Exit::CrWrite { cr, value },
+        _ => Exit::Unhandled { reason: 28, qualification },
+    }
+}
+
 /// INVVPID, single-context (type 1): drops every cached translation tagged with `vpid`
 /// (SDM 31.3, INVVPID). The `x86` crate has no wrapper for it.
 fn invvpid_single_context(vpid: u16) {
     let descriptor: [u64; 2] = [u64::from(vpid), 0];
     // SAFETY: VMX is on; a valid descriptor for a nonzero VPID; only TLB state changes.
     unsafe { core::arch::asm!("invvpid {0}, [{1}]", in(reg) 1u64, in(reg) &descriptor, options(nostack, readonly)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_register_writes() {
+        let r = GuestRegisters { rax: 0x11, rcx: 0x22, r15: 0x33, ..Default::default() };
+        // MOV CR0, RAX: CR 0, type 0, register 0.
+        assert_eq!(control_register_access(0x000, &r, || 0), Exit::CrWrite { cr: 0, value: 0x11 });
+        // MOV CR4, RCX.
+        assert_eq!(control_register_access(0x104, &r, || 0), Exit::CrWrite { cr: 4, value: 0x22 });
+        // MOV CR4, R15; MOV CR0, RSP (read from the VMCS).
+        assert_eq!(control_register_access(0xf04, &r, || 0), Exit::CrWrite { cr: 4, value: 0x33 });
+        assert_eq!(control_register_access(0x400, &r, || 0x44), Exit::CrWrite { cr: 0, value: 0x44 });
+        // MOV from CR4 (type 1), CLTS (type 2), MOV to CR3: not a write of an owned bit.
+        assert_eq!(control_register_access(0x14, &r, || 0), Exit::Unhandled { reason: 28, qualification: 0x14 });
+        assert_eq!(control_register_access(0x20, &r, || 0), Exit::Unhandled { reason: 28, qualification: 0x20 });
+        assert_eq!(control_register_access(0x03, &r, || 0), Exit::Unhandled { reason: 28, qualification: 0x03 });
+    }
 }

@@ -8,10 +8,10 @@ const IA32_FEATURE_CONTROL: u32 = 0x3a;
 const FEATURE_CONTROL_LOCK: u64 = 1 << 0;
 const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
 pub const IA32_VMX_BASIC: u32 = 0x480;
-const IA32_VMX_CR0_FIXED0: u32 = 0x486;
-const IA32_VMX_CR0_FIXED1: u32 = 0x487;
-const IA32_VMX_CR4_FIXED0: u32 = 0x488;
-const IA32_VMX_CR4_FIXED1: u32 = 0x489;
+pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
+pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
+pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
+pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmxonError {

@@ -6,6 +6,7 @@ mod apic;
 mod boot;
 mod config;
 mod console;
+mod cpu;
 mod flood;
 mod harness;
 mod hyperv;
