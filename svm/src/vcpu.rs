@@ -6,6 +6,7 @@ use crate::exit;
 use crate::run::{self, GuestRegisters};
 use crate::start::{self, CR0_PE, EFER_LMA};
 use crate::vmcb::{INTERRUPT_SHADOW, NP_ENABLE, Vmcb, event, intercept, intercept2, tlb_control};
+use bulkhead_virt::bitmap::MsrBitmapChoice;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry};
 
@@ -95,31 +96,8 @@ pub struct Vcpu {
     host: &'static mut Vmcb,
     registers: GuestRegisters,
     features: Features,
-    /// The MSR permission maps and which one the VMCB uses (see [`MsrMaps`]).
-    msrpm: MsrMaps,
-}
-
-/// A vCPU's three MSR permission maps and the two facts that choose between them: whether
-/// its local APIC is in x2APIC mode (else the x2APIC registers must exit and get #GP) and
-/// whether its TSC is offset (then the TSC deadline must exit to be converted).
-#[derive(Debug, Clone, Copy)]
-struct MsrMaps {
-    x2apic: u64,
-    x2apic_tsc_offset: u64,
-    apic_trap: u64,
-    x2apic_mode: bool,
-    tsc_offset: bool,
-}
-
-impl MsrMaps {
-    /// The map for the current facts; the trap map intercepts the TSC deadline too.
-    fn current(&self) -> u64 {
-        match (self.x2apic_mode, self.tsc_offset) {
-            (false, _) => self.apic_trap,
-            (true, false) => self.x2apic,
-            (true, true) => self.x2apic_tsc_offset,
-        }
-    }
+    /// The MSR permission maps and which one the VMCB uses.
+    msrpm: MsrBitmapChoice,
 }
 
 impl Vcpu {
@@ -157,13 +135,7 @@ impl Vcpu {
         // Everything dirty, always (QEMU has no clean bits; 15.15).
         c.clean_bits = 0;
         // Every vCPU starts with its local APIC in xAPIC mode and its TSC not offset.
-        let msrpm = MsrMaps {
-            x2apic: setup.msrpm,
-            x2apic_tsc_offset: setup.msrpm_tsc_offset,
-            apic_trap: setup.msrpm_apic_trap,
-            x2apic_mode: false,
-            tsc_offset: false,
-        };
+        let msrpm = MsrBitmapChoice::at_reset(setup.msrpm, setup.msrpm_tsc_offset, setup.msrpm_apic_trap);
         let mut vcpu = Vcpu { vmcb, host, registers: GuestRegisters::default(), features: *features, msrpm };
         vcpu.reset(entry);
         Ok(vcpu)

@@ -380,3 +380,54 @@ mod tests {
         assert_eq!((m.readable().len(), m.writable().len()), (MAX_MSRS, 1));
     }
 }
+
+/// A vCPU's three MSR bitmaps (VMX) or permission maps (SVM), by physical address, and the
+/// two facts that choose between them: whether its local APIC is in x2APIC mode (else the
+/// x2APIC registers must exit and get #GP) and whether its TSC is offset (then the TSC
+/// deadline must exit to be converted between guest and hardware time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsrBitmapChoice {
+    /// x2APIC mode, TSC not offset: the x2APIC registers and TSC deadline pass through.
+    pub x2apic: u64,
+    /// x2APIC mode with an offset TSC: as `x2apic`, but the TSC deadline exits.
+    pub x2apic_tsc_offset: u64,
+    /// xAPIC mode or disabled: no x2APIC register and no TSC deadline passes through.
+    pub apic_trap: u64,
+    /// The vCPU's local APIC is in x2APIC mode.
+    pub x2apic_mode: bool,
+    /// The vCPU's TSC is offset.
+    pub tsc_offset: bool,
+}
+
+impl MsrBitmapChoice {
+    /// The three bitmaps, for a vCPU that starts as after reset: xAPIC mode, TSC not offset.
+    pub const fn at_reset(x2apic: u64, x2apic_tsc_offset: u64, apic_trap: u64) -> Self {
+        MsrBitmapChoice { x2apic, x2apic_tsc_offset, apic_trap, x2apic_mode: false, tsc_offset: false }
+    }
+
+    /// The bitmap for the current facts (the trap bitmap intercepts the TSC deadline too).
+    pub const fn current(&self) -> u64 {
+        match (self.x2apic_mode, self.tsc_offset) {
+            (false, _) => self.apic_trap,
+            (true, false) => self.x2apic,
+            (true, true) => self.x2apic_tsc_offset,
+        }
+    }
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::MsrBitmapChoice;
+
+    #[test]
+    fn the_apic_mode_and_the_tsc_offset_choose_the_bitmap() {
+        let mut choice = MsrBitmapChoice::at_reset(0x1000, 0x2000, 0x3000);
+        assert_eq!(choice.current(), 0x3000, "xAPIC mode at reset: the trap bitmap");
+        choice.tsc_offset = true;
+        assert_eq!(choice.current(), 0x3000, "the trap bitmap also intercepts the TSC deadline");
+        choice.x2apic_mode = true;
+        assert_eq!(choice.current(), 0x2000);
+        choice.tsc_offset = false;
+        assert_eq!(choice.current(), 0x1000);
+    }
+}

@@ -7,6 +7,7 @@ use crate::run::{self, GuestRegisters};
 use crate::vmxon::{
     IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1, revision_id,
 };
+use bulkhead_virt::bitmap::MsrBitmapChoice;
 use bulkhead_virt::control_registers::{hardware_value, owned_bits};
 use bulkhead_virt::exit::{AccessKind, Exit, PortAccess};
 use bulkhead_virt::guest_state::{
@@ -201,31 +202,8 @@ pub struct Vcpu {
     registers: GuestRegisters,
     launched: bool,
     fixed: FixedBits,
-    /// The MSR bitmaps and which one the VMCS uses (see [`MsrBitmaps`]).
-    msr_bitmaps: MsrBitmaps,
-}
-
-/// A vCPU's three MSR bitmaps and the two facts that choose between them: whether its local
-/// APIC is in x2APIC mode (else the x2APIC registers must exit and get #GP) and whether its
-/// TSC is offset (then the TSC deadline must exit to be converted).
-#[derive(Debug, Clone, Copy, Default)]
-struct MsrBitmaps {
-    x2apic: u64,
-    x2apic_tsc_offset: u64,
-    apic_trap: u64,
-    x2apic_mode: bool,
-    tsc_offset: bool,
-}
-
-impl MsrBitmaps {
-    /// The bitmap for the current facts; the trap bitmap intercepts the TSC deadline too.
-    fn current(&self) -> u64 {
-        match (self.x2apic_mode, self.tsc_offset) {
-            (false, _) => self.apic_trap,
-            (true, false) => self.x2apic,
-            (true, true) => self.x2apic_tsc_offset,
-        }
-    }
+    /// The MSR bitmaps and which one the VMCS uses.
+    msr_bitmaps: MsrBitmapChoice,
 }
 
 impl Vcpu {
@@ -249,7 +227,7 @@ impl Vcpu {
             registers: GuestRegisters::default(),
             launched: false,
             fixed: FixedBits::read(),
-            msr_bitmaps: MsrBitmaps::default(),
+            msr_bitmaps: MsrBitmapChoice::at_reset(0, 0, 0),
         };
         vcpu.write_controls(setup)?;
         vcpu.write_host_state(&setup.host)?;
@@ -307,13 +285,8 @@ impl Vcpu {
         vmwrite(control::IO_BITMAP_A_ADDR_FULL, setup.io_bitmap_a)?;
         vmwrite(control::IO_BITMAP_B_ADDR_FULL, setup.io_bitmap_b)?;
         // Every vCPU starts with its local APIC in xAPIC mode and its TSC not offset.
-        self.msr_bitmaps = MsrBitmaps {
-            x2apic: setup.msr_bitmap,
-            x2apic_tsc_offset: setup.msr_bitmap_tsc_offset,
-            apic_trap: setup.msr_bitmap_apic_trap,
-            x2apic_mode: false,
-            tsc_offset: false,
-        };
+        self.msr_bitmaps =
+            MsrBitmapChoice::at_reset(setup.msr_bitmap, setup.msr_bitmap_tsc_offset, setup.msr_bitmap_apic_trap);
         vmwrite(control::MSR_BITMAPS_ADDR_FULL, self.msr_bitmaps.current())?;
         // EPTP: WB paging structures, 4-level walk (SDM 25.6.11).
         vmwrite(control::EPTP_FULL, setup.ept_root | 6 | (3 << 3))?;
