@@ -2,9 +2,9 @@
 //! through `bulkhead_board`), its boot summary, and the check that this machine is the
 //! board it was compiled for.
 
-use crate::bootinfo::BootInfo;
+use crate::boot::bootinfo::BootInfo;
+use crate::boot::madt::CpuList;
 use crate::log::{error, info};
-use crate::madt::CpuList;
 use bulkhead_board::tables::*;
 
 include!(concat!(env!("OUT_DIR"), "/config.rs"));
@@ -171,7 +171,7 @@ pub fn check_board(boot: &BootInfo, cpus: &CpuList) -> usize {
 fn check_memory_use(boot: &BootInfo) -> usize {
     let mut problems = 0;
     let reserved = SYSTEM.hypervisor.reserved;
-    let image = crate::paging::kernel_image();
+    let image = crate::boot::paging::kernel_image();
     if image.base < reserved.base || image.end() > reserved.end() {
         error!(
             "board check: the hypervisor image [{=u64:#x}, {=u64:#x}) does not fit its reserved memory [{=u64:#x}, {=u64:#x})",

@@ -6,43 +6,24 @@
 #![no_std]
 #![no_main]
 
-mod address_space;
-mod apic_access;
 mod backend;
 mod boot;
-mod bootinfo;
-mod capabilities;
-mod cmdline;
 mod config;
 mod console;
-mod containment;
-mod cpu_state;
+mod cpu;
 mod exits;
-mod fixup;
-mod gdt;
 mod hyperv;
-mod idt;
 mod lapic;
 mod log;
-mod madt;
-mod msr;
-mod nmi;
-mod paging;
 mod partition;
-mod percpu;
-mod relocate;
 mod run;
-mod smp;
-mod svm_core;
-mod time;
-mod tsc;
-mod vmx_core;
-mod xapic_page;
 
 use crate::log::{error, info};
-use bootinfo::BootInfo;
+use boot::bootinfo::{self, BootInfo};
+use boot::cmdline::{Switches, TestAction};
+use boot::{madt, paging, relocate, smp};
 use bulkhead_drivers::lapic::LocalApic;
-use cmdline::{Switches, TestAction};
+use cpu::{capabilities, gdt, idt, percpu, time};
 
 /// Entry on the BSP from boot.rs, in long mode on CPU 0's stack.
 #[unsafe(no_mangle)]
@@ -201,9 +182,9 @@ fn core_main() -> ! {
     capabilities::enable_host_xsave();
     let backend = BACKEND.load(core::sync::atomic::Ordering::Relaxed);
     let started = if backend == BackendKind::Vmx as u8 {
-        vmx_core::VmxCore::enable().map(|mut b| partition::run_core(partition, boot, &mut b, first_core))
+        backend::vmx::VmxCore::enable().map(|mut b| partition::run_core(partition, boot, &mut b, first_core))
     } else if backend == BackendKind::Svm as u8 {
-        svm_core::SvmCore::enable().map(|mut b| {
+        backend::svm::SvmCore::enable().map(|mut b| {
             partition::run_core(partition, boot, &mut b, first_core);
             b.retire()
         })

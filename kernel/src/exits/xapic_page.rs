@@ -21,10 +21,10 @@
 //! In x2APIC or disabled mode the page behaves as a globally disabled xAPIC (11.12.2): reads
 //! return all ones, writes are dropped.
 
-use crate::apic_access;
 use crate::backend::Backend;
 use crate::exits::Action;
 use crate::lapic;
+use crate::lapic::access as apic_access;
 use crate::partition::{Fault, Partition};
 use bulkhead_board::tables;
 use bulkhead_virt::apic_base::{DEFAULT_BASE, Mode};
@@ -203,15 +203,15 @@ fn write(partition: &Partition, offset: u32, value: u32) {
             let destination = lapic::xapic_icr().1 >> 24;
             // Delivery status (bit 12) is read-only.
             let icr = u64::from(value & !(1 << 12)) | (u64::from(destination) << 32);
-            crate::msr::apic_register_write(partition, apic_access::ICR, icr);
+            crate::exits::msr::apic_register_write(partition, apic_access::ICR, icr);
         }
         // Any value signals EOI / re-arms the ESR in xAPIC mode; x2APIC wants 0 (11.12.1.3).
         EOI | ESR => {
-            crate::msr::apic_register_write(partition, msr, 0);
+            crate::exits::msr::apic_register_write(partition, msr, 0);
         }
         msr => {
             if let Some(bits) = defined_bits(msr) {
-                crate::msr::apic_register_write(partition, msr, u64::from(value & bits));
+                crate::exits::msr::apic_register_write(partition, msr, u64::from(value & bits));
             }
         }
     }
@@ -229,7 +229,7 @@ fn defined_bits(msr: u32) -> Option<u32> {
         0x837 => 0x100ff,                                          // error: vector, mask
         0x832 => {
             // Timer: vector, mask, mode (TSC-deadline only where the CPU has it).
-            let tsc_deadline = if crate::capabilities::has_tsc_deadline() { 1 << 18 } else { 0 };
+            let tsc_deadline = if crate::cpu::capabilities::has_tsc_deadline() { 1 << 18 } else { 0 };
             0x300ff | tsc_deadline
         }
         0x838 => u32::MAX, // timer initial count

@@ -1,7 +1,7 @@
 //! CPU discovery from the ACPI MADT (through the `acpi` crate; the RSDP comes from the
 //! multiboot2 boot information).
 
-use crate::percpu::MAX_CPUS;
+use crate::cpu::percpu::MAX_CPUS;
 use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 use core::ptr::NonNull;

@@ -1,6 +1,10 @@
 //! The one interface between the arch-neutral partition code and a virtualization backend
 //! (VT-x and SVM). A backend runs one vCPU on the current core.
 
+pub mod address_space;
+pub mod svm;
+pub mod vmx;
+
 use crate::partition::Partition;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::GuestRegisters;

@@ -1,11 +1,11 @@
 //! VT-x on this core: VMXON, the partition's EPT and intercept bitmaps (built once per
 //! partition from the configuration), and the [`Backend`] over a `bulkhead_vmx::Vcpu`.
 
-use crate::address_space::{self, BuildOnce, Owned};
 use crate::backend::Backend;
+use crate::backend::address_space::{self, BuildOnce, Owned};
+use crate::cpu::percpu::{self, MAX_CPUS};
 use crate::log::error;
 use crate::partition::Partition;
-use crate::percpu::{self, MAX_CPUS};
 use bulkhead_board::tables::MAX_PARTITIONS;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::GuestRegisters;
@@ -64,7 +64,7 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         io.vmx_bitmaps(&mut pages.io_bitmap_a.0, &mut pages.io_bitmap_b.0);
         address_space::msr_permissions(&[], true)?.vmx_bitmap(&mut pages.msr_bitmap.0);
         address_space::msr_permissions(&[], false)?.vmx_bitmap(&mut pages.msr_bitmap_trap.0);
-        address_space::msr_permissions(&[crate::apic_access::TSC_DEADLINE], true)?
+        address_space::msr_permissions(&[crate::lapic::access::TSC_DEADLINE], true)?
             .vmx_bitmap(&mut pages.msr_bitmap_tsc_offset.0);
         Ok(root)
     })
@@ -78,7 +78,7 @@ pub struct VmxCore {
 impl VmxCore {
     /// Turns VMX on for this core.
     pub fn enable() -> Result<Self, ()> {
-        crate::cpu_state::enable_caches();
+        crate::exits::control::enable_caches();
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own pages; VMX presence was checked by the caller.
         let pages = unsafe { &mut (*CORE_PAGES.0.get())[index] };
@@ -98,10 +98,10 @@ impl VmxCore {
             cr3: x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(),
             gdtr_base: sgdt().base.as_u64(),
             idtr_base: sidt().base.as_u64(),
-            tr_selector: crate::gdt::TSS_SELECTOR,
+            tr_selector: crate::cpu::gdt::TSS_SELECTOR,
             tr_base: percpu::cpu(index).tss_address(),
-            cs: crate::gdt::CODE_SELECTOR,
-            ds: crate::gdt::DATA_SELECTOR,
+            cs: crate::cpu::gdt::CODE_SELECTOR,
+            ds: crate::cpu::gdt::DATA_SELECTOR,
         }
     }
 }

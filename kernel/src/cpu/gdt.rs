@@ -1,7 +1,7 @@
 //! Per-CPU GDT and TSS. Each CPU needs its own TSS (the busy bit, and its own IST stacks
 //! for NMI, #DF and #MC: Intel SDM Vol. 3 6.14.5).
 
-use crate::percpu::{self, PerCpu};
+use crate::cpu::percpu::{self, PerCpu};
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
 use x86_64::instructions::tables::load_tss;

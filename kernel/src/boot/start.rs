@@ -7,7 +7,7 @@
 //! built here identity-map the first 4 GiB with 2 MiB pages; `paging.rs` replaces them
 //! with the final tables as soon as Rust runs.
 
-use crate::percpu::{CPU_STACKS, CpuStacks};
+use crate::cpu::percpu::{CPU_STACKS, CpuStacks};
 use core::mem::offset_of;
 
 /// Boot GDT, shared by the BSP's and the APs' way into long mode.

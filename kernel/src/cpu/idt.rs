@@ -14,7 +14,7 @@
 //! partition (RDMSR, WRMSR, XSETBV) resumes at its recovery address, which reports the
 //! fault to the caller.
 
-use crate::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use crate::cpu::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use crate::log::error;
 use crate::run;
 use bulkhead_drivers::lapic::SPURIOUS_VECTOR;
@@ -264,16 +264,16 @@ extern "C" fn exception_entry(frame: &mut ExceptionFrame) {
     if frame.vector == NMI {
         // Counted (a stop signal or unexpected); the core looks at why it was signalled
         // before it next enters its guest.
-        crate::nmi::taken_in_hypervisor();
+        crate::partition::nmi::taken_in_hypervisor();
         return;
     }
     if frame.vector == GENERAL_PROTECTION
-        && let Some(resume) = crate::fixup::recovery(frame.rip)
+        && let Some(resume) = crate::cpu::fixup::recovery(frame.rip)
     {
         frame.rip = resume;
         return;
     }
-    let cpu = crate::percpu::current_index();
+    let cpu = crate::cpu::percpu::current_index();
     error!(
         "exception {=str} (vector {=u64}) on cpu {=u32}: error_code={=u64:#x} rip={=u64:#x} rsp={=u64:#x} rflags={=u64:#x} cs={=u64:#x}",
         exception_name(frame.vector),

@@ -3,9 +3,9 @@
 //! the null page and every stack guard page unmapped, and anything that is not RAM
 //! uncached. Entry formats: Intel SDM Vol. 3 4.5 (4-level paging).
 
-use crate::bootinfo::BootInfo;
+use crate::boot::bootinfo::BootInfo;
+use crate::cpu::percpu::{self, MAX_CPUS};
 use crate::log::{info, warn};
-use crate::percpu::{self, MAX_CPUS};
 use core::cell::UnsafeCell;
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr3, Cr3Flags};

@@ -7,11 +7,11 @@
 //! tables and calls [`ap_entry`] on the stack the BSP chose. APs start one at a time, so
 //! one set of hand-over variables suffices.
 
-use crate::bootinfo::BootInfo;
+use crate::boot::bootinfo::BootInfo;
+use crate::boot::madt::CpuList;
+use crate::cpu::percpu::{self, MAX_CPUS};
+use crate::cpu::time;
 use crate::log::{error, info, warn};
-use crate::madt::CpuList;
-use crate::percpu::{self, MAX_CPUS};
-use crate::time;
 use bulkhead_drivers::lapic::{Ipi, LocalApic, Mode};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -38,7 +38,7 @@ ap_trampoline_gdtr:
 ap_trampoline_end:
     .code64
     "#,
-    sel_code32 = const crate::boot::SEL_CODE32,
+    sel_code32 = const crate::boot::start::SEL_CODE32,
     options(att_syntax)
 );
 
@@ -201,8 +201,8 @@ pub fn start_aps(boot: &BootInfo, bsp_apic: &LocalApic, cpus: &CpuList, cr3: u64
 extern "C" fn ap_entry(index: u32) -> ! {
     percpu::install(index as usize);
     let cpu = percpu::current();
-    crate::gdt::install(cpu);
-    crate::idt::load();
+    crate::cpu::gdt::install(cpu);
+    crate::cpu::idt::load();
     // SAFETY: each CPU enables its own APIC once; the xAPIC page is identity-mapped.
     let apic = unsafe { LocalApic::enable(x2apic()) };
     remember_apic(&apic);

@@ -17,7 +17,7 @@
 //! a partition's behalf runs through `fixup.rs`, so one the hardware refuses anyway
 //! becomes a #GP for the partition rather than an exception in the hypervisor.
 
-use crate::apic_access;
+use crate::lapic::access as apic_access;
 use crate::partition::Partition;
 use bulkhead_virt::apic_base::Mode;
 
@@ -79,7 +79,7 @@ pub const X2APIC_WRITE: &[u32] = &{
 /// refuses it all the same.
 fn hardware_safe(msr: u32) -> Option<u64> {
     // SAFETY: reading these MSRs has no side effect.
-    unsafe { crate::fixup::read_msr_safe(msr) }.ok()
+    unsafe { crate::cpu::fixup::read_msr_safe(msr) }.ok()
 }
 
 /// Whether this CPU has MTRR-range MSR `msr` (SDM Vol. 3 12.11.1, 12.11.2.2, 12.11.2.3):
@@ -117,12 +117,12 @@ pub fn read(msr: u32) -> Option<u64> {
             }
             apic_access::read(msr)
         }
-        apic_access::TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => hardware_safe(msr),
+        apic_access::TSC_DEADLINE if crate::cpu::capabilities::has_tsc_deadline() => hardware_safe(msr),
         // Locked, VMX disabled: partitions cannot nest.
         IA32_FEATURE_CONTROL => Some(1),
         IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST if mtrr_exists(msr) => hardware_safe(msr),
         // An Intel MSR (SDM Vol. 4 Table 2-2); AMD CPUs have none at 0x1A0.
-        IA32_MISC_ENABLE if !crate::capabilities::is_amd() => hardware_safe(msr),
+        IA32_MISC_ENABLE if !crate::cpu::capabilities::is_amd() => hardware_safe(msr),
         _ => None,
     }
 }
@@ -137,10 +137,10 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
         msr if apic_access::X2APIC_MSRS.contains(&msr) => {
             crate::lapic::mode() == Mode::X2Apic && apic_register_write(partition, msr, value)
         }
-        apic_access::TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => {
+        apic_access::TSC_DEADLINE if crate::cpu::capabilities::has_tsc_deadline() => {
             // SAFETY: the TSC deadline of this core's APIC timer, which the partition owns; a
             // #GP is recovered.
-            unsafe { crate::fixup::write_msr_safe(msr, value) }.is_ok()
+            unsafe { crate::cpu::fixup::write_msr_safe(msr, value) }.is_ok()
         }
         // Cache attributes stay as the firmware set them for the whole board: a write to an
         // MTRR this CPU has is dropped.
@@ -174,7 +174,7 @@ pub fn efer_write(current: u64, value: u64, cr0: u64) -> Option<u64> {
     const LMA: u64 = 1 << 10;
     const NXE: u64 = 1 << 11;
     const CR0_PG: u64 = 1 << 31;
-    let nxe = if crate::capabilities::has_nx() { NXE } else { 0 };
+    let nxe = if crate::cpu::capabilities::has_nx() { NXE } else { 0 };
     if value & !(SCE | LME | LMA | nxe) != 0 {
         return None;
     }
@@ -206,12 +206,12 @@ pub fn xsetbv(xcr: u32, value: u64) -> bool {
         && all_or_none(AMX);
     let leaf = core::arch::x86_64::__cpuid_count(0xd, 0);
     let supported = u64::from(leaf.eax) | (u64::from(leaf.edx) << 32);
-    if !valid || value & !supported != 0 || !crate::capabilities::host_xsave_enabled() {
+    if !valid || value & !supported != 0 || !crate::cpu::capabilities::host_xsave_enabled() {
         return false;
     }
     // SAFETY: a value the rules above accept; CR4.OSXSAVE is set on every core at boot; a
     // #GP (a rule this CPU adds) is recovered and refused.
-    unsafe { crate::fixup::xsetbv_safe(0, value) }.is_ok()
+    unsafe { crate::cpu::fixup::xsetbv_safe(0, value) }.is_ok()
 }
 
 /// An ICR write in either mode, in x2APIC format (SDM 11.12.9): the destination,
@@ -226,7 +226,7 @@ fn send_ipi(partition: &Partition, icr: u64) -> bool {
 /// partition must not take its previous run's timer into the fresh payload.
 pub fn reset_core_state() {
     reset_local_apic();
-    if crate::capabilities::host_xsave_enabled() {
+    if crate::cpu::capabilities::host_xsave_enabled() {
         // SAFETY: x87 only is always a valid XCR0.
         unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 1u32, in("edx") 0u32) };
     }
@@ -242,9 +242,9 @@ pub fn reset_local_apic() {
         apic_access::write(lvt, MASKED);
     }
     apic_access::write(0x838, 0); // timer initial count
-    if crate::capabilities::has_tsc_deadline() {
+    if crate::cpu::capabilities::has_tsc_deadline() {
         // SAFETY: this core's TSC deadline, which the partition on it owns.
-        let _ = unsafe { crate::fixup::write_msr_safe(apic_access::TSC_DEADLINE, 0) };
+        let _ = unsafe { crate::cpu::fixup::write_msr_safe(apic_access::TSC_DEADLINE, 0) };
     }
     // One EOI per in-service vector (ISR, 0x810..=0x817).
     let in_service: u32 = (0x810..=0x817).map(|r| (apic_access::read(r).unwrap_or(0) as u32).count_ones()).sum();

@@ -4,6 +4,11 @@
 //! partition's configuration: CPUID as the partition should see it, MSRs from an explicit
 //! allowlist, the virtual console, unassigned ports, and faults.
 
+pub mod control;
+pub mod msr;
+pub mod tsc;
+pub mod xapic_page;
+
 use crate::backend::Backend;
 use crate::log::warn;
 use crate::partition::{Fault, Partition};
@@ -94,7 +99,7 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
             }
         }
         Exit::Xsetbv { xcr, value } => {
-            if crate::msr::xsetbv(xcr, value) {
+            if crate::exits::msr::xsetbv(xcr, value) {
                 Action::Resume { skip: true }
             } else {
                 if partition.counters.msr.hit().is_some() {
@@ -117,17 +122,17 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
         }
         Exit::VirtualizationInstruction => undefined(partition, backend, "virtualization instruction"),
         Exit::Hlt => Action::Resume { skip: true },
-        Exit::CrWrite { cr, value } => crate::cpu_state::control_register_write(partition, backend, cr, value),
-        Exit::Invd => crate::cpu_state::cache_flush(partition, backend, true),
-        Exit::Wbinvd => crate::cpu_state::cache_flush(partition, backend, false),
-        Exit::Rdpmc { counter } => crate::cpu_state::rdpmc(partition, backend, counter),
+        Exit::CrWrite { cr, value } => crate::exits::control::control_register_write(partition, backend, cr, value),
+        Exit::Invd => crate::exits::control::cache_flush(partition, backend, true),
+        Exit::Wbinvd => crate::exits::control::cache_flush(partition, backend, false),
+        Exit::Rdpmc { counter } => crate::exits::control::rdpmc(partition, backend, counter),
         // CPUID hides MONITOR/MWAIT (and MONITORX/MWAITX): #UD, as where MISC_ENABLE
         // disables them. A partition's core must not enter C-states the hypervisor did
         // not choose (a deep one delays its wake-up and can take the package down).
         Exit::Monitor => undefined(partition, backend, "MONITOR"),
         Exit::Mwait => undefined(partition, backend, "MWAIT"),
-        Exit::NestedPageFault { gpa, access } if crate::xapic_page::contains(gpa) => {
-            crate::xapic_page::access(partition, backend, gpa, access)
+        Exit::NestedPageFault { gpa, access } if crate::exits::xapic_page::contains(gpa) => {
+            crate::exits::xapic_page::access(partition, backend, gpa, access)
         }
         Exit::NestedPageFault { gpa, access } => {
             Action::Fault(Fault::MemoryAccess { gpa, write: access.write, execute: access.execute })
@@ -135,8 +140,8 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
         Exit::TripleFault => Action::Fault(Fault::TripleFaulted),
         Exit::Exception { vector, .. } => Action::Fault(Fault::Exception { vector }),
         Exit::Nmi => {
-            crate::nmi::report_taken_in_hypervisor(partition);
-            crate::nmi::exit(partition, || backend.rip());
+            crate::partition::nmi::report_taken_in_hypervisor(partition);
+            crate::partition::nmi::exit(partition, || backend.rip());
             Action::Resume { skip: false }
         }
         // INIT and start-up IPIs between a partition's own cores never reach the hardware
@@ -164,26 +169,26 @@ fn undefined<B: Backend>(partition: &Partition, backend: &mut B, what: &str) -> 
 /// Hyper-V MSRs, then the allowlist. `None` is #GP.
 fn read_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Option<u64> {
     match msr {
-        crate::msr::EFER => Some(backend.guest_efer()),
-        msr if crate::tsc::handles(msr) => crate::tsc::read(backend, msr),
+        crate::exits::msr::EFER => Some(backend.guest_efer()),
+        msr if crate::exits::tsc::handles(msr) => crate::exits::tsc::read(backend, msr),
         msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => crate::hyperv::synthetic_msr::read(partition, msr),
-        msr => crate::msr::read(msr),
+        msr => crate::exits::msr::read(msr),
     }
 }
 
 /// An intercepted WRMSR, dispatched as [`read_msr`]. False is #GP.
 fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> bool {
     match msr {
-        crate::msr::EFER => {
+        crate::exits::msr::EFER => {
             let (current, cr0) = (backend.guest_efer(), backend.guest_cr0());
-            crate::msr::efer_write(current, value, cr0).map(|efer| backend.set_guest_efer(efer)).is_some()
+            crate::exits::msr::efer_write(current, value, cr0).map(|efer| backend.set_guest_efer(efer)).is_some()
         }
-        msr if crate::tsc::handles(msr) => crate::tsc::write(backend, msr, value),
+        msr if crate::exits::tsc::handles(msr) => crate::exits::tsc::write(backend, msr, value),
         msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
             crate::hyperv::synthetic_msr::write(partition, msr, value)
         }
         crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(backend, value),
-        msr => crate::msr::write(partition, msr, value),
+        msr => crate::exits::msr::write(partition, msr, value),
     }
 }
 
@@ -220,7 +225,7 @@ fn cpuid<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf:
         0x1f if core::arch::x86_64::__cpuid(0).eax >= 0x1f => extended_topology(&mut r, subleaf, cores),
         0xd if subleaf == 1 && !backend.optional_instructions().xsaves => r.eax &= !(1 << 3),
         0x8000_0001 if !backend.optional_instructions().rdtscp => r.edx &= !(1 << 27),
-        0x8000_0008 if crate::capabilities::is_amd() => r.ecx = (r.ecx & !0xff) | (cores - 1),
+        0x8000_0008 if crate::cpu::capabilities::is_amd() => r.ecx = (r.ecx & !0xff) | (cores - 1),
         // The Hyper-V compatible leaves (`hyperv::discovery`).
         l if (HYPERVISOR_BASE..0x4000_0100).contains(&l) => r = crate::hyperv::discovery::leaf(partition, l),
         _ => {}

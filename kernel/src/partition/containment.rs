@@ -20,7 +20,7 @@
 //! pending and causes an exit right after the next VMRUN; an intercepted NMI stays pending
 //! too, so after an NMI exit the backend briefly sets GIF to let the host handler take it.)
 
-use crate::percpu::PerCpu;
+use crate::cpu::percpu::PerCpu;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// How long the leader waits for all siblings before it gives up on a restart.
@@ -47,7 +47,7 @@ pub struct Containment {
     restart: AtomicBool,
 }
 
-const _: () = assert!(crate::percpu::MAX_CPUS <= 32, "the parked set is a 32-bit mask");
+const _: () = assert!(crate::cpu::percpu::MAX_CPUS <= 32, "the parked set is a 32-bit mask");
 
 impl Containment {
     pub const fn new() -> Self {
@@ -80,10 +80,10 @@ impl Containment {
                 return Ok(());
             }
             for cpu in siblings.iter().filter(|cpu| parked & (1 << cpu.index()) == 0) {
-                crate::nmi::signal_sent(cpu.index());
-                crate::smp::send_nmi(cpu.apic_id());
+                crate::partition::nmi::signal_sent(cpu.index());
+                crate::boot::smp::send_nmi(cpu.apic_id());
             }
-            crate::time::wait_until(1, || self.parked.load(Ordering::Acquire) & all == all);
+            crate::cpu::time::wait_until(1, || self.parked.load(Ordering::Acquire) & all == all);
         }
         let parked = self.parked.load(Ordering::Acquire);
         match siblings.iter().find(|cpu| parked & (1 << cpu.index()) == 0) {

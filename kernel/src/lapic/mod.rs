@@ -16,10 +16,12 @@
 //! The x2APIC MSRs pass through the MSR bitmap only while the vCPU is in x2APIC mode: a
 //! mode change switches the vCPU between its partition's two bitmaps.
 
+pub mod access;
+
 use crate::backend::Backend;
+use crate::cpu::percpu::MAX_CPUS;
 use crate::log::warn;
 use crate::partition::Partition;
-use crate::percpu::MAX_CPUS;
 use bulkhead_virt::apic_base::{self, Mode};
 use bulkhead_virt::ipi::{self, Delivery, Targets};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -55,7 +57,7 @@ static APICS: [VirtualApic; MAX_CPUS] = [const {
 }; MAX_CPUS];
 
 fn this() -> &'static VirtualApic {
-    &APICS[crate::percpu::current_index() as usize]
+    &APICS[crate::cpu::percpu::current_index() as usize]
 }
 
 /// This core's vCPU at RESET (its partition starts or restarts): xAPIC mode, BSP on the
@@ -99,9 +101,9 @@ pub fn write_base<B: Backend>(backend: &mut B, value: u64) -> bool {
     let (old_mode, new_mode) = (apic_base::mode(current), apic_base::mode(new));
     if old_mode != new_mode {
         if new_mode == Mode::Disabled {
-            crate::msr::reset_local_apic();
+            crate::exits::msr::reset_local_apic();
             // Software-disabled, spurious vector 0xFF: the power-up value (SDM 11.4.7.1).
-            crate::apic_access::write(SVR, 0xff);
+            crate::lapic::access::write(SVR, 0xff);
             init();
         }
         backend.set_x2apic_passthrough(new_mode == Mode::X2Apic);
@@ -200,7 +202,7 @@ pub fn send_ipi(partition: &Partition, icr: u64) -> bool {
             return false;
         }
     };
-    let me = crate::percpu::current().apic_id();
+    let me = crate::cpu::percpu::current().apic_id();
     let mut ids: heapless::Vec<u32, MAX_CPUS> = heapless::Vec::new();
     match targets {
         Targets::One(id) => {
@@ -219,17 +221,17 @@ pub fn send_ipi(partition: &Partition, icr: u64) -> bool {
         match delivery {
             // Vector, delivery mode, level and trigger as written; physical, no shorthand.
             Delivery::Fixed => {
-                if !crate::apic_access::write(crate::apic_access::ICR, (icr & 0xc7ff) | (u64::from(target) << 32)) {
+                if !crate::lapic::access::write(crate::lapic::access::ICR, (icr & 0xc7ff) | (u64::from(target) << 32)) {
                     return false;
                 }
             }
             Delivery::Init => {
-                if let Some(cpu) = crate::percpu::by_apic_id(target) {
+                if let Some(cpu) = crate::cpu::percpu::by_apic_id(target) {
                     deliver_init(cpu);
                 }
             }
             Delivery::Startup(vector) => {
-                if let Some(cpu) = crate::percpu::by_apic_id(target) {
+                if let Some(cpu) = crate::cpu::percpu::by_apic_id(target) {
                     cpu.deliver_startup(vector);
                 }
             }
@@ -242,17 +244,17 @@ pub fn send_ipi(partition: &Partition, icr: u64) -> bool {
 /// INIT to a core of the partition (SDM 9.4, 11.4.7.3): the target's vCPU leaves its guest,
 /// its state is reset and it waits for a start-up IPI in the hypervisor. A running target
 /// is signalled with the hypervisor's NMI; a target waiting for SIPI already is in that state.
-fn deliver_init(cpu: &'static crate::percpu::PerCpu) {
+fn deliver_init(cpu: &'static crate::cpu::percpu::PerCpu) {
     cpu.deliver_init();
-    if cpu.index() == crate::percpu::current_index() {
+    if cpu.index() == crate::cpu::percpu::current_index() {
         return; // This core resets before its next guest entry.
     }
     for _ in 0..INIT_KICKS {
         if !cpu.init_pending() {
             return;
         }
-        crate::nmi::signal_sent(cpu.index());
-        crate::smp::send_nmi(cpu.apic_id());
-        crate::time::wait_until(1, || !cpu.init_pending());
+        crate::partition::nmi::signal_sent(cpu.index());
+        crate::boot::smp::send_nmi(cpu.apic_id());
+        crate::cpu::time::wait_until(1, || !cpu.init_pending());
     }
 }

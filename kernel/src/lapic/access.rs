@@ -37,18 +37,18 @@ pub fn features() -> Features {
         mmio_read(VERSION)
     } else {
         // SAFETY: the version register exists on every x2APIC; reading has no effect.
-        unsafe { crate::fixup::read_msr_safe(VERSION) }.unwrap_or(0) as u32
+        unsafe { crate::cpu::fixup::read_msr_safe(VERSION) }.unwrap_or(0) as u32
     };
-    Features::new(version, crate::capabilities::has_tsc_deadline())
+    Features::new(version, crate::cpu::capabilities::has_tsc_deadline())
 }
 
 /// Whether the x2APIC MSRs are emulated on an xAPIC (the CPU has no x2APIC).
 pub fn emulated() -> bool {
-    !crate::smp::x2apic()
+    !crate::boot::smp::x2apic()
 }
 
 fn mmio(msr: u32) -> *mut u32 {
-    (crate::smp::xapic_base() + (u64::from(msr - 0x800) << 4)) as *mut u32
+    (crate::boot::smp::xapic_base() + (u64::from(msr - 0x800) << 4)) as *mut u32
 }
 
 fn mmio_read(msr: u32) -> u32 {
@@ -71,7 +71,7 @@ pub fn read(msr: u32) -> Option<u64> {
     }
     if !emulated() {
         // SAFETY: an existing x2APIC register; this core's APIC is in x2APIC mode.
-        return unsafe { crate::fixup::read_msr_safe(msr) }.ok();
+        return unsafe { crate::cpu::fixup::read_msr_safe(msr) }.ok();
     }
     Some(match msr {
         ID => u64::from(mmio_read(ID) >> 24),
@@ -128,7 +128,7 @@ pub fn write(msr: u32, value: u64) -> bool {
     }
     if !emulated() {
         // SAFETY: a writable x2APIC register of this core (its owner's); a #GP is recovered.
-        return unsafe { crate::fixup::write_msr_safe(msr, value) }.is_ok();
+        return unsafe { crate::cpu::fixup::write_msr_safe(msr, value) }.is_ok();
     }
     match msr {
         ICR => {

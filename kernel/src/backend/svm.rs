@@ -2,11 +2,11 @@
 //! permission maps (built once per partition from the configuration, by the same code as
 //! the EPT: `address_space.rs`), and the [`Backend`] over a `bulkhead_svm::vcpu::Vcpu`.
 
-use crate::address_space::{self, BuildOnce, Owned};
 use crate::backend::Backend;
+use crate::backend::address_space::{self, BuildOnce, Owned};
+use crate::cpu::percpu::{self, MAX_CPUS};
 use crate::log::error;
 use crate::partition::Partition;
-use crate::percpu::{self, MAX_CPUS};
 use bulkhead_board::tables::MAX_PARTITIONS;
 use bulkhead_svm::enable::Features;
 use bulkhead_svm::vcpu::{SetupError, Vcpu, VcpuSetup};
@@ -64,9 +64,9 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         let (root, io) = address_space::build::<Npt>(partition, &mut pages.npt)?;
         io.svm_iopm(&mut pages.iopm.0);
         // EFER exits: the VMCB's copy must keep SVME, which the partition must not see.
-        address_space::msr_permissions(&[crate::msr::EFER], true)?.svm_msrpm(&mut pages.msrpm.0);
-        address_space::msr_permissions(&[crate::msr::EFER], false)?.svm_msrpm(&mut pages.msrpm_trap.0);
-        address_space::msr_permissions(&[crate::msr::EFER, crate::apic_access::TSC_DEADLINE], true)?
+        address_space::msr_permissions(&[crate::exits::msr::EFER], true)?.svm_msrpm(&mut pages.msrpm.0);
+        address_space::msr_permissions(&[crate::exits::msr::EFER], false)?.svm_msrpm(&mut pages.msrpm_trap.0);
+        address_space::msr_permissions(&[crate::exits::msr::EFER, crate::lapic::access::TSC_DEADLINE], true)?
             .svm_msrpm(&mut pages.msrpm_tsc_offset.0);
         Ok(root)
     })
@@ -75,7 +75,7 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
 /// RDMSR for the SVM checks (VM_CR), `None` when the MSR is absent (#GP).
 fn read_msr(msr: u32) -> Option<u64> {
     // SAFETY: reading an SVM control MSR has no effect; a #GP is recovered.
-    unsafe { crate::fixup::read_msr_safe(msr) }.ok()
+    unsafe { crate::cpu::fixup::read_msr_safe(msr) }.ok()
 }
 
 /// The SVM backend of this core.
@@ -87,7 +87,7 @@ pub struct SvmCore {
 impl SvmCore {
     /// Turns SVM on for this core.
     pub fn enable() -> Result<Self, ()> {
-        crate::cpu_state::enable_caches();
+        crate::exits::control::enable_caches();
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own host save page, used for nothing else; interrupts are off
         // in the hypervisor.
@@ -150,7 +150,7 @@ impl Backend for SvmCore {
         if exit == Exit::Nmi {
             // The exit left the NMI pending: the host handler takes it now, and does not
             // count it a second time (`nmi.rs` counts the exit).
-            crate::nmi::drain(|| self.vcpu().take_pending_nmi());
+            crate::partition::nmi::drain(|| self.vcpu().take_pending_nmi());
         }
         exit
     }

@@ -21,7 +21,7 @@ use bulkhead_virt::tsc::{deadline_to_guest, deadline_to_hardware};
 
 pub const IA32_TSC: u32 = 0x10;
 pub const IA32_TSC_ADJUST: u32 = 0x3b;
-const TSC_DEADLINE: u32 = crate::apic_access::TSC_DEADLINE;
+const TSC_DEADLINE: u32 = crate::lapic::access::TSC_DEADLINE;
 
 fn has_tsc_adjust() -> bool {
     core::arch::x86_64::__cpuid_count(7, 0).ebx & (1 << 1) != 0
@@ -56,7 +56,9 @@ pub fn read<B: Backend>(backend: &mut B, msr: u32) -> Option<u64> {
     match msr {
         IA32_TSC => Some(rdtsc().wrapping_add(offset)),
         IA32_TSC_ADJUST if has_tsc_adjust() => Some(offset),
-        TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => Some(deadline_to_guest(read_deadline(), offset)),
+        TSC_DEADLINE if crate::cpu::capabilities::has_tsc_deadline() => {
+            Some(deadline_to_guest(read_deadline(), offset))
+        }
         _ => None,
     }
 }
@@ -66,7 +68,7 @@ pub fn write<B: Backend>(backend: &mut B, msr: u32, value: u64) -> bool {
     match msr {
         IA32_TSC => backend.set_tsc_offset(value.wrapping_sub(rdtsc())),
         IA32_TSC_ADJUST if has_tsc_adjust() => backend.set_tsc_offset(value),
-        TSC_DEADLINE if crate::capabilities::has_tsc_deadline() => {
+        TSC_DEADLINE if crate::cpu::capabilities::has_tsc_deadline() => {
             write_deadline(deadline_to_hardware(value, backend.tsc_offset()))
         }
         _ => return false,

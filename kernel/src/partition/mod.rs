@@ -14,11 +14,14 @@
 //! hypervisor's command line written `NAME:word` for that partition, so a board's GRUB
 //! entry can pass options to one partition without rebuilding.
 
-use crate::bootinfo::{BootInfo, Module};
+pub mod containment;
+pub mod nmi;
+
+use crate::boot::bootinfo::{BootInfo, Module};
 use crate::config::SYSTEM;
-use crate::containment::{Containment, Outcome};
 use crate::exits::{self, Action, RateLimit};
 use crate::log::{error, info, warn};
+use crate::partition::containment::{Containment, Outcome};
 use bulkhead_board::tables::{self, FaultPolicy, MAX_PARTITIONS, PartitionId, PayloadKind};
 use bulkhead_virt::console_rate::{LineBudget, Verdict};
 use bulkhead_virt::exit::Exit;
@@ -174,7 +177,7 @@ pub struct Partition {
     faults: AtomicU32,
     /// One line buffer per CPU: each vCPU assembles its own lines, so two vCPUs printing
     /// at once give two whole lines, never one interleaved one.
-    console: [UnsafeCell<ConsoleLine>; crate::percpu::MAX_CPUS],
+    console: [UnsafeCell<ConsoleLine>; crate::cpu::percpu::MAX_CPUS],
     /// The partition's console rate limit and its dropped-line count (its vCPUs share it).
     console_budget: TicketMutex<LineBudget>,
 }
@@ -197,7 +200,8 @@ impl Partition {
             containment: Containment::new(),
             restarts: AtomicU32::new(0),
             faults: AtomicU32::new(0),
-            console: [const { UnsafeCell::new(ConsoleLine { bytes: [0; LINE], len: 0 }) }; crate::percpu::MAX_CPUS],
+            console: [const { UnsafeCell::new(ConsoleLine { bytes: [0; LINE], len: 0 }) };
+                crate::cpu::percpu::MAX_CPUS],
             console_budget: TicketMutex::new(LineBudget::new()),
         }
     }
@@ -224,7 +228,7 @@ impl Partition {
     /// logged with the partition's name so the partitions' outputs stay apart on the one
     /// physical console, within the partition's rate limit ([`CONSOLE_LINES_PER_SECOND`]).
     pub fn console_write(&self, byte: u8) {
-        let cpu = crate::percpu::current_index() as usize;
+        let cpu = crate::cpu::percpu::current_index() as usize;
         // SAFETY: this CPU's own entry (see the `Sync` impl).
         let line = unsafe { &mut *self.console[cpu].get() };
         match byte {
@@ -249,8 +253,8 @@ impl Partition {
     /// most once a second (and in total with the exit counts at the end of a run).
     fn flush_line(&self, line: &mut ConsoleLine) {
         let verdict = self.console_budget.lock().line(
-            crate::time::rdtsc(),
-            crate::time::tsc_hz(),
+            crate::cpu::time::rdtsc(),
+            crate::cpu::time::tsc_hz(),
             CONSOLE_LINES_PER_SECOND,
             CONSOLE_BURST,
         );
@@ -451,7 +455,7 @@ impl Partition {
 
     /// A fault on this core: stops the partition's other cores, then applies the policy.
     fn contain(&self, fault: Fault, rip: u64) -> Outcome {
-        let cpu = crate::percpu::current();
+        let cpu = crate::cpu::percpu::current();
         if !self.containment.lead() {
             error!(
                 "partition {=str}: {} on cpu {=u32} at guest rip {=u64:#x} while the partition is already stopping",
@@ -471,11 +475,11 @@ impl Partition {
             cpu.index(),
             rip
         );
-        let mut siblings: heapless::Vec<&'static crate::percpu::PerCpu, { crate::percpu::MAX_CPUS }> =
+        let mut siblings: heapless::Vec<&'static crate::cpu::percpu::PerCpu, { crate::cpu::percpu::MAX_CPUS }> =
             heapless::Vec::new();
         for &core in self.config.cores {
             let apic_id = SYSTEM.board.cpus.iter().find(|c| c.core == core).map(|c| c.apic_id);
-            if let Some(other) = apic_id.and_then(crate::percpu::by_apic_id).filter(|c| c.index() != cpu.index()) {
+            if let Some(other) = apic_id.and_then(crate::cpu::percpu::by_apic_id).filter(|c| c.index() != cpu.index()) {
                 let _ = siblings.push(other);
             }
         }
@@ -491,7 +495,7 @@ impl Partition {
                     "partition {=str}: cpu {=u32} did not stop within {=u64} ms: no restart while it may still run",
                     self.name(),
                     stuck,
-                    crate::containment::STOP_TIMEOUT_MS
+                    crate::partition::containment::STOP_TIMEOUT_MS
                 );
                 self.halt("a core did not stop");
                 Outcome::Halt
@@ -594,7 +598,7 @@ pub fn log_exit_counts() {
         if dropped > 0 {
             info!("partition {=str}: console: {=u64} lines dropped (rate limit) in total", p.name(), dropped);
         }
-        let (signals, unexpected) = crate::nmi::counts(p);
+        let (signals, unexpected) = crate::partition::nmi::counts(p);
         info!("partition {=str}: nmis: stop signals {=u32}, unexpected {=u32}", p.name(), signals, unexpected);
     }
 }
@@ -642,13 +646,13 @@ pub fn run_core<B: crate::backend::Backend>(
     backend: &mut B,
     first_core: bool,
 ) {
-    let cpu = crate::percpu::current();
+    let cpu = crate::cpu::percpu::current();
     // RESET (the partition starts) or INIT (a sibling reset this vCPU, SDM 9.4, 11.4.7.3):
     // both reset the registers; INIT keeps the APIC mode and waits for a start-up IPI,
     // even on the partition's first core.
     let mut reset = true;
     loop {
-        crate::msr::reset_core_state();
+        crate::exits::msr::reset_core_state();
         if reset {
             crate::lapic::reset(first_core);
         } else {
@@ -696,7 +700,7 @@ fn start_vcpu<B: crate::backend::Backend>(
     backend: &mut B,
     first_core: bool,
 ) -> Result<bool, Fault> {
-    let cpu = crate::percpu::current();
+    let cpu = crate::cpu::percpu::current();
     let entry = if first_core {
         let entry = partition.load(boot).map_err(|()| Fault::Load)?;
         info!("partition {=str}: starting on cpu {=u32} at {=u64:#x}", partition.name(), cpu.index(), entry.rip);
@@ -726,7 +730,7 @@ fn start_vcpu<B: crate::backend::Backend>(
 /// Runs the guest until it faults or its partition is stopped from another core.
 fn run_vcpu<B: crate::backend::Backend>(partition: &'static Partition, backend: &mut B) -> Stop {
     let mut nmi_rip = None;
-    let cpu = crate::percpu::current();
+    let cpu = crate::cpu::percpu::current();
     loop {
         if partition.containment.stopping() {
             return Stop::Signalled(nmi_rip);

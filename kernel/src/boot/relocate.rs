@@ -5,7 +5,7 @@
 //! the partition's start would zero. Before anything touches partition memory, the BSP
 //! copies such pieces into free, usable memory inside the hypervisor's reserved region.
 
-use crate::bootinfo::BootInfo;
+use crate::boot::bootinfo::BootInfo;
 use crate::config::SYSTEM;
 use crate::log::{error, info};
 use bulkhead_board::tables::PhysRange;
@@ -31,8 +31,9 @@ fn free_space(boot: &BootInfo, size: u64, busy: &[PhysRange]) -> Option<u64> {
     let mut candidate = reserved.base.div_ceil(PAGE) * PAGE;
     while candidate + size <= reserved.end() {
         let range = PhysRange { base: candidate, size };
-        let blocker =
-            core::iter::once(crate::paging::kernel_image()).chain(busy.iter().copied()).find(|b| b.overlaps(&range));
+        let blocker = core::iter::once(crate::boot::paging::kernel_image())
+            .chain(busy.iter().copied())
+            .find(|b| b.overlaps(&range));
         match blocker {
             Some(b) => candidate = b.end().div_ceil(PAGE) * PAGE,
             None if !boot.is_usable(range.base, range.end()) => candidate += PAGE,

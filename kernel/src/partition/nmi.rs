@@ -13,10 +13,10 @@
 //! limited rate (from the vCPU loop: the NMI handler itself must not take the log's lock)
 //! and all appear in the end-of-run exit counts.
 
+use crate::cpu::percpu::MAX_CPUS;
 use crate::exits::RateLimit;
 use crate::log::warn;
 use crate::partition::Partition;
-use crate::percpu::MAX_CPUS;
 use bulkhead_board::tables::MAX_PARTITIONS;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -57,7 +57,7 @@ fn is_signal(index: usize, partition: &Partition) -> bool {
 /// The host IDT's NMI handler: counts the NMI for the partition of this core. Lock-free:
 /// it may interrupt anything, including a log line.
 pub fn taken_in_hypervisor() {
-    let cpu = crate::percpu::current();
+    let cpu = crate::cpu::percpu::current();
     let index = cpu.index() as usize;
     if DRAINING[index].load(Ordering::Relaxed) {
         return;
@@ -80,7 +80,7 @@ pub fn taken_in_hypervisor() {
 /// Runs `take` (which lets the host handler take an NMI an NMI exit left pending) without
 /// the handler counting that NMI again.
 pub fn drain(take: impl FnOnce()) {
-    let index = crate::percpu::current_index() as usize;
+    let index = crate::cpu::percpu::current_index() as usize;
     DRAINING[index].store(true, Ordering::Relaxed);
     take();
     DRAINING[index].store(false, Ordering::Relaxed);
@@ -88,7 +88,7 @@ pub fn drain(take: impl FnOnce()) {
 
 /// An NMI exit of `partition`'s vCPU at guest `rip`: counted, and logged when unexpected.
 pub fn exit(partition: &Partition, rip: impl FnOnce() -> u64) {
-    if is_signal(crate::percpu::current_index() as usize, partition) {
+    if is_signal(crate::cpu::percpu::current_index() as usize, partition) {
         SIGNALS[slot(partition)].fetch_add(1, Ordering::Relaxed);
         return;
     }
@@ -97,7 +97,7 @@ pub fn exit(partition: &Partition, rip: impl FnOnce() -> u64) {
         warn!(
             "partition {=str}: unexpected NMI on cpu {=u32} at guest rip {=u64:#x} (not a stop signal); resumed (#{=u32})",
             partition.name(),
-            crate::percpu::current_index(),
+            crate::cpu::percpu::current_index(),
             rip(),
             n
         );
@@ -116,7 +116,7 @@ pub fn report_taken_in_hypervisor(partition: &Partition) {
 
 #[cold]
 fn report_on_this_cpu(partition: &Partition) {
-    let index = crate::percpu::current_index() as usize;
+    let index = crate::cpu::percpu::current_index() as usize;
     let taken = UNEXPECTED_IN_HYPERVISOR[index].load(Ordering::Relaxed);
     let reported = REPORTED_IN_HYPERVISOR[index].load(Ordering::Relaxed);
     if taken == reported {
