@@ -13,17 +13,19 @@ mod console;
 mod cpu;
 mod exits;
 mod hyperv;
+mod idt;
 mod lapic;
 mod log;
 mod partition;
 mod run;
+mod vcpu;
 
 use crate::log::{error, info};
 use boot::bootinfo::{self, BootInfo};
 use boot::cmdline::{Switches, TestAction};
 use boot::{madt, paging, relocate, smp};
 use bulkhead_drivers::lapic::LocalApic;
-use cpu::{capabilities, gdt, idt, percpu, time};
+use cpu::{capabilities, gdt, percpu, time};
 
 /// Entry on the BSP from boot.rs, in long mode on CPU 0's stack.
 #[unsafe(no_mangle)]
@@ -55,7 +57,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     run::set_emulator_exit(switches.emulator_exit);
     boot.log();
 
-    config::log_summary();
+    boot::board_check::log_summary();
 
     let cpu = capabilities::probe();
     cpu.log();
@@ -82,7 +84,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         bulkhead_drivers::port::outb(0xa1, 0xff);
     }
 
-    smp::set_x2apic(cpu.caps.x2apic);
+    cpu::apic::set_x2apic(cpu.caps.x2apic);
     // SAFETY: the BSP enables its own APIC once; the xAPIC page is identity-mapped.
     let apic = unsafe { LocalApic::enable(cpu.caps.x2apic) };
     info!(
@@ -127,7 +129,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     if smp.online != smp.expected {
         run::fail("not every cpu came up");
     }
-    if config::check_board(boot, &cpus) > 0 {
+    if boot::board_check::check_board(boot, &cpus) > 0 {
         run::fail("this machine does not match the compiled board");
     }
     let backend = if cpu.caps.vmx && cpu.caps.second_level_paging && cpu.caps.unrestricted_guest {
@@ -148,6 +150,27 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     );
     BACKEND.store(backend as u8, core::sync::atomic::Ordering::Relaxed);
     smp::release_aps();
+    core_main()
+}
+
+/// First Rust code on an AP (called from `boot/start.rs` with the index the BSP handed over).
+#[unsafe(no_mangle)]
+extern "C" fn ap_entry(index: u32) -> ! {
+    percpu::install(index as usize);
+    let cpu = percpu::current();
+    gdt::install(cpu);
+    idt::load();
+    // SAFETY: each CPU enables its own APIC once; the xAPIC page is identity-mapped.
+    let apic = unsafe { LocalApic::enable(cpu::apic::x2apic()) };
+    cpu::apic::remember_apic(&apic);
+    let apic_id = apic.id();
+    if apic_id != cpu.apic_id() {
+        crate::log::warn!("cpu {=u32}: MADT said apic_id {=u32}, the APIC says {=u32}", index, cpu.apic_id(), apic_id);
+        cpu.set_apic_id(apic_id);
+    }
+    info!("cpu {=u32} online: apic_id={=u32}", index, apic_id);
+    cpu.mark_online();
+    smp::wait_for_release();
     core_main()
 }
 
@@ -182,10 +205,10 @@ fn core_main() -> ! {
     capabilities::enable_host_xsave();
     let backend = BACKEND.load(core::sync::atomic::Ordering::Relaxed);
     let started = if backend == BackendKind::Vmx as u8 {
-        backend::vmx::VmxCore::enable().map(|mut b| partition::run_core(partition, boot, &mut b, first_core))
+        backend::vmx::VmxCore::enable().map(|mut b| vcpu::run_core(partition, boot, &mut b, first_core))
     } else if backend == BackendKind::Svm as u8 {
         backend::svm::SvmCore::enable().map(|mut b| {
-            partition::run_core(partition, boot, &mut b, first_core);
+            vcpu::run_core(partition, boot, &mut b, first_core);
             b.retire()
         })
     } else {

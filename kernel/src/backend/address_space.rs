@@ -83,10 +83,10 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
 }
 
 /// The MSRs every partition reads or writes without an exit; `exclude` are intercepted
-/// anyway (EFER on SVM; the TSC deadline while the guest's TSC is offset, `tsc.rs`). The
+/// anyway (EFER on SVM; the TSC deadline while the guest's TSC is offset, `exits/tsc.rs`). The
 /// x2APIC registers pass through only with `x2apic` (the bitmap of vCPUs whose local APIC
-/// is in x2APIC mode: in xAPIC or disabled mode they must exit and get #GP, see `lapic.rs`)
-/// and where the hypervisor's APIC is in x2APIC mode; otherwise `apic_access.rs` performs
+/// is in x2APIC mode: in xAPIC or disabled mode they must exit and get #GP, see `lapic/`)
+/// and where the hypervisor's APIC is in x2APIC mode; otherwise `lapic/access.rs` performs
 /// them on the xAPIC. Each partition has three bitmaps (x2APIC mode, x2APIC mode with the
 /// TSC offset, and the trap bitmap of xAPIC or disabled mode); the backend switches a vCPU
 /// between them on an IA32_APIC_BASE write or a TSC offset change, so the common case costs

@@ -1,6 +1,6 @@
 //! AMD SVM on this core: EFER.SVME and the host save area, the partition's NPT and
 //! permission maps (built once per partition from the configuration, by the same code as
-//! the EPT: `address_space.rs`), and the [`Backend`] over a `bulkhead_svm::vcpu::Vcpu`.
+//! the EPT: `backend/address_space.rs`), and the [`Backend`] over a `bulkhead_svm::vcpu::Vcpu`.
 
 use crate::backend::Backend;
 use crate::backend::address_space::{self, BuildOnce, Owned};
@@ -87,7 +87,7 @@ pub struct SvmCore {
 impl SvmCore {
     /// Turns SVM on for this core.
     pub fn enable() -> Result<Self, ()> {
-        crate::exits::control::enable_caches();
+        crate::cpu::capabilities::enable_caches();
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own host save page, used for nothing else; interrupts are off
         // in the hypervisor.
@@ -149,7 +149,7 @@ impl Backend for SvmCore {
         let exit = self.vcpu().run();
         if exit == Exit::Nmi {
             // The exit left the NMI pending: the host handler takes it now, and does not
-            // count it a second time (`nmi.rs` counts the exit).
+            // count it a second time (`partition/nmi.rs` counts the exit).
             crate::partition::nmi::drain(|| self.vcpu().take_pending_nmi());
         }
         exit

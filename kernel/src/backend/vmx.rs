@@ -78,7 +78,7 @@ pub struct VmxCore {
 impl VmxCore {
     /// Turns VMX on for this core.
     pub fn enable() -> Result<Self, ()> {
-        crate::exits::control::enable_caches();
+        crate::cpu::capabilities::enable_caches();
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own pages; VMX presence was checked by the caller.
         let pages = unsafe { &mut (*CORE_PAGES.0.get())[index] };

@@ -1,5 +1,6 @@
 //! Booting the hypervisor: the 32-bit entry, boot information, page tables, SMP bring-up.
 
+pub mod board_check;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod madt;

@@ -3,8 +3,8 @@
 //!
 //! A start-up IPI starts a CPU in real mode at a page below 1 MiB, so a small real-mode
 //! trampoline is copied to a free low page. It only loads the boot GDT and jumps to
-//! `ap_start32` in the kernel image (boot.rs), which enters long mode with the BSP's page
-//! tables and calls [`ap_entry`] on the stack the BSP chose. APs start one at a time, so
+//! `ap_start32` in the kernel image (`boot/start.rs`), which enters long mode with the BSP's page
+//! tables and calls `ap_entry` (main.rs) on the stack the BSP chose. APs start one at a time, so
 //! one set of hand-over variables suffices.
 
 use crate::boot::bootinfo::BootInfo;
@@ -12,7 +12,7 @@ use crate::boot::madt::CpuList;
 use crate::cpu::percpu::{self, MAX_CPUS};
 use crate::cpu::time;
 use crate::log::{error, info, warn};
-use bulkhead_drivers::lapic::{Ipi, LocalApic, Mode};
+use bulkhead_drivers::lapic::{Ipi, LocalApic};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 core::arch::global_asm!(
@@ -61,7 +61,6 @@ static ap_boot_stack: AtomicU64 = AtomicU64::new(0);
 #[allow(non_upper_case_globals)]
 static ap_boot_cpu: AtomicU32 = AtomicU32::new(0);
 
-static USE_X2APIC: AtomicBool = AtomicBool::new(false);
 /// Set by the BSP once the board check passed: every core goes to its partition.
 static START: AtomicBool = AtomicBool::new(false);
 
@@ -70,51 +69,15 @@ pub fn release_aps() {
     START.store(true, Ordering::Release);
 }
 
-/// How long the BSP waits for one AP to report in.
-pub const AP_TIMEOUT_MS: u64 = 1000;
-
-/// Whether every CPU (the BSP too) runs its local APIC in x2APIC mode.
-pub fn set_x2apic(enabled: bool) {
-    USE_X2APIC.store(enabled, Ordering::Relaxed);
-}
-
-pub fn x2apic() -> bool {
-    USE_X2APIC.load(Ordering::Relaxed)
-}
-
-/// Physical base of the xAPIC page (every CPU's is the same; unused in x2APIC mode).
-static XAPIC_BASE: AtomicU64 = AtomicU64::new(0);
-
-fn remember_apic(apic: &LocalApic) {
-    if let Mode::XApic { base } = apic.mode() {
-        XAPIC_BASE.store(base, Ordering::Relaxed);
+/// On an AP: waits until the BSP releases the APs ([`release_aps`]).
+pub fn wait_for_release() {
+    while !START.load(Ordering::Acquire) {
+        core::hint::spin_loop();
     }
 }
 
-/// Physical base of the xAPIC page (meaningful in xAPIC mode only).
-pub fn xapic_base() -> u64 {
-    XAPIC_BASE.load(Ordering::Relaxed)
-}
-
-/// This CPU's local APIC, enabled at start-up.
-fn this_apic() -> LocalApic {
-    let mode = if x2apic() { Mode::X2Apic } else { Mode::XApic { base: XAPIC_BASE.load(Ordering::Relaxed) } };
-    // SAFETY: every CPU enabled its APIC in this mode at start-up (`bsp_entry`, `ap_entry`),
-    // and the xAPIC page stays identity-mapped uncached.
-    unsafe { LocalApic::enabled(mode) }
-}
-
-/// Sends an NMI to the CPU with this APIC ID: the hypervisor's signal that takes a core out
-/// of its guest (NMIs always cause a VM exit, see the backends).
-pub fn send_nmi(apic_id: u32) {
-    this_apic().send(Ipi::nmi(apic_id));
-}
-
-/// Sends a fixed interrupt with `vector` to the CPU with this APIC ID (a SynIC interrupt
-/// for the partition running there: its guest takes it without a VM exit).
-pub fn send_fixed_ipi(apic_id: u32, vector: u8) {
-    this_apic().send(Ipi::fixed(apic_id, vector));
-}
+/// How long the BSP waits for one AP to report in.
+pub const AP_TIMEOUT_MS: u64 = 1000;
 
 /// A free page below 1 MiB for the trampoline: usable RAM, not the boot information nor a
 /// module, not page 0 (real-mode IVT).
@@ -137,7 +100,7 @@ pub struct SmpReport {
 /// Starts every CPU in `cpus` except the BSP; `skip_last` deliberately leaves the last one
 /// out (test switch). Returns how many came up.
 pub fn start_aps(boot: &BootInfo, bsp_apic: &LocalApic, cpus: &CpuList, cr3: u64, skip_last: bool) -> SmpReport {
-    remember_apic(bsp_apic);
+    crate::cpu::apic::remember_apic(bsp_apic);
     let bsp_id = bsp_apic.id();
     percpu::cpu(0).set_apic_id(bsp_id);
     let aps = cpus.apic_ids.iter().copied().filter(|&id| id != bsp_id);
@@ -194,27 +157,4 @@ pub fn start_aps(boot: &BootInfo, bsp_apic: &LocalApic, cpus: &CpuList, cr3: u64
     }
     info!("smp: {=usize} of {=usize} cpus online", online, expected);
     SmpReport { expected, online }
-}
-
-/// First Rust code on an AP (called from boot.rs with the index the BSP handed over).
-#[unsafe(no_mangle)]
-extern "C" fn ap_entry(index: u32) -> ! {
-    percpu::install(index as usize);
-    let cpu = percpu::current();
-    crate::cpu::gdt::install(cpu);
-    crate::cpu::idt::load();
-    // SAFETY: each CPU enables its own APIC once; the xAPIC page is identity-mapped.
-    let apic = unsafe { LocalApic::enable(x2apic()) };
-    remember_apic(&apic);
-    let apic_id = apic.id();
-    if apic_id != cpu.apic_id() {
-        warn!("cpu {=u32}: MADT said apic_id {=u32}, the APIC says {=u32}", index, cpu.apic_id(), apic_id);
-        cpu.set_apic_id(apic_id);
-    }
-    info!("cpu {=u32} online: apic_id={=u32}", index, apic_id);
-    cpu.mark_online();
-    while !START.load(Ordering::Acquire) {
-        core::hint::spin_loop();
-    }
-    crate::core_main()
 }

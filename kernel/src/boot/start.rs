@@ -1,10 +1,10 @@
 //! Entry from GRUB: the multiboot2 header and the 32-bit start-up code that reaches long
 //! mode and calls [`crate::bsp_entry`], plus the protected-mode half of AP start-up (see
-//! `smp.rs` for the real-mode half).
+//! `boot/smp.rs` for the real-mode half).
 //!
 //! Multiboot2 hands over in 32-bit protected mode with paging off, EAX = magic and EBX =
 //! the boot information's physical address (Multiboot2 spec 3.3). The boot page tables
-//! built here identity-map the first 4 GiB with 2 MiB pages; `paging.rs` replaces them
+//! built here identity-map the first 4 GiB with 2 MiB pages; `boot/paging.rs` replaces them
 //! with the final tables as soon as Rust runs.
 
 use crate::cpu::percpu::{CPU_STACKS, CpuStacks};

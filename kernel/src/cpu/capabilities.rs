@@ -86,6 +86,21 @@ pub fn enable_host_xsave() {
     }
 }
 
+/// Turns this core's caches on (CR0.CD and NW clear) before it runs partitions. A core
+/// started by INIT-SIPI comes up with both set (SDM Vol. 3A Table 10-1), and VM entry does
+/// not load CR0.CD/NW from the guest state but keeps the host's (SDM Vol. 3C 28.3.2.1):
+/// left set, the hypervisor and every VT-x partition on the core would run uncached.
+pub fn enable_caches() {
+    use x86_64::registers::control::{Cr0, Cr0Flags};
+    let cr0 = Cr0::read();
+    let off = Cr0Flags::CACHE_DISABLE | Cr0Flags::NOT_WRITE_THROUGH;
+    if cr0.intersects(off) {
+        // SAFETY: clearing CD and NW only enables caching (SDM Vol. 3A 13.5.1, Table 13-5:
+        // normal cache mode); memory types stay as the MTRRs and PAT give them.
+        unsafe { Cr0::write(cr0 - off) };
+    }
+}
+
 pub fn host_xsave_enabled() -> bool {
     HOST_XSAVE.load(core::sync::atomic::Ordering::Relaxed)
 }

@@ -1,6 +1,6 @@
 //! Exception fixups: the few hypervisor instructions whose operand a partition chooses
 //! (RDMSR, WRMSR, XSETBV on its behalf) run here, at known addresses. Should one raise #GP
-//! anyway (a check in `msr.rs` missed something this CPU lacks, or an emulator differs
+//! anyway (a check in `exits/msr.rs` missed something this CPU lacks, or an emulator differs
 //! from the manual), the #GP handler (`idt.rs`) finds the faulting address in
 //! the table `fixup_table` and resumes at the entry's recovery address instead of ending the run; the
 //! function then returns [`Fault`] and the caller answers the partition with #GP. The

@@ -2,7 +2,7 @@
 //!
 //! Every CPU finds its own [`PerCpu`] through the GS base, so the CPU number is one load
 //! (`gs:[0]`) on every log line and exception. Stacks sit behind unmapped guard pages
-//! (see `paging.rs`): an overflow faults instead of corrupting a neighbour.
+//! (see `boot/paging.rs`): an overflow faults instead of corrupting a neighbour.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -97,14 +97,14 @@ pub struct PerCpu {
     /// INIT/SIPI mailbox of the vCPU on this core (see `lapic::send_ipi`).
     startup: AtomicU32,
     /// An INIT arrived that the running vCPU has not acted on yet: it must leave its guest,
-    /// reset and wait for a start-up IPI (`partition::run_vcpu`).
+    /// reset and wait for a start-up IPI (`vcpu::run_vcpu`).
     init_pending: AtomicBool,
     tss: UnsafeCell<TaskStateSegment>,
     gdt: UnsafeCell<GlobalDescriptorTable<8>>,
 }
 
 // SAFETY: `tss` and `gdt` are written only by the owning CPU while it sets itself up
-// (`gdt.rs`), before anything else can look at them; the rest is atomic.
+// (`cpu/gdt.rs`), before anything else can look at them; the rest is atomic.
 unsafe impl Sync for PerCpu {}
 
 impl PerCpu {
@@ -190,7 +190,7 @@ impl PerCpu {
         self.tss.get() as u64
     }
 
-    /// The TSS and GDT, for `gdt.rs` on the owning CPU during its set-up only.
+    /// The TSS and GDT, for `cpu/gdt.rs` on the owning CPU during its set-up only.
     ///
     /// # Safety
     /// Only the CPU this entry belongs to may call this, once, before loading them.

@@ -1,23 +1,26 @@
 //! The MSRs a partition may touch beyond those its MSR bitmap passes through.
 //!
-//! Passed through without exits (see `address_space.rs`): the syscall and segment-base
+//! Passed through without exits (see `backend/address_space.rs`): the syscall and segment-base
 //! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB; EFER exits on SVM, see
 //! [`efer_write`]), IA32_TSC for reading,
 //! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
 //! deadline, EOI, TPR, SVR, ESR, SELF IPI), whose reserved bits the hardware checks; ICR
 //! writes and the LVTs with a delivery mode (and LVT error) exit and are checked here
 //! against the register map (`bulkhead_virt::x2apic`). Without an x2APIC every x2APIC MSR
-//! exits and `apic_access.rs` performs it on the xAPIC, after the same checks. Everything
+//! exits and `lapic/access.rs` performs it on the xAPIC, after the same checks. Everything
 //! else exits here and is answered from this explicit list; anything not on it is refused
 //! with #GP.
 //!
 //! An MSR on the list is forwarded to the hardware only if this CPU has it: the MTRRs
 //! against MTRRCAP (variable pairs below VCNT, the fixed ones with FIX), MISC_ENABLE on
 //! Intel only, TSC_DEADLINE with its CPUID bit. And every access the hypervisor makes on
-//! a partition's behalf runs through `fixup.rs`, so one the hardware refuses anyway
+//! a partition's behalf runs through `cpu/fixup.rs`, so one the hardware refuses anyway
 //! becomes a #GP for the partition rather than an exception in the hypervisor.
 
+use crate::backend::Backend;
+use crate::exits::action::Action;
 use crate::lapic::access as apic_access;
+use crate::log::warn;
 use crate::partition::Partition;
 use bulkhead_virt::apic_base::Mode;
 
@@ -37,7 +40,7 @@ pub const EFER: u32 = 0xc000_0080;
 
 /// MSRs the guest reads directly (writes exit: a partition must not move the TSC of the
 /// core it shares with the hypervisor; its TSC write becomes its vCPU's TSC offset,
-/// `tsc.rs`).
+/// `exits/tsc.rs`).
 pub const READ_ONLY: &[u32] = &[
     0x10, // IA32_TSC
 ];
@@ -106,9 +109,9 @@ fn mtrr_exists(msr: u32) -> bool {
 }
 
 /// Answers an intercepted RDMSR; `None` means #GP.
-pub fn read(msr: u32) -> Option<u64> {
+fn allowed_read(msr: u32) -> Option<u64> {
     match msr {
-        // The vCPU's own local APIC base and mode (`lapic.rs`).
+        // The vCPU's own local APIC base and mode (`lapic/`).
         IA32_APIC_BASE => Some(crate::lapic::base()),
         // The x2APIC registers exist as MSRs in x2APIC mode only (SDM 11.12.2).
         msr if apic_access::X2APIC_MSRS.contains(&msr) => {
@@ -127,15 +130,13 @@ pub fn read(msr: u32) -> Option<u64> {
     }
 }
 
-const X2APIC_ICR: u32 = apic_access::ICR;
-
 /// Answers an intercepted WRMSR; false means #GP. (IA32_APIC_BASE is written through
 /// `lapic::write_base`, which switches the vCPU's MSR bitmap.)
-pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
+fn allowed_write(partition: &Partition, msr: u32, value: u64) -> bool {
     match msr {
         // The x2APIC registers exist as MSRs in x2APIC mode only (SDM 11.12.2).
         msr if apic_access::X2APIC_MSRS.contains(&msr) => {
-            crate::lapic::mode() == Mode::X2Apic && apic_register_write(partition, msr, value)
+            crate::lapic::mode() == Mode::X2Apic && crate::lapic::apic_register_write(partition, msr, value)
         }
         apic_access::TSC_DEADLINE if crate::cpu::capabilities::has_tsc_deadline() => {
             // SAFETY: the TSC deadline of this core's APIC timer, which the partition owns; a
@@ -149,17 +150,75 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
     }
 }
 
-/// A write to one of the partition's local APIC registers, by its x2APIC MSR number, in
-/// either mode (the xAPIC page emulation converts to this form): the ICR and the LVTs with
-/// a delivery mode are checked; false means refused.
-pub fn apic_register_write(partition: &Partition, msr: u32, value: u64) -> bool {
-    // The register map first (existence, reserved bits, LVT modes), for both paths.
-    if !apic_access::check_write(partition, msr, value) {
-        return false;
+/// An RDMSR exit: the value in EDX:EAX, or #GP and a rate-limited log line.
+#[inline(always)]
+pub fn read_exit<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Action {
+    match read_msr(partition, backend, msr) {
+        Some(value) => {
+            let regs = backend.registers();
+            regs.rax = value & 0xffff_ffff;
+            regs.rdx = value >> 32;
+            Action::Resume { skip: true }
+        }
+        None => {
+            if let Some(n) = partition.counters.msr.hit() {
+                warn!(
+                    "partition {=str}: rdmsr {=u32:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
+                    partition.name(),
+                    msr,
+                    backend.rip(),
+                    n
+                );
+            }
+            Action::InjectGp
+        }
     }
+}
+
+/// A WRMSR exit: performed, or #GP and a rate-limited log line.
+#[inline(always)]
+pub fn write_exit<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> Action {
+    if write_msr(partition, backend, msr, value) {
+        Action::Resume { skip: true }
+    } else {
+        if let Some(n) = partition.counters.msr.hit() {
+            warn!(
+                "partition {=str}: wrmsr {=u32:#x} <- {=u64:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
+                partition.name(),
+                msr,
+                value,
+                backend.rip(),
+                n
+            );
+        }
+        Action::InjectGp
+    }
+}
+
+/// An intercepted RDMSR: EFER from the backend (intercepted on SVM only), the synthetic
+/// Hyper-V MSRs, then the allowlist. `None` is #GP.
+fn read_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Option<u64> {
     match msr {
-        X2APIC_ICR => send_ipi(partition, value),
-        msr => apic_access::write(msr, value),
+        EFER => Some(backend.guest_efer()),
+        msr if super::tsc::handles(msr) => super::tsc::read(backend, msr),
+        msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => crate::hyperv::synthetic_msr::read(partition, msr),
+        msr => allowed_read(msr),
+    }
+}
+
+/// An intercepted WRMSR, dispatched as [`read_msr`]. False is #GP.
+fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> bool {
+    match msr {
+        EFER => {
+            let (current, cr0) = (backend.guest_efer(), backend.guest_cr0());
+            efer_write(current, value, cr0).map(|efer| backend.set_guest_efer(efer)).is_some()
+        }
+        msr if super::tsc::handles(msr) => super::tsc::write(backend, msr, value),
+        msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
+            crate::hyperv::synthetic_msr::write(partition, msr, value)
+        }
+        crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(backend, value),
+        msr => allowed_write(partition, msr, value),
     }
 }
 
@@ -182,73 +241,4 @@ pub fn efer_write(current: u64, value: u64, cr0: u64) -> Option<u64> {
         return None;
     }
     Some((value & !LMA) | (current & LMA))
-}
-
-/// XSETBV on behalf of the guest: XCR0 only, and only values the SDM allows (Vol. 1 13.3):
-/// x87 always on; AVX needs SSE; the three AVX-512 components all or none, and only with
-/// AVX; MPX's two components together; AMX's two together; nothing the CPU lacks. Any
-/// value the hardware would refuse must be refused here, or the #GP would hit the
-/// hypervisor.
-pub fn xsetbv(xcr: u32, value: u64) -> bool {
-    const X87: u64 = 1 << 0;
-    const SSE: u64 = 1 << 1;
-    const AVX: u64 = 1 << 2;
-    const MPX: u64 = 0b11 << 3;
-    const AVX512: u64 = 0b111 << 5;
-    const AMX: u64 = 0b11 << 17;
-    let all_or_none = |bits: u64| value & bits == 0 || value & bits == bits;
-    let valid = xcr == 0
-        && value & X87 != 0
-        && (value & AVX == 0 || value & SSE != 0)
-        && all_or_none(AVX512)
-        && (value & AVX512 == 0 || value & AVX != 0)
-        && all_or_none(MPX)
-        && all_or_none(AMX);
-    let leaf = core::arch::x86_64::__cpuid_count(0xd, 0);
-    let supported = u64::from(leaf.eax) | (u64::from(leaf.edx) << 32);
-    if !valid || value & !supported != 0 || !crate::cpu::capabilities::host_xsave_enabled() {
-        return false;
-    }
-    // SAFETY: a value the rules above accept; CR4.OSXSAVE is set on every core at boot; a
-    // #GP (a rule this CPU adds) is recovered and refused.
-    unsafe { crate::cpu::fixup::xsetbv_safe(0, value) }.is_ok()
-}
-
-/// An ICR write in either mode, in x2APIC format (SDM 11.12.9): the destination,
-/// shorthand and delivery policy is `lapic::send_ipi`'s. False means refused.
-fn send_ipi(partition: &Partition, icr: u64) -> bool {
-    crate::lapic::send_ipi(partition, icr)
-}
-
-/// Returns this core's partition-visible state to its power-on shape before a partition
-/// (re)starts on it: the local APIC (passed through) with every LVT masked, the timer and
-/// TSC deadline stopped and nothing left in service, and XCR0 back to x87 only. A restarted
-/// partition must not take its previous run's timer into the fresh payload.
-pub fn reset_core_state() {
-    reset_local_apic();
-    if crate::cpu::capabilities::host_xsave_enabled() {
-        // SAFETY: x87 only is always a valid XCR0.
-        unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 1u32, in("edx") 0u32) };
-    }
-}
-
-/// The partition's local APIC registers back to their power-on shape (SDM 11.4.7.1): every
-/// LVT masked, the timer and TSC deadline stopped, nothing left in service. Also when the
-/// partition disables its APIC through IA32_APIC_BASE (`lapic.rs`), which then must not
-/// deliver anything.
-pub fn reset_local_apic() {
-    const MASKED: u64 = 1 << 16;
-    for lvt in [0x82f, 0x832, 0x833, 0x834, 0x835, 0x836, 0x837] {
-        apic_access::write(lvt, MASKED);
-    }
-    apic_access::write(0x838, 0); // timer initial count
-    if crate::cpu::capabilities::has_tsc_deadline() {
-        // SAFETY: this core's TSC deadline, which the partition on it owns.
-        let _ = unsafe { crate::cpu::fixup::write_msr_safe(apic_access::TSC_DEADLINE, 0) };
-    }
-    // One EOI per in-service vector (ISR, 0x810..=0x817).
-    let in_service: u32 = (0x810..=0x817).map(|r| (apic_access::read(r).unwrap_or(0) as u32).count_ones()).sum();
-    for _ in 0..in_service {
-        apic_access::write(apic_access::EOI, 0);
-    }
 }

@@ -9,9 +9,9 @@
 //! log line naming the bytes), performs it and moves RIP past it.
 //!
 //! A register at offset `o` is the x2APIC register MSR `0x800 + (o >> 4)` (11.12.1.2) and
-//! goes through the same rules as the MSR path (`msr::apic_register_write`: the ICR and
+//! goes through the same rules as the MSR path (`lapic::apic_register_write`: the ICR and
 //! LVT checks), with the xAPIC-format differences: the ID in bits 31:24; LDR and DFR
-//! writable (kept per vCPU, `lapic.rs`); the ICR as two 32-bit halves, where writing the
+//! writable (kept per vCPU, `lapic/`); the ICR as two 32-bit halves, where writing the
 //! low half sends (11.6.1); no SELF IPI register. Bits a register does not define are
 //! dropped before the value reaches the physical APIC (in x2APIC mode they would be #GP
 //! there; an xAPIC ignores them). A refused IPI or LVT value is dropped (an MMIO store
@@ -22,7 +22,7 @@
 //! return all ones, writes are dropped.
 
 use crate::backend::Backend;
-use crate::exits::Action;
+use crate::exits::action::Action;
 use crate::lapic;
 use crate::lapic::access as apic_access;
 use crate::partition::{Fault, Partition};
@@ -203,15 +203,15 @@ fn write(partition: &Partition, offset: u32, value: u32) {
             let destination = lapic::xapic_icr().1 >> 24;
             // Delivery status (bit 12) is read-only.
             let icr = u64::from(value & !(1 << 12)) | (u64::from(destination) << 32);
-            crate::exits::msr::apic_register_write(partition, apic_access::ICR, icr);
+            crate::lapic::apic_register_write(partition, apic_access::ICR, icr);
         }
         // Any value signals EOI / re-arms the ESR in xAPIC mode; x2APIC wants 0 (11.12.1.3).
         EOI | ESR => {
-            crate::exits::msr::apic_register_write(partition, msr, 0);
+            crate::lapic::apic_register_write(partition, msr, 0);
         }
         msr => {
             if let Some(bits) = defined_bits(msr) {
-                crate::exits::msr::apic_register_write(partition, msr, u64::from(value & bits));
+                crate::lapic::apic_register_write(partition, msr, u64::from(value & bits));
             }
         }
     }

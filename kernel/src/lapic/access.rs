@@ -12,7 +12,7 @@
 //! shorthand). Which registers exist and which bits a write may set is the register map
 //! of `bulkhead_virt::x2apic` (SDM Table 11-6), applied by [`check_write`] to every write
 //! the hypervisor performs, on both paths alike; the hardware applies the same rules
-//! itself to the writes that pass through. The hardware accesses go through `fixup.rs`,
+//! itself to the writes that pass through. The hardware accesses go through `cpu/fixup.rs`,
 //! so even a register this map wrongly admits costs the partition a #GP, not the run.
 
 use crate::log::warn;
@@ -44,11 +44,11 @@ pub fn features() -> Features {
 
 /// Whether the x2APIC MSRs are emulated on an xAPIC (the CPU has no x2APIC).
 pub fn emulated() -> bool {
-    !crate::boot::smp::x2apic()
+    !crate::cpu::apic::x2apic()
 }
 
 fn mmio(msr: u32) -> *mut u32 {
-    (crate::boot::smp::xapic_base() + (u64::from(msr - 0x800) << 4)) as *mut u32
+    (crate::cpu::apic::xapic_base() + (u64::from(msr - 0x800) << 4)) as *mut u32
 }
 
 fn mmio_read(msr: u32) -> u32 {

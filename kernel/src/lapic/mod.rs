@@ -9,8 +9,8 @@
 //!   Vol. 3A 11.12.5.1: EN=1, EXTD=0), with BSP set on the partition's first core;
 //! - INIT keeps the mode (11.12.5.1) and resets the other registers (11.4.7.3);
 //! - in xAPIC mode the registers are reached through the emulated xAPIC page
-//!   (`xapic_page.rs`) and the x2APIC MSRs get #GP (11.12.2); in x2APIC mode the MSRs
-//!   work (passed through where the hardware allows, `msr.rs`) and the page reads as in
+//!   (`exits/xapic_page.rs`) and the x2APIC MSRs get #GP (11.12.2); in x2APIC mode the MSRs
+//!   work (passed through where the hardware allows, `exits/msr.rs`) and the page reads as in
 //!   the disabled state; in the disabled state neither works and the LVTs stay masked.
 //!
 //! The x2APIC MSRs pass through the MSR bitmap only while the vCPU is in x2APIC mode: a
@@ -69,7 +69,7 @@ pub fn reset(bsp: bool) {
 }
 
 /// This core's vCPU receives INIT: the mode stays, the xAPIC-only registers return to
-/// their reset values (the caller resets the hardware registers, `msr::reset_core_state`).
+/// their reset values (the caller resets the hardware registers, `vcpu::reset_core_state`).
 pub fn init() {
     let apic = this();
     apic.ldr.store(0, Ordering::Relaxed);
@@ -101,7 +101,7 @@ pub fn write_base<B: Backend>(backend: &mut B, value: u64) -> bool {
     let (old_mode, new_mode) = (apic_base::mode(current), apic_base::mode(new));
     if old_mode != new_mode {
         if new_mode == Mode::Disabled {
-            crate::exits::msr::reset_local_apic();
+            reset_local_apic();
             // Software-disabled, spurious vector 0xFF: the power-up value (SDM 11.4.7.1).
             crate::lapic::access::write(SVR, 0xff);
             init();
@@ -163,7 +163,7 @@ fn max_phys_bits() -> u8 {
 
 /// How often (1 ms apart) an INIT's sender signals a running sibling before going on: the
 /// NMI that takes the sibling out of its guest can land while it is in the hypervisor
-/// (see `containment.rs`), so it is repeated until the sibling took the INIT.
+/// (see `partition/containment.rs`), so it is repeated until the sibling took the INIT.
 const INIT_KICKS: u32 = 5;
 
 /// The APIC IDs of the partition's cores.
@@ -180,7 +180,7 @@ fn own_apic_ids(partition: &Partition) -> impl Iterator<Item = u32> + '_ {
 /// destinations refused.
 ///
 /// INIT and start-up IPIs never reach the hardware: the target core takes them in the
-/// hypervisor (`percpu.rs` mailbox, `partition::run_core`). A refusal is #GP for the
+/// hypervisor (`cpu/percpu.rs` mailbox, `vcpu::run_core`). A refusal is #GP for the
 /// x2APIC MSR (an MMIO write cannot fault: the xAPIC page drops it) and a rate-limited
 /// log line.
 pub fn send_ipi(partition: &Partition, icr: u64) -> bool {
@@ -253,8 +253,43 @@ fn deliver_init(cpu: &'static crate::cpu::percpu::PerCpu) {
         if !cpu.init_pending() {
             return;
         }
-        crate::partition::nmi::signal_sent(cpu.index());
-        crate::boot::smp::send_nmi(cpu.apic_id());
+        crate::cpu::nmi_signal::signal_sent(cpu.index());
+        crate::cpu::apic::send_nmi(cpu.apic_id());
         crate::cpu::time::wait_until(1, || !cpu.init_pending());
+    }
+}
+
+/// A write to one of the partition's local APIC registers, by its x2APIC MSR number, in
+/// either mode (the xAPIC page emulation converts to this form): the ICR and the LVTs with
+/// a delivery mode are checked; false means refused.
+pub fn apic_register_write(partition: &Partition, msr: u32, value: u64) -> bool {
+    // The register map first (existence, reserved bits, LVT modes), for both paths.
+    if !access::check_write(partition, msr, value) {
+        return false;
+    }
+    match msr {
+        access::ICR => send_ipi(partition, value),
+        msr => access::write(msr, value),
+    }
+}
+
+/// The partition's local APIC registers back to their power-on shape (SDM 11.4.7.1): every
+/// LVT masked, the timer and TSC deadline stopped, nothing left in service. Also when the
+/// partition disables its APIC through IA32_APIC_BASE (`lapic/`), which then must not
+/// deliver anything.
+pub fn reset_local_apic() {
+    const MASKED: u64 = 1 << 16;
+    for lvt in [0x82f, 0x832, 0x833, 0x834, 0x835, 0x836, 0x837] {
+        access::write(lvt, MASKED);
+    }
+    access::write(0x838, 0); // timer initial count
+    if crate::cpu::capabilities::has_tsc_deadline() {
+        // SAFETY: this core's TSC deadline, which the partition on it owns.
+        let _ = unsafe { crate::cpu::fixup::write_msr_safe(access::TSC_DEADLINE, 0) };
+    }
+    // One EOI per in-service vector (ISR, 0x810..=0x817).
+    let in_service: u32 = (0x810..=0x817).map(|r| (access::read(r).unwrap_or(0) as u32).count_ones()).sum();
+    for _ in 0..in_service {
+        access::write(access::EOI, 0);
     }
 }

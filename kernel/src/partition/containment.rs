@@ -80,8 +80,8 @@ impl Containment {
                 return Ok(());
             }
             for cpu in siblings.iter().filter(|cpu| parked & (1 << cpu.index()) == 0) {
-                crate::partition::nmi::signal_sent(cpu.index());
-                crate::boot::smp::send_nmi(cpu.apic_id());
+                crate::cpu::nmi_signal::signal_sent(cpu.index());
+                crate::cpu::apic::send_nmi(cpu.apic_id());
             }
             crate::cpu::time::wait_until(1, || self.parked.load(Ordering::Acquire) & all == all);
         }

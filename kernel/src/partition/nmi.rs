@@ -1,6 +1,6 @@
 //! Counting NMIs. The hypervisor uses NMIs for two things, both signals to a sibling core
-//! to take its vCPU out of its guest: the containment leader's stop (`containment.rs`) and
-//! an INIT from a vCPU of the same partition (`lapic.rs`). An NMI is *expected* (counted
+//! to take its vCPU out of its guest: the containment leader's stop (`partition/containment.rs`) and
+//! an INIT from a vCPU of the same partition (`lapic/`). An NMI is *expected* (counted
 //! as a stop signal) when such a sender sent one to this CPU that has not been taken yet (it may
 //! arrive after the stop ended: on SVM a signal held pending by GIF exits right after the
 //! next VMRUN) or the core's partition is being stopped, and *unexpected* otherwise (a
@@ -14,9 +14,9 @@
 //! and all appear in the end-of-run exit counts.
 
 use crate::cpu::percpu::MAX_CPUS;
-use crate::exits::RateLimit;
 use crate::log::warn;
 use crate::partition::Partition;
+use crate::partition::counters::RateLimit;
 use bulkhead_board::tables::MAX_PARTITIONS;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -29,8 +29,6 @@ static LOG_LIMIT: [RateLimit; MAX_PARTITIONS] = [const { RateLimit::new() }; MAX
 /// vCPU loop has logged.
 static UNEXPECTED_IN_HYPERVISOR: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static REPORTED_IN_HYPERVISOR: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-/// Stop signals sent to each CPU and not yet taken (see the module documentation).
-static CREDITS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// Set by the handler once any CPU took an unexpected NMI: until then the check on every
 /// exit ([`report_taken_in_hypervisor`]) is one load of this flag.
 static ANY_UNEXPECTED_IN_HYPERVISOR: AtomicBool = AtomicBool::new(false);
@@ -42,16 +40,10 @@ fn slot(partition: &Partition) -> usize {
     partition.config().id.0 as usize
 }
 
-/// The containment leader (or an INIT's sender) is about to send CPU `index` a signal.
-pub fn signal_sent(index: u32) {
-    CREDITS[index as usize].fetch_add(1, Ordering::Relaxed);
-}
-
 /// Whether an NMI this CPU takes now is a stop signal: one the leader sent and this CPU
 /// has not taken yet (its credit is used up), or one during a stop of `partition`.
 fn is_signal(index: usize, partition: &Partition) -> bool {
-    let credit = CREDITS[index].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
-    credit || partition.containment.stopping()
+    crate::cpu::nmi_signal::take(index) || partition.containment.stopping()
 }
 
 /// The host IDT's NMI handler: counts the NMI for the partition of this core. Lock-free:

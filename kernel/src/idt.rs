@@ -7,10 +7,10 @@
 //!
 //! Every exception in the hypervisor is a failure of the run: it is logged with vector,
 //! error code, RIP and CPU, then the run ends. The one exception is the NMI, which is the
-//! hypervisor's own signal to a core (see `containment.rs`): one that arrives while the
-//! core is in the hypervisor rather than in its guest is counted (`nmi.rs`: a stop signal
+//! hypervisor's own signal to a core (see `partition/containment.rs`): one that arrives while the
+//! core is in the hypervisor rather than in its guest is counted (`partition/nmi.rs`: a stop signal
 //! or unexpected) and returns; the core looks at why it was signalled before it next
-//! enters the guest. And a #GP at one of the instructions `fixup.rs` executes for a
+//! enters the guest. And a #GP at one of the instructions `cpu/fixup.rs` executes for a
 //! partition (RDMSR, WRMSR, XSETBV) resumes at its recovery address, which reports the
 //! fault to the caller.
 
