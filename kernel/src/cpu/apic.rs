@@ -40,6 +40,7 @@ fn this_apic() -> LocalApic {
 
 /// Sends an NMI to the CPU with this APIC ID: the hypervisor's signal that takes a core out
 /// of its guest (NMIs always cause a VM exit, see the backends).
+#[inline]
 pub fn send_nmi(apic_id: u32) {
     this_apic().send(Ipi::nmi(apic_id));
 }

@@ -14,6 +14,7 @@ use crate::partition::Partition;
 /// the fields that describe the APIC ID *layout* (leaf 1 EBX[23:16], leaf 4 EAX[31:26],
 /// the x2APIC ID in leaf 0xB/0x1F EDX) stay as the hardware says; the processor counts
 /// give the partition's cores, one thread per core (see [`extended_topology`]).
+#[inline]
 pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf: u32) {
     const HYPERVISOR_BASE: u32 = 0x4000_0000;
     const CR4_OSXSAVE: u64 = 1 << 18;

@@ -197,6 +197,7 @@ pub fn write_exit<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, 
 
 /// An intercepted RDMSR: EFER from the backend (intercepted on SVM only), the synthetic
 /// Hyper-V MSRs, then the allowlist. `None` is #GP.
+#[inline]
 fn read_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Option<u64> {
     match msr {
         EFER => Some(backend.guest_efer()),
@@ -207,6 +208,7 @@ fn read_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Opt
 }
 
 /// An intercepted WRMSR, dispatched as [`read_msr`]. False is #GP.
+#[inline]
 fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> bool {
     match msr {
         EFER => {

@@ -79,11 +79,13 @@ pub fn init() {
 }
 
 /// The mode of this core's vCPU's local APIC.
+#[inline]
 pub fn mode() -> Mode {
     apic_base::mode(base())
 }
 
 /// IA32_APIC_BASE as this core's vCPU reads it.
+#[inline]
 pub fn base() -> u64 {
     this().base.load(Ordering::Relaxed)
 }
@@ -118,19 +120,23 @@ pub fn apply_mode<B: Backend>(backend: &mut B) {
 
 /// The xAPIC-mode LDR and DFR (their values as written; logical destinations are refused,
 /// see `bulkhead_virt::ipi`, so nothing else reads them).
+#[inline]
 pub fn xapic_ldr() -> u32 {
     this().ldr.load(Ordering::Relaxed)
 }
 
+#[inline]
 pub fn set_xapic_ldr(value: u32) {
     // Only the logical APIC ID (bits 31:24) is writable (SDM 11.6.2.2).
     this().ldr.store(value & 0xff00_0000, Ordering::Relaxed)
 }
 
+#[inline]
 pub fn xapic_dfr() -> u32 {
     this().dfr.load(Ordering::Relaxed)
 }
 
+#[inline]
 pub fn set_xapic_dfr(value: u32) {
     // Only the model (bits 31:28) is writable; the rest reads as ones (SDM 11.6.2.2).
     this().dfr.store(value | 0x0fff_ffff, Ordering::Relaxed)
@@ -143,10 +149,12 @@ pub fn xapic_icr() -> (u32, u32) {
     (apic.icr_low.load(Ordering::Relaxed) & !(1 << 12), apic.icr_high.load(Ordering::Relaxed))
 }
 
+#[inline]
 pub fn set_xapic_icr_high(value: u32) {
     this().icr_high.store(value & 0xff00_0000, Ordering::Relaxed)
 }
 
+#[inline]
 pub fn set_xapic_icr_low(value: u32) {
     this().icr_low.store(value, Ordering::Relaxed)
 }

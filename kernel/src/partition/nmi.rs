@@ -71,6 +71,7 @@ pub fn taken_in_hypervisor() {
 
 /// Runs `take` (which lets the host handler take an NMI an NMI exit left pending) without
 /// the handler counting that NMI again.
+#[inline]
 pub fn drain(take: impl FnOnce()) {
     let index = crate::cpu::percpu::current_index() as usize;
     DRAINING[index].store(true, Ordering::Relaxed);
