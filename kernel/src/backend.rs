@@ -46,7 +46,7 @@ pub trait Backend {
     fn tsc_offset(&mut self) -> u64;
     fn set_tsc_offset(&mut self, offset: u64);
     /// The guest's EFER as the guest sees it, and setting it for an intercepted WRMSR the
-    /// kernel has validated (`msr::efer_write`). Only SVM intercepts EFER: VMRUN needs
+    /// kernel has validated (`bulkhead_virt::control_registers::efer_write`). Only SVM intercepts EFER: VMRUN needs
     /// EFER.SVME in the guest's copy, which the partition must neither clear nor see.
     fn guest_efer(&mut self) -> u64;
     fn set_guest_efer(&mut self, value: u64);

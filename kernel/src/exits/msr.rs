@@ -2,7 +2,7 @@
 //!
 //! Passed through without exits (see `backend/address_space.rs`): the syscall and segment-base
 //! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB; EFER exits on SVM, see
-//! [`efer_write`]), IA32_TSC for reading,
+//! `bulkhead_virt::control_registers::efer_write`), IA32_TSC for reading,
 //! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
 //! deadline, EOI, TPR, SVR, ESR, SELF IPI), whose reserved bits the hardware checks; ICR
 //! writes and the LVTs with a delivery mode (and LVT error) exit and are checked here
@@ -213,7 +213,9 @@ fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value
     match msr {
         EFER => {
             let (current, cr0) = (backend.guest_efer(), backend.guest_cr0());
-            efer_write(current, value, cr0).map(|efer| backend.set_guest_efer(efer)).is_some()
+            bulkhead_virt::control_registers::efer_write(current, value, cr0, crate::cpu::capabilities::has_nx())
+                .map(|efer| backend.set_guest_efer(efer))
+                .is_some()
         }
         msr if super::tsc::handles(msr) => super::tsc::write(backend, msr, value),
         msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
@@ -222,25 +224,4 @@ fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value
         crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(backend, value),
         msr => allowed_write(partition, msr, value),
     }
-}
-
-/// A partition's write of `value` to EFER, where the backend intercepts it (SVM): the new
-/// EFER, or `None` for #GP, as WRMSR decides on a CPU without SVM (APM Vol. 2 3.1.7):
-/// only SCE, LME, LMA and NXE (where the CPU has NX) may be set; SVME is refused because
-/// CPUID does not offer SVM to partitions. LME cannot change while paging is on (CR0.PG);
-/// LMA is read-only and keeps its value, whatever is written.
-pub fn efer_write(current: u64, value: u64, cr0: u64) -> Option<u64> {
-    const SCE: u64 = 1 << 0;
-    const LME: u64 = 1 << 8;
-    const LMA: u64 = 1 << 10;
-    const NXE: u64 = 1 << 11;
-    const CR0_PG: u64 = 1 << 31;
-    let nxe = if crate::cpu::capabilities::has_nx() { NXE } else { 0 };
-    if value & !(SCE | LME | LMA | nxe) != 0 {
-        return None;
-    }
-    if cr0 & CR0_PG != 0 && (value ^ current) & LME != 0 {
-        return None;
-    }
-    Some((value & !LMA) | (current & LMA))
 }
