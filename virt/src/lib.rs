@@ -20,6 +20,7 @@
 //! | [`cpuid`] | the CPUID features hidden from partitions (their MSRs or instructions are refused) |
 //! | [`tsc`] | a guest's TSC deadline between its offset TSC and the hardware's |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
+//! | [`msr_map`] | the MSRs a partition reads or writes without an exit |
 //! | [`apic_base`] | IA32_APIC_BASE of a partition's local APIC: its mode state machine |
 //! | [`mmio_decode`] | decoding the MOV that touched an emulated MMIO page (the xAPIC page) |
 //! | [`x2apic`] | the x2APIC register map: which registers exist, may be read or written, and with which bits |
@@ -49,6 +50,7 @@ pub mod hyperv_msr;
 pub mod ipi;
 pub mod memory;
 pub mod mmio_decode;
+pub mod msr_map;
 pub mod multiboot1;
 pub mod pages;
 pub mod slat;

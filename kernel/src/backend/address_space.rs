@@ -93,19 +93,19 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
 /// no more exits than before.
 pub fn msr_permissions(exclude: &[u32], x2apic: bool) -> Result<MsrPermissions, ()> {
     let mut msrs = MsrPermissions::new();
-    for &msr in crate::exits::msr::PASS_THROUGH.iter().filter(|m| !exclude.contains(m)) {
+    for &msr in bulkhead_virt::msr_map::PASS_THROUGH.iter().filter(|m| !exclude.contains(m)) {
         msrs.allow_read(msr).map_err(|_| ())?;
         msrs.allow_write(msr).map_err(|_| ())?;
     }
-    for &msr in crate::exits::msr::READ_ONLY {
+    for &msr in bulkhead_virt::msr_map::READ_ONLY {
         msrs.allow_read(msr).map_err(|_| ())?;
     }
     if x2apic && !crate::lapic::access::emulated() {
-        let reads = crate::exits::msr::X2APIC_READ.chain(core::iter::once(crate::lapic::access::TSC_DEADLINE));
+        let reads = bulkhead_virt::msr_map::X2APIC_READ.chain(core::iter::once(crate::lapic::access::TSC_DEADLINE));
         for msr in reads.filter(|m| !exclude.contains(m)) {
             msrs.allow_read(msr).map_err(|_| ())?;
         }
-        for &msr in crate::exits::msr::X2APIC_WRITE.iter().filter(|m| !exclude.contains(m)) {
+        for &msr in bulkhead_virt::msr_map::X2APIC_WRITE.iter().filter(|m| !exclude.contains(m)) {
             msrs.allow_write(msr).map_err(|_| ())?;
         }
     }

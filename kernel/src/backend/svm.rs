@@ -64,9 +64,9 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
         let (root, io) = address_space::build::<Npt>(partition, &mut pages.npt)?;
         io.svm_iopm(&mut pages.iopm.0);
         // EFER exits: the VMCB's copy must keep SVME, which the partition must not see.
-        address_space::msr_permissions(&[crate::exits::msr::EFER], true)?.svm_msrpm(&mut pages.msrpm.0);
-        address_space::msr_permissions(&[crate::exits::msr::EFER], false)?.svm_msrpm(&mut pages.msrpm_trap.0);
-        address_space::msr_permissions(&[crate::exits::msr::EFER, crate::lapic::access::TSC_DEADLINE], true)?
+        address_space::msr_permissions(&[bulkhead_virt::msr_map::EFER], true)?.svm_msrpm(&mut pages.msrpm.0);
+        address_space::msr_permissions(&[bulkhead_virt::msr_map::EFER], false)?.svm_msrpm(&mut pages.msrpm_trap.0);
+        address_space::msr_permissions(&[bulkhead_virt::msr_map::EFER, crate::lapic::access::TSC_DEADLINE], true)?
             .svm_msrpm(&mut pages.msrpm_tsc_offset.0);
         Ok(root)
     })

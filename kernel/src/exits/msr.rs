@@ -1,6 +1,6 @@
 //! The MSRs a partition may touch beyond those its MSR bitmap passes through.
 //!
-//! Passed through without exits (see `backend/address_space.rs`): the syscall and segment-base
+//! Passed through without exits (`bulkhead_virt::msr_map`, laid out by `backend/address_space.rs`): the syscall and segment-base
 //! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB; EFER exits on SVM, see
 //! `bulkhead_virt::control_registers::efer_write`), IA32_TSC for reading,
 //! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
@@ -23,6 +23,7 @@ use crate::lapic::access as apic_access;
 use crate::log::warn;
 use crate::partition::Partition;
 use bulkhead_virt::apic_base::Mode;
+use bulkhead_virt::msr_map::EFER;
 
 const IA32_MTRR_FIX64K: u32 = 0x250;
 const IA32_MTRR_FIX16K: [u32; 2] = [0x258, 0x259];
@@ -35,49 +36,6 @@ const IA32_MISC_ENABLE: u32 = 0x1a0;
 const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
 const IA32_MTRR_FIRST: u32 = 0x200;
 const IA32_MTRR_LAST: u32 = 0x26f;
-/// Extended feature enable register (APM Vol. 2 3.1.7, SDM Vol. 3 2.2.1).
-pub const EFER: u32 = 0xc000_0080;
-
-/// MSRs the guest reads directly (writes exit: a partition must not move the TSC of the
-/// core it shares with the hypervisor; its TSC write becomes its vCPU's TSC offset,
-/// `exits/tsc.rs`).
-pub const READ_ONLY: &[u32] = &[
-    0x10, // IA32_TSC
-];
-
-/// MSRs the guest reads and writes directly (MSR bitmap clear).
-pub const PASS_THROUGH: &[u32] = &[
-    0x174, // SYSENTER_CS
-    0x175, // SYSENTER_ESP
-    0x176, // SYSENTER_EIP
-    0x277, // PAT
-    EFER,
-    0xc000_0081, // STAR
-    0xc000_0082, // LSTAR
-    0xc000_0083, // CSTAR
-    0xc000_0084, // SFMASK
-    0xc000_0100, // FS_BASE
-    0xc000_0101, // GS_BASE
-    0xc000_0102, // KERNEL_GS_BASE
-    0xc000_0103, // TSC_AUX
-];
-
-/// x2APIC registers (SDM Table 11-6) a partition reads directly: ID through self-IPI (the
-/// x2APIC hardware answers a register it lacks with #GP in the partition).
-pub const X2APIC_READ: core::ops::RangeInclusive<u32> = 0x802..=0x83f;
-/// x2APIC registers a partition writes directly (`bulkhead_virt::x2apic`), and the TSC
-/// deadline.
-pub const X2APIC_WRITE: &[u32] = &{
-    const N: usize = bulkhead_virt::x2apic::WRITES_WITHOUT_EXIT.len();
-    let mut msrs = [apic_access::TSC_DEADLINE; N + 1];
-    let mut i = 0;
-    while i < N {
-        msrs[i] = bulkhead_virt::x2apic::WRITES_WITHOUT_EXIT[i];
-        i += 1;
-    }
-    msrs
-};
-
 /// RDMSR of an MSR the partition may read, checked to exist; `None` (#GP) if the hardware
 /// refuses it all the same.
 fn hardware_safe(msr: u32) -> Option<u64> {
