@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod controls;
+pub mod exit;
 pub mod run;
 pub mod vmcs;
 pub mod vmxon;

@@ -145,6 +145,7 @@ impl Backend for SvmCore {
         Ok(())
     }
 
+    #[inline]
     fn run(&mut self) -> Exit {
         let exit = self.vcpu().run();
         if exit == Exit::Nmi {

@@ -134,6 +134,7 @@ impl Backend for VmxCore {
         Ok(())
     }
 
+    #[inline]
     fn run(&mut self) -> Exit {
         self.vcpu.as_mut().expect("started before running").run()
     }
