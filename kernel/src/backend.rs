@@ -16,7 +16,7 @@ pub trait Backend {
     /// (Re)starts the vCPU of `partition` on this core at `entry`.
     fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()>;
     /// Runs the guest to its next exit.
-    fn run(&mut self) -> Exit;
+    fn enter_guest(&mut self) -> Exit;
     /// The guest RIP at the last exit (read only when a log line or fault needs it: the
     /// common exits do not).
     fn rip(&mut self) -> u64;

@@ -16,7 +16,7 @@
 
 use crate::cpu::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use crate::log::error;
-use crate::run;
+use crate::run_end;
 use bulkhead_drivers::lapic::SPURIOUS_VECTOR;
 use core::cell::UnsafeCell;
 use x86_64::VirtAddr;
@@ -293,5 +293,5 @@ extern "C" fn exception_entry(frame: &mut ExceptionFrame) {
         "registers: rax={=u64:#x} rbx={=u64:#x} rcx={=u64:#x} rdx={=u64:#x} rsi={=u64:#x} rdi={=u64:#x} rbp={=u64:#x}",
         frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp
     );
-    run::fail("cpu exception");
+    run_end::fail("cpu exception");
 }

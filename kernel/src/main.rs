@@ -17,7 +17,7 @@ mod idt;
 mod lapic;
 mod log;
 mod partition;
-mod run;
+mod run_end;
 mod vcpu;
 
 use crate::log::{error, info};
@@ -42,7 +42,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         Ok(boot) => boot,
         Err(e) => {
             error!("boot information unusable: {}", e);
-            run::fail("not booted by a multiboot2 loader");
+            run_end::fail("not booted by a multiboot2 loader");
         }
     };
     // Whatever GRUB left in partition memory moves to the hypervisor's before use.
@@ -54,7 +54,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     relocate::modules(&mut boot);
     let boot = bootinfo::publish(boot);
     let switches = Switches::parse(boot.command_line);
-    run::set_emulator_exit(switches.emulator_exit);
+    run_end::set_emulator_exit(switches.emulator_exit);
     boot.log();
 
     boot::board_check::log_summary();
@@ -69,7 +69,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
                 "paging: {=u64} writable+executable mappings, first at {=u64:#x}",
                 audit.writable_executable, address
             );
-            run::fail("page tables map memory writable and executable");
+            run_end::fail("page tables map memory writable and executable");
         }
         info!("paging: audit ok, {=u64} leaf mappings, none writable+executable", audit.leaves);
     } else {
@@ -111,14 +111,14 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     }
 
     let Some(rsdp) = boot.rsdp else {
-        run::fail("no ACPI RSDP from the bootloader: cannot find the CPUs");
+        run_end::fail("no ACPI RSDP from the bootloader: cannot find the CPUs");
     };
     // SAFETY: the RSDP copy lies in the boot information, identity-mapped.
     let cpus = match unsafe { madt::processors(rsdp) } {
         Ok(cpus) => cpus,
         Err(e) => {
             error!("acpi: {}", e);
-            run::fail("cannot read the ACPI MADT");
+            run_end::fail("cannot read the ACPI MADT");
         }
     };
     if cpus.ignored > 0 {
@@ -127,10 +127,10 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     info!("acpi: MADT lists {=usize} cpus", cpus.apic_ids.len());
     let smp = smp::start_aps(boot, &apic, &cpus, cr3, switches.test == Some(TestAction::SkipAp));
     if smp.online != smp.expected {
-        run::fail("not every cpu came up");
+        run_end::fail("not every cpu came up");
     }
     if boot::board_check::check_board(boot, &cpus) > 0 {
-        run::fail("this machine does not match the compiled board");
+        run_end::fail("this machine does not match the compiled board");
     }
     let backend = if cpu.caps.vmx && cpu.caps.second_level_paging && cpu.caps.unrestricted_guest {
         BackendKind::Vmx
@@ -141,7 +141,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
             "partitions need VT-x with EPT and unrestricted guest, or AMD SVM with nested paging; this CPU ({=str}) has neither: no partition is started",
             cpu.vendor.name()
         );
-        run::succeed();
+        run_end::succeed();
     };
     info!(
         "backend: {=str}{=str}",
@@ -199,20 +199,20 @@ fn core_main() -> ! {
     let cpu = percpu::current();
     let Some((partition, first_core)) = partition::for_apic_id(cpu.apic_id()) else {
         info!("cpu {=u32}: no partition on this core; idle", cpu.index());
-        run::halt_forever()
+        run_end::halt_forever()
     };
     let boot = bootinfo::get().expect("published before the APs were released");
     capabilities::enable_host_xsave();
     let backend = BACKEND.load(core::sync::atomic::Ordering::Relaxed);
     let started = if backend == BackendKind::Vmx as u8 {
-        backend::vmx::VmxCore::enable().map(|mut b| vcpu::run_core(partition, boot, &mut b, first_core))
+        backend::vmx::VmxCore::enable().map(|mut b| vcpu::core_loop(partition, boot, &mut b, first_core))
     } else if backend == BackendKind::Svm as u8 {
         backend::svm::SvmCore::enable().map(|mut b| {
-            vcpu::run_core(partition, boot, &mut b, first_core);
+            vcpu::core_loop(partition, boot, &mut b, first_core);
             b.retire()
         })
     } else {
-        run::halt_forever()
+        run_end::halt_forever()
     };
     if started.is_err() {
         error!(
@@ -221,5 +221,5 @@ fn core_main() -> ! {
             partition.name()
         );
     }
-    run::halt_forever()
+    run_end::halt_forever()
 }

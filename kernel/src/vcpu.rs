@@ -65,7 +65,7 @@ enum Stop {
 /// payload and starts at its entry; every other core waits for the partition's INIT/SIPI.
 /// A fault on any core stops all of the partition's cores (see `partition/containment.rs`) before
 /// the policy is applied.
-pub fn run_core<B: Backend>(partition: &'static Partition, boot: &BootInfo, backend: &mut B, first_core: bool) {
+pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, backend: &mut B, first_core: bool) {
     let cpu = crate::cpu::percpu::current();
     // RESET (the partition starts) or INIT (a sibling reset this vCPU, SDM 9.4, 11.4.7.3):
     // both reset the registers; INIT keeps the APIC mode and waits for a start-up IPI,
@@ -79,7 +79,7 @@ pub fn run_core<B: Backend>(partition: &'static Partition, boot: &BootInfo, back
             crate::lapic::init();
         }
         let stop = match start_vcpu(partition, boot, backend, first_core && reset) {
-            Ok(true) => run_vcpu(partition, backend),
+            Ok(true) => exit_loop(partition, backend),
             Ok(false) => Stop::Signalled(None),
             Err(fault) => Stop::Fault(fault, 0),
         };
@@ -151,7 +151,7 @@ fn start_vcpu<B: Backend>(
 }
 
 /// Runs the guest until it faults or its partition is stopped from another core.
-fn run_vcpu<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop {
+fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop {
     let mut nmi_rip = None;
     let cpu = crate::cpu::percpu::current();
     loop {
@@ -161,7 +161,7 @@ fn run_vcpu<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop 
         if cpu.init_pending() {
             return Stop::Init;
         }
-        let exit = backend.run();
+        let exit = backend.enter_guest();
         nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
         partition.exits.count(&exit);
         match crate::exits::handle(partition, backend, exit) {
@@ -175,7 +175,11 @@ fn run_vcpu<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop 
             Action::Report { pass } => {
                 info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
                 log_exit_counts();
-                if pass { crate::run::succeed() } else { crate::run::fail("a partition reported a failed test") }
+                if pass {
+                    crate::run_end::succeed()
+                } else {
+                    crate::run_end::fail("a partition reported a failed test")
+                }
             }
             Action::Fault(fault) => return Stop::Fault(fault, backend.rip()),
         }

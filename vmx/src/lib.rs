@@ -8,9 +8,9 @@
 
 pub mod controls;
 pub mod exit;
-pub mod run;
 pub mod vmcs;
 pub mod vmxon;
+pub mod world_switch;
 
 /// A 4 KiB-aligned page, for the VMXON region, VMCS and bitmaps.
 pub use bulkhead_virt::pages::Page;

@@ -4,10 +4,10 @@
 use crate::Page;
 use crate::controls::{MissingControl, Want, adjust};
 use crate::exit::ExitFields;
-use crate::run::{self, GuestRegisters};
 use crate::vmxon::{
     IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1, revision_id,
 };
+use crate::world_switch::{self, GuestRegisters};
 use bulkhead_virt::control_registers::{hardware_value, owned_bits};
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{
@@ -355,7 +355,7 @@ impl Vcpu {
         vmwrite(host::IA32_SYSENTER_EIP, 0)?;
         vmwrite(host::IA32_EFER_FULL, rdmsr(IA32_EFER))?;
         vmwrite(host::IA32_PAT_FULL, rdmsr(IA32_PAT))?;
-        vmwrite(host::RIP, run::exit_handler_address())?;
+        vmwrite(host::RIP, world_switch::exit_handler_address())?;
         Ok(())
     }
 
@@ -604,15 +604,15 @@ impl Vcpu {
     }
 
     /// Runs the guest until it exits; returns what it did.
-    pub fn run(&mut self) -> Exit {
+    pub fn enter_guest(&mut self) -> Exit {
         // SAFETY: `new` set up and loaded the VMCS with HOST_RIP at the exit handler.
-        if !unsafe { run::enter(&mut self.registers, self.launched) } {
+        if !unsafe { world_switch::enter(&mut self.registers, self.launched) } {
             return Exit::Unhandled { reason: u32::MAX, qualification: vmread(ro::VM_INSTRUCTION_ERROR) };
         }
         self.launched = true;
         let exit = self.decode();
         if exit == Exit::Nmi {
-            run::unblock_nmis();
+            world_switch::unblock_nmis();
         }
         exit
     }

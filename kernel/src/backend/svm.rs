@@ -113,7 +113,7 @@ impl SvmCore {
     pub fn retire(self) {
         // SAFETY: SVM is on (this value exists only after `enable`), RFLAGS.IF is clear in
         // the hypervisor, and the host IDT's NMI handler only returns.
-        unsafe { bulkhead_svm::run::stgi() }
+        unsafe { bulkhead_svm::world_switch::stgi() }
     }
 }
 
@@ -146,8 +146,8 @@ impl Backend for SvmCore {
     }
 
     #[inline]
-    fn run(&mut self) -> Exit {
-        let exit = self.vcpu().run();
+    fn enter_guest(&mut self) -> Exit {
+        let exit = self.vcpu().enter_guest();
         if exit == Exit::Nmi {
             // The exit left the NMI pending: the host handler takes it now, and does not
             // count it a second time (`partition/nmi.rs` counts the exit).

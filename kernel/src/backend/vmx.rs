@@ -135,8 +135,8 @@ impl Backend for VmxCore {
     }
 
     #[inline]
-    fn run(&mut self) -> Exit {
-        self.vcpu.as_mut().expect("started before running").run()
+    fn enter_guest(&mut self) -> Exit {
+        self.vcpu.as_mut().expect("started before running").enter_guest()
     }
 
     fn rip(&mut self) -> u64 {

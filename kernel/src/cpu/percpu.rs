@@ -97,7 +97,7 @@ pub struct PerCpu {
     /// INIT/SIPI mailbox of the vCPU on this core (see `lapic::send_ipi`).
     startup: AtomicU32,
     /// An INIT arrived that the running vCPU has not acted on yet: it must leave its guest,
-    /// reset and wait for a start-up IPI (`vcpu::run_vcpu`).
+    /// reset and wait for a start-up IPI (`vcpu::exit_loop`).
     init_pending: AtomicBool,
     tss: UnsafeCell<TaskStateSegment>,
     gdt: UnsafeCell<GlobalDescriptorTable<8>>,

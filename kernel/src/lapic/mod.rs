@@ -188,7 +188,7 @@ fn own_apic_ids(partition: &Partition) -> impl Iterator<Item = u32> + '_ {
 /// destinations refused.
 ///
 /// INIT and start-up IPIs never reach the hardware: the target core takes them in the
-/// hypervisor (`cpu/percpu.rs` mailbox, `vcpu::run_core`). A refusal is #GP for the
+/// hypervisor (`cpu/percpu.rs` mailbox, `vcpu::core_loop`). A refusal is #GP for the
 /// x2APIC MSR (an MMIO write cannot fault: the xAPIC page drops it) and a rate-limited
 /// log line.
 pub fn send_ipi(partition: &Partition, icr: u64) -> bool {

@@ -160,7 +160,7 @@ impl Partition {
     pub fn gives_verdict(&self) -> bool {
         match SYSTEM.hypervisor.verdict_partition {
             Some(id) => id == self.config.id,
-            None => crate::run::emulator_exit(),
+            None => crate::run_end::emulator_exit(),
         }
     }
 

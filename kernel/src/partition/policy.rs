@@ -94,7 +94,7 @@ impl Partition {
             }
             FaultPolicy::ResetBoard => {
                 error!("partition {=str}: policy reset-board: resetting the board", self.name());
-                crate::run::reset_board()
+                crate::run_end::reset_board()
             }
         }
     }
