@@ -9,7 +9,6 @@ use bulkhead_board::tables::{Access, MAX_PARTITIONS};
 use bulkhead_virt::bitmap::{IoPermissions, MsrPermissions};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, MemoryType, Slat};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 fn attributes(access: Access, memory_type: MemoryType) -> Attributes {
     Attributes { read: access.read, write: access.write, execute: access.execute, memory_type }
@@ -119,46 +118,18 @@ pub struct Owned<T, const N: usize>(pub UnsafeCell<[T; N]>);
 // SAFETY: see the type's documentation: every entry has a single writer.
 unsafe impl<T, const N: usize> Sync for Owned<T, N> {}
 
-const NOT_BUILT: u8 = 0;
-const BUILDING: u8 = 1;
-const BUILT: u8 = 2;
-const FAILED: u8 = 3;
-
 /// Builds each partition's tables exactly once, by whichever of its cores comes first; the
-/// others wait and share the result (a root address).
-pub struct BuildOnce {
-    state: [AtomicU8; MAX_PARTITIONS],
-    root: [AtomicU64; MAX_PARTITIONS],
-}
+/// others wait and share the result (a root address, or the failure).
+pub struct BuildOnce([spin::Once<Result<u64, ()>>; MAX_PARTITIONS]);
 
 impl BuildOnce {
     pub const fn new() -> Self {
-        BuildOnce {
-            state: [const { AtomicU8::new(NOT_BUILT) }; MAX_PARTITIONS],
-            root: [const { AtomicU64::new(0) }; MAX_PARTITIONS],
-        }
+        BuildOnce([const { spin::Once::new() }; MAX_PARTITIONS])
     }
 
     /// The partition's root, running `build` if no core built it yet. `build` runs on one
     /// core only, which makes it the only writer of that partition's table pages.
     pub fn get(&self, partition: &Partition, build: impl FnOnce() -> Result<u64, ()>) -> Result<u64, ()> {
-        let id = partition.config().id.0 as usize;
-        loop {
-            match self.state[id].compare_exchange(NOT_BUILT, BUILDING, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => break,
-                Err(BUILT) => return Ok(self.root[id].load(Ordering::Acquire)),
-                Err(FAILED) => return Err(()),
-                Err(_) => core::hint::spin_loop(),
-            }
-        }
-        let result = build();
-        match result {
-            Ok(root) => {
-                self.root[id].store(root, Ordering::Release);
-                self.state[id].store(BUILT, Ordering::Release);
-            }
-            Err(()) => self.state[id].store(FAILED, Ordering::Release),
-        }
-        result
+        *self.0[partition.config().id.0 as usize].call_once(build)
     }
 }
