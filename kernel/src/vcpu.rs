@@ -146,7 +146,8 @@ fn start_vcpu<B: Backend>(
         startup_entry(vector)
     };
     backend.start(partition, &entry).map_err(|()| Fault::VcpuSetup)?;
-    crate::lapic::apply_mode(backend);
+    // The MSR bitmap for the mode the vCPU's local APIC has now.
+    backend.set_x2apic_passthrough(crate::lapic::mode() == bulkhead_virt::apic_base::Mode::X2Apic);
     Ok(true)
 }
 

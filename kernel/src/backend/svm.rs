@@ -180,6 +180,7 @@ impl Backend for SvmCore {
         self.vcpu().guest_cr3_and_cs_base()
     }
 
+    #[inline]
     fn set_x2apic_passthrough(&mut self, on: bool) {
         self.vcpu().set_x2apic_passthrough(on);
     }

@@ -163,6 +163,7 @@ impl Backend for VmxCore {
         self.vcpu.as_mut().expect("started").guest_cr3_and_cs_base()
     }
 
+    #[inline]
     fn set_x2apic_passthrough(&mut self, on: bool) {
         self.vcpu.as_mut().expect("started").set_x2apic_passthrough(on);
     }

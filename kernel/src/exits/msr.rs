@@ -179,7 +179,7 @@ fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value
         msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
             crate::hyperv::synthetic_msr::write(partition, msr, value)
         }
-        crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(backend, value),
+        crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(value, |on| backend.set_x2apic_passthrough(on)),
         msr => allowed_write(partition, msr, value),
     }
 }

@@ -18,7 +18,6 @@
 
 pub mod access;
 
-use crate::backend::Backend;
 use crate::cpu::percpu::MAX_CPUS;
 use crate::log::warn;
 use crate::partition::Partition;
@@ -70,6 +69,7 @@ pub fn reset(bsp: bool) {
 
 /// This core's vCPU receives INIT: the mode stays, the xAPIC-only registers return to
 /// their reset values (the caller resets the hardware registers, `vcpu::reset_core_state`).
+#[inline]
 pub fn init() {
     let apic = this();
     apic.ldr.store(0, Ordering::Relaxed);
@@ -90,10 +90,12 @@ pub fn base() -> u64 {
     this().base.load(Ordering::Relaxed)
 }
 
-/// A WRMSR to IA32_APIC_BASE; false is #GP. A mode change switches the vCPU's MSR bitmap;
-/// entering the disabled state resets the APIC's registers (LVTs masked, timer stopped,
-/// software-disabled: SDM 11.4.3, the state a re-enabled APIC starts from).
-pub fn write_base<B: Backend>(backend: &mut B, value: u64) -> bool {
+/// A WRMSR to IA32_APIC_BASE; false is #GP. A mode change switches the vCPU's MSR bitmap
+/// (`x2apic_passthrough`, the backend's `set_x2apic_passthrough`); entering the disabled
+/// state resets the APIC's registers (LVTs masked, timer stopped, software-disabled: SDM
+/// 11.4.3, the state a re-enabled APIC starts from).
+#[inline]
+pub fn write_base(value: u64, x2apic_passthrough: impl FnOnce(bool)) -> bool {
     let current = base();
     // A refusal is logged (rate-limited) by the caller with the other refused WRMSRs.
     let Ok(new) = apic_base::write(current, value, max_phys_bits()) else {
@@ -108,14 +110,9 @@ pub fn write_base<B: Backend>(backend: &mut B, value: u64) -> bool {
             crate::lapic::access::write(SVR, 0xff);
             init();
         }
-        backend.set_x2apic_passthrough(new_mode == Mode::X2Apic);
+        x2apic_passthrough(new_mode == Mode::X2Apic);
     }
     true
-}
-
-/// The vCPU (re)starts on this core: selects its MSR bitmap for the mode it has now.
-pub fn apply_mode<B: Backend>(backend: &mut B) {
-    backend.set_x2apic_passthrough(mode() == Mode::X2Apic);
 }
 
 /// The xAPIC-mode LDR and DFR (their values as written; logical destinations are refused,
