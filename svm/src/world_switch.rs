@@ -46,38 +46,17 @@ bulkhead_svm_run:
     vmsave rax
     mov rax, rsi
     vmload rax
-    mov rbx, [rdi + {rbx}]
-    mov rcx, [rdi + {rcx}]
-    mov rdx, [rdi + {rdx}]
-    mov rsi, [rdi + {rsi}]
-    mov rbp, [rdi + {rbp}]
-    mov r8,  [rdi + {r8}]
-    mov r9,  [rdi + {r9}]
-    mov r10, [rdi + {r10}]
-    mov r11, [rdi + {r11}]
-    mov r12, [rdi + {r12}]
-    mov r13, [rdi + {r13}]
-    mov r14, [rdi + {r14}]
-    mov r15, [rdi + {r15}]
-    mov rdi, [rdi + {rdi}]
+    "#,
+    bulkhead_virt::load_guest_registers!(),
+    r#"
     vmrun rax
     /* #VMEXIT: RSP, RIP and RFLAGS are the host's again, GIF = 0; every other general
        register holds the guest's value. Stack: guest VMCB, host VMCB, register block. */
     push rdi
     mov rdi, [rsp + 24]
-    mov [rdi + {rbx}], rbx
-    mov [rdi + {rcx}], rcx
-    mov [rdi + {rdx}], rdx
-    mov [rdi + {rsi}], rsi
-    mov [rdi + {rbp}], rbp
-    mov [rdi + {r8}],  r8
-    mov [rdi + {r9}],  r9
-    mov [rdi + {r10}], r10
-    mov [rdi + {r11}], r11
-    mov [rdi + {r12}], r12
-    mov [rdi + {r13}], r13
-    mov [rdi + {r14}], r14
-    mov [rdi + {r15}], r15
+    "#,
+    bulkhead_virt::store_guest_registers!(),
+    r#"
     pop rax
     mov [rdi + {rdi}], rax
     pop rax
