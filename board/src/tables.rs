@@ -6,7 +6,7 @@
 
 /// Most CPUs a board may list, and the bound on their core numbers (`0..MAX_CPUS`): the
 /// kernel sizes its per-CPU state from this and indexes per-core state (the SynIC registers
-/// in kernel/src/hyperv/mod.rs) by core number. kernel/src/percpu.rs re-exports it.
+/// in kernel/src/hyperv/mod.rs) by core number. kernel/src/cpu/percpu.rs re-exports it.
 pub const MAX_CPUS: usize = 16;
 /// Partitions are [`PartitionId`]s (a `u8`) and index the kernel's per-partition arrays.
 pub const MAX_PARTITIONS: usize = 8;
@@ -31,7 +31,7 @@ pub const MAX_CMDLINE_BYTES: usize = 4095;
 /// its initrd, if any.
 pub const MAX_BOOT_MODULES: usize = 16;
 /// Second-level (EPT/NPT) page tables the kernel holds for one partition's address space
-/// (kernel/src/vmx_core.rs `EPT_TABLES`, kernel/src/svm_core.rs `NPT_TABLES`): the root and
+/// (kernel/src/backend/vmx.rs `EPT_TABLES`, kernel/src/backend/svm.rs `NPT_TABLES`): the root and
 /// every table its memory, shared regions and device MMIO need. Validation builds each
 /// address space with the kernel's builder and refuses a layout that needs more.
 pub const SLAT_TABLES_PER_PARTITION: usize = 32;

@@ -638,7 +638,7 @@ struct Mapping {
 
 /// Builds each partition's second-level tables with the kernel's own builder
 /// (`bulkhead_virt::slat`) from a pool of [`SLAT_TABLES_PER_PARTITION`] tables, mapping what
-/// kernel/src/address_space.rs maps, in its order: the partition's memory regions, the
+/// kernel/src/backend/address_space.rs maps, in its order: the partition's memory regions, the
 /// shared regions it takes part in, its devices' MMIO ranges and memory BARs. A layout that
 /// needs more tables (`limit-exceeded`) or maps a device over memory (`memory-overlap-guest`)
 /// is refused here instead of failing when the partition starts. `hosts` are the resolved

@@ -1,6 +1,12 @@
 //! The one interface between the arch-neutral partition code and a virtualization backend
 //! (VT-x and SVM). A backend runs one vCPU on the current core.
 
+// The two implementations and the address-space builder they share, in `backend/`; this
+// file is only the interface, below everything that programs against it.
+pub mod address_space;
+pub mod svm;
+pub mod vmx;
+
 use crate::partition::Partition;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::GuestRegisters;
@@ -10,7 +16,7 @@ pub trait Backend {
     /// (Re)starts the vCPU of `partition` on this core at `entry`.
     fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()>;
     /// Runs the guest to its next exit.
-    fn run(&mut self) -> Exit;
+    fn enter_guest(&mut self) -> Exit;
     /// The guest RIP at the last exit (read only when a log line or fault needs it: the
     /// common exits do not).
     fn rip(&mut self) -> u64;
@@ -23,7 +29,7 @@ pub trait Backend {
     fn guest_cr3_and_cs_base(&mut self) -> (u64, u64);
     /// Selects the partition's MSR bitmap that passes the x2APIC registers through (`true`:
     /// this vCPU's local APIC is in x2APIC mode) or the one where they exit (xAPIC or
-    /// disabled mode: they must get #GP, see `lapic.rs`).
+    /// disabled mode: they must get #GP, see `lapic/`).
     fn set_x2apic_passthrough(&mut self, on: bool);
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
     /// The guest's CR0 and CR4 as the guest sees them (CR4 for CPUID's OSXSAVE bit, CR0
@@ -36,11 +42,11 @@ pub trait Backend {
     fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool);
     fn set_guest_cr4(&mut self, value: u64);
     /// The guest's TSC offset (added to every TSC read of the guest, without exits), and
-    /// setting it (`tsc.rs`).
+    /// setting it (`exits/tsc.rs`).
     fn tsc_offset(&mut self) -> u64;
     fn set_tsc_offset(&mut self, offset: u64);
     /// The guest's EFER as the guest sees it, and setting it for an intercepted WRMSR the
-    /// kernel has validated (`msr::efer_write`). Only SVM intercepts EFER: VMRUN needs
+    /// kernel has validated (`bulkhead_virt::control_registers::efer_write`). Only SVM intercepts EFER: VMRUN needs
     /// EFER.SVME in the guest's copy, which the partition must neither clear nor see.
     fn guest_efer(&mut self) -> u64;
     fn set_guest_efer(&mut self, value: u64);

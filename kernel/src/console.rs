@@ -105,7 +105,7 @@ pub fn init() {
 fn lock() -> &'static mut ConsoleState {
     let interrupts = x86_64::instructions::interrupts::are_enabled();
     x86_64::instructions::interrupts::disable();
-    let me = crate::percpu::current_index();
+    let me = crate::cpu::percpu::current_index();
     // SAFETY (for every `state` access below): we are, or are about to be, the owner.
     let state = unsafe { &mut *CONSOLE.state.get() };
     if CONSOLE.owner.load(Ordering::Relaxed) == me {
@@ -131,7 +131,7 @@ fn lock() -> &'static mut ConsoleState {
 fn wait_for_turn() -> Option<u32> {
     let mut ticket = CONSOLE.next.fetch_add(1, Ordering::Relaxed);
     let mut watched = (CONSOLE.serving.load(Ordering::Relaxed), CONSOLE.progress.load(Ordering::Relaxed));
-    let mut since = crate::time::rdtsc();
+    let mut since = crate::cpu::time::rdtsc();
     loop {
         let serving = CONSOLE.serving.load(Ordering::Acquire);
         if serving == ticket {
@@ -145,9 +145,9 @@ fn wait_for_turn() -> Option<u32> {
         let now = (serving, CONSOLE.progress.load(Ordering::Relaxed));
         if now != watched {
             watched = now;
-            since = crate::time::rdtsc();
+            since = crate::cpu::time::rdtsc();
         } else if ticket == serving.wrapping_add(1)
-            && crate::time::rdtsc().wrapping_sub(since) > crate::time::ticks_per_ms() * TAKEOVER_MS
+            && crate::cpu::time::rdtsc().wrapping_sub(since) > crate::cpu::time::ticks_per_ms() * TAKEOVER_MS
             && CONSOLE.serving.compare_exchange(serving, ticket, Ordering::Acquire, Ordering::Relaxed).is_ok()
         {
             return Some(CONSOLE.owner.load(Ordering::Relaxed));
@@ -182,7 +182,7 @@ fn unlock(state: &mut ConsoleState) {
         if let Some(cpu) = took_over_from {
             crate::log::error!(
                 "console: cpu {=u32} took the console over from cpu {=u32}, which had written nothing for {=u64} ms while holding it (stopped or hung)",
-                crate::percpu::current_index(),
+                crate::cpu::percpu::current_index(),
                 cpu,
                 TAKEOVER_MS
             );
@@ -235,7 +235,7 @@ unsafe impl defmt::Logger for Logger {
 }
 
 #[cfg(bulkhead_console = "defmt")]
-defmt::timestamp!("cpu{=u32}", crate::percpu::current_index());
+defmt::timestamp!("cpu{=u32}", crate::cpu::percpu::current_index());
 
 /// Prints one log line, `[cpu0 INFO ] message` and CR LF, as the host prints a decoded
 /// defmt frame (the CPU stands where defmt's timestamp would). The message is formatted
@@ -257,7 +257,7 @@ pub fn write_line(level: bulkhead_board::tables::LogLevel, args: core::fmt::Argu
     };
     let mut out = Escaped(&mut state.uart);
     // Writing to the UART cannot fail; a Display impl that fails only ends the message.
-    let _ = core::write!(out, "[cpu{} {tag}] ", crate::percpu::current_index());
+    let _ = core::write!(out, "[cpu{} {tag}] ", crate::cpu::percpu::current_index());
     let _ = out.write_fmt(args);
     put(&mut state.uart, b"\r\n");
     state.line_open = false;

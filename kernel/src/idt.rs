@@ -7,16 +7,16 @@
 //!
 //! Every exception in the hypervisor is a failure of the run: it is logged with vector,
 //! error code, RIP and CPU, then the run ends. The one exception is the NMI, which is the
-//! hypervisor's own signal to a core (see `containment.rs`): one that arrives while the
-//! core is in the hypervisor rather than in its guest is counted (`nmi.rs`: a stop signal
+//! hypervisor's own signal to a core (see `partition/containment.rs`): one that arrives while the
+//! core is in the hypervisor rather than in its guest is counted (`partition/nmi.rs`: a stop signal
 //! or unexpected) and returns; the core looks at why it was signalled before it next
-//! enters the guest. And a #GP at one of the instructions `fixup.rs` executes for a
+//! enters the guest. And a #GP at one of the instructions `cpu/fixup.rs` executes for a
 //! partition (RDMSR, WRMSR, XSETBV) resumes at its recovery address, which reports the
 //! fault to the caller.
 
-use crate::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use crate::cpu::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use crate::log::error;
-use crate::run;
+use crate::run_end;
 use bulkhead_drivers::lapic::SPURIOUS_VECTOR;
 use core::cell::UnsafeCell;
 use x86_64::VirtAddr;
@@ -264,16 +264,16 @@ extern "C" fn exception_entry(frame: &mut ExceptionFrame) {
     if frame.vector == NMI {
         // Counted (a stop signal or unexpected); the core looks at why it was signalled
         // before it next enters its guest.
-        crate::nmi::taken_in_hypervisor();
+        crate::partition::nmi::taken_in_hypervisor();
         return;
     }
     if frame.vector == GENERAL_PROTECTION
-        && let Some(resume) = crate::fixup::recovery(frame.rip)
+        && let Some(resume) = crate::cpu::fixup::recovery(frame.rip)
     {
         frame.rip = resume;
         return;
     }
-    let cpu = crate::percpu::current_index();
+    let cpu = crate::cpu::percpu::current_index();
     error!(
         "exception {=str} (vector {=u64}) on cpu {=u32}: error_code={=u64:#x} rip={=u64:#x} rsp={=u64:#x} rflags={=u64:#x} cs={=u64:#x}",
         exception_name(frame.vector),
@@ -293,5 +293,5 @@ extern "C" fn exception_entry(frame: &mut ExceptionFrame) {
         "registers: rax={=u64:#x} rbx={=u64:#x} rcx={=u64:#x} rdx={=u64:#x} rsi={=u64:#x} rdi={=u64:#x} rbp={=u64:#x}",
         frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp
     );
-    run::fail("cpu exception");
+    run_end::fail("cpu exception");
 }

@@ -149,11 +149,6 @@ mod text {
         level as u8 <= crate::config::SYSTEM.hypervisor.log_level as u8
     }
 
-    /// One log line (see `console::write_line`).
-    pub fn line(level: Level, args: fmt::Arguments<'_>) {
-        crate::console::write_line(level, args);
-    }
-
     /// `{}` shows the value's `Debug`, as `defmt::Debug2Format` makes the decoder show it.
     pub struct Debug2Format<'a, T: fmt::Debug + ?Sized>(pub &'a T);
 

@@ -6,43 +6,26 @@
 #![no_std]
 #![no_main]
 
-mod address_space;
-mod apic_access;
 mod backend;
 mod boot;
-mod bootinfo;
-mod capabilities;
-mod cmdline;
 mod config;
 mod console;
-mod containment;
-mod cpu_state;
+mod cpu;
 mod exits;
-mod fixup;
-mod gdt;
 mod hyperv;
 mod idt;
 mod lapic;
 mod log;
-mod madt;
-mod msr;
-mod nmi;
-mod paging;
 mod partition;
-mod percpu;
-mod relocate;
-mod run;
-mod smp;
-mod svm_core;
-mod time;
-mod tsc;
-mod vmx_core;
-mod xapic_page;
+mod run_end;
+mod vcpu;
 
 use crate::log::{error, info};
-use bootinfo::BootInfo;
+use boot::bootinfo::{self, BootInfo};
+use boot::cmdline::{Switches, TestAction};
+use boot::{madt, paging, relocate, smp};
 use bulkhead_drivers::lapic::LocalApic;
-use cmdline::{Switches, TestAction};
+use cpu::{capabilities, gdt, percpu, time};
 
 /// Entry on the BSP from boot.rs, in long mode on CPU 0's stack.
 #[unsafe(no_mangle)]
@@ -59,7 +42,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         Ok(boot) => boot,
         Err(e) => {
             error!("boot information unusable: {}", e);
-            run::fail("not booted by a multiboot2 loader");
+            run_end::fail("not booted by a multiboot2 loader");
         }
     };
     // Whatever GRUB left in partition memory moves to the hypervisor's before use.
@@ -71,10 +54,10 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     relocate::modules(&mut boot);
     let boot = bootinfo::publish(boot);
     let switches = Switches::parse(boot.command_line);
-    run::set_emulator_exit(switches.emulator_exit);
+    run_end::set_emulator_exit(switches.emulator_exit);
     boot.log();
 
-    config::log_summary();
+    boot::board_check::log_summary();
 
     let cpu = capabilities::probe();
     cpu.log();
@@ -86,7 +69,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
                 "paging: {=u64} writable+executable mappings, first at {=u64:#x}",
                 audit.writable_executable, address
             );
-            run::fail("page tables map memory writable and executable");
+            run_end::fail("page tables map memory writable and executable");
         }
         info!("paging: audit ok, {=u64} leaf mappings, none writable+executable", audit.leaves);
     } else {
@@ -101,7 +84,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         bulkhead_drivers::port::outb(0xa1, 0xff);
     }
 
-    smp::set_x2apic(cpu.caps.x2apic);
+    cpu::apic::set_x2apic(cpu.caps.x2apic);
     // SAFETY: the BSP enables its own APIC once; the xAPIC page is identity-mapped.
     let apic = unsafe { LocalApic::enable(cpu.caps.x2apic) };
     info!(
@@ -128,14 +111,14 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     }
 
     let Some(rsdp) = boot.rsdp else {
-        run::fail("no ACPI RSDP from the bootloader: cannot find the CPUs");
+        run_end::fail("no ACPI RSDP from the bootloader: cannot find the CPUs");
     };
     // SAFETY: the RSDP copy lies in the boot information, identity-mapped.
     let cpus = match unsafe { madt::processors(rsdp) } {
         Ok(cpus) => cpus,
         Err(e) => {
             error!("acpi: {}", e);
-            run::fail("cannot read the ACPI MADT");
+            run_end::fail("cannot read the ACPI MADT");
         }
     };
     if cpus.ignored > 0 {
@@ -144,10 +127,10 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     info!("acpi: MADT lists {=usize} cpus", cpus.apic_ids.len());
     let smp = smp::start_aps(boot, &apic, &cpus, cr3, switches.test == Some(TestAction::SkipAp));
     if smp.online != smp.expected {
-        run::fail("not every cpu came up");
+        run_end::fail("not every cpu came up");
     }
-    if config::check_board(boot, &cpus) > 0 {
-        run::fail("this machine does not match the compiled board");
+    if boot::board_check::check_board(boot, &cpus) > 0 {
+        run_end::fail("this machine does not match the compiled board");
     }
     let backend = if cpu.caps.vmx && cpu.caps.second_level_paging && cpu.caps.unrestricted_guest {
         BackendKind::Vmx
@@ -158,7 +141,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
             "partitions need VT-x with EPT and unrestricted guest, or AMD SVM with nested paging; this CPU ({=str}) has neither: no partition is started",
             cpu.vendor.name()
         );
-        run::succeed();
+        run_end::succeed();
     };
     info!(
         "backend: {=str}{=str}",
@@ -167,6 +150,27 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     );
     BACKEND.store(backend as u8, core::sync::atomic::Ordering::Relaxed);
     smp::release_aps();
+    core_main()
+}
+
+/// First Rust code on an AP (called from `boot/start.rs` with the index the BSP handed over).
+#[unsafe(no_mangle)]
+extern "C" fn ap_entry(index: u32) -> ! {
+    percpu::install(index as usize);
+    let cpu = percpu::current();
+    gdt::install(cpu);
+    idt::load();
+    // SAFETY: each CPU enables its own APIC once; the xAPIC page is identity-mapped.
+    let apic = unsafe { LocalApic::enable(cpu::apic::x2apic()) };
+    cpu::apic::remember_apic(&apic);
+    let apic_id = apic.id();
+    if apic_id != cpu.apic_id() {
+        crate::log::warn!("cpu {=u32}: MADT said apic_id {=u32}, the APIC says {=u32}", index, cpu.apic_id(), apic_id);
+        cpu.set_apic_id(apic_id);
+    }
+    info!("cpu {=u32} online: apic_id={=u32}", index, apic_id);
+    cpu.mark_online();
+    smp::wait_for_release();
     core_main()
 }
 
@@ -195,20 +199,20 @@ fn core_main() -> ! {
     let cpu = percpu::current();
     let Some((partition, first_core)) = partition::for_apic_id(cpu.apic_id()) else {
         info!("cpu {=u32}: no partition on this core; idle", cpu.index());
-        run::halt_forever()
+        run_end::halt_forever()
     };
     let boot = bootinfo::get().expect("published before the APs were released");
     capabilities::enable_host_xsave();
     let backend = BACKEND.load(core::sync::atomic::Ordering::Relaxed);
     let started = if backend == BackendKind::Vmx as u8 {
-        vmx_core::VmxCore::enable().map(|mut b| partition::run_core(partition, boot, &mut b, first_core))
+        backend::vmx::VmxCore::enable().map(|mut b| vcpu::core_loop(partition, boot, &mut b, first_core))
     } else if backend == BackendKind::Svm as u8 {
-        svm_core::SvmCore::enable().map(|mut b| {
-            partition::run_core(partition, boot, &mut b, first_core);
+        backend::svm::SvmCore::enable().map(|mut b| {
+            vcpu::core_loop(partition, boot, &mut b, first_core);
             b.retire()
         })
     } else {
-        run::halt_forever()
+        run_end::halt_forever()
     };
     if started.is_err() {
         error!(
@@ -217,5 +221,5 @@ fn core_main() -> ! {
             partition.name()
         );
     }
-    run::halt_forever()
+    run_end::halt_forever()
 }

@@ -3,7 +3,7 @@
 //! core its host save area and clear GIF for good.
 
 use crate::Page;
-use crate::run;
+use crate::world_switch;
 use core::arch::x86_64::__cpuid;
 use x86_64::registers::model_specific::Msr;
 
@@ -142,7 +142,7 @@ pub unsafe fn enable(host_save: &'static mut Page, read_msr: fn(u32) -> Option<u
     unsafe { Msr::new(VM_HSAVE_PA).write(host_save.address()) };
     // SAFETY: EFER.SVME is set, so CLGI is legal; GIF = 0 holds NMIs and interrupts pending
     // while the host runs, which is the design (crate documentation).
-    unsafe { run::clgi() };
+    unsafe { world_switch::clgi() };
     Ok(features)
 }
 

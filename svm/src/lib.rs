@@ -12,7 +12,7 @@
 //! | [`vmcb`] | the VMCB layout, its field bits, segment attribute compression |
 //! | [`start`] | a VMCB save area from the neutral [`GuestEntry`](bulkhead_virt::guest_state::GuestEntry) |
 //! | [`exit`] | exit codes, their decoding into `Exit`, the next RIP of a skipped instruction |
-//! | [`run`] | VMLOAD / VMRUN / VMSAVE and GIF: the only assembly |
+//! | [`world_switch`] | VMLOAD / VMRUN / VMSAVE and GIF: the only assembly |
 //! | [`vcpu`] | one vCPU: set up, reset, run, skip, inject |
 //!
 //! # GIF and the hypervisor's NMI signal
@@ -22,19 +22,19 @@
 //! runs. An NMI sent to a core while it is in the host is therefore held pending and, the
 //! NMI intercept being set, causes an NMI exit right after the next VMRUN: no signal is
 //! lost between "checked the stop flag" and "entered the guest". An intercepted NMI itself
-//! stays pending after the exit (the intercept does not consume it), so [`Vcpu::run`]
+//! stays pending after the exit (the intercept does not consume it), so [`Vcpu::enter_guest`]
 //! lets it be taken by the host's NMI handler (STGI, CLGI) after an NMI exit; otherwise
-//! every later VMRUN would exit again at once. See [`run::take_pending_nmi`].
+//! every later VMRUN would exit again at once. See [`world_switch::take_pending_nmi`].
 //!
-//! [`Vcpu::run`]: vcpu::Vcpu::run
+//! [`Vcpu::enter_guest`]: vcpu::Vcpu::enter_guest
 #![no_std]
 
 pub mod enable;
 pub mod exit;
-pub mod run;
 pub mod start;
 pub mod vcpu;
 pub mod vmcb;
+pub mod world_switch;
 
 /// A 4 KiB-aligned page: the per-core host save area (VM_HSAVE_PA, APM 15.30.4).
 pub use bulkhead_virt::pages::Page;

@@ -3,9 +3,9 @@
 
 use crate::enable::{EFER_SVME, Features};
 use crate::exit;
-use crate::run::{self, GuestRegisters};
 use crate::start::{self, CR0_PE, EFER_LMA};
 use crate::vmcb::{INTERRUPT_SHADOW, NP_ENABLE, Vmcb, event, intercept, intercept2, tlb_control};
+use crate::world_switch::{self, GuestRegisters};
 use bulkhead_virt::bitmap::MsrBitmapChoice;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry};
@@ -263,7 +263,7 @@ impl Vcpu {
 
     /// Injects a hardware exception (e.g. #GP with error code 0) at the next VMRUN
     /// (EVENTINJ, 15.20). Real mode pushes no error codes, so none is delivered there.
-    /// It replaces an event [`run`](Self::run) queued for re-injection; the kernel injects
+    /// It replaces an event [`enter_guest`](Self::enter_guest) queued for re-injection; the kernel injects
     /// only after instruction exits (RDMSR, WRMSR, XSETBV, VMMCALL), which never interrupt
     /// an event delivery.
     pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
@@ -272,13 +272,13 @@ impl Vcpu {
     }
 
     /// Runs the guest until it exits; returns what it did.
-    pub fn run(&mut self) -> Exit {
+    pub fn enter_guest(&mut self) -> Exit {
         self.vmcb.save.rax = self.registers.rax;
         let guest: *mut Vmcb = self.vmcb;
         let host: *mut Vmcb = self.host;
         // SAFETY: `new` set up the VMCB and SVM is on (its contract); both pointers come
         // from this vCPU's exclusive references.
-        unsafe { run::vmrun(&mut self.registers, guest, host) };
+        unsafe { world_switch::vmrun(&mut self.registers, guest, host) };
         self.registers.rax = self.vmcb.save.rax;
         let c = &mut self.vmcb.control;
         // The flush requested by `reset` is done.
@@ -291,12 +291,12 @@ impl Vcpu {
     }
 
     /// After an [`Exit::Nmi`]: lets the host's NMI handler take the NMI, which the exit
-    /// left pending ([`run::take_pending_nmi`]). The caller must call it after every NMI
-    /// exit, before the next [`run`](Self::run), with its NMI handler ready.
+    /// left pending ([`world_switch::take_pending_nmi`]). The caller must call it after every NMI
+    /// exit, before the next [`enter_guest`](Self::enter_guest), with its NMI handler ready.
     pub fn take_pending_nmi(&mut self) {
-        // SAFETY: SVM is on, the host state is back (`run` returned), and the host runs its
+        // SAFETY: SVM is on, the host state is back (`enter_guest` returned), and the host runs its
         // vCPU loop with interrupts disabled and its NMI handler installed (the caller's
         // contract).
-        unsafe { run::take_pending_nmi() };
+        unsafe { world_switch::take_pending_nmi() };
     }
 }

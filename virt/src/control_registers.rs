@@ -10,7 +10,9 @@
 //! [`cr4_write`]. Every other bit is the guest's and never exits.
 //!
 //! SVM fixes no CR0/CR4 bit (APM Vol. 2 15.5.1 checks only combinations a CPU would refuse
-//! anyway), so no control register write exits there.
+//! anyway), so no control register write exits there. SVM does intercept EFER, whose SVME
+//! bit VMRUN needs in the guest's copy; a partition's EFER write is answered by
+//! [`efer_write`].
 
 /// CR0 bits (SDM Vol. 3A 2.5).
 pub mod cr0 {
@@ -37,12 +39,16 @@ pub mod cr4 {
     pub const VMXE: u64 = 1 << 13;
 }
 
-/// EFER bits (SDM Vol. 3A 2.2.1).
+/// EFER bits (SDM Vol. 3A 2.2.1, APM Vol. 2 3.1.7).
 pub mod efer {
+    /// System call extensions (SYSCALL/SYSRET).
+    pub const SCE: u64 = 1 << 0;
     /// Long mode enable.
     pub const LME: u64 = 1 << 8;
     /// Long mode active.
     pub const LMA: u64 = 1 << 10;
+    /// No-execute enable.
+    pub const NXE: u64 = 1 << 11;
 }
 
 /// The CR0 or CR4 bits the hypervisor owns on VT-x: the must-be-one bits of `fixed0` and
@@ -102,6 +108,22 @@ pub fn cr4_write(value: u64, long_mode_active: bool) -> Option<u64> {
         return None;
     }
     Some(value)
+}
+
+/// A partition's write of `value` to EFER, where the backend intercepts it (SVM): the new
+/// EFER, or `None` for #GP, as WRMSR decides on a CPU without SVM (APM Vol. 2 3.1.7):
+/// only SCE, LME, LMA and NXE (where the CPU has NX, `nx`) may be set; SVME is refused
+/// because CPUID does not offer SVM to partitions. LME cannot change while paging is on
+/// (CR0.PG in `cr0_value`); LMA is read-only and keeps its value, whatever is written.
+pub fn efer_write(current: u64, value: u64, cr0_value: u64, nx: bool) -> Option<u64> {
+    let nxe = if nx { efer::NXE } else { 0 };
+    if value & !(efer::SCE | efer::LME | efer::LMA | nxe) != 0 {
+        return None;
+    }
+    if cr0_value & cr0::PG != 0 && (value ^ current) & efer::LME != 0 {
+        return None;
+    }
+    Some((value & !efer::LMA) | (current & efer::LMA))
 }
 
 #[cfg(test)]
@@ -178,5 +200,29 @@ mod tests {
         assert_eq!(cr4_write(cr4::VMXE, false), None);
         assert_eq!(cr4_write(0, true), None);
         assert_eq!(cr4_write(cr4::PAE | cr4::PCE, true), Some(cr4::PAE | cr4::PCE));
+    }
+
+    #[test]
+    fn efer_write_takes_only_what_a_cpu_without_svm_has() {
+        const SVME: u64 = 1 << 12;
+        let long = efer::LME | efer::LMA;
+        // SCE and NXE come and go; NXE only where the CPU has NX.
+        assert_eq!(efer_write(long, long | efer::SCE | efer::NXE, cr0::PG, true), Some(long | efer::SCE | efer::NXE));
+        assert_eq!(efer_write(long, long | efer::NXE, cr0::PG, false), None);
+        // SVME and every other bit is #GP.
+        assert_eq!(efer_write(long, long | SVME, cr0::PG, true), None);
+        assert_eq!(efer_write(0, 1 << 1, 0, true), None);
+        assert_eq!(efer_write(0, 1 << 63, 0, true), None);
+    }
+
+    #[test]
+    fn efer_write_keeps_lme_while_paging_and_lma_read_only() {
+        // LME may change with paging off, not with paging on.
+        assert_eq!(efer_write(0, efer::LME, cr0::PE, true), Some(efer::LME));
+        assert_eq!(efer_write(0, efer::LME, cr0::PE | cr0::PG, true), None);
+        assert_eq!(efer_write(efer::LME | efer::LMA, 0, cr0::PG, true), None);
+        // LMA keeps its value, whatever is written.
+        assert_eq!(efer_write(efer::LME, efer::LME | efer::LMA, 0, true), Some(efer::LME));
+        assert_eq!(efer_write(efer::LME | efer::LMA, efer::LME, cr0::PG, true), Some(efer::LME | efer::LMA));
     }
 }

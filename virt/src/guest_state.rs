@@ -67,6 +67,59 @@ pub struct GuestRegisters {
     pub r15: u64,
 }
 
+/// The assembly both backends' world switch (`vmx/src/world_switch.rs`,
+/// `svm/src/world_switch.rs`) uses to load a guest's general registers from a
+/// [`GuestRegisters`] block at RDI just before entering the guest: RBX, RCX, RDX, RSI, RBP
+/// and R8-R15, then RDI itself (last, as it holds the block's address). RAX is the
+/// backend's: VT-x loads it before this, SVM's lives in the VMCB. The `global_asm!` using
+/// it names each field's offset as an operand (`rbx = const offset_of!(GuestRegisters,
+/// rbx)`, ...), so a wrong or missing offset does not compile.
+#[macro_export]
+macro_rules! load_guest_registers {
+    () => {
+        "
+    mov rbx, [rdi + {rbx}]
+    mov rcx, [rdi + {rcx}]
+    mov rdx, [rdi + {rdx}]
+    mov rsi, [rdi + {rsi}]
+    mov rbp, [rdi + {rbp}]
+    mov r8,  [rdi + {r8}]
+    mov r9,  [rdi + {r9}]
+    mov r10, [rdi + {r10}]
+    mov r11, [rdi + {r11}]
+    mov r12, [rdi + {r12}]
+    mov r13, [rdi + {r13}]
+    mov r14, [rdi + {r14}]
+    mov r15, [rdi + {r15}]
+    mov rdi, [rdi + {rdi}]
+"
+    };
+}
+
+/// After the exit, the counterpart of [`load_guest_registers!`]: stores RBX, RCX, RDX,
+/// RSI, RBP and R8-R15 into the block at RDI. The guest's RDI (which the world switch
+/// parked on the stack to load the block's address) and RAX are the backend's to store.
+#[macro_export]
+macro_rules! store_guest_registers {
+    () => {
+        "
+    mov [rdi + {rbx}], rbx
+    mov [rdi + {rcx}], rcx
+    mov [rdi + {rdx}], rdx
+    mov [rdi + {rsi}], rsi
+    mov [rdi + {rbp}], rbp
+    mov [rdi + {r8}], r8
+    mov [rdi + {r9}], r9
+    mov [rdi + {r10}], r10
+    mov [rdi + {r11}], r11
+    mov [rdi + {r12}], r12
+    mov [rdi + {r13}], r13
+    mov [rdi + {r14}], r14
+    mov [rdi + {r15}], r15
+"
+    };
+}
+
 /// Instructions a guest may use only when the backend enabled them (VT-x: secondary
 /// processor-based controls "enable RDTSCP", "enable INVPCID", "enable XSAVES/XRSTORS";
 /// without them the instruction raises #UD in the guest). CPUID must not advertise one

@@ -16,15 +16,17 @@
 //! | [`guest_walk`] | guest-linear to guest-physical through the guest's own page tables |
 //! | [`ipi`] | which IPIs a partition's ICR write may send, and to whom |
 //! | [`pages`] | page-aligned buffers the hardware reads by physical address |
-//! | [`control_registers`] | which CR0/CR4 bits the hypervisor owns, and MOV to CR0/CR4 answered as the processor would |
+//! | [`control_registers`] | which CR0/CR4 bits the hypervisor owns, and MOV to CR0/CR4 (and an intercepted EFER write) answered as the processor would |
 //! | [`cpuid`] | the CPUID features hidden from partitions (their MSRs or instructions are refused) |
 //! | [`tsc`] | a guest's TSC deadline between its offset TSC and the hardware's |
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
+//! | [`msr_map`] | the MSRs a partition reads or writes without an exit |
 //! | [`apic_base`] | IA32_APIC_BASE of a partition's local APIC: its mode state machine |
 //! | [`mmio_decode`] | decoding the MOV that touched an emulated MMIO page (the xAPIC page) |
 //! | [`x2apic`] | the x2APIC register map: which registers exist, may be read or written, and with which bits |
 //! | [`hyperv_msr`] | which values a partition may write to the Hyper-V synthetic MSRs (reserved bits) |
 //! | [`console_rate`] | the rate limit on a partition's console lines |
+//! | [`xcr0`] | which XCR0 values a partition may set with XSETBV |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
 //! feed them arbitrary and mutated bytes.
@@ -48,11 +50,13 @@ pub mod hyperv_msr;
 pub mod ipi;
 pub mod memory;
 pub mod mmio_decode;
+pub mod msr_map;
 pub mod multiboot1;
 pub mod pages;
 pub mod slat;
 pub mod tsc;
 pub mod x2apic;
+pub mod xcr0;
 
 #[cfg(test)]
 extern crate std;

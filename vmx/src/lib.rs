@@ -7,9 +7,10 @@
 #![no_std]
 
 pub mod controls;
-pub mod run;
+pub mod exit;
 pub mod vmcs;
 pub mod vmxon;
+pub mod world_switch;
 
 /// A 4 KiB-aligned page, for the VMXON region, VMCS and bitmaps.
 pub use bulkhead_virt::pages::Page;

@@ -3,13 +3,14 @@
 
 use crate::Page;
 use crate::controls::{MissingControl, Want, adjust};
-use crate::run::{self, GuestRegisters};
+use crate::exit::ExitFields;
 use crate::vmxon::{
     IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1, revision_id,
 };
+use crate::world_switch::{self, GuestRegisters};
 use bulkhead_virt::bitmap::MsrBitmapChoice;
 use bulkhead_virt::control_registers::{hardware_value, owned_bits};
-use bulkhead_virt::exit::{AccessKind, Exit, PortAccess};
+use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{
     CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, EntryMode, ExecutionMode, GuestEntry, OptionalInstructions,
 };
@@ -327,7 +328,7 @@ impl Vcpu {
         vmwrite(host::IA32_SYSENTER_EIP, 0)?;
         vmwrite(host::IA32_EFER_FULL, rdmsr(IA32_EFER))?;
         vmwrite(host::IA32_PAT_FULL, rdmsr(IA32_PAT))?;
-        vmwrite(host::RIP, run::exit_handler_address())?;
+        vmwrite(host::RIP, world_switch::exit_handler_address())?;
         Ok(())
     }
 
@@ -576,106 +577,49 @@ impl Vcpu {
     }
 
     /// Runs the guest until it exits; returns what it did.
-    pub fn run(&mut self) -> Exit {
+    pub fn enter_guest(&mut self) -> Exit {
         // SAFETY: `new` set up and loaded the VMCS with HOST_RIP at the exit handler.
-        if !unsafe { run::enter(&mut self.registers, self.launched) } {
+        if !unsafe { world_switch::enter(&mut self.registers, self.launched) } {
             return Exit::Unhandled { reason: u32::MAX, qualification: vmread(ro::VM_INSTRUCTION_ERROR) };
         }
         self.launched = true;
         let exit = self.decode();
         if exit == Exit::Nmi {
-            run::unblock_nmis();
+            world_switch::unblock_nmis();
         }
         exit
     }
 
-    /// The VM-instruction error of the last failed entry, or the basic exit reason.
+    /// What the guest did, from the exit reason and the exit-information fields
+    /// (`exit::decode`).
     fn decode(&self) -> Exit {
-        let reason = vmread(ro::EXIT_REASON) as u32;
-        // Read only by the exits that use it (not CPUID, MSR or hypercall exits).
-        let qualification = || vmread(ro::EXIT_QUALIFICATION);
-        let r = &self.registers;
-        match reason & 0xffff {
-            0 => {
-                let info = vmread(ro::VMEXIT_INTERRUPTION_INFO);
-                let vector = info as u8;
-                if (info >> 8) & 7 == 2 {
-                    Exit::Nmi
-                } else {
-                    let error_code = (info & (1 << 11) != 0).then(|| vmread(ro::VMEXIT_INTERRUPTION_ERR_CODE) as u32);
-                    Exit::Exception { vector, error_code }
-                }
-            }
-            2 => Exit::TripleFault,
-            3 => Exit::Init,
-            4 => Exit::StartupIpi { vector: qualification() as u8 },
-            10 => Exit::Cpuid { leaf: r.rax as u32, subleaf: r.rcx as u32 },
-            12 => Exit::Hlt,
-            13 => Exit::Invd,
-            15 => Exit::Rdpmc { counter: r.rcx as u32 },
-            18 => Exit::Hypercall,
-            // VMCLEAR..VMXON, INVEPT, INVVPID, VMFUNC (SDM Appendix C).
-            19..=27 | 50 | 53 | 59 => Exit::VirtualizationInstruction,
-            28 => control_register_access(qualification(), r, || vmread(guest::RSP)),
-            36 => Exit::Mwait,
-            39 => Exit::Monitor,
-            54 => Exit::Wbinvd,
-            30 => {
-                let qualification = qualification();
-                Exit::Io(PortAccess {
-                    port: (qualification >> 16) as u16,
-                    size: (qualification & 7) as u8 + 1,
-                    write: qualification & (1 << 3) == 0,
-                    string: qualification & (1 << 4) != 0,
-                })
-            }
-            31 => Exit::MsrRead { msr: r.rcx as u32 },
-            32 => Exit::MsrWrite { msr: r.rcx as u32, value: (r.rdx << 32) | (r.rax & 0xffff_ffff) },
-            48 => {
-                let qualification = qualification();
-                Exit::NestedPageFault {
-                    gpa: vmread(ro::GUEST_PHYSICAL_ADDR_FULL),
-                    access: AccessKind {
-                        read: qualification & 1 != 0,
-                        write: qualification & 2 != 0,
-                        execute: qualification & 4 != 0,
-                    },
-                }
-            }
-            55 => Exit::Xsetbv { xcr: r.rcx as u32, value: (r.rdx << 32) | (r.rax & 0xffff_ffff) },
-            _ => Exit::Unhandled { reason, qualification: qualification() },
-        }
+        crate::exit::decode(vmread(ro::EXIT_REASON) as u32, &CurrentVmcs, &self.registers)
     }
 }
 
-/// A control-register access exit (basic reason 28; qualification: SDM Table 28-3): a
-/// MOV to CR0 or CR4 becomes [`Exit::CrWrite`] with the source register's value (RSP is
-/// read from the VMCS only when it is the source); every other access, which the masks
-/// never make exit, is reported as unhandled.
-fn control_register_access(qualification: u64, r: &GuestRegisters, rsp: impl Fn() -> u64) -> Exit {
-    let cr = (qualification & 0xf) as u8;
-    let access_type = (qualification >> 4) & 0b11;
-    let value = match (qualification >> 8) & 0xf {
-        0 => r.rax,
-        1 => r.rcx,
-        2 => r.rdx,
-        3 => r.rbx,
-        4 => rsp(),
-        5 => r.rbp,
-        6 => r.rsi,
-        7 => r.rdi,
-        8 => r.r8,
-        9 => r.r9,
-        10 => r.r10,
-        11 => r.r11,
-        12 => r.r12,
-        13 => r.r13,
-        14 => r.r14,
-        _ => r.r15,
-    };
-    match (cr, access_type) {
-        (0 | 4, 0) => Exit::CrWrite { cr, value },
-        _ => Exit::Unhandled { reason: 28, qualification },
+/// The exit-information fields of the current VMCS, each read when the decode asks.
+struct CurrentVmcs;
+
+impl ExitFields for CurrentVmcs {
+    #[inline(always)]
+    fn qualification(&self) -> u64 {
+        vmread(ro::EXIT_QUALIFICATION)
+    }
+    #[inline(always)]
+    fn interruption_info(&self) -> u64 {
+        vmread(ro::VMEXIT_INTERRUPTION_INFO)
+    }
+    #[inline(always)]
+    fn interruption_error_code(&self) -> u64 {
+        vmread(ro::VMEXIT_INTERRUPTION_ERR_CODE)
+    }
+    #[inline(always)]
+    fn guest_physical_address(&self) -> u64 {
+        vmread(ro::GUEST_PHYSICAL_ADDR_FULL)
+    }
+    #[inline(always)]
+    fn guest_rsp(&self) -> u64 {
+        vmread(guest::RSP)
     }
 }
 
@@ -685,25 +629,4 @@ fn invvpid_single_context(vpid: u16) {
     let descriptor: [u64; 2] = [u64::from(vpid), 0];
     // SAFETY: VMX is on; a valid descriptor for a nonzero VPID; only TLB state changes.
     unsafe { core::arch::asm!("invvpid {0}, [{1}]", in(reg) 1u64, in(reg) &descriptor, options(nostack, readonly)) };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_register_writes() {
-        let r = GuestRegisters { rax: 0x11, rcx: 0x22, r15: 0x33, ..Default::default() };
-        // MOV CR0, RAX: CR 0, type 0, register 0.
-        assert_eq!(control_register_access(0x000, &r, || 0), Exit::CrWrite { cr: 0, value: 0x11 });
-        // MOV CR4, RCX.
-        assert_eq!(control_register_access(0x104, &r, || 0), Exit::CrWrite { cr: 4, value: 0x22 });
-        // MOV CR4, R15; MOV CR0, RSP (read from the VMCS).
-        assert_eq!(control_register_access(0xf04, &r, || 0), Exit::CrWrite { cr: 4, value: 0x33 });
-        assert_eq!(control_register_access(0x400, &r, || 0x44), Exit::CrWrite { cr: 0, value: 0x44 });
-        // MOV from CR4 (type 1), CLTS (type 2), MOV to CR3: not a write of an owned bit.
-        assert_eq!(control_register_access(0x14, &r, || 0), Exit::Unhandled { reason: 28, qualification: 0x14 });
-        assert_eq!(control_register_access(0x20, &r, || 0), Exit::Unhandled { reason: 28, qualification: 0x20 });
-        assert_eq!(control_register_access(0x03, &r, || 0), Exit::Unhandled { reason: 28, qualification: 0x03 });
-    }
 }

@@ -31,7 +31,7 @@ mod translate;
 use translate::{Arg, translate};
 
 /// `text_log!(KRATE, LEVEL, "defmt format", args...)`: one log line through
-/// `KRATE::log::line(KRATE::log::Level::L, format_args!(...))`, if
+/// `KRATE::console::write_line(KRATE::log::Level::L, format_args!(...))`, if
 /// `KRATE::log::enabled(Level::L)` (a `const fn`) allows it. LEVEL is `trace`, `debug`,
 /// `info`, `warn` or `error`. Meant to be called by the kernel's `log::info!` etc. only.
 #[proc_macro]
@@ -42,7 +42,7 @@ pub fn text_log(input: TokenStream) -> TokenStream {
     expand(&input.format, &input.args, |format| {
         quote! {
             if const { #krate::log::enabled(#krate::log::Level::#level) } {
-                #krate::log::line(#krate::log::Level::#level, ::core::format_args!(#format));
+                #krate::console::write_line(#krate::log::Level::#level, ::core::format_args!(#format));
             }
         }
     })

@@ -7,10 +7,10 @@ use std::fmt;
 
 use defmt_decoder::Table;
 
-/// What `text_log!` expects at `$crate::log` (the kernel's `log.rs` has the real ones).
+/// What `text_log!` expects at `$crate::log` and `$crate::console` (the kernel's `log.rs`
+/// and `console.rs` have the real ones).
 mod log {
     use std::cell::RefCell;
-    use std::fmt;
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Level {
@@ -29,8 +29,13 @@ mod log {
     thread_local! {
         pub static LINES: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
     }
+}
 
-    pub fn line(level: Level, args: fmt::Arguments<'_>) {
+mod console {
+    use super::log::{LINES, Level};
+    use std::fmt;
+
+    pub fn write_line(level: Level, args: fmt::Arguments<'_>) {
         LINES.with(|l| l.borrow_mut().push((level, args.to_string())));
     }
 }

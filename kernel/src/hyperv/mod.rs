@@ -18,8 +18,8 @@ pub mod synic;
 pub mod synthetic_msr;
 
 use crate::config::SYSTEM;
+use crate::cpu::percpu::MAX_CPUS;
 use crate::partition::Partition;
-use crate::percpu::MAX_CPUS;
 use bulkhead_board::tables::MAX_PARTITIONS;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -114,13 +114,13 @@ pub fn partition_registers(partition: &Partition) -> &'static PartitionRegisters
 
 /// The SynIC registers of the virtual processor on this CPU.
 pub fn this_vp() -> &'static VpRegisters {
-    &VPS[crate::percpu::current_index() as usize]
+    &VPS[crate::cpu::percpu::current_index() as usize]
 }
 
 /// The SynIC registers of the virtual processor on the board core `core`, if that core
 /// is online (a core that is not has no running VP: nothing can be delivered to it).
 pub fn vp_of_core(core: u32) -> Option<&'static VpRegisters> {
-    let cpu = apic_id_of_core(core).and_then(crate::percpu::by_apic_id)?;
+    let cpu = apic_id_of_core(core).and_then(crate::cpu::percpu::by_apic_id)?;
     VPS.get(cpu.index() as usize)
 }
 
@@ -137,7 +137,7 @@ pub fn apic_id_of_core(core: u32) -> Option<u32> {
 /// This CPU's board core number (`None` on a CPU the board does not list, which runs no
 /// partition).
 pub fn this_core() -> Option<u32> {
-    core_of_apic_id(crate::percpu::current().apic_id())
+    core_of_apic_id(crate::cpu::percpu::current().apic_id())
 }
 
 /// The VP index of `core` in `partition` (its position in the `cores` list).
@@ -154,11 +154,11 @@ pub fn reset_partition(partition: &Partition) {
     registers.guest_os_id.store(0, Ordering::Release);
     registers.hypercall.store(0, Ordering::Release);
     registers.reference_tsc.store(0, Ordering::Release);
-    registers.start_tsc.store(crate::time::rdtsc(), Ordering::Release);
+    registers.start_tsc.store(crate::cpu::time::rdtsc(), Ordering::Release);
     registers.hypercall_privileges.store(discovery::hypercall_privileges(partition), Ordering::Release);
     synic::reset(partition, || {
         for &core in partition.config().cores {
-            if let Some(cpu) = apic_id_of_core(core).and_then(crate::percpu::by_apic_id) {
+            if let Some(cpu) = apic_id_of_core(core).and_then(crate::cpu::percpu::by_apic_id) {
                 VPS[cpu.index() as usize].reset(cpu.apic_id());
             }
         }

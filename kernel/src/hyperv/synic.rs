@@ -115,7 +115,7 @@ fn interrupt(target: &Target) {
     }
     let apic_id = target.vp.apic_id.load(Ordering::Relaxed);
     if apic_id != u32::MAX {
-        crate::smp::send_fixed_ipi(apic_id, target.sint_register.vector());
+        crate::cpu::apic::send_fixed_ipi(apic_id, target.sint_register.vector());
     }
 }
 

@@ -23,7 +23,7 @@ pub fn is_synthetic(msr: u32) -> bool {
 
 /// The scale and offset of the partition's reference time: 100 ns ticks since its start.
 fn time_base(registers: &PartitionRegisters) -> (u64, i64) {
-    let scale = scale_for(crate::time::tsc_hz());
+    let scale = scale_for(crate::cpu::time::tsc_hz());
     let start = reference_time(registers.start_tsc.load(Ordering::Acquire), scale, 0);
     (scale, (start as i64).wrapping_neg())
 }
@@ -38,7 +38,7 @@ pub fn read(partition: &Partition, msr: u32) -> Option<u64> {
         msr::VP_INDEX => u64::from(vp_index(partition, this_core()?)?),
         msr::TIME_REF_COUNT => {
             let (scale, offset) = time_base(registers);
-            reference_time(crate::time::rdtsc(), scale, offset)
+            reference_time(crate::cpu::time::rdtsc(), scale, offset)
         }
         msr::REFERENCE_TSC => registers.reference_tsc.load(Ordering::Acquire),
         msr::VP_ASSIST_PAGE => vp.vp_assist_page.load(Ordering::Acquire),
@@ -139,7 +139,7 @@ fn write_hypercall(partition: &Partition, registers: &PartitionRegisters, value:
     }
     if requested.is_enabled() {
         let Some(host) = private_memory(partition, requested.gpa(), 4096, true) else { return false };
-        let code = if crate::capabilities::is_amd() { VMMCALL_RET } else { VMCALL_RET };
+        let code = if crate::cpu::capabilities::is_amd() { VMMCALL_RET } else { VMCALL_RET };
         // SAFETY: the first bytes of a page of the partition's own RAM (identity-mapped);
         // its vCPU is in the hypervisor.
         unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), host as *mut u8, code.len()) };

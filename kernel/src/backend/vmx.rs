@@ -1,0 +1,224 @@
+//! VT-x on this core: VMXON, the partition's EPT and intercept bitmaps (built once per
+//! partition from the configuration), and the [`Backend`] over a `bulkhead_vmx::Vcpu`.
+
+use crate::backend::Backend;
+use crate::backend::address_space::{self, BuildOnce, Owned};
+use crate::cpu::percpu::{self, MAX_CPUS};
+use crate::log::error;
+use crate::partition::Partition;
+use bulkhead_board::tables::MAX_PARTITIONS;
+use bulkhead_virt::exit::Exit;
+use bulkhead_virt::guest_state::GuestRegisters;
+use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, OptionalInstructions};
+use bulkhead_virt::slat::Ept;
+use bulkhead_vmx::Page;
+use bulkhead_vmx::vmcs::{HostState, SetupError, Vcpu, VcpuSetup};
+use core::cell::UnsafeCell;
+use x86_64::instructions::tables::{sgdt, sidt};
+
+/// EPT tables per partition: PML4 + PDPT + a PD per GiB + PTs for 4 KiB-mapped regions.
+const EPT_TABLES: usize = 32;
+
+#[repr(C, align(4096))]
+struct PartitionPages {
+    ept: [[u64; 512]; EPT_TABLES],
+    io_bitmap_a: Page,
+    io_bitmap_b: Page,
+    msr_bitmap: Page,
+    /// The MSR bitmap for vCPUs whose local APIC is not in x2APIC mode: no x2APIC pass-through.
+    msr_bitmap_trap: Page,
+    /// `msr_bitmap` with IA32_TSC_DEADLINE intercepted too (while the TSC is offset).
+    msr_bitmap_tsc_offset: Page,
+}
+
+#[repr(C, align(4096))]
+struct CorePages {
+    vmxon: Page,
+    vmcs: Page,
+}
+
+static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell::new(
+    [const {
+        PartitionPages {
+            ept: [[0; 512]; EPT_TABLES],
+            io_bitmap_a: Page::zeroed(),
+            io_bitmap_b: Page::zeroed(),
+            msr_bitmap: Page::zeroed(),
+            msr_bitmap_trap: Page::zeroed(),
+            msr_bitmap_tsc_offset: Page::zeroed(),
+        }
+    }; MAX_PARTITIONS],
+));
+static CORE_PAGES: Owned<CorePages, MAX_CPUS> =
+    Owned(UnsafeCell::new([const { CorePages { vmxon: Page::zeroed(), vmcs: Page::zeroed() } }; MAX_CPUS]));
+
+static BUILT: BuildOnce = BuildOnce::new();
+
+/// Builds the partition's EPT and bitmaps once; every core of the partition uses them.
+fn build_partition(partition: &Partition) -> Result<u64, ()> {
+    BUILT.get(partition, || {
+        let id = partition.config().id.0 as usize;
+        // SAFETY: `BuildOnce` runs this on one core only: the only writer of these pages.
+        let pages = unsafe { &mut (*PARTITION_PAGES.0.get())[id] };
+        let (root, io) = address_space::build::<Ept>(partition, &mut pages.ept)?;
+        io.vmx_bitmaps(&mut pages.io_bitmap_a.0, &mut pages.io_bitmap_b.0);
+        address_space::msr_permissions(&[], true)?.vmx_bitmap(&mut pages.msr_bitmap.0);
+        address_space::msr_permissions(&[], false)?.vmx_bitmap(&mut pages.msr_bitmap_trap.0);
+        address_space::msr_permissions(&[crate::lapic::access::TSC_DEADLINE], true)?
+            .vmx_bitmap(&mut pages.msr_bitmap_tsc_offset.0);
+        Ok(root)
+    })
+}
+
+/// The VT-x backend of this core.
+pub struct VmxCore {
+    vcpu: Option<Vcpu>,
+}
+
+impl VmxCore {
+    /// Turns VMX on for this core.
+    pub fn enable() -> Result<Self, ()> {
+        crate::cpu::capabilities::enable_caches();
+        let index = percpu::current_index() as usize;
+        // SAFETY: this core's own pages; VMX presence was checked by the caller.
+        let pages = unsafe { &mut (*CORE_PAGES.0.get())[index] };
+        // SAFETY: as above.
+        match unsafe { bulkhead_vmx::vmxon::enable(&mut pages.vmxon) } {
+            Ok(()) => Ok(VmxCore { vcpu: None }),
+            Err(e) => {
+                error!("cpu {=usize}: VMXON failed: {}", index, crate::log::Debug2Format(&e));
+                Err(())
+            }
+        }
+    }
+
+    fn host_state() -> HostState {
+        let index = percpu::current_index() as usize;
+        HostState {
+            cr3: x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(),
+            gdtr_base: sgdt().base.as_u64(),
+            idtr_base: sidt().base.as_u64(),
+            tr_selector: crate::cpu::gdt::TSS_SELECTOR,
+            tr_base: percpu::cpu(index).tss_address(),
+            cs: crate::cpu::gdt::CODE_SELECTOR,
+            ds: crate::cpu::gdt::DATA_SELECTOR,
+        }
+    }
+}
+
+impl Backend for VmxCore {
+    fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()> {
+        if let Some(vcpu) = self.vcpu.as_mut() {
+            return vcpu.reset(entry).map_err(|e| report_setup(partition, e));
+        }
+        let root = build_partition(partition)?;
+        let id = partition.config().id.0 as usize;
+        // SAFETY: the partition's pages are built and from now on only read.
+        let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
+        let setup = VcpuSetup {
+            ept_root: root,
+            vpid: id as u16 + 1,
+            io_bitmap_a: pages.io_bitmap_a.address(),
+            io_bitmap_b: pages.io_bitmap_b.address(),
+            msr_bitmap: pages.msr_bitmap.address(),
+            msr_bitmap_tsc_offset: pages.msr_bitmap_tsc_offset.address(),
+            msr_bitmap_apic_trap: pages.msr_bitmap_trap.address(),
+            host: Self::host_state(),
+        };
+        let index = percpu::current_index() as usize;
+        // SAFETY: this core's VMCS page, used by this vCPU only.
+        let vmcs = unsafe { &mut (*CORE_PAGES.0.get())[index].vmcs };
+        // SAFETY: VMX is on (`enable`), and every page in `setup` is static.
+        let vcpu = unsafe { Vcpu::new(vmcs, &setup, entry) }.map_err(|e| report_setup(partition, e))?;
+        self.vcpu = Some(vcpu);
+        Ok(())
+    }
+
+    #[inline]
+    fn enter_guest(&mut self) -> Exit {
+        self.vcpu.as_mut().expect("started before running").enter_guest()
+    }
+
+    fn rip(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started before running").rip()
+    }
+
+    fn registers(&mut self) -> &mut GuestRegisters {
+        self.vcpu.as_mut().expect("started").registers()
+    }
+
+    fn skip_instruction(&mut self) {
+        self.vcpu.as_mut().expect("started").skip_instruction()
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.vcpu.as_mut().expect("started").inject_exception(vector, error_code)
+    }
+
+    fn advance_rip(&mut self, length: u64) {
+        self.vcpu.as_mut().expect("started").advance_rip(length)
+    }
+
+    fn guest_cr3_and_cs_base(&mut self) -> (u64, u64) {
+        self.vcpu.as_mut().expect("started").guest_cr3_and_cs_base()
+    }
+
+    #[inline]
+    fn set_x2apic_passthrough(&mut self, on: bool) {
+        self.vcpu.as_mut().expect("started").set_x2apic_passthrough(on);
+    }
+
+    fn guest_cr0(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started").guest_cr0()
+    }
+
+    fn guest_cr4(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started").guest_cr4()
+    }
+
+    fn guest_efer(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started").guest_efer()
+    }
+
+    fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
+        self.vcpu.as_mut().expect("started").set_guest_cr0(value, long_mode_active)
+    }
+
+    fn set_guest_cr4(&mut self, value: u64) {
+        self.vcpu.as_mut().expect("started").set_guest_cr4(value)
+    }
+
+    fn tsc_offset(&mut self) -> u64 {
+        self.vcpu.as_mut().expect("started").tsc_offset()
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vcpu.as_mut().expect("started").set_tsc_offset(offset)
+    }
+
+    fn set_guest_efer(&mut self, value: u64) {
+        self.vcpu.as_mut().expect("started").set_guest_efer(value)
+    }
+
+    fn execution_mode(&mut self) -> ExecutionMode {
+        self.vcpu.as_mut().expect("started").execution_mode()
+    }
+
+    fn optional_instructions(&mut self) -> OptionalInstructions {
+        self.vcpu.as_mut().expect("started").optional_instructions()
+    }
+}
+
+fn report_setup(partition: &Partition, e: SetupError) {
+    match e {
+        SetupError::Missing(bulkhead_vmx::controls::MissingControl::Required { field, control }) => error!(
+            "partition {=str}: this CPU cannot run partitions: VMX {=str} lack \"{=str}\"",
+            partition.name(),
+            field,
+            control
+        ),
+        SetupError::Instruction { operation, error } => {
+            error!("partition {=str}: {=str} failed, VM-instruction error {=u64}", partition.name(), operation, error)
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Per-CPU state and stacks.
+//!
+//! Every CPU finds its own [`PerCpu`] through the GS base, so the CPU number is one load
+//! (`gs:[0]`) on every log line and exception. Stacks sit behind unmapped guard pages
+//! (see `boot/paging.rs`): an overflow faults instead of corrupting a neighbour.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use x86_64::VirtAddr;
+use x86_64::registers::model_specific::GsBase;
+use x86_64::structures::gdt::GlobalDescriptorTable;
+use x86_64::structures::tss::TaskStateSegment;
+
+/// Most CPUs this build supports: the configuration's build-time limit.
+pub const MAX_CPUS: usize = bulkhead_board::tables::MAX_CPUS;
+pub const PAGE_SIZE: usize = 4096;
+pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
+pub const IST_STACK_SIZE: usize = 16 * 1024;
+
+/// A stack with an unmapped guard page below it.
+#[repr(C, align(4096))]
+pub struct GuardedStack<const N: usize> {
+    guard: [u8; PAGE_SIZE],
+    bytes: [u8; N],
+}
+
+impl<const N: usize> GuardedStack<N> {
+    /// Offset of the stack's top (first byte above it) from the start of the struct.
+    pub const TOP: usize = PAGE_SIZE + N;
+
+    const fn new() -> Self {
+        Self { guard: [0; PAGE_SIZE], bytes: [0; N] }
+    }
+
+    pub fn guard_page(&self) -> u64 {
+        self.guard.as_ptr() as u64
+    }
+
+    pub fn top(&self) -> u64 {
+        self as *const Self as u64 + Self::TOP as u64
+    }
+}
+
+/// The stacks of one CPU: normal kernel stack plus one interrupt stack (IST) each for
+/// NMI, double fault and machine check, which must never run on a possibly broken stack.
+#[repr(C)]
+pub struct CpuStacks {
+    pub kernel: GuardedStack<KERNEL_STACK_SIZE>,
+    pub nmi: GuardedStack<IST_STACK_SIZE>,
+    pub double_fault: GuardedStack<IST_STACK_SIZE>,
+    pub machine_check: GuardedStack<IST_STACK_SIZE>,
+}
+
+impl CpuStacks {
+    pub const KERNEL_STACK_TOP: usize = GuardedStack::<KERNEL_STACK_SIZE>::TOP;
+
+    const fn new() -> Self {
+        Self {
+            kernel: GuardedStack::new(),
+            nmi: GuardedStack::new(),
+            double_fault: GuardedStack::new(),
+            machine_check: GuardedStack::new(),
+        }
+    }
+
+    pub fn guard_pages(&self) -> [u64; 4] {
+        [
+            self.kernel.guard_page(),
+            self.nmi.guard_page(),
+            self.double_fault.guard_page(),
+            self.machine_check.guard_page(),
+        ]
+    }
+}
+
+pub struct AllStacks(UnsafeCell<[CpuStacks; MAX_CPUS]>);
+// SAFETY: each CPU only ever uses its own entry; the BSP reads addresses, never contents.
+unsafe impl Sync for AllStacks {}
+
+/// Every CPU's stacks; the boot code points the BSP's RSP into entry 0 by symbol name.
+#[unsafe(no_mangle)]
+pub static CPU_STACKS: AllStacks = AllStacks(UnsafeCell::new([const { CpuStacks::new() }; MAX_CPUS]));
+
+/// The stacks of CPU `index`.
+pub fn stacks(index: usize) -> &'static CpuStacks {
+    // SAFETY: only addresses are taken from other CPUs' entries; contents are touched by
+    // the owning CPU through its stack pointer, never through this reference.
+    unsafe { &(*CPU_STACKS.0.get())[index] }
+}
+
+/// State of one CPU. `index` must stay the first field: `current_index` reads `gs:[0]`.
+#[repr(C)]
+pub struct PerCpu {
+    index: u32,
+    apic_id: AtomicU32,
+    online: AtomicBool,
+    /// INIT/SIPI mailbox of the vCPU on this core (see `lapic::send_ipi`).
+    startup: AtomicU32,
+    /// An INIT arrived that the running vCPU has not acted on yet: it must leave its guest,
+    /// reset and wait for a start-up IPI (`vcpu::exit_loop`).
+    init_pending: AtomicBool,
+    tss: UnsafeCell<TaskStateSegment>,
+    gdt: UnsafeCell<GlobalDescriptorTable<8>>,
+}
+
+// SAFETY: `tss` and `gdt` are written only by the owning CPU while it sets itself up
+// (`cpu/gdt.rs`), before anything else can look at them; the rest is atomic.
+unsafe impl Sync for PerCpu {}
+
+impl PerCpu {
+    const fn new(index: u32) -> Self {
+        Self {
+            index,
+            apic_id: AtomicU32::new(u32::MAX),
+            online: AtomicBool::new(false),
+            startup: AtomicU32::new(STARTUP_IDLE),
+            init_pending: AtomicBool::new(false),
+            tss: UnsafeCell::new(TaskStateSegment::new()),
+            gdt: UnsafeCell::new(GlobalDescriptorTable::empty()),
+        }
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Relaxed)
+    }
+
+    pub fn set_apic_id(&self, id: u32) {
+        self.apic_id.store(id, Ordering::Relaxed)
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    pub fn mark_online(&self) {
+        self.online.store(true, Ordering::Release)
+    }
+
+    /// INIT from the partition: the vCPU on this core is (again) waiting for a SIPI; a
+    /// running vCPU resets first (`init_pending`).
+    pub fn deliver_init(&self) {
+        self.startup.store(STARTUP_INIT, Ordering::Release);
+        self.init_pending.store(true, Ordering::Release);
+    }
+
+    /// Whether an INIT waits for the running vCPU to act on it (checked before every guest
+    /// entry, like the containment flag).
+    pub fn init_pending(&self) -> bool {
+        self.init_pending.load(Ordering::Acquire)
+    }
+
+    /// A start-up IPI: counts only after INIT (SDM 9.4.4: SIPIs are ignored otherwise).
+    /// Returns whether it was taken.
+    pub fn deliver_startup(&self, vector: u8) -> bool {
+        self.startup.compare_exchange(STARTUP_INIT, u32::from(vector), Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Forgets any INIT or start-up IPI: the vCPU's partition is stopping or restarting.
+    pub fn clear_startup(&self) {
+        self.startup.store(STARTUP_IDLE, Ordering::Release);
+        self.init_pending.store(false, Ordering::Release);
+    }
+
+    /// Waits (on this core, in the hypervisor) until INIT and a start-up IPI arrived;
+    /// returns the start-up vector, or `None` as soon as `cancelled` says to stop waiting.
+    pub fn wait_for_startup(&self, cancelled: impl Fn() -> bool) -> Option<u8> {
+        loop {
+            if cancelled() {
+                return None;
+            }
+            // Waiting for SIPI is the state an INIT puts the vCPU in: nothing left to act on.
+            self.init_pending.store(false, Ordering::Release);
+            let state = self.startup.load(Ordering::Acquire);
+            // Consume only this vector: an INIT that raced in stays for the next wait.
+            if state <= 0xff
+                && self.startup.compare_exchange(state, STARTUP_IDLE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
+                return Some(state as u8);
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Address of this CPU's TSS (the VMCS host TR base).
+    pub fn tss_address(&self) -> u64 {
+        self.tss.get() as u64
+    }
+
+    /// The TSS and GDT, for `cpu/gdt.rs` on the owning CPU during its set-up only.
+    ///
+    /// # Safety
+    /// Only the CPU this entry belongs to may call this, once, before loading them.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn descriptor_tables(
+        &'static self,
+    ) -> (&'static mut TaskStateSegment, &'static mut GlobalDescriptorTable<8>) {
+        // SAFETY: the caller is the single writer, as documented.
+        unsafe { (&mut *self.tss.get(), &mut *self.gdt.get()) }
+    }
+}
+
+const STARTUP_IDLE: u32 = u32::MAX;
+const STARTUP_INIT: u32 = u32::MAX - 1;
+
+static PER_CPU: [PerCpu; MAX_CPUS] = {
+    let mut all = [const { PerCpu::new(0) }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        all[i] = PerCpu::new(i as u32);
+        i += 1;
+    }
+    all
+};
+
+pub fn cpu(index: usize) -> &'static PerCpu {
+    &PER_CPU[index]
+}
+
+/// Points this CPU's GS base at its per-CPU entry. First thing each CPU does in Rust.
+pub fn install(index: usize) {
+    let entry: *const PerCpu = &PER_CPU[index];
+    // GS is used for nothing else in the hypervisor.
+    GsBase::write(VirtAddr::from_ptr(entry));
+}
+
+/// Index of the CPU running this code (0 = boot CPU).
+#[inline]
+pub fn current_index() -> u32 {
+    let index: u32;
+    // SAFETY: `install` pointed GS at this CPU's `PerCpu`, whose first field is `index`.
+    unsafe { core::arch::asm!("mov {0:e}, gs:[0]", out(reg) index, options(nostack, readonly, preserves_flags)) };
+    index
+}
+
+/// The CPU with this APIC ID, if it came online.
+pub fn by_apic_id(apic_id: u32) -> Option<&'static PerCpu> {
+    PER_CPU.iter().find(|c| c.is_online() && c.apic_id() == apic_id)
+}
+
+pub fn current() -> &'static PerCpu {
+    &PER_CPU[current_index() as usize]
+}

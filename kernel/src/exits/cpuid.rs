@@ -1,0 +1,69 @@
+//! CPUID exits: the leaves as a partition sees them.
+
+use crate::backend::Backend;
+use crate::partition::Partition;
+
+/// CPUID as a partition sees it: the hardware's answer without the features whose MSRs or
+/// instructions a partition cannot use (`bulkhead_virt::cpuid`: the virtualization
+/// extensions, the performance counters, machine check, MONITOR/MWAIT, speculation
+/// controls...), with the hypervisor-present bit set, OSXSAVE mirroring
+/// the guest's own CR4 (the hardware reports the hypervisor's), instructions the backend
+/// did not enable hidden, and the topology counts of the partition's cores.
+///
+/// Topology: a partition's vCPUs keep their physical APIC IDs (the x2APIC is theirs), so
+/// the fields that describe the APIC ID *layout* (leaf 1 EBX[23:16], leaf 4 EAX[31:26],
+/// the x2APIC ID in leaf 0xB/0x1F EDX) stay as the hardware says; the processor counts
+/// give the partition's cores, one thread per core (see [`extended_topology`]).
+#[inline]
+pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf: u32) {
+    const HYPERVISOR_BASE: u32 = 0x4000_0000;
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    let cores = partition.config().cores.len() as u32;
+    let mut r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    if bulkhead_virt::cpuid::changes(leaf) {
+        [r.eax, r.ebx, r.ecx, r.edx] = bulkhead_virt::cpuid::filter(leaf, subleaf, [r.eax, r.ebx, r.ecx, r.edx]);
+    }
+    match leaf {
+        1 => {
+            r.ecx |= 1 << 31; // hypervisor present
+            r.ecx |= 1 << 21; // x2APIC: real or emulated (apic_access.rs)
+            r.ecx &= !(1 << 27);
+            if backend.guest_cr4() & CR4_OSXSAVE != 0 {
+                r.ecx |= 1 << 27;
+            }
+        }
+        7 if subleaf == 0 && !backend.optional_instructions().invpcid => r.ebx &= !(1 << 10),
+        0xb => extended_topology(&mut r, subleaf, cores),
+        0x1f if core::arch::x86_64::__cpuid(0).eax >= 0x1f => extended_topology(&mut r, subleaf, cores),
+        0xd if subleaf == 1 && !backend.optional_instructions().xsaves => r.eax &= !(1 << 3),
+        0x8000_0001 if !backend.optional_instructions().rdtscp => r.edx &= !(1 << 27),
+        0x8000_0008 if crate::cpu::capabilities::is_amd() => r.ecx = (r.ecx & !0xff) | (cores - 1),
+        // The Hyper-V compatible leaves (`hyperv::discovery`).
+        l if (HYPERVISOR_BASE..0x4000_0100).contains(&l) => r = crate::hyperv::discovery::leaf(partition, l),
+        _ => {}
+    }
+    let regs = backend.registers();
+    regs.rax = r.eax.into();
+    regs.rbx = r.ebx.into();
+    regs.rcx = r.ecx.into();
+    regs.rdx = r.edx.into();
+}
+
+/// CPUID leaf 0xB (and 0x1F) for a partition (SDM Vol. 2A, CPUID "Extended Topology
+/// Enumeration Leaf"): level 0 is SMT with one thread per core, level 1 is the core level
+/// with the partition's core count and a shift wide enough for every APIC ID of the
+/// board, higher levels are invalid. Synthesized rather than filtered: the hardware's own
+/// levels describe the whole board (and Bochs leaves the level types out).
+fn extended_topology(r: &mut core::arch::x86_64::CpuidResult, subleaf: u32, cores: u32) {
+    const LEVEL_SMT: u32 = 1 << 8;
+    const LEVEL_CORE: u32 = 2 << 8;
+    let max_apic_id = crate::config::SYSTEM.board.cpus.iter().map(|c| c.apic_id).max().unwrap_or(0);
+    let core_shift = u32::BITS - max_apic_id.leading_zeros();
+    let level = subleaf & 0xff;
+    (r.eax, r.ebx, r.ecx) = match level {
+        0 => (0, 1, LEVEL_SMT),
+        1 => (core_shift, cores, LEVEL_CORE | 1),
+        _ => (0, 0, level),
+    };
+    // EDX: this core's x2APIC ID, as the hardware reports it.
+}

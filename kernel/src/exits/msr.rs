@@ -1,0 +1,185 @@
+//! The MSRs a partition may touch beyond those its MSR bitmap passes through.
+//!
+//! Passed through without exits (`bulkhead_virt::msr_map`, laid out by `backend/address_space.rs`): the syscall and segment-base
+//! MSRs, TSC_AUX, PAT/EFER/SYSENTER (switched by the VMCS / VMCB; EFER exits on SVM, see
+//! `bulkhead_virt::control_registers::efer_write`), IA32_TSC for reading,
+//! and, where the CPU has an x2APIC, the partition's own local APIC registers (timer, TSC
+//! deadline, EOI, TPR, SVR, ESR, SELF IPI), whose reserved bits the hardware checks; ICR
+//! writes and the LVTs with a delivery mode (and LVT error) exit and are checked here
+//! against the register map (`bulkhead_virt::x2apic`). Without an x2APIC every x2APIC MSR
+//! exits and `lapic/access.rs` performs it on the xAPIC, after the same checks. Everything
+//! else exits here and is answered from this explicit list; anything not on it is refused
+//! with #GP.
+//!
+//! An MSR on the list is forwarded to the hardware only if this CPU has it: the MTRRs
+//! against MTRRCAP (variable pairs below VCNT, the fixed ones with FIX), MISC_ENABLE on
+//! Intel only, TSC_DEADLINE with its CPUID bit. And every access the hypervisor makes on
+//! a partition's behalf runs through `cpu/fixup.rs`, so one the hardware refuses anyway
+//! becomes a #GP for the partition rather than an exception in the hypervisor.
+
+use crate::backend::Backend;
+use crate::exits::action::Action;
+use crate::lapic::access as apic_access;
+use crate::log::warn;
+use crate::partition::Partition;
+use bulkhead_virt::apic_base::Mode;
+use bulkhead_virt::msr_map::EFER;
+
+const IA32_MTRR_FIX64K: u32 = 0x250;
+const IA32_MTRR_FIX16K: [u32; 2] = [0x258, 0x259];
+const IA32_MTRR_FIX4K: core::ops::RangeInclusive<u32> = 0x268..=0x26f;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+const IA32_MTRRCAP: u32 = 0xfe;
+const IA32_MISC_ENABLE: u32 = 0x1a0;
+const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
+const IA32_MTRR_FIRST: u32 = 0x200;
+const IA32_MTRR_LAST: u32 = 0x26f;
+/// RDMSR of an MSR the partition may read, checked to exist; `None` (#GP) if the hardware
+/// refuses it all the same.
+fn hardware_safe(msr: u32) -> Option<u64> {
+    // SAFETY: reading these MSRs has no side effect.
+    unsafe { crate::cpu::fixup::read_msr_safe(msr) }.ok()
+}
+
+/// Whether this CPU has MTRR-range MSR `msr` (SDM Vol. 3 12.11.1, 12.11.2.2, 12.11.2.3):
+/// MTRRCAP and MTRR_DEF_TYPE with CPUID.1:EDX.MTRR; the variable pairs
+/// PHYSBASE/PHYSMASK n at 0x200 + 2n for n < MTRRCAP.VCNT; the eleven fixed-range MTRRs
+/// only with MTRRCAP.FIX. Anything else in 0x200-0x26F does not exist (#GP).
+fn mtrr_exists(msr: u32) -> bool {
+    const CPUID_EDX_MTRR: u32 = 1 << 12;
+    if core::arch::x86_64::__cpuid(1).edx & CPUID_EDX_MTRR == 0 {
+        return false;
+    }
+    if matches!(msr, IA32_MTRRCAP | IA32_MTRR_DEF_TYPE) {
+        return true;
+    }
+    let Some(cap) = hardware_safe(IA32_MTRRCAP) else { return false };
+    let variable = u32::from(cap as u8);
+    let fixed = cap & (1 << 8) != 0;
+    match msr {
+        IA32_MTRR_FIX64K => fixed,
+        msr if IA32_MTRR_FIX16K.contains(&msr) || IA32_MTRR_FIX4K.contains(&msr) => fixed,
+        msr @ IA32_MTRR_FIRST..=IA32_MTRR_LAST => (msr - IA32_MTRR_FIRST) / 2 < variable,
+        _ => false,
+    }
+}
+
+/// Answers an intercepted RDMSR; `None` means #GP.
+fn allowed_read(msr: u32) -> Option<u64> {
+    match msr {
+        // The vCPU's own local APIC base and mode (`lapic/`).
+        IA32_APIC_BASE => Some(crate::lapic::base()),
+        // The x2APIC registers exist as MSRs in x2APIC mode only (SDM 11.12.2).
+        msr if apic_access::X2APIC_MSRS.contains(&msr) => {
+            if crate::lapic::mode() != Mode::X2Apic {
+                return None;
+            }
+            apic_access::read(msr)
+        }
+        apic_access::TSC_DEADLINE if crate::cpu::capabilities::has_tsc_deadline() => hardware_safe(msr),
+        // Locked, VMX disabled: partitions cannot nest.
+        IA32_FEATURE_CONTROL => Some(1),
+        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST if mtrr_exists(msr) => hardware_safe(msr),
+        // An Intel MSR (SDM Vol. 4 Table 2-2); AMD CPUs have none at 0x1A0.
+        IA32_MISC_ENABLE if !crate::cpu::capabilities::is_amd() => hardware_safe(msr),
+        _ => None,
+    }
+}
+
+/// Answers an intercepted WRMSR; false means #GP. (IA32_APIC_BASE is written through
+/// `lapic::write_base`, which switches the vCPU's MSR bitmap.)
+fn allowed_write(partition: &Partition, msr: u32, value: u64) -> bool {
+    match msr {
+        // The x2APIC registers exist as MSRs in x2APIC mode only (SDM 11.12.2).
+        msr if apic_access::X2APIC_MSRS.contains(&msr) => {
+            crate::lapic::mode() == Mode::X2Apic && crate::lapic::apic_register_write(partition, msr, value)
+        }
+        apic_access::TSC_DEADLINE if crate::cpu::capabilities::has_tsc_deadline() => {
+            // SAFETY: the TSC deadline of this core's APIC timer, which the partition owns; a
+            // #GP is recovered.
+            unsafe { crate::cpu::fixup::write_msr_safe(msr, value) }.is_ok()
+        }
+        // Cache attributes stay as the firmware set them for the whole board: a write to an
+        // MTRR this CPU has is dropped.
+        IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST => mtrr_exists(msr),
+        _ => false,
+    }
+}
+
+/// An RDMSR exit: the value in EDX:EAX, or #GP and a rate-limited log line.
+#[inline(always)]
+pub fn read_exit<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Action {
+    match read_msr(partition, backend, msr) {
+        Some(value) => {
+            let regs = backend.registers();
+            regs.rax = value & 0xffff_ffff;
+            regs.rdx = value >> 32;
+            Action::Resume { skip: true }
+        }
+        None => {
+            if let Some(n) = partition.counters.msr.hit() {
+                warn!(
+                    "partition {=str}: rdmsr {=u32:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
+                    partition.name(),
+                    msr,
+                    backend.rip(),
+                    n
+                );
+            }
+            Action::InjectGp
+        }
+    }
+}
+
+/// A WRMSR exit: performed, or #GP and a rate-limited log line.
+#[inline(always)]
+pub fn write_exit<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> Action {
+    if write_msr(partition, backend, msr, value) {
+        Action::Resume { skip: true }
+    } else {
+        if let Some(n) = partition.counters.msr.hit() {
+            warn!(
+                "partition {=str}: wrmsr {=u32:#x} <- {=u64:#x} refused (#GP), rip {=u64:#x} (#{=u32})",
+                partition.name(),
+                msr,
+                value,
+                backend.rip(),
+                n
+            );
+        }
+        Action::InjectGp
+    }
+}
+
+/// An intercepted RDMSR: EFER from the backend (intercepted on SVM only), the synthetic
+/// Hyper-V MSRs, then the allowlist. `None` is #GP.
+#[inline]
+fn read_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Option<u64> {
+    match msr {
+        EFER => Some(backend.guest_efer()),
+        msr if super::tsc::handles(msr) => super::tsc::read(backend, msr),
+        msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => crate::hyperv::synthetic_msr::read(partition, msr),
+        msr => allowed_read(msr),
+    }
+}
+
+/// An intercepted WRMSR, dispatched as [`read_msr`]. False is #GP.
+#[inline]
+fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> bool {
+    match msr {
+        EFER => {
+            let (current, cr0) = (backend.guest_efer(), backend.guest_cr0());
+            bulkhead_virt::control_registers::efer_write(current, value, cr0, crate::cpu::capabilities::has_nx())
+                .map(|efer| backend.set_guest_efer(efer))
+                .is_some()
+        }
+        msr if super::tsc::handles(msr) => super::tsc::write(backend, msr, value),
+        msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
+            crate::hyperv::synthetic_msr::write(partition, msr, value)
+        }
+        crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(value, |on| backend.set_x2apic_passthrough(on)),
+        msr => allowed_write(partition, msr, value),
+    }
+}

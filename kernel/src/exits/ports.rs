@@ -1,0 +1,73 @@
+//! Port I/O exits: the virtual 16550 console at COM1, the test verdict port, and every
+//! other port the partition was not given (reads all-ones, writes dropped, both logged at
+//! a limited rate).
+
+use crate::exits::action::Action;
+use crate::log::warn;
+use crate::partition::{Fault, Partition};
+use bulkhead_virt::exit::PortAccess;
+use bulkhead_virt::guest_state::GuestRegisters;
+
+/// The virtual 16550 every partition has at the PC's COM1 address.
+pub const CONSOLE_BASE: u16 = 0x3f8;
+/// Port a test payload writes its verdict to (see `guests/`).
+pub const REPORT_PORT: u16 = bulkhead_abi::run::QEMU_DEBUG_EXIT_PORT;
+const LSR_OFFSET: u16 = 5;
+/// Line status: transmitter holding register and shift register empty.
+const LSR_IDLE: u64 = 0x60;
+
+pub fn access(partition: &Partition, regs: &mut GuestRegisters, access: PortAccess) -> Action {
+    if access.string {
+        return Action::Fault(Fault::StringIo { port: access.port });
+    }
+    let width_mask: u64 = match access.size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    };
+    let value = regs.rax & width_mask;
+    match (access.port, access.write) {
+        (CONSOLE_BASE, true) => {
+            partition.console_write(value as u8);
+            return Action::Resume { skip: true };
+        }
+        (p, false) if p == CONSOLE_BASE + LSR_OFFSET => {
+            set_in_result(regs, access.size, LSR_IDLE);
+            return Action::Resume { skip: true };
+        }
+        (p, write) if (CONSOLE_BASE..CONSOLE_BASE + 8).contains(&p) => {
+            // The other UART registers: reads 0, writes ignored (a polled, always-ready UART).
+            if !write {
+                set_in_result(regs, access.size, 0);
+            }
+            return Action::Resume { skip: true };
+        }
+        (REPORT_PORT, true) if partition.gives_verdict() => return Action::Report { pass: value == 0 },
+        _ => {}
+    }
+    if let Some(n) = partition.counters.port.hit() {
+        warn!(
+            "partition {=str}: {=str} unassigned port {=u16:#x} ({=u8} bytes): {=str} (#{=u32})",
+            partition.name(),
+            if access.write { "write to" } else { "read from" },
+            access.port,
+            access.size,
+            if access.write { "dropped" } else { "reads all-ones" },
+            n
+        );
+    }
+    if !access.write {
+        set_in_result(regs, access.size, u64::MAX);
+    }
+    Action::Resume { skip: true }
+}
+
+/// Puts the result of an IN into RAX as the hardware would: AL and AX keep the rest of
+/// RAX, a 32-bit IN writes EAX, which zero-extends into RAX.
+fn set_in_result(regs: &mut GuestRegisters, size: u8, value: u64) {
+    regs.rax = match size {
+        1 => (regs.rax & !0xff) | (value & 0xff),
+        2 => (regs.rax & !0xffff) | (value & 0xffff),
+        _ => value & 0xffff_ffff,
+    };
+}

@@ -1,0 +1,57 @@
+//! What a partition's exits are counted in: the rate limits of its log lines and its exit
+//! counts by kind.
+
+use bulkhead_virt::exit::Exit;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Logs the first occurrences of a kind of event, then only every power of two, so a
+/// guest hammering a port or MSR cannot flood the console.
+pub struct RateLimit(AtomicU32);
+
+impl RateLimit {
+    pub const fn new() -> Self {
+        RateLimit(AtomicU32::new(0))
+    }
+
+    /// Counts one event; returns the count when this one should be logged.
+    pub fn hit(&self) -> Option<u32> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        (n <= 8 || n.is_power_of_two()).then_some(n)
+    }
+}
+
+/// Event counters used for rate-limited logging.
+pub struct Counters {
+    pub port: RateLimit,
+    pub msr: RateLimit,
+    pub ipi: RateLimit,
+    /// Instructions answered with #UD (virtualization instructions, hypercalls).
+    pub undefined: RateLimit,
+}
+
+/// VM exits of a partition by kind, for the end-of-run report (and the benchmarks).
+#[derive(Default)]
+pub struct ExitCounts {
+    pub io: AtomicU32,
+    pub msr: AtomicU32,
+    pub cpuid: AtomicU32,
+    pub other: AtomicU32,
+}
+
+impl ExitCounts {
+    pub const fn new() -> Self {
+        ExitCounts { io: AtomicU32::new(0), msr: AtomicU32::new(0), cpuid: AtomicU32::new(0), other: AtomicU32::new(0) }
+    }
+
+    /// One atomic add per exit (this runs on every exit); the total is their sum.
+    #[inline]
+    pub fn count(&self, exit: &Exit) {
+        let kind = match exit {
+            Exit::Io(_) => &self.io,
+            Exit::MsrRead { .. } | Exit::MsrWrite { .. } => &self.msr,
+            Exit::Cpuid { .. } => &self.cpuid,
+            _ => &self.other,
+        };
+        kind.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,200 @@
+//! The vCPU loop: each core runs its partition's vCPU here, from the start (or a start-up
+//! IPI) through every exit to a fault, an INIT or the partition's halt. The top of the
+//! partition code: it calls the backend, the exit handlers (`exits/`), the Hyper-V state
+//! and the partition's fault policy, and nothing below calls back into it.
+
+use crate::backend::Backend;
+use crate::boot::bootinfo::BootInfo;
+use crate::exits::Action;
+use crate::log::info;
+use crate::partition::containment::Outcome;
+use crate::partition::{Fault, Partition};
+use bulkhead_virt::exit::Exit;
+use bulkhead_virt::guest_state::{EntryMode, GuestEntry};
+use core::sync::atomic::Ordering;
+
+/// Logs every partition's VM exits by kind.
+pub fn log_exit_counts() {
+    for p in crate::partition::all() {
+        let e = &p.exits;
+        let total = [&e.io, &e.msr, &e.cpuid, &e.other].iter().map(|c| c.load(Ordering::Relaxed)).sum::<u32>();
+        info!(
+            "partition {=str}: exits: total {=u32}, io {=u32}, msr {=u32}, cpuid {=u32}, other {=u32}",
+            p.name(),
+            total,
+            e.io.load(Ordering::Relaxed),
+            e.msr.load(Ordering::Relaxed),
+            e.cpuid.load(Ordering::Relaxed),
+            e.other.load(Ordering::Relaxed)
+        );
+        let dropped = p.console_lines_dropped();
+        if dropped > 0 {
+            info!("partition {=str}: console: {=u64} lines dropped (rate limit) in total", p.name(), dropped);
+        }
+        let (signals, unexpected) = crate::partition::nmi::counts(p);
+        info!("partition {=str}: nmis: stop signals {=u32}, unexpected {=u32}", p.name(), signals, unexpected);
+    }
+}
+
+/// Real-mode start at `vector:0000` (INIT-SIPI-SIPI, SDM 9.4.4).
+fn startup_entry(vector: u8) -> GuestEntry {
+    GuestEntry {
+        mode: EntryMode::Real { segment: u16::from(vector) << 8 },
+        rip: 0,
+        rsp: 0,
+        gdt_base: 0,
+        gdt_limit: 0,
+        rax: 0,
+        rbx: 0,
+        rdi: 0,
+    }
+}
+
+/// Why this core's vCPU stopped running its guest.
+enum Stop {
+    /// It faulted: this core leads the partition's stop.
+    Fault(Fault, u64),
+    /// Another core of the partition faulted and stops the partition; the guest RIP where
+    /// the hypervisor's NMI took the vCPU out of its guest, if that is how it left.
+    Signalled(Option<u64>),
+    /// The partition sent this vCPU an INIT: it resets and waits for a start-up IPI.
+    Init,
+}
+
+/// Runs this core's vCPU until the partition halts for good. The first core loads the
+/// payload and starts at its entry; every other core waits for the partition's INIT/SIPI.
+/// A fault on any core stops all of the partition's cores (see `partition/containment.rs`) before
+/// the policy is applied.
+pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, backend: &mut B, first_core: bool) {
+    let cpu = crate::cpu::percpu::current();
+    // RESET (the partition starts) or INIT (a sibling reset this vCPU, SDM 9.4, 11.4.7.3):
+    // both reset the registers; INIT keeps the APIC mode and waits for a start-up IPI,
+    // even on the partition's first core.
+    let mut reset = true;
+    loop {
+        reset_core_state();
+        if reset {
+            crate::lapic::reset(first_core);
+        } else {
+            crate::lapic::init();
+        }
+        let stop = match start_vcpu(partition, boot, backend, first_core && reset) {
+            Ok(true) => exit_loop(partition, backend),
+            Ok(false) => Stop::Signalled(None),
+            Err(fault) => Stop::Fault(fault, 0),
+        };
+        reset = true;
+        let outcome = match stop {
+            Stop::Init => {
+                info!("partition {=str}: vcpu on cpu {=u32} got INIT: reset", partition.name(), cpu.index());
+                reset = false;
+                continue;
+            }
+            Stop::Fault(fault, rip) => partition.contain(fault, rip),
+            Stop::Signalled(nmi_rip) => {
+                match nmi_rip {
+                    Some(rip) => info!(
+                        "partition {=str}: vcpu on cpu {=u32} stopped by NMI at guest rip {=u64:#x}; parked",
+                        partition.name(),
+                        cpu.index(),
+                        rip
+                    ),
+                    None => {
+                        info!("partition {=str}: vcpu on cpu {=u32} stopped; parked", partition.name(), cpu.index())
+                    }
+                }
+                partition.containment.park(cpu)
+            }
+        };
+        if outcome == Outcome::Halt {
+            return;
+        }
+    }
+}
+
+/// Starts this core's vCPU: the first core at the freshly loaded payload, the others at
+/// the partition's start-up IPI. `Ok(false)`: the partition is stopping meanwhile.
+fn start_vcpu<B: Backend>(
+    partition: &'static Partition,
+    boot: &BootInfo,
+    backend: &mut B,
+    first_core: bool,
+) -> Result<bool, Fault> {
+    let cpu = crate::cpu::percpu::current();
+    let entry = if first_core {
+        // A fresh start: the partition's Hyper-V state (SynIC, hypercall page, reference
+        // time) goes back to its power-on values along with its memory.
+        crate::hyperv::reset_partition(partition);
+        let entry = partition.load(boot).map_err(|()| Fault::Load)?;
+        info!("partition {=str}: starting on cpu {=u32} at {=u64:#x}", partition.name(), cpu.index(), entry.rip);
+        entry
+    } else {
+        info!(
+            "partition {=str}: vcpu on cpu {=u32} waits for INIT/SIPI from the partition",
+            partition.name(),
+            cpu.index()
+        );
+        let Some(vector) = cpu.wait_for_startup(|| partition.containment.stopping()) else {
+            return Ok(false);
+        };
+        info!(
+            "partition {=str}: vcpu on cpu {=u32} starts at {=u64:#x} (start-up IPI)",
+            partition.name(),
+            cpu.index(),
+            u64::from(vector) << 12
+        );
+        startup_entry(vector)
+    };
+    backend.start(partition, &entry).map_err(|()| Fault::VcpuSetup)?;
+    // The MSR bitmap for the mode the vCPU's local APIC has now.
+    backend.set_x2apic_passthrough(crate::lapic::mode() == bulkhead_virt::apic_base::Mode::X2Apic);
+    Ok(true)
+}
+
+/// Runs the guest until it faults or its partition is stopped from another core.
+fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop {
+    let mut nmi_rip = None;
+    let cpu = crate::cpu::percpu::current();
+    loop {
+        if partition.containment.stopping() {
+            return Stop::Signalled(nmi_rip);
+        }
+        if cpu.init_pending() {
+            return Stop::Init;
+        }
+        let exit = backend.enter_guest();
+        nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
+        partition.exits.count(&exit);
+        match crate::exits::handle(partition, backend, exit) {
+            Action::Resume { skip } => {
+                if skip {
+                    backend.skip_instruction();
+                }
+            }
+            Action::InjectGp => backend.inject_exception(13, Some(0)),
+            Action::InjectUd => backend.inject_exception(6, None),
+            Action::Report { pass } => {
+                info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
+                log_exit_counts();
+                if pass {
+                    crate::run_end::succeed()
+                } else {
+                    crate::run_end::fail("a partition reported a failed test")
+                }
+            }
+            Action::Fault(fault) => return Stop::Fault(fault, backend.rip()),
+        }
+    }
+}
+
+/// Returns this core's partition-visible state to its power-on shape before a partition
+/// (re)starts on it: the local APIC (passed through) with every LVT masked, the timer and
+/// TSC deadline stopped and nothing left in service, and XCR0 back to x87 only. A restarted
+/// partition must not take its previous run's timer into the fresh payload.
+fn reset_core_state() {
+    crate::lapic::reset_local_apic();
+    if crate::cpu::capabilities::host_xsave_enabled() {
+        // SAFETY: x87 only is always a valid XCR0.
+        unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 1u32, in("edx") 0u32) };
+    }
+}
