@@ -19,7 +19,13 @@ pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, sub
     const HYPERVISOR_BASE: u32 = 0x4000_0000;
     const CR4_OSXSAVE: u64 = 1 << 18;
     let cores = partition.config().cores.len() as u32;
-    let mut r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    // The Hyper-V compatible leaves are answered from the partition alone: no hardware
+    // CPUID for them (it would only be thrown away).
+    let mut r = if (HYPERVISOR_BASE..0x4000_0100).contains(&leaf) {
+        crate::hyperv::discovery::leaf(partition, leaf)
+    } else {
+        core::arch::x86_64::__cpuid_count(leaf, subleaf)
+    };
     if bulkhead_virt::cpuid::changes(leaf) {
         [r.eax, r.ebx, r.ecx, r.edx] = bulkhead_virt::cpuid::filter(leaf, subleaf, [r.eax, r.ebx, r.ecx, r.edx]);
     }
@@ -39,7 +45,6 @@ pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, sub
         0x8000_0001 if !backend.optional_instructions().rdtscp => r.edx &= !(1 << 27),
         0x8000_0008 if crate::cpu::capabilities::is_amd() => r.ecx = (r.ecx & !0xff) | (cores - 1),
         // The Hyper-V compatible leaves (`hyperv::discovery`).
-        l if (HYPERVISOR_BASE..0x4000_0100).contains(&l) => r = crate::hyperv::discovery::leaf(partition, l),
         _ => {}
     }
     let regs = backend.registers();
