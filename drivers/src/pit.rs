@@ -26,12 +26,23 @@ pub fn tsc_hz(tsc_delta: u64, pit_ticks: u64) -> u64 {
     (u128::from(tsc_delta) * u128::from(PIT_HZ) / u128::from(pit_ticks)) as u64
 }
 
-/// Measures the TSC frequency over `ms` milliseconds (at most 50). Returns `None` when the
-/// PIT never signals the end of the interval (no PIT, as on some UEFI-only boards).
+/// Why a calibration attempt gave no frequency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CalibrationError {
+    /// The PIT never signalled the end of the interval (no PIT, as on some UEFI-only
+    /// boards): trying again cannot help.
+    NoSignal,
+    /// The interval was over before it could be timed: either there is no PIT (port 0x61
+    /// reads all ones), or this CPU was held up for longer than the interval (an SMI on a
+    /// board; an emulator's CPU thread not scheduled on a busy host). Worth another try.
+    EndedAtOnce,
+}
+
+/// Measures the TSC frequency over `ms` milliseconds (at most 50).
 ///
 /// # Safety
 /// Touches the PIT and port 0x61; nothing else may use PIT channel 2 meanwhile.
-pub unsafe fn calibrate_tsc(ms: u32, rdtsc: impl Fn() -> u64) -> Option<u64> {
+pub unsafe fn calibrate_tsc(ms: u32, rdtsc: impl Fn() -> u64) -> Result<u64, CalibrationError> {
     let ticks = (PIT_HZ * u64::from(ms.clamp(1, 50)) / 1000) as u16;
     // SAFETY: the caller gave us the PIT; the sequence is the 8254 mode-0 programming.
     unsafe {
@@ -48,15 +59,15 @@ pub unsafe fn calibrate_tsc(ms: u32, rdtsc: impl Fn() -> u64) -> Option<u64> {
     while unsafe { inb(PORT_GATE) } & OUT_CH2 == 0 {
         polls += 1;
         if polls > 50_000_000 {
-            return None;
+            return Err(CalibrationError::NoSignal);
         }
     }
     let end = rdtsc();
     // Fewer than a handful of polls means OUT was already high: the PIT is not there.
     if polls < 4 {
-        return None;
+        return Err(CalibrationError::EndedAtOnce);
     }
-    Some(tsc_hz(end - start, u64::from(ticks)))
+    Ok(tsc_hz(end - start, u64::from(ticks)))
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@
 //!   (default 150) of the baseline plus `extra_ms=` (default 20), no round trip takes more
 //!   than `extra_ms=` longer than the longest baseline one, and the timer ticks at least
 //!   `ticks=` percent (default 50) as often as in the baseline (the bounds
-//!   docs/testing.md states).
+//!   docs/testing.md states). With `judge=no` (an emulator whose time is the host's, where
+//!   the host's scheduling decides these figures) it prints them without judging and
+//!   passes when both phases completed every round trip with the timer ticking.
 #![no_std]
 #![no_main]
 
@@ -80,6 +82,7 @@ fn ping(args: &str) -> bool {
     // In reference time (100 ns).
     let extra = arg(args, "extra_ms").and_then(parse_u64).unwrap_or(20) * 10_000;
     let min_ticks = arg(args, "ticks").and_then(parse_u64).unwrap_or(50);
+    let judge = arg(args, "judge") != Some("no");
     // Messages out on 1, events out (to the flooder) on 2, flag 9 in (from the flooder).
     let mut end = Endpoint::new(1, 2, 9, true);
     gp::start_timer(1_000_000);
@@ -111,6 +114,10 @@ fn ping(args: &str) -> bool {
         us(flooded.longest),
         flooded.ticks
     );
+    if !judge {
+        println!("flood: bounds not judged on this emulator (host time)");
+        return alone.ticks > 0 && flooded.ticks > 0;
+    }
     println!("flood: within the bounds: phase time {}, round trip {}, timer ticks {}", total_ok, longest_ok, ticks_ok);
     total_ok && longest_ok && ticks_ok
 }

@@ -76,8 +76,10 @@ pub fn wait_for_release() {
     }
 }
 
-/// How long the BSP waits for one AP to report in.
-pub const AP_TIMEOUT_MS: u64 = 1000;
+/// How long the BSP waits for one AP to report in. An AP on a board reports within
+/// microseconds; the margin is for emulators, whose AP is a host thread that a busy host
+/// may not schedule for a while (Linux waits as long for its APs).
+pub const AP_TIMEOUT_MS: u64 = 10_000;
 
 /// A free page below 1 MiB for the trampoline: usable RAM, not the boot information nor a
 /// module, not page 0 (real-mode IVT).

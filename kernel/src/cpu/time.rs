@@ -13,16 +13,27 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Calibration attempts before falling back: an interval that ended before it could be
+/// timed (this CPU held up longer than it: an SMI on a board, an emulator's CPU thread
+/// descheduled on a busy host) is measured again; a missing PIT fails every attempt.
+const CALIBRATION_ATTEMPTS: u32 = 5;
+
 /// Measures the TSC frequency. BSP, once, before any timed wait.
 pub fn calibrate() {
-    // SAFETY: nothing else uses the PIT.
-    match unsafe { bulkhead_drivers::pit::calibrate_tsc(10, rdtsc) } {
-        Some(hz) if hz > 1_000_000 => {
-            TSC_HZ.store(hz, Ordering::Relaxed);
-            info!("tsc: {=u64} kHz (calibrated against the PIT)", hz / 1000);
+    use bulkhead_drivers::pit::{CalibrationError, calibrate_tsc};
+    for _ in 0..CALIBRATION_ATTEMPTS {
+        // SAFETY: nothing else uses the PIT.
+        match unsafe { calibrate_tsc(10, rdtsc) } {
+            Ok(hz) if hz > 1_000_000 => {
+                TSC_HZ.store(hz, Ordering::Relaxed);
+                info!("tsc: {=u64} kHz (calibrated against the PIT)", hz / 1000);
+                return;
+            }
+            Err(CalibrationError::EndedAtOnce) => continue,
+            Ok(_) | Err(CalibrationError::NoSignal) => break,
         }
-        _ => warn!("tsc: no PIT to calibrate against, assuming {=u64} MHz", FALLBACK_TSC_HZ / 1_000_000),
     }
+    warn!("tsc: no PIT to calibrate against, assuming {=u64} MHz", FALLBACK_TSC_HZ / 1_000_000);
 }
 
 pub fn ticks_per_ms() -> u64 {
