@@ -204,6 +204,7 @@ impl Vcpu {
 
     /// The guest's execution mode and CPL (the VMCB's CPL field; CS attribute bit 9 is L,
     /// APM Vol. 2 15.5.1 and Table B-2).
+    #[inline]
     pub fn execution_mode(&self) -> ExecutionMode {
         const ATTRIB_LONG: u16 = 1 << 9;
         let save = &self.vmcb.save;

@@ -497,6 +497,7 @@ impl Vcpu {
 
     /// The guest's execution mode and CPL (SDM Vol. 3 5.5: the CPL is SS.DPL; CS access
     /// rights bit 13 is L).
+    #[inline]
     pub fn execution_mode(&self) -> ExecutionMode {
         const AR_DPL_SHIFT: u64 = 5;
         const AR_LONG: u64 = 1 << 13;

@@ -221,6 +221,7 @@ impl Backend for SvmCore {
         self.vcpu().set_guest_efer(value)
     }
 
+    #[inline]
     fn execution_mode(&mut self) -> ExecutionMode {
         self.vcpu().execution_mode()
     }

@@ -203,6 +203,7 @@ impl Backend for VmxCore {
         self.vcpu.as_mut().expect("started").set_guest_efer(value)
     }
 
+    #[inline]
     fn execution_mode(&mut self) -> ExecutionMode {
         self.vcpu.as_mut().expect("started").execution_mode()
     }
