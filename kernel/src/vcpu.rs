@@ -5,6 +5,7 @@
 
 use crate::backend::Backend;
 use crate::boot::bootinfo::BootInfo;
+use crate::cpu::percpu::Attention;
 use crate::exits::Action;
 use crate::log::info;
 use crate::partition::containment::Outcome;
@@ -156,10 +157,13 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
     let mut nmi_rip = None;
     let cpu = crate::cpu::percpu::current();
     loop {
-        if partition.containment.stopping() {
-            return Stop::Signalled(nmi_rip);
-        }
-        if cpu.init_pending() {
+        // One load for every reason to leave the guest: a stop of the partition (before an
+        // INIT, which a restart would discard anyway) or an INIT.
+        let attention = cpu.attention();
+        if attention != 0 {
+            if attention & Attention::STOP != 0 {
+                return Stop::Signalled(nmi_rip);
+            }
             return Stop::Init;
         }
         let exit = backend.enter_guest();

@@ -80,6 +80,7 @@ fn io(info1: u64) -> Option<PortAccess> {
 /// The SVM instructions (VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA) come out as
 /// [`Exit::VirtualizationInstruction`]. A failed VMRUN (`VMEXIT_INVALID`)
 /// comes out as `Unhandled { reason: u32::MAX, .. }`, as a failed VM entry does on VMX.
+#[inline(always)]
 pub fn decode(control: &ControlArea, registers: &GuestRegisters) -> Exit {
     let (exit_code, info1, info2) = (control.exit_code, control.exit_info1, control.exit_info2);
     let unhandled = Exit::Unhandled { reason: exit_code as u32, qualification: info1 };
@@ -139,6 +140,7 @@ pub const fn instruction_length(exit_code: u64) -> Option<u64> {
 ///
 /// IOIO always saves the next RIP in EXITINFO2 (15.10.2). The other exits use the VMCB's
 /// nRIP when the CPU has NRIPS (CPUID 0x8000_000A EDX bit 3, 15.7.1), else the fixed length.
+#[inline]
 pub fn next_rip(control: &ControlArea, rip: u64, nrip_save: bool) -> Option<u64> {
     if control.exit_code == code::IOIO {
         return Some(control.exit_info2);

@@ -171,6 +171,7 @@ impl Vcpu {
 
     /// The guest's general registers. RAX is copied into the VMCB before every run and back
     /// after it, so it can be read and written here like the others.
+    #[inline]
     pub fn registers(&mut self) -> &mut GuestRegisters {
         &mut self.registers
     }
@@ -203,6 +204,7 @@ impl Vcpu {
 
     /// The guest's execution mode and CPL (the VMCB's CPL field; CS attribute bit 9 is L,
     /// APM Vol. 2 15.5.1 and Table B-2).
+    #[inline]
     pub fn execution_mode(&self) -> ExecutionMode {
         const ATTRIB_LONG: u16 = 1 << 9;
         let save = &self.vmcb.save;
@@ -232,6 +234,7 @@ impl Vcpu {
     /// Moves RIP past the instruction that caused the last exit. Only for the exits the
     /// kernel skips: CPUID, port I/O, RDMSR/WRMSR, XSETBV, HLT, VMMCALL, INVD, WBINVD, RDPMC
     /// ([`exit::next_rip`]); after any other exit RIP stays.
+    #[inline]
     pub fn skip_instruction(&mut self) {
         let Some(next) = exit::next_rip(&self.vmcb.control, self.vmcb.save.rip, self.features.nrip_save) else {
             return;
@@ -272,6 +275,7 @@ impl Vcpu {
     }
 
     /// Runs the guest until it exits; returns what it did.
+    #[inline(always)]
     pub fn enter_guest(&mut self) -> Exit {
         self.vmcb.save.rax = self.registers.rax;
         let guest: *mut Vmcb = self.vmcb;

@@ -78,6 +78,7 @@ pub const fn changes(leaf: u32) -> bool {
 }
 
 /// [`hide_unavailable`] for a leaf it [`changes`].
+#[inline]
 pub fn filter(leaf: u32, subleaf: u32, r: Registers) -> Registers {
     let [eax, ebx, ecx, edx] = r;
     // One match (a few compares, on the CPUID exit path), not a search of ZEROED_LEAVES;

@@ -51,6 +51,7 @@ pub mod ipi;
 pub mod memory;
 pub mod mmio_decode;
 pub mod msr_map;
+pub mod mtrr;
 pub mod multiboot1;
 pub mod pages;
 pub mod slat;

@@ -31,6 +31,7 @@ pub struct Features {
 
 impl Features {
     /// From the APIC version register and CPUID's TSC-deadline bit.
+    #[inline]
     pub const fn new(version: u32, tsc_deadline: bool) -> Self {
         Features { max_lvt: (version >> 16) as u8, directed_eoi: version & (1 << 24) != 0, tsc_deadline }
     }
@@ -121,6 +122,7 @@ const TIMER_MODE: u64 = 0b11 << 17;
 
 impl Register {
     /// The register at `msr`, if this APIC has one there.
+    #[inline]
     pub const fn at(msr: u32, features: &Features) -> Option<Register> {
         Some(match msr {
             0x802 => Register::Id,
@@ -151,11 +153,13 @@ impl Register {
     }
 
     /// Whether RDMSR of the register is allowed (EOI and SELF IPI are write-only).
+    #[inline]
     pub const fn readable(self) -> bool {
         !matches!(self, Register::Eoi | Register::SelfIpi)
     }
 
     /// The bits a write may set, or `None` for a read-only register.
+    #[inline]
     pub const fn writable_bits(self, features: &Features) -> Option<u64> {
         let lvt = VECTOR | DELIVERY_MODE | DELIVERY_STATUS | MASK;
         Some(match self {
@@ -192,6 +196,7 @@ impl Register {
     }
 
     /// Whether the register is an LVT entry with a delivery-mode field.
+    #[inline]
     pub const fn has_delivery_mode(self) -> bool {
         matches!(
             self,
@@ -204,6 +209,7 @@ impl Register {
     }
 
     /// Checks a partition's WRMSR of `value` to this register.
+    #[inline]
     pub const fn check_write(self, value: u64, features: &Features) -> Result<(), Refusal> {
         let Some(allowed) = self.writable_bits(features) else { return Err(Refusal::ReadOnly) };
         if value & !allowed != 0 {
@@ -228,6 +234,7 @@ impl Register {
 }
 
 /// Checks a partition's WRMSR of `value` to x2APIC register MSR `msr`.
+#[inline]
 pub const fn check_write(msr: u32, value: u64, features: &Features) -> Result<Register, Refusal> {
     let Some(register) = Register::at(msr, features) else { return Err(Refusal::Missing) };
     match register.check_write(value, features) {
@@ -237,6 +244,7 @@ pub const fn check_write(msr: u32, value: u64, features: &Features) -> Result<Re
 }
 
 /// Whether a partition's RDMSR of x2APIC register MSR `msr` is allowed.
+#[inline]
 pub const fn readable(msr: u32, features: &Features) -> bool {
     match Register::at(msr, features) {
         Some(register) => register.readable(),

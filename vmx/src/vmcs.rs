@@ -497,6 +497,7 @@ impl Vcpu {
 
     /// The guest's execution mode and CPL (SDM Vol. 3 5.5: the CPL is SS.DPL; CS access
     /// rights bit 13 is L).
+    #[inline]
     pub fn execution_mode(&self) -> ExecutionMode {
         const AR_DPL_SHIFT: u64 = 5;
         const AR_LONG: u64 = 1 << 13;
@@ -518,6 +519,7 @@ impl Vcpu {
         }
     }
 
+    #[inline]
     pub fn registers(&mut self) -> &mut GuestRegisters {
         &mut self.registers
     }
@@ -527,6 +529,7 @@ impl Vcpu {
     }
 
     /// Moves RIP past the instruction that caused the last exit.
+    #[inline]
     pub fn skip_instruction(&mut self) {
         let next = vmread(guest::RIP) + vmread(ro::VMEXIT_INSTRUCTION_LEN);
         vmwrite_unchecked(guest::RIP, next);
@@ -577,6 +580,7 @@ impl Vcpu {
     }
 
     /// Runs the guest until it exits; returns what it did.
+    #[inline(always)]
     pub fn enter_guest(&mut self) -> Exit {
         // SAFETY: `new` set up and loaded the VMCS with HOST_RIP at the exit handler.
         if !unsafe { world_switch::enter(&mut self.registers, self.launched) } {
@@ -592,6 +596,7 @@ impl Vcpu {
 
     /// What the guest did, from the exit reason and the exit-information fields
     /// (`exit::decode`).
+    #[inline(always)]
     fn decode(&self) -> Exit {
         crate::exit::decode(vmread(ro::EXIT_REASON) as u32, &CurrentVmcs, &self.registers)
     }

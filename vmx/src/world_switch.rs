@@ -96,6 +96,7 @@ pub fn exit_handler_address() -> u64 {
 ///
 /// # Safety
 /// The current VMCS must be fully set up, with HOST_RIP = [`exit_handler_address`].
+#[inline]
 pub unsafe fn enter(registers: &mut GuestRegisters, launched: bool) -> bool {
     // SAFETY: per the caller; the assembly preserves the host's callee-saved registers.
     unsafe { vmx_enter(registers, u64::from(launched)) == 0 }

@@ -101,6 +101,7 @@ impl SvmCore {
         }
     }
 
+    #[inline]
     fn vcpu(&mut self) -> &mut Vcpu {
         self.vcpu.as_mut().expect("started before use")
     }
@@ -160,14 +161,17 @@ impl Backend for SvmCore {
         self.vcpu().rip()
     }
 
+    #[inline]
     fn registers(&mut self) -> &mut GuestRegisters {
         self.vcpu().registers()
     }
 
+    #[inline]
     fn skip_instruction(&mut self) {
         self.vcpu().skip_instruction()
     }
 
+    #[inline]
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.vcpu().inject_exception(vector, error_code)
     }
@@ -217,6 +221,7 @@ impl Backend for SvmCore {
         self.vcpu().set_guest_efer(value)
     }
 
+    #[inline]
     fn execution_mode(&mut self) -> ExecutionMode {
         self.vcpu().execution_mode()
     }

@@ -143,14 +143,17 @@ impl Backend for VmxCore {
         self.vcpu.as_mut().expect("started before running").rip()
     }
 
+    #[inline]
     fn registers(&mut self) -> &mut GuestRegisters {
         self.vcpu.as_mut().expect("started").registers()
     }
 
+    #[inline]
     fn skip_instruction(&mut self) {
         self.vcpu.as_mut().expect("started").skip_instruction()
     }
 
+    #[inline]
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.vcpu.as_mut().expect("started").inject_exception(vector, error_code)
     }
@@ -200,6 +203,7 @@ impl Backend for VmxCore {
         self.vcpu.as_mut().expect("started").set_guest_efer(value)
     }
 
+    #[inline]
     fn execution_mode(&mut self) -> ExecutionMode {
         self.vcpu.as_mut().expect("started").execution_mode()
     }

@@ -47,6 +47,7 @@ pub fn probe() -> CpuReport {
     AMD.store(vendor == Vendor::Amd, core::sync::atomic::Ordering::Relaxed);
     TSC_DEADLINE.store(raw.leaf1_ecx & (1 << 24) != 0, core::sync::atomic::Ordering::Relaxed);
     NX.store(raw.ext1_edx & (1 << 20) != 0, core::sync::atomic::Ordering::Relaxed);
+    record_mtrrs(leaf1.edx);
     CpuReport { vendor, caps: Capabilities::decode(&raw, vmx.as_ref()) }
 }
 
@@ -123,4 +124,28 @@ pub fn has_tsc_deadline() -> bool {
 /// Whether the CPU has no-execute pages (CPUID.8000_0001:EDX[20], recorded by [`probe`]).
 pub fn has_nx() -> bool {
     NX.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+static MTRR_PRESENT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static MTRRCAP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records CPUID.1:EDX.MTRR and IA32_MTRRCAP (read-only, the same on every core of the
+/// board) so that a partition's MTRR access is checked without CPUID or RDMSR.
+fn record_mtrrs(leaf1_edx: u32) {
+    const CPUID_EDX_MTRR: u32 = 1 << 12;
+    let present = leaf1_edx & CPUID_EDX_MTRR != 0;
+    // SAFETY: MTRRCAP exists where CPUID.1:EDX.MTRR is set; a #GP all the same is recovered.
+    let cap =
+        if present { unsafe { crate::cpu::fixup::read_msr_safe(bulkhead_virt::mtrr::MTRRCAP) }.ok() } else { None };
+    MTRR_PRESENT.store(cap.is_some(), core::sync::atomic::Ordering::Relaxed);
+    MTRRCAP.store(cap.unwrap_or(0), core::sync::atomic::Ordering::Relaxed);
+}
+
+/// This CPU's MTRRs (recorded by [`probe`]).
+#[inline]
+pub fn mtrrs() -> bulkhead_virt::mtrr::Mtrrs {
+    bulkhead_virt::mtrr::Mtrrs::new(
+        MTRR_PRESENT.load(core::sync::atomic::Ordering::Relaxed),
+        MTRRCAP.load(core::sync::atomic::Ordering::Relaxed),
+    )
 }

@@ -88,6 +88,16 @@ pub fn stacks(index: usize) -> &'static CpuStacks {
     unsafe { &(*CPU_STACKS.0.get())[index] }
 }
 
+/// The reasons a running vCPU leaves its guest at its next exit ([`PerCpu::attention`]).
+pub struct Attention;
+
+impl Attention {
+    /// Its partition is being stopped (`partition/containment.rs`): park.
+    pub const STOP: u32 = 1 << 0;
+    /// The partition sent it an INIT: reset and wait for a start-up IPI.
+    pub const INIT: u32 = 1 << 1;
+}
+
 /// State of one CPU. `index` must stay the first field: `current_index` reads `gs:[0]`.
 #[repr(C)]
 pub struct PerCpu {
@@ -96,9 +106,9 @@ pub struct PerCpu {
     online: AtomicBool,
     /// INIT/SIPI mailbox of the vCPU on this core (see `lapic::send_ipi`).
     startup: AtomicU32,
-    /// An INIT arrived that the running vCPU has not acted on yet: it must leave its guest,
-    /// reset and wait for a start-up IPI (`vcpu::exit_loop`).
-    init_pending: AtomicBool,
+    /// Why the running vCPU must leave its guest before its next entry, one bit per reason
+    /// ([`Attention`]): one load on every exit (`vcpu::exit_loop`) for all of them.
+    attention: AtomicU32,
     tss: UnsafeCell<TaskStateSegment>,
     gdt: UnsafeCell<GlobalDescriptorTable<8>>,
 }
@@ -114,7 +124,7 @@ impl PerCpu {
             apic_id: AtomicU32::new(u32::MAX),
             online: AtomicBool::new(false),
             startup: AtomicU32::new(STARTUP_IDLE),
-            init_pending: AtomicBool::new(false),
+            attention: AtomicU32::new(0),
             tss: UnsafeCell::new(TaskStateSegment::new()),
             gdt: UnsafeCell::new(GlobalDescriptorTable::empty()),
         }
@@ -144,13 +154,31 @@ impl PerCpu {
     /// running vCPU resets first (`init_pending`).
     pub fn deliver_init(&self) {
         self.startup.store(STARTUP_INIT, Ordering::Release);
-        self.init_pending.store(true, Ordering::Release);
+        self.attention.fetch_or(Attention::INIT, Ordering::AcqRel);
     }
 
-    /// Whether an INIT waits for the running vCPU to act on it (checked before every guest
-    /// entry, like the containment flag).
+    /// Whether an INIT waits for the running vCPU to act on it.
     pub fn init_pending(&self) -> bool {
-        self.init_pending.load(Ordering::Acquire)
+        self.attention() & Attention::INIT != 0
+    }
+
+    /// What the running vCPU must act on before its next guest entry ([`Attention`] bits;
+    /// 0 on almost every exit).
+    #[inline]
+    pub fn attention(&self) -> u32 {
+        self.attention.load(Ordering::Acquire)
+    }
+
+    /// The vCPU's partition is being stopped (`partition/containment.rs`): it must not
+    /// enter its guest again until the stop is over ([`end_stop`](Self::end_stop)).
+    pub fn request_stop(&self) {
+        self.attention.fetch_or(Attention::STOP, Ordering::AcqRel);
+    }
+
+    /// The stop of the vCPU's partition is over (set by its leader before it releases the
+    /// parked siblings).
+    pub fn end_stop(&self) {
+        self.attention.fetch_and(!Attention::STOP, Ordering::AcqRel);
     }
 
     /// A start-up IPI: counts only after INIT (SDM 9.4.4: SIPIs are ignored otherwise).
@@ -162,7 +190,7 @@ impl PerCpu {
     /// Forgets any INIT or start-up IPI: the vCPU's partition is stopping or restarting.
     pub fn clear_startup(&self) {
         self.startup.store(STARTUP_IDLE, Ordering::Release);
-        self.init_pending.store(false, Ordering::Release);
+        self.attention.fetch_and(!Attention::INIT, Ordering::AcqRel);
     }
 
     /// Waits (on this core, in the hypervisor) until INIT and a start-up IPI arrived;
@@ -173,7 +201,7 @@ impl PerCpu {
                 return None;
             }
             // Waiting for SIPI is the state an INIT puts the vCPU in: nothing left to act on.
-            self.init_pending.store(false, Ordering::Release);
+            self.attention.fetch_and(!Attention::INIT, Ordering::AcqRel);
             let state = self.startup.load(Ordering::Acquire);
             // Consume only this vector: an INIT that raced in stays for the next wait.
             if state <= 0xff

@@ -23,6 +23,7 @@ use crate::partition::{Fault, Partition};
 pub use action::Action;
 use bulkhead_virt::exit::Exit;
 
+#[inline(always)]
 pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) -> Action {
     match exit {
         Exit::Cpuid { leaf, subleaf } => {

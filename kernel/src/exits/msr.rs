@@ -12,7 +12,9 @@
 //! with #GP.
 //!
 //! An MSR on the list is forwarded to the hardware only if this CPU has it: the MTRRs
-//! against MTRRCAP (variable pairs below VCNT, the fixed ones with FIX), MISC_ENABLE on
+//! against MTRRCAP (variable pairs below VCNT, the fixed ones with FIX; CPUID.1:EDX.MTRR
+//! and MTRRCAP are recorded at boot, `bulkhead_virt::mtrr`, and MTRRCAP itself is answered
+//! from that record, as it is read-only), MISC_ENABLE on
 //! Intel only, TSC_DEADLINE with its CPUID bit. And every access the hypervisor makes on
 //! a partition's behalf runs through `cpu/fixup.rs`, so one the hardware refuses anyway
 //! becomes a #GP for the partition rather than an exception in the hypervisor.
@@ -24,46 +26,17 @@ use crate::log::warn;
 use crate::partition::Partition;
 use bulkhead_virt::apic_base::Mode;
 use bulkhead_virt::msr_map::EFER;
-
-const IA32_MTRR_FIX64K: u32 = 0x250;
-const IA32_MTRR_FIX16K: [u32; 2] = [0x258, 0x259];
-const IA32_MTRR_FIX4K: core::ops::RangeInclusive<u32> = 0x268..=0x26f;
+use bulkhead_virt::mtrr;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const IA32_FEATURE_CONTROL: u32 = 0x3a;
-const IA32_MTRRCAP: u32 = 0xfe;
 const IA32_MISC_ENABLE: u32 = 0x1a0;
-const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
-const IA32_MTRR_FIRST: u32 = 0x200;
-const IA32_MTRR_LAST: u32 = 0x26f;
+
 /// RDMSR of an MSR the partition may read, checked to exist; `None` (#GP) if the hardware
 /// refuses it all the same.
 fn hardware_safe(msr: u32) -> Option<u64> {
     // SAFETY: reading these MSRs has no side effect.
     unsafe { crate::cpu::fixup::read_msr_safe(msr) }.ok()
-}
-
-/// Whether this CPU has MTRR-range MSR `msr` (SDM Vol. 3 12.11.1, 12.11.2.2, 12.11.2.3):
-/// MTRRCAP and MTRR_DEF_TYPE with CPUID.1:EDX.MTRR; the variable pairs
-/// PHYSBASE/PHYSMASK n at 0x200 + 2n for n < MTRRCAP.VCNT; the eleven fixed-range MTRRs
-/// only with MTRRCAP.FIX. Anything else in 0x200-0x26F does not exist (#GP).
-fn mtrr_exists(msr: u32) -> bool {
-    const CPUID_EDX_MTRR: u32 = 1 << 12;
-    if core::arch::x86_64::__cpuid(1).edx & CPUID_EDX_MTRR == 0 {
-        return false;
-    }
-    if matches!(msr, IA32_MTRRCAP | IA32_MTRR_DEF_TYPE) {
-        return true;
-    }
-    let Some(cap) = hardware_safe(IA32_MTRRCAP) else { return false };
-    let variable = u32::from(cap as u8);
-    let fixed = cap & (1 << 8) != 0;
-    match msr {
-        IA32_MTRR_FIX64K => fixed,
-        msr if IA32_MTRR_FIX16K.contains(&msr) || IA32_MTRR_FIX4K.contains(&msr) => fixed,
-        msr @ IA32_MTRR_FIRST..=IA32_MTRR_LAST => (msr - IA32_MTRR_FIRST) / 2 < variable,
-        _ => false,
-    }
 }
 
 /// Answers an intercepted RDMSR; `None` means #GP.
@@ -81,7 +54,11 @@ fn allowed_read(msr: u32) -> Option<u64> {
         apic_access::TSC_DEADLINE if crate::cpu::capabilities::has_tsc_deadline() => hardware_safe(msr),
         // Locked, VMX disabled: partitions cannot nest.
         IA32_FEATURE_CONTROL => Some(1),
-        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST if mtrr_exists(msr) => hardware_safe(msr),
+        // Read-only: the value recorded at boot (`bulkhead_virt::mtrr`).
+        mtrr::MTRRCAP => crate::cpu::capabilities::mtrrs().cap(),
+        mtrr::DEF_TYPE | mtrr::VARIABLE_FIRST..=mtrr::LAST if crate::cpu::capabilities::mtrrs().exists(msr) => {
+            hardware_safe(msr)
+        }
         // An Intel MSR (SDM Vol. 4 Table 2-2); AMD CPUs have none at 0x1A0.
         IA32_MISC_ENABLE if !crate::cpu::capabilities::is_amd() => hardware_safe(msr),
         _ => None,
@@ -103,7 +80,7 @@ fn allowed_write(partition: &Partition, msr: u32, value: u64) -> bool {
         }
         // Cache attributes stay as the firmware set them for the whole board: a write to an
         // MTRR this CPU has is dropped.
-        IA32_MTRR_DEF_TYPE | IA32_MTRR_FIRST..=IA32_MTRR_LAST => mtrr_exists(msr),
+        mtrr::DEF_TYPE | mtrr::VARIABLE_FIRST..=mtrr::LAST => crate::cpu::capabilities::mtrrs().exists(msr),
         _ => false,
     }
 }

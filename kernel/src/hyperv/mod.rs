@@ -119,10 +119,27 @@ pub fn this_vp() -> &'static VpRegisters {
 
 /// The SynIC registers of the virtual processor on the board core `core`, if that core
 /// is online (a core that is not has no running VP: nothing can be delivered to it).
+/// The per-CPU index of the CPU found for it is kept (a CPU that came online stays
+/// online), so a signal or post finds its receiver without searching the CPUs.
+#[inline]
 pub fn vp_of_core(core: u32) -> Option<&'static VpRegisters> {
-    let cpu = apic_id_of_core(core).and_then(crate::cpu::percpu::by_apic_id)?;
-    VPS.get(cpu.index() as usize)
+    let slot = CPU_OF_CORE.get(core as usize);
+    let index = match slot.map_or(0, |s| s.load(Ordering::Relaxed)) {
+        0 => {
+            let cpu = apic_id_of_core(core).and_then(crate::cpu::percpu::by_apic_id)?;
+            if let Some(slot) = slot {
+                slot.store(cpu.index() + 1, Ordering::Relaxed);
+            }
+            cpu.index()
+        }
+        known => known - 1,
+    };
+    VPS.get(index as usize)
 }
+
+/// Per board core below `MAX_CPUS`: the per-CPU index of its CPU plus one, once
+/// [`vp_of_core`] found it online; 0 until then.
+static CPU_OF_CORE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 /// The board core number of the CPU with this APIC ID.
 pub fn core_of_apic_id(apic_id: u32) -> Option<u32> {

@@ -15,8 +15,10 @@
 //! itself to the writes that pass through. The hardware accesses go through `cpu/fixup.rs`,
 //! so even a register this map wrongly admits costs the partition a #GP, not the run.
 
+use crate::cpu::percpu::MAX_CPUS;
 use crate::log::warn;
 use bulkhead_virt::x2apic::{self, Features, Refusal};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// First and last x2APIC register MSR.
 pub const X2APIC_MSRS: core::ops::RangeInclusive<u32> = 0x800..=0x8ff;
@@ -31,32 +33,53 @@ pub const TSC_DEADLINE: u32 = 0x6e0;
 
 /// What this core's local APIC has (the version register, CPUID's TSC-deadline bit), for
 /// the register map in `bulkhead_virt::x2apic`. The hardware's version register (0x803, or
-/// offset 0x30 on an xAPIC) has the same layout in both modes (SDM 11.4.8).
+/// offset 0x30 on an xAPIC) has the same layout in both modes (SDM 11.4.8) and is
+/// read-only, so it is read once per core and kept: the register map is applied on every
+/// emulated x2APIC write (each EOI without an x2APIC), and needs no APIC access for it.
+#[inline]
 pub fn features() -> Features {
-    let version = if emulated() {
+    let slot = &VERSIONS[crate::cpu::percpu::current_index() as usize];
+    let mut version = slot.load(Ordering::Relaxed);
+    if version == 0 {
+        version = hardware_version();
+        slot.store(version, Ordering::Relaxed);
+    }
+    Features::new(version, crate::cpu::capabilities::has_tsc_deadline())
+}
+
+/// Each core's APIC version register once read (0: not yet; no APIC reads 0, its version
+/// field is at least 0x10, SDM 11.4.8). Only the core itself touches its entry.
+static VERSIONS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+#[cold]
+fn hardware_version() -> u32 {
+    if emulated() {
         mmio_read(VERSION)
     } else {
         // SAFETY: the version register exists on every x2APIC; reading has no effect.
         unsafe { crate::cpu::fixup::read_msr_safe(VERSION) }.unwrap_or(0) as u32
-    };
-    Features::new(version, crate::cpu::capabilities::has_tsc_deadline())
+    }
 }
 
 /// Whether the x2APIC MSRs are emulated on an xAPIC (the CPU has no x2APIC).
+#[inline]
 pub fn emulated() -> bool {
     !crate::cpu::apic::x2apic()
 }
 
+#[inline]
 fn mmio(msr: u32) -> *mut u32 {
     (crate::cpu::apic::xapic_base() + (u64::from(msr - 0x800) << 4)) as *mut u32
 }
 
+#[inline]
 fn mmio_read(msr: u32) -> u32 {
     // SAFETY: an existing xAPIC register of this core (callers check `readable`); the page
     // is identity-mapped uncached.
     unsafe { core::ptr::read_volatile(mmio(msr)) }
 }
 
+#[inline]
 fn mmio_write(msr: u32, value: u32) {
     // SAFETY: an existing, writable xAPIC register of this core (callers check); the page
     // is identity-mapped uncached.
@@ -89,8 +112,16 @@ pub fn read(msr: u32) -> Option<u64> {
 /// Checks a partition's write of `value` to x2APIC register `msr` against the register map
 /// (existence, read-only, reserved bits, LVT delivery and timer modes). On refusal logs
 /// the reason (rate-limited) and returns false: the partition gets #GP.
+#[inline]
 pub fn check_write(partition: &crate::partition::Partition, msr: u32, value: u64) -> bool {
     let Err(refusal) = x2apic::check_write(msr, value, &features()) else { return true };
+    refused(partition, msr, value, refusal);
+    false
+}
+
+/// Logs a refused write (rate-limited).
+#[cold]
+fn refused(partition: &crate::partition::Partition, msr: u32, value: u64, refusal: Refusal) {
     if partition.counters.msr.hit().is_some() {
         let name = partition.name();
         match refusal {
@@ -115,17 +146,23 @@ pub fn check_write(partition: &crate::partition::Partition, msr: u32, value: u64
             ),
         }
     }
-    false
 }
 
-/// Writes an x2APIC register of this core, after [`check_write`] (for a partition) or for
-/// the hypervisor's own reset. Returns false for #GP: a register this APIC lacks or
-/// cannot write, a write the hardware refused, or an ICR destination an xAPIC cannot
-/// address.
+/// Writes an x2APIC register of this core for the hypervisor's own reset. Returns false
+/// for a register this APIC lacks or cannot write, or as [`perform_write`].
 pub fn write(msr: u32, value: u64) -> bool {
-    if x2apic::Register::at(msr, &features()).and_then(|r| r.writable_bits(&features())).is_none() {
+    let features = features();
+    if x2apic::Register::at(msr, &features).and_then(|r| r.writable_bits(&features)).is_none() {
         return false;
     }
+    perform_write(msr, value)
+}
+
+/// Writes an x2APIC register of this core that [`check_write`] (for a partition) or
+/// [`write`] admitted. Returns false for #GP: a write the hardware refused, or an ICR
+/// destination an xAPIC cannot address.
+#[inline]
+pub fn perform_write(msr: u32, value: u64) -> bool {
     if !emulated() {
         // SAFETY: a writable x2APIC register of this core (its owner's); a #GP is recovered.
         return unsafe { crate::cpu::fixup::write_msr_safe(msr, value) }.is_ok();

@@ -267,6 +267,7 @@ fn deliver_init(cpu: &'static crate::cpu::percpu::PerCpu) {
 /// A write to one of the partition's local APIC registers, by its x2APIC MSR number, in
 /// either mode (the xAPIC page emulation converts to this form): the ICR and the LVTs with
 /// a delivery mode are checked; false means refused.
+#[inline]
 pub fn apic_register_write(partition: &Partition, msr: u32, value: u64) -> bool {
     // The register map first (existence, reserved bits, LVT modes), for both paths.
     if !access::check_write(partition, msr, value) {
@@ -274,7 +275,7 @@ pub fn apic_register_write(partition: &Partition, msr: u32, value: u64) -> bool 
     }
     match msr {
         access::ICR => send_ipi(partition, value),
-        msr => access::write(msr, value),
+        msr => access::perform_write(msr, value),
     }
 }
 

@@ -59,7 +59,8 @@ impl Containment {
         }
     }
 
-    /// Whether the partition is being stopped: checked before every guest entry.
+    /// Whether the partition is being stopped. Each sibling's vCPU loop sees the stop in its
+    /// core's attention word instead (`PerCpu::request_stop`), one load per exit.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -74,6 +75,10 @@ impl Containment {
     /// that did not stop within [`STOP_TIMEOUT_MS`].
     pub fn stop_siblings(&self, siblings: &[&'static PerCpu]) -> Result<(), u32> {
         let all: u32 = siblings.iter().fold(0, |mask, cpu| mask | 1 << cpu.index());
+        // Before the first NMI: a sibling that takes it checks its attention word next.
+        for cpu in siblings {
+            cpu.request_stop();
+        }
         for _ in 0..STOP_TIMEOUT_MS {
             let parked = self.parked.load(Ordering::Acquire);
             if parked & all == all {
@@ -93,7 +98,11 @@ impl Containment {
     }
 
     /// The leader, once the policy is applied: lets the parked siblings go on with `outcome`.
-    pub fn release(&self, outcome: Outcome) {
+    /// Their stop requests end first, so none finds its own still set when it runs on.
+    pub fn release(&self, outcome: Outcome, siblings: &[&'static PerCpu]) {
+        for cpu in siblings {
+            cpu.end_stop();
+        }
         self.restart.store(outcome == Outcome::Restart, Ordering::Relaxed);
         self.parked.store(0, Ordering::Relaxed);
         self.stopping.store(false, Ordering::Release);

@@ -58,7 +58,7 @@ impl Partition {
             }
         };
         cpu.clear_startup();
-        self.containment.release(outcome);
+        self.containment.release(outcome, &siblings);
         outcome
     }
 
