@@ -63,16 +63,25 @@ fn parse(base: usize, platform: &PartitionPlatform<'_>) -> (AcpiLayout, AcpiTabl
     (layout, tables, memory)
 }
 
-/// (APIC ID, ACPI Processor UID, flags) of every processor entry, in MADT order, and whether
-/// any other kind of entry is present.
+/// (APIC ID, ACPI Processor UID, flags) of every processor entry, in MADT order, and the
+/// types of the other entries.
 fn processors(tables: &AcpiTables<GuestMemory>) -> (Vec<(u32, u32, u32)>, Vec<u8>) {
     let madt = tables.find_table::<Madt>().expect("MADT valid");
     let mut cpus = Vec::new();
     let mut others = Vec::new();
     for entry in madt.get().entries() {
         match entry {
-            MadtEntry::LocalApic(e) => cpus.push((u32::from(e.apic_id), u32::from(e.processor_id), { e.flags })),
-            MadtEntry::LocalX2Apic(e) => cpus.push(({ e.x2apic_id }, { e.processor_uid }, { e.flags })),
+            // ACPI 6.4 5.2.12.12: APIC IDs below 255 in Local APIC entries, the others in
+            // Local x2APIC entries (Linux ignores an x2APIC entry below 255 when the MADT
+            // has Local APIC entries too).
+            MadtEntry::LocalApic(e) => {
+                assert_ne!(e.apic_id, 0xFF, "APIC ID 255 in a Local APIC entry");
+                cpus.push((u32::from(e.apic_id), u32::from(e.processor_id), { e.flags }))
+            }
+            MadtEntry::LocalX2Apic(e) => {
+                assert!({ e.x2apic_id } >= 0xFF, "APIC ID {} in a Local x2APIC entry", { e.x2apic_id });
+                cpus.push(({ e.x2apic_id }, { e.processor_uid }, { e.flags }))
+            }
             MadtEntry::IoApic(e) => others.push(e.header.entry_type),
             MadtEntry::InterruptSourceOverride(e) => others.push(e.header.entry_type),
             MadtEntry::LocalApicNmi(e) => others.push(e.header.entry_type),
