@@ -17,9 +17,10 @@
 //! Section numbers are those of the ACPI Specification 6.4 (unchanged in 6.5); the MCFG is
 //! defined by the PCI Firmware Specification 3.2, 4.1.2.
 //!
-//! Why written here rather than with a crate: the well-kept ACPI crates (`acpi`, `aml`)
-//! parse tables; none of them writes them without `alloc`. The `acpi` crate parses this
-//! module's output in the tests (`virt/tests/acpi_tables.rs`).
+//! Why written here rather than with a crate: `acpi` and `aml` (rust-osdev) only parse
+//! tables; rust-vmm's `acpi_tables` writes them but needs `alloc` (its MADT is a vector of
+//! boxed structures, and the hypervisor has no heap) and has no Processor Local x2APIC
+//! structure. The `acpi` crate parses this module's output in `virt/tests/acpi_tables.rs`.
 
 use core::fmt;
 
