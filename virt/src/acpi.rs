@@ -14,8 +14,8 @@
 //! | MADT | local APIC at 0xFEE00000, not PC-AT compatible (no 8259 pair); one entry per vCPU; I/O APICs only when given |
 //! | MCFG | only when PCI segments are given |
 //!
-//! Section numbers are those of the ACPI Specification 6.4 (unchanged in 6.5); the MCFG is
-//! defined by the PCI Firmware Specification 3.2, 4.1.2.
+//! Section numbers are those of the ACPI Specification 6.4; the MCFG is defined by the PCI
+//! Firmware Specification 3.2, 4.1.2. What the tables say and why: docs/linux.md.
 //!
 //! Why written here rather than with a crate: `acpi` and `aml` (rust-osdev) only parse
 //! tables; rust-vmm's `acpi_tables` writes them but needs `alloc` (its MADT is a vector of
@@ -220,9 +220,10 @@ const DSDT_REVISION: u8 = 2;
 const MCFG_REVISION: u8 = 1;
 
 /// The largest APIC ID a Processor Local APIC entry carries. ACPI 6.4 5.2.12.12: logical
-/// processors with APIC IDs of 255 and above use the Processor Local x2APIC structure,
-/// those below 255 the Processor Local APIC structure. Linux (acpi_parse_x2apic) ignores
-/// an x2APIC entry below 255 when the MADT has Local APIC entries too.
+/// processors with APIC IDs of 255 and above must use the Processor Local x2APIC
+/// structure, and (compatibility note) those below 255 the Processor Local APIC structure.
+/// Linux (acpi_parse_x2apic) ignores an x2APIC entry below 255 when the MADT has Local APIC
+/// entries too.
 pub const MAX_XAPIC_ENTRY_ID: u32 = 254;
 
 // ---------------------------------------------------------------------------------------
