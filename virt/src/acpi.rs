@@ -347,6 +347,17 @@ fn check(platform: &PartitionPlatform<'_>) -> Result<(), AcpiError> {
     Ok(())
 }
 
+/// The most bytes [`write_tables`] needs for any platform it accepts ([`MAX_VCPUS`] vCPUs
+/// with x2APIC entries, [`MAX_IO_APICS`], [`MAX_PCI_SEGMENTS`]): a fixed reservation that
+/// always fits (4860 bytes).
+pub const MAX_TABLES_SIZE: usize = align_up(RSDP_LEN)
+    + align_up(HEADER_LEN + 8 * 3)
+    + align_up(FADT_LEN)
+    + align_up(HEADER_LEN)
+    + align_up(MADT_FIXED_LEN + LOCAL_X2APIC_LEN * MAX_VCPUS + IO_APIC_LEN * MAX_IO_APICS)
+    + MCFG_FIXED_LEN
+    + MCFG_ALLOCATION_LEN * MAX_PCI_SEGMENTS;
+
 /// The number of bytes [`write_tables`] needs for `platform`: what the caller reserves.
 pub fn tables_size(platform: &PartitionPlatform<'_>) -> Result<usize, AcpiError> {
     check(platform)?;
@@ -787,9 +798,16 @@ mod tests {
             Err(AcpiError::BufferTooSmall { needed, available: needed - 1 })
         );
         assert!(small.iter().all(|&b| b == 0x5A));
-        // The most vCPUs, all with x2APIC entries, still fit in a page and a half.
+        // The largest platform: every vCPU with an x2APIC entry, every I/O APIC and segment.
         let most: Vec<u32> = (1000..1000 + MAX_VCPUS as u32).collect();
-        assert!(tables_size(&PartitionPlatform::new(&most)).unwrap() < 0x1800);
+        let io_apics = [IoApic { id: 0, address: 0, gsi_base: 0 }; MAX_IO_APICS];
+        let segments = [PciSegment { ecam_base: 0, segment: 0, start_bus: 0, end_bus: 0 }; MAX_PCI_SEGMENTS];
+        let largest =
+            PartitionPlatform { io_apics: &io_apics, pci_segments: &segments, ..PartitionPlatform::new(&most) };
+        assert_eq!(tables_size(&largest), Ok(MAX_TABLES_SIZE));
+        let mut buf = vec![0u8; MAX_TABLES_SIZE];
+        assert_eq!(write_tables(&mut buf, BASE, &largest).map(|l| l.size), Ok(MAX_TABLES_SIZE));
+        const { assert!(MAX_TABLES_SIZE <= 4860, "under 5 KiB") };
     }
 
     mod randomized {
@@ -807,6 +825,7 @@ mod tests {
                 let platform = PartitionPlatform::new(&ids);
                 let mut buf = vec![0u8; 0x2000];
                 let layout = write_tables(&mut buf, base, &platform).unwrap();
+                prop_assert!(layout.size <= MAX_TABLES_SIZE);
                 prop_assert_eq!(checksum(&buf[..20]), 0);
                 prop_assert_eq!(checksum(&buf[..36]), 0);
                 for gpa in [layout.xsdt, layout.fadt, layout.dsdt, layout.madt] {
