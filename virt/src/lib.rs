@@ -27,6 +27,7 @@
 //! | [`hyperv_msr`] | which values a partition may write to the Hyper-V synthetic MSRs (reserved bits) |
 //! | [`console_rate`] | the rate limit on a partition's console lines |
 //! | [`xcr0`] | which XCR0 values a partition may set with XSETBV |
+//! | [`acpi`] | the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG) describing a partition's virtual platform |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
 //! feed them arbitrary and mutated bytes.
@@ -36,6 +37,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod acpi;
 pub mod apic_base;
 pub mod bitmap;
 pub mod console_rate;
