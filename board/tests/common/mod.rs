@@ -55,7 +55,8 @@ impl FakeLinux {
     /// The image: boot sector, setup sectors and protected-mode code, all zero but the
     /// header.
     pub fn image(&self) -> Vec<u8> {
-        let setup = (usize::from(self.setup_sects.max(1)) + 1) * 512;
+        // boot.rst: setup_sects 0 means 4.
+        let setup = (usize::from(if self.setup_sects == 0 { 4 } else { self.setup_sects }) + 1) * 512;
         let mut b = vec![0u8; setup + self.kernel_bytes as usize];
         let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
         put(0x1f1, &[self.setup_sects]);
