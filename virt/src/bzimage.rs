@@ -14,7 +14,9 @@
 //! - The protected-mode kernel (the file from `(setup_sects + 1) × 512` on) loaded at an
 //!   address from which the kernel runs: boot.rst "init_size" defines the runtime start as
 //!   `align_up(load, kernel_alignment)` for a relocatable kernel, else `pref_address`.
-//!   Linux's decompressor never runs below `pref_address` (`LOAD_PHYSICAL_ADDR`), so
+//!   Linux's decompressor never runs below `pref_address` (`LOAD_PHYSICAL_ADDR`; see
+//!   `startup_64` in arch/x86/boot/compressed/head_64.S, which also copies itself to the
+//!   end of the `init_size` buffer before decompressing), so
 //!   [`Layout::plan`] loads at the first aligned address at or above it where `init_size`
 //!   bytes of usable RAM follow: then the load address *is* the runtime start and all the
 //!   kernel touches before reading its memory map is `[kernel, kernel + init_size)`.
