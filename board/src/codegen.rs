@@ -346,9 +346,10 @@ fn connections(o: &mut String, system: &System) {
                 (format!("event flag {flag}"), format!("ConnectionKind::Event {{ flag: {flag} }}"))
             }
         };
+        let named = c.name.as_ref().map_or_else(String::new, |n| format!(" `{n}`"));
         let _ = writeln!(
             o,
-            "        // connection {}: `{}` -> `{}` on SINT {}, {what}",
+            "        // connection {}{named}: `{}` -> `{}` on SINT {}, {what}",
             c.id,
             partition_name(system, c.from),
             partition_name(system, c.to),
@@ -356,6 +357,7 @@ fn connections(o: &mut String, system: &System) {
         );
         let _ = writeln!(o, "        Connection {{");
         let _ = writeln!(o, "            id: {},", c.id);
+        let _ = writeln!(o, "            name: {},", option(c.name.as_ref(), |n| format!("{n:?}")));
         let _ = writeln!(o, "            from: PartitionId({}),", c.from.0);
         let _ = writeln!(o, "            to: PartitionId({}),", c.to.0);
         let _ = writeln!(o, "            sint: {},", c.sint);

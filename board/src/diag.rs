@@ -121,7 +121,7 @@ rules! {
         "`board` names no file in board/boards/ (or the `.toml` path does not exist)",
         "use the name of a file in board/boards/ without `.toml`, or a path ending in `.toml` relative to the system file";
     DUPLICATE_NAME = "duplicate-name":
-        "two partitions, devices, IOMMUs or shared memory regions share a name, or a partition is listed twice as a sharer",
+        "two partitions, devices, IOMMUs, shared memory regions or connections share a name, or a partition is listed twice as a sharer",
         "give every item a unique name";
     LIMIT_EXCEEDED = "limit-exceeded":
         "more CPUs, partitions, memory regions, devices, connections or shared regions than the build-time limits in board/src/tables.rs, a `cmdline` longer than MAX_CMDLINE_BYTES, or a partition whose address space needs more than SLAT_TABLES_PER_PARTITION second-level page tables",
@@ -223,14 +223,29 @@ rules! {
         "a payload or initrd exists but cannot be read (a directory, a special file, no permission)",
         "check that the path names a regular, readable file";
     PAYLOAD_KIND = "payload-kind":
-        "the payload is not of its declared `kind` (ELF magic for elf and hermit, \"HdrS\" at 0x202 for bzimage, non-empty for flat)",
+        "the payload is not of its declared `kind` (ELF magic for elf and hermit, a boot-protocol header with \"HdrS\" at 0x202 for linux, non-empty for flat)",
         "fix `kind`, or point `path` at the right file";
     FLAT_ENTRY = "flat-entry":
         "a flat payload has no `entry`, or it lies in the boot area, or the binary does not fit in one memory region from there",
         "give `entry` (load and start address) at or above 0x80000 inside one of the partition's memory regions";
+    LINUX_IMAGE = "linux-image":
+        "a `linux` payload cannot be booted through the 64-bit boot protocol: no 0xAA55 boot flag, protocol older than 2.12, no 64-bit entry (xloadflags bit 0), not loaded high (loadflags bit 0), more than 32 KiB of setup code, a file shorter than its header says, a kernel_alignment that is not a power of two, an init_size of 0 or smaller than the kernel, a pref_address below 1 MiB",
+        "use a 64-bit bzImage of Linux 3.8 or later (arch/x86/boot/bzImage, or a distribution's /boot/vmlinuz-*)";
+    LINUX_MEMORY = "linux-memory":
+        "a `linux` partition lacks usable memory (access \"rwx\") over guest [0, 0xA0000), or room for the kernel: init_size bytes at an address aligned to kernel_alignment at or above pref_address (below 4 GiB unless the kernel may be loaded above)",
+        "give the partition a region from guest 0 and enough memory above the kernel's pref_address (16 MiB for a distribution kernel) for its init_size";
+    LINUX_INITRD = "linux-initrd":
+        "a `linux` payload's initrd finds no room in the partition's usable memory above 1 MiB beside the kernel, below the header's initrd_addr_max (unless the kernel accepts an initrd above 4 GiB)",
+        "give the partition more memory, or use a smaller initrd";
+    LINUX_CMDLINE = "linux-cmdline":
+        "a `linux` payload's `cmdline` is longer than the kernel accepts (cmdline_size in its setup header)",
+        "shorten the command line; Linux would truncate it";
     NOT_YET = "not-yet":
-        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: a `bzimage` or `hermit` payload, an `initrd`, `watchdog_ms`, an assigned device's interrupts, PCI function or DMA",
-        "the image builds, but the setting has no effect (or the partition is refused at boot, as a bzImage is); see docs/config.md";
+        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: a `linux` or `hermit` payload, `watchdog_ms`, an assigned device's interrupts, PCI function or DMA",
+        "the image builds, but the setting has no effect (or the partition is refused at boot, as a Linux payload is); see docs/config.md";
+    DEPRECATED = "deprecated":
+        "(a warning, not an error) a setting still accepted under an old name: `kind = \"bzimage\"` is now `kind = \"linux\"`",
+        "write the new name; the old one may be refused in a later version";
 }
 
 /// Index of a loaded file in [`Sources`].

@@ -6,11 +6,11 @@
 
 use std::path::PathBuf;
 
+pub use crate::tables::Sharer;
 use crate::tables::{
-    Bar, BoardCpu, DeviceId, FaultPolicy, HypervisorConfig, Interrupt, IoPortRange, MemoryRegion, PayloadKind,
-    PciAddress, PhysRange,
+    Bar, BoardCpu, ConnectionKind, DeviceId, FaultPolicy, HypervisorConfig, Interrupt, IoPortRange, MemoryRegion,
+    PartitionId, PayloadKind, PciAddress, PhysRange,
 };
-pub use crate::tables::{Connection, Sharer};
 
 /// A validated system: board, hypervisor settings, partitions and their links.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +80,19 @@ pub struct Payload {
     pub entry: Option<u64>,
     pub cmdline: String,
     pub initrd: Option<PathBuf>,
+}
+
+/// A connection ([`crate::tables::Connection`] with its name owned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The TLFS connection ID.
+    pub id: u32,
+    /// `name` from the system file, if given.
+    pub name: Option<String>,
+    pub from: PartitionId,
+    pub to: PartitionId,
+    pub sint: u8,
+    pub kind: ConnectionKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

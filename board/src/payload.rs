@@ -1,6 +1,6 @@
 //! Payload files: where they are and whether they are what the system file says.
 //!
-//! Only the first bytes are read (enough for the ELF magic and the bzImage header), so a
+//! Only the first bytes are read (enough for the ELF magic and a Linux setup header), so a
 //! large kernel costs nothing, and only regular files are opened, so a path naming a FIFO or
 //! a device cannot hang the build.
 
@@ -8,6 +8,9 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
+use bulkhead_virt::bzimage::{self, Layout, Problem as ImageProblem, RamRegion, ReadError, SetupHeader};
+
+use crate::board::show_size;
 use crate::diag::{Loc, Sink, rule};
 use crate::system::At;
 use crate::tables::{BOOT_AREA_END, PayloadKind, PhysRange};
@@ -61,15 +64,21 @@ pub(crate) fn resolve(
     }
 }
 
+/// A payload file that could be read: its length and its first [`HEAD_LEN`] bytes.
+pub(crate) struct FileFacts {
+    pub len: u64,
+    pub head: Vec<u8>,
+}
+
 /// Checks that `path` exists, is readable, and (when `kind` is given) is of that kind.
-/// Returns the file's length when it could be read.
+/// Returns the file's length and first bytes when it could be read.
 pub(crate) fn check_file(
     sink: &mut Sink,
     at: Loc,
     written: &str,
     path: &Path,
     kind: Option<PayloadKind>,
-) -> Option<u64> {
+) -> Option<FileFacts> {
     let guest = written.starts_with(GUESTS_PREFIX);
     let head = match read_head(path) {
         Ok(head) => head,
@@ -98,7 +107,148 @@ pub(crate) fn check_file(
         sink.error(at, rule::PAYLOAD_KIND, format!("{written:?} is not {}: {why}", kind_article(kind)));
         return None;
     }
-    std::fs::metadata(path).ok().map(|m| m.len())
+    std::fs::metadata(path).ok().map(|m| FileFacts { len: m.len(), head })
+}
+
+/// What [`check_linux`] checks: the bzImage, and the partition it is to boot in.
+pub(crate) struct LinuxPayload<'a> {
+    pub partition: &'a str,
+    /// The image's first bytes and its length.
+    pub image: &'a FileFacts,
+    pub path_at: Loc,
+    pub kind_at: Loc,
+    pub regions: &'a [RamRegion],
+    /// The initrd's length and where `initrd` was written.
+    pub initrd: Option<(u64, Loc)>,
+    /// The configured command line's length and where `cmdline` was written.
+    pub cmdline: Option<(u64, Loc)>,
+}
+
+/// The build-time half of booting Linux: the setup header allows a 64-bit boot
+/// (rule `linux-image`, every problem at `path`), and kernel, initrd, zero page and command
+/// line fit the partition as the loader will place them ([`bzimage::Layout::plan`]):
+/// `linux-memory` (at `kind` for the low memory, at `path` for the kernel), `linux-initrd`
+/// at `initrd`, `linux-cmdline` at `cmdline`.
+pub(crate) fn check_linux(sink: &mut Sink, p: &LinuxPayload<'_>) {
+    let header = match SetupHeader::read(&p.image.head) {
+        Ok(header) => header,
+        Err(ReadError::TooShort) => {
+            sink.error(
+                p.path_at,
+                rule::LINUX_IMAGE,
+                format!(
+                    "the file ends inside the setup header ({} bytes; the header runs to {:#x})",
+                    p.image.len,
+                    bzimage::HEADER_BYTES
+                ),
+            );
+            return;
+        }
+        // Reported as `payload-kind` already.
+        Err(ReadError::NoMagic) => return,
+    };
+    let h = &header;
+    let problems = h.problems(p.image.len);
+    for problem in problems.iter() {
+        let message = match problem {
+            ImageProblem::BootFlag => format!("no boot flag 0xaa55 at 0x1fe (found {:#06x})", h.boot_flag),
+            ImageProblem::Version => format!(
+                "boot protocol {}.{:02} is older than 2.12, the first that says whether a 64-bit entry exists",
+                h.version >> 8,
+                h.version & 0xff
+            ),
+            ImageProblem::NoKernel64 => format!(
+                "xloadflags {:#x} lacks bit 0 (XLF_KERNEL_64): the kernel has no 64-bit entry point",
+                h.xloadflags
+            ),
+            ImageProblem::NotLoadedHigh => {
+                format!("loadflags {:#x} lacks bit 0 (LOADED_HIGH): a zImage, not a bzImage", h.loadflags)
+            }
+            ImageProblem::SetupSects => format!(
+                "setup_sects = {} gives {} bytes of real-mode code; the boot protocol allows at most 32 KiB",
+                h.setup_sects,
+                h.setup_bytes()
+            ),
+            ImageProblem::Truncated => format!(
+                "the file has {} bytes, but its header announces {} ({} of setup code and syssize {:#x} paragraphs)",
+                p.image.len,
+                h.setup_bytes() + h.protected_mode_bytes(),
+                h.setup_bytes(),
+                h.syssize
+            ),
+            ImageProblem::Alignment => format!("kernel_alignment {:#x} is not a power of two", h.kernel_alignment),
+            ImageProblem::InitSize => format!(
+                "init_size {:#x} is zero or smaller than the protected-mode kernel ({:#x} bytes)",
+                h.init_size,
+                h.protected_mode_bytes()
+            ),
+            ImageProblem::PrefAddress => format!(
+                "pref_address {:#x} lies below 1 MiB{}",
+                h.pref_address,
+                if h.relocatable_kernel { "" } else { " or is not 4 KiB aligned (the kernel is not relocatable)" }
+            ),
+        };
+        sink.error(p.path_at, rule::LINUX_IMAGE, message);
+    }
+    if !problems.is_empty() {
+        return;
+    }
+    let initrd = p.initrd.map(|(len, _)| len);
+    let cmdline = p.cmdline.map_or(0, |(len, _)| len);
+    let Err(e) = Layout::plan(h, p.regions, initrd, cmdline) else { return };
+    if e.low_memory {
+        sink.error(
+            p.kind_at,
+            rule::LINUX_MEMORY,
+            format!(
+                "partition `{}` has no usable memory (access \"rwx\") over all of guest [0, {:#x}): Linux's boot data, its decompressor's trampoline (below 0x9f000) and its SMP trampoline live there",
+                p.partition,
+                bzimage::LOW_MEMORY_END
+            ),
+        );
+    }
+    if let Some(size) = e.kernel {
+        let where_ = if h.relocatable_kernel {
+            format!(
+                "at a {}-aligned address at or above {:#x}",
+                show_size(u64::from(h.kernel_alignment)),
+                h.pref_address
+            )
+        } else {
+            format!("at {:#x} (the kernel is not relocatable)", h.pref_address)
+        };
+        sink.error(
+            p.path_at,
+            rule::LINUX_MEMORY,
+            format!(
+                "partition `{}` has no room for the kernel: it needs {} (init_size) of usable memory {where_}{}",
+                p.partition,
+                show_size(size),
+                if h.above_4g() { "" } else { ", below 4 GiB" }
+            ),
+        );
+    }
+    if let (Some(i), Some((_, at))) = (e.initrd, p.initrd) {
+        let below = if i.ceiling == u64::MAX { String::new() } else { format!(" below {:#x}", i.ceiling) };
+        sink.error(
+            at,
+            rule::LINUX_INITRD,
+            format!(
+                "the initrd ({} bytes) does not fit in partition `{}`: the largest free block above 1 MiB beside the kernel{below} has {} bytes",
+                i.size, p.partition, i.largest
+            ),
+        );
+    }
+    if let (Some(c), Some((_, at))) = (e.cmdline, p.cmdline) {
+        sink.error(
+            at,
+            rule::LINUX_CMDLINE,
+            format!(
+                "cmdline is {} bytes; this kernel takes at most {} (cmdline_size in its setup header)",
+                c.len, c.max
+            ),
+        );
+    }
 }
 
 /// A flat binary has no header: it is loaded at `entry` and started there, so `entry` must
@@ -136,14 +286,15 @@ fn kind_article(kind: PayloadKind) -> &'static str {
     match kind {
         PayloadKind::Elf => "an ELF file",
         PayloadKind::Hermit => "a Hermit unikernel (an ELF file)",
-        PayloadKind::BzImage => "a Linux bzImage",
+        PayloadKind::BzImage => "a Linux bzImage (kind \"linux\")",
         PayloadKind::Flat => "a flat binary",
     }
 }
 
 /// Offset of the "HdrS" signature in a bzImage (Linux boot protocol, `header`).
 const BZIMAGE_MAGIC_OFFSET: usize = 0x202;
-const HEAD_LEN: usize = BZIMAGE_MAGIC_OFFSET + 4;
+/// Bytes read from the start of a payload: a Linux setup header's worth.
+const HEAD_LEN: usize = bzimage::HEADER_BYTES;
 
 /// Why the first bytes do not fit `kind`, if they do not.
 pub(crate) fn kind_mismatch(kind: PayloadKind, head: &[u8]) -> Option<&'static str> {
@@ -151,7 +302,7 @@ pub(crate) fn kind_mismatch(kind: PayloadKind, head: &[u8]) -> Option<&'static s
         PayloadKind::Elf | PayloadKind::Hermit => {
             (!head.starts_with(b"\x7fELF")).then_some("no ELF magic (7f 45 4c 46) at offset 0")
         }
-        PayloadKind::BzImage => (head.get(BZIMAGE_MAGIC_OFFSET..HEAD_LEN) != Some(b"HdrS"))
+        PayloadKind::BzImage => (head.get(BZIMAGE_MAGIC_OFFSET..BZIMAGE_MAGIC_OFFSET + 4) != Some(b"HdrS"))
             .then_some("no \"HdrS\" boot header at offset 0x202"),
         PayloadKind::Flat => head.is_empty().then_some("the file is empty"),
     }
@@ -189,9 +340,9 @@ mod tests {
         assert!(kind_mismatch(PayloadKind::Elf, b"MZ").is_some());
         assert!(kind_mismatch(PayloadKind::BzImage, elf).is_some());
         let mut bz = vec![0u8; HEAD_LEN];
-        bz[BZIMAGE_MAGIC_OFFSET..].copy_from_slice(b"HdrS");
+        bz[BZIMAGE_MAGIC_OFFSET..BZIMAGE_MAGIC_OFFSET + 4].copy_from_slice(b"HdrS");
         assert_eq!(kind_mismatch(PayloadKind::BzImage, &bz), None);
-        assert!(kind_mismatch(PayloadKind::BzImage, &bz[..HEAD_LEN - 1]).is_some());
+        assert!(kind_mismatch(PayloadKind::BzImage, &bz[..BZIMAGE_MAGIC_OFFSET + 3]).is_some());
         assert_eq!(kind_mismatch(PayloadKind::Flat, b"x"), None);
         assert!(kind_mismatch(PayloadKind::Flat, b"").is_some());
     }

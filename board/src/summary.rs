@@ -90,7 +90,7 @@ pub fn summary(system: &System) -> String {
         let kind = match p.payload.kind {
             PayloadKind::Elf => "elf",
             PayloadKind::Flat => "flat",
-            PayloadKind::BzImage => "bzimage",
+            PayloadKind::BzImage => "linux",
             PayloadKind::Hermit => "hermit",
         };
         let devices: Vec<&str> =
@@ -150,6 +150,7 @@ pub fn summary(system: &System) -> String {
                 };
                 vec![
                     c.id.to_string(),
+                    c.name.clone().unwrap_or_else(|| "-".to_owned()),
                     kind.to_owned(),
                     format!("{} -> {}", name(system, c.from), name(system, c.to)),
                     c.sint.to_string(),
@@ -157,7 +158,7 @@ pub fn summary(system: &System) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&["id", "kind", "from -> to", "sint", ""], &rows));
+        out.push_str(&table(&["id", "name", "kind", "from -> to", "sint", ""], &rows));
     }
 
     out.push_str("\ncores\n");

@@ -8,7 +8,9 @@
 
 use crate::board::{RawRange, check_range, read_range};
 use crate::diag::{Loc, rule};
-use crate::tables::{Access, ConsoleFormat, FaultPolicy, LogLevel, MAX_CMDLINE_BYTES, PayloadKind, PhysRange};
+use crate::tables::{
+    Access, ConsoleFormat, FaultPolicy, LogLevel, MAX_CMDLINE_BYTES, MAX_CONNECTION_NAME, PayloadKind, PhysRange,
+};
 use crate::value::{Cx, KIB, MIB, Table, Value, check_name};
 
 /// A value and where it was written.
@@ -59,9 +61,13 @@ pub(crate) struct RawPayload {
     /// Where the `[partition.payload]` table is (for problems with a key it lacks).
     pub at: Loc,
     pub kind: Option<PayloadKind>,
+    /// Where `kind` was written (for problems of the kind as a whole).
+    pub kind_at: Option<Loc>,
     pub path: Option<At<String>>,
     pub entry: Option<At<u64>>,
     pub cmdline: String,
+    /// Where `cmdline` was written, if it was.
+    pub cmdline_at: Option<Loc>,
     pub initrd: Option<At<String>>,
 }
 
@@ -74,6 +80,7 @@ pub(crate) enum RawKind {
 pub(crate) struct RawConnection {
     pub at: Loc,
     pub id: Option<At<u32>>,
+    pub name: Option<At<String>>,
     pub from: Option<At<String>>,
     pub to: Option<At<String>>,
     pub sint: Option<At<i128>>,
@@ -113,7 +120,7 @@ pub(crate) const PARTITION_KEYS: &[&str] =
     &["name", "cores", "memory", "payload", "devices", "fault_policy", "max_restarts", "watchdog_ms"];
 pub(crate) const MEMORY_KEYS: &[&str] = &["guest_base", "size", "host_base", "access", "large_pages"];
 pub(crate) const PAYLOAD_KEYS: &[&str] = &["kind", "path", "entry", "cmdline", "initrd"];
-pub(crate) const CONNECTION_KEYS: &[&str] = &["id", "from", "to", "kind", "sint", "queue_depth", "flag"];
+pub(crate) const CONNECTION_KEYS: &[&str] = &["id", "name", "from", "to", "kind", "sint", "queue_depth", "flag"];
 pub(crate) const SHARED_KEYS: &[&str] = &["name", "size", "host_base", "sharers"];
 pub(crate) const SHARER_KEYS: &[&str] = &["partition", "guest_base", "access"];
 
@@ -413,11 +420,20 @@ fn read_payload(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPayload {
     let kind = kind_value.and_then(|v| match cx.string(v, "kind")? {
         "elf" => Some(PayloadKind::Elf),
         "flat" => Some(PayloadKind::Flat),
-        "bzimage" => {
+        word @ ("linux" | "bzimage") => {
+            if word == "bzimage" {
+                let at = cx.at(v);
+                cx.sink.warn(
+                    at,
+                    rule::DEPRECATED,
+                    "payload kind \"bzimage\" is now called \"linux\"",
+                    "write kind = \"linux\"; it means the same (a Linux bzImage)",
+                );
+            }
             cx.not_yet(
                 &v.span(),
-                "Linux bzImage payloads are not supported yet: the hypervisor refuses to start this partition at boot",
-                "use an ELF or flat payload until bzImage loading lands",
+                "Linux payloads are checked at build time but not booted yet: the hypervisor refuses to start this partition",
+                "keep the partition for when Linux loading lands, or use an ELF or flat payload",
             );
             Some(PayloadKind::BzImage)
         }
@@ -434,13 +450,15 @@ fn read_payload(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPayload {
                 &v.span(),
                 rule::INVALID_VALUE,
                 format!("unknown payload kind {other:?}"),
-                "payload kind is \"elf\", \"flat\", \"bzimage\" or \"hermit\"",
+                "payload kind is \"elf\", \"flat\", \"linux\" or \"hermit\"",
             );
             None
         }
     });
+    let kind_at = kind_value.map(|v| cx.at(v));
     let path = table.required(cx, "path").and_then(|v| at_string(cx, v, "path"));
     let entry = table.get("entry").and_then(|v| cx.uint(v, "entry", u64::MAX).map(|n| At { v: n, at: cx.at(v) }));
+    let cmdline_at = table.get("cmdline").map(|v| cx.at(v));
     let cmdline = table
         .get("cmdline")
         .and_then(|v| {
@@ -467,14 +485,19 @@ fn read_payload(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPayload {
         })
         .unwrap_or_default();
     let initrd = table.get("initrd").and_then(|v| {
-        cx.not_yet(
-            &v.span(),
-            "`initrd` is checked and loaded as a boot module, but no payload kind hands it to its guest yet",
-            "leave `initrd` out until bzImage payloads are supported",
-        );
-        at_string(cx, v, "initrd")
+        let initrd = at_string(cx, v, "initrd")?;
+        if kind.is_some_and(|k| k != PayloadKind::BzImage) {
+            cx.error_hint(
+                &v.span(),
+                rule::INVALID_VALUE,
+                "`initrd` only applies to a `linux` payload",
+                "remove `initrd`, or set kind = \"linux\"",
+            );
+            return None;
+        }
+        Some(initrd)
     });
-    RawPayload { at: cx.loc(&table.span), kind, path, entry, cmdline, initrd }
+    RawPayload { at: cx.loc(&table.span), kind, kind_at, path, entry, cmdline, cmdline_at, initrd }
 }
 
 fn read_connection(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawConnection {
@@ -493,6 +516,25 @@ fn read_connection(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawConnection {
                 None
             }
         }
+    });
+    let name = table.get("name").and_then(|v| {
+        let name = cx.string(v, "name")?;
+        let ok = !name.is_empty()
+            && name.len() <= MAX_CONNECTION_NAME
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !ok {
+            cx.error_hint(
+                &v.span(),
+                rule::INVALID_VALUE,
+                format!("connection name {name:?} is not a valid device name"),
+                format!(
+                    "a connection name starts with a-z or 0-9 and uses only a-z, 0-9, '-' and '_' (at most {MAX_CONNECTION_NAME} characters): partitions name a device after it"
+                ),
+            );
+            return None;
+        }
+        Some(At { v: name.to_owned(), at: cx.at(v) })
     });
     let from = table.required(cx, "from").and_then(|v| at_string(cx, v, "from"));
     let to = table.required(cx, "to").and_then(|v| at_string(cx, v, "to"));
@@ -537,7 +579,7 @@ fn read_connection(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawConnection {
         }
         None => {}
     }
-    RawConnection { at, id, from, to, sint, kind, queue_depth, flag }
+    RawConnection { at, id, name, from, to, sint, kind, queue_depth, flag }
 }
 
 fn read_shared(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawShared {

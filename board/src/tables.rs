@@ -16,6 +16,8 @@ pub const MAX_MEMORY_REGIONS_PER_PARTITION: usize = 8;
 pub const MAX_DEVICES: usize = 32;
 /// Connections; the kernel keeps one message queue per connection, indexed by its position.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Longest connection `name`: short enough for a device name on any guest.
+pub const MAX_CONNECTION_NAME: usize = 32;
 /// Deepest message queue a connection may ask for.
 pub const MAX_QUEUE_DEPTH: u32 = 64;
 pub const MAX_SHARED_MEMORY: usize = 16;
@@ -209,6 +211,8 @@ pub struct MemoryRegion {
 pub enum PayloadKind {
     Elf,
     Flat,
+    /// A Linux kernel in the bzImage format (`kind = "linux"` in the system file), booted
+    /// through its 64-bit entry (`bulkhead_virt::bzimage`).
     BzImage,
     Hermit,
 }
@@ -254,6 +258,10 @@ pub enum ConnectionKind {
 pub struct Connection {
     /// The TLFS connection ID the sender names in HvPostMessage / HvSignalEvent.
     pub id: u32,
+    /// The connection's name from the system file (`[a-z0-9_-]`, at most
+    /// [`MAX_CONNECTION_NAME`] bytes, unique in the system): what a partition's driver may
+    /// call the device the connection appears as.
+    pub name: Option<&'static str>,
     pub from: PartitionId,
     pub to: PartitionId,
     /// SINT of the receiver the message or event arrives on.

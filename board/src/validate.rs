@@ -10,15 +10,16 @@ use std::path::{Path, PathBuf};
 
 use crate::board::{RangeExt, RawBoard, show_range, show_size};
 use crate::diag::{Loc, Sink, rule};
-use crate::model::{Board, Partition, Payload, SharedMemory, System};
+use crate::model::{Board, Connection, Partition, Payload, SharedMemory, System};
 use crate::payload;
-use crate::system::{At, RawKind, RawSystem};
+use crate::system::{At, RWX, RawKind, RawSystem};
 use crate::tables::{
-    Access, Connection, ConnectionKind, DeviceId, EVENT_FLAG_COUNT, GUEST_PHYS_LIMIT, HypervisorConfig,
-    MAX_CONNECTIONS, MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH, MAX_SHARED_MEMORY,
-    MemoryRegion, PartitionId, PayloadKind, PhysRange, SINT_COUNT, SLAT_TABLES_PER_PARTITION, Sharer,
+    Access, ConnectionKind, DeviceId, EVENT_FLAG_COUNT, GUEST_PHYS_LIMIT, HypervisorConfig, MAX_CONNECTIONS,
+    MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH, MAX_SHARED_MEMORY, MemoryRegion, PartitionId,
+    PayloadKind, PhysRange, SINT_COUNT, SLAT_TABLES_PER_PARTITION, Sharer,
 };
 use crate::value::MIB;
+use bulkhead_virt::bzimage::{RamRegion, Range};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, Ept, MapError, MemoryType, Npt, Slat};
 
 /// Alignment of host blocks the tool places itself (large pages are then always possible).
@@ -237,23 +238,55 @@ pub(crate) fn validate(
         }
         // Payload files.
         if let Some(pl) = &p.payload {
+            let mut image = None;
             if let Some(path) = &pl.path {
                 let resolved = payload::resolve(sink, path.at, &path.v, &system_dir, inputs.guest_dir);
                 if let Some(resolved) = resolved {
                     files_read.push(resolved.clone());
-                    let len = payload::check_file(sink, path.at, &path.v, &resolved, pl.kind);
-                    if let (Some(PayloadKind::Flat), Some(len)) = (pl.kind, len) {
+                    image = payload::check_file(sink, path.at, &path.v, &resolved, pl.kind);
+                    if let (Some(PayloadKind::Flat), Some(facts)) = (pl.kind, &image) {
                         let regions: Vec<PhysRange> = p.memory.iter().map(|r| r.guest.range).collect();
-                        payload::check_flat(sink, pl.at, pl.entry.as_ref(), len, &regions);
+                        payload::check_flat(sink, pl.at, pl.entry.as_ref(), facts.len, &regions);
                     }
                 }
             }
+            let mut initrd_len = None;
+            let mut initrd_readable = true;
             if let Some(initrd) = &pl.initrd {
                 let resolved = payload::resolve(sink, initrd.at, &initrd.v, &system_dir, inputs.guest_dir);
-                if let Some(resolved) = resolved {
+                initrd_len = resolved.and_then(|resolved| {
                     files_read.push(resolved.clone());
-                    payload::check_file(sink, initrd.at, &initrd.v, &resolved, None);
-                }
+                    payload::check_file(sink, initrd.at, &initrd.v, &resolved, None).map(|f| f.len)
+                });
+                initrd_readable = initrd_len.is_some();
+            }
+            // A Linux kernel: its setup header, and whether it fits the partition. Only
+            // with every memory region of the partition readable (else the layout would be
+            // judged on part of the memory).
+            if let (Some(PayloadKind::BzImage), Some(facts), Some(path)) = (pl.kind, &image, &pl.path)
+                && initrd_readable
+                && p.memory.len() == p.memory_entries
+            {
+                let regions: Vec<RamRegion> = p
+                    .memory
+                    .iter()
+                    .map(|r| RamRegion {
+                        range: Range { base: r.guest.range.base, size: r.guest.range.size },
+                        usable: r.access == RWX,
+                    })
+                    .collect();
+                payload::check_linux(
+                    sink,
+                    &payload::LinuxPayload {
+                        partition: pname,
+                        image: facts,
+                        path_at: path.at,
+                        kind_at: pl.kind_at.unwrap_or(pl.at),
+                        regions: &regions,
+                        initrd: initrd_len.zip(pl.initrd.as_ref().map(|i| i.at)),
+                        cmdline: pl.cmdline_at.map(|at| (pl.cmdline.len() as u64, at)),
+                    },
+                );
             }
         }
     }
@@ -280,6 +313,17 @@ pub(crate) fn validate(
         }
         id
     });
+    {
+        let mut n = Vec::new();
+        let mut at = Vec::new();
+        for c in &raw.connections {
+            if let Some(name) = &c.name {
+                n.push(name.v.as_str());
+                at.push(name.at);
+            }
+        }
+        unique(sink, &n, &at, "connection");
+    }
     let mut connections = Vec::new();
     let mut ids: BTreeMap<u32, ()> = BTreeMap::new();
     for c in &raw.connections {
@@ -341,7 +385,7 @@ pub(crate) fn validate(
             None => None,
         };
         if let (Some(id), Some(from), Some(to), Some(sint), Some(kind)) = (&c.id, from, to, sint, kind) {
-            connections.push(Connection { id: id.v, from, to, sint, kind });
+            connections.push(Connection { id: id.v, name: c.name.as_ref().map(|n| n.v.clone()), from, to, sint, kind });
         }
     }
 

@@ -11,6 +11,7 @@
 //! | [`memory`] | the [`GuestMemory`](memory::GuestMemory) access trait and [`RegionMemory`](memory::RegionMemory) over byte slices |
 //! | [`slat`] | second-level address translation tables: one builder, two encodings ([`Ept`](slat::Ept), [`Npt`](slat::Npt)) |
 //! | [`elf`] | ELF64 / ELF32 payload loading, multiboot1 header discovery |
+//! | [`bzimage`] | the Linux boot protocol: setup header checks, kernel/initrd/zero-page layout, the e820 map, the zero page |
 //! | [`multiboot1`] | the multiboot1 information structure handed to guests in EBX |
 //! | [`guest_paging`] | identity-mapping long-mode page tables and a flat GDT for guests |
 //! | [`guest_walk`] | guest-linear to guest-physical through the guest's own page tables |
@@ -40,6 +41,7 @@
 pub mod acpi;
 pub mod apic_base;
 pub mod bitmap;
+pub mod bzimage;
 pub mod console_rate;
 pub mod control_registers;
 pub mod cpuid;

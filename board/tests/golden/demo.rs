@@ -112,6 +112,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         // connection 1: `control` -> `telemetry` on SINT 2, message, queue depth 16
         Connection {
             id: 1,
+            name: None,
             from: PartitionId(0),
             to: PartitionId(1),
             sint: 2,
@@ -120,6 +121,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         // connection 2: `telemetry` -> `control` on SINT 3, event flag 0
         Connection {
             id: 2,
+            name: None,
             from: PartitionId(1),
             to: PartitionId(0),
             sint: 3,

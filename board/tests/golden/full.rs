@@ -129,7 +129,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                     large_pages: true,
                 },
             ],
-            // payload: @guests/bzimage
+            // payload: @guests/linux
             payload: Payload {
                 kind: PayloadKind::BzImage,
                 module: "linux",
@@ -184,17 +184,19 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         CoreAssignment { core: 3, apic_id: 6, partition: Some(PartitionId(1)) }, // `linux`
     ],
     connections: &[
-        // connection 16: `rt-control` -> `linux` on SINT 2, message, queue depth 64
+        // connection 16 `telemetry`: `rt-control` -> `linux` on SINT 2, message, queue depth 64
         Connection {
             id: 16,
+            name: Some("telemetry"),
             from: PartitionId(0),
             to: PartitionId(1),
             sint: 2,
             kind: ConnectionKind::Message { queue_depth: 64 },
         },
-        // connection 17: `linux` -> `rt-control` on SINT 15, event flag 2047
+        // connection 17 `wake-0`: `linux` -> `rt-control` on SINT 15, event flag 2047
         Connection {
             id: 17,
+            name: Some("wake-0"),
             from: PartitionId(1),
             to: PartitionId(0),
             sint: 15,
@@ -203,6 +205,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         // connection 16777215: `bare` -> `linux` on SINT 0, event flag 0
         Connection {
             id: 16777215,
+            name: None,
             from: PartitionId(2),
             to: PartitionId(1),
             sint: 0,
