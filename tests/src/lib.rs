@@ -13,10 +13,13 @@
 //! and manifest `cargo xtask image` writes.
 
 pub mod console;
+pub mod direct;
 pub mod emulator;
 pub mod host;
 pub mod image;
+pub mod initramfs;
 pub mod kernel;
+pub mod linux_assets;
 pub mod outcome;
 pub mod run;
 

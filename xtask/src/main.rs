@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod flash;
 mod image;
+mod linux;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ fn execute(task: Task) -> Result<ExitCode> {
         Task::Image { format, out, config } => image::image(format, out, config),
         Task::Flash { image, device, yes, allow_file } => flash::flash(&image, &device, yes, allow_file),
         Task::Console { source, kernel } => console::console(source, kernel),
+        Task::LinuxAssets => linux::linux_assets(),
     }
 }
 
