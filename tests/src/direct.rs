@@ -233,6 +233,7 @@ impl DirectReport {
     }
 
     /// Panics with a diagnostic unless every marker appeared.
+    #[track_caller]
     pub fn assert_reached(&self) {
         if self.reached() {
             return;

@@ -590,10 +590,11 @@ fn extract_files(deb: &Path, wanted: &[(String, PathBuf, bool)]) -> Result<(), A
         let _ = e.read_to_string(&mut stderr);
     }
     let _ = child.wait();
-    if let Err(e) = result {
-        if found.iter().zip(wanted).any(|(f, w)| !f && w.2) {
-            return err(format!("cannot read {} with dpkg-deb: {e} {}", deb.display(), stderr.trim()));
-        }
+    // A read error after everything required was found is dpkg-deb being stopped.
+    if let Err(e) = result
+        && found.iter().zip(wanted).any(|(f, w)| !f && w.2)
+    {
+        return err(format!("cannot read {} with dpkg-deb: {e} {}", deb.display(), stderr.trim()));
     }
     for ((path, _, required), found) in wanted.iter().zip(&found) {
         if *required && !found {

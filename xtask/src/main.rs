@@ -314,6 +314,17 @@ mod tests {
         assert!(remove < test);
     }
 
+    /// The Linux assets come through apt, whose lists CI updates first; CI fetches them
+    /// before the tests that boot Linux.
+    #[test]
+    fn ci_script_fetches_the_linux_assets_before_the_tests() {
+        let script = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+        let update = script.find("apt-get update").expect(".ci/run updates apt's lists");
+        let fetch = script.find("cargo xtask linux-assets").expect(".ci/run fetches the Linux assets");
+        let test = script.find("cargo xtask test").expect(".ci/run runs the tests");
+        assert!(update < fetch && fetch < test);
+    }
+
     #[test]
     fn a_missing_config_is_one_clear_error() {
         let err = config_path(Some("no/such/system.toml".into()), Emulator::QemuBios).unwrap_err().to_string();
