@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The line `/init` prints on the console once userspace runs (followed by the kernel
 /// release and the number of online CPUs).
@@ -199,10 +200,13 @@ impl Initramfs {
         Ok(cpio::newc::trailer(out)?.into_inner())
     }
 
-    /// Writes the archive to `path` (replacing it atomically).
+    /// Writes the archive to `path` (replacing it atomically, so parallel runs reading it
+    /// never see a partial file).
     pub fn write(&self, path: &Path) -> io::Result<u64> {
+        static WRITES: AtomicU64 = AtomicU64::new(0);
         let bytes = self.to_bytes()?;
-        let tmp = path.with_extension(format!("partial-{}", std::process::id()));
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("partial-{}-{n}", std::process::id()));
         std::fs::write(&tmp, &bytes)?;
         std::fs::rename(&tmp, path)?;
         Ok(bytes.len() as u64)

@@ -39,6 +39,9 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 pub const CACHE_DIR: &str = "linux-assets";
 /// The list of packages and versions in a cached folder, written once it is complete.
 pub const MANIFEST_FILE: &str = "assets.txt";
+/// A link in the cache folder to the folder last fetched or used: a fixed path for system
+/// files and scripts (`target/linux-assets/current/vmlinuz`).
+pub const CURRENT_LINK: &str = "current";
 /// The base initramfs [`LinuxAssets::base_initramfs`] writes into the cached folder.
 pub const INITRAMFS_FILE: &str = "initramfs.cpio";
 
@@ -244,16 +247,29 @@ pub fn fetch(root: &Path, progress: &mut dyn FnMut(&str)) -> Result<LinuxAssets,
         }
     };
     let assets = LinuxAssets { dir: root.join(selection.folder_name()), selection, fetched: false };
-    if is_complete(&assets) {
+    let assets = if is_complete(&assets) {
         progress(&format!(
             "Linux assets: cached in {} ({}, {})",
             assets.dir.display(),
             assets.selection.image,
             assets.selection.busybox
         ));
-        return Ok(assets);
-    }
-    download_and_unpack(root, assets, progress)
+        assets
+    } else {
+        download_and_unpack(root, assets, progress)?
+    };
+    point_current(root, &assets)?;
+    Ok(assets)
+}
+
+/// Points `root/current` at the assets' folder (a relative link, replaced atomically).
+fn point_current(root: &Path, assets: &LinuxAssets) -> Result<(), AssetError> {
+    let link = root.join(CURRENT_LINK);
+    let tmp = root.join(format!(".{CURRENT_LINK}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(assets.selection.folder_name(), &tmp)
+        .and_then(|()| std::fs::rename(&tmp, &link))
+        .map_err(|e| AssetError(format!("cannot point {} at {}: {e}", link.display(), assets.dir.display())))
 }
 
 fn is_complete(assets: &LinuxAssets) -> bool {
@@ -264,7 +280,8 @@ fn is_complete(assets: &LinuxAssets) -> bool {
 /// The most recently written complete cached folder, if any.
 fn newest_cached(root: &Path) -> Option<LinuxAssets> {
     let mut best: Option<(std::time::SystemTime, LinuxAssets)> = None;
-    for entry in std::fs::read_dir(root).ok()?.flatten() {
+    // Folders only: `current` is a link to one of them.
+    for entry in std::fs::read_dir(root).ok()?.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
         let manifest = entry.path().join(MANIFEST_FILE);
         let Some(selection) = std::fs::read_to_string(&manifest).ok().and_then(|t| Selection::from_manifest(&t)) else {
             continue;
@@ -773,6 +790,20 @@ Size: 1492
         std::fs::remove_file(assets.busybox()).unwrap();
         assert!(!is_complete(&assets), "a file is missing");
         assert_eq!(newest_cached(root.path()), None);
+    }
+
+    #[test]
+    fn current_points_at_the_folder_in_use() {
+        let root = tempfile::tempdir().unwrap();
+        let mut assets = LinuxAssets { dir: root.path().join("6.1.192-3"), selection: selection(), fetched: false };
+        std::fs::create_dir_all(&assets.dir).unwrap();
+        point_current(root.path(), &assets).unwrap();
+        let link = root.path().join(CURRENT_LINK);
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("6.1.192-3"));
+        assets.selection.image.version = "6.1.200-1".into();
+        point_current(root.path(), &assets).unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("6.1.200-1"));
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 2, "the folder and the link, no temporary");
     }
 
     #[test]

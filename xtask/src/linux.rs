@@ -45,5 +45,6 @@ pub fn linux_assets() -> Result<ExitCode> {
         println!("  {what:<10} {shown}\n  {:<10} {from}", "");
     }
     println!("  (a module builds with `make -C {} M=$PWD modules`)", display_path(&assets.kbuild_dir()));
+    println!("  ({} links to this folder)", display_path(&linux_assets::cache_root().join(linux_assets::CURRENT_LINK)));
     Ok(ExitCode::SUCCESS)
 }
