@@ -16,6 +16,10 @@ pub enum Purpose {
     QemuUefi,
     /// Running Bochs.
     Bochs,
+    /// Building a Linux kernel module against Debian's headers
+    /// ([`crate::linux_assets::LinuxAssets::kbuild_dir`]): make, and the compiler Debian
+    /// built its kernel with.
+    LinuxModule,
 }
 
 impl Purpose {
@@ -29,7 +33,8 @@ impl Purpose {
     }
 
     /// Everything (`cargo xtask test`).
-    pub const ALL: &'static [Purpose] = &[Purpose::Image, Purpose::Qemu, Purpose::QemuUefi, Purpose::Bochs];
+    pub const ALL: &'static [Purpose] =
+        &[Purpose::Image, Purpose::Qemu, Purpose::QemuUefi, Purpose::Bochs, Purpose::LinuxModule];
 }
 
 /// A program on `PATH` or a file or folder that must exist.
@@ -80,6 +85,10 @@ pub const REQUIREMENTS: &[Requirement] = &[
     req(Check::Program("bochs-bin"), "bochs", Purpose::Bochs),
     req(Check::Path(BOCHS_BIOS), "bochsbios", Purpose::Bochs),
     req(Check::Path(BOCHS_VGABIOS), "vgabios", Purpose::Bochs),
+    req(Check::Program("make"), "make", Purpose::LinuxModule),
+    req(Check::Program("gcc-12"), "gcc-12", Purpose::LinuxModule),
+    // objtool, from `linux-kbuild`, runs on every object of a module and links libelf.
+    req(Check::Path("/usr/lib/x86_64-linux-gnu/libelf.so.1"), "libelf1", Purpose::LinuxModule),
 ];
 
 /// The requirements for `purposes` that this host does not meet.
@@ -108,7 +117,8 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn find_program(name: &str) -> bool {
+/// Whether `name` is an executable file in a folder of `PATH`.
+pub fn find_program(name: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let Some(path) = std::env::var_os("PATH") else {
         return false;

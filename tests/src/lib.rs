@@ -11,12 +11,20 @@
 //! (the serial stream decoder), [`outcome`] (the verdict), [`emulator`] (command lines
 //! and configs), [`host`] (the host packages the harness needs); [`image`] writes the image
 //! and manifest `cargo xtask image` writes.
+//!
+//! For Linux partitions: [`linux_assets`] obtains Debian's kernel, headers and busybox
+//! through apt and caches them under `target/linux-assets/`, [`initramfs`] builds the
+//! initramfs (newc cpio), and [`direct`] boots a kernel directly in QEMU, without the
+//! hypervisor (the baseline, and the check that the assets work).
 
 pub mod console;
+pub mod direct;
 pub mod emulator;
 pub mod host;
 pub mod image;
+pub mod initramfs;
 pub mod kernel;
+pub mod linux_assets;
 pub mod outcome;
 pub mod run;
 

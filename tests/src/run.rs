@@ -418,10 +418,10 @@ fn read_serial(
 }
 
 /// The emulator process; killed with its whole process group unless it has exited.
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl KillOnDrop {
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let pid = self.0.id() as libc::pid_t;
         // SAFETY: kill has no memory-safety preconditions. The child leads its own process
         // group (process_group(0)) and has not been reaped yet, so the group id is ours.
@@ -441,7 +441,7 @@ impl Drop for KillOnDrop {
 }
 
 /// The command as it could be pasted into a shell (run in the run's folder).
-fn shell_words(cmd: &std::process::Command) -> String {
+pub(crate) fn shell_words(cmd: &std::process::Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| {
@@ -456,7 +456,7 @@ fn shell_words(cmd: &std::process::Command) -> String {
         .join(" ")
 }
 
-fn sanitize(name: &str) -> String {
+pub(crate) fn sanitize(name: &str) -> String {
     let s: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     if s.is_empty() { "run".into() } else { s }

@@ -131,6 +131,20 @@ kernel the board runs, looked for once its stream begins.
                  the image and checked against the manifest's SHA-256
   --elf PATH     the kernel ELF itself",
     },
+    Command {
+        name: "linux-assets",
+        synopsis: "linux-assets",
+        help: "\
+Obtains Debian's Linux for Linux partitions through apt, the machine's package source:
+the kernel image package `linux-image-amd64` depends on, its `linux-headers` (with the
+`-common` part and `linux-kbuild`, for building a module) and `busybox-static`; unpacks
+them into target/linux-assets/<kernel package version>/ (vmlinuz, config, System.map,
+busybox, headers/), builds the initramfs there (initramfs.cpio: busybox, /init, a shell on
+the console) and prints the paths and versions. A later call reuses the cache while apt
+offers the same versions; after `apt-get update` brings a newer kernel, the next call
+fetches it. Needs apt's package lists (`apt-get update`, as root, once). See
+docs/testing.md.",
+    },
     Command { name: "help", synopsis: "help [COMMAND]", help: "Shows the commands, or one command's options." },
 ];
 
@@ -210,6 +224,7 @@ pub enum Task {
         source: ConsoleSource,
         kernel: KernelSource,
     },
+    LinuxAssets,
     /// `help`, or a command's `--help` (None: the overview).
     Help(Option<&'static Command>),
 }
@@ -397,6 +412,10 @@ fn parse_command(name: &str, o: &mut Options<'_>) -> Result<Task> {
         "lint" => {
             collect_positional(o, &mut positional)?;
             Task::Lint
+        }
+        "linux-assets" => {
+            collect_positional(o, &mut positional)?;
+            Task::LinuxAssets
         }
         "bench" => {
             let mut json = false;
@@ -638,6 +657,8 @@ mod tests {
         assert_eq!(parse_ok("test smp"), Task::Test { filter: Some("smp".into()) });
         assert_eq!(parse_ok("test"), Task::Test { filter: None });
         assert_eq!(parse_ok("lint"), Task::Lint);
+        assert_eq!(parse_ok("linux-assets"), Task::LinuxAssets);
+        assert!(parse_err("linux-assets --fresh").contains("unknown option"));
         assert_eq!(
             parse_ok("image --out /tmp/x.iso --format iso"),
             Task::Image { format: ImageFormat::Iso, out: Some("/tmp/x.iso".into()), config: None }
@@ -689,6 +710,7 @@ mod tests {
         assert_eq!(nearest_command("consol"), Some("console"));
         assert_eq!(nearest_command("chekc"), Some("check"));
         assert_eq!(nearest_command("benchmark"), Some("bench"));
+        assert_eq!(nearest_command("linux"), Some("linux-assets"));
         assert_eq!(nearest_command("frobnicate"), None);
         assert!(parse_err("tets").contains("did you mean `test`?"));
     }

@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod flash;
 mod image;
+mod linux;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ fn execute(task: Task) -> Result<ExitCode> {
         Task::Image { format, out, config } => image::image(format, out, config),
         Task::Flash { image, device, yes, allow_file } => flash::flash(&image, &device, yes, allow_file),
         Task::Console { source, kernel } => console::console(source, kernel),
+        Task::LinuxAssets => linux::linux_assets(),
     }
 }
 
@@ -310,6 +312,17 @@ mod tests {
         let remove = script.find("rustup target remove x86_64-unknown-none").expect(".ci/run removes the target");
         let test = script.find("cargo xtask test").expect(".ci/run runs the README's test command");
         assert!(remove < test);
+    }
+
+    /// The Linux assets come through apt, whose lists CI updates first; CI fetches them
+    /// before the tests that boot Linux.
+    #[test]
+    fn ci_script_fetches_the_linux_assets_before_the_tests() {
+        let script = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+        let update = script.find("apt-get update").expect(".ci/run updates apt's lists");
+        let fetch = script.find("cargo xtask linux-assets").expect(".ci/run fetches the Linux assets");
+        let test = script.find("cargo xtask test").expect(".ci/run runs the tests");
+        assert!(update < fetch && fetch < test);
     }
 
     #[test]

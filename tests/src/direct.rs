@@ -1,0 +1,297 @@
+//! Boots a Linux kernel directly in QEMU, without the hypervisor: `qemu-system-x86_64
+//! -kernel vmlinuz -initrd initramfs -append CMDLINE`, on the same emulated machine as the
+//! hypervisor's QEMU runs (q35, TCG, [`MEMORY_MIB`], serial console to a file). It checks
+//! that Debian's kernel and the initramfs built here work, and is the baseline "the same
+//! kernel booted directly" for comparisons with Linux in a partition.
+//!
+//! The run watches the serial output for marker strings, in order, and stops QEMU once the
+//! last one appeared (a shell does not end by itself), when QEMU exits (a kernel panic with
+//! `panic=-1` and `-no-reboot`), or at the deadline.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::emulator::{Exit, MEMORY_MIB, SERIAL_FILE, STDERR_FILE, STDOUT_FILE};
+use crate::run::{HarnessError, KEEP_LOGS_ENV, KillOnDrop, sanitize, shell_words};
+use crate::{initramfs, kernel};
+
+/// The kernel command line of a direct boot: the console on the first UART, and a panic
+/// ends the run at once (QEMU runs with `-no-reboot`) instead of waiting for the deadline.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+/// A direct boot to perform.
+#[derive(Debug, Clone)]
+pub struct DirectBoot {
+    name: String,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    cmdline: String,
+    cpus: u8,
+    timeout: Duration,
+    markers: Vec<String>,
+}
+
+/// What a direct boot showed.
+#[derive(Debug)]
+pub struct DirectReport {
+    pub name: String,
+    /// The serial console, as text.
+    pub serial: String,
+    /// Each marker, with the time from QEMU's start to its appearance (None: never seen).
+    pub markers: Vec<(String, Option<Duration>)>,
+    /// How QEMU ended, if it ended by itself (a run that reached every marker is stopped).
+    pub exit: Option<Exit>,
+    pub elapsed: Duration,
+    pub timeout: Duration,
+    /// The QEMU command line, run in the run's folder.
+    pub command_line: String,
+    /// Where the logs were kept (runs that did not reach every marker, or with
+    /// `BULKHEAD_KEEP_LOGS`).
+    pub log_dir: Option<PathBuf>,
+}
+
+impl DirectBoot {
+    /// Boots `kernel` with `initrd` and [`DEFAULT_CMDLINE`], one CPU, until
+    /// [`initramfs::INIT_MARKER`] and then [`initramfs::SHELL_PROMPT`] appear, within five
+    /// minutes.
+    pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>) -> Self {
+        let name = std::thread::current().name().filter(|n| *n != "main").unwrap_or("direct").to_string();
+        DirectBoot {
+            name,
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            cmdline: DEFAULT_CMDLINE.to_string(),
+            cpus: 1,
+            timeout: Duration::from_secs(300),
+            markers: vec![initramfs::INIT_MARKER.to_string(), initramfs::SHELL_PROMPT.to_string()],
+        }
+    }
+
+    /// Names the run (its log folder `target/hil-logs/<name>/`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub fn cpus(mut self, cpus: u8) -> Self {
+        assert!(cpus >= 1, "a run needs at least one CPU");
+        self.cpus = cpus;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Adds words to the kernel command line.
+    pub fn append(mut self, words: &str) -> Self {
+        self.cmdline.push(' ');
+        self.cmdline.push_str(words);
+        self
+    }
+
+    /// Replaces the markers to wait for (in this order).
+    pub fn until(mut self, markers: &[&str]) -> Self {
+        self.markers = markers.iter().map(|m| m.to_string()).collect();
+        self
+    }
+
+    /// The QEMU arguments, for a run in a folder where the serial file is written.
+    pub fn qemu_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-M",
+            "q35",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            &self.cpus.to_string(),
+            "-m",
+            &MEMORY_MIB.to_string(),
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-nic",
+            "none",
+            "-serial",
+            &format!("file:{SERIAL_FILE}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push("-kernel".into());
+        args.push(self.kernel.display().to_string());
+        args.push("-initrd".into());
+        args.push(self.initrd.display().to_string());
+        args.push("-append".into());
+        args.push(self.cmdline.clone());
+        args
+    }
+
+    /// Boots and watches the console (see the module documentation).
+    pub fn run(self) -> Result<DirectReport, HarnessError> {
+        for file in [&self.kernel, &self.initrd] {
+            if !file.is_file() {
+                return Err(HarnessError(format!("no file {}", file.display())));
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("bulkhead-direct-{}-", sanitize(&self.name)))
+            .tempdir()
+            .map_err(|e| HarnessError(format!("cannot create a run folder: {e}")))?;
+        let open = |name: &str| {
+            File::create(dir.path().join(name)).map_err(|e| HarnessError(format!("cannot create {name}: {e}")))
+        };
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(self.qemu_args())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(open(STDOUT_FILE)?)
+            .stderr(open(STDERR_FILE)?)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the harness dies, take QEMU with it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let command_line = shell_words(&cmd);
+        let started = Instant::now();
+        let child = cmd.spawn().map_err(|e| {
+            HarnessError(format!("cannot start qemu-system-x86_64 ({e}); is qemu-system-x86 installed?"))
+        })?;
+        let mut child = KillOnDrop(child);
+
+        let mut serial: Option<File> = None;
+        let mut raw = Vec::new();
+        let mut seen: Vec<(String, Option<Duration>)> = self.markers.iter().map(|m| (m.clone(), None)).collect();
+        let mut search_from = 0;
+        let deadline = started + self.timeout;
+        let exit = loop {
+            let exited = child.0.try_wait().map_err(|e| HarnessError(format!("cannot wait for QEMU: {e}")))?;
+            if serial.is_none() {
+                serial = File::open(dir.path().join(SERIAL_FILE)).ok();
+            }
+            if let Some(file) = serial.as_mut() {
+                let _ = file.read_to_end(&mut raw);
+            }
+            // Markers in order: each is looked for after the previous one.
+            while let Some(next) = seen.iter().position(|(_, t)| t.is_none()) {
+                let marker = seen[next].0.as_bytes();
+                match raw[search_from..].windows(marker.len()).position(|w| w == marker) {
+                    Some(at) => {
+                        search_from += at + marker.len();
+                        seen[next].1 = Some(started.elapsed());
+                    }
+                    None => break,
+                }
+            }
+            if let Some(status) = exited {
+                break Some(Exit::from(status));
+            }
+            if seen.iter().all(|(_, t)| t.is_some()) || Instant::now() >= deadline {
+                child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let elapsed = started.elapsed();
+        let mut report = DirectReport {
+            name: self.name,
+            serial: String::from_utf8_lossy(&raw).into_owned(),
+            markers: seen,
+            exit,
+            elapsed,
+            timeout: self.timeout,
+            command_line,
+            log_dir: None,
+        };
+        report.keep_logs(dir.path());
+        Ok(report)
+    }
+}
+
+impl DirectReport {
+    /// Whether every marker appeared.
+    pub fn reached(&self) -> bool {
+        self.markers.iter().all(|(_, t)| t.is_some())
+    }
+
+    /// The time from QEMU's start to `marker`.
+    pub fn time_to(&self, marker: &str) -> Option<Duration> {
+        self.markers.iter().find(|(m, _)| m == marker).and_then(|(_, t)| *t)
+    }
+
+    /// Panics with a diagnostic unless every marker appeared.
+    #[track_caller]
+    pub fn assert_reached(&self) {
+        if self.reached() {
+            return;
+        }
+        let missing: Vec<&str> = self.markers.iter().filter(|(_, t)| t.is_none()).map(|(m, _)| m.as_str()).collect();
+        let ending = match self.exit {
+            Some(exit) => format!("QEMU ended ({exit}) after {:.1} s", self.elapsed.as_secs_f64()),
+            None => format!("timed out after {} s", self.timeout.as_secs()),
+        };
+        let tail: Vec<&str> = self.serial.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!(
+            "{}: {ending}; never saw {missing:?}\ncommand: {}\nlogs: {}\nlast console lines:\n{}",
+            self.name,
+            self.command_line,
+            self.log_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "(not kept)".into()),
+            tail.join("\n")
+        );
+    }
+
+    fn keep_logs(&mut self, run_dir: &Path) {
+        let _ = std::fs::write(run_dir.join("command.txt"), &self.command_line);
+        let dest = kernel::target_dir().join("hil-logs").join(sanitize(&self.name));
+        let _ = std::fs::remove_dir_all(&dest);
+        let keep = !self.reached() || std::env::var_os(KEEP_LOGS_ENV).is_some();
+        if !keep || std::fs::create_dir_all(&dest).is_err() {
+            return;
+        }
+        for name in [SERIAL_FILE, STDOUT_FILE, STDERR_FILE, "command.txt"] {
+            let _ = std::fs::copy(run_dir.join(name), dest.join(name));
+        }
+        self.log_dir = Some(dest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_boots_the_kernel_directly_on_the_harness_machine() {
+        let boot = DirectBoot::new("/k/vmlinuz", "/k/initramfs.cpio").cpus(2).append("quiet");
+        let args = boot.qemu_args();
+        let after = |flag: &str| args[args.iter().position(|a| a == flag).expect(flag) + 1].as_str();
+        assert_eq!(after("-M"), "q35");
+        assert_eq!(after("-accel"), "tcg");
+        assert_eq!(after("-smp"), "2");
+        assert_eq!(after("-m"), MEMORY_MIB.to_string());
+        assert_eq!(after("-serial"), "file:serial.bin");
+        assert_eq!(after("-kernel"), "/k/vmlinuz");
+        assert_eq!(after("-initrd"), "/k/initramfs.cpio");
+        assert_eq!(after("-append"), "console=ttyS0 panic=-1 quiet");
+        assert!(args.iter().any(|a| a == "-no-reboot"));
+        assert!(!args.iter().any(|a| a == "-cdrom" || a == "-bios"));
+    }
+
+    #[test]
+    fn a_missing_kernel_is_a_harness_error() {
+        let e = DirectBoot::new("/surely/not/vmlinuz", "/surely/not/initrd").run().unwrap_err();
+        assert!(e.0.contains("/surely/not/vmlinuz"), "{e}");
+    }
+}
