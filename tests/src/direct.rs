@@ -1,6 +1,6 @@
 //! Boots a Linux kernel directly in QEMU, without the hypervisor: `qemu-system-x86_64
 //! -kernel vmlinuz -initrd initramfs -append CMDLINE`, on the same emulated machine as the
-//! hypervisor's QEMU runs (q35, TCG, [`MEMORY_MIB`], serial console to a file). It checks
+//! hypervisor's QEMU runs ([`crate::emulator::qemu_machine_args`]). It checks
 //! that Debian's kernel and the initramfs built here work, and is the baseline "the same
 //! kernel booted directly" for comparisons with Linux in a partition.
 //!
@@ -10,13 +10,12 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::emulator::{Exit, MEMORY_MIB, SERIAL_FILE, STDERR_FILE, STDOUT_FILE};
-use crate::run::{HarnessError, KEEP_LOGS_ENV, KillOnDrop, sanitize, shell_words};
+use crate::emulator::{Exit, SERIAL_FILE, STDERR_FILE, STDOUT_FILE};
+use crate::run::{HarnessError, KEEP_LOGS_ENV, sanitize, spawn_in};
 use crate::{initramfs, kernel};
 
 /// The kernel command line of a direct boot: the console on the first UART, and a panic
@@ -103,30 +102,7 @@ impl DirectBoot {
 
     /// The QEMU arguments, for a run in a folder where the serial file is written.
     pub fn qemu_args(&self) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "-M",
-            "q35",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-smp",
-            &self.cpus.to_string(),
-            "-m",
-            &MEMORY_MIB.to_string(),
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-            "-nic",
-            "none",
-            "-serial",
-            &format!("file:{SERIAL_FILE}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = crate::emulator::qemu_machine_args("max", self.cpus);
         args.push("-kernel".into());
         args.push(self.kernel.display().to_string());
         args.push("-initrd".into());
@@ -147,30 +123,9 @@ impl DirectBoot {
             .prefix(&format!("bulkhead-direct-{}-", sanitize(&self.name)))
             .tempdir()
             .map_err(|e| HarnessError(format!("cannot create a run folder: {e}")))?;
-        let open = |name: &str| {
-            File::create(dir.path().join(name)).map_err(|e| HarnessError(format!("cannot create {name}: {e}")))
-        };
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(self.qemu_args())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(open(STDOUT_FILE)?)
-            .stderr(open(STDERR_FILE)?)
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                // If the harness dies, take QEMU with it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let command_line = shell_words(&cmd);
-        let started = Instant::now();
-        let child = cmd.spawn().map_err(|e| {
-            HarnessError(format!("cannot start qemu-system-x86_64 ({e}); is qemu-system-x86 installed?"))
-        })?;
-        let mut child = KillOnDrop(child);
+        cmd.args(self.qemu_args());
+        let (mut child, command_line, started) = spawn_in(cmd, dir.path())?;
 
         let mut serial: Option<File> = None;
         let mut raw = Vec::new();
@@ -271,6 +226,7 @@ impl DirectReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emulator::MEMORY_MIB;
 
     #[test]
     fn qemu_boots_the_kernel_directly_on_the_harness_machine() {

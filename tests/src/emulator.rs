@@ -217,9 +217,10 @@ impl fmt::Display for Exit {
     }
 }
 
-/// QEMU arguments (after the program name).
-pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8, medium: Medium) -> Vec<String> {
-    let mut args: Vec<String> = [
+/// The machine every QEMU run uses (q35, TCG, no display, monitor or network, the serial
+/// port to the run folder's serial file), with `cpus` CPUs of `cpu_model`.
+pub fn qemu_machine_args(cpu_model: &str, cpus: u8) -> Vec<String> {
+    [
         "-M",
         "q35",
         "-accel",
@@ -239,12 +240,16 @@ pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8, medium: Medium) -> Vec<S
         "none",
         "-serial",
         &format!("file:{SERIAL_FILE}"),
-        "-device",
-        &format!("isa-debug-exit,iobase={QEMU_DEBUG_EXIT_PORT:#x},iosize=1"),
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
+    .collect()
+}
+
+/// QEMU arguments (after the program name).
+pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8, medium: Medium) -> Vec<String> {
+    let mut args = qemu_machine_args(cpu_model, cpus);
+    args.extend(["-device".to_string(), format!("isa-debug-exit,iobase={QEMU_DEBUG_EXIT_PORT:#x},iosize=1")]);
     if uefi {
         args.extend(["-bios".to_string(), OVMF.to_string()]);
     }

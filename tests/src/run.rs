@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bulkhead_abi::run::CMDLINE_EMULATOR_EXIT;
@@ -229,35 +229,11 @@ impl Run {
         // A kernel that does not end the emulator halts after its run-end line.
         let stop_at_run_end = !cmdline.split_whitespace().any(|w| w == CMDLINE_EMULATOR_EXIT);
 
-        let mut cmd = self
+        let cmd = self
             .emulator
             .command(self.cpus, dir.path(), medium)
             .map_err(|e| HarnessError(format!("cannot write the emulator config: {e}")))?;
-        let open = |name: &str| {
-            File::create(dir.path().join(name)).map_err(|e| HarnessError(format!("cannot create {name}: {e}")))
-        };
-        cmd.current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(open(STDOUT_FILE)?)
-            .stderr(open(STDERR_FILE)?)
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                // If the harness dies (Ctrl-C on `cargo test`), take the emulator with it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let command_line = shell_words(&cmd);
-        let started = Instant::now();
-        let child = cmd.spawn().map_err(|e| {
-            HarnessError(format!(
-                "cannot start {} ({e}); is it installed? `cargo xtask test` installs it",
-                cmd.get_program().to_string_lossy()
-            ))
-        })?;
-        let mut child = KillOnDrop(child);
+        let (mut child, command_line, started) = spawn_in(cmd, dir.path())?;
 
         let mut decoder = ConsoleDecoder::new(table.as_deref());
         let mut raw = Vec::new();
@@ -415,6 +391,33 @@ fn read_serial(
             decoder.feed(&buf[..n], out);
         }
     }
+}
+
+/// Starts an emulator in the run folder `dir`, its output to the folder's stdout and
+/// stderr files, in a process group of its own, killed with the harness (Ctrl-C on
+/// `cargo test`, a panicking test): the child, its command line (for the report) and when
+/// it started.
+pub(crate) fn spawn_in(mut cmd: Command, dir: &Path) -> Result<(KillOnDrop, String, Instant), HarnessError> {
+    let open =
+        |name: &str| File::create(dir.join(name)).map_err(|e| HarnessError(format!("cannot create {name}: {e}")));
+    cmd.current_dir(dir).stdin(Stdio::null()).stdout(open(STDOUT_FILE)?).stderr(open(STDERR_FILE)?).process_group(0);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // If the harness dies, take the emulator with it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let command_line = shell_words(&cmd);
+    let started = Instant::now();
+    let child = cmd.spawn().map_err(|e| {
+        HarnessError(format!(
+            "cannot start {} ({e}); is it installed? `cargo xtask test` installs it",
+            cmd.get_program().to_string_lossy()
+        ))
+    })?;
+    Ok((KillOnDrop(child), command_line, started))
 }
 
 /// The emulator process; killed with its whole process group unless it has exited.
