@@ -8,6 +8,7 @@
 
 pub mod containment;
 pub mod counters;
+pub mod linux;
 pub mod loader;
 pub mod nmi;
 pub mod policy;
