@@ -58,6 +58,7 @@ impl Partition {
             return Err(());
         };
         let image = module_bytes(module);
+        self.uart_reset();
         let mut memory = self.memory();
         for region in self.config.memory {
             if memory.fill(region.guest_base, region.size, 0).is_err() {
