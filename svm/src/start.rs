@@ -181,7 +181,11 @@ mod tests {
 
     #[test]
     fn common_state() {
-        for mode in [EntryMode::Real { segment: 0 }, EntryMode::Protected32, EntryMode::Long64 { cr3: 0x7000, selectors: LongModeSelectors::FLAT }] {
+        for mode in [
+            EntryMode::Real { segment: 0 },
+            EntryMode::Protected32,
+            EntryMode::Long64 { cr3: 0x7000, selectors: LongModeSelectors::FLAT },
+        ] {
             let s = loaded(mode);
             assert_eq!((s.rip, s.rsp, s.rflags), (0x10_0000, 0x8000, 2));
             assert_eq!((s.dr6, s.dr7, s.g_pat, s.cpl), (DR6_DEFAULT, DR7_DEFAULT, PAT_DEFAULT, 0));

@@ -346,7 +346,8 @@ impl Vcpu {
             }
             invvpid_single_context(vmread(control::VPID) as u16);
         }
-        self.registers = GuestRegisters { rax: entry.rax, rbx: entry.rbx, rdi: entry.rdi, rsi: entry.rsi, ..Default::default() };
+        self.registers =
+            GuestRegisters { rax: entry.rax, rbx: entry.rbx, rdi: entry.rdi, rsi: entry.rsi, ..Default::default() };
         let (cr0, cr4, efer, code, code_ar, data_ar, base) = match entry.mode {
             EntryMode::Real { segment } => {
                 (CR0_ET | CR0_NE, 0, 0, segment, AR_CODE16, AR_DATA16, u64::from(segment) << 4)
