@@ -1,6 +1,7 @@
 //! The partition's virtual console UART: the registers of a 16550A (National
-//! Semiconductor PC16550D data sheet, "Registers") as a polled device that is always ready
-//! to send and never receives, and raises no interrupts.
+//! Semiconductor PC16550D data sheet, "Registers") as a device that is always ready to send
+//! and never receives, and whose interrupt line is connected to nothing: its interrupt
+//! logic shows only in IIR, which a driver polls.
 //!
 //! A driver that probes the UART before using it (Linux's 8250 driver: `autoconfig` in
 //! drivers/tty/serial/8250/8250_port.c) must find the registers it expects: IER bits 3:0
@@ -39,6 +40,10 @@ pub const MCR_LOOP: u8 = 0x10;
 pub const LSR_IDLE: u8 = 0x60;
 /// IIR bit 0: no interrupt pending.
 pub const IIR_NO_INTERRUPT: u8 = 0x01;
+/// IIR bits 3:0 for "transmitter holding register empty" (priority 3).
+pub const IIR_THRE: u8 = 0x02;
+/// IER bit 1: enable the transmitter holding register empty interrupt.
+pub const IER_THRE: u8 = 0x02;
 /// IIR bits 7:6 with the FIFOs enabled.
 pub const IIR_FIFOS_ENABLED: u8 = 0xC0;
 /// MSR with the modem lines of a connected terminal: DCD (bit 7), DSR (bit 5) and CTS
@@ -55,6 +60,11 @@ pub struct Uart16550 {
     dll: u8,
     dlm: u8,
     fifos: bool,
+    /// The THRE interrupt condition (data sheet, Table II): set when the transmitter
+    /// holding register becomes empty (at once after every byte here) and when ETBEI is
+    /// enabled while it is empty; cleared by reading IIR when it is the source, or by
+    /// writing THR.
+    thre: bool,
 }
 
 impl Default for Uart16550 {
@@ -67,15 +77,16 @@ impl Uart16550 {
     /// The state after a master reset (data sheet, Table IV): everything 0; the divisor
     /// latch is undefined after reset, here 1 (115 200 baud from the PC's 1.8432 MHz clock).
     pub const fn new() -> Self {
-        Uart16550 { ier: 0, lcr: 0, mcr: 0, scr: 0, dll: 1, dlm: 0, fifos: false }
+        Uart16550 { ier: 0, lcr: 0, mcr: 0, scr: 0, dll: 1, dlm: 0, fifos: false, thre: false }
     }
 
     fn dlab(&self) -> bool {
         self.lcr & LCR_DLAB != 0
     }
 
-    /// A read of the register at `offset` (0..=7; others read 0xFF, no register).
-    pub fn read(&self, offset: u16) -> u8 {
+    /// A read of the register at `offset` (0..=7; others read 0xFF, no register). Reading
+    /// IIR acknowledges a THRE interrupt it reports.
+    pub fn read(&mut self, offset: u16) -> u8 {
         match offset {
             reg::DATA if self.dlab() => self.dll,
             // Nothing is ever received.
@@ -83,8 +94,17 @@ impl Uart16550 {
             reg::IER if self.dlab() => self.dlm,
             // Bits 7:4 are always 0 on a 16550.
             reg::IER => self.ier & 0x0F,
-            // No interrupt is ever pending: the UART raises none.
-            reg::IIR_FCR => IIR_NO_INTERRUPT | if self.fifos { IIR_FIFOS_ENABLED } else { 0 },
+            // Nothing is received and the modem lines never change, so THRE is the only
+            // interrupt there can be.
+            reg::IIR_FCR => {
+                let fifos = if self.fifos { IIR_FIFOS_ENABLED } else { 0 };
+                if self.thre && self.ier & IER_THRE != 0 {
+                    self.thre = false;
+                    IIR_THRE | fifos
+                } else {
+                    IIR_NO_INTERRUPT | fifos
+                }
+            }
             reg::LCR => self.lcr,
             reg::MCR => self.mcr & 0x1F,
             reg::LSR => LSR_IDLE,
@@ -105,10 +125,19 @@ impl Uart16550 {
     pub fn write(&mut self, offset: u16, value: u8) -> Option<u8> {
         match offset {
             reg::DATA if self.dlab() => self.dll = value,
-            reg::DATA if self.mcr & MCR_LOOP != 0 => {}
-            reg::DATA => return Some(value),
+            // The byte leaves THR at once: THR is empty again.
+            reg::DATA if self.mcr & MCR_LOOP != 0 => self.thre = true,
+            reg::DATA => {
+                self.thre = true;
+                return Some(value);
+            }
             reg::IER if self.dlab() => self.dlm = value,
-            reg::IER => self.ier = value & 0x0F,
+            reg::IER => {
+                if self.ier & IER_THRE == 0 && value & IER_THRE != 0 {
+                    self.thre = true;
+                }
+                self.ier = value & 0x0F;
+            }
             // FCR bit 0 enables the FIFOs; bits 1 and 2 (reset the FIFOs) clear themselves
             // and there is nothing in them.
             reg::IIR_FCR => self.fifos = value & 0x01 != 0,
@@ -128,7 +157,7 @@ mod tests {
 
     #[test]
     fn reset_state() {
-        let u = Uart16550::new();
+        let mut u = Uart16550::new();
         assert_eq!(u.read(reg::IER), 0);
         assert_eq!(u.read(reg::IIR_FCR), IIR_NO_INTERRUPT);
         assert_eq!(u.read(reg::LSR), LSR_IDLE);
@@ -200,5 +229,25 @@ mod tests {
         assert_eq!(u.read(reg::MSR), 0x10);
         u.write(reg::MCR, 0);
         assert_eq!(u.read(reg::MSR), MSR_CONNECTED);
+    }
+
+    /// Linux's 8250 driver on a port without an IRQ polls IIR from a timer and sends only
+    /// while IIR reports an interrupt (`serial8250_handle_irq`): THRE must be reported
+    /// while it wants to send (IER.ETBEI set), once per emptied THR.
+    #[test]
+    fn thre_interrupt_shows_in_iir_while_enabled() {
+        let mut u = Uart16550::new();
+        u.write(reg::IIR_FCR, 0x01);
+        assert_eq!(u.read(reg::IIR_FCR), 0xC1, "ETBEI off: nothing pending");
+        u.write(reg::IER, IER_THRE);
+        assert_eq!(u.read(reg::IIR_FCR), 0xC2, "enabling ETBEI with THR empty");
+        assert_eq!(u.read(reg::IIR_FCR), 0xC1, "acknowledged by the read");
+        assert_eq!(u.write(reg::DATA, b'x'), Some(b'x'));
+        assert_eq!(u.read(reg::IIR_FCR), 0xC2, "THR empty again after the byte");
+        u.write(reg::DATA, b'y');
+        u.write(reg::IER, 0);
+        assert_eq!(u.read(reg::IIR_FCR), 0xC1, "ETBEI off masks it");
+        u.write(reg::IER, IER_THRE);
+        assert_eq!(u.read(reg::IIR_FCR), 0xC2);
     }
 }

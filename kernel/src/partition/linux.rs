@@ -113,7 +113,13 @@ impl Partition {
             }
         }
         let mut tables = [0u8; MAX_TABLES_SIZE];
-        let acpi = bulkhead_virt::acpi::write_tables(&mut tables, ACPI_GPA, &PartitionPlatform::new(&apic_ids))
+        // The virtual console UART is described as a device without an interrupt, so
+        // Linux polls it (`bulkhead_virt::acpi::polled_uart_aml`).
+        let platform = PartitionPlatform {
+            polled_uart: Some(crate::exits::ports::CONSOLE_BASE),
+            ..PartitionPlatform::new(&apic_ids)
+        };
+        let acpi = bulkhead_virt::acpi::write_tables(&mut tables, ACPI_GPA, &platform)
             .map_err(|e| error!("partition {=str}: ACPI tables: {}", name, Debug2Format(&e)))?;
         let tables = tables.get(..acpi.size).ok_or(())?;
         memory.write(ACPI_GPA, tables).map_err(|_| ())?;
