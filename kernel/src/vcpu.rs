@@ -48,6 +48,7 @@ fn startup_entry(vector: u8) -> GuestEntry {
         rax: 0,
         rbx: 0,
         rdi: 0,
+        rsi: 0,
     }
 }
 

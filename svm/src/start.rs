@@ -8,8 +8,8 @@
 
 use crate::enable::EFER_SVME;
 use crate::vmcb::{SaveArea, Segment, compress_attributes};
-use bulkhead_virt::guest_paging::Segment as GdtSegment;
-use bulkhead_virt::guest_state::{CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, EntryMode, GuestEntry};
+use bulkhead_virt::guest_paging::{CODE64_DESCRIPTOR, DATA_DESCRIPTOR, Segment as GdtSegment};
+use bulkhead_virt::guest_state::{CODE32_SELECTOR, DATA_SELECTOR, EntryMode, GuestEntry};
 
 pub const CR0_PE: u64 = 1 << 0;
 pub const CR0_ET: u64 = 1 << 4;
@@ -37,12 +37,21 @@ const AR_TSS_BUSY: u32 = 0x008b;
 /// A segment of the flat GDT the loader writes into guest memory, with the hidden state
 /// that GDT entry gives (so the VMCB agrees with a later reload of the selector).
 fn flat(selector: u16) -> Segment {
-    let s = GdtSegment::flat(selector);
+    from_gdt(GdtSegment::flat(selector))
+}
+
+/// A segment the loader's GDT holds `descriptor` for at `selector`.
+fn described(selector: u16, descriptor: u64) -> Segment {
+    from_gdt(GdtSegment::from_descriptor(selector, descriptor))
+}
+
+fn from_gdt(s: GdtSegment) -> Segment {
+    let selector = s.selector;
     Segment { selector, attrib: compress_attributes(s.vmx_access_rights()), limit: s.limit, base: s.base }
 }
 
 /// Writes the start state for `entry` into `save`: every field of the save area, so
-/// nothing of a previous run survives. RAX is set from the entry too; RBX and RDI are
+/// nothing of a previous run survives. RAX is set from the entry too; RBX, RSI and RDI are
 /// general registers the caller loads.
 pub fn load(save: &mut SaveArea, entry: &GuestEntry) {
     *save = SaveArea::zeroed();
@@ -60,14 +69,16 @@ pub fn load(save: &mut SaveArea, entry: &GuestEntry) {
             (code, data)
         }
         EntryMode::Protected32 => (flat(CODE32_SELECTOR), flat(DATA_SELECTOR)),
-        EntryMode::Long64 { .. } => (flat(CODE64_SELECTOR), flat(DATA_SELECTOR)),
+        EntryMode::Long64 { selectors, .. } => {
+            (described(selectors.code, CODE64_DESCRIPTOR), described(selectors.data, DATA_DESCRIPTOR))
+        }
     };
     let (cr0, cr3, cr4, efer) = match entry.mode {
         EntryMode::Real { .. } => (CR0_ET | CR0_NE, 0, 0, EFER_SVME),
         EntryMode::Protected32 => (CR0_PE | CR0_ET | CR0_NE, 0, 0, EFER_SVME),
         // The guest sees EFER.SVME set here: VMRUN requires it in the guest's EFER
         // (15.5.1); CPUID never reports SVM to the guest.
-        EntryMode::Long64 { cr3 } => {
+        EntryMode::Long64 { cr3, .. } => {
             (CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG, cr3, CR4_PAE, EFER_LME | EFER_LMA | EFER_SVME)
         }
     };
@@ -102,6 +113,7 @@ pub fn load(save: &mut SaveArea, entry: &GuestEntry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bulkhead_virt::guest_state::{CODE64_SELECTOR, LongModeSelectors};
 
     fn entry(mode: EntryMode) -> GuestEntry {
         GuestEntry {
@@ -113,6 +125,7 @@ mod tests {
             rax: 0x2bad_b002,
             rbx: 0x9000,
             rdi: 0,
+            rsi: 0x7_0000,
         }
     }
 
@@ -149,7 +162,7 @@ mod tests {
 
     #[test]
     fn long_mode() {
-        let s = loaded(EntryMode::Long64 { cr3: 0x7000 });
+        let s = loaded(EntryMode::Long64 { cr3: 0x7000, selectors: LongModeSelectors::FLAT });
         // L set, D clear: a 64-bit code segment VMRUN accepts.
         assert_eq!(s.cs, Segment { selector: CODE64_SELECTOR, attrib: 0xa9b, limit: 0xffff_ffff, base: 0 });
         assert_eq!(s.cr0 & (CR0_PE | CR0_PG | CR0_WP), CR0_PE | CR0_PG | CR0_WP);
@@ -158,8 +171,21 @@ mod tests {
     }
 
     #[test]
+    fn long_mode_with_linux_selectors() {
+        let s = loaded(EntryMode::Long64 { cr3: 0x7000, selectors: LongModeSelectors::LINUX_BOOT });
+        assert_eq!(s.cs, Segment { selector: 0x10, attrib: 0xa9b, limit: 0xffff_ffff, base: 0 });
+        for d in [s.ds, s.es, s.ss, s.fs, s.gs] {
+            assert_eq!(d, Segment { selector: 0x18, attrib: 0xc93, limit: 0xffff_ffff, base: 0 });
+        }
+    }
+
+    #[test]
     fn common_state() {
-        for mode in [EntryMode::Real { segment: 0 }, EntryMode::Protected32, EntryMode::Long64 { cr3: 0x7000 }] {
+        for mode in [
+            EntryMode::Real { segment: 0 },
+            EntryMode::Protected32,
+            EntryMode::Long64 { cr3: 0x7000, selectors: LongModeSelectors::FLAT },
+        ] {
             let s = loaded(mode);
             assert_eq!((s.rip, s.rsp, s.rflags), (0x10_0000, 0x8000, 2));
             assert_eq!((s.dr6, s.dr7, s.g_pat, s.cpl), (DR6_DEFAULT, DR7_DEFAULT, PAT_DEFAULT, 0));

@@ -146,7 +146,8 @@ impl Vcpu {
     /// FlushByAsid, else the whole TLB (QEMU 7.2 TCG only knows that one).
     pub fn reset(&mut self, entry: &GuestEntry) {
         start::load(&mut self.vmcb.save, entry);
-        self.registers = GuestRegisters { rax: entry.rax, rbx: entry.rbx, rdi: entry.rdi, ..Default::default() };
+        self.registers =
+            GuestRegisters { rax: entry.rax, rbx: entry.rbx, rdi: entry.rdi, rsi: entry.rsi, ..Default::default() };
         let c = &mut self.vmcb.control;
         c.event_injection = 0;
         c.interrupt_state = 0;

@@ -10,7 +10,7 @@
 //! | RSDP (rev. 2) | where the XSDT is; no RSDT |
 //! | XSDT | the FADT, the MADT and, when PCI segments are given, the MCFG |
 //! | FADT (6.4) | hardware-reduced ACPI: no PM timer, no SCI, no GPEs, no FACS; physical APIC destination mode only; no 8042, no VGA, no CMOS RTC; optionally a reset register |
-//! | DSDT | an empty definition block (header only): no devices in the namespace |
+//! | DSDT | the header; with [`PartitionPlatform::polled_uart`], a 16550 without an interrupt ([`polled_uart_aml`]) |
 //! | MADT | local APIC at 0xFEE00000, not PC-AT compatible (no 8259 pair); one entry per vCPU; I/O APICs only when given |
 //! | MCFG | only when PCI segments are given |
 //!
@@ -93,13 +93,73 @@ pub struct PartitionPlatform<'a> {
     pub isa_devices: bool,
     /// A reset register, if the hypervisor restarts the partition through one.
     pub reset_register: Option<ResetRegister>,
+    /// The I/O base of a 16550 UART without an interrupt, described in the DSDT (see
+    /// [`polled_uart_aml`]).
+    pub polled_uart: Option<u16>,
 }
 
 impl<'a> PartitionPlatform<'a> {
     /// A platform of these vCPUs and nothing else.
     pub const fn new(vcpu_apic_ids: &'a [u32]) -> Self {
-        Self { vcpu_apic_ids, io_apics: &[], pci_segments: &[], isa_devices: false, reset_register: None }
+        Self {
+            vcpu_apic_ids,
+            io_apics: &[],
+            pci_segments: &[],
+            isa_devices: false,
+            reset_register: None,
+            polled_uart: None,
+        }
     }
+}
+
+/// Bytes of [`polled_uart_aml`].
+pub const POLLED_UART_AML_LEN: usize = 42;
+
+/// The DSDT's AML for a 16550 UART at I/O `base` without an interrupt:
+///
+/// ```text
+/// Device (\_SB.COM1) {
+///     Name (_HID, EisaId ("PNP0501"))   // 16550A-compatible COM port
+///     Name (_CRS, ResourceTemplate () { IO (Decode16, base, base, 1, 8) })
+/// }
+/// ```
+///
+/// A UART with no interrupt resource is one Linux's 8250 driver polls (`8250_pnp` gives
+/// the port IRQ 0, and a port with IRQ 0 is driven by a timer), where the legacy COM1
+/// entry it otherwise uses names IRQ 4, which does not exist on a platform without an I/O
+/// APIC, so that opening the tty fails. Encoding: ACPI 6.4 20.2 (AML grammar: DeviceOp
+/// 0x5B 0x82, NameOp 0x08, BufferOp 0x11, DualNamePath 0x2E, DWordPrefix 0x0C,
+/// BytePrefix 0x0A) and 6.4.2.5 (I/O port descriptor), 6.4.2.9 (end tag).
+pub fn polled_uart_aml(base: u16) -> [u8; POLLED_UART_AML_LEN] {
+    let [lo, hi] = base.to_le_bytes();
+    // "PNP0501" compressed (5.2.x EISA ID: three 5-bit letters, then the product number),
+    // stored most significant byte first.
+    const PNP0501: [u8; 4] = [0x41, 0xD0, 0x05, 0x01];
+    let mut aml = [0u8; POLLED_UART_AML_LEN];
+    let parts: [&[u8]; 9] = [
+        // DeviceOp, PkgLength 40 (itself, the name and the two Names).
+        &[0x5B, 0x82, 40],
+        // \_SB_.COM1
+        &[b'\\', 0x2E],
+        b"_SB_COM1",
+        // Name (_HID, DWord EISA ID)
+        &[0x08],
+        b"_HID",
+        &[0x0C, PNP0501[0], PNP0501[1], PNP0501[2], PNP0501[3]],
+        // Name (_CRS, Buffer (10) { I/O descriptor, end tag })
+        &[0x08, b'_', b'C', b'R', b'S', 0x11, 13, 0x0A, 10],
+        // I/O port descriptor: 16-bit decode, min = max = base, alignment 1, 8 ports.
+        &[0x47, 0x01, lo, hi, lo, hi, 0x01, 0x08],
+        // End tag, checksum 0 ("treated as correct").
+        &[0x79, 0x00],
+    ];
+    let mut at = 0;
+    for part in parts {
+        aml[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    debug_assert_eq!(at, POLLED_UART_AML_LEN);
+    aml
 }
 
 /// Where [`write_tables`] put the tables (guest-physical addresses).
@@ -290,6 +350,7 @@ struct Offsets {
     xsdt_len: usize,
     fadt: usize,
     dsdt: usize,
+    dsdt_len: usize,
     madt: usize,
     madt_len: usize,
     mcfg: Option<usize>,
@@ -304,7 +365,8 @@ fn offsets(platform: &PartitionPlatform<'_>) -> Offsets {
     let xsdt_len = HEADER_LEN + 8 * xsdt_entries;
     let fadt = align_up(xsdt + xsdt_len);
     let dsdt = align_up(fadt + FADT_LEN);
-    let madt = align_up(dsdt + HEADER_LEN);
+    let dsdt_len = HEADER_LEN + if platform.polled_uart.is_some() { POLLED_UART_AML_LEN } else { 0 };
+    let madt = align_up(dsdt + dsdt_len);
     let madt_len = MADT_FIXED_LEN
         + platform.vcpu_apic_ids.iter().map(|&id| processor_entry_len(id)).sum::<usize>()
         + IO_APIC_LEN * platform.io_apics.len();
@@ -315,7 +377,7 @@ fn offsets(platform: &PartitionPlatform<'_>) -> Offsets {
         end = at + mcfg_len;
         at
     });
-    Offsets { xsdt, xsdt_len, fadt, dsdt, madt, madt_len, mcfg, mcfg_len, end }
+    Offsets { xsdt, xsdt_len, fadt, dsdt, dsdt_len, madt, madt_len, mcfg, mcfg_len, end }
 }
 
 const fn processor_entry_len(apic_id: u32) -> usize {
@@ -349,11 +411,11 @@ fn check(platform: &PartitionPlatform<'_>) -> Result<(), AcpiError> {
 
 /// The most bytes [`write_tables`] needs for any platform it accepts ([`MAX_VCPUS`] vCPUs
 /// with x2APIC entries, [`MAX_IO_APICS`], [`MAX_PCI_SEGMENTS`]): a fixed reservation that
-/// always fits (4860 bytes).
+/// always fits (4892 bytes).
 pub const MAX_TABLES_SIZE: usize = align_up(RSDP_LEN)
     + align_up(HEADER_LEN + 8 * 3)
     + align_up(FADT_LEN)
-    + align_up(HEADER_LEN)
+    + align_up(HEADER_LEN + POLLED_UART_AML_LEN)
     + align_up(MADT_FIXED_LEN + LOCAL_X2APIC_LEN * MAX_VCPUS + IO_APIC_LEN * MAX_IO_APICS)
     + MCFG_FIXED_LEN
     + MCFG_ALLOCATION_LEN * MAX_PCI_SEGMENTS;
@@ -384,7 +446,10 @@ pub fn write_tables(buf: &mut [u8], base_gpa: u64, platform: &PartitionPlatform<
 
     let mut w = Writer { buf: out };
     write_fadt(&mut w, o.fadt, gpa(o.dsdt), platform);
-    write_header(&mut w, o.dsdt, *b"DSDT", HEADER_LEN, DSDT_REVISION);
+    write_header(&mut w, o.dsdt, *b"DSDT", o.dsdt_len, DSDT_REVISION);
+    if let Some(base) = platform.polled_uart {
+        w.buf[o.dsdt + HEADER_LEN..o.dsdt_len + o.dsdt].copy_from_slice(&polled_uart_aml(base));
+    }
     write_madt(&mut w, o.madt, o.madt_len, platform);
     if let Some(mcfg) = o.mcfg {
         write_mcfg(&mut w, mcfg, o.mcfg_len, platform.pci_segments);
@@ -396,7 +461,7 @@ pub fn write_tables(buf: &mut [u8], base_gpa: u64, platform: &PartitionPlatform<
         w.u64(entry, gpa(table));
         entry += 8;
     }
-    for (at, len) in [(o.fadt, FADT_LEN), (o.dsdt, HEADER_LEN), (o.madt, o.madt_len), (o.xsdt, o.xsdt_len)] {
+    for (at, len) in [(o.fadt, FADT_LEN), (o.dsdt, o.dsdt_len), (o.madt, o.madt_len), (o.xsdt, o.xsdt_len)] {
         w.set_table_checksum(at, len);
     }
     if let Some(mcfg) = o.mcfg {
@@ -802,12 +867,16 @@ mod tests {
         let most: Vec<u32> = (1000..1000 + MAX_VCPUS as u32).collect();
         let io_apics = [IoApic { id: 0, address: 0, gsi_base: 0 }; MAX_IO_APICS];
         let segments = [PciSegment { ecam_base: 0, segment: 0, start_bus: 0, end_bus: 0 }; MAX_PCI_SEGMENTS];
-        let largest =
-            PartitionPlatform { io_apics: &io_apics, pci_segments: &segments, ..PartitionPlatform::new(&most) };
+        let largest = PartitionPlatform {
+            io_apics: &io_apics,
+            pci_segments: &segments,
+            polled_uart: Some(0x3F8),
+            ..PartitionPlatform::new(&most)
+        };
         assert_eq!(tables_size(&largest), Ok(MAX_TABLES_SIZE));
         let mut buf = vec![0u8; MAX_TABLES_SIZE];
         assert_eq!(write_tables(&mut buf, BASE, &largest).map(|l| l.size), Ok(MAX_TABLES_SIZE));
-        const { assert!(MAX_TABLES_SIZE <= 4860, "under 5 KiB") };
+        const { assert!(MAX_TABLES_SIZE <= 4892, "under 5 KiB") };
     }
 
     mod randomized {
@@ -849,5 +918,33 @@ mod tests {
                 let _ = write_tables(&mut buf, base, &PartitionPlatform::new(&ids));
             }
         }
+    }
+
+    #[test]
+    fn polled_uart_in_the_dsdt() {
+        let aml = polled_uart_aml(0x3F8);
+        // DeviceOp, then a one-byte PkgLength covering the rest.
+        assert_eq!(&aml[..2], &[0x5B, 0x82]);
+        assert_eq!(usize::from(aml[2]), aml.len() - 2);
+        assert_eq!(&aml[3..13], b"\\\x2E_SB_COM1");
+        // _HID: EISA ID "PNP0501" decoded as ACPICA does (three 5-bit letters + 0x40).
+        assert_eq!(&aml[13..18], &[0x08, b'_', b'H', b'I', b'D']);
+        let id = u32::from_be_bytes([aml[19], aml[20], aml[21], aml[22]]);
+        let letter = |shift: u32| char::from(((id >> shift) & 0x1F) as u8 + 0x40);
+        assert_eq!((letter(26), letter(21), letter(16), id & 0xFFFF), ('P', 'N', 'P', 0x0501));
+        // _CRS: a 10-byte buffer, PkgLength covering it, ending in the end tag.
+        assert_eq!(&aml[23..28], b"\x08_CRS");
+        assert_eq!((aml[28], usize::from(aml[29]), aml[30], aml[31]), (0x11, aml.len() - 29, 0x0A, 10));
+        assert_eq!(&aml[32..], &[0x47, 0x01, 0xF8, 0x03, 0xF8, 0x03, 0x01, 0x08, 0x79, 0x00]);
+
+        let ids = [0, 1];
+        let platform = PartitionPlatform { polled_uart: Some(0x3F8), ..PartitionPlatform::new(&ids) };
+        let mut buf = vec![0u8; MAX_TABLES_SIZE];
+        let layout = write_tables(&mut buf, 0xE0000, &platform).unwrap();
+        let dsdt = table(&buf, layout.dsdt, b"DSDT");
+        assert_eq!(dsdt.len(), HEADER_LEN + POLLED_UART_AML_LEN);
+        assert_eq!(&dsdt[HEADER_LEN..], &aml);
+        assert_eq!(dsdt.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0, "checksum");
+        assert!(layout.size <= MAX_TABLES_SIZE);
     }
 }

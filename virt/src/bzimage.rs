@@ -76,6 +76,15 @@ pub const TYPE_OF_LOADER_UNDEFINED: u8 = 0xFF;
 pub const BOOT_CS: u16 = 0x10;
 /// See [`BOOT_CS`].
 pub const BOOT_DS: u16 = 0x18;
+
+/// The GDT a 64-bit boot starts with: null, unused, then 64-bit flat code at [`BOOT_CS`]
+/// and flat data at [`BOOT_DS`] (the descriptors of
+/// [`crate::guest_paging::flat_gdt`], at Linux's indices).
+pub const fn boot_gdt() -> [u64; 4] {
+    use crate::guest_paging::{CODE64_DESCRIPTOR, DATA_DESCRIPTOR};
+    const _: () = assert!(BOOT_CS == 2 << 3 && BOOT_DS == 3 << 3);
+    [0, 0, CODE64_DESCRIPTOR, DATA_DESCRIPTOR]
+}
 /// Size of the zero page (`struct boot_params`).
 pub const ZERO_PAGE_SIZE: usize = 4096;
 /// Where the zero page goes.

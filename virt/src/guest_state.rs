@@ -19,7 +19,30 @@ pub enum EntryMode {
     Long64 {
         /// Guest-physical address of the PML4.
         cr3: u64,
+        /// The selectors CS and the data segments hold.
+        selectors: LongModeSelectors,
     },
+}
+
+/// The selectors of a long-mode start. The GDT at [`GuestEntry::gdt_base`] holds
+/// [`CODE64_DESCRIPTOR`](crate::guest_paging::CODE64_DESCRIPTOR) at `code` and
+/// [`DATA_DESCRIPTOR`](crate::guest_paging::DATA_DESCRIPTOR) at `data`, so a reload of
+/// either selector gives the hidden state the backend loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongModeSelectors {
+    /// CS.
+    pub code: u16,
+    /// DS, ES, SS, FS and GS.
+    pub data: u16,
+}
+
+impl LongModeSelectors {
+    /// The flat GDT's ([`crate::guest_paging::flat_gdt`]).
+    pub const FLAT: LongModeSelectors = LongModeSelectors { code: CODE64_SELECTOR, data: DATA_SELECTOR };
+    /// Linux's `__BOOT_CS` and `__BOOT_DS` (boot.rst "64-bit Boot Protocol"), in the GDT
+    /// [`crate::bzimage::boot_gdt`] describes.
+    pub const LINUX_BOOT: LongModeSelectors =
+        LongModeSelectors { code: crate::bzimage::BOOT_CS, data: crate::bzimage::BOOT_DS };
 }
 
 /// Where and how a vCPU starts.
@@ -41,6 +64,8 @@ pub struct GuestEntry {
     pub rbx: u64,
     /// Initial RDI (64-bit payloads: address of the command line).
     pub rdi: u64,
+    /// Initial RSI (Linux: the zero page).
+    pub rsi: u64,
 }
 
 /// The guest's general registers as the backends' entry/exit code saves them (the field

@@ -60,6 +60,7 @@ pub mod multiboot1;
 pub mod pages;
 pub mod slat;
 pub mod tsc;
+pub mod uart16550;
 pub mod x2apic;
 pub mod xcr0;
 

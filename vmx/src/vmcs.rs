@@ -12,7 +12,7 @@ use bulkhead_virt::bitmap::MsrBitmapChoice;
 use bulkhead_virt::control_registers::{hardware_value, owned_bits};
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{
-    CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, EntryMode, ExecutionMode, GuestEntry, OptionalInstructions,
+    CODE32_SELECTOR, DATA_SELECTOR, EntryMode, ExecutionMode, GuestEntry, OptionalInstructions,
 };
 use x86::vmx::vmcs::{control, guest, host, ro};
 use x86_64::registers::model_specific::Msr;
@@ -346,17 +346,18 @@ impl Vcpu {
             }
             invvpid_single_context(vmread(control::VPID) as u16);
         }
-        self.registers = GuestRegisters { rax: entry.rax, rbx: entry.rbx, rdi: entry.rdi, ..Default::default() };
+        self.registers =
+            GuestRegisters { rax: entry.rax, rbx: entry.rbx, rdi: entry.rdi, rsi: entry.rsi, ..Default::default() };
         let (cr0, cr4, efer, code, code_ar, data_ar, base) = match entry.mode {
             EntryMode::Real { segment } => {
                 (CR0_ET | CR0_NE, 0, 0, segment, AR_CODE16, AR_DATA16, u64::from(segment) << 4)
             }
             EntryMode::Protected32 => (CR0_PE | CR0_ET | CR0_NE, 0, 0, CODE32_SELECTOR, AR_CODE32, AR_DATA32, 0),
-            EntryMode::Long64 { .. } => (
+            EntryMode::Long64 { selectors, .. } => (
                 CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
                 CR4_PAE,
                 EFER_LME | EFER_LMA,
-                CODE64_SELECTOR,
+                selectors.code,
                 AR_CODE64,
                 AR_DATA32,
                 0,
@@ -366,13 +367,17 @@ impl Vcpu {
         let limit = if real { 0xffff } else { 0xffff_ffff };
         // After INIT-SIPI only CS points at the start page; the data segments are
         // selector 0, base 0 (SDM Table 10-1).
-        let data = if real { 0 } else { DATA_SELECTOR };
+        let data = match entry.mode {
+            EntryMode::Real { .. } => 0,
+            EntryMode::Protected32 => DATA_SELECTOR,
+            EntryMode::Long64 { selectors, .. } => selectors.data,
+        };
         // Caches on (CD and NW clear), as after a reset that enabled them; the owned bits
         // (NE, VMXE) hold their fixed values, the guest reads its own.
         let f = self.fixed;
         vmwrite(guest::CR0, hardware_value(cr0, f.cr0_fixed0, f.cr0_fixed1, f.cr0_owned))?;
         vmwrite(control::CR0_READ_SHADOW, cr0)?;
-        vmwrite(guest::CR3, if let EntryMode::Long64 { cr3 } = entry.mode { cr3 } else { 0 })?;
+        vmwrite(guest::CR3, if let EntryMode::Long64 { cr3, .. } = entry.mode { cr3 } else { 0 })?;
         vmwrite(guest::CR4, hardware_value(cr4, f.cr4_fixed0, f.cr4_fixed1, f.cr4_owned))?;
         vmwrite(control::CR4_READ_SHADOW, cr4)?;
         self.set_tsc_offset(0);

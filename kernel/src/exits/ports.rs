@@ -12,9 +12,8 @@ use bulkhead_virt::guest_state::GuestRegisters;
 pub const CONSOLE_BASE: u16 = 0x3f8;
 /// Port a test payload writes its verdict to (see `guests/`).
 pub const REPORT_PORT: u16 = bulkhead_abi::run::QEMU_DEBUG_EXIT_PORT;
-const LSR_OFFSET: u16 = 5;
-/// Line status: transmitter holding register and shift register empty.
-const LSR_IDLE: u64 = 0x60;
+/// Ports of the virtual UART.
+const CONSOLE_PORTS: core::ops::Range<u16> = CONSOLE_BASE..CONSOLE_BASE + 8;
 
 pub fn access(partition: &Partition, regs: &mut GuestRegisters, access: PortAccess) -> Action {
     if access.string {
@@ -27,18 +26,18 @@ pub fn access(partition: &Partition, regs: &mut GuestRegisters, access: PortAcce
     };
     let value = regs.rax & width_mask;
     match (access.port, access.write) {
-        (CONSOLE_BASE, true) => {
-            partition.console_write(value as u8);
-            return Action::Resume { skip: true };
-        }
-        (p, false) if p == CONSOLE_BASE + LSR_OFFSET => {
-            set_in_result(regs, access.size, LSR_IDLE);
-            return Action::Resume { skip: true };
-        }
-        (p, write) if (CONSOLE_BASE..CONSOLE_BASE + 8).contains(&p) => {
-            // The other UART registers: reads 0, writes ignored (a polled, always-ready UART).
-            if !write {
-                set_in_result(regs, access.size, 0);
+        // A 16550A's registers (`bulkhead_virt::uart16550`), one byte per port: a wider
+        // access touches only the first (the UART sits on an 8-bit bus; the other bytes
+        // read 0xFF as nothing drives them).
+        (p, write) if CONSOLE_PORTS.contains(&p) => {
+            let offset = p - CONSOLE_BASE;
+            if write {
+                if let Some(byte) = partition.uart_write(offset, value as u8) {
+                    partition.console_write(byte);
+                }
+            } else {
+                let byte = u64::from(partition.uart_read(offset));
+                set_in_result(regs, access.size, (u64::MAX << 8) | byte);
             }
             return Action::Resume { skip: true };
         }

@@ -8,6 +8,9 @@
 //! 0x80000; payloads load at 0x80000 and above. 32-bit multiboot1 payloads get their
 //! information structure at 0x2000 instead of page tables.
 //!
+//! Linux bzImages are loaded by the boot protocol instead ([`super::linux`]), with their
+//! own boot area.
+//!
 //! A partition's command line is its configured `cmdline` followed by every word of the
 //! hypervisor's command line written `NAME:word` for that partition, so a board's GRUB
 //! entry can pass options to one partition without rebuilding.
@@ -16,7 +19,7 @@ use super::Partition;
 use crate::boot::bootinfo::{BootInfo, Module};
 use crate::log::{error, info};
 use bulkhead_board::tables::PayloadKind;
-use bulkhead_virt::guest_state::{EntryMode, GuestEntry};
+use bulkhead_virt::guest_state::{EntryMode, GuestEntry, LongModeSelectors};
 use bulkhead_virt::memory::{GuestMemory, RegionMemory};
 
 pub const GDT_GPA: u64 = 0x1000;
@@ -24,7 +27,7 @@ pub const PAGE_TABLES_GPA: u64 = 0x2000;
 pub const CMDLINE_GPA: u64 = 0x9000;
 /// Multiboot1 information structure (32-bit payloads; their page-table area is unused).
 pub const MULTIBOOT1_INFO_GPA: u64 = 0x2000;
-const CMDLINE_MAX: usize = 4095;
+pub(super) const CMDLINE_MAX: usize = 4095;
 pub const STACK_TOP_GPA: u64 = 0x80000;
 pub use bulkhead_board::tables::BOOT_AREA_END;
 /// Guest-physical space the identity page tables cover for 64-bit payloads: the whole
@@ -55,6 +58,7 @@ impl Partition {
             return Err(());
         };
         let image = module_bytes(module);
+        self.uart_reset();
         let mut memory = self.memory();
         for region in self.config.memory {
             if memory.fill(region.guest_base, region.size, 0).is_err() {
@@ -88,10 +92,7 @@ impl Partition {
                 })?;
                 self.long_mode_entry(boot, &mut memory, entry)
             }
-            PayloadKind::BzImage => {
-                error!("partition {=str}: payload kind not supported yet", self.name());
-                Err(())
-            }
+            PayloadKind::BzImage => self.load_linux(boot, image, &mut memory),
         }
     }
 
@@ -119,7 +120,7 @@ impl Partition {
         let cr3 = bulkhead_virt::guest_paging::write_identity_tables(memory, PAGE_TABLES_GPA, IDENTITY_MAP_BYTES)
             .map_err(|_| ())?;
         Ok(GuestEntry {
-            mode: EntryMode::Long64 { cr3 },
+            mode: EntryMode::Long64 { cr3, selectors: LongModeSelectors::FLAT },
             rip,
             rsp: STACK_TOP_GPA,
             gdt_base: GDT_GPA,
@@ -127,6 +128,7 @@ impl Partition {
             rax: 0,
             rbx: 0,
             rdi: CMDLINE_GPA,
+            rsi: 0,
         })
     }
 
@@ -172,6 +174,7 @@ impl Partition {
             rax: u64::from(bulkhead_virt::multiboot1::BOOTLOADER_MAGIC),
             rbx: u64::from(info),
             rdi: 0,
+            rsi: 0,
         })
     }
 
@@ -194,7 +197,7 @@ impl Partition {
 
     /// The partition's command line: its configured `cmdline`, then every `NAME:word` of
     /// the hypervisor's command line.
-    fn cmdline(&self, boot: &BootInfo) -> Result<heapless::String<CMDLINE_MAX>, ()> {
+    pub(super) fn cmdline(&self, boot: &BootInfo) -> Result<heapless::String<CMDLINE_MAX>, ()> {
         let mut line: heapless::String<CMDLINE_MAX> = heapless::String::new();
         let extra = boot
             .command_line
@@ -213,7 +216,7 @@ impl Partition {
     }
 }
 
-fn module_bytes(module: &Module) -> &'static [u8] {
+pub(super) fn module_bytes(module: &Module) -> &'static [u8] {
     // SAFETY: boot modules lie in the hypervisor's reserved memory (checked at boot), are
     // identity-mapped and never written: they are the pristine payload copies.
     unsafe { core::slice::from_raw_parts(module.start as *const u8, (module.end - module.start) as usize) }

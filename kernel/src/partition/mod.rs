@@ -8,6 +8,7 @@
 
 pub mod containment;
 pub mod counters;
+pub mod linux;
 pub mod loader;
 pub mod nmi;
 pub mod policy;
@@ -18,6 +19,7 @@ use crate::partition::containment::Containment;
 use crate::partition::counters::{Counters, ExitCounts, RateLimit};
 use bulkhead_board::tables::{self, FaultPolicy, MAX_PARTITIONS, PartitionId, PayloadKind};
 use bulkhead_virt::console_rate::{LineBudget, Verdict};
+use bulkhead_virt::uart16550::Uart16550;
 use core::cell::UnsafeCell;
 use core::sync::atomic::AtomicU32;
 use spin::mutex::TicketMutex;
@@ -124,6 +126,8 @@ pub struct Partition {
     console: [UnsafeCell<ConsoleLine>; crate::cpu::percpu::MAX_CPUS],
     /// The partition's console rate limit and its dropped-line count (its vCPUs share it).
     console_budget: TicketMutex<LineBudget>,
+    /// The registers of the partition's virtual UART (its vCPUs share one UART).
+    uart: TicketMutex<Uart16550>,
 }
 
 // SAFETY: each `console` entry is only touched by the CPU with that index (running this
@@ -147,6 +151,7 @@ impl Partition {
             console: [const { UnsafeCell::new(ConsoleLine { bytes: [0; LINE], len: 0 }) };
                 crate::cpu::percpu::MAX_CPUS],
             console_budget: TicketMutex::new(LineBudget::new()),
+            uart: TicketMutex::new(Uart16550::new()),
         }
     }
 
@@ -210,6 +215,22 @@ impl Partition {
             info!("[{=str}] {=str}", self.name(), text);
         }
         line.len = 0;
+    }
+
+    /// A read of the virtual UART's register at `offset` from its base port.
+    pub fn uart_read(&self, offset: u16) -> u8 {
+        self.uart.lock().read(offset)
+    }
+
+    /// A write to the virtual UART's register at `offset`; the byte to send to the
+    /// console, if it sent one.
+    pub fn uart_write(&self, offset: u16, value: u8) -> Option<u8> {
+        self.uart.lock().write(offset, value)
+    }
+
+    /// The virtual UART as after a reset (at every start of the partition).
+    pub fn uart_reset(&self) {
+        *self.uart.lock() = Uart16550::new();
     }
 
     /// Console lines dropped by the rate limit since boot.

@@ -12,6 +12,7 @@ mod harness;
 mod hyperv;
 mod image;
 mod isolation;
+mod linux;
 mod linux_direct;
 mod partitions;
 mod smp;

@@ -1,0 +1,152 @@
+//! Debian's kernel boots in a partition: the hypervisor's Linux loader (64-bit boot
+//! protocol, e820 map, ACPI tables) starts it on two vCPUs beside a small partition on its
+//! own core. Linux's log reaches the hypervisor console through the partition's virtual
+//! UART; its `/init` tells the run's verdict through the verdict port (`/dev/port`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bulkhead_tests::initramfs::INIT_MARKER;
+use bulkhead_tests::kernel::{target_dir, workspace_root};
+use bulkhead_tests::linux_assets;
+use bulkhead_tests::{Emulator, Run};
+
+/// Linux's command line in the partition. `tsc_early_khz`: the platform does not report
+/// the TSC frequency to Linux yet (the Hyper-V frequency MSRs) and has no PIT to calibrate
+/// it against (the ports read all-ones: "Fast TSC calibration failed"), so the test names
+/// one. It need not be the real one for the boot to reach /init; the clock Linux keeps
+/// time with is the hypervisor's reference TSC page.
+const CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 tsc_early_khz=2000000 panic=-1";
+
+/// What `/init` writes to its standard output, the console (ttyS0): a program's output
+/// through the tty layer needs Linux's 8250 driver to poll the UART (the DSDT's COM1
+/// without an interrupt, IIR's THRE condition), unlike the kernel's own messages.
+const STDOUT_LINE: &str = "bulkhead-test: /init writes to ttyS0";
+
+/// What `/init` looks for in the kernel log (`dmesg`) before it reports.
+const DMESG_LINE: &str = "Run /init as init process";
+
+/// `/init`: after a pause, the line [`DMESG_LINE`] from the kernel log and the marker into
+/// the kernel log (`/dev/kmsg`, so they need no open console), then the verdict on the
+/// verdict port 0xf4 through `/dev/port`: 0 (pass) when the kernel log has
+/// [`DMESG_LINE`]. The pause lets the partition's console rate limit (10 lines a second
+/// after a burst of 200, docs/platform.md) refill after Linux's 300-odd boot lines, so
+/// that these lines are printed, not dropped; the kernel log itself keeps every line.
+fn init_script() -> String {
+    format!(
+        "#!/bin/sh\n\
+         export PATH=/bin\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         sleep 3\n\
+         echo \"{STDOUT_LINE}\"\n\
+         line=\"$(dmesg | grep -m1 '{DMESG_LINE}')\"\n\
+         echo \"bulkhead-test: dmesg: $line\" > /dev/kmsg\n\
+         echo \"{INIT_MARKER} (kernel $(uname -r), $(nproc) cpus)\" > /dev/kmsg\n\
+         if [ -n \"$line\" ]; then verdict='\\0'; else verdict='\\1'; fi\n\
+         echo -ne \"$verdict\" | dd of=/dev/port bs=1 seek=244 count=1\n\
+         while true; do sleep 1; done\n"
+    )
+}
+
+/// The system file: Linux on cores 0 and 1 (128 MiB in 2 MiB pages from 2 MiB on, and the
+/// first 2 MiB in 4 KiB pages, for the RAM below 0xA0000 it needs for its boot data and
+/// SMP trampoline), a witness partition on core 2.
+fn system_file(dir: &Path, vmlinuz: &Path, initrd: &Path) -> PathBuf {
+    let board = workspace_root().join("tests/configs/boards/qemu-q35-3cpu.toml");
+    let text = format!(
+        "name = \"linux-boot\"\n\
+         board = {board:?}\n\
+         [hypervisor]\n\
+         reserved_memory = {{ base = 0x100000, size = \"31 MiB\" }}\n\
+         verdict_partition = \"linux\"\n\
+         [[partition]]\n\
+         name = \"linux\"\n\
+         cores = [0, 1]\n\
+         [[partition.memory]]\n\
+         guest_base = 0x0\n\
+         size = \"2 MiB\"\n\
+         [[partition.memory]]\n\
+         guest_base = 0x200000\n\
+         size = \"128 MiB\"\n\
+         large_pages = true\n\
+         [partition.payload]\n\
+         kind = \"linux\"\n\
+         path = {vmlinuz:?}\n\
+         initrd = {initrd:?}\n\
+         cmdline = {CMDLINE:?}\n\
+         [[partition]]\n\
+         name = \"witness\"\n\
+         cores = [2]\n\
+         [[partition.memory]]\n\
+         guest_base = 0x0\n\
+         size = \"16 MiB\"\n\
+         large_pages = true\n\
+         [partition.payload]\n\
+         kind = \"elf\"\n\
+         path = \"@guests/test-witness\"\n\
+         cmdline = \"cycles=4000000000\"\n",
+        board = board.display().to_string(),
+        vmlinuz = vmlinuz.display().to_string(),
+        initrd = initrd.display().to_string(),
+    );
+    let path = dir.join("linux-boot.qemu.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn linux_qemu_boots_debian_kernel_in_a_partition_to_init() {
+    let assets = linux_assets::shared().unwrap_or_else(|e| panic!("{e}"));
+    let release = &assets.selection.release;
+    let dir = target_dir().join("bulkhead-configs/linux");
+    std::fs::create_dir_all(&dir).unwrap();
+    let initrd = dir.join("initramfs.cpio");
+    assets
+        .initramfs()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .file("init", init_script().into_bytes(), 0o755)
+        .write(&initrd)
+        .unwrap();
+    let config = system_file(&dir, &assets.vmlinuz(), &initrd);
+    let report = Run::new(Emulator::QemuBios)
+        .cpus(3)
+        .config(&config)
+        // TCG on a shared two-core host: Linux takes tens of seconds to its /init.
+        .timeout(Duration::from_secs(400))
+        .execute();
+    eprintln!("{}: verdict after {:.1} s", report.name, report.elapsed.as_secs_f64());
+    // What Linux made of the virtual UART (shown with --nocapture).
+    let console = report.partition_console("linux");
+    for line in console.iter().filter(|l| l.contains("ttyS0") || l.contains("pnp")) {
+        eprintln!("  {line}");
+    }
+    // Linux's log on the partition's console (its virtual UART; each line carries Linux's
+    // timestamp after the `[linux]` prefix): the cached kernel, the ACPI tables the
+    // hypervisor wrote at 0x60000 with both vCPUs (all early lines, within the console's
+    // burst), then /init's report of the kernel log's line and its marker with 2 CPUs
+    // online.
+    for text in [
+        format!("Linux version {release}"),
+        "ACPI: RSDP 0x0000000000060000".into(),
+        "smpboot: Allowing 2 CPUs, 0 hotplug CPUs".into(),
+        format!("{INIT_MARKER} (kernel {release}, 2 cpus)"),
+        // The 8250 driver found the UART the DSDT describes, with no IRQ, as a 16550A.
+        "ttyS0 at I/O 0x3f8 (irq = 0, base_baud = 115200) is a 16550A".into(),
+        STDOUT_LINE.into(),
+    ] {
+        assert!(
+            console.iter().any(|l| l.contains(&text)),
+            "not on the linux partition's console: {text}\n{}",
+            report.diagnostic()
+        );
+    }
+    assert!(
+        console.iter().any(|l| l.contains("bulkhead-test: dmesg: [") && l.ends_with(&format!("] {DMESG_LINE}"))),
+        "/init did not find {DMESG_LINE:?} in the kernel log\n{}",
+        report.diagnostic()
+    );
+    // The verdict /init gave through the verdict port ended the run.
+    report.assert_passed();
+}
