@@ -23,6 +23,7 @@ pub struct Line {
 }
 
 impl Line {
+    /// The cleaned text of the line.
     pub fn as_str(&self) -> &str {
         // Only printable ASCII is ever stored.
         core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
@@ -41,6 +42,7 @@ pub fn lines(text: &[u8]) -> Lines<'_> {
     Lines { rest: text, emitted: 0 }
 }
 
+/// The iterator [`lines`] returns.
 pub struct Lines<'a> {
     rest: &'a [u8],
     emitted: usize,

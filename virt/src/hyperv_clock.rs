@@ -2,12 +2,13 @@
 //! as the reference TSC page expresses it, and the frequencies the Hyper-V frequency MSRs
 //! report (TSC_FREQUENCY, APIC_FREQUENCY).
 //!
-//! The hypervisor keeps the reference time on the hardware TSC: `((tsc - start) * scale)
-//! >> 64` with `scale = 2^64 * 10^7 / tsc_hz` (`bulkhead_abi::hyperv::reference_tsc`).
+//! The hypervisor keeps the reference time on the hardware TSC:
+//! `((tsc - start) * scale) >> 64` with `scale = 2^64 * 10^7 / tsc_hz`
+//! (`bulkhead_abi::hyperv::reference_tsc`).
 //! A guest computes it from the TSC *it* reads, which is the hardware's plus its vCPU's
-//! TSC offset (the platform applies a guest's TSC writes as an offset, `exits/tsc.rs`), so
-//! the page's offset folds in both the start and the vCPU offset. One page serves every
-//! vCPU of a partition, so it is valid only while they all have the same offset.
+//! TSC offset (the platform applies a guest's TSC writes as an offset, `exits/tsc.rs`),
+//! so the page's offset folds in both the start and the vCPU offset. One page serves
+//! every vCPU of a partition, so it is valid only while they all have the same offset.
 
 use bulkhead_abi::hyperv::reference_tsc::reference_time;
 
