@@ -36,9 +36,12 @@ pub struct PartitionRegisters {
     pub hypercall_privileges: AtomicU32,
     /// CRASH_P0..CRASH_P4 (TLFS "Guest Crash Enlightenment").
     pub crash: [AtomicU64; 5],
-    /// Serializes writers of the reference TSC page: a REFERENCE_TSC write and a TSC
-    /// offset change on another of the partition's cores.
-    pub reference_tsc_page: spin::Mutex<()>,
+    /// Serializes writers of the reference TSC page (a REFERENCE_TSC write and a TSC
+    /// offset change on another of the partition's cores) and holds the last sequence
+    /// number written. Kept here rather than read back from the page, so that a page
+    /// invalidated and made valid again never repeats a sequence a reader may have seen
+    /// before (that reader would take mixed parameters as consistent).
+    pub reference_tsc_page: spin::Mutex<u32>,
 }
 
 /// One virtual processor's SynIC registers (TLFS "Inter-Partition Communication").
@@ -116,7 +119,7 @@ static PARTITIONS: [PartitionRegisters; MAX_PARTITIONS] = [const {
         start_tsc: AtomicU64::new(0),
         hypercall_privileges: AtomicU32::new(0),
         crash: [const { AtomicU64::new(0) }; 5],
-        reference_tsc_page: spin::Mutex::new(()),
+        reference_tsc_page: spin::Mutex::new(0),
     }
 }; MAX_PARTITIONS];
 

@@ -78,9 +78,9 @@ pub fn write(partition: &Partition, msr: u32, value: u64) -> bool {
             if page.is_enabled() && private_memory(partition, page.gpa(), 4096, true).is_none() {
                 return false;
             }
-            let _writer = registers.reference_tsc_page.lock();
+            let mut sequence = registers.reference_tsc_page.lock();
             registers.reference_tsc.store(value, Ordering::Release);
-            fill_reference_tsc_page(partition, registers);
+            fill_reference_tsc_page(partition, registers, &mut sequence);
             true
         }
         msr::CRASH_P0..=msr::CRASH_P4 => {
@@ -167,14 +167,14 @@ fn write_hypercall(partition: &Partition, registers: &PartitionRegisters, value:
 pub fn tsc_offset_changed(partition: &Partition, offset: u64) {
     this_vp().tsc_offset.store(offset, Ordering::Release);
     let registers = partition_registers(partition);
-    let _writer = registers.reference_tsc_page.lock();
-    fill_reference_tsc_page(partition, registers);
+    let mut sequence = registers.reference_tsc_page.lock();
+    fill_reference_tsc_page(partition, registers, &mut sequence);
 }
 
 /// Writes the reference TSC page the REFERENCE_TSC MSR enables, if it does (TLFS
 /// "Partition Reference TSC Mechanism"): invalidate the sequence, write scale and offset,
-/// then a new valid sequence, so a reader never combines old and new values. The caller
-/// holds `reference_tsc_page`.
+/// then a new valid sequence, so a reader never combines old and new values. `sequence`
+/// is the last one written, from the `reference_tsc_page` lock the caller holds.
 ///
 /// One page serves all of the partition's vCPUs, but each vCPU reads its own TSC (the
 /// hardware's plus its offset). While they all have the same offset (always, unless a
@@ -182,7 +182,7 @@ pub fn tsc_offset_changed(partition: &Partition, offset: u64) {
 /// (`hyperv_clock::page_offset`); otherwise no single page is right for all of them and it
 /// stays invalid (sequence 0), so readers fall back to TIME_REF_COUNT, as the TLFS tells
 /// them to, until the offsets agree again.
-fn fill_reference_tsc_page(partition: &Partition, registers: &PartitionRegisters) {
+fn fill_reference_tsc_page(partition: &Partition, registers: &PartitionRegisters, sequence: &mut u32) {
     let page = PageMsr::decode(registers.reference_tsc.load(Ordering::Acquire));
     if !page.is_enabled() {
         return;
@@ -197,15 +197,15 @@ fn fill_reference_tsc_page(partition: &Partition, registers: &PartitionRegisters
     // SAFETY: the page's sequence, scale and offset fields (offsets 0, 8, 16), in the
     // partition's own RAM (identity-mapped); writers are serialized by the caller's lock.
     unsafe {
-        let sequence = host as *mut u32;
-        let old = core::ptr::read_volatile(sequence);
-        core::ptr::write_volatile(sequence, SEQUENCE_INVALID);
+        let field = host as *mut u32;
+        core::ptr::write_volatile(field, SEQUENCE_INVALID);
         core::sync::atomic::fence(Ordering::SeqCst);
         if let Some(offset) = offset {
             core::ptr::write_volatile((host + 8) as *mut u64, scale);
             core::ptr::write_volatile((host + 16) as *mut i64, offset);
             core::sync::atomic::fence(Ordering::SeqCst);
-            core::ptr::write_volatile(sequence, next_sequence(old));
+            *sequence = next_sequence(*sequence);
+            core::ptr::write_volatile(field, *sequence);
         }
     }
 }
