@@ -146,6 +146,25 @@ impl LocalApic {
         }
     }
 
+    /// Counts the APIC timer's input clock (divide by 1, SDM Vol. 3A 11.5.4) while `wait`
+    /// runs: a one-shot count from the maximum with the timer's LVT masked, so nothing is
+    /// delivered, then stopped again. Returns the ticks counted (saturating at 2^32 - 1).
+    pub fn timer_ticks_during(&self, wait: impl FnOnce()) -> u32 {
+        const REG_LVT_TIMER: u32 = 0x320;
+        const REG_INITIAL_COUNT: u32 = 0x380;
+        const REG_CURRENT_COUNT: u32 = 0x390;
+        const REG_DIVIDE: u32 = 0x3e0;
+        const LVT_MASKED: u32 = 1 << 16;
+        const DIVIDE_BY_1: u32 = 0b1011;
+        self.write(REG_LVT_TIMER, LVT_MASKED);
+        self.write(REG_DIVIDE, DIVIDE_BY_1);
+        self.write(REG_INITIAL_COUNT, u32::MAX);
+        wait();
+        let current = self.read(REG_CURRENT_COUNT);
+        self.write(REG_INITIAL_COUNT, 0);
+        u32::MAX - current
+    }
+
     pub fn end_of_interrupt(&self) {
         self.write(REG_EOI, 0);
     }

@@ -93,6 +93,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         if cpu.caps.x2apic { "x2apic" } else { "xapic" }
     );
     percpu::cpu(0).mark_online();
+    time::measure_apic_timer(&apic);
 
     match switches.test {
         Some(TestAction::InvalidOpcode) => {

@@ -11,7 +11,7 @@
 //! in the kernel.
 
 use bulkhead_abi::hyperv::msr::{self, SINT_FIRST, SINT_LAST};
-use bulkhead_abi::hyperv::{HypercallMsr, PageMsr, Scontrol, Sint};
+use bulkhead_abi::hyperv::{CrashCtl, HypercallMsr, PageMsr, Scontrol, Sint};
 
 /// Why a WRMSR of a synthetic MSR is refused with #GP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum Refusal {
     ReservedBits(u64),
     /// A SINT vector below 16 while not masked (TLFS "SINTx Registers").
     InvalidVector(u8),
-    /// VP_INDEX, TIME_REF_COUNT, SVERSION: read-only.
+    /// VP_INDEX, TIME_REF_COUNT, TSC_FREQUENCY, APIC_FREQUENCY, SVERSION: read-only.
     ReadOnly,
     /// Not a synthetic MSR this hypervisor offers.
     NotOffered,
@@ -34,6 +34,9 @@ pub fn reserved_mask(msr: u32) -> Option<u64> {
         msr::REFERENCE_TSC | msr::VP_ASSIST_PAGE | msr::SIEFP | msr::SIMP => PageMsr::RESERVED_MASK,
         msr::SCONTROL => Scontrol::RESERVED_MASK,
         SINT_FIRST..=SINT_LAST => Sint::RESERVED_MASK,
+        // Crash parameters carry any value (an error code, an address, a length).
+        msr::CRASH_P0..=msr::CRASH_P4 => 0,
+        msr::CRASH_CTL => CrashCtl::RESERVED_MASK,
         _ => return None,
     })
 }
@@ -44,7 +47,9 @@ pub fn reserved_mask(msr: u32) -> Option<u64> {
 pub fn check_write(msr: u32, value: u64) -> Result<(), Refusal> {
     let Some(reserved) = reserved_mask(msr) else {
         return Err(match msr {
-            msr::VP_INDEX | msr::TIME_REF_COUNT | msr::SVERSION => Refusal::ReadOnly,
+            msr::VP_INDEX | msr::TIME_REF_COUNT | msr::TSC_FREQUENCY | msr::APIC_FREQUENCY | msr::SVERSION => {
+                Refusal::ReadOnly
+            }
             _ => Refusal::NotOffered,
         });
     };
@@ -96,7 +101,8 @@ mod tests {
     fn every_bit_of_every_offered_msr_is_either_meaningful_or_refused() {
         let writable = [msr::GUEST_OS_ID, msr::HYPERCALL, msr::REFERENCE_TSC, msr::VP_ASSIST_PAGE, msr::SCONTROL]
             .into_iter()
-            .chain([msr::SIEFP, msr::SIMP, msr::EOM])
+            .chain([msr::SIEFP, msr::SIMP, msr::EOM, msr::CRASH_CTL])
+            .chain(msr::CRASH_P0..=msr::CRASH_P4)
             .chain(SINT_FIRST..=SINT_LAST);
         for m in writable {
             let reserved = reserved_mask(m).unwrap();
@@ -109,10 +115,24 @@ mod tests {
 
     #[test]
     fn read_only_and_unknown_msrs_are_refused() {
-        for m in [msr::VP_INDEX, msr::TIME_REF_COUNT, msr::SVERSION] {
+        for m in [msr::VP_INDEX, msr::TIME_REF_COUNT, msr::TSC_FREQUENCY, msr::APIC_FREQUENCY, msr::SVERSION] {
             assert_eq!(check_write(m, 0), Err(Refusal::ReadOnly));
         }
         assert_eq!(check_write(0x4000_0070, 0), Err(Refusal::NotOffered));
         assert_eq!(check_write(0x4000_00ff, 0), Err(Refusal::NotOffered));
+        assert_eq!(check_write(0x4000_0106, 0), Err(Refusal::NotOffered));
+        assert_eq!(check_write(0x4000_0118, 1), Err(Refusal::NotOffered));
+    }
+
+    #[test]
+    fn crash_msrs() {
+        for m in msr::CRASH_P0..=msr::CRASH_P4 {
+            assert_eq!(check_write(m, u64::MAX), Ok(()));
+        }
+        assert_eq!(check_write(msr::CRASH_CTL, 1 << 63 | 1 << 62), Ok(()));
+        assert_eq!(check_write(msr::CRASH_CTL, 1 << 63), Ok(()));
+        assert_eq!(check_write(msr::CRASH_CTL, 0), Ok(()));
+        assert_eq!(check_write(msr::CRASH_CTL, 1 << 63 | 1), Err(Refusal::ReservedBits(1)));
+        assert_eq!(check_write(msr::CRASH_CTL, 1 << 61), Err(Refusal::ReservedBits(1 << 61)));
     }
 }

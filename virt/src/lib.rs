@@ -25,6 +25,8 @@
 //! | [`apic_base`] | IA32_APIC_BASE of a partition's local APIC: its mode state machine |
 //! | [`mmio_decode`] | decoding the MOV that touched an emulated MMIO page (the xAPIC page) |
 //! | [`x2apic`] | the x2APIC register map: which registers exist, may be read or written, and with which bits |
+//! | [`hyperv_clock`] | the partition reference time as the reference TSC page expresses it (with a vCPU's TSC offset), measured frequencies |
+//! | [`crash_text`] | a guest's crash message as cleaned, bounded log lines |
 //! | [`hyperv_msr`] | which values a partition may write to the Hyper-V synthetic MSRs (reserved bits) |
 //! | [`console_rate`] | the rate limit on a partition's console lines |
 //! | [`xcr0`] | which XCR0 values a partition may set with XSETBV |
@@ -45,11 +47,13 @@ pub mod bzimage;
 pub mod console_rate;
 pub mod control_registers;
 pub mod cpuid;
+pub mod crash_text;
 pub mod elf;
 pub mod exit;
 pub mod guest_paging;
 pub mod guest_state;
 pub mod guest_walk;
+pub mod hyperv_clock;
 pub mod hyperv_msr;
 pub mod ipi;
 pub mod memory;

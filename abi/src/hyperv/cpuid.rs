@@ -63,6 +63,14 @@ pub mod privileges_eax {
     pub const RESET: u32 = 1 << 7;
     /// REFERENCE_TSC MSR and the reference TSC page.
     pub const REFERENCE_TSC: u32 = 1 << 9;
+    /// TSC_FREQUENCY and APIC_FREQUENCY MSRs 0x4000_0022/0x4000_0023 (Linux
+    /// `HV_ACCESS_FREQUENCY_MSRS`); Linux reads them instead of calibrating only when
+    /// [`super::features_edx::FREQUENCY_MSRS_AVAILABLE`] is set too.
+    pub const ACCESS_FREQUENCY_MSRS: u32 = 1 << 11;
+    /// TSC_INVARIANT_CONTROL MSR 0x4000_0118 (Linux `HV_ACCESS_TSC_INVARIANT`): Linux then
+    /// trusts the plain TSC and ranks it above the reference TSC page. Bulkhead does not
+    /// offer it (docs/hyperv.md, "Time").
+    pub const TSC_INVARIANT: u32 = 1 << 15;
 
     /// The bits Linux's `ms_hyperv_platform()` requires before it treats the platform as Hyper-V.
     pub const REQUIRED_BY_LINUX: u32 = HYPERCALL_MSRS | VP_INDEX;
@@ -78,6 +86,15 @@ pub mod privileges_ebx {
     /// partition" and then expects to manage the hypervisor, so a guest partition must never
     /// see it set (reference §1.4).
     pub const CPU_MANAGEMENT: u32 = 1 << 12;
+}
+
+/// Leaf 0x4000_0003 EDX: feature bits (TLFS "Feature Discovery"; Linux `HV_FEATURE_*`).
+pub mod features_edx {
+    /// The frequency MSRs are available (Linux `HV_FEATURE_FREQUENCY_MSRS_AVAILABLE`).
+    pub const FREQUENCY_MSRS_AVAILABLE: u32 = 1 << 8;
+    /// The guest crash MSRs 0x4000_0100..=0x4000_0105 are available (Linux
+    /// `HV_FEATURE_GUEST_CRASH_MSR_AVAILABLE`).
+    pub const GUEST_CRASH_MSRS_AVAILABLE: u32 = 1 << 10;
 }
 
 /// Leaf 0x4000_0004 EAX: implementation recommendations (reference §1.3).
@@ -137,6 +154,10 @@ mod tests {
             assert_eq!(*mask, 1 << bit);
         }
         assert_eq!(REFERENCE_TSC, 0x200);
+        assert_eq!(ACCESS_FREQUENCY_MSRS, 0x800);
+        assert_eq!(TSC_INVARIANT, 0x8000);
+        assert_eq!(features_edx::FREQUENCY_MSRS_AVAILABLE, 0x100);
+        assert_eq!(features_edx::GUEST_CRASH_MSRS_AVAILABLE, 0x400);
         assert_eq!(REQUIRED_BY_LINUX, 0x60);
         assert_eq!(privileges_ebx::POST_MESSAGES, 0x10);
         assert_eq!(privileges_ebx::SIGNAL_EVENTS, 0x20);

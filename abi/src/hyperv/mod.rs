@@ -25,7 +25,7 @@ pub use hypercall::{HvStatus, HypercallInput, HypercallResult, input_gpa_ok};
 pub use message::{
     EventFlagsPage, Message, MessageHeader, MessagePage, PostMessageHeader, PostMessageInput, SignalEventInput,
 };
-pub use msr::{HypercallMsr, PageMsr, Scontrol, Sint};
+pub use msr::{CrashCtl, HypercallMsr, PageMsr, Scontrol, Sint};
 pub use reference_tsc::ReferenceTscPage;
 
 /// Version of this interface; bump on any change to a value or layout in this module.

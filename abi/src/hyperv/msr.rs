@@ -18,6 +18,19 @@ pub const VP_INDEX: u32 = 0x4000_0002;
 pub const TIME_REF_COUNT: u32 = 0x4000_0020;
 /// Reference TSC page control, see [`PageMsr`] and `reference_tsc::ReferenceTscPage`.
 pub const REFERENCE_TSC: u32 = 0x4000_0021;
+/// The TSC frequency in Hz; read-only (TLFS "Feature Discovery", `HV_ACCESS_FREQUENCY_MSRS`).
+/// Linux takes it as the TSC frequency instead of calibrating (`hv_get_tsc_khz`).
+pub const TSC_FREQUENCY: u32 = 0x4000_0022;
+/// The local APIC timer's input frequency in Hz (before its divider); read-only. Linux
+/// divides it by HZ for `lapic_timer_period` instead of calibrating the APIC timer.
+pub const APIC_FREQUENCY: u32 = 0x4000_0023;
+/// Guest crash parameters P0..P4 (TLFS "Guest Crash Enlightenment"); partition-wide, any
+/// value. With [`CrashCtl::NOTIFY_MSG`] Linux puts the GPA of a page holding the panic text
+/// in P3 and its length in P4.
+pub const CRASH_P0: u32 = 0x4000_0100;
+pub const CRASH_P4: u32 = 0x4000_0104;
+/// Guest crash control, see [`CrashCtl`].
+pub const CRASH_CTL: u32 = 0x4000_0105;
 /// VP assist page, a [`PageMsr`]; Linux writes it without checking any CPUID bit (§1.4).
 pub const VP_ASSIST_PAGE: u32 = 0x4000_0073;
 /// SynIC control, see [`Scontrol`].
@@ -131,6 +144,40 @@ impl PageMsr {
     }
 
     page_register!();
+}
+
+/// Value of [`CRASH_CTL`] (Linux `union hv_crash_ctl_msr`): bit 63 CrashNotify (a write
+/// with it reports the crash described by P0..P4), bit 62 CrashMessage (P3/P4 name a text
+/// message), 61:0 reserved. A read returns the capabilities: the bits the hypervisor
+/// accepts. Linux reads it once and hands over the panic text only if bit 62 is set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CrashCtl(u64);
+
+impl CrashCtl {
+    pub const NOTIFY: u64 = 1 << 63;
+    pub const NOTIFY_MSG: u64 = 1 << 62;
+    /// Bits 61:0.
+    pub const RESERVED_MASK: u64 = !(Self::NOTIFY | Self::NOTIFY_MSG);
+    /// What a read returns: both capabilities.
+    pub const CAPABILITIES: Self = Self(Self::NOTIFY | Self::NOTIFY_MSG);
+
+    pub const fn decode(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    pub const fn value(self) -> u64 {
+        self.0
+    }
+
+    /// The write reports a crash.
+    pub const fn is_notify(self) -> bool {
+        self.0 & Self::NOTIFY != 0
+    }
+
+    /// P3 holds the GPA of the crash text, P4 its length in bytes.
+    pub const fn has_message(self) -> bool {
+        self.0 & Self::NOTIFY_MSG != 0
+    }
 }
 
 /// Value of a SINTx MSR (reference §2.3): 7:0 vector, 15:8 RsvdP, 16 masked, 17 AutoEOI,
@@ -260,6 +307,18 @@ mod tests {
             [0x4000_0080, 0x4000_0081, 0x4000_0082, 0x4000_0083, 0x4000_0084]
         );
         assert_eq!(SYNIC_VERSION, 1);
+        assert_eq!([TSC_FREQUENCY, APIC_FREQUENCY], [0x4000_0022, 0x4000_0023]);
+        assert_eq!([CRASH_P0, CRASH_P4, CRASH_CTL], [0x4000_0100, 0x4000_0104, 0x4000_0105]);
+    }
+
+    #[test]
+    fn crash_ctl() {
+        assert_eq!(CrashCtl::CAPABILITIES.value(), 0xC000_0000_0000_0000);
+        let both = CrashCtl::decode(0xC000_0000_0000_0000);
+        assert!(both.is_notify() && both.has_message());
+        let notify = CrashCtl::decode(1 << 63);
+        assert!(notify.is_notify() && !notify.has_message());
+        assert_eq!(CrashCtl::RESERVED_MASK, (1 << 62) - 1);
     }
 
     #[test]

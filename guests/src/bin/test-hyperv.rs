@@ -8,18 +8,22 @@
 //! MSR write the TLFS refuses (reserved bits, a page outside the partition). `case=sender` (sends on message
 //! connection 1 and event connection 2 to a receiver that never enables its SynIC;
 //! connection 3 belongs to the receiver): one call per failure status. `case=idle`: the
-//! receiver, which does nothing.
+//! receiver, which does nothing. `case=clock`: the CPUID bits and MSRs Linux uses for its
+//! clock (the frequency MSRs against its own measurements, the reference TSC page against
+//! TIME_REF_COUNT, many page reads, a TSC write the page follows). `case=crash` (with
+//! `life=ADDRESS`, a shared page that survives restarts): the guest crash MSRs, one report
+//! with a message per life until the third, which checks the registers were reset.
 #![no_std]
 #![no_main]
 
 use bulkhead_abi::hyperv::cpuid;
 use bulkhead_abi::hyperv::hypercall::code;
-use bulkhead_abi::hyperv::{HypercallInput, HypercallMsr, PostMessageInput, SignalEventInput, msr};
+use bulkhead_abi::hyperv::{CrashCtl, HypercallInput, HypercallMsr, PostMessageInput, SignalEventInput, msr};
 use bulkhead_guests::hyperv::{
     GUEST_OS_ID, client, enable_reference_tsc_page, hypercall_page_address, input_area, post_message_at,
     post_message_gpa, rdmsr, reference_time_from_page, signal_event_memory, status,
 };
-use bulkhead_guests::{arg, cmdline, cpuid as cpuid_leaf, gp, idle, println, report, user};
+use bulkhead_guests::{arg, cmdline, cpuid as cpuid_leaf, gp, idle, parse_u64, println, rdtsc, report, user};
 
 /// Prints one status and says whether it is the expected one.
 fn expect(what: &str, got: u16, want: u16) -> bool {
@@ -173,6 +177,135 @@ fn sender() -> bool {
     ok.iter().all(|&ok| ok)
 }
 
+/// Whether `value` is within `percent` % of `reference`.
+fn close(value: u64, reference: u64, percent: u64) -> bool {
+    value.abs_diff(reference) * 100 <= reference * percent
+}
+
+/// The clock interface Linux uses (its `ms_hyperv_init_platform` and `hyperv_timer.c`).
+fn clock() -> bool {
+    use cpuid::{features_edx, privileges_eax};
+    gp::install();
+    let features = cpuid_leaf(cpuid::LEAF_FEATURES, 0);
+    let bits_ok = features.eax & privileges_eax::TIME_REF_COUNT != 0
+        && features.eax & privileges_eax::REFERENCE_TSC != 0
+        && features.eax & privileges_eax::ACCESS_FREQUENCY_MSRS != 0
+        && features.eax & privileges_eax::TSC_INVARIANT == 0
+        && features.edx & features_edx::FREQUENCY_MSRS_AVAILABLE != 0
+        && features.edx & features_edx::GUEST_CRASH_MSRS_AVAILABLE != 0;
+    println!(
+        "hvclock: cpuid 0x40000003 eax {:#x} edx {:#x}: frequency msrs, reference tsc, crash msrs, no invariant tsc={}",
+        features.eax, features.edx, bits_ok
+    );
+
+    // The TSC frequency against this vCPU's own count of TSC ticks over about 20 ms
+    // (timed with the TSC at the reported frequency, so that only two MSR reads exit), in
+    // reference time (TIME_REF_COUNT); the APIC timer's against its own count (divide by
+    // 1, masked, one-shot) over 10 ms of TSC at the reported frequency.
+    let tsc_hz = rdmsr(msr::TSC_FREQUENCY);
+    let apic_hz = rdmsr(msr::APIC_FREQUENCY);
+    let (ref0, tsc0) = (rdmsr(msr::TIME_REF_COUNT), rdtsc());
+    while rdtsc() - tsc0 < tsc_hz / 50 {}
+    let (ref1, tsc1) = (rdmsr(msr::TIME_REF_COUNT), rdtsc());
+    let tsc_measured = ((tsc1 - tsc0) as u128 * 10_000_000 / u128::from((ref1 - ref0).max(1))) as u64;
+    bulkhead_guests::lapic::enter_x2apic_mode();
+    let apic = |number: u32, value: u64| gp::wrmsr(number, value).is_ok();
+    let armed = apic(0x83e, 0b1011) && apic(0x832, 1 << 16) && apic(0x838, u64::from(u32::MAX));
+    let start = rdtsc();
+    while rdtsc() - start < tsc_hz / 100 {}
+    let (count, elapsed) = (rdmsr(0x839), rdtsc() - start);
+    let _ = apic(0x838, 0);
+    let apic_measured = ((u64::from(u32::MAX) - count) as u128 * u128::from(tsc_hz) / u128::from(elapsed)) as u64;
+    let tsc_ok = tsc_hz > 0 && close(tsc_measured, tsc_hz, 10);
+    let apic_ok = armed && apic_hz > 0 && close(apic_measured, apic_hz, 10);
+    println!("hvclock: tsc frequency {} Hz, measured {} Hz, within 10%={}", tsc_hz, tsc_measured, tsc_ok);
+    println!("hvclock: apic frequency {} Hz, measured {} Hz, within 10%={}", apic_hz, apic_measured, apic_ok);
+    let read_only = gp::wrmsr(msr::TSC_FREQUENCY, tsc_hz).is_err() && gp::wrmsr(msr::APIC_FREQUENCY, 0).is_err();
+    println!("hvclock: frequency msr writes refused with #GP={}", read_only);
+
+    // The reference TSC page: many reads between two MSR reads, never going back,
+    // advancing, and within the MSR reads (the page's time is the MSR's).
+    const READS: u32 = 20_000;
+    enable_reference_tsc_page();
+    let before = rdmsr(msr::TIME_REF_COUNT);
+    let mut first = None;
+    let mut last = 0;
+    let mut monotonic = true;
+    for _ in 0..READS {
+        let Some(now) = reference_time_from_page() else {
+            monotonic = false;
+            break;
+        };
+        monotonic &= now >= last;
+        first.get_or_insert(now);
+        last = now;
+    }
+    let after = rdmsr(msr::TIME_REF_COUNT);
+    let within = first.is_some_and(|first| before <= first && last <= after);
+    let advanced = first.is_some_and(|first| last > first);
+    println!(
+        "hvclock: reference tsc page: {} reads, monotonic={} advanced={} between the MSR reads={}",
+        READS, monotonic, advanced, within
+    );
+
+    // A TSC write moves this vCPU's TSC 10 s ahead; the page must follow it (the
+    // hypervisor rewrites it for the new offset), so its time stays the MSR's (within the
+    // one tick the separate rounding of the offset may add).
+    let moved = gp::wrmsr(0x10, rdtsc().wrapping_add(tsc_hz.saturating_mul(10))).is_ok();
+    let before = rdmsr(msr::TIME_REF_COUNT);
+    let page = reference_time_from_page();
+    let after = rdmsr(msr::TIME_REF_COUNT);
+    let follows = moved && page.is_some_and(|t| before <= t + 1 && t <= after + 1);
+    println!("hvclock: after a tsc write the page still agrees with the MSR={}", follows);
+
+    bits_ok && tsc_ok && apic_ok && read_only && monotonic && advanced && within && follows
+}
+
+/// The crash message of the first life.
+const CRASH_TEXT: &[u8] =
+    b"Kernel panic - not syncing: bulkhead test crash\r\nsecond line\twith a tab\n\n\x1b[0mend\n\0filler";
+
+#[repr(C, align(4096))]
+struct MessagePage([u8; 4096]);
+static mut CRASH_MESSAGE: MessagePage = MessagePage([0; 4096]);
+
+/// One life of the crash test; `life` is a word of a shared page, which a restart keeps.
+fn crash(life: u64) -> bool {
+    // SAFETY: a word of the shared page the system file maps at `life`, this partition's only.
+    let lives = unsafe { &*(life as *const core::sync::atomic::AtomicU64) };
+    let this = lives.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    gp::install();
+    let ctl = rdmsr(msr::CRASH_CTL);
+    let params: [u64; 5] = core::array::from_fn(|i| rdmsr(msr::CRASH_P0 + i as u32));
+    println!("hvcrash: life {}, CRASH_CTL reads {:#x}, parameters {:?}", this, ctl, params);
+    let reset = params == [0; 5] && ctl == CrashCtl::CAPABILITIES.value();
+    let refused = gp::wrmsr(msr::CRASH_CTL, CrashCtl::NOTIFY | 1).is_err();
+    println!("hvcrash: CRASH_CTL with a reserved bit refused with #GP={}", refused);
+    let (text_gpa, len) = match this {
+        0 => {
+            let page = &raw mut CRASH_MESSAGE;
+            // SAFETY: this payload's own static page, not otherwise in use; the text fits.
+            unsafe { core::ptr::copy_nonoverlapping(CRASH_TEXT.as_ptr(), page.cast::<u8>(), CRASH_TEXT.len()) };
+            (page as u64, CRASH_TEXT.len() as u64)
+        }
+        // Outside the partition's memory: the hypervisor logs that instead of the text.
+        1 => (0xf000_0000, 64),
+        _ => {
+            println!("hvcrash: third life, crash registers reset={}", reset);
+            return reset && refused;
+        }
+    };
+    if !(reset && refused) {
+        return false;
+    }
+    for (i, value) in [0x11, 0x22, 0x33, text_gpa, len].into_iter().enumerate() {
+        let _ = gp::wrmsr(msr::CRASH_P0 + i as u32, value);
+    }
+    let _ = gp::wrmsr(msr::CRASH_CTL, CrashCtl::NOTIFY | CrashCtl::NOTIFY_MSG);
+    println!("hvcrash: still running after the crash report");
+    false
+}
+
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".text._start")]
 extern "C" fn _start(args: *const u8) -> ! {
@@ -181,6 +314,11 @@ extern "C" fn _start(args: *const u8) -> ! {
     match arg(args, "case") {
         Some("alone") => report(alone()),
         Some("sender") => report(sender()),
+        Some("clock") => report(clock()),
+        Some("crash") => match arg(args, "life").and_then(parse_u64) {
+            Some(life) => report(crash(life)),
+            None => report(false),
+        },
         _ => idle(),
     }
 }

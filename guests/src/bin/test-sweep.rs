@@ -294,9 +294,13 @@ const IA32_APIC_BASE: u32 = 0x1b;
 const X2APIC_ICR: u32 = 0x830;
 
 /// Writes that would end or reset this guest, which a sweep cannot survive by design:
-/// INIT (delivery mode 5) and start-up (6) IPIs, which the ICR could aim at this core.
+/// INIT (delivery mode 5) and start-up (6) IPIs, which the ICR could aim at this core, and
+/// a Hyper-V crash report (CRASH_CTL with CrashNotify and no reserved bit), after which
+/// the partition's fault policy applies.
 fn ends_the_guest(msr: u32, value: u64) -> bool {
-    msr == X2APIC_ICR && matches!((value >> 8) & 0b111, 5 | 6)
+    use bulkhead_abi::hyperv::{CrashCtl, msr::CRASH_CTL};
+    (msr == X2APIC_ICR && matches!((value >> 8) & 0b111, 5 | 6))
+        || (msr == CRASH_CTL && CrashCtl::decode(value).is_notify() && value & CrashCtl::RESERVED_MASK == 0)
 }
 
 /// Writes `original` back after a write that was taken. IA32_APIC_BASE may need two steps
@@ -327,7 +331,7 @@ fn sweep_msrs(first: u32, count: u32) -> bool {
                 writes.skipped += 1;
                 if skipped_list < 8 {
                     println!(
-                        "sweep: skipped wrmsr {:#x} <- {:#x} (INIT/start-up IPI would reset this guest)",
+                        "sweep: skipped wrmsr {:#x} <- {:#x} (an INIT/start-up IPI or a crash report would end this guest)",
                         msr, value
                     );
                 }
@@ -336,7 +340,10 @@ fn sweep_msrs(first: u32, count: u32) -> bool {
             }
             let outcome = wrmsr(msr, value);
             writes.add(outcome);
-            if let (Outcome::Ok(_), Outcome::Ok(original)) = (outcome, read) {
+            // CRASH_CTL reads back its capabilities, which written would report a crash.
+            if let (Outcome::Ok(_), Outcome::Ok(original)) = (outcome, read)
+                && !ends_the_guest(msr, original)
+            {
                 restore(msr, original);
             }
         }

@@ -62,6 +62,36 @@ pub fn wait_until(ms: u64, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The local APIC timer's input frequency in Hz, measured at boot ([`measure_apic_timer`]);
+/// 0 until then or if it could not be measured.
+static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+
+/// How long the APIC timer is counted against the TSC.
+const APIC_MEASURE_US: u64 = 10_000;
+
+/// Measures the local APIC timer's input frequency (divide by 1) against the TSC, on the
+/// BSP after its APIC is enabled. Every core's APIC timer runs from the same clock, and a
+/// partition's timer is its core's (passed through, or its x2APIC registers performed on
+/// the xAPIC), so this is the frequency a partition's APIC timer counts at: what the
+/// Hyper-V APIC_FREQUENCY MSR reports. Rounded to the kHz, past the measurement's noise.
+pub fn measure_apic_timer(apic: &bulkhead_drivers::lapic::LocalApic) {
+    let mut tsc_delta = 0;
+    let ticks = apic.timer_ticks_during(|| {
+        let start = rdtsc();
+        delay_us(APIC_MEASURE_US);
+        tsc_delta = rdtsc() - start;
+    });
+    let hz = bulkhead_virt::hyperv_clock::frequency_from(u64::from(ticks), tsc_delta, tsc_hz());
+    let hz = bulkhead_virt::hyperv_clock::round_to(hz, 1000);
+    APIC_TIMER_HZ.store(hz, Ordering::Relaxed);
+    info!("apic timer: {=u64} kHz (measured against the tsc)", hz / 1000);
+}
+
+/// The local APIC timer's input frequency in Hz (0 if not measured).
+pub fn apic_timer_hz() -> u64 {
+    APIC_TIMER_HZ.load(Ordering::Relaxed)
+}
+
 /// The TSC frequency in Hz (calibrated at boot, or the fallback).
 pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)

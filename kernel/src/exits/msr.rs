@@ -113,6 +113,10 @@ pub fn read_exit<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -
 /// A WRMSR exit: performed, or #GP and a rate-limited log line.
 #[inline(always)]
 pub fn write_exit<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> Action {
+    // A crash report (Hyper-V CRASH_CTL with CrashNotify) is logged, then handled as a fault.
+    if msr == bulkhead_abi::hyperv::msr::CRASH_CTL && crate::hyperv::crash::notify(partition, value) {
+        return Action::Fault(crate::partition::Fault::GuestCrash);
+    }
     if write_msr(partition, backend, msr, value) {
         Action::Resume { skip: true }
     } else {
@@ -152,7 +156,14 @@ fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value
                 .map(|efer| backend.set_guest_efer(efer))
                 .is_some()
         }
-        msr if super::tsc::handles(msr) => super::tsc::write(backend, msr, value),
+        msr if super::tsc::handles(msr) => {
+            let before = backend.tsc_offset();
+            let done = super::tsc::write(backend, msr, value);
+            if done && backend.tsc_offset() != before {
+                crate::hyperv::synthetic_msr::tsc_offset_changed(partition, backend.tsc_offset());
+            }
+            done
+        }
         msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
             crate::hyperv::synthetic_msr::write(partition, msr, value)
         }

@@ -5,17 +5,34 @@
 //! HYPERCALL and VP_INDEX MSR privileges) and never takes it for the root partition.
 
 use crate::partition::Partition;
-use bulkhead_abi::hyperv::cpuid::{self, privileges_eax, privileges_ebx, recommendations_eax};
+use bulkhead_abi::hyperv::cpuid::{self, features_edx, privileges_eax, privileges_ebx, recommendations_eax};
 use bulkhead_board::tables::ConnectionKind;
 use core::arch::x86_64::CpuidResult;
 use core::sync::atomic::Ordering;
 
-/// The synthetic MSRs every partition may use (0x4000_0003 EAX).
+/// The synthetic MSRs every partition may use (0x4000_0003 EAX). Not TSC_INVARIANT:
+/// Linux would then prefer the plain TSC to the reference TSC page and trust it as
+/// reliable across vCPUs, which per-vCPU TSC offsets do not promise (docs/hyperv.md,
+/// "Time"); the page reads without exits all the same.
 const PRIVILEGES_EAX: u32 = privileges_eax::HYPERCALL_MSRS
     | privileges_eax::VP_INDEX
     | privileges_eax::SYNIC
     | privileges_eax::TIME_REF_COUNT
     | privileges_eax::REFERENCE_TSC;
+
+/// The feature bits (0x4000_0003 EDX): the guest crash MSRs.
+const FEATURES_EDX: u32 = features_edx::GUEST_CRASH_MSRS_AVAILABLE;
+
+/// The frequency MSRs, offered once both frequencies are known (the APIC timer's is
+/// measured at boot): Linux then takes them instead of calibrating against the PIT
+/// (`ms_hyperv_init_platform`), and a 0 would become its `lapic_timer_period`.
+fn frequency_bits() -> (u32, u32) {
+    if crate::cpu::time::apic_timer_hz() != 0 && crate::cpu::time::tsc_hz() != 0 {
+        (privileges_eax::ACCESS_FREQUENCY_MSRS, features_edx::FREQUENCY_MSRS_AVAILABLE)
+    } else {
+        (0, 0)
+    }
+}
 
 /// Hypercall privileges (0x4000_0003 EBX): PostMessages to a partition that sends on a
 /// message connection, SignalEvents to one that sends on an event connection. Never
@@ -48,7 +65,8 @@ pub fn leaf(partition: &Partition, leaf: u32) -> CpuidResult {
         cpuid::LEAF_VERSION => CpuidResult { eax: 1, ebx: 1, ..zero },
         cpuid::LEAF_FEATURES => {
             let ebx = super::partition_registers(partition).hypercall_privileges.load(Ordering::Acquire);
-            CpuidResult { eax: PRIVILEGES_EAX, ebx, ..zero }
+            let (frequency_eax, frequency_edx) = frequency_bits();
+            CpuidResult { eax: PRIVILEGES_EAX | frequency_eax, ebx, ecx: 0, edx: FEATURES_EDX | frequency_edx }
         }
         // Partitions EOI their own local APIC: AutoEOI would need an exit per interrupt.
         // No spinlock notification (EBX all ones).

@@ -12,6 +12,7 @@
 //! receiver's VP 0 (its first core). All of it is atomics: senders on other cores read a
 //! receiver's SynIC registers while it runs.
 
+pub mod crash;
 pub mod discovery;
 pub mod hypercall;
 pub mod synic;
@@ -33,6 +34,14 @@ pub struct PartitionRegisters {
     /// Its hypercall privileges (CPUID 0x4000_0003 EBX), from the connection table once
     /// per start rather than on every hypercall.
     pub hypercall_privileges: AtomicU32,
+    /// CRASH_P0..CRASH_P4 (TLFS "Guest Crash Enlightenment").
+    pub crash: [AtomicU64; 5],
+    /// Serializes writers of the reference TSC page (a REFERENCE_TSC write and a TSC
+    /// offset change on another of the partition's cores) and holds the last sequence
+    /// number written. Kept here rather than read back from the page, so that a page
+    /// invalidated and made valid again never repeats a sequence a reader may have seen
+    /// before (that reader would take mixed parameters as consistent).
+    pub reference_tsc_page: spin::Mutex<u32>,
 }
 
 /// One virtual processor's SynIC registers (TLFS "Inter-Partition Communication").
@@ -42,6 +51,10 @@ pub struct VpRegisters {
     pub siefp: AtomicU64,
     pub sints: [AtomicU64; 16],
     pub vp_assist_page: AtomicU64,
+    /// The vCPU's TSC offset (what its guest reads minus the hardware TSC), mirrored from
+    /// the backend whenever it changes, so that the partition's reference TSC page can be
+    /// computed from any of its cores (`synthetic_msr::refresh_reference_tsc_page`).
+    pub tsc_offset: AtomicU64,
     /// Where senders deliver, derived from SCONTROL, SIMP and SIEFP whenever one of them
     /// is written ([`VpRegisters::refresh_pages`]): the host address of the message page
     /// and of the event-flag page, 0 while the SynIC or that page is disabled. Senders
@@ -60,6 +73,7 @@ impl VpRegisters {
             siefp: AtomicU64::new(0),
             sints: [const { AtomicU64::new(bulkhead_abi::hyperv::Sint::RESET.value()) }; 16],
             vp_assist_page: AtomicU64::new(0),
+            tsc_offset: AtomicU64::new(0),
             message_page: AtomicU64::new(0),
             event_flags_page: AtomicU64::new(0),
             apic_id: AtomicU32::new(u32::MAX),
@@ -89,6 +103,8 @@ impl VpRegisters {
             sint.store(bulkhead_abi::hyperv::Sint::RESET.value(), Ordering::Release);
         }
         self.vp_assist_page.store(0, Ordering::Release);
+        // Every vCPU starts with TSC offset 0 (`exits/tsc.rs`).
+        self.tsc_offset.store(0, Ordering::Release);
         self.message_page.store(0, Ordering::Release);
         self.event_flags_page.store(0, Ordering::Release);
         self.apic_id.store(apic_id, Ordering::Release);
@@ -102,6 +118,8 @@ static PARTITIONS: [PartitionRegisters; MAX_PARTITIONS] = [const {
         reference_tsc: AtomicU64::new(0),
         start_tsc: AtomicU64::new(0),
         hypercall_privileges: AtomicU32::new(0),
+        crash: [const { AtomicU64::new(0) }; 5],
+        reference_tsc_page: spin::Mutex::new(0),
     }
 }; MAX_PARTITIONS];
 
@@ -171,6 +189,9 @@ pub fn reset_partition(partition: &Partition) {
     registers.guest_os_id.store(0, Ordering::Release);
     registers.hypercall.store(0, Ordering::Release);
     registers.reference_tsc.store(0, Ordering::Release);
+    for parameter in &registers.crash {
+        parameter.store(0, Ordering::Release);
+    }
     registers.start_tsc.store(crate::cpu::time::rdtsc(), Ordering::Release);
     registers.hypercall_privileges.store(discovery::hypercall_privileges(partition), Ordering::Release);
     synic::reset(partition, || {
@@ -180,6 +201,16 @@ pub fn reset_partition(partition: &Partition) {
             }
         }
     });
+}
+
+/// The VP registers of every online core of `partition`.
+pub fn partition_vps(partition: &Partition) -> impl Iterator<Item = &'static VpRegisters> {
+    partition
+        .config()
+        .cores
+        .iter()
+        .filter_map(|&core| apic_id_of_core(core).and_then(crate::cpu::percpu::by_apic_id))
+        .map(|cpu| &VPS[cpu.index() as usize])
 }
 
 /// The host address of `len` bytes at guest-physical `gpa` when they lie in one region of

@@ -59,6 +59,9 @@ pub enum Fault {
         /// far as they could be read; zeroes otherwise).
         bytes: u64,
     },
+    /// The guest reported a crash through the Hyper-V crash MSRs (CRASH_CTL with
+    /// CrashNotify); its report was logged (`hyperv/crash.rs`).
+    GuestCrash,
 }
 
 crate::log::impl_format!(Fault, |fault, f| {
@@ -92,6 +95,7 @@ crate::log::impl_format!(Fault, |fault, f| {
             gpa,
             bytes
         ),
+        Fault::GuestCrash => crate::log::write!(f, "the guest reported a crash (Hyper-V crash MSRs)"),
     }
 });
 

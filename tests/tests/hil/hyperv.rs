@@ -17,7 +17,7 @@ every_backend! {
         Run::new(emulator)
             .cpus(2)
             .scenario("tests/configs/bochs-hyperv-alone.toml")
-            .expect("[alone] hyperv: vendor microsoft=true max leaf 0x40000006 interface 0x31237648 privileges eax 0x266 ebx 0x0")
+            .expect("[alone] hyperv: vendor microsoft=true max leaf 0x40000006 interface 0x31237648 privileges eax 0xa66 ebx 0x0")
             .expect("[alone] hyperv: vp index 0 hypercall page enabled=true")
             .expect("[alone] hyperv: reference time page valid=true between the MSR reads=true")
             .expect("[alone] hyperv: unknown call code status 0x2")
@@ -148,5 +148,76 @@ every_backend! {
             .expect("[ping] messaging: pong's messages from before its restart: [100, 101, 102]")
             .execute()
             .assert_passed();
+    }
+}
+
+/// "partition NAME: exits: total A, io B, msr C, cpuid D, other E": the count of `kind`.
+fn exit_count(report: &bulkhead_tests::Report, partition: &str, kind: &str) -> Option<u64> {
+    let text = format!("partition {partition}: exits: ");
+    let line = report.lines.iter().map(|l| l.message()).find(|l| l.starts_with(&text))?;
+    line.split(&format!("{kind} ")).nth(1)?.split(',').next()?.trim().parse().ok()
+}
+
+every_backend! {
+    /// The clock interface Linux uses (reference §1.4, guests.md B.2/B.3): CPUID 0x4000_0003
+    /// offers the frequency MSRs (EAX bit 11, EDX bit 8), the reference TSC page (EAX bit
+    /// 9) and the crash MSRs (EDX bit 10), not invariant TSC (EAX bit 15); TSC_FREQUENCY
+    /// agrees with the guest's own TSC count against TIME_REF_COUNT and APIC_FREQUENCY
+    /// with its own APIC timer count (each within 10%), both are read-only; 20 000 reads
+    /// of the reference TSC page never go back, advance and stay between two MSR reads,
+    /// and cost no exits (the partition's MSR exits stay far below the reads); after a
+    /// write of IA32_TSC the page still agrees with TIME_REF_COUNT.
+    fn hyperv_clock_frequency_msrs_and_reference_tsc_page(emulator) {
+        let report = Run::new(emulator)
+            .cpus(2)
+            .scenario("tests/configs/bochs-hyperv-clock.toml")
+            .expect("[alone] hvclock: cpuid 0x40000003 eax 0xa66 edx 0x500: frequency msrs, reference tsc, crash msrs, no invariant tsc=true")
+            .expect("[alone] hvclock: tsc frequency ")
+            .expect("[alone] hvclock: apic frequency ")
+            .forbid("within 10%=false")
+            .expect("[alone] hvclock: frequency msr writes refused with #GP=true")
+            .expect("[alone] hvclock: reference tsc page: 20000 reads, monotonic=true advanced=true between the MSR reads=true")
+            .expect("[alone] hvclock: after a tsc write the page still agrees with the MSR=true")
+            .expect("partition alone: reports PASS")
+            .forbid(": fault #")
+            .execute();
+        report.assert_passed();
+        let msr = exit_count(&report, "alone", "msr").expect("no exit counts for partition alone");
+        assert!(msr < 1_000, "reading the reference TSC page caused exits: {msr} MSR exits for 20000 reads:\n{}", report.diagnostic());
+    }
+}
+
+every_backend! {
+    /// Guest crash MSRs (TLFS "Guest Crash Enlightenment", Linux `hv_kmsg_dump`): a
+    /// report with a message logs P0..P4 and the text as `[crash] panic: ` lines (cleaned
+    /// as the console cleans, empty lines skipped, nothing after the NUL), then the fault
+    /// policy restarts the partition; the second life reports a message outside its
+    /// memory, which gets a log line instead; the third finds the registers reset and
+    /// passes. CRASH_CTL reads back both capabilities and refuses a reserved bit with #GP.
+    fn hyperv_crash_msrs_log_the_panic_and_apply_the_fault_policy(emulator) {
+        let report = Run::new(emulator)
+            .cpus(2)
+            .scenario("tests/configs/bochs-hyperv-crash.toml")
+            .allow_errors()
+            .expect("[crash] hvcrash: life 0, CRASH_CTL reads 0xc000000000000000, parameters [0, 0, 0, 0, 0]")
+            .expect("[crash] hvcrash: CRASH_CTL with a reserved bit refused with #GP=true")
+            .expect("[crash] panic: crash reported, P0 0x11 P1 0x22 P2 0x33 P3 0x")
+            .expect("[crash] panic: Kernel panic - not syncing: bulkhead test crash")
+            .expect("[crash] panic: second line?with a tab")
+            .expect("[crash] panic: ?[0mend")
+            .expect("partition crash: fault #1: the guest reported a crash (Hyper-V crash MSRs)")
+            .expect("partition crash: restart 1 of 2 (memory zeroed, payload reloaded)")
+            .expect("[crash] hvcrash: life 1, CRASH_CTL reads 0xc000000000000000, parameters [0, 0, 0, 0, 0]")
+            .expect("[crash] panic: crash reported, P0 0x11 P1 0x22 P2 0x33 P3 0xf0000000 P4 0x40")
+            .expect("[crash] panic: message of 64 bytes at 0xf0000000 is not in the partition's own memory")
+            .expect("partition crash: restart 2 of 2 (memory zeroed, payload reloaded)")
+            .expect("[crash] hvcrash: third life, crash registers reset=true")
+            .expect("partition crash: reports PASS")
+            .forbid("filler")
+            .forbid("still running after the crash report")
+            .execute();
+        report.assert_passed();
+        let panic_lines = report.lines.iter().filter(|l| l.message().starts_with("[crash] panic: ")).count();
+        assert_eq!(panic_lines, 6, "a report line and 3 of text, then a report line and the bad-address line:\n{}", report.diagnostic());
     }
 }
