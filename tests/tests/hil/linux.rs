@@ -11,43 +11,69 @@ use bulkhead_tests::kernel::{target_dir, workspace_root};
 use bulkhead_tests::linux_assets;
 use bulkhead_tests::{Emulator, Run};
 
-/// Linux's command line in the partition. `tsc_early_khz`: the platform does not report
-/// the TSC frequency to Linux yet (the Hyper-V frequency MSRs) and has no PIT to calibrate
-/// it against (the ports read all-ones: "Fast TSC calibration failed"), so the test names
-/// one. It need not be the real one for the boot to reach /init; the clock Linux keeps
-/// time with is the hypervisor's reference TSC page.
-const CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 tsc_early_khz=2000000 panic=-1";
+/// Linux's command line in the partition. No clock parameter: Linux takes the TSC and
+/// APIC timer frequencies from the Hyper-V frequency MSRs (there is no PIT to calibrate
+/// against) and keeps time with the reference TSC page.
+const CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1";
 
 /// What `/init` writes to its standard output, the console (ttyS0): a program's output
 /// through the tty layer needs Linux's 8250 driver to poll the UART (the DSDT's COM1
 /// without an interrupt, IIR's THRE condition), unlike the kernel's own messages.
 const STDOUT_LINE: &str = "bulkhead-test: /init writes to ttyS0";
 
-/// What `/init` looks for in the kernel log (`dmesg`) before it reports.
-const DMESG_LINE: &str = "Run /init as init process";
+/// What `/init` looks for in the kernel log (`dmesg`) before it reports: it reached
+/// userspace, recognised Hyper-V, brought up both vCPUs and keeps time with the
+/// hypervisor's reference TSC page.
+const DMESG_LINES: &[&str] = &[
+    "Run /init as init process",
+    "Hypervisor detected: Microsoft Hyper-V",
+    "smp: Brought up 1 node, 2 CPUs",
+    "clocksource: Switched to clocksource hyperv_clocksource_tsc_page",
+    // The 8250 driver found the UART the DSDT describes, with no IRQ, as a 16550A.
+    "ttyS0 at I/O 0x3f8 (irq = 0, base_baud = 115200) is a 16550A",
+];
 
-/// `/init`: after a pause, the line [`DMESG_LINE`] from the kernel log and the marker into
-/// the kernel log (`/dev/kmsg`, so they need no open console), then the verdict on the
-/// verdict port 0xf4 through `/dev/port`: 0 (pass) when the kernel log has
-/// [`DMESG_LINE`]. The pause lets the partition's console rate limit (10 lines a second
-/// after a burst of 200, docs/platform.md) refill after Linux's 300-odd boot lines, so
-/// that these lines are printed, not dropped; the kernel log itself keeps every line.
+/// What must not be in the kernel log: a PIT calibration of the TSC (the frequency comes
+/// from the hypervisor).
+const DMESG_ABSENT: &[&str] = &["Fast TSC calibration failed", "TSC: PIT calibration"];
+
+/// `/init`: after a pause, each of [`DMESG_LINES`] as found in the kernel log (or an
+/// empty report), every one of [`DMESG_ABSENT`] that is there, and the marker, into the
+/// kernel log (`/dev/kmsg`, so they need no open console); then the verdict on the
+/// verdict port 0xf4 through `/dev/port`: 0 (pass) when all the lines are there and none
+/// of the absent ones. The pause lets the partition's console rate limit (10 lines a
+/// second after a burst of 200, docs/platform.md) refill after Linux's 300-odd boot lines,
+/// so that these lines are printed, not dropped; the kernel log itself keeps every line.
 fn init_script() -> String {
-    format!(
+    let mut script = String::from(
         "#!/bin/sh\n\
          export PATH=/bin\n\
          mount -t proc proc /proc\n\
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
          sleep 3\n\
-         echo \"{STDOUT_LINE}\"\n\
-         line=\"$(dmesg | grep -m1 '{DMESG_LINE}')\"\n\
-         echo \"bulkhead-test: dmesg: $line\" > /dev/kmsg\n\
-         echo \"{INIT_MARKER} (kernel $(uname -r), $(nproc) cpus)\" > /dev/kmsg\n\
-         if [ -n \"$line\" ]; then verdict='\\0'; else verdict='\\1'; fi\n\
+         fail=0\n",
+    );
+    script.push_str(&format!("echo \"{STDOUT_LINE}\"\n"));
+    for needle in DMESG_LINES {
+        script.push_str(&format!(
+            "line=\"$(dmesg | grep -m1 '{needle}')\"\n\
+             echo \"bulkhead-test: dmesg: $line\" > /dev/kmsg\n\
+             [ -n \"$line\" ] || fail=1\n"
+        ));
+    }
+    for needle in DMESG_ABSENT {
+        script.push_str(&format!(
+            "if dmesg | grep -q '{needle}'; then echo \"bulkhead-test: dmesg has: {needle}\" > /dev/kmsg; fail=1; fi\n"
+        ));
+    }
+    script.push_str(&format!(
+        "echo \"{INIT_MARKER} (kernel $(uname -r), $(nproc) cpus)\" > /dev/kmsg\n\
+         if [ $fail = 0 ]; then verdict='\\0'; else verdict='\\1'; fi\n\
          echo -ne \"$verdict\" | dd of=/dev/port bs=1 seek=244 count=1\n\
          while true; do sleep 1; done\n"
-    )
+    ));
+    script
 }
 
 /// The system file: Linux on cores 0 and 1 (128 MiB in 2 MiB pages from 2 MiB on, and the
@@ -132,8 +158,6 @@ fn linux_qemu_boots_debian_kernel_in_a_partition_to_init() {
         "ACPI: RSDP 0x0000000000060000".into(),
         "smpboot: Allowing 2 CPUs, 0 hotplug CPUs".into(),
         format!("{INIT_MARKER} (kernel {release}, 2 cpus)"),
-        // The 8250 driver found the UART the DSDT describes, with no IRQ, as a 16550A.
-        "ttyS0 at I/O 0x3f8 (irq = 0, base_baud = 115200) is a 16550A".into(),
         STDOUT_LINE.into(),
     ] {
         assert!(
@@ -142,11 +166,15 @@ fn linux_qemu_boots_debian_kernel_in_a_partition_to_init() {
             report.diagnostic()
         );
     }
-    assert!(
-        console.iter().any(|l| l.contains("bulkhead-test: dmesg: [") && l.ends_with(&format!("] {DMESG_LINE}"))),
-        "/init did not find {DMESG_LINE:?} in the kernel log\n{}",
-        report.diagnostic()
-    );
+    for needle in DMESG_LINES {
+        assert!(
+            console.iter().any(|l| l.contains("bulkhead-test: dmesg: [") && l.ends_with(needle)),
+            "/init did not find {needle:?} in the kernel log\n{}",
+            report.diagnostic()
+        );
+    }
+    let present: Vec<&String> = console.iter().filter(|l| l.contains("bulkhead-test: dmesg has: ")).collect();
+    assert!(present.is_empty(), "in the kernel log: {present:?}\n{}", report.diagnostic());
     // The verdict /init gave through the verdict port ended the run.
     report.assert_passed();
 }
