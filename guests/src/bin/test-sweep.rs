@@ -28,7 +28,7 @@
 #![no_main]
 
 use bulkhead_abi::hyperv::{HvStatus, HypercallResult};
-use bulkhead_guests::{arg, cmdline, parse_u64, println};
+use bulkhead_guests::{arg, cmdline, outb, parse_u64, println};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// No exception since the probe began.
@@ -444,6 +444,13 @@ fn sweep_ports(first: u16, last: u16) -> bool {
             writes.add(port_out(port, size, 0xffff_ffff));
         }
     }
+    // The sweep wrote all-ones to the console UART's other registers, as to every port:
+    // the divisor latch is now selected (LCR bit 7) and the UART loops back (MCR bit 4),
+    // so, as on a real 16550A, nothing printed would reach the line. Program it again
+    // as a driver would: 8 data bits, no parity, 1 stop bit; DTR and RTS; no interrupts.
+    outb(CONSOLE_DATA + 3, 0x03);
+    outb(CONSOLE_DATA + 4, 0x03);
+    outb(CONSOLE_DATA + 1, 0x00);
     println!("sweep: ports {:#x}-{:#x} (console data 0x3f8 not written): in {}; out {}", first, last, reads, writes);
     reads.other == 0 && writes.other == 0
 }

@@ -80,9 +80,15 @@ fn init_script() -> String {
 /// first 2 MiB in 4 KiB pages, for the RAM below 0xA0000 it needs for its boot data and
 /// SMP trampoline), a witness partition on core 2.
 fn system_file(dir: &Path, vmlinuz: &Path, initrd: &Path) -> PathBuf {
+    system_file_with(dir, "linux-boot", vmlinuz, initrd, "", "")
+}
+
+/// [`system_file`] named `name`, with `policy` lines in Linux's partition table (fault
+/// policy) and `extra` tables at the end (shared memory).
+fn system_file_with(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, policy: &str, extra: &str) -> PathBuf {
     let board = workspace_root().join("tests/configs/boards/qemu-q35-3cpu.toml");
     let text = format!(
-        "name = \"linux-boot\"\n\
+        "name = \"{name}\"\n\
          board = {board:?}\n\
          [hypervisor]\n\
          reserved_memory = {{ base = 0x100000, size = \"31 MiB\" }}\n\
@@ -90,6 +96,7 @@ fn system_file(dir: &Path, vmlinuz: &Path, initrd: &Path) -> PathBuf {
          [[partition]]\n\
          name = \"linux\"\n\
          cores = [0, 1]\n\
+         {policy}\
          [[partition.memory]]\n\
          guest_base = 0x0\n\
          size = \"2 MiB\"\n\
@@ -112,12 +119,13 @@ fn system_file(dir: &Path, vmlinuz: &Path, initrd: &Path) -> PathBuf {
          [partition.payload]\n\
          kind = \"elf\"\n\
          path = \"@guests/test-witness\"\n\
-         cmdline = \"cycles=4000000000\"\n",
+         cmdline = \"cycles=4000000000\"\n\
+         {extra}",
         board = board.display().to_string(),
         vmlinuz = vmlinuz.display().to_string(),
         initrd = initrd.display().to_string(),
     );
-    let path = dir.join("linux-boot.qemu.toml");
+    let path = dir.join(format!("{name}.qemu.toml"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -177,4 +185,91 @@ fn linux_qemu_boots_debian_kernel_in_a_partition_to_init() {
     assert!(present.is_empty(), "in the kernel log: {present:?}\n{}", report.diagnostic());
     // The verdict /init gave through the verdict port ended the run.
     report.assert_passed();
+}
+
+/// Guest-physical address of the page that counts Linux's lives: a shared region only
+/// Linux maps (the e820 map shows it reserved, so `/dev/mem` reaches it), which a restart
+/// leaves alone where it zeroes the partition's own RAM.
+const LIFE_PAGE: u64 = 0x820_0000;
+
+/// `/init` for the panic test: in its first life (the life byte is 0) it logs the byte,
+/// sets it and panics the kernel through sysrq; in the next it waits for the console's
+/// rate limit to refill after the boot (see [`init_script`]), logs the byte and the
+/// restart, and reports the verdict: pass.
+fn panic_init_script() -> String {
+    format!(
+        "#!/bin/sh\n\
+         export PATH=/bin\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         life=$(devmem {LIFE_PAGE:#x} 8 2>&1)\n\
+         if [ \"$life\" = 0x00 ]; then\n\
+           echo \"bulkhead-test: life byte $life\" > /dev/kmsg\n\
+           devmem {LIFE_PAGE:#x} 8 1\n\
+           echo c > /proc/sysrq-trigger\n\
+         fi\n\
+         sleep 3\n\
+         echo \"bulkhead-test: life byte $life\" > /dev/kmsg\n\
+         echo \"bulkhead-test: restarted after the panic\" > /dev/kmsg\n\
+         echo -ne '\\0' | dd of=/dev/port bs=1 seek=244 count=1\n\
+         while true; do sleep 1; done\n"
+    )
+}
+
+/// `echo c > /proc/sysrq-trigger`: Linux hands its panic text to the hypervisor through
+/// the Hyper-V crash MSRs, the text appears in the hypervisor log as `[linux] panic: `
+/// lines, the partition's restart policy boots Linux again (the loader lays it out afresh),
+/// and the second life reports the verdict; the witness on its own core runs throughout.
+#[test]
+fn linux_qemu_panic_is_logged_and_restarts_linux() {
+    let assets = linux_assets::shared().unwrap_or_else(|e| panic!("{e}"));
+    let dir = target_dir().join("bulkhead-configs/linux");
+    std::fs::create_dir_all(&dir).unwrap();
+    let initrd = dir.join("initramfs-panic.cpio");
+    assets
+        .initramfs()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .file("init", panic_init_script().into_bytes(), 0o755)
+        // busybox's devmem maps the page (a read() of /dev/mem stops at the end of RAM).
+        .symlink("bin/devmem", "busybox")
+        .write(&initrd)
+        .unwrap();
+    let config = system_file_with(
+        &dir,
+        "linux-panic",
+        &assets.vmlinuz(),
+        &initrd,
+        "fault_policy = \"restart\"\nmax_restarts = 1\n",
+        &format!(
+            "[[shared_memory]]\nname = \"life\"\nsize = \"4 KiB\"\n\
+             sharers = [{{ partition = \"linux\", guest_base = {LIFE_PAGE:#x}, access = \"rw\" }}]\n"
+        ),
+    );
+    let report = Run::new(Emulator::QemuBios)
+        .cpus(3)
+        .config(&config)
+        .timeout(Duration::from_secs(500))
+        // The panic lines and the partition's fault are logged as errors.
+        .allow_errors()
+        .expect("[linux] panic: crash reported")
+        .expect("partition linux: fault #1: the guest reported a crash (Hyper-V crash MSRs)")
+        .expect("partition linux: restart 1 of 1")
+        .forbid("witness: fault")
+        .execute();
+    eprintln!("{}: verdict after {:.1} s", report.name, report.elapsed.as_secs_f64());
+    report.assert_passed();
+    // The text Linux handed over (the tail of its log) has the panic's own line, and the
+    // second life, after the restart, found the life byte set and gave the verdict.
+    let console = report.partition_console("linux");
+    for text in ["] bulkhead-test: life byte 0x00", "] Kernel panic - not syncing: sysrq triggered crash"] {
+        assert!(
+            console.iter().any(|l| l.starts_with("panic: [") && l.contains(text)),
+            "no panic line with {text:?}:\n{}",
+            report.diagnostic()
+        );
+    }
+    for text in ["] bulkhead-test: life byte 0x01", "] bulkhead-test: restarted after the panic"] {
+        assert!(console.iter().any(|l| l.ends_with(text)), "not on the console: {text:?}:\n{}", report.diagnostic());
+    }
 }
