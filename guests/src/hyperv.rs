@@ -280,6 +280,18 @@ impl Endpoint {
         self.hv.signal_event(self.events_out, 0).map_err(u16::from)
     }
 
+    /// [`signal`](Self::signal), again while the receiver's SynIC is not ready yet
+    /// (INVALID_SYNIC_STATE: its partition has not started or not enabled its SINT, as
+    /// when a busy host starts its vCPU late).
+    pub fn signal_retrying(&mut self) -> Result<(), u16> {
+        loop {
+            match self.signal() {
+                Err(code) if code == HvStatus::InvalidSynicState.code() => core::hint::spin_loop(),
+                other => return other,
+            }
+        }
+    }
+
     /// Takes the incoming event flag; whether it was set.
     pub fn take_event(&mut self) -> bool {
         self.hv.take_event(Self::EVENT_SINT, self.flag_in)
