@@ -58,6 +58,7 @@ pub mod hyperv_msr;
 pub mod ipi;
 pub mod memory;
 pub mod mmio_decode;
+pub mod model_msr;
 pub mod msr_map;
 pub mod mtrr;
 pub mod multiboot1;

@@ -25,6 +25,7 @@ use crate::lapic::access as apic_access;
 use crate::log::warn;
 use crate::partition::Partition;
 use bulkhead_virt::apic_base::Mode;
+use bulkhead_virt::model_msr;
 use bulkhead_virt::msr_map::EFER;
 use bulkhead_virt::mtrr;
 
@@ -61,7 +62,9 @@ fn allowed_read(msr: u32) -> Option<u64> {
         }
         // An Intel MSR (SDM Vol. 4 Table 2-2); AMD CPUs have none at 0x1A0.
         IA32_MISC_ENABLE if !crate::cpu::capabilities::is_amd() => hardware_safe(msr),
-        _ => None,
+        // Fixed values for the microcode revision and AMD's SYSCFG and HWCR; the real
+        // registers are the board's (`bulkhead_virt::model_msr`).
+        msr => model_msr::read(msr, crate::cpu::capabilities::is_amd()),
     }
 }
 
@@ -81,7 +84,9 @@ fn allowed_write(partition: &Partition, msr: u32, value: u64) -> bool {
         // Cache attributes stay as the firmware set them for the whole board: a write to an
         // MTRR this CPU has is dropped.
         mtrr::DEF_TYPE | mtrr::VARIABLE_FIRST..=mtrr::LAST => crate::cpu::capabilities::mtrrs().exists(msr),
-        _ => false,
+        // Dropped where the hardware would take them and nothing changes
+        // (`bulkhead_virt::model_msr`).
+        msr => model_msr::write_accepted(msr, value, crate::cpu::capabilities::is_amd()),
     }
 }
 
