@@ -34,8 +34,13 @@ usage: bulkhead-msg COMMAND ...
   wait CONN [COUNT]         wait for COUNT signals (default 1)
   ping PEER [COUNT]         COUNT message round trips (default 1): `ping N` answered by `pong N`
   event-ping PEER [COUNT]   COUNT signal round trips (default 1)
-  flood PEER COUNT          COUNT numbered messages of 4 to 240 bytes, each echoed by PEER:
-                            checks every echo arrives, in order, intact; prints the counts";
+  flood PEER COUNT [STALL_MS]
+                            COUNT numbered messages of 4 to 240 bytes, each echoed by PEER:
+                            checks every echo arrives, in order, intact; prints the counts
+                            and the retries on a full queue. With STALL_MS, the echoes are
+                            read only after that many milliseconds, so the queues fill
+  burst PEER                messages without waiting (O_NONBLOCK) until the queues are full
+                            (EAGAIN), then checks their echoes as flood does";
 
 /// A failure: a usage or device problem (2) or a failed check (1).
 #[derive(Debug)]
@@ -158,10 +163,34 @@ fn list() -> Result<()> {
     Ok(())
 }
 
+/// Round-trip times, for one summary line.
+#[derive(Default)]
+struct Times {
+    count: u64,
+    min: u128,
+    max: u128,
+    sum: u128,
+}
+
+impl Times {
+    fn add(&mut self, start: Instant) {
+        let us = start.elapsed().as_micros();
+        self.min = if self.count == 0 { us } else { self.min.min(us) };
+        self.max = self.max.max(us);
+        self.sum += us;
+        self.count += 1;
+    }
+
+    fn summary(&self) -> String {
+        format!("min {} us, avg {} us, max {} us", self.min, self.sum / u128::from(self.count.max(1)), self.max)
+    }
+}
+
 fn ping(peer: &str, count: u64) -> Result<()> {
     let (out, inc) = (format!("to-{peer}"), format!("from-{peer}"));
     let rx = receiver(&inc, count)?;
     let mut file = open(&out, true)?;
+    let mut times = Times::default();
     for i in 1..=count {
         let start = Instant::now();
         post(&mut file, &out, format!("ping {i}").as_bytes())?;
@@ -173,8 +202,9 @@ fn ping(peer: &str, count: u64) -> Result<()> {
                 String::from_utf8_lossy(&answer)
             )));
         }
-        println!("pong {i} from {peer}: {} us", start.elapsed().as_micros());
+        times.add(start);
     }
+    println!("ping {peer}: {count} pings answered, {}", times.summary());
     Ok(())
 }
 
@@ -214,28 +244,25 @@ fn signal(conn: &str) -> Result<()> {
 
 fn event_ping(peer: &str, count: u64) -> Result<()> {
     let (out, inc) = (format!("to-{peer}-event"), format!("from-{peer}-event"));
-    for i in 1..=count {
+    let mut times = Times::default();
+    for _ in 0..count {
         let start = Instant::now();
         signal(&out)?;
         wait(&inc, 1)?;
-        println!("signal {i} answered by {peer}: {} us", start.elapsed().as_micros());
+        times.add(start);
     }
+    println!("event-ping {peer}: {count} signals answered, {}", times.summary());
     Ok(())
 }
 
-fn flood(peer: &str, count: u64) -> Result<()> {
-    let (out, inc) = (format!("to-{peer}"), format!("from-{peer}"));
-    let retries_before = counter(&out, "retries")?;
-    let mut file = open(&out, true)?;
-    let mut reader = open(&inc, false)?;
-    let start = Instant::now();
+/// Checks `count` echoes of flood messages on `inc`, read in a thread after `stall`.
+fn collect_echoes(inc: &str, count: u64, stall: Duration) -> Result<thread::JoinHandle<flood::Check>> {
+    let mut reader = open(inc, false)?;
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    // The echoes, read while the messages go out: Linux's own receive ring and the
-    // hypervisor's queues are small, so sending all first would stall both directions.
     let collector = thread::spawn(move || {
         let mut check = flood::Check::new(count);
         while !check.complete() {
-            match rx.recv_timeout(TIMEOUT) {
+            match rx.recv_timeout(TIMEOUT + stall) {
                 Ok(bytes) => check.received(&bytes),
                 Err(_) => break,
             }
@@ -243,6 +270,7 @@ fn flood(peer: &str, count: u64) -> Result<()> {
         check
     });
     thread::spawn(move || {
+        thread::sleep(stall);
         loop {
             let mut buf = [0u8; MAX_PAYLOAD];
             match reader.read(&mut buf) {
@@ -251,6 +279,50 @@ fn flood(peer: &str, count: u64) -> Result<()> {
             }
         }
     });
+    Ok(collector)
+}
+
+/// O_NONBLOCK of Linux x86-64 (asm-generic/fcntl.h).
+const O_NONBLOCK: i32 = 0o4000;
+
+fn burst(peer: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let out = format!("to-{peer}");
+    let inc = format!("from-{peer}");
+    let path = device_path(&out);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .custom_flags(O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+    let refused_before = counter(&out, "refused")?;
+    let mut accepted = 0u32;
+    loop {
+        match file.write(&flood::payload(accepted)) {
+            Ok(_) => accepted += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(Failure::Check(format!("{out}: {e}"))),
+        }
+        if accepted == 100_000 {
+            return Err(Failure::Check(format!("{out}: {accepted} messages and never EAGAIN")));
+        }
+    }
+    let refused = counter(&out, "refused")? - refused_before;
+    let check = collect_echoes(&inc, accepted.into(), Duration::ZERO)?
+        .join()
+        .map_err(|_| Failure::Check("burst: the checking thread panicked".into()))?;
+    println!("burst {peer}: {accepted} accepted before EAGAIN ({refused} refused); {}", check.summary());
+    if check.ok() && refused == 1 { Ok(()) } else { Err(Failure::Check(format!("burst {peer}: {}", check.summary()))) }
+}
+
+fn flood(peer: &str, count: u64, stall: Duration) -> Result<()> {
+    let (out, inc) = (format!("to-{peer}"), format!("from-{peer}"));
+    let retries_before = counter(&out, "retries")?;
+    let mut file = open(&out, true)?;
+    let start = Instant::now();
+    // The echoes, read while the messages go out: Linux's own receive ring and the
+    // hypervisor's queues are small, so sending all first would stall both directions.
+    let collector = collect_echoes(&inc, count, stall)?;
     for seq in 0..count {
         post(&mut file, &out, &flood::payload(seq as u32))?;
     }
@@ -292,7 +364,11 @@ fn run(args: &[String]) -> Result<()> {
         }
         "ping" => ping(arg(args, 1, "peer")?, count_arg(args, 2, 1)?),
         "event-ping" => event_ping(arg(args, 1, "peer")?, count_arg(args, 2, 1)?),
-        "flood" => flood(arg(args, 1, "peer")?, count_arg(args, 2, 1000)?),
+        "flood" => {
+            let stall = Duration::from_millis(count_arg(args, 3, 0)?);
+            flood(arg(args, 1, "peer")?, count_arg(args, 2, 1000)?, stall)
+        }
+        "burst" => burst(arg(args, 1, "peer")?),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
