@@ -261,6 +261,8 @@ static int status_to_errno(u16 status)
 		return -EFAULT;
 	case HV_STATUS_INVALID_HYPERCALL_CODE:
 		return -EOPNOTSUPP;
+	case HV_STATUS_INSUFFICIENT_MEMORY:
+		return -ENOMEM;
 	default:
 		return -EIO;
 	}
@@ -276,6 +278,11 @@ static u16 post_message(u32 id, const u8 *data, size_t size)
 	 * interrupts: fill and use it with interrupts off. */
 	local_irq_save(flags);
 	input = *this_cpu_ptr(hyperv_pcpu_input_arg);
+	if (!input) {
+		/* Linux allocates the page when it brings the CPU up; never seen missing. */
+		local_irq_restore(flags);
+		return HV_STATUS_INSUFFICIENT_MEMORY;
+	}
 	input->connection_id = id;
 	input->reserved = 0;
 	input->message_type = BH_MESSAGE_TYPE;

@@ -323,10 +323,20 @@ fn flood(peer: &str, count: u64, stall: Duration) -> Result<()> {
     // The echoes, read while the messages go out: Linux's own receive ring and the
     // hypervisor's queues are small, so sending all first would stall both directions.
     let collector = collect_echoes(&inc, count, stall)?;
-    for seq in 0..count {
-        post(&mut file, &out, &flood::payload(seq as u32))?;
-    }
+    // The messages go out from a thread of their own: when the echoes stop (a broken
+    // peer or driver), a blocking write may retry for ever, while the checker gives up
+    // after TIMEOUT and the command ends (which ends the writer too).
+    let writer = thread::spawn(move || -> Result<()> {
+        for seq in 0..count {
+            post(&mut file, &out, &flood::payload(seq as u32))?;
+        }
+        Ok(())
+    });
     let check = collector.join().map_err(|_| Failure::Check("flood: the checking thread panicked".into()))?;
+    if writer.is_finished() {
+        writer.join().map_err(|_| Failure::Check("flood: the sending thread panicked".into()))??;
+    }
+    let out = format!("to-{peer}");
     let retries = counter(&out, "retries")? - retries_before;
     let elapsed = start.elapsed();
     println!("flood {peer}: {}, {retries} retries (queue full), {} ms", check.summary(), elapsed.as_millis());

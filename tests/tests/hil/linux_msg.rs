@@ -38,7 +38,7 @@ fn init_script() -> String {
          fail=0\n\
          step() {{\n\
            out=\"$(\"$@\" 2>&1)\"; rc=$?\n\
-           echo \"$out\" | while read -r line; do echo \"{PREFIX} $line\" > /dev/kmsg; done\n\
+           echo \"$out\" | while read -r line; do [ -z \"$line\" ] || echo \"{PREFIX} $line\" > /dev/kmsg; done\n\
            echo \"{PREFIX} $1 $2: exit $rc\" > /dev/kmsg\n\
            [ $rc = 0 ] || fail=1\n\
          }}\n\
