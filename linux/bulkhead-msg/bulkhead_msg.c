@@ -660,6 +660,7 @@ static void __exit bh_exit(void)
 	free_page((unsigned long)simp);
 	free_page((unsigned long)siefp);
 	kfree(conns);
+	pr_info("unloaded; SynIC of CPU %d disabled\n", BH_CPU);
 }
 
 module_init(bh_init);

@@ -51,6 +51,10 @@ fn init_script() -> String {
         format!("bulkhead-msg flood control {FLOOD} {FLOOD_STALL_MS}"),
         format!("bulkhead-msg event-ping control {EVENT_PINGS}"),
         "bulkhead-msg list".into(),
+        // Unloading disables the SynIC; loaded again, the module sets it up anew.
+        "rmmod bulkhead_msg".into(),
+        format!("insmod /{module}"),
+        "bulkhead-msg ping control 1".into(),
     ] {
         script.push_str(&format!("step {command}\n"));
     }
@@ -151,7 +155,8 @@ fn number_before(line: &str, key: &str) -> Option<u64> {
 /// devices; through them Linux pings the control partition, fills the queues without
 /// blocking until EAGAIN, floods 10 000 messages that all come back in order and intact
 /// with the driver retrying on full queues (counted), and exchanges signals both ways; the
-/// control partition's timer ticks throughout.
+/// module unloads and loads again and still pings; the control partition's timer ticks
+/// throughout.
 #[test]
 fn linux_msg_qemu_module_messages_the_control_partition() {
     let assets = linux_assets::shared().unwrap_or_else(|e| panic!("{e}"));
@@ -199,6 +204,9 @@ fn linux_msg_qemu_module_messages_the_control_partition() {
     }
     need(&format!("{PREFIX} ping control: {PINGS} pings answered"));
     need(&format!("{PREFIX} event-ping control: {EVENT_PINGS} signals answered"));
+    need(&format!("{PREFIX} rmmod bulkhead_msg: exit 0"));
+    need("bulkhead_msg: unloaded; SynIC of CPU 0 disabled");
+    need(&format!("{PREFIX} ping control: 1 pings answered"));
     // The burst met a full queue without blocking, and every message it got in came back.
     let burst = need(&format!("{PREFIX} burst control: "));
     let accepted = number_before(&burst, " accepted before EAGAIN").unwrap_or(0);
