@@ -188,8 +188,10 @@ fn linux_msg_qemu_module_messages_the_control_partition() {
         line_with(text)
             .unwrap_or_else(|| panic!("not on the linux partition's console: {text}\n{}", report.diagnostic()))
     };
-    // The module's load lines: each connection with what the BHCN table says of it.
+    // Linux installed the hypervisor's BHCN table (its early boot lines list every table),
+    // and the module's load lines show each connection with what the table says of it.
     for text in [
+        "ACPI: BHCN 0x",
         "bulkhead_msg: /dev/bulkhead/to-control: message connection 0xb, outgoing, SINT 2, queue depth 4",
         "bulkhead_msg: /dev/bulkhead/from-control: message connection 0x15, incoming, SINT 2, queue depth 4",
         "bulkhead_msg: /dev/bulkhead/to-control-event: event connection 0xd, outgoing, SINT 3, flag 0",
