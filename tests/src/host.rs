@@ -18,7 +18,8 @@ pub enum Purpose {
     Bochs,
     /// Building a Linux kernel module against Debian's headers
     /// ([`crate::linux_assets::LinuxAssets::kbuild_dir`]): make, and the compiler Debian
-    /// built its kernel with.
+    /// built its kernel with; and the static C library for the `bulkhead-msg` command
+    /// ([`crate::linux_msg`]).
     LinuxModule,
 }
 
@@ -89,6 +90,9 @@ pub const REQUIREMENTS: &[Requirement] = &[
     req(Check::Program("gcc-12"), "gcc-12", Purpose::LinuxModule),
     // objtool, from `linux-kbuild`, runs on every object of a module and links libelf.
     req(Check::Path("/usr/lib/x86_64-linux-gnu/libelf.so.1"), "libelf1", Purpose::LinuxModule),
+    // The static C library, for the `bulkhead-msg` command the Linux initramfs carries
+    // (`-C target-feature=+crt-static`, `crate::linux_msg::build_tool`).
+    req(Check::Path("/usr/lib/x86_64-linux-gnu/libc.a"), "libc6-dev", Purpose::LinuxModule),
 ];
 
 /// The requirements for `purposes` that this host does not meet.

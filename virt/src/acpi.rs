@@ -13,6 +13,7 @@
 //! | DSDT | the header; with [`PartitionPlatform::polled_uart`], a 16550 without an interrupt ([`polled_uart_aml`]) |
 //! | MADT | local APIC at 0xFEE00000, not PC-AT compatible (no 8259 pair); one entry per vCPU; I/O APICs only when given |
 //! | MCFG | only when PCI segments are given |
+//! | BHCN | Bulkhead's own table: the partition's Hyper-V connections ([`ConnectionEntry`]), only when it has some |
 //!
 //! Section numbers are those of the ACPI Specification 6.4; the MCFG is defined by the PCI
 //! Firmware Specification 3.2, 4.1.2. What the tables say and why: docs/linux.md.
@@ -77,6 +78,64 @@ pub struct ResetRegister {
     pub value: u8,
 }
 
+/// The most connections a BHCN table lists (the system's `MAX_CONNECTIONS`).
+pub const MAX_CONNECTIONS: usize = 64;
+/// The longest connection name a BHCN entry holds (the system's `MAX_CONNECTION_NAME`).
+pub const MAX_CONNECTION_NAME: usize = 32;
+
+/// Signature of Bulkhead's connection table, an OEM-defined table (ACPI 6.4 5.2.6: any
+/// signature not reserved by the specification; Linux installs every table the XSDT lists,
+/// so a driver finds it with `acpi_get_table("BHCN", ...)`).
+pub const BHCN_SIGNATURE: [u8; 4] = *b"BHCN";
+/// Revision of the BHCN layout ([`ConnectionEntry`]); a reader refuses another.
+pub const BHCN_REVISION: u8 = 1;
+/// Bytes of one BHCN entry.
+pub const BHCN_ENTRY_LEN: usize = 48;
+
+/// Whether a connection carries messages or sets an event flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionKind {
+    /// HvCallPostMessage; `queue_depth` messages may wait at the receiver.
+    Message {
+        /// The connection's `queue_depth`.
+        queue_depth: u16,
+    },
+    /// HvCallSignalEvent; the receiver's event flag `flag`.
+    Event {
+        /// The flag number in the receiver's SIEF page slot of the SINT.
+        flag: u16,
+    },
+}
+
+/// One of the partition's connections as the BHCN table lists it. Layout of an entry
+/// ([`BHCN_ENTRY_LEN`] bytes, little-endian), after the 36-byte table header:
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 4 | connection ID (TLFS, 24 bits) |
+/// | 4 | 1 | kind: 0 message, 1 event |
+/// | 5 | 1 | direction: 0 the partition sends, 1 the partition receives |
+/// | 6 | 1 | SINT of the receiver |
+/// | 7 | 1 | reserved, 0 |
+/// | 8 | 2 | event flag (events), else 0 |
+/// | 10 | 2 | queue depth (messages), else 0 |
+/// | 12 | 4 | reserved, 0 |
+/// | 16 | 32 | name, ASCII, NUL-padded (all NUL: the connection has no name) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionEntry<'a> {
+    /// The TLFS connection ID.
+    pub id: u32,
+    /// The connection's name from the system file, if any (at most
+    /// [`MAX_CONNECTION_NAME`] bytes; a longer one is cut).
+    pub name: Option<&'a str>,
+    /// Message or event.
+    pub kind: ConnectionKind,
+    /// True when the partition receives on it, false when it sends.
+    pub incoming: bool,
+    /// The receiver's SINT.
+    pub sint: u8,
+}
+
 /// What the tables describe: the partition's virtual platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionPlatform<'a> {
@@ -96,6 +155,8 @@ pub struct PartitionPlatform<'a> {
     /// The I/O base of a 16550 UART without an interrupt, described in the DSDT (see
     /// [`polled_uart_aml`]).
     pub polled_uart: Option<u16>,
+    /// The partition's Hyper-V connections, listed in a BHCN table when not empty.
+    pub connections: &'a [ConnectionEntry<'a>],
 }
 
 impl<'a> PartitionPlatform<'a> {
@@ -108,6 +169,7 @@ impl<'a> PartitionPlatform<'a> {
             isa_devices: false,
             reset_register: None,
             polled_uart: None,
+            connections: &[],
         }
     }
 }
@@ -177,6 +239,8 @@ pub struct AcpiLayout {
     pub madt: u64,
     /// The MCFG, if PCI segments were given.
     pub mcfg: Option<u64>,
+    /// The BHCN, if connections were given.
+    pub bhcn: Option<u64>,
     /// Bytes written from the start of the buffer (all tables, with the padding between
     /// them). The partition must not see this range as usable RAM.
     pub size: usize,
@@ -191,6 +255,8 @@ pub enum AcpiError {
     TooManyVcpus(usize),
     /// More I/O APICs than [`MAX_IO_APICS`] or PCI segments than [`MAX_PCI_SEGMENTS`].
     TooManyDevices,
+    /// More connections than [`MAX_CONNECTIONS`].
+    TooManyConnections(usize),
     /// APIC ID 0xFFFFFFFF: the x2APIC broadcast destination, never a processor's ID (Linux
     /// skips an x2APIC entry with it).
     InvalidApicId(u32),
@@ -218,6 +284,9 @@ impl fmt::Display for AcpiError {
             AcpiError::TooManyVcpus(n) => write!(f, "{n} vCPUs, at most {MAX_VCPUS} can be described"),
             AcpiError::TooManyDevices => {
                 write!(f, "at most {MAX_IO_APICS} I/O APICs and {MAX_PCI_SEGMENTS} PCI segments can be described")
+            }
+            AcpiError::TooManyConnections(n) => {
+                write!(f, "{n} connections, at most {MAX_CONNECTIONS} can be described")
             }
             AcpiError::InvalidApicId(id) => write!(f, "APIC ID {id:#x} is the broadcast ID"),
             AcpiError::DuplicateApicId(id) => write!(f, "APIC ID {id:#x} is given to two vCPUs"),
@@ -355,12 +424,15 @@ struct Offsets {
     madt_len: usize,
     mcfg: Option<usize>,
     mcfg_len: usize,
+    bhcn: Option<usize>,
+    bhcn_len: usize,
     end: usize,
 }
 
 fn offsets(platform: &PartitionPlatform<'_>) -> Offsets {
     let has_mcfg = !platform.pci_segments.is_empty();
-    let xsdt_entries = if has_mcfg { 3 } else { 2 };
+    let has_bhcn = !platform.connections.is_empty();
+    let xsdt_entries = 2 + usize::from(has_mcfg) + usize::from(has_bhcn);
     let xsdt = align_up(RSDP_LEN);
     let xsdt_len = HEADER_LEN + 8 * xsdt_entries;
     let fadt = align_up(xsdt + xsdt_len);
@@ -377,7 +449,13 @@ fn offsets(platform: &PartitionPlatform<'_>) -> Offsets {
         end = at + mcfg_len;
         at
     });
-    Offsets { xsdt, xsdt_len, fadt, dsdt, dsdt_len, madt, madt_len, mcfg, mcfg_len, end }
+    let bhcn_len = HEADER_LEN + BHCN_ENTRY_LEN * platform.connections.len();
+    let bhcn = has_bhcn.then(|| {
+        let at = align_up(end);
+        end = at + bhcn_len;
+        at
+    });
+    Offsets { xsdt, xsdt_len, fadt, dsdt, dsdt_len, madt, madt_len, mcfg, mcfg_len, bhcn, bhcn_len, end }
 }
 
 const fn processor_entry_len(apic_id: u32) -> usize {
@@ -395,6 +473,9 @@ fn check(platform: &PartitionPlatform<'_>) -> Result<(), AcpiError> {
     if platform.io_apics.len() > MAX_IO_APICS || platform.pci_segments.len() > MAX_PCI_SEGMENTS {
         return Err(AcpiError::TooManyDevices);
     }
+    if platform.connections.len() > MAX_CONNECTIONS {
+        return Err(AcpiError::TooManyConnections(platform.connections.len()));
+    }
     for (i, &id) in ids.iter().enumerate() {
         if id == u32::MAX {
             return Err(AcpiError::InvalidApicId(id));
@@ -410,15 +491,16 @@ fn check(platform: &PartitionPlatform<'_>) -> Result<(), AcpiError> {
 }
 
 /// The most bytes [`write_tables`] needs for any platform it accepts ([`MAX_VCPUS`] vCPUs
-/// with x2APIC entries, [`MAX_IO_APICS`], [`MAX_PCI_SEGMENTS`]): a fixed reservation that
-/// always fits (4892 bytes).
+/// with x2APIC entries, [`MAX_IO_APICS`], [`MAX_PCI_SEGMENTS`], [`MAX_CONNECTIONS`]): a
+/// fixed reservation that always fits (8020 bytes).
 pub const MAX_TABLES_SIZE: usize = align_up(RSDP_LEN)
-    + align_up(HEADER_LEN + 8 * 3)
+    + align_up(HEADER_LEN + 8 * 4)
     + align_up(FADT_LEN)
     + align_up(HEADER_LEN + POLLED_UART_AML_LEN)
     + align_up(MADT_FIXED_LEN + LOCAL_X2APIC_LEN * MAX_VCPUS + IO_APIC_LEN * MAX_IO_APICS)
-    + MCFG_FIXED_LEN
-    + MCFG_ALLOCATION_LEN * MAX_PCI_SEGMENTS;
+    + align_up(MCFG_FIXED_LEN + MCFG_ALLOCATION_LEN * MAX_PCI_SEGMENTS)
+    + HEADER_LEN
+    + BHCN_ENTRY_LEN * MAX_CONNECTIONS;
 
 /// The number of bytes [`write_tables`] needs for `platform`: what the caller reserves.
 pub fn tables_size(platform: &PartitionPlatform<'_>) -> Result<usize, AcpiError> {
@@ -454,10 +536,13 @@ pub fn write_tables(buf: &mut [u8], base_gpa: u64, platform: &PartitionPlatform<
     if let Some(mcfg) = o.mcfg {
         write_mcfg(&mut w, mcfg, o.mcfg_len, platform.pci_segments);
     }
+    if let Some(bhcn) = o.bhcn {
+        write_bhcn(&mut w, bhcn, o.bhcn_len, platform.connections);
+    }
     write_header(&mut w, o.xsdt, *b"XSDT", o.xsdt_len, XSDT_REVISION);
     // 5.2.8: an array of 64-bit physical addresses of the other description tables.
     let mut entry = o.xsdt + HEADER_LEN;
-    for table in [Some(o.fadt), Some(o.madt), o.mcfg].into_iter().flatten() {
+    for table in [Some(o.fadt), Some(o.madt), o.mcfg, o.bhcn].into_iter().flatten() {
         w.u64(entry, gpa(table));
         entry += 8;
     }
@@ -466,6 +551,9 @@ pub fn write_tables(buf: &mut [u8], base_gpa: u64, platform: &PartitionPlatform<
     }
     if let Some(mcfg) = o.mcfg {
         w.set_table_checksum(mcfg, o.mcfg_len);
+    }
+    if let Some(bhcn) = o.bhcn {
+        w.set_table_checksum(bhcn, o.bhcn_len);
     }
     write_rsdp(&mut w, gpa(o.xsdt));
 
@@ -476,6 +564,7 @@ pub fn write_tables(buf: &mut [u8], base_gpa: u64, platform: &PartitionPlatform<
         dsdt: gpa(o.dsdt),
         madt: gpa(o.madt),
         mcfg: o.mcfg.map(gpa),
+        bhcn: o.bhcn.map(gpa),
         size: o.end,
     })
 }
@@ -638,6 +727,29 @@ fn write_mcfg(w: &mut Writer<'_>, at: usize, len: usize, segments: &[PciSegment]
         w.u8(entry + 10, s.start_bus);
         w.u8(entry + 11, s.end_bus);
         entry += MCFG_ALLOCATION_LEN;
+    }
+}
+
+/// BHCN: the header, then one [`ConnectionEntry`] per connection (its doc has the layout).
+fn write_bhcn(w: &mut Writer<'_>, at: usize, len: usize, connections: &[ConnectionEntry<'_>]) {
+    write_header(w, at, BHCN_SIGNATURE, len, BHCN_REVISION);
+    let mut entry = at + HEADER_LEN;
+    for c in connections {
+        w.u32(entry, c.id);
+        let (kind, flag, depth) = match c.kind {
+            ConnectionKind::Message { queue_depth } => (0, 0, queue_depth),
+            ConnectionKind::Event { flag } => (1, flag, 0),
+        };
+        w.u8(entry + 4, kind);
+        w.u8(entry + 5, u8::from(c.incoming));
+        w.u8(entry + 6, c.sint);
+        w.u16(entry + 8, flag);
+        w.u16(entry + 10, depth);
+        if let Some(name) = c.name {
+            let name = name.as_bytes();
+            w.bytes(entry + 16, &name[..name.len().min(MAX_CONNECTION_NAME)]);
+        }
+        entry += BHCN_ENTRY_LEN;
     }
 }
 
@@ -822,6 +934,42 @@ mod tests {
     }
 
     #[test]
+    fn bhcn_lists_the_connections_and_only_when_there_are_some() {
+        let (buf, layout) = write(&PartitionPlatform::new(&[0]));
+        assert_eq!(layout.bhcn, None);
+        let xsdt = table(&buf, layout.xsdt, b"XSDT");
+        assert_eq!(xsdt.len(), 36 + 16, "FADT and MADT only");
+        let connections = [
+            ConnectionEntry {
+                id: 0x12_3456,
+                name: Some("to-control"),
+                kind: ConnectionKind::Message { queue_depth: 8 },
+                incoming: false,
+                sint: 2,
+            },
+            ConnectionEntry { id: 7, name: None, kind: ConnectionKind::Event { flag: 300 }, incoming: true, sint: 3 },
+        ];
+        let platform = PartitionPlatform { connections: &connections, ..PartitionPlatform::new(&[0, 1]) };
+        let (buf, layout) = write(&platform);
+        let bhcn_gpa = layout.bhcn.unwrap();
+        let xsdt = table(&buf, layout.xsdt, b"XSDT");
+        assert_eq!(u64_at(xsdt, 36 + 16), bhcn_gpa, "the XSDT lists it last");
+        let bhcn = table(&buf, bhcn_gpa, b"BHCN");
+        assert_eq!(bhcn[8], BHCN_REVISION);
+        assert_eq!(bhcn.len(), 36 + 2 * BHCN_ENTRY_LEN);
+        let e = &bhcn[36..36 + BHCN_ENTRY_LEN];
+        assert_eq!((u32_at(e, 0), e[4], e[5], e[6], e[7]), (0x12_3456, 0, 0, 2, 0));
+        assert_eq!((u16_at(e, 8), u16_at(e, 10), u32_at(e, 12)), (0, 8, 0));
+        assert_eq!(&e[16..26], b"to-control");
+        assert!(e[26..48].iter().all(|&b| b == 0));
+        let e = &bhcn[36 + BHCN_ENTRY_LEN..];
+        assert_eq!((u32_at(e, 0), e[4], e[5], e[6]), (7, 1, 1, 3));
+        assert_eq!((u16_at(e, 8), u16_at(e, 10)), (300, 0));
+        assert!(e[16..48].iter().all(|&b| b == 0), "no name");
+        assert_eq!(layout.size, (bhcn_gpa - BASE) as usize + bhcn.len());
+    }
+
+    #[test]
     fn writes_only_its_own_bytes_and_tables_size_says_how_many() {
         let platform = PartitionPlatform::new(&[0, 1, 2]);
         let (buf, layout) = write(&platform);
@@ -854,6 +1002,11 @@ mod tests {
         let io_apics = [IoApic { id: 0, address: 0, gsi_base: 0 }; MAX_IO_APICS + 1];
         let p = PartitionPlatform { io_apics: &io_apics, ..PartitionPlatform::new(&[0]) };
         assert_eq!(refuse(BASE, p), AcpiError::TooManyDevices);
+        let connections =
+            [ConnectionEntry { id: 1, name: None, kind: ConnectionKind::Event { flag: 0 }, incoming: false, sint: 0 };
+                MAX_CONNECTIONS + 1];
+        let p = PartitionPlatform { connections: &connections, ..PartitionPlatform::new(&[0]) };
+        assert_eq!(refuse(BASE, p), AcpiError::TooManyConnections(MAX_CONNECTIONS + 1));
 
         let platform = PartitionPlatform::new(&[0, 1]);
         let needed = tables_size(&platform).unwrap();
@@ -867,16 +1020,24 @@ mod tests {
         let most: Vec<u32> = (1000..1000 + MAX_VCPUS as u32).collect();
         let io_apics = [IoApic { id: 0, address: 0, gsi_base: 0 }; MAX_IO_APICS];
         let segments = [PciSegment { ecam_base: 0, segment: 0, start_bus: 0, end_bus: 0 }; MAX_PCI_SEGMENTS];
+        let connections = [ConnectionEntry {
+            id: 0xFF_FFFF,
+            name: Some("a-connection-name-of-32-bytes-xx"),
+            kind: ConnectionKind::Message { queue_depth: 64 },
+            incoming: true,
+            sint: 15,
+        }; MAX_CONNECTIONS];
         let largest = PartitionPlatform {
             io_apics: &io_apics,
             pci_segments: &segments,
             polled_uart: Some(0x3F8),
+            connections: &connections,
             ..PartitionPlatform::new(&most)
         };
         assert_eq!(tables_size(&largest), Ok(MAX_TABLES_SIZE));
         let mut buf = vec![0u8; MAX_TABLES_SIZE];
         assert_eq!(write_tables(&mut buf, BASE, &largest).map(|l| l.size), Ok(MAX_TABLES_SIZE));
-        const { assert!(MAX_TABLES_SIZE <= 4892, "under 5 KiB") };
+        const { assert!(MAX_TABLES_SIZE <= 8020, "under 8 KiB") };
     }
 
     mod randomized {

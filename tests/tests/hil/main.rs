@@ -14,6 +14,7 @@ mod image;
 mod isolation;
 mod linux;
 mod linux_direct;
+mod linux_msg;
 mod partitions;
 mod smp;
 mod sweep;
