@@ -313,6 +313,43 @@ pub(crate) fn validate(
         }
         id
     });
+    // The partition that gets the console's input, on the receive side of its virtual
+    // UART at COM1. A partition given the real UART at 0x3F8 as a device has no virtual
+    // one there: the input would reach nothing it reads.
+    let console_input = raw.console_input.as_ref().and_then(|name| {
+        let id = partition_id(&name.v);
+        if id.is_none() && all_named {
+            sink.error_hint(
+                name.at,
+                rule::INVALID_VALUE,
+                format!("console_input `{}`: no such partition", name.v),
+                partition_list_hint(&names),
+            );
+        }
+        let p = raw.partitions.get(usize::from(id?.0))?;
+        let board = board_ref?;
+        let real_com1 = p.devices.iter().find(|dev| {
+            board.devices.iter().find(|d| d.name == dev.v).is_some_and(|d| {
+                d.io_ports.iter().any(|r| {
+                    let (base, end) = (u32::from(r.base), u32::from(r.base) + u32::from(r.count));
+                    base < u32::from(VIRTUAL_UART_PORT) + 8 && u32::from(VIRTUAL_UART_PORT) < end
+                })
+            })
+        });
+        if let Some(dev) = real_com1 {
+            sink.error_hint(
+                name.at,
+                rule::INVALID_VALUE,
+                format!(
+                    "console_input `{}`: the partition drives device `{}` at the COM1 ports itself, so it has no virtual UART at {VIRTUAL_UART_PORT:#x} to receive the console's input",
+                    name.v, dev.v
+                ),
+                "name a partition that uses its virtual console UART, or leave console_input out",
+            );
+            return None;
+        }
+        id
+    });
     {
         let mut n = Vec::new();
         let mut at = Vec::new();
@@ -659,6 +696,7 @@ pub(crate) fn validate(
             log_level: raw.log_level,
             console_format: raw.console_format,
             verdict_partition,
+            console_input,
         },
         console_port,
         board,
@@ -821,6 +859,10 @@ fn unique(sink: &mut Sink, names: &[&str], at: &[Loc], what: &str) {
         }
     }
 }
+
+/// The port of the virtual 16550 every partition has at the PC's COM1 address (the
+/// kernel's `exits::ports::CONSOLE_BASE`).
+const VIRTUAL_UART_PORT: u16 = 0x3f8;
 
 fn partition_list_hint(names: &[Option<&str>]) -> String {
     let list: Vec<&str> = names.iter().flatten().copied().collect();
