@@ -25,6 +25,7 @@ pub mod image;
 pub mod initramfs;
 pub mod kernel;
 pub mod linux_assets;
+pub mod linux_system;
 pub mod outcome;
 pub mod run;
 

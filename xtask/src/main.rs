@@ -129,8 +129,9 @@ fn check(config: &Path) -> Result<ExitCode> {
     if !status(kernel::cargo_build_guests())? {
         bail!("building the guests failed; payloads named @guests/NAME cannot be checked");
     }
-    let loaded =
-        bulkhead_board::load_system(config, &bulkhead_board::LoadOptions { guest_dir: Some(kernel::binaries_dir()) });
+    // `@linux/` payloads: fetched through apt and built, so the check sees the real files.
+    bulkhead_tests::linux_system::prepare(config).map_err(anyhow::Error::msg)?;
+    let loaded = bulkhead_board::load_system(config, &kernel::load_options());
     for warning in &loaded.warnings {
         eprint!("{}", warning.warning());
     }

@@ -138,5 +138,5 @@ pub fn config_dir() -> PathBuf {
 }
 
 pub fn options() -> bulkhead_board::LoadOptions {
-    bulkhead_board::LoadOptions { guest_dir: Some(guest_dir().to_owned()) }
+    bulkhead_board::LoadOptions { guest_dir: Some(guest_dir().to_owned()), linux_dir: None }
 }
