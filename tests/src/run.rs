@@ -207,7 +207,9 @@ impl Run {
     }
 
     /// Types whatever arrives on `input` into the machine's serial port as it arrives (a
-    /// terminal's keystrokes, for `cargo xtask run`). QEMU only.
+    /// terminal's keystrokes, for `cargo xtask run`); when its sender is gone the harness
+    /// stops the emulator and the run ends as it stands (without a verdict, a failure).
+    /// QEMU only.
     pub fn input(mut self, input: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
         self.input = Some(input);
         self
@@ -294,13 +296,26 @@ impl Run {
                 }
                 lines.push(line);
             }
+            let mut input_closed = false;
             if let (Some(input), Some(keys)) = (serial_input.as_mut(), self.input.as_ref()) {
-                while let Ok(bytes) = keys.try_recv() {
-                    type_into(input, &bytes)?;
+                loop {
+                    match keys.try_recv() {
+                        Ok(bytes) => type_into(input, &bytes)?,
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                            input_closed = true;
+                            break;
+                        }
+                    }
                 }
             }
             if let Some(status) = exited {
                 break Ending::Exited(Exit::from(status));
+            }
+            // The keyboard was closed (Ctrl-A X in `cargo xtask run`): the run is over.
+            if input_closed && exited.is_none() {
+                child.kill();
+                break Ending::Stopped;
             }
             if stop_at_run_end && run_end_at.is_some() {
                 child.kill();
