@@ -163,7 +163,7 @@ mod tests {
         let mut overrun = true;
         let regs = FakeRegisters::new(move |off| match off {
             LSR => {
-                let lsr = u8::from(next < fifo.len()) * LSR_DATA_READY | u8::from(overrun) * LSR_OVERRUN;
+                let lsr = (u8::from(next < fifo.len()) * LSR_DATA_READY) | (u8::from(overrun) * LSR_OVERRUN);
                 overrun = false;
                 lsr
             }

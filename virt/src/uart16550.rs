@@ -228,7 +228,7 @@ impl Uart16550 {
             reg::MCR => self.mcr & 0x1F,
             // Reading LSR clears its error bits.
             reg::LSR => {
-                let status = LSR_IDLE | u8::from(self.rx_len > 0) * LSR_DR | u8::from(self.overrun) * LSR_OE;
+                let status = LSR_IDLE | (u8::from(self.rx_len > 0) * LSR_DR) | (u8::from(self.overrun) * LSR_OE);
                 self.overrun = false;
                 status
             }
