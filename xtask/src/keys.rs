@@ -11,6 +11,7 @@
 
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use rustix::termios::{self, InputModes, LocalModes, OptionalActions, SpecialCodeIndex, Termios};
@@ -20,6 +21,14 @@ pub const ESCAPE: u8 = 0x01;
 
 /// What the banner says about the keys.
 pub const HELP: &str = "Ctrl-A X quits, Ctrl-A Ctrl-A sends Ctrl-A";
+
+/// Set once Ctrl-A X was typed.
+static QUIT: AtomicBool = AtomicBool::new(false);
+
+/// Whether the run was quit from the keyboard (Ctrl-A X).
+pub fn quit_requested() -> bool {
+    QUIT.load(Ordering::Relaxed)
+}
 
 /// The Ctrl-A prefix, byte by byte.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -105,6 +114,7 @@ fn pump(mut input: impl Read, tx: &Sender<Vec<u8>>) {
             match keys.key(byte) {
                 Key::Send(bytes) => out.extend(bytes),
                 Key::Quit => {
+                    QUIT.store(true, Ordering::Relaxed);
                     let _ = tx.send(out);
                     return;
                 }

@@ -209,6 +209,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let report = run.try_execute();
     drop(raw);
     let report = report?;
+    if keys::quit_requested() {
+        eprintln!("\nquit from the keyboard (Ctrl-A X) before the run's verdict");
+    }
     eprint!("\n{}", report.summary());
     Ok(if report.outcome.is_passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
