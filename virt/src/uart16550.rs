@@ -96,8 +96,10 @@ pub struct Uart16550 {
     rx_len: u8,
     /// FCR bits 7:6: the receive trigger level (1, 4, 8 or 14 bytes).
     rx_trigger: u8,
-    /// LSR.OE, until LSR is read.
-    overrun: bool,
+    /// LSR's receiver bits: DR while the FIFO holds a byte, OE from an overrun until LSR
+    /// is read. Kept as they change, so an LSR read (a driver's most frequent access:
+    /// before every byte it sends) costs no more than a load and a store.
+    rx_status: u8,
 }
 
 impl Default for Uart16550 {
@@ -123,7 +125,7 @@ impl Uart16550 {
             rx_head: 0,
             rx_len: 0,
             rx_trigger: 1,
-            overrun: false,
+            rx_status: 0,
         }
     }
 
@@ -145,12 +147,13 @@ impl Uart16550 {
             return true;
         }
         if self.rx_pending() >= self.rx_capacity() {
-            self.overrun = true;
+            self.rx_status |= LSR_OE;
             return false;
         }
         let tail = (usize::from(self.rx_head) + self.rx_pending()) % RX_FIFO;
         self.rx[tail] = byte;
         self.rx_len += 1;
+        self.rx_status |= LSR_DR;
         true
     }
 
@@ -164,7 +167,7 @@ impl Uart16550 {
     /// overran): LSR.OE, as if it had been lost here.
     pub fn note_overrun(&mut self) {
         if self.mcr & MCR_LOOP == 0 {
-            self.overrun = true;
+            self.rx_status |= LSR_OE;
         }
     }
 
@@ -186,12 +189,16 @@ impl Uart16550 {
         let byte = self.rx[usize::from(self.rx_head)];
         self.rx_head = ((usize::from(self.rx_head) + 1) % RX_FIFO) as u8;
         self.rx_len -= 1;
+        if self.rx_len == 0 {
+            self.rx_status &= !LSR_DR;
+        }
         byte
     }
 
     fn clear_rx(&mut self) {
         self.rx_head = 0;
         self.rx_len = 0;
+        self.rx_status &= !LSR_DR;
     }
 
     fn dlab(&self) -> bool {
@@ -211,7 +218,7 @@ impl Uart16550 {
             // data (or its timeout), THRE; the modem lines never change.
             reg::IIR_FCR => {
                 let fifos = if self.fifos { IIR_FIFOS_ENABLED } else { 0 };
-                if self.overrun && self.ier & IER_RLS != 0 {
+                if self.rx_status & LSR_OE != 0 && self.ier & IER_RLS != 0 {
                     IIR_RLS | fifos
                 } else if self.rx_len > 0 && self.ier & IER_RDA != 0 {
                     let level = if self.fifos { self.rx_trigger } else { 1 };
@@ -228,8 +235,8 @@ impl Uart16550 {
             reg::MCR => self.mcr & 0x1F,
             // Reading LSR clears its error bits.
             reg::LSR => {
-                let status = LSR_IDLE | (u8::from(self.rx_len > 0) * LSR_DR) | (u8::from(self.overrun) * LSR_OE);
-                self.overrun = false;
+                let status = LSR_IDLE | self.rx_status;
+                self.rx_status &= !LSR_OE;
                 status
             }
             // In loopback the modem inputs follow the outputs: CTS = RTS, DSR = DTR,
