@@ -10,7 +10,8 @@
 //! The system file is `$BULKHEAD_CONFIG` when set (`cargo xtask ... --config PATH` sets
 //! it), else `board/systems/demo.toml`. Payloads named `@guests/NAME` resolve to
 //! `$BULKHEAD_GUEST_DIR`, else to the directory this build's binaries go to (where
-//! `cargo xtask` builds the guests).
+//! `cargo xtask` builds the guests); `@linux/NAME` to `$BULKHEAD_LINUX_DIR`, else to
+//! `target/linux-assets/current` (which `cargo xtask` fills).
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,7 @@ fn env(name: &str) -> String {
 fn compile_config() -> ConsoleFormat {
     println!("cargo:rerun-if-env-changed=BULKHEAD_CONFIG");
     println!("cargo:rerun-if-env-changed=BULKHEAD_GUEST_DIR");
+    println!("cargo:rerun-if-env-changed=BULKHEAD_LINUX_DIR");
     let workspace = Path::new(&env("CARGO_MANIFEST_DIR")).parent().expect("kernel/ sits in the workspace").to_owned();
     let system = match std::env::var_os("BULKHEAD_CONFIG") {
         Some(path) => workspace.join(path),
@@ -51,7 +53,13 @@ fn compile_config() -> ConsoleFormat {
     };
     let out_dir = PathBuf::from(env("OUT_DIR"));
     let guest_dir = std::env::var_os("BULKHEAD_GUEST_DIR").map(PathBuf::from).or_else(|| binaries_dir(&out_dir));
-    let loaded = bulkhead_board::load_system(&system, &bulkhead_board::LoadOptions { guest_dir: guest_dir.clone() });
+    let linux_dir = std::env::var_os("BULKHEAD_LINUX_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target").join(bulkhead_board::LINUX_DIR));
+    let loaded = bulkhead_board::load_system(
+        &system,
+        &bulkhead_board::LoadOptions { guest_dir: guest_dir.clone(), linux_dir: Some(linux_dir) },
+    );
     for file in &loaded.files_read {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -140,6 +140,15 @@ pub fn generate_tables(system: &System) -> String {
             let _ = writeln!(o, "        verdict_partition: None,");
         }
     }
+    match system.hypervisor.console_input {
+        Some(id) => {
+            let name = &system.partitions[usize::from(id.0)].name;
+            let _ = writeln!(o, "        console_input: Some(PartitionId({})), // {name}", id.0);
+        }
+        None => {
+            let _ = writeln!(o, "        console_input: None,");
+        }
+    }
     let _ = writeln!(o, "    }},");
     partitions(&mut o, system);
     core_map(&mut o, system);

@@ -20,6 +20,9 @@ use crate::value::{Cx, Table};
 pub struct LoadOptions {
     /// Where `@guests/NAME` payloads live (the guest build directory).
     pub guest_dir: Option<PathBuf>,
+    /// Where `@linux/NAME` payloads live (the Linux asset folder the tools fill,
+    /// `target/linux-assets/current`).
+    pub linux_dir: Option<PathBuf>,
 }
 
 /// The outcome of [`load_system`].
@@ -96,7 +99,12 @@ fn load_inner(
 
     let default_name =
         system_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "system".into());
-    let inputs = Inputs { system_file, guest_dir: options.guest_dir.as_deref(), default_name };
+    let inputs = Inputs {
+        system_file,
+        guest_dir: options.guest_dir.as_deref(),
+        linux_dir: options.linux_dir.as_deref(),
+        default_name,
+    };
     validate(sink, files_read, raw, board, &inputs)
 }
 

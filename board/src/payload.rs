@@ -18,19 +18,64 @@ use crate::tables::{BOOT_AREA_END, PayloadKind, PhysRange};
 /// The prefix of payload paths that live in the guest build directory.
 pub const GUESTS_PREFIX: &str = "@guests/";
 
+/// The prefix of payload paths that name the distribution's Linux assets, which the
+/// tools fetch and build (`bulkhead_tests::linux_system`): `@linux/NAME`, one of
+/// [`LINUX_ASSETS`].
+pub const LINUX_PREFIX: &str = "@linux/";
+
+/// The Linux asset folder under the workspace's `target/` (a link to the folder of the
+/// current package versions).
+pub const LINUX_DIR: &str = "linux-assets/current";
+
+/// The names `@linux/NAME` may use, and the file each is in the Linux asset folder.
+pub const LINUX_ASSETS: &[(&str, &str)] = &[
+    // Debian's kernel image (the `linux-image-amd64` package's bzImage).
+    ("vmlinuz", "vmlinuz"),
+    // The initramfs the tools build from Debian's static busybox: a login-free shell on
+    // ttyS0 with job control.
+    ("shell-initramfs", "shell-initramfs.cpio"),
+];
+
+const FETCH_LINUX_HINT: &str = "the Linux assets come from Debian's packages through apt; `cargo xtask build`, `check` and `run` fetch them and build the initramfs (into target/linux-assets/current/)";
+
 const BUILD_GUESTS_HINT: &str =
     "build the guests with `cargo xtask build` (payloads named `@guests/NAME` come from the guest build directory)";
 
 /// Resolves a payload or initrd path as written: `@guests/NAME` in the guest directory,
-/// anything else relative to the system file's directory. `None` (after reporting) when a
-/// guest path cannot be resolved.
+/// `@linux/NAME` in the Linux asset folder, anything else relative to the system file's
+/// directory. `None` (after reporting) when a guest or Linux path cannot be resolved.
 pub(crate) fn resolve(
     sink: &mut Sink,
     at: Loc,
     written: &str,
     system_dir: &Path,
     guest_dir: Option<&Path>,
+    linux_dir: Option<&Path>,
 ) -> Option<PathBuf> {
+    if let Some(name) = written.strip_prefix(LINUX_PREFIX) {
+        let Some((_, file)) = LINUX_ASSETS.iter().find(|(n, _)| *n == name) else {
+            let known: Vec<String> = LINUX_ASSETS.iter().map(|(n, _)| format!("{LINUX_PREFIX}{n}")).collect();
+            sink.error_hint(
+                at,
+                rule::INVALID_VALUE,
+                format!("{written:?} names no Linux asset"),
+                format!("the Linux assets are {}", known.join(", ")),
+            );
+            return None;
+        };
+        return match linux_dir {
+            Some(dir) => Some(dir.join(file)),
+            None => {
+                sink.error_hint(
+                    at,
+                    rule::PAYLOAD_MISSING,
+                    format!("payload {written:?}: no Linux asset folder is known"),
+                    FETCH_LINUX_HINT,
+                );
+                None
+            }
+        };
+    }
     match written.strip_prefix(GUESTS_PREFIX) {
         Some(name) => {
             let plain = !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
@@ -331,6 +376,23 @@ fn read_head(path: &Path) -> Result<Vec<u8>, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn linux_names_resolve_in_the_linux_folder_and_unknown_ones_are_reported() {
+        let mut sink = Sink::default();
+        let at = Loc { file: 0, offset: 0 };
+        let linux = Path::new("/t/linux-assets/current");
+        let resolve = |sink: &mut Sink, written: &str, dir: Option<&Path>| {
+            super::resolve(sink, at, written, Path::new("/sys"), Some(Path::new("/g")), dir)
+        };
+        assert_eq!(resolve(&mut sink, "@linux/vmlinuz", Some(linux)), Some(linux.join("vmlinuz")));
+        assert_eq!(resolve(&mut sink, "@linux/shell-initramfs", Some(linux)), Some(linux.join("shell-initramfs.cpio")));
+        assert_eq!(resolve(&mut sink, "@guests/x", Some(linux)), Some(PathBuf::from("/g/x")));
+        assert!(sink.is_empty());
+        assert_eq!(resolve(&mut sink, "@linux/bzImage", Some(linux)), None);
+        assert_eq!(resolve(&mut sink, "@linux/vmlinuz", None), None);
+        assert!(!sink.is_empty());
+    }
 
     #[test]
     fn kinds() {

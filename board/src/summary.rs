@@ -78,6 +78,13 @@ pub fn summary(system: &System) -> String {
         ));
     }
 
+    if let Some(id) = system.hypervisor.console_input {
+        out.push_str(&format!(
+            "console input: partition `{}` (its UART at 0x3f8 receives what is typed on the console)\n",
+            system.partitions[usize::from(id.0)].name
+        ));
+    }
+
     out.push_str("\npartitions\n");
     let mut rows = Vec::new();
     for (i, p) in system.partitions.iter().enumerate() {

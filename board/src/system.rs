@@ -28,6 +28,7 @@ pub(crate) struct RawSystem {
     pub log_level: LogLevel,
     pub console_format: ConsoleFormat,
     pub verdict_partition: Option<At<String>>,
+    pub console_input: Option<At<String>>,
     pub partitions: Vec<RawPartition>,
     pub partitions_at: Loc,
     pub connections: Vec<RawConnection>,
@@ -114,7 +115,7 @@ pub const DEFAULT_RESERVED: PhysRange = PhysRange { base: MIB, size: 15 * MIB };
 pub(crate) const SYSTEM_KEYS: &[&str] =
     &["name", "description", "board", "hypervisor", "partition", "connection", "shared_memory"];
 pub(crate) const HYPERVISOR_KEYS: &[&str] =
-    &["reserved_memory", "console_port", "console_format", "log_level", "verdict_partition"];
+    &["reserved_memory", "console_port", "console_format", "log_level", "verdict_partition", "console_input"];
 pub(crate) const RESERVED_KEYS: &[&str] = &["base", "size"];
 pub(crate) const PARTITION_KEYS: &[&str] =
     &["name", "cores", "memory", "payload", "devices", "fault_policy", "max_restarts", "watchdog_ms"];
@@ -138,6 +139,7 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
     let mut log_level = LogLevel::Info;
     let mut console_format = ConsoleFormat::Defmt;
     let mut verdict_partition = None;
+    let mut console_input = None;
     if let Some(hv) = root.get("hypervisor").and_then(|v| cx.table(v, "hypervisor", "[hypervisor]", HYPERVISOR_KEYS)) {
         if let Some(v) = hv.get("reserved_memory")
             && let Some(t) = cx.table(v, "reserved_memory", "reserved_memory", RESERVED_KEYS)
@@ -197,6 +199,9 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
         if let Some(v) = hv.get("verdict_partition") {
             verdict_partition = cx.string(v, "verdict_partition").map(|s| At { v: s.to_owned(), at: cx.at(v) });
         }
+        if let Some(v) = hv.get("console_input") {
+            console_input = cx.string(v, "console_input").map(|s| At { v: s.to_owned(), at: cx.at(v) });
+        }
     }
 
     let partitions_at = cx.loc(&root.key_span("partition"));
@@ -220,6 +225,7 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
         log_level,
         console_format,
         verdict_partition,
+        console_input,
         partitions,
         partitions_at,
         connections,

@@ -186,6 +186,9 @@ pub struct HypervisorConfig {
     /// stops on a board. `None`: the verdict port is open to every partition under
     /// `exit=emulator` (test runs) and to none on a board.
     pub verdict_partition: Option<PartitionId>,
+    /// The partition that receives the bytes typed on the hypervisor's console UART, on
+    /// the receive side of its virtual UART at COM1. `None`: input is not read.
+    pub console_input: Option<PartitionId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

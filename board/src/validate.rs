@@ -35,6 +35,7 @@ pub(crate) struct BoardInput {
 pub(crate) struct Inputs<'a> {
     pub system_file: &'a Path,
     pub guest_dir: Option<&'a Path>,
+    pub linux_dir: Option<&'a Path>,
     pub default_name: String,
 }
 
@@ -240,7 +241,8 @@ pub(crate) fn validate(
         if let Some(pl) = &p.payload {
             let mut image = None;
             if let Some(path) = &pl.path {
-                let resolved = payload::resolve(sink, path.at, &path.v, &system_dir, inputs.guest_dir);
+                let resolved =
+                    payload::resolve(sink, path.at, &path.v, &system_dir, inputs.guest_dir, inputs.linux_dir);
                 if let Some(resolved) = resolved {
                     files_read.push(resolved.clone());
                     image = payload::check_file(sink, path.at, &path.v, &resolved, pl.kind);
@@ -253,7 +255,8 @@ pub(crate) fn validate(
             let mut initrd_len = None;
             let mut initrd_readable = true;
             if let Some(initrd) = &pl.initrd {
-                let resolved = payload::resolve(sink, initrd.at, &initrd.v, &system_dir, inputs.guest_dir);
+                let resolved =
+                    payload::resolve(sink, initrd.at, &initrd.v, &system_dir, inputs.guest_dir, inputs.linux_dir);
                 initrd_len = resolved.and_then(|resolved| {
                     files_read.push(resolved.clone());
                     payload::check_file(sink, initrd.at, &initrd.v, &resolved, None).map(|f| f.len)
@@ -310,6 +313,43 @@ pub(crate) fn validate(
                 format!("verdict_partition `{}`: no such partition", name.v),
                 partition_list_hint(&names),
             );
+        }
+        id
+    });
+    // The partition that gets the console's input, on the receive side of its virtual
+    // UART at COM1. A partition given the real UART at 0x3F8 as a device has no virtual
+    // one there: the input would reach nothing it reads.
+    let console_input = raw.console_input.as_ref().and_then(|name| {
+        let id = partition_id(&name.v);
+        if id.is_none() && all_named {
+            sink.error_hint(
+                name.at,
+                rule::INVALID_VALUE,
+                format!("console_input `{}`: no such partition", name.v),
+                partition_list_hint(&names),
+            );
+        }
+        let p = raw.partitions.get(usize::from(id?.0))?;
+        let board = board_ref?;
+        let real_com1 = p.devices.iter().find(|dev| {
+            board.devices.iter().find(|d| d.name == dev.v).is_some_and(|d| {
+                d.io_ports.iter().any(|r| {
+                    let (base, end) = (u32::from(r.base), u32::from(r.base) + u32::from(r.count));
+                    base < u32::from(VIRTUAL_UART_PORT) + 8 && u32::from(VIRTUAL_UART_PORT) < end
+                })
+            })
+        });
+        if let Some(dev) = real_com1 {
+            sink.error_hint(
+                name.at,
+                rule::INVALID_VALUE,
+                format!(
+                    "console_input `{}`: the partition drives device `{}` at the COM1 ports itself, so it has no virtual UART at {VIRTUAL_UART_PORT:#x} to receive the console's input",
+                    name.v, dev.v
+                ),
+                "name a partition that uses its virtual console UART, or leave console_input out",
+            );
+            return None;
         }
         id
     });
@@ -606,9 +646,9 @@ pub(crate) fn validate(
     for p in raw.partitions {
         let pl = p.payload?;
         let path_text = pl.path?.v;
-        let path = resolve_quiet(&path_text, &system_dir, inputs.guest_dir)?;
+        let path = resolve_quiet(&path_text, &system_dir, inputs.guest_dir, inputs.linux_dir)?;
         let initrd = match pl.initrd {
-            Some(i) => Some(resolve_quiet(&i.v, &system_dir, inputs.guest_dir)?),
+            Some(i) => Some(resolve_quiet(&i.v, &system_dir, inputs.guest_dir, inputs.linux_dir)?),
             None => None,
         };
         let mut memory = Vec::new();
@@ -659,6 +699,7 @@ pub(crate) fn validate(
             log_level: raw.log_level,
             console_format: raw.console_format,
             verdict_partition,
+            console_input,
         },
         console_port,
         board,
@@ -822,6 +863,10 @@ fn unique(sink: &mut Sink, names: &[&str], at: &[Loc], what: &str) {
     }
 }
 
+/// The port of the virtual 16550 every partition has at the PC's COM1 address (the
+/// kernel's `exits::ports::CONSOLE_BASE`).
+const VIRTUAL_UART_PORT: u16 = 0x3f8;
+
 fn partition_list_hint(names: &[Option<&str>]) -> String {
     let list: Vec<&str> = names.iter().flatten().copied().collect();
     if list.is_empty() {
@@ -831,10 +876,15 @@ fn partition_list_hint(names: &[Option<&str>]) -> String {
     }
 }
 
-fn resolve_quiet(written: &str, system_dir: &Path, guest_dir: Option<&Path>) -> Option<PathBuf> {
+fn resolve_quiet(
+    written: &str,
+    system_dir: &Path,
+    guest_dir: Option<&Path>,
+    linux_dir: Option<&Path>,
+) -> Option<PathBuf> {
     let mut sink = Sink::default();
     let at = Loc { file: 0, offset: 0 };
-    payload::resolve(&mut sink, at, written, system_dir, guest_dir)
+    payload::resolve(&mut sink, at, written, system_dir, guest_dir, linux_dir)
 }
 
 /// Whether `range` lies inside the union of the (possibly adjacent) RAM ranges.

@@ -100,6 +100,7 @@ fn compiled_full_holds_devices_and_owners() {
     assert_eq!(s.board.console_port, 0x2f8);
     assert_eq!(s.hypervisor.log_level, LogLevel::Debug);
     assert_eq!(s.hypervisor.console_format, ConsoleFormat::Text);
+    assert_eq!(s.hypervisor.console_input, Some(PartitionId(2)), "bare");
     let nic = s.board.devices.iter().find(|d| d.name == "nic").unwrap();
     assert_eq!(nic.owner, Some(PartitionId(0)));
     assert_eq!(nic.pci.map(|p| p.device), Some(2));

@@ -152,7 +152,7 @@ fn unreadable_system_files_are_reported() {
 #[test]
 fn guest_payloads_without_a_guest_dir_say_how_to_build_them() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("systems/demo.toml");
-    let loaded = load_system(&file, &bulkhead_board::LoadOptions { guest_dir: None });
+    let loaded = load_system(&file, &bulkhead_board::LoadOptions::default());
     let diagnostics = loaded.result.unwrap_err();
     assert_eq!(diagnostics.len(), 2, "{diagnostics}");
     for d in diagnostics.errors() {
@@ -161,7 +161,7 @@ fn guest_payloads_without_a_guest_dir_say_how_to_build_them() {
     }
     // An empty guest directory: the same rule and hint.
     let empty = common::scratch_dir("empty-guests");
-    let loaded = load_system(&file, &bulkhead_board::LoadOptions { guest_dir: Some(empty) });
+    let loaded = load_system(&file, &bulkhead_board::LoadOptions { guest_dir: Some(empty), linux_dir: None });
     let diagnostics = loaded.result.unwrap_err();
     assert_eq!(diagnostics.len(), 2, "{diagnostics}");
     assert!(

@@ -20,6 +20,9 @@ const LCR_DLAB: u8 = 1 << 7;
 const LCR_8N1: u8 = 0b11;
 const FCR_ENABLE_CLEAR: u8 = 0b111; // enable FIFOs, clear RX and TX
 const MCR_DTR_RTS_OUT2: u8 = 0b1011;
+const RBR: u16 = 0; // receive buffer (read), DLAB=0
+const LSR_DATA_READY: u8 = 1 << 0;
+const LSR_OVERRUN: u8 = 1 << 1;
 const LSR_THR_EMPTY: u8 = 1 << 5;
 const LSR_TRANSMITTER_EMPTY: u8 = 1 << 6;
 
@@ -70,6 +73,23 @@ impl<R: ByteRegisters> Uart16550<R> {
             spins += 1;
             core::hint::spin_loop();
         }
+    }
+
+    /// Takes up to `max` received bytes without waiting, handing each to `sink`; returns
+    /// whether the UART reported an overrun (a byte lost before this call) on the way.
+    /// A UART that is not there reads all-ones, which looks like data with an overrun:
+    /// so does a stuck one, which `max` keeps from holding the caller.
+    pub fn receive(&mut self, max: usize, mut sink: impl FnMut(u8)) -> bool {
+        let mut overrun = false;
+        for _ in 0..max {
+            let lsr = self.regs.read(LSR);
+            overrun |= lsr & LSR_OVERRUN != 0;
+            if lsr & LSR_DATA_READY == 0 {
+                break;
+            }
+            sink(self.regs.read(RBR));
+        }
+        overrun
     }
 
     pub fn write_all_bytes(&mut self, bytes: &[u8]) {
@@ -134,6 +154,43 @@ mod tests {
         let mut uart = Uart16550::new(regs);
         uart.flush().unwrap();
         assert_eq!((uart.regs.reader)(LSR) & LSR_TRANSMITTER_EMPTY, LSR_TRANSMITTER_EMPTY);
+    }
+
+    #[test]
+    fn receive_takes_what_is_ready_and_reports_overruns() {
+        let fifo = [b'a', b'b', b'c'];
+        let mut next = 0;
+        let mut overrun = true;
+        let regs = FakeRegisters::new(move |off| match off {
+            LSR => {
+                let lsr = (u8::from(next < fifo.len()) * LSR_DATA_READY) | (u8::from(overrun) * LSR_OVERRUN);
+                overrun = false;
+                lsr
+            }
+            RBR => {
+                next += 1;
+                fifo[next - 1]
+            }
+            _ => unreachable!(),
+        });
+        let mut uart = Uart16550::new(regs);
+        let mut got = [0u8; 3];
+        let mut n = 0;
+        assert!(uart.receive(2, |b| {
+            got[n] = b;
+            n += 1;
+        }));
+        assert_eq!(&got[..n], b"ab", "at most `max`");
+        assert!(!uart.receive(16, |b| {
+            got[n] = b;
+            n += 1;
+        }));
+        assert_eq!(&got[..n], b"abc");
+        // A UART that is not there (all-ones) is bounded by `max`.
+        let mut absent = Uart16550::new(FakeRegisters::new(|_| 0xff));
+        let mut count = 0;
+        assert!(absent.receive(16, |_| count += 1));
+        assert_eq!(count, 16);
     }
 
     #[test]

@@ -20,6 +20,15 @@
 //!   naming both CPUs, so it is never silent. A CPU whose turn was taken over while it
 //!   could not run (an NMI on it while it waited) queues again.
 //!
+//! Input: when the system file names a `console_input` partition, the bytes arriving at
+//! the console UART go to that partition's virtual UART ([`receive_input`]). Nothing polls
+//! for them: the partition's vCPU looks at the physical receiver when its driver reads
+//! its own receiver registers (Linux's 8250 driver polls them from a timer), at most once
+//! per [`INPUT_POLL_US`], and takes only as many bytes as its receive FIFO has room for,
+//! leaving the rest in the physical UART's FIFO. The receive side needs no part of the
+//! output lock: it reads only LSR and RBR, which the output path never changes (its LSR
+//! polls may clear a physical overrun flag first, which only hides that overrun).
+//!
 //! Why a lock of our own rather than `spin`'s ticket mutex (which `hyperv/synic.rs`
 //! uses): nesting on the owning CPU and the takeover from a dead holder need the owner and
 //! the progress count next to the tickets, which no crate lock offers.
@@ -30,8 +39,10 @@ use bulkhead_abi::run::CONSOLE_SYNC as SYNC;
 use bulkhead_abi::run::TEXT_CONSOLE_SYNC as SYNC;
 use bulkhead_drivers::port::IoPorts;
 use bulkhead_drivers::uart16550::Uart16550;
+use bulkhead_virt::uart16550::{ReceivePoll, Uart16550 as VirtualUart};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
+use spin::mutex::TicketMutex;
 
 const BAUD: u32 = 115_200;
 const NO_OWNER: u32 = u32::MAX;
@@ -85,6 +96,44 @@ static CONSOLE: Console = Console {
         took_over_from: None,
     }),
 };
+
+/// How often, at most, the input partition's vCPUs look at the physical receiver: a byte
+/// takes 87 µs at 115 200 baud and the 16550's FIFO holds 16 (1.4 ms), so the pause adds
+/// little to when a byte is seen, while a driver polling LSR for every byte it sends
+/// costs one physical read per 50 µs instead of one per exit.
+pub const INPUT_POLL_US: u64 = 50;
+
+/// The receive side of the console UART and when to look at it next.
+struct Input {
+    uart: Uart16550<IoPorts>,
+    poll: ReceivePoll,
+}
+
+static INPUT: TicketMutex<Input> = TicketMutex::new(Input {
+    // SAFETY: the console UART (see `CONSOLE`); this handle only reads LSR and RBR, which
+    // the output path leaves alone.
+    uart: Uart16550::new(unsafe { IoPorts::new(crate::config::SYSTEM.board.console_port) }),
+    poll: ReceivePoll::new(),
+});
+
+/// Hands the bytes that arrived at the console UART to `uart`, the virtual UART of the
+/// `console_input` partition (the caller checks that it is), when a look is due. Never
+/// waits: a vCPU of the same partition already looking makes this one skip.
+pub fn receive_input(uart: &mut VirtualUart) {
+    let Some(mut input) = INPUT.try_lock() else {
+        return;
+    };
+    let room = uart.rx_room();
+    if room == 0 || !input.poll.due(crate::cpu::time::rdtsc(), crate::cpu::time::ticks_per_ms() * INPUT_POLL_US / 1000)
+    {
+        return;
+    }
+    if input.uart.receive(room, |byte| {
+        uart.receive(byte);
+    }) {
+        uart.note_overrun();
+    }
+}
 
 /// Writes bytes as the holder, counting the progress waiting CPUs watch.
 fn put(uart: &mut Uart16550<IoPorts>, bytes: &[u8]) {

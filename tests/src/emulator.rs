@@ -31,6 +31,11 @@ pub const MEMORY_MIB: u32 = 256;
 pub const ISO_FILE: &str = "boot.iso";
 pub const DISK_FILE: &str = "disk.img";
 pub const SERIAL_FILE: &str = "serial.bin";
+/// The FIFO a QEMU run's serial port reads its input from (the machine's COM1 receive
+/// side): what the harness writes to it arrives at the UART as if typed on a terminal.
+pub const SERIAL_INPUT_FILE: &str = "serial.in";
+/// The name QEMU's `pipe` character device writes to: a link to [`SERIAL_FILE`].
+pub const SERIAL_OUTPUT_LINK: &str = "serial.out";
 pub const STDOUT_FILE: &str = "emulator.stdout";
 pub const STDERR_FILE: &str = "emulator.stderr";
 pub const BOCHS_CONFIG_FILE: &str = "bochsrc.txt";
@@ -153,6 +158,7 @@ impl Emulator {
     pub fn command(self, cpus: u8, dir: &Path, medium: Medium) -> std::io::Result<Command> {
         match self {
             Emulator::QemuBios | Emulator::QemuUefi | Emulator::QemuEpyc => {
+                make_serial_pipe(dir)?;
                 let mut cmd = Command::new("qemu-system-x86_64");
                 let model = if self == Emulator::QemuEpyc { "EPYC" } else { "max" };
                 cmd.args(qemu_args(self == Emulator::QemuUefi, model, cpus, medium));
@@ -246,9 +252,50 @@ pub fn qemu_machine_args(cpu_model: &str, cpus: u8) -> Vec<String> {
     .collect()
 }
 
-/// QEMU arguments (after the program name).
+/// Whether the emulator's serial port takes input from the harness
+/// ([`SERIAL_INPUT_FILE`]). Bochs 2.7's COM1 writes to a file (`mode=file`) and reads
+/// nothing; its other modes need a terminal or a TCP socket, which its network namespace
+/// shuts off.
+pub fn has_serial_input(emulator: Emulator) -> bool {
+    emulator.is_qemu()
+}
+
+/// Makes the files of a QEMU run's serial port in `dir`: the console output file
+/// [`SERIAL_FILE`] (empty), the link [`SERIAL_OUTPUT_LINK`] to it and the input FIFO
+/// [`SERIAL_INPUT_FILE`]. QEMU's `pipe` character device opens `PATH.in` and `PATH.out`
+/// read-write, so neither open waits for the other side (a FIFO opened read-write has
+/// both), and the output stays a plain file that the harness reads as it grows, as with
+/// `-serial file:`.
+pub fn make_serial_pipe(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::create(dir.join(SERIAL_FILE))?;
+    let link = dir.join(SERIAL_OUTPUT_LINK);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(SERIAL_FILE, &link)?;
+    let fifo = dir.join(SERIAL_INPUT_FILE);
+    let _ = std::fs::remove_file(&fifo);
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `c_path` is a NUL-terminated path that outlives the call.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// QEMU arguments (after the program name). The serial port is QEMU's `pipe` character
+/// device on the run folder's `serial.in` / `serial.out` ([`make_serial_pipe`]), so the
+/// harness can type into the machine's COM1.
 pub fn qemu_args(uefi: bool, cpu_model: &str, cpus: u8, medium: Medium) -> Vec<String> {
     let mut args = qemu_machine_args(cpu_model, cpus);
+    let serial = args.iter().position(|a| a == "-serial").expect("qemu_machine_args names the serial port");
+    args.splice(
+        serial..serial + 2,
+        [
+            "-chardev".to_string(),
+            "pipe,id=com1,path=serial".to_string(),
+            "-serial".to_string(),
+            "chardev:com1".to_string(),
+        ],
+    );
     args.extend(["-device".to_string(), format!("isa-debug-exit,iobase={QEMU_DEBUG_EXIT_PORT:#x},iosize=1")]);
     if uefi {
         args.extend(["-bios".to_string(), OVMF.to_string()]);
@@ -373,11 +420,25 @@ mod tests {
         assert_eq!(arg_after(&args, "-accel"), "tcg");
         assert_eq!(arg_after(&args, "-cpu"), "max");
         assert_eq!(arg_after(&args, "-smp"), "4");
-        assert_eq!(arg_after(&args, "-serial"), "file:serial.bin");
+        assert_eq!(arg_after(&args, "-serial"), "chardev:com1");
+        assert_eq!(arg_after(&args, "-chardev"), "pipe,id=com1,path=serial");
+        assert_eq!(args.iter().filter(|a| *a == "-serial").count(), 1);
         assert_eq!(arg_after(&args, "-device"), "isa-debug-exit,iobase=0xf4,iosize=1");
         assert_eq!(arg_after(&args, "-cdrom"), ISO_FILE);
         assert!(args.iter().any(|a| a == "-no-reboot"));
         assert!(!args.iter().any(|a| a == "-bios"));
+    }
+
+    #[test]
+    fn serial_pipe_files_join_qemus_output_to_the_serial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        make_serial_pipe(dir.path()).unwrap();
+        make_serial_pipe(dir.path()).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        let fifo = std::fs::metadata(dir.path().join(SERIAL_INPUT_FILE)).unwrap();
+        assert!(fifo.file_type().is_fifo());
+        std::fs::write(dir.path().join(SERIAL_OUTPUT_LINK), b"out").unwrap();
+        assert_eq!(std::fs::read(dir.path().join(SERIAL_FILE)).unwrap(), b"out");
     }
 
     #[test]

@@ -43,10 +43,7 @@ fn display_name(path: &Path) -> String {
 /// Where the image for `kernel` came from: this Bulkhead version, the workspace's commit,
 /// the system file the kernel was built for and the board file it names.
 pub fn provenance(kernel: &KernelImage) -> Result<Provenance, String> {
-    let loaded = bulkhead_board::load_system(
-        &kernel.config,
-        &bulkhead_board::LoadOptions { guest_dir: Some(kernel::binaries_dir()) },
-    );
+    let loaded = bulkhead_board::load_system(&kernel.config, &kernel::load_options());
     let system = loaded.result.map_err(|d| format!("invalid configuration {}:\n{d}", kernel.config.display()))?;
     let digest = |path: &Path| ConfigFile::digest(display_name(path), path).map_err(|e| e.to_string());
     Ok(Provenance {

@@ -27,6 +27,18 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// Where `@linux/NAME` payloads live: `target/linux-assets/current` (see
+/// [`crate::linux_system`]).
+pub fn linux_dir() -> PathBuf {
+    target_dir().join(bulkhead_board::LINUX_DIR)
+}
+
+/// How the tools resolve a system file's payload names: `@guests/NAME` in
+/// [`binaries_dir`], `@linux/NAME` in [`linux_dir`].
+pub fn load_options() -> bulkhead_board::LoadOptions {
+    bulkhead_board::LoadOptions { guest_dir: Some(binaries_dir()), linux_dir: Some(linux_dir()) }
+}
+
 /// Where `cargo build` puts the bare-metal binaries (kernel and guests).
 pub fn binaries_dir() -> PathBuf {
     target_dir().join(KERNEL_TARGET).join("release")
@@ -52,7 +64,9 @@ fn cargo_build(package: &str, config: Option<&Path>) -> Command {
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "-p", package, "--target", KERNEL_TARGET, "--release"]).current_dir(workspace_root());
     if let Some(config) = config {
-        cmd.env("BULKHEAD_CONFIG", config).env("BULKHEAD_GUEST_DIR", binaries_dir());
+        cmd.env("BULKHEAD_CONFIG", config)
+            .env("BULKHEAD_GUEST_DIR", binaries_dir())
+            .env("BULKHEAD_LINUX_DIR", linux_dir());
     }
     cmd
 }
@@ -91,6 +105,8 @@ pub fn build_kernel(config: &Path, quiet: bool) -> Result<KernelImage, String> {
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let config = std::path::absolute(config).map_err(|e| format!("bad config path {}: {e}", config.display()))?;
+    // `@linux/` payloads: fetched and built before the kernel's build checks them.
+    crate::linux_system::prepare(&config)?;
     let [guests, kernel] = build_commands(&config);
     run_build(guests, quiet)?;
     run_build(kernel, quiet)?;
@@ -106,7 +122,7 @@ pub fn build_kernel(config: &Path, quiet: bool) -> Result<KernelImage, String> {
 
 /// The payload files `config` names, as multiboot2 modules.
 pub fn boot_modules(config: &Path) -> Result<Vec<(PathBuf, String)>, String> {
-    let loaded = bulkhead_board::load_system(config, &bulkhead_board::LoadOptions { guest_dir: Some(binaries_dir()) });
+    let loaded = bulkhead_board::load_system(config, &load_options());
     let system = loaded.result.map_err(|d| format!("invalid configuration {}:\n{d}", config.display()))?;
     Ok(bulkhead_board::boot_modules(&system).into_iter().map(|m| (m.path, m.name)).collect())
 }

@@ -26,6 +26,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod linux_assets;
 pub mod linux_msg;
+pub mod linux_system;
 pub mod outcome;
 pub mod run;
 

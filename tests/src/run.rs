@@ -14,7 +14,9 @@ use bulkhead_abi::run::CMDLINE_EMULATOR_EXIT;
 use bulkhead_image::{Format, Manifest, Mismatch};
 
 use crate::console::{ConsoleDecoder, Line};
-use crate::emulator::{DISK_FILE, Emulator, Exit, ISO_FILE, Medium, SERIAL_FILE, STDERR_FILE, STDOUT_FILE};
+use crate::emulator::{
+    DISK_FILE, Emulator, Exit, ISO_FILE, Medium, SERIAL_FILE, SERIAL_INPUT_FILE, STDERR_FILE, STDOUT_FILE,
+};
 use crate::kernel;
 use crate::outcome::{Ending, Expectations, Outcome, decide};
 
@@ -30,6 +32,13 @@ pub const KEEP_LOGS_ENV: &str = "BULKHEAD_KEEP_LOGS";
 pub const KERNEL_FILE: &str = "kernel.elf";
 
 type LineCallback = Box<dyn FnMut(&Line) + Send>;
+
+/// Bytes to type into the machine's serial port once a decoded line contains `after`
+/// (see [`Run::type_after`]).
+struct Typing {
+    after: String,
+    bytes: Vec<u8>,
+}
 
 /// A harness-level failure: the run could not be carried out at all (no kernel, no ISO,
 /// no emulator). This is never a verdict on the kernel.
@@ -66,6 +75,8 @@ pub struct Run {
     kernel: Option<kernel::KernelImage>,
     image: Option<PathBuf>,
     on_line: Option<LineCallback>,
+    typing: Vec<Typing>,
+    input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
 impl Run {
@@ -85,6 +96,8 @@ impl Run {
             kernel: None,
             image: None,
             on_line: None,
+            typing: Vec::new(),
+            input: None,
         }
     }
 
@@ -184,6 +197,24 @@ impl Run {
         self
     }
 
+    /// Types `bytes` into the machine's serial port (COM1's receive side, the
+    /// hypervisor's console) as soon as a decoded line contains `after`, and after the
+    /// bytes of every earlier `type_after` went in: a script of prompts and answers, as
+    /// `expect` would type them. QEMU only ([`crate::emulator::has_serial_input`]).
+    pub fn type_after(mut self, after: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        self.typing.push(Typing { after: after.into(), bytes: bytes.into() });
+        self
+    }
+
+    /// Types whatever arrives on `input` into the machine's serial port as it arrives (a
+    /// terminal's keystrokes, for `cargo xtask run`); when its sender is gone the harness
+    /// stops the emulator and the run ends as it stands (without a verdict, a failure).
+    /// QEMU only.
+    pub fn input(mut self, input: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        self.input = Some(input);
+        self
+    }
+
     /// The kernel command line this run boots with.
     pub fn cmdline(&self) -> String {
         let mut words = vec![CMDLINE_EMULATOR_EXIT.to_string()];
@@ -233,7 +264,9 @@ impl Run {
             .emulator
             .command(self.cpus, dir.path(), medium)
             .map_err(|e| HarnessError(format!("cannot write the emulator config: {e}")))?;
+        let mut serial_input = self.open_serial_input(dir.path())?;
         let (mut child, command_line, started) = spawn_in(cmd, dir.path())?;
+        let mut typing = std::mem::take(&mut self.typing).into_iter().peekable();
 
         let mut decoder = ConsoleDecoder::new(table.as_deref());
         let mut raw = Vec::new();
@@ -255,10 +288,34 @@ impl Run {
                 if let Some(f) = self.on_line.as_mut() {
                     f(&line);
                 }
+                if let Some(input) = serial_input.as_mut()
+                    && typing.peek().is_some_and(|t| line.to_string().contains(&t.after))
+                    && let Some(t) = typing.next()
+                {
+                    type_into(input, &t.bytes)?;
+                }
                 lines.push(line);
+            }
+            let mut input_closed = false;
+            if let (Some(input), Some(keys)) = (serial_input.as_mut(), self.input.as_ref()) {
+                loop {
+                    match keys.try_recv() {
+                        Ok(bytes) => type_into(input, &bytes)?,
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                            input_closed = true;
+                            break;
+                        }
+                    }
+                }
             }
             if let Some(status) = exited {
                 break Ending::Exited(Exit::from(status));
+            }
+            // The keyboard was closed (Ctrl-A X in `cargo xtask run`): the run is over.
+            if input_closed && exited.is_none() {
+                child.kill();
+                break Ending::Stopped;
             }
             if stop_at_run_end && run_end_at.is_some() {
                 child.kill();
@@ -313,6 +370,25 @@ impl Run {
 }
 
 impl Run {
+    /// Opens the machine's serial input in the run folder `dir` (made by
+    /// [`Emulator::command`]) when this run types anything; before the emulator starts, so
+    /// no byte can be missed. A FIFO opened read-write never waits for a reader.
+    fn open_serial_input(&self, dir: &Path) -> Result<Option<File>, HarnessError> {
+        if self.typing.is_empty() && self.input.is_none() {
+            return Ok(None);
+        }
+        if !crate::emulator::has_serial_input(self.emulator) {
+            return Err(HarnessError(format!("{} takes no serial input from the harness", self.emulator)));
+        }
+        let path = dir.join(SERIAL_INPUT_FILE);
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map(Some)
+            .map_err(|e| HarnessError(format!("cannot open the serial input {}: {e}", path.display())))
+    }
+
     /// Builds the ISO for this run in `dir` and returns the kernel ELF it boots.
     fn build_iso(&mut self, cmdline: &str, dir: &Path) -> Result<PathBuf, HarnessError> {
         let image = match self.kernel.take() {
@@ -367,6 +443,13 @@ fn prepare_image(image: &Path, dir: &Path) -> Result<PreparedImage, HarnessError
     let kernel = dir.join(KERNEL_FILE);
     std::fs::write(&kernel, elf).map_err(|e| HarnessError(format!("cannot write {}: {e}", kernel.display())))?;
     Ok(PreparedImage { kernel, cmdline: manifest.kernel.cmdline, medium })
+}
+
+/// Writes typed bytes to the serial input FIFO (its 64 KiB buffer takes far more than
+/// anyone types, so this does not wait).
+fn type_into(input: &mut File, bytes: &[u8]) -> Result<(), HarnessError> {
+    use std::io::Write;
+    input.write_all(bytes).map_err(|e| HarnessError(format!("cannot type into the serial input: {e}")))
 }
 
 /// Reads whatever the emulator has added to the serial file, keeps it in `raw` and
@@ -602,7 +685,9 @@ impl Report {
         if let Ok(entries) = std::fs::read_dir(run_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                if name == ISO_FILE || name == DISK_FILE || !entry.path().is_file() {
+                // Plain files only: not the serial input FIFO (a copy would wait for a
+                // writer) nor the link QEMU writes its serial output through.
+                if name == ISO_FILE || name == DISK_FILE || !entry.file_type().is_ok_and(|t| t.is_file()) {
                     continue;
                 }
                 let to = dest.join(&name);

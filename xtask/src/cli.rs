@@ -28,8 +28,10 @@ console live; exits 0 only if the run ended in success.
   --emulator E   qemu (default: QEMU q35 TCG, AMD SVM backend), bochs (Bochs
                  corei7_skylake_x, Intel VT-x backend) or bochs-ryzen (Bochs ryzen, SVM)
   --uefi         boot QEMU with OVMF (UEFI) instead of SeaBIOS
-  --cpus N       CPUs of the emulated machine (default 2)
-  --timeout S    seconds before the run is stopped as timed out (default 60)
+  --cpus N       CPUs of the emulated machine (default 2, or the CPUs of the system's
+                 board if it has more)
+  --timeout S    seconds before the run is stopped as timed out (default 60; none for an
+                 interactive run)
   --config PATH  the system file to build (default board/systems/demo.toml, with Bochs
                  board/systems/demo-bochs.toml)
   --image PATH   boot this image (ISO or disk, from `cargo xtask image`) unchanged
@@ -37,7 +39,13 @@ console live; exits 0 only if the run ended in success.
                  console. The image's kernel has no `exit=emulator`, as on a board, so the
                  run is judged from the console and the emulator is stopped once the
                  kernel printed its run-end line
-  -- SWITCH...   extra kernel command-line words, e.g. `-- test=ud` (not with --image)",
+  -- SWITCH...   extra kernel command-line words, e.g. `-- test=ud` (not with --image)
+
+Keyboard: when the system names a `console_input` partition, standard input is a
+terminal and the emulator is QEMU, what you type goes to that partition (its virtual
+UART at COM1), e.g. a Linux shell: `cargo xtask run --config
+board/systems/linux-shell.toml`. Ctrl-A X quits, Ctrl-A Ctrl-A sends Ctrl-A; Ctrl-C
+goes to the partition. Other runs read no keys and end at their verdict as before.",
     },
     Command {
         name: "test",
@@ -234,6 +242,8 @@ pub struct RunArgs {
     pub emulator: Emulator,
     pub cpus: u8,
     pub timeout: Duration,
+    /// `--timeout` was given (an interactive run has no deadline otherwise).
+    pub timeout_given: bool,
     pub config: Option<PathBuf>,
     pub image: Option<PathBuf>,
     pub switches: Vec<String>,
@@ -245,6 +255,7 @@ impl Default for RunArgs {
             emulator: Emulator::QemuBios,
             cpus: 2,
             timeout: Duration::from_secs(60),
+            timeout_given: false,
             config: None,
             image: None,
             switches: Vec::new(),
@@ -369,6 +380,7 @@ fn parse_command(name: &str, o: &mut Options<'_>) -> Result<Task> {
                         }
                         "--timeout" => {
                             let v = o.value(&flag, inline)?;
+                            run.timeout_given = true;
                             run.timeout = match v.parse::<u64>() {
                                 Ok(s) if s > 0 => Duration::from_secs(s),
                                 _ => bail!("`--timeout {v}`: give a whole number of seconds"),
@@ -598,6 +610,7 @@ mod tests {
                 emulator: Emulator::Bochs,
                 cpus: 4,
                 timeout: Duration::from_secs(30),
+                timeout_given: true,
                 switches: vec!["test=ud".into(), "x".into()],
                 ..RunArgs::default()
             })

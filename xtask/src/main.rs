@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod flash;
 mod image;
+mod keys;
 mod linux;
 mod setup;
 
@@ -129,8 +130,9 @@ fn check(config: &Path) -> Result<ExitCode> {
     if !status(kernel::cargo_build_guests())? {
         bail!("building the guests failed; payloads named @guests/NAME cannot be checked");
     }
-    let loaded =
-        bulkhead_board::load_system(config, &bulkhead_board::LoadOptions { guest_dir: Some(kernel::binaries_dir()) });
+    // `@linux/` payloads: fetched through apt and built, so the check sees the real files.
+    bulkhead_tests::linux_system::prepare(config).map_err(anyhow::Error::msg)?;
+    let loaded = bulkhead_board::load_system(config, &kernel::load_options());
     for warning in &loaded.warnings {
         eprint!("{}", warning.warning());
     }
@@ -146,16 +148,37 @@ fn check(config: &Path) -> Result<ExitCode> {
     }
 }
 
+/// How long an interactive `cargo xtask run` may last without `--timeout`: a session
+/// at a shell ends with Ctrl-A X, not at a deadline.
+const INTERACTIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 fn run(args: RunArgs) -> Result<ExitCode> {
     if args.image.is_some() {
         return image::run_image(args);
     }
     ensure_host(Purpose::for_emulator(args.emulator))?;
     let image = build_for(&config_path(args.config.clone(), args.emulator)?)?;
+    let system = bulkhead_board::load_system(&image.config, &kernel::load_options())
+        .result
+        .map_err(|d| anyhow::anyhow!("invalid configuration {}:\n{d}", image.config.display()))?;
+    // The emulated machine has at least the CPUs the system's board lists.
+    let cpus = args.cpus.max(u8::try_from(system.board.cpus.len()).unwrap_or(u8::MAX));
+    // Keystrokes go to the `console_input` partition when there is one and a terminal to
+    // read them from; such a run lasts until its verdict or Ctrl-A X, unless `--timeout`
+    // says otherwise.
+    let input_partition = system.hypervisor.console_input.map(|id| system.partitions[usize::from(id.0)].name.clone());
+    let raw = match &input_partition {
+        Some(_) if bulkhead_tests::emulator::has_serial_input(args.emulator) => keys::RawInput::enter(),
+        _ => None,
+    };
+    let timeout = match (&raw, args.timeout_given) {
+        (Some(_), false) => INTERACTIVE_TIMEOUT,
+        _ => args.timeout,
+    };
     let mut run = Run::new(args.emulator)
         .name("xtask-run")
-        .cpus(args.cpus)
-        .timeout(args.timeout)
+        .cpus(cpus)
+        .timeout(timeout)
         .kernel(image)
         .on_line(|line| println!("{line}"));
     for switch in &args.switches {
@@ -164,11 +187,31 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     eprintln!(
         "booting on {} with {} cpu(s), kernel command line `{}`, timeout {} s",
         args.emulator,
-        args.cpus,
+        cpus,
         run.cmdline(),
-        args.timeout.as_secs()
+        timeout.as_secs()
     );
-    let report = run.try_execute()?;
+    match (&input_partition, &raw) {
+        (Some(name), Some(_)) => {
+            eprintln!(
+                "keyboard: what you type goes to partition `{name}` ({}; its lines appear when complete)",
+                keys::HELP
+            );
+            run = run.input(keys::forward());
+        }
+        (Some(name), None) => {
+            eprintln!(
+                "keyboard: not forwarded to partition `{name}` (standard input is not a terminal, or the emulator takes no serial input)"
+            )
+        }
+        (None, _) => {}
+    }
+    let report = run.try_execute();
+    drop(raw);
+    let report = report?;
+    if keys::quit_requested() {
+        eprintln!("\nquit from the keyboard (Ctrl-A X) before the run's verdict");
+    }
     eprint!("\n{}", report.summary());
     Ok(if report.outcome.is_passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -110,6 +110,7 @@ pub fn guest_dir() -> &'static Path {
         write("hermit", &fake_elf());
         write("demo-control", &fake_elf());
         write("demo-telemetry", &fake_elf());
+        write("test-witness", &fake_elf());
         write("linux", &fake_bzimage());
         write("linux-bad", &fake_bad_bzimage());
         // 64 MiB, sparse: more than any test partition holds.
@@ -118,6 +119,18 @@ pub fn guest_dir() -> &'static Path {
         write("empty", b"");
         write("initrd", b"070701 fake cpio");
         std::fs::create_dir_all(dir.join("dir")).unwrap();
+        dir
+    })
+}
+
+/// The directory that `@linux/NAME` resolves to in tests (fakes of the files
+/// `bulkhead_board::LINUX_ASSETS` names), filled once per test binary.
+pub fn linux_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch_dir("linux");
+        std::fs::write(dir.join("vmlinuz"), fake_bzimage()).unwrap();
+        std::fs::write(dir.join("shell-initramfs.cpio"), b"070701 fake cpio").unwrap();
         dir
     })
 }
@@ -138,5 +151,5 @@ pub fn config_dir() -> PathBuf {
 }
 
 pub fn options() -> bulkhead_board::LoadOptions {
-    bulkhead_board::LoadOptions { guest_dir: Some(guest_dir().to_owned()) }
+    bulkhead_board::LoadOptions { guest_dir: Some(guest_dir().to_owned()), linux_dir: Some(linux_dir().to_owned()) }
 }

@@ -47,6 +47,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         log_level: LogLevel::Info,
         console_format: ConsoleFormat::Defmt,
         verdict_partition: Some(PartitionId(1)), // telemetry
+        console_input: None,
     },
     partitions: &[
         // partition 0 `control`: cores [1], 16 MiB of memory

@@ -77,6 +77,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         log_level: LogLevel::Debug,
         console_format: ConsoleFormat::Text,
         verdict_partition: Some(PartitionId(2)), // bare
+        console_input: Some(PartitionId(2)), // bare
     },
     partitions: &[
         // partition 0 `rt-control`: cores [1, 2], 4160 KiB of memory

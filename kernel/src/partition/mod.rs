@@ -221,9 +221,15 @@ impl Partition {
         line.len = 0;
     }
 
-    /// A read of the virtual UART's register at `offset` from its base port.
+    /// A read of the virtual UART's register at `offset` from its base port. The
+    /// `console_input` partition's reads of its receiver registers first take in what was
+    /// typed on the hypervisor's console (`console::receive_input`).
     pub fn uart_read(&self, offset: u16) -> u8 {
-        self.uart.lock().read(offset)
+        let mut uart = self.uart.lock();
+        if SYSTEM.hypervisor.console_input == Some(self.config.id) && uart.read_polls_receiver(offset) {
+            crate::console::receive_input(&mut uart);
+        }
+        uart.read(offset)
     }
 
     /// A write to the virtual UART's register at `offset`; the byte to send to the
