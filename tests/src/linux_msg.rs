@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use crate::initramfs::Initramfs;
 use crate::kernel::{target_dir, workspace_root};
-use crate::linux_assets::LinuxAssets;
+use crate::linux_assets::{AssetError, LinuxAssets};
 
 /// Where the module's sources are, in the repository.
 pub const MODULE_SOURCES: &str = "linux/bulkhead-msg";
@@ -115,4 +115,28 @@ pub fn add_to_initramfs(assets: &LinuxAssets, initramfs: Initramfs) -> Result<In
     let tool = build_tool()?;
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     Ok(initramfs.file(INITRAMFS_MODULE, read(&module)?, 0o644).file(INITRAMFS_TOOL, read(&tool)?, 0o755))
+}
+
+/// The boot step the shell initramfs runs ([`crate::linux_system::INIT_STEPS_DIR`]): loads
+/// the module when the hypervisor describes connections for this partition (its ACPI
+/// BHCN table, which Linux lists under `/sys/firmware/acpi/tables/`); a partition without
+/// connections boots without it.
+pub const LOAD_STEP: &str = "etc/init.d/10-bulkhead-msg";
+
+/// The script of [`LOAD_STEP`].
+pub fn load_step_script() -> String {
+    format!(
+        "#!/bin/sh\n\
+         # Loads the Hyper-V messaging module when the partition has connections\n\
+         # (tests/src/linux_msg.rs, docs/linux.md).\n\
+         if [ -e /sys/firmware/acpi/tables/BHCN ]; then\n\
+         \tinsmod /{INITRAMFS_MODULE} && echo \"bulkhead-msg: module loaded, devices in /dev/bulkhead\"\n\
+         fi\n"
+    )
+}
+
+/// The shell initramfs's messaging addition ([`crate::linux_system::SHELL_EXTRAS`]): the
+/// module, the command and [`LOAD_STEP`].
+pub fn shell_extra(assets: &LinuxAssets, initramfs: Initramfs) -> Result<Initramfs, AssetError> {
+    Ok(add_to_initramfs(assets, initramfs).map_err(AssetError)?.file(LOAD_STEP, load_step_script().into_bytes(), 0o755))
 }

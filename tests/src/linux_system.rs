@@ -26,8 +26,10 @@ pub const INIT_STEPS_DIR: &str = "etc/init.d";
 /// `/bin`) and, for something to run at boot, an executable script in [`INIT_STEPS_DIR`].
 pub type ShellExtra = fn(&LinuxAssets, Initramfs) -> Result<Initramfs, AssetError>;
 
-/// The additions built into `@linux/shell-initramfs`, in order (none yet).
-pub const SHELL_EXTRAS: &[ShellExtra] = &[];
+/// The additions built into `@linux/shell-initramfs`, in order: the Hyper-V messaging
+/// module and the `bulkhead-msg` command, the module loaded at boot when the partition has
+/// connections ([`crate::linux_msg::shell_extra`]).
+pub const SHELL_EXTRAS: &[ShellExtra] = &[crate::linux_msg::shell_extra];
 
 /// `/init` of the shell initramfs. `cttyhack` opens the console's real device
 /// (`/dev/ttyS0`, from `/sys/class/tty/console/active`) and `setsid` makes the shell a

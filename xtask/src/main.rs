@@ -117,11 +117,23 @@ fn build(config: Option<PathBuf>) -> Result<kernel::KernelImage> {
 
 fn build_for(config: &Path) -> Result<kernel::KernelImage> {
     ensure_rust(Rust::BUILD)?;
+    ensure_linux_host(config)?;
     eprintln!("building the guests and the hypervisor for {}", display_path(config));
     for cmd in kernel::build_commands(config) {
         eprintln!("$ {}", show(&cmd));
     }
     kernel::build_kernel(config, false).map_err(anyhow::Error::msg)
+}
+
+/// What building the `@linux/` assets of a system file needs on the host (the shell
+/// initramfs carries a kernel module built against Debian's headers and a static
+/// command): installed or requested, as for the emulators.
+fn ensure_linux_host(config: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    if bulkhead_tests::linux_system::names_linux_assets(&text) {
+        ensure_host(&[Purpose::LinuxModule])?;
+    }
+    Ok(())
 }
 
 /// Validates a system file without building anything that needs it.
@@ -131,6 +143,7 @@ fn check(config: &Path) -> Result<ExitCode> {
         bail!("building the guests failed; payloads named @guests/NAME cannot be checked");
     }
     // `@linux/` payloads: fetched through apt and built, so the check sees the real files.
+    ensure_linux_host(config)?;
     bulkhead_tests::linux_system::prepare(config).map_err(anyhow::Error::msg)?;
     let loaded = bulkhead_board::load_system(config, &kernel::load_options());
     for warning in &loaded.warnings {
