@@ -30,16 +30,27 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 /// The Bochs MSR definitions of a direct boot (`cpu: msrs=`), in the run's folder.
 pub const BOCHS_MSRS_FILE: &str = "msrs.def";
 
-/// IA32_MISC_ENABLE (0x1A0) as the direct boot's Bochs CPU has it: Bochs 2.7's
-/// `corei7_skylake_x` lacks the MSR, which every Intel 64 CPU has (SDM Vol. 4 Table 2-2) and
-/// Linux's `verify_cpu` reads unguarded (a #GP there is a triple fault). It reads what a
-/// partition reads on that CPU ([`bulkhead_virt::misc_enable::partition_value`] of a
-/// refused read), so Linux sees the same machine both ways. Bochs's format: address,
-/// type, reset value (high, low), reserved bits (high, low), ignored bits (high, low).
+/// MSRs Bochs 2.7's `corei7_skylake_x` lacks although a real CPU of its kind has them,
+/// which Debian's kernel needs when it runs on that CPU directly (in a partition the
+/// hypervisor answers them or hides the feature):
+///
+/// - IA32_MISC_ENABLE (0x1A0): every Intel 64 CPU has it (SDM Vol. 4 Table 2-2); Linux's
+///   `verify_cpu` reads it unguarded (a #GP there is a triple fault). It reads what a
+///   partition reads on that CPU ([`bulkhead_virt::misc_enable::partition_value`] of a
+///   refused read), so Linux sees the same value both ways.
+/// - IA32_MCG_CAP (0x179, read-only) and IA32_MCG_STATUS (0x17A): the CPUID Bochs reports
+///   has MCE and MCA (leaf 1 EDX bits 7 and 14), whose MSRs every such CPU has (SDM Vol. 3B
+///   16.3.1); Linux panics ("MCA architectural violation") when MCG_STATUS is refused.
+///   Defined as a CPU with no banks and nothing pending (0), which Linux accepts.
+///
+/// Bochs's format: address, type, reset value (high, low), reserved bits (high, low: a
+/// write setting one is #GP), ignored bits (high, low).
 pub fn bochs_msrs() -> String {
     let value = bulkhead_virt::misc_enable::partition_value(None);
     format!(
         "# Written by bulkhead-tests for a direct boot (tests/src/direct.rs).\n\
+         0x00000179 0 00000000 00000000 ffffffff ffffffff 00000000 00000000\n\
+         0x0000017a 0 00000000 00000000 ffffffff fffffff8 00000000 00000000\n\
          0x000001a0 0 {:08x} {:08x} 00000000 00000000 00000000 00000000\n",
         value >> 32,
         value & 0xffff_ffff

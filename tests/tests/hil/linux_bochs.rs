@@ -21,6 +21,10 @@ const TSC_HZ: u64 = bulkhead_tests::emulator::BOCHS_IPS;
 /// timer starts), as in `partitions::vmx_boot_cpu_partition_gets_only_its_own_timer`.
 const CONTROL_SETUP_EXITS: u64 = 3;
 
+/// At most this many of Linux's exits on its way to /init are not port I/O (measured:
+/// about 4 400 on Bochs; one per clock read would be hundreds of thousands).
+const LINUX_NON_IO_EXITS_MAX: u64 = 20_000;
+
 #[test]
 fn linux_bochs_vmx_boots_debian_kernel_beside_a_ticking_partition() {
     let assets = linux_assets::shared().unwrap_or_else(|e| panic!("{e}"));
@@ -99,6 +103,18 @@ fn linux_bochs_vmx_boots_debian_kernel_beside_a_ticking_partition() {
     let (first, last) = (reports[0].1, reports[reports.len() - 1].1);
     assert!(first <= linux_start + TSC_HZ * 2, "the ticker's first report at {first}, Linux started at {linux_start}");
     assert!(last >= init_tsc, "the ticker's last report at {last}, before Linux reached /init at {init_tsc}");
+
+    // The clock Linux uses reads without exits: the reference TSC page, and the TSC under it,
+    // are read by the hardware. Linux reads its clock hundreds of thousands of times on the
+    // way to /init; its exits other than port I/O (the console's bytes, the absent CMOS
+    // RTC's polling) are a few thousand (set-up MSRs, CPUID, hypercalls). A generous bound.
+    let (_, msr, cpuid, other) = bochs_linux::exit_counts(messages.iter().copied(), "linux")
+        .unwrap_or_else(|| panic!("no exit counts for linux\n{diagnostic}"));
+    eprintln!("linux: exits: msr {msr}, cpuid {cpuid}, other {other}");
+    assert!(
+        msr + cpuid + other <= LINUX_NON_IO_EXITS_MAX,
+        "Linux's clock reads exit? msr {msr}, cpuid {cpuid}, other {other}"
+    );
 
     // 0 exits per timer interrupt: all the control partition's exits but its console's are
     // the set-up's.
