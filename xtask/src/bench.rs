@@ -304,7 +304,13 @@ pub fn linux_bench(json: bool) -> Result<ExitCode> {
         .run()?;
     eprintln!("bench: vmx Linux booted directly done in {:.1} s", direct.elapsed.as_secs_f64());
     if !direct.reached() {
-        direct.assert_reached();
+        let tail: Vec<&str> = direct.serial.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!(
+            "the direct Linux boot did not reach /init: markers {:?}\nlogs: {}\nlast console lines:\n{}",
+            direct.markers,
+            direct.log_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "(not kept)".into()),
+            tail.join("\n")
+        );
     }
     let after = |marker: &str| -> Option<&str> {
         let rest = direct.serial.split_once(marker)?.1;
