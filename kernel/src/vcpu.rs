@@ -128,7 +128,15 @@ fn start_vcpu<B: Backend>(
         // time) goes back to its power-on values along with its memory.
         crate::hyperv::reset_partition(partition);
         let entry = partition.load(boot).map_err(|()| Fault::Load)?;
-        info!("partition {=str}: starting on cpu {=u32} at {=u64:#x}", partition.name(), cpu.index(), entry.rip);
+        // The TSC of the start: with Bochs's instruction clock, where a benchmark's count of
+        // the partition's boot begins (docs/performance.md).
+        info!(
+            "partition {=str}: starting on cpu {=u32} at {=u64:#x}, tsc {=u64}",
+            partition.name(),
+            cpu.index(),
+            entry.rip,
+            crate::cpu::time::rdtsc()
+        );
         entry
     } else {
         info!(

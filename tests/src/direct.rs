@@ -1,11 +1,14 @@
-//! Boots a Linux kernel directly in QEMU, without the hypervisor: `qemu-system-x86_64
-//! -kernel vmlinuz -initrd initramfs -append CMDLINE`, on the same emulated machine as the
-//! hypervisor's QEMU runs ([`crate::emulator::qemu_machine_args`]). It checks
-//! that Debian's kernel and the initramfs built here work, and is the baseline "the same
-//! kernel booted directly" for comparisons with Linux in a partition.
+//! Boots a Linux kernel directly, without the hypervisor, on the same emulated machine as
+//! the hypervisor's runs: in QEMU `qemu-system-x86_64 -kernel vmlinuz -initrd initramfs
+//! -append CMDLINE` ([`crate::emulator::qemu_machine_args`]); in Bochs ([`DirectBoot::bochs`],
+//! VT-x model `corei7_skylake_x`, the harness's [`crate::emulator::bochs_config`]) from a GRUB
+//! ISO whose `linux`/`initrd` entry prints the TSC right before `boot`
+//! ([`bulkhead_image::LinuxIso`]). It checks that Debian's kernel and the initramfs built
+//! here work, and is the baseline "the same kernel booted directly" for comparisons with
+//! Linux in a partition (the Bochs one for `cargo xtask bench`).
 //!
-//! The run watches the serial output for marker strings, in order, and stops QEMU once the
-//! last one appeared (a shell does not end by itself), when QEMU exits (a kernel panic with
+//! The run watches the serial output for marker strings, in order, and stops the emulator once the
+//! last one appeared (a shell does not end by itself), when the emulator exits (a kernel panic with
 //! `panic=-1` and `-no-reboot`), or at the deadline.
 
 use std::fs::File;
@@ -14,13 +17,60 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::emulator::{Exit, SERIAL_FILE, STDERR_FILE, STDOUT_FILE};
+use crate::emulator::{
+    BOCHS_CONFIG_FILE, BOCHS_LOG_FILE, Emulator, Exit, ISO_FILE, Medium, SERIAL_FILE, STDERR_FILE, STDOUT_FILE,
+};
 use crate::run::{HarnessError, KEEP_LOGS_ENV, sanitize, spawn_in};
 use crate::{initramfs, kernel};
 
 /// The kernel command line of a direct boot: the console on the first UART, and a panic
 /// ends the run at once (QEMU runs with `-no-reboot`) instead of waiting for the deadline.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+/// The Bochs MSR definitions of a direct boot (`cpu: msrs=`), in the run's folder.
+pub const BOCHS_MSRS_FILE: &str = "msrs.def";
+
+/// MSRs Bochs 2.7's `corei7_skylake_x` lacks although a real CPU of its kind has them,
+/// which Debian's kernel needs when it runs on that CPU directly (in a partition the
+/// hypervisor answers them or hides the feature):
+///
+/// - IA32_MISC_ENABLE (0x1A0): every Intel 64 CPU has it (SDM Vol. 4 Table 2-2); Linux's
+///   `verify_cpu` reads it unguarded (a #GP there is a triple fault). It reads what a
+///   partition reads on that CPU ([`bulkhead_virt::misc_enable::partition_value`] of a
+///   refused read), so Linux sees the same value both ways.
+/// - IA32_MCG_CAP (0x179, read-only) and IA32_MCG_STATUS (0x17A): the CPUID Bochs reports
+///   has MCE and MCA (leaf 1 EDX bits 7 and 14), whose MSRs every such CPU has (SDM Vol. 3B
+///   16.3.1); Linux panics ("MCA architectural violation") when MCG_STATUS is refused.
+///   Defined as a CPU with no banks and nothing pending (0), which Linux accepts.
+///
+/// Bochs's format: address, type, reset value (high, low), reserved bits (high, low: a
+/// write setting one is #GP), ignored bits (high, low).
+pub fn bochs_msrs() -> String {
+    let value = bulkhead_virt::misc_enable::partition_value(None);
+    format!(
+        "# Written by bulkhead-tests for a direct boot (tests/src/direct.rs).\n\
+         0x00000179 0 00000000 00000000 ffffffff ffffffff 00000000 00000000\n\
+         0x0000017a 0 00000000 00000000 ffffffff fffffff8 00000000 00000000\n\
+         0x000001a0 0 {:08x} {:08x} 00000000 00000000 00000000 00000000\n",
+        value >> 32,
+        value & 0xffff_ffff
+    )
+}
+
+/// Adds [`bochs_msrs`] to the bochsrc written in `dir`: more of the hardware's MSRs, never
+/// fewer checks (`ignore_bad_msrs=0` stays).
+fn with_bochs_msrs(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join(BOCHS_MSRS_FILE), bochs_msrs())?;
+    let config = std::fs::read_to_string(dir.join(BOCHS_CONFIG_FILE))?;
+    let config: String = config
+        .lines()
+        .map(|line| match line.starts_with("cpu: ") {
+            true => format!("{line}, msrs=\"{BOCHS_MSRS_FILE}\"\n"),
+            false => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(dir.join(BOCHS_CONFIG_FILE), config)
+}
 
 /// A direct boot to perform.
 #[derive(Debug, Clone)]
@@ -32,6 +82,7 @@ pub struct DirectBoot {
     cpus: u8,
     timeout: Duration,
     markers: Vec<String>,
+    bochs: bool,
 }
 
 /// What a direct boot showed.
@@ -40,13 +91,13 @@ pub struct DirectReport {
     pub name: String,
     /// The serial console, as text.
     pub serial: String,
-    /// Each marker, with the time from QEMU's start to its appearance (None: never seen).
+    /// Each marker, with the time from the emulator's start to its appearance (None: never seen).
     pub markers: Vec<(String, Option<Duration>)>,
-    /// How QEMU ended, if it ended by itself (a run that reached every marker is stopped).
+    /// How the emulator ended, if it ended by itself (a run that reached every marker is stopped).
     pub exit: Option<Exit>,
     pub elapsed: Duration,
     pub timeout: Duration,
-    /// The QEMU command line, run in the run's folder.
+    /// The emulator command line, run in the run's folder.
     pub command_line: String,
     /// Where the logs were kept (runs that did not reach every marker, or with
     /// `BULKHEAD_KEEP_LOGS`).
@@ -67,7 +118,15 @@ impl DirectBoot {
             cpus: 1,
             timeout: Duration::from_secs(300),
             markers: vec![initramfs::INIT_MARKER.to_string(), initramfs::SHELL_PROMPT.to_string()],
+            bochs: false,
         }
+    }
+
+    /// Boots in Bochs (`corei7_skylake_x`, [`crate::emulator::Emulator::Bochs`]'s machine)
+    /// from a GRUB ISO instead of QEMU.
+    pub fn bochs(mut self) -> Self {
+        self.bochs = true;
+        self
     }
 
     /// Names the run (its log folder `target/hil-logs/<name>/`).
@@ -91,6 +150,12 @@ impl DirectBoot {
     pub fn append(mut self, words: &str) -> Self {
         self.cmdline.push(' ');
         self.cmdline.push_str(words);
+        self
+    }
+
+    /// Replaces the kernel command line.
+    pub fn cmdline(mut self, cmdline: &str) -> Self {
+        self.cmdline = cmdline.to_string();
         self
     }
 
@@ -123,8 +188,20 @@ impl DirectBoot {
             .prefix(&format!("bulkhead-direct-{}-", sanitize(&self.name)))
             .tempdir()
             .map_err(|e| HarnessError(format!("cannot create a run folder: {e}")))?;
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(self.qemu_args());
+        let cmd = if self.bochs {
+            bulkhead_image::LinuxIso::new(&self.kernel, &self.initrd, &self.cmdline)
+                .build(&dir.path().join(ISO_FILE))
+                .map_err(|e| HarnessError(format!("cannot build the direct-boot ISO: {e}")))?;
+            let cmd = Emulator::Bochs
+                .command(self.cpus, dir.path(), Medium::Cdrom)
+                .map_err(|e| HarnessError(format!("cannot write the Bochs configuration: {e}")))?;
+            with_bochs_msrs(dir.path()).map_err(|e| HarnessError(format!("cannot write {BOCHS_MSRS_FILE}: {e}")))?;
+            cmd
+        } else {
+            let mut cmd = Command::new("qemu-system-x86_64");
+            cmd.args(self.qemu_args());
+            cmd
+        };
         let (mut child, command_line, started) = spawn_in(cmd, dir.path())?;
 
         let mut serial: Option<File> = None;
@@ -133,7 +210,7 @@ impl DirectBoot {
         let mut search_from = 0;
         let deadline = started + self.timeout;
         let exit = loop {
-            let exited = child.0.try_wait().map_err(|e| HarnessError(format!("cannot wait for QEMU: {e}")))?;
+            let exited = child.0.try_wait().map_err(|e| HarnessError(format!("cannot wait for the emulator: {e}")))?;
             if serial.is_none() {
                 serial = File::open(dir.path().join(SERIAL_FILE)).ok();
             }
@@ -182,7 +259,7 @@ impl DirectReport {
         self.markers.iter().all(|(_, t)| t.is_some())
     }
 
-    /// The time from QEMU's start to `marker`.
+    /// The time from the emulator's start to `marker`.
     pub fn time_to(&self, marker: &str) -> Option<Duration> {
         self.markers.iter().find(|(m, _)| m == marker).and_then(|(_, t)| *t)
     }
@@ -195,7 +272,7 @@ impl DirectReport {
         }
         let missing: Vec<&str> = self.markers.iter().filter(|(_, t)| t.is_none()).map(|(m, _)| m.as_str()).collect();
         let ending = match self.exit {
-            Some(exit) => format!("QEMU ended ({exit}) after {:.1} s", self.elapsed.as_secs_f64()),
+            Some(exit) => format!("the emulator ended ({exit}) after {:.1} s", self.elapsed.as_secs_f64()),
             None => format!("timed out after {} s", self.timeout.as_secs()),
         };
         let tail: Vec<&str> = self.serial.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
@@ -216,7 +293,9 @@ impl DirectReport {
         if !keep || std::fs::create_dir_all(&dest).is_err() {
             return;
         }
-        for name in [SERIAL_FILE, STDOUT_FILE, STDERR_FILE, "command.txt"] {
+        for name in
+            [SERIAL_FILE, STDOUT_FILE, STDERR_FILE, BOCHS_CONFIG_FILE, BOCHS_MSRS_FILE, BOCHS_LOG_FILE, "command.txt"]
+        {
             let _ = std::fs::copy(run_dir.join(name), dest.join(name));
         }
         self.log_dir = Some(dest);
@@ -243,6 +322,18 @@ mod tests {
         assert_eq!(after("-append"), "console=ttyS0 panic=-1 quiet");
         assert!(args.iter().any(|a| a == "-no-reboot"));
         assert!(!args.iter().any(|a| a == "-cdrom" || a == "-bios"));
+    }
+
+    #[test]
+    fn bochs_direct_boot_defines_misc_enable_as_a_partition_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        Emulator::Bochs.command(2, dir.path(), Medium::Cdrom).unwrap();
+        with_bochs_msrs(dir.path()).unwrap();
+        let config = std::fs::read_to_string(dir.path().join(BOCHS_CONFIG_FILE)).unwrap();
+        let cpu = config.lines().find(|l| l.starts_with("cpu: ")).unwrap();
+        assert!(cpu.contains("ignore_bad_msrs=0") && cpu.ends_with(", msrs=\"msrs.def\""), "{cpu}");
+        let msrs = std::fs::read_to_string(dir.path().join(BOCHS_MSRS_FILE)).unwrap();
+        assert!(msrs.contains("\n0x000001a0 0 00000000 00001801 00000000 00000000 00000000 00000000\n"), "{msrs}");
     }
 
     #[test]

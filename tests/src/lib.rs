@@ -17,6 +17,7 @@
 //! initramfs (newc cpio), and [`direct`] boots a kernel directly in QEMU, without the
 //! hypervisor (the baseline, and the check that the assets work).
 
+pub mod bochs_linux;
 pub mod console;
 pub mod direct;
 pub mod emulator;
@@ -29,6 +30,7 @@ pub mod linux_msg;
 pub mod linux_system;
 pub mod outcome;
 pub mod run;
+pub mod tsc_init;
 
 pub use console::{Level, Line};
 pub use emulator::{Emulator, Exit};

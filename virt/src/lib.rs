@@ -57,6 +57,7 @@ pub mod hyperv_clock;
 pub mod hyperv_msr;
 pub mod ipi;
 pub mod memory;
+pub mod misc_enable;
 pub mod mmio_decode;
 pub mod model_msr;
 pub mod msr_map;

@@ -1,8 +1,11 @@
 //! `cargo xtask bench`: deterministic benchmarks in Bochs on both backends.
 
-use anyhow::{Result, bail};
-use bulkhead_tests::{Emulator, Run, kernel};
+use anyhow::{Context, Result, bail};
+use bulkhead_tests::bochs_linux::{self, BENCH_CMDLINE, BENCH_DONE_LINE, TSC_LINE};
+use bulkhead_tests::direct::DirectBoot;
+use bulkhead_tests::{Emulator, Run, kernel, linux_assets, tsc_init};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::{build_for, root, setup};
 use bulkhead_tests::host::Purpose;
@@ -237,4 +240,131 @@ fn bench_backend(
     }
     values.extend(receive);
     Ok(values)
+}
+
+/// The Linux boot group's deadline per run (each takes minutes, see docs/performance.md).
+const LINUX_RUN_TIMEOUT: Duration = Duration::from_secs(2400);
+
+/// The ratio target of `vmx/linux-boot-ratio`, in thousandths: Linux in a partition takes
+/// at most 2% more instructions to reach `/init` than booted directly.
+const LINUX_RATIO_TARGET_PERMILLE: u64 = 1020;
+
+/// `cargo xtask bench --linux`: Debian's kernel to `/init`, in instructions, inside a
+/// partition on Bochs VT-x (beside the ticking `control` partition,
+/// `bulkhead_tests::bochs_linux`) and booted directly by GRUB on the same emulated machine,
+/// with the same initramfs and command line (plus `mem=130M`, the partition's RAM).
+///
+/// What is counted: TSC ticks (Bochs `clock: sync=none`: one per instruction slot of each
+/// CPU) from the kernel's first instruction to `/init`'s first instruction (its RDTSC,
+/// `bulkhead_tests::tsc_init`). The start is, in the partition, the TSC the hypervisor logs
+/// when it starts the partition (`partition linux: starting on cpu 0 at …, tsc T`, just
+/// before the first VM entry at the 64-bit entry point); directly, the TSC GRUB reads
+/// (`rdmsr`) just before its `boot` (GRUB's own hand-over, the 32-bit entry, is a few
+/// thousand instructions more).
+pub fn linux_bench(json: bool) -> Result<ExitCode> {
+    setup::ensure_host(Purpose::for_emulator(Emulator::Bochs))?;
+    let assets = linux_assets::fetch(&linux_assets::cache_root(), &mut |line| eprintln!("{line}"))?;
+    assets.check_initramfs_support()?;
+    let dir = kernel::target_dir().join("bulkhead-configs/linux-bench");
+    std::fs::create_dir_all(&dir)?;
+    let initrd = dir.join("initramfs-bench.cpio");
+    bochs_linux::initramfs(assets.initramfs()?, &bochs_linux::bench_init_script()).write(&initrd)?;
+    let config = bochs_linux::system_file(&dir, "linux-bench", &assets.vmlinuz(), &initrd, BENCH_CMDLINE);
+    let image = build_for(&config)?;
+
+    eprintln!("bench: vmx Linux in a partition on {} ...", Emulator::Bochs);
+    let report = Run::new(Emulator::Bochs)
+        .name("xtask-bench-vmx-linux-partition")
+        .cpus(3)
+        .timeout(LINUX_RUN_TIMEOUT)
+        .kernel(image)
+        .try_execute()?;
+    eprintln!("bench: vmx Linux in a partition done in {:.1} s", report.elapsed.as_secs_f64());
+    if !report.outcome.is_passed() {
+        eprint!("{}", report.diagnostic());
+        bail!("the Linux partition bench run failed");
+    }
+    let messages: Vec<&str> = report.lines.iter().map(|l| l.message()).collect();
+    let start = bochs_linux::start_tsc(messages.iter().copied(), "linux")
+        .context("the hypervisor logged no start TSC for partition linux")?;
+    let partition_init = report
+        .partition_console("linux")
+        .iter()
+        .find_map(|l| tsc_init::parse_tsc(l.split_once(TSC_LINE)?.1))
+        .context("Linux in the partition logged no /init TSC")?;
+
+    eprintln!("bench: vmx Linux booted directly on {} ...", Emulator::Bochs);
+    let direct = DirectBoot::new(assets.vmlinuz(), &initrd)
+        .bochs()
+        .name("xtask-bench-vmx-linux-direct")
+        .cpus(2)
+        .cmdline(&format!("{BENCH_CMDLINE} mem=130M"))
+        .timeout(LINUX_RUN_TIMEOUT)
+        .until(&[bulkhead_image::LINUX_BOOT_TSC_LINE, TSC_LINE, BENCH_DONE_LINE])
+        .run()?;
+    eprintln!("bench: vmx Linux booted directly done in {:.1} s", direct.elapsed.as_secs_f64());
+    if !direct.reached() {
+        let tail: Vec<&str> = direct.serial.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!(
+            "the direct Linux boot did not reach /init: markers {:?}\nlogs: {}\nlast console lines:\n{}",
+            direct.markers,
+            direct.log_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "(not kept)".into()),
+            tail.join("\n")
+        );
+    }
+    let after = |marker: &str| -> Option<&str> {
+        let rest = direct.serial.split_once(marker)?.1;
+        rest.split_whitespace().next()
+    };
+    let grub = after(bulkhead_image::LINUX_BOOT_TSC_LINE)
+        .and_then(|t| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+        .context("GRUB printed no TSC before booting Linux")?;
+    let direct_init =
+        after(TSC_LINE).and_then(tsc_init::parse_tsc).context("Linux booted directly logged no /init TSC")?;
+
+    let in_partition = partition_init.checked_sub(start).context("/init's TSC before the partition's start")?;
+    let booted_directly = direct_init.checked_sub(grub).context("/init's TSC before GRUB's boot")?;
+    let ratio = in_partition * 1000 / booted_directly.max(1);
+    let rows: [(&str, u64, &str, Option<u64>); 5] = [
+        ("vmx/linux-boot-partition", in_partition, "instructions", None),
+        ("vmx/linux-boot-direct", booted_directly, "instructions", None),
+        ("vmx/linux-boot-ratio", ratio, "permille", Some(LINUX_RATIO_TARGET_PERMILLE)),
+        ("vmx/linux-boot-partition-from-reset", partition_init, "instructions", None),
+        ("vmx/linux-boot-direct-from-reset", direct_init, "instructions", None),
+    ];
+    if json {
+        let cases: Vec<String> = rows
+            .iter()
+            .map(|(name, v, unit, target)| {
+                let (target, met) = match target {
+                    Some(t) => (t.to_string(), (v <= t).to_string()),
+                    None => ("null".into(), "null".into()),
+                };
+                format!(
+                    "{{\"case\":\"{name}\",\"value\":{v},\"unit\":\"{unit}\",\"target_max\":{target},\"met\":{met}}}"
+                )
+            })
+            .collect();
+        println!(
+            "{{\"backends\":[{{\"backend\":\"vmx\",\"emulator\":\"bochs corei7_skylake_x\",\"cases\":[{}]}}]}}",
+            cases.join(",")
+        );
+    } else {
+        println!("{:<38} {:>12}  {:<13} target", "case", "value", "unit");
+        for (name, v, unit, target) in rows {
+            match target {
+                Some(t) => {
+                    let verdict = if v <= t { "met" } else { "MISSED" };
+                    println!("{name:<38} {v:>12}  {unit:<13} <= {t} ({verdict})");
+                }
+                None => println!("{name:<38} {v:>12}  {unit:<13} -"),
+            }
+        }
+        println!(
+            "(wall time: {:.0} s in the partition, {:.0} s directly)",
+            report.elapsed.as_secs_f64(),
+            direct.elapsed.as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,13 @@
 //! console's port writes). `case=timer-setup`: the same without the loop, so that the
 //! set-up's own exits (the calibration, the switch to x2APIC mode, starting the timer) can
 //! be subtracted: the run is deterministic, so the difference is the loop's exits.
+//!
+//! `case=ticker`: the real-time partition beside Linux (the Linux boot test and bench).
+//! The same 1 kHz timer, then a loop that never ends: every `every=N` ticks (default 1000)
+//! it prints the tick count and the TSC, so the log shows the timer ticking throughout the
+//! neighbour's boot, and the hypervisor's exit count for the partition at the run's end
+//! shows what the ticks cost (its console output aside). It spins instead of halting:
+//! HLT is an exit.
 #![no_std]
 #![no_main]
 
@@ -86,6 +93,24 @@ fn timer(tsc_hz: u64, loop_instructions: u64) {
     println!("bench: timer_period={}", period);
 }
 
+/// The `ticker` case: the timer at 1 kHz and a report every `every` ticks, forever.
+fn ticker(tsc_hz: u64, every: u64) -> ! {
+    let (apic_ticks, tsc_ticks) = apic_per_tsc(1_000_000);
+    let period = (apic_ticks * tsc_hz / tsc_ticks / 1000).max(1) as u32;
+    gp::install();
+    gp::start_timer(period);
+    println!("ticker: 1 kHz timer started (period {}), a report every {} ticks", period, every);
+    let mut next = every;
+    loop {
+        let ticks = gp::ticks();
+        if ticks >= next {
+            println!("ticker: ticks={} tsc={}", ticks, rdtsc());
+            next += every;
+        }
+        core::hint::spin_loop();
+    }
+}
+
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".text._start")]
 extern "C" fn _start(args: *const u8) -> ! {
@@ -96,6 +121,11 @@ extern "C" fn _start(args: *const u8) -> ! {
             let tsc_hz = arg(args, "tsc_hz").and_then(bulkhead_guests::parse_u64).unwrap_or(50_000_000);
             timer(tsc_hz, if case == "timer" { 10_000_000 } else { 0 });
             bulkhead_guests::report(true)
+        }
+        Some("ticker") => {
+            let tsc_hz = arg(args, "tsc_hz").and_then(bulkhead_guests::parse_u64).unwrap_or(50_000_000);
+            let every = arg(args, "every").and_then(bulkhead_guests::parse_u64).unwrap_or(1000).max(1);
+            ticker(tsc_hz, every)
         }
         Some("exits") | None => {
             exits();

@@ -14,8 +14,8 @@
 //! An MSR on the list is forwarded to the hardware only if this CPU has it: the MTRRs
 //! against MTRRCAP (variable pairs below VCNT, the fixed ones with FIX; CPUID.1:EDX.MTRR
 //! and MTRRCAP are recorded at boot, `bulkhead_virt::mtrr`, and MTRRCAP itself is answered
-//! from that record, as it is read-only), MISC_ENABLE on
-//! Intel only, TSC_DEADLINE with its CPUID bit. And every access the hypervisor makes on
+//! from that record, as it is read-only), TSC_DEADLINE with its CPUID bit. MISC_ENABLE
+//! exists on Intel only and is always answered there (`bulkhead_virt::misc_enable`). And every access the hypervisor makes on
 //! a partition's behalf runs through `cpu/fixup.rs`, so one the hardware refuses anyway
 //! becomes a #GP for the partition rather than an exception in the hypervisor.
 
@@ -60,8 +60,11 @@ fn allowed_read(msr: u32) -> Option<u64> {
         mtrr::DEF_TYPE | mtrr::VARIABLE_FIRST..=mtrr::LAST if crate::cpu::capabilities::mtrrs().exists(msr) => {
             hardware_safe(msr)
         }
-        // An Intel MSR (SDM Vol. 4 Table 2-2); AMD CPUs have none at 0x1A0.
-        IA32_MISC_ENABLE if !crate::cpu::capabilities::is_amd() => hardware_safe(msr),
+        // An Intel MSR every Intel 64 CPU has (SDM Vol. 4 Table 2-2), so answered even where
+        // the CPU (an emulator) refuses it (`bulkhead_virt::misc_enable`); AMD CPUs have none.
+        IA32_MISC_ENABLE if !crate::cpu::capabilities::is_amd() => {
+            Some(bulkhead_virt::misc_enable::partition_value(hardware_safe(msr)))
+        }
         // Fixed values for the microcode revision and AMD's SYSCFG and HWCR; the real
         // registers are the board's (`bulkhead_virt::model_msr`).
         msr => model_msr::read(msr, crate::cpu::capabilities::is_amd()),

@@ -14,17 +14,17 @@ use bulkhead_tests::{Emulator, Run};
 /// Linux's command line in the partition. No clock parameter: Linux takes the TSC and
 /// APIC timer frequencies from the Hyper-V frequency MSRs (there is no PIT to calibrate
 /// against) and keeps time with the reference TSC page.
-const CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1";
+pub(crate) const CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1";
 
 /// What `/init` writes to its standard output, the console (ttyS0): a program's output
 /// through the tty layer needs Linux's 8250 driver to poll the UART (the DSDT's COM1
 /// without an interrupt, IIR's THRE condition), unlike the kernel's own messages.
-const STDOUT_LINE: &str = "bulkhead-test: /init writes to ttyS0";
+pub(crate) const STDOUT_LINE: &str = "bulkhead-test: /init writes to ttyS0";
 
 /// What `/init` looks for in the kernel log (`dmesg`) before it reports: it reached
 /// userspace, recognised Hyper-V, brought up both vCPUs and keeps time with the
 /// hypervisor's reference TSC page.
-const DMESG_LINES: &[&str] = &[
+pub(crate) const DMESG_LINES: &[&str] = &[
     "Run /init as init process",
     "Hypervisor detected: Microsoft Hyper-V",
     "smp: Brought up 1 node, 2 CPUs",
@@ -44,7 +44,7 @@ const DMESG_ABSENT: &[&str] = &["Fast TSC calibration failed", "TSC: PIT calibra
 /// of the absent ones. The pause lets the partition's console rate limit (10 lines a
 /// second after a burst of 200, docs/platform.md) refill after Linux's 300-odd boot lines,
 /// so that these lines are printed, not dropped; the kernel log itself keeps every line.
-fn init_script() -> String {
+pub(crate) fn init_script() -> String {
     let mut script = String::from(
         "#!/bin/sh\n\
          export PATH=/bin\n\

@@ -13,6 +13,7 @@ mod hyperv;
 mod image;
 mod isolation;
 mod linux;
+mod linux_bochs;
 mod linux_console;
 mod linux_direct;
 mod linux_msg;
