@@ -103,11 +103,6 @@ pub enum Refusal {
     TimerMode(u8),
 }
 
-/// LVT delivery mode NMI (Figure 11-8).
-const LINT_KEPT_MASKED_NMI: u8 = 0b100;
-/// LVT delivery mode ExtINT (Figure 11-8).
-const LINT_KEPT_MASKED_EXTINT: u8 = 0b111;
-
 /// x2APIC register writes that pass through the MSR bitmap where the CPU has an x2APIC:
 /// those without a delivery-mode field, whose reserved bits the x2APIC hardware itself
 /// refuses with #GP in the guest (SDM 11.12.1.2). TPR, EOI, SVR, ESR, the LVT timer,
@@ -213,29 +208,6 @@ impl Register {
         )
     }
 
-    /// Whether the register is the LVT entry of a local interrupt pin (LINT0 or LINT1).
-    #[inline]
-    pub const fn is_lint(self) -> bool {
-        matches!(self, Register::LvtLint0 | Register::LvtLint1)
-    }
-
-    /// The value the hypervisor writes to the hardware for a partition's admitted write of
-    /// `value`: the same, except that a LINT pin set to NMI or ExtINT stays masked. On a PC
-    /// the firmware wires LINT1 to the chipset's NMI and LINT0 to the 8259 (MP spec 3.6.2),
-    /// and general-purpose kernels program them so on every boot (Linux: LINT1 NMI, LINT0
-    /// ExtINT on the boot CPU). In a partition those pins are the board's, connected to
-    /// nothing the partition owns: the write is taken, as hardware would take it, and the
-    /// pin delivers nothing (the register reads back with the mask bit set).
-    #[inline]
-    pub const fn hardware_value(self, value: u64) -> u64 {
-        let mode = ((value & DELIVERY_MODE) >> 8) as u8;
-        if self.is_lint() && matches!(mode, LINT_KEPT_MASKED_NMI | LINT_KEPT_MASKED_EXTINT) {
-            value | MASK
-        } else {
-            value
-        }
-    }
-
     /// Checks a partition's WRMSR of `value` to this register.
     #[inline]
     pub const fn check_write(self, value: u64, features: &Features) -> Result<(), Refusal> {
@@ -245,12 +217,9 @@ impl Register {
         }
         if self.has_delivery_mode() {
             let mode = ((value & DELIVERY_MODE) >> 8) as u8;
-            // 001, 011 and 110 are reserved (Figure 11-8); the rest only masked, except an
-            // NMI or ExtINT on the LINT pins, which is taken and kept masked
-            // ([`Register::hardware_value`]).
+            // 001, 011 and 110 are reserved (Figure 11-8); the rest only masked.
             let reserved = matches!(mode, 0b001 | 0b011 | 0b110);
-            let pin_kept_masked = self.is_lint() && matches!(mode, LINT_KEPT_MASKED_NMI | LINT_KEPT_MASKED_EXTINT);
-            if reserved || (mode != 0 && value & MASK == 0 && !pin_kept_masked) {
+            if reserved || (mode != 0 && value & MASK == 0) {
                 return Err(Refusal::DeliveryMode(mode));
             }
         }
@@ -354,21 +323,10 @@ mod tests {
     fn lvt_delivery_modes() {
         // Fixed, unmasked: allowed; NMI unmasked: refused; NMI masked: allowed.
         assert_eq!(check_write(0x835, 0x40, &SKYLAKE), Ok(Register::LvtLint0));
-        assert_eq!(check_write(0x834, 0x400, &SKYLAKE), Err(Refusal::DeliveryMode(4)));
-        assert_eq!(check_write(0x833, 0x700, &SKYLAKE), Err(Refusal::DeliveryMode(7)));
+        assert_eq!(check_write(0x835, 0x400, &SKYLAKE), Err(Refusal::DeliveryMode(4)));
         assert_eq!(check_write(0x835, 0x400 | MASK, &SKYLAKE), Ok(Register::LvtLint0));
+        assert_eq!(check_write(0x836, 0x700, &SKYLAKE), Err(Refusal::DeliveryMode(7)));
         assert_eq!(check_write(0x833, 0x200, &SKYLAKE), Err(Refusal::DeliveryMode(2)));
-        // The LINT pins take NMI and ExtINT unmasked, and keep them masked in the hardware;
-        // SMI and INIT stay refused there too.
-        assert_eq!(check_write(0x836, 0x400, &SKYLAKE), Ok(Register::LvtLint1));
-        assert_eq!(check_write(0x835, 0x700, &SKYLAKE), Ok(Register::LvtLint0));
-        assert_eq!(Register::LvtLint1.hardware_value(0x400), 0x400 | MASK);
-        assert_eq!(Register::LvtLint0.hardware_value(0x700), 0x700 | MASK);
-        assert_eq!(Register::LvtLint0.hardware_value(0x40), 0x40);
-        assert_eq!(Register::LvtPerformance.hardware_value(0x400 | MASK), 0x400 | MASK);
-        for mode in [2u64, 5] {
-            assert_eq!(check_write(0x836, mode << 8, &SKYLAKE), Err(Refusal::DeliveryMode(mode as u8)));
-        }
         // Reserved modes even masked.
         for mode in [1u64, 3, 6] {
             assert_eq!(check_write(0x834, (mode << 8) | MASK, &SKYLAKE), Err(Refusal::DeliveryMode(mode as u8)));

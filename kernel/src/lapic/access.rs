@@ -119,16 +119,6 @@ pub fn check_write(partition: &crate::partition::Partition, msr: u32, value: u64
     false
 }
 
-/// The value written to the hardware for an admitted partition write
-/// (`bulkhead_virt::x2apic::Register::hardware_value`).
-#[inline]
-pub fn hardware_value(msr: u32, value: u64) -> u64 {
-    match x2apic::Register::at(msr, &features()) {
-        Some(register) => register.hardware_value(value),
-        None => value,
-    }
-}
-
 /// Logs a refused write (rate-limited).
 #[cold]
 fn refused(partition: &crate::partition::Partition, msr: u32, value: u64, refusal: Refusal) {

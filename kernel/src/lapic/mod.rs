@@ -275,9 +275,7 @@ pub fn apic_register_write(partition: &Partition, msr: u32, value: u64) -> bool 
     }
     match msr {
         access::ICR => send_ipi(partition, value),
-        // A LINT pin set to NMI or ExtINT is taken and kept masked: the pins are the board's
-        // (`bulkhead_virt::x2apic::Register::hardware_value`).
-        msr => access::perform_write(msr, access::hardware_value(msr, value)),
+        msr => access::perform_write(msr, value),
     }
 }
 

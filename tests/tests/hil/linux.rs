@@ -259,10 +259,20 @@ fn linux_qemu_panic_is_logged_and_restarts_linux() {
         .execute();
     eprintln!("{}: verdict after {:.1} s", report.name, report.elapsed.as_secs_f64());
     report.assert_passed();
-    // The text Linux handed over (the tail of its log) has the panic's own line, and the
-    // second life, after the restart, found the life byte set and gave the verdict.
+    // The first life found the life byte clear, then crashed.
     let console = report.partition_console("linux");
-    for text in ["] bulkhead-test: life byte 0x00", "] Kernel panic - not syncing: sysrq triggered crash"] {
+    let first_life = console.iter().position(|l| l.ends_with("] bulkhead-test: life byte 0x00"));
+    let reported = console.iter().position(|l| l.starts_with("panic: crash reported"));
+    assert!(
+        matches!((first_life, reported), (Some(a), Some(b)) if a < b),
+        "no first life before the panic report:\n{}",
+        report.diagnostic()
+    );
+    // The text Linux handed over (the last 4 KiB of its log: the end of the crash's
+    // report, and what Linux printed while it stopped its other CPUs) has the panic's own
+    // line and the crashing call's frame, and the second life, after the restart, found
+    // the life byte set and gave the verdict.
+    for text in ["] Kernel panic - not syncing: sysrq triggered crash", "sysrq_handle_crash+"] {
         assert!(
             console.iter().any(|l| l.starts_with("panic: [") && l.contains(text)),
             "no panic line with {text:?}:\n{}",

@@ -36,8 +36,11 @@ fn linux_console_qemu_keyboard_input_reaches_the_linux_shell_only() {
         // before the shell reads), each command after the previous one's output.
         .type_after(INIT_MARKER, ARITHMETIC)
         .type_after("[linux] typed-input-reached-the-shell", JOB)
-        // The verdict once the witness has looked at its UART after the input arrived
-        // (the shell runs `jobs` first: it reads its input in order).
+        // The verdict once `jobs` printed (Linux's 8250 driver sends a program's output
+        // from a timer, so a verdict typed earlier can end the run before that line is
+        // out) and the witness has looked at its UART after the input arrived.
+        .type_after("sleep 300", "")
+        .type_after("Running", "")
         .type_after("[witness] witness: uart: looked", VERDICT)
         .forbid("witness: uart received byte")
         .execute();
