@@ -38,14 +38,22 @@ pub const APPLETS: &[&str] = &[
 /// gets a controlling terminal and job control; the loop starts a new shell if one exits,
 /// since the kernel panics when init ends.
 pub fn init_script() -> String {
+    format!("#!/bin/sh\n# /init of the Bulkhead test initramfs (tests/src/initramfs.rs).\n{INIT_SETUP}{}", init_shell())
+}
+
+/// The first lines of every `/init` built here: the command path and the kernel's file
+/// systems (proc, sysfs, devtmpfs).
+pub const INIT_SETUP: &str = "export PATH=/bin\n\
+                              mount -t proc proc /proc\n\
+                              mount -t sysfs sysfs /sys\n\
+                              mount -t devtmpfs devtmpfs /dev\n";
+
+/// The last lines of an `/init` that ends in a shell: [`INIT_MARKER`] with the release and
+/// the number of CPUs, then a login-free shell with job control on the console, started
+/// again whenever it exits (the kernel panics when init ends).
+pub fn init_shell() -> String {
     format!(
-        "#!/bin/sh\n\
-         # /init of the Bulkhead test initramfs (tests/src/initramfs.rs).\n\
-         export PATH=/bin\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sysfs /sys\n\
-         mount -t devtmpfs devtmpfs /dev\n\
-         echo \"{INIT_MARKER} (kernel $(uname -r), $(nproc) cpus)\"\n\
+        "echo \"{INIT_MARKER} (kernel $(uname -r), $(nproc) cpus)\"\n\
          export PS1='{SHELL_PROMPT}'\n\
          while true; do\n\
          \tsetsid cttyhack sh\n\

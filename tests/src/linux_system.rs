@@ -6,12 +6,12 @@
 //!
 //! `@linux/shell-initramfs` is Debian's static busybox with an `/init` that mounts the
 //! kernel's file systems, runs the boot steps in `/etc/init.d/` in name order, prints
-//! [`INIT_MARKER`] and keeps a login-free shell with job control on the console (ttyS0).
+//! [`crate::initramfs::INIT_MARKER`] and keeps a login-free shell with job control on the console (ttyS0).
 //! More files join it through [`SHELL_EXTRAS`].
 
 use std::path::{Path, PathBuf};
 
-use crate::initramfs::{INIT_MARKER, Initramfs, SHELL_PROMPT};
+use crate::initramfs::{INIT_SETUP, Initramfs, init_shell};
 use crate::linux_assets::{self, AssetError, LinuxAssets};
 
 /// The file `@linux/shell-initramfs` names in the asset folder.
@@ -40,19 +40,12 @@ pub fn shell_init_script() -> String {
     format!(
         "#!/bin/sh\n\
          # /init of @linux/shell-initramfs (tests/src/linux_system.rs).\n\
-         export PATH=/bin\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sysfs /sys\n\
-         mount -t devtmpfs devtmpfs /dev\n\
+         {INIT_SETUP}\
          for step in /{INIT_STEPS_DIR}/*; do\n\
          \t[ -x \"$step\" ] && \"$step\"\n\
          done\n\
-         echo \"{INIT_MARKER} (kernel $(uname -r), $(nproc) cpus)\"\n\
-         export PS1='{SHELL_PROMPT}'\n\
-         while true; do\n\
-         \tsetsid cttyhack sh\n\
-         \tsleep 1\n\
-         done\n"
+         {}",
+        init_shell()
     )
 }
 
@@ -104,7 +97,7 @@ pub fn prepare(config: &Path) -> Result<Option<PathBuf>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::initramfs::APPLETS;
+    use crate::initramfs::{APPLETS, INIT_MARKER};
 
     #[test]
     fn every_board_linux_asset_is_a_file_the_tools_make() {
