@@ -111,6 +111,7 @@ pub fn guest_dir() -> &'static Path {
         write("demo-control", &fake_elf());
         write("demo-telemetry", &fake_elf());
         write("test-witness", &fake_elf());
+        write("linux-control", &fake_elf());
         write("linux", &fake_bzimage());
         write("linux-bad", &fake_bad_bzimage());
         // 64 MiB, sparse: more than any test partition holds.
