@@ -108,7 +108,7 @@ pub fn round_trip_tsc(line: &str) -> Option<(u64, u64, u64)> {
 
 /// The benchmark's summary line of `bulkhead-msg ping control COUNT` (`event` false) or
 /// `event-ping control COUNT` (`event` true) in Linux's console lines.
-pub fn bench_summary<'a>(console: &'a [String], event: bool, count: u64) -> Option<&'a str> {
+pub fn bench_summary(console: &[String], event: bool, count: u64) -> Option<&str> {
     let wanted = if event {
         format!("{BENCH_MSG_PREFIX}event-ping control: {count} signals answered, ")
     } else {
