@@ -2,8 +2,11 @@
 //! test and the Linux boot benchmark (`cargo xtask bench`) share, and the initramfs whose
 //! `/init` reads the TSC first ([`crate::tsc_init`]).
 //!
-//! Linux runs on cores 0 and 1 with 130 MiB, the real-time partition `control` on core 2
-//! runs the bench guest's `ticker` case (a 1 kHz x2APIC timer, a report every 1000 ticks).
+//! Linux runs on cores 0 and 1 with 130 MiB; the real-time partition `control` on core 2
+//! runs, in the test, the bench guest's `ticker` case (a 1 kHz x2APIC timer, a report every
+//! 1000 ticks) and, in the benchmark, `linux-control` (its own 1 ms timer) with the four
+//! connections `bulkhead-msg ping control` uses, so that the same run also measures the
+//! message round trip ([`bench_system_file`]).
 
 use std::path::{Path, PathBuf};
 
@@ -39,12 +42,28 @@ pub const BENCH_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 /// What the benchmark's init script prints at the end: its last line.
 pub const BENCH_DONE_LINE: &str = "bulkhead-bench: /init done";
 
+/// What the benchmark's init script writes before each output line of its `bulkhead-msg`
+/// commands.
+pub const BENCH_MSG_PREFIX: &str = "bulkhead-bench: ";
+
+/// Round trips of the benchmark's warm-up `ping` and `event-ping` commands (their figures
+/// are logged, not reported) and of the measured ones.
+pub const BENCH_WARMUP: u64 = 10;
+pub const BENCH_PINGS: u64 = 1000;
+pub const BENCH_EVENT_PINGS: u64 = 100;
+
 /// The benchmark's `/init.sh`: mounts the kernel's file systems, writes the TSC `/init`
-/// began at ([`TSC_LINE`], `$1`) and [`BENCH_DONE_LINE`] to the kernel log at level 2 (so
-/// that `quiet` prints them), then gives the verdict on port 0xf4 (a partition's run ends
-/// there; on the bare Bochs PC the port is unassigned and the harness stops the emulator
-/// at the done line).
+/// began at ([`TSC_LINE`], `$1`) to the kernel log at level 2 (so that `quiet` prints it);
+/// where the partition has connections (the hypervisor's BHCN table: in a partition, not on
+/// the bare PC) loads the messaging module and runs `bulkhead-msg ping control` and
+/// `event-ping control`, a warm-up of [`BENCH_WARMUP`] round trips each and then
+/// [`BENCH_PINGS`] and [`BENCH_EVENT_PINGS`], every output line and exit status into the
+/// kernel log after [`BENCH_MSG_PREFIX`]; then [`BENCH_DONE_LINE`], and the verdict on port
+/// 0xf4 (a partition's run ends there; on the bare Bochs PC the port is unassigned and the
+/// harness stops the emulator at the done line). The initramfs carries the module and the
+/// command in both runs ([`crate::linux_msg::add_to_initramfs`]), so both unpack the same.
 pub fn bench_init_script() -> String {
+    let module = crate::linux_msg::INITRAMFS_MODULE;
     format!(
         "#!/bin/sh\n\
          export PATH=/bin\n\
@@ -52,10 +71,50 @@ pub fn bench_init_script() -> String {
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
          echo \"<2>{TSC_LINE}$1\" > /dev/kmsg\n\
+         log() {{\n\
+           out=\"$(\"$@\" 2>&1)\"; rc=$?\n\
+           echo \"$out\" | while read -r line; do echo \"<2>{BENCH_MSG_PREFIX}$line\" > /dev/kmsg; done\n\
+           echo \"<2>{BENCH_MSG_PREFIX}$1 $2: exit $rc\" > /dev/kmsg\n\
+         }}\n\
+         if [ -e /sys/firmware/acpi/tables/BHCN ]; then\n\
+           log insmod /{module}\n\
+           log bulkhead-msg ping control {BENCH_WARMUP}\n\
+           log bulkhead-msg ping control {BENCH_PINGS}\n\
+           log bulkhead-msg event-ping control {BENCH_WARMUP}\n\
+           log bulkhead-msg event-ping control {BENCH_EVENT_PINGS}\n\
+         fi\n\
          echo \"<2>{BENCH_DONE_LINE} (kernel $(uname -r), $(nproc) cpus)\" > /dev/kmsg\n\
          echo -ne '\\0' | dd of=/dev/port bs=1 seek=244 count=1\n\
          while true; do sleep 1; done\n"
     )
+}
+
+/// The average TSC ticks of a `bulkhead-msg ping` or `event-ping` summary line (`...
+/// answered, min A us, avg B us, max C us; min D tsc, avg E tsc, max F tsc`), as (min,
+/// avg, max).
+pub fn round_trip_tsc(line: &str) -> Option<(u64, u64, u64)> {
+    let ticks = line.rsplit_once("; ")?.1;
+    let mut values = ticks.split(", ").map(|part| -> Option<(&str, u64)> {
+        let mut words = part.split_whitespace();
+        let key = words.next()?;
+        let value = words.next()?.parse().ok()?;
+        (words.next()? == "tsc").then_some((key, value))
+    });
+    match (values.next()??, values.next()??, values.next()??) {
+        (("min", min), ("avg", avg), ("max", max)) => Some((min, avg, max)),
+        _ => None,
+    }
+}
+
+/// The benchmark's summary line of `bulkhead-msg ping control COUNT` (`event` false) or
+/// `event-ping control COUNT` (`event` true) in Linux's console lines.
+pub fn bench_summary(console: &[String], event: bool, count: u64) -> Option<&str> {
+    let wanted = if event {
+        format!("{BENCH_MSG_PREFIX}event-ping control: {count} signals answered, ")
+    } else {
+        format!("{BENCH_MSG_PREFIX}ping control: {count} pings answered, ")
+    };
+    console.iter().find_map(|l| Some(&l[l.find(&wanted)?..]))
 }
 
 /// The system file `dir/NAME.bochs.toml`: Linux (`vmlinuz`, `initrd`, `cmdline`) on cores 0
@@ -63,6 +122,33 @@ pub fn bench_init_script() -> String {
 /// trampoline, 128 MiB in 2 MiB pages from 2 MiB), the ticker on core 2; the run's verdict
 /// comes from Linux (its `/init` writes port 0xf4).
 pub fn system_file(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, cmdline: &str) -> PathBuf {
+    let control = format!("path = \"@guests/bench\"\ncmdline = \"case=ticker every={TICKER_EVERY}\"\n");
+    write_system(dir, name, vmlinuz, initrd, cmdline, &control)
+}
+
+/// The benchmark's system file `dir/NAME.bochs.toml`: Linux as in [`system_file`], on core 2
+/// `linux-control` (a 1 ms x2APIC timer like the ticker's; it answers messages and
+/// signals) and the four connections of the Linux demo (`to-control`, `from-control`,
+/// `to-control-event`, `from-control-event`; linux-control's default ids and SINTs).
+pub fn bench_system_file(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, cmdline: &str) -> PathBuf {
+    let mut control = String::from("path = \"@guests/linux-control\"\n");
+    for (id, conn, from, to, kind, sint, extra) in [
+        (11, "to-control", "linux", "control", "message", 2, "queue_depth = 16"),
+        (21, "from-control", "control", "linux", "message", 2, "queue_depth = 16"),
+        (13, "to-control-event", "linux", "control", "event", 3, "flag = 0"),
+        (23, "from-control-event", "control", "linux", "event", 3, "flag = 0"),
+    ] {
+        control.push_str(&format!(
+            "[[connection]]\nid = {id}\nname = \"{conn}\"\nfrom = \"{from}\"\nto = \"{to}\"\n\
+             kind = \"{kind}\"\nsint = {sint}\n{extra}\n"
+        ));
+    }
+    write_system(dir, name, vmlinuz, initrd, cmdline, &control)
+}
+
+/// Writes the system file with `control`'s payload lines after its `kind = "elf"` (and any
+/// tables that follow the partitions).
+fn write_system(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, cmdline: &str, control: &str) -> PathBuf {
     let board = workspace_root().join("tests/configs/boards/bochs-pc-3cpu.toml");
     let text = format!(
         "name = \"{name}\"\n\
@@ -94,8 +180,7 @@ pub fn system_file(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, cmdlin
          large_pages = true\n\
          [partition.payload]\n\
          kind = \"elf\"\n\
-         path = \"@guests/bench\"\n\
-         cmdline = \"case=ticker every={TICKER_EVERY}\"\n",
+         {control}",
         board = board.display().to_string(),
         vmlinuz = vmlinuz.display().to_string(),
         initrd = initrd.display().to_string(),
@@ -147,6 +232,46 @@ mod tests {
         assert_eq!(start_tsc(lines, "control"), None);
         assert_eq!(exit_counts(lines, "control"), Some((120, 3, 0, 7)));
         assert_eq!(exit_counts(lines, "linux"), None);
+    }
+
+    #[test]
+    fn bench_system_file_connects_linux_control() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bench_system_file(dir.path(), "x", Path::new("/k/vmlinuz"), Path::new("/k/initrd"), "q");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains("kind = \"elf\"\npath = \"@guests/linux-control\"\n"), "{text}");
+        let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("name = \"")?.strip_suffix('"')).collect();
+        assert_eq!(
+            names,
+            ["x", "linux", "control", "to-control", "from-control", "to-control-event", "from-control-event"]
+        );
+        assert!(!text.contains("case=ticker"), "{text}");
+    }
+
+    #[test]
+    fn bench_script_pings_only_where_there_are_connections() {
+        let script = bench_init_script();
+        let tsc = script.find(TSC_LINE).unwrap();
+        let guard = script.find("if [ -e /sys/firmware/acpi/tables/BHCN ]").unwrap();
+        let pings = script.find(&format!("log bulkhead-msg ping control {BENCH_PINGS}\n")).unwrap();
+        let done = script.find(BENCH_DONE_LINE).unwrap();
+        assert!(tsc < guard && guard < pings && pings < done, "{script}");
+    }
+
+    #[test]
+    fn ping_summaries_parse() {
+        let console = [
+            "bulkhead-bench: ping control: 10 pings answered, min 1 us, avg 2 us, max 3 us; min 4 tsc, avg 5 tsc, max 6 tsc"
+                .to_string(),
+            "[    9.1] bulkhead-bench: ping control: 1000 pings answered, min 7 us, avg 8 us, max 9 us; min 70 tsc, avg 80 tsc, max 90 tsc".into(),
+            "bulkhead-bench: event-ping control: 1000 signals answered, min 1 us, avg 1 us, max 1 us; min 1 tsc, avg 2 tsc, max 3 tsc".into(),
+        ];
+        let ping = bench_summary(&console, false, 1000).unwrap();
+        assert!(ping.starts_with(BENCH_MSG_PREFIX), "{ping}");
+        assert_eq!(round_trip_tsc(ping), Some((70, 80, 90)));
+        assert_eq!(bench_summary(&console, true, 1000).and_then(round_trip_tsc), Some((1, 2, 3)));
+        assert_eq!(bench_summary(&console, true, 10), None);
+        assert_eq!(round_trip_tsc("ping control: 1 pings answered, min 1 us, avg 1 us, max 1 us"), None);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: deterministic benchmarks in Bochs on both backends.
 
 use anyhow::{Context, Result, bail};
-use bulkhead_tests::bochs_linux::{self, BENCH_CMDLINE, BENCH_DONE_LINE, TSC_LINE};
+use bulkhead_tests::bochs_linux::{
+    self, BENCH_CMDLINE, BENCH_DONE_LINE, BENCH_EVENT_PINGS, BENCH_MSG_PREFIX, BENCH_PINGS, TSC_LINE,
+};
 use bulkhead_tests::direct::DirectBoot;
-use bulkhead_tests::{Emulator, Run, kernel, linux_assets, tsc_init};
+use bulkhead_tests::{Emulator, Run, kernel, linux_assets, linux_msg, tsc_init};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -261,15 +263,24 @@ const LINUX_RATIO_TARGET_PERMILLE: u64 = 1020;
 /// before the first VM entry at the 64-bit entry point); directly, the TSC GRUB reads
 /// (`rdmsr`) just before its `boot` (GRUB's own hand-over, the 32-bit entry, is a few
 /// thousand instructions more).
+///
+/// The same partition run measures the message round trip Linux → `control` → Linux: the
+/// real-time partition is `linux-control` (`bochs_linux::bench_system_file`), and after the
+/// TSC `/init` loads the messaging module and runs `bulkhead-msg ping control` and
+/// `event-ping control` (`bochs_linux::bench_init_script`); the cases are their average TSC
+/// ticks per round trip, read with RDTSC by the command around each write and the answer's
+/// read, i.e. instructions on the CPU the command ran on.
 pub fn linux_bench(json: bool) -> Result<ExitCode> {
     setup::ensure_host(Purpose::for_emulator(Emulator::Bochs))?;
+    setup::ensure_host(&[Purpose::LinuxModule])?;
     let assets = linux_assets::fetch(&linux_assets::cache_root(), &mut |line| eprintln!("{line}"))?;
     assets.check_initramfs_support()?;
     let dir = kernel::target_dir().join("bulkhead-configs/linux-bench");
     std::fs::create_dir_all(&dir)?;
     let initrd = dir.join("initramfs-bench.cpio");
-    bochs_linux::initramfs(assets.initramfs()?, &bochs_linux::bench_init_script()).write(&initrd)?;
-    let config = bochs_linux::system_file(&dir, "linux-bench", &assets.vmlinuz(), &initrd, BENCH_CMDLINE);
+    let base = linux_msg::add_to_initramfs(&assets, assets.initramfs()?).map_err(anyhow::Error::msg)?;
+    bochs_linux::initramfs(base, &bochs_linux::bench_init_script()).write(&initrd)?;
+    let config = bochs_linux::bench_system_file(&dir, "linux-bench", &assets.vmlinuz(), &initrd, BENCH_CMDLINE);
     let image = build_for(&config)?;
 
     eprintln!("bench: vmx Linux in a partition on {} ...", Emulator::Bochs);
@@ -287,11 +298,31 @@ pub fn linux_bench(json: bool) -> Result<ExitCode> {
     let messages: Vec<&str> = report.lines.iter().map(|l| l.message()).collect();
     let start = bochs_linux::start_tsc(messages.iter().copied(), "linux")
         .context("the hypervisor logged no start TSC for partition linux")?;
-    let partition_init = report
-        .partition_console("linux")
+    let console = report.partition_console("linux");
+    let partition_init = console
         .iter()
         .find_map(|l| tsc_init::parse_tsc(l.split_once(TSC_LINE)?.1))
         .context("Linux in the partition logged no /init TSC")?;
+    let round_trip = |event: bool, count: u64| -> Result<u64> {
+        let line =
+            bochs_linux::bench_summary(&console, event, count).and_then(|l| Some((l, bochs_linux::round_trip_tsc(l)?)));
+        match line {
+            Some((line, (_, avg, _))) => {
+                eprintln!("bench: {line}");
+                Ok(avg)
+            }
+            None => {
+                let lines: Vec<&str> =
+                    console.iter().filter(|l| l.contains(BENCH_MSG_PREFIX)).map(|l| l.as_str()).collect();
+                bail!(
+                    "Linux in the partition logged no {count}-round-trip summary (event {event}):\n{}",
+                    lines.join("\n")
+                )
+            }
+        }
+    };
+    let ping = round_trip(false, BENCH_PINGS)?;
+    let event_ping = round_trip(true, BENCH_EVENT_PINGS)?;
 
     eprintln!("bench: vmx Linux booted directly on {} ...", Emulator::Bochs);
     let direct = DirectBoot::new(assets.vmlinuz(), &initrd)
@@ -325,12 +356,14 @@ pub fn linux_bench(json: bool) -> Result<ExitCode> {
     let in_partition = partition_init.checked_sub(start).context("/init's TSC before the partition's start")?;
     let booted_directly = direct_init.checked_sub(grub).context("/init's TSC before GRUB's boot")?;
     let ratio = in_partition * 1000 / booted_directly.max(1);
-    let rows: [(&str, u64, &str, Option<u64>); 5] = [
+    let rows: [(&str, u64, &str, Option<u64>); 7] = [
         ("vmx/linux-boot-partition", in_partition, "instructions", None),
         ("vmx/linux-boot-direct", booted_directly, "instructions", None),
         ("vmx/linux-boot-ratio", ratio, "permille", Some(LINUX_RATIO_TARGET_PERMILLE)),
         ("vmx/linux-boot-partition-from-reset", partition_init, "instructions", None),
         ("vmx/linux-boot-direct-from-reset", direct_init, "instructions", None),
+        ("vmx/linux-msg-ping", ping, "instructions", None),
+        ("vmx/linux-msg-event-ping", event_ping, "instructions", None),
     ];
     if json {
         let cases: Vec<String> = rows

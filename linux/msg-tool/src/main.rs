@@ -163,26 +163,67 @@ fn list() -> Result<()> {
     Ok(())
 }
 
-/// Round-trip times, for one summary line.
+/// The time-stamp counter. On hardware it counts at the TSC's rate (cycles of the nominal
+/// frequency); on Bochs with `clock: sync=none` it advances once per instruction slot, so a
+/// round trip's TSC difference is the instructions it took on that CPU (docs/performance.md).
+fn tsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter; Linux leaves CR4.TSD clear, so user mode may run it.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The smallest, average and largest of a series of numbers.
 #[derive(Default)]
-struct Times {
+struct Series {
     count: u64,
     min: u128,
     max: u128,
     sum: u128,
 }
 
-impl Times {
-    fn add(&mut self, start: Instant) {
-        let us = start.elapsed().as_micros();
-        self.min = if self.count == 0 { us } else { self.min.min(us) };
-        self.max = self.max.max(us);
-        self.sum += us;
+impl Series {
+    fn add(&mut self, value: u128) {
+        self.min = if self.count == 0 { value } else { self.min.min(value) };
+        self.max = self.max.max(value);
+        self.sum += value;
         self.count += 1;
     }
 
+    fn summary(&self, unit: &str) -> String {
+        let avg = self.sum / u128::from(self.count.max(1));
+        format!("min {} {unit}, avg {avg} {unit}, max {} {unit}", self.min, self.max)
+    }
+}
+
+/// Round-trip times in microseconds and in TSC ticks, for one summary line.
+#[derive(Default)]
+struct Times {
+    us: Series,
+    tsc: Series,
+}
+
+/// The start of one round trip.
+struct Start {
+    at: Instant,
+    tsc: u64,
+}
+
+impl Start {
+    fn now() -> Self {
+        Start { at: Instant::now(), tsc: tsc() }
+    }
+}
+
+impl Times {
+    fn add(&mut self, start: Start) {
+        // The TSC first: the clock read after it stays outside the count.
+        let ticks = tsc().wrapping_sub(start.tsc);
+        self.us.add(start.at.elapsed().as_micros());
+        self.tsc.add(u128::from(ticks));
+    }
+
+    /// `min A us, avg B us, max C us; min D tsc, avg E tsc, max F tsc`.
     fn summary(&self) -> String {
-        format!("min {} us, avg {} us, max {} us", self.min, self.sum / u128::from(self.count.max(1)), self.max)
+        format!("{}; {}", self.us.summary("us"), self.tsc.summary("tsc"))
     }
 }
 
@@ -192,7 +233,7 @@ fn ping(peer: &str, count: u64) -> Result<()> {
     let mut file = open(&out, true)?;
     let mut times = Times::default();
     for i in 1..=count {
-        let start = Instant::now();
+        let start = Start::now();
         post(&mut file, &out, format!("ping {i}").as_bytes())?;
         let answer = next(&rx, &inc)?;
         let expected = format!("pong {i}");
@@ -246,7 +287,7 @@ fn event_ping(peer: &str, count: u64) -> Result<()> {
     let (out, inc) = (format!("to-{peer}-event"), format!("from-{peer}-event"));
     let mut times = Times::default();
     for _ in 0..count {
-        let start = Instant::now();
+        let start = Start::now();
         signal(&out)?;
         wait(&inc, 1)?;
         times.add(start);
@@ -399,5 +440,32 @@ fn main() -> ExitCode {
             eprintln!("bulkhead-msg: {text}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_keeps_min_average_and_max() {
+        let mut series = Series::default();
+        for v in [30, 10, 20, 41] {
+            series.add(v);
+        }
+        assert_eq!(series.summary("tsc"), "min 10 tsc, avg 25 tsc, max 41 tsc");
+    }
+
+    #[test]
+    fn times_report_microseconds_then_tsc_ticks() {
+        let mut times = Times::default();
+        let start = Start::now();
+        times.add(start);
+        let summary = times.summary();
+        let (us, ticks) = summary.split_once("; ").unwrap();
+        assert!(us.starts_with("min ") && us.ends_with(" us"), "{summary}");
+        assert!(ticks.starts_with("min ") && ticks.ends_with(" tsc"), "{summary}");
+        // Two RDTSCs in a row on one thread: the counter moved forward, by little.
+        assert!(times.tsc.min > 0 && times.tsc.max < 1 << 40, "{summary}");
     }
 }
