@@ -9,7 +9,8 @@
 //! The partition sees the hardware's value where there is one, else fast strings enabled
 //! (bit 0, as firmware leaves it), with what the partition is not offered marked so:
 //! performance monitoring (bit 7) clear, BTS and PEBS unavailable (bits 11 and 12), since
-//! every performance-monitoring MSR is #GP for a partition.
+//! every performance-monitoring MSR is #GP for a partition; and XD Disable (bit 34) clear,
+//! since the write that would clear it is #GP.
 
 /// Bit 0: fast-strings enable.
 pub const FAST_STRINGS: u64 = 1 << 0;
@@ -19,10 +20,17 @@ pub const PERFORMANCE_MONITORING_AVAILABLE: u64 = 1 << 7;
 pub const BTS_UNAVAILABLE: u64 = 1 << 11;
 /// Bit 12: processor event-based sampling unavailable (read-only).
 pub const PEBS_UNAVAILABLE: u64 = 1 << 12;
+/// Bit 34: XD bit disable. Always read clear: Linux's `verify_cpu` writes MISC_ENABLE to
+/// clear it when set, before it has exception handlers, and a partition's write is #GP,
+/// so a set bit would be a triple fault. Whether the partition has NX is what CPUID
+/// 0x8000_0001 EDX[20] says, which the hardware reports with XD disabled as absent.
+pub const XD_DISABLE: u64 = 1 << 34;
 
 /// The value a partition reads, from the hardware's (`None`: the CPU refused the read).
 pub fn partition_value(hardware: Option<u64>) -> u64 {
-    (hardware.unwrap_or(FAST_STRINGS) & !PERFORMANCE_MONITORING_AVAILABLE) | BTS_UNAVAILABLE | PEBS_UNAVAILABLE
+    (hardware.unwrap_or(FAST_STRINGS) & !(PERFORMANCE_MONITORING_AVAILABLE | XD_DISABLE))
+        | BTS_UNAVAILABLE
+        | PEBS_UNAVAILABLE
 }
 
 #[cfg(test)]
@@ -45,5 +53,12 @@ mod tests {
         assert_eq!(value & PERFORMANCE_MONITORING_AVAILABLE, 0);
         assert_eq!(value & (BTS_UNAVAILABLE | PEBS_UNAVAILABLE), BTS_UNAVAILABLE | PEBS_UNAVAILABLE);
         assert_eq!(value & 0x0085_0009, 0x0085_0009);
+    }
+
+    #[test]
+    fn xd_disable_set_by_firmware_reads_clear() {
+        // verify_cpu would write the MSR to clear it, and that write is #GP.
+        let value = partition_value(Some(0x0085_0089 | XD_DISABLE));
+        assert_eq!(value & XD_DISABLE, 0);
     }
 }
