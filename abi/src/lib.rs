@@ -4,5 +4,6 @@
 //! breaks the other side, so each module carries a version.
 #![no_std]
 
+pub mod boot_info;
 pub mod hyperv;
 pub mod run;

@@ -11,7 +11,40 @@ pub mod code {
     pub const POST_MESSAGE: u16 = 0x005C;
     /// HvCallSignalEvent: simple call, fast or memory form (input: `message::SignalEventInput`).
     pub const SIGNAL_EVENT: u16 = 0x005D;
+
+    /// First of Bulkhead's own call codes, `0x8000..=0x80FF`: far above every code the TLFS
+    /// defines, so no Hyper-V guest issues one by accident. A hypervisor without them (and
+    /// Bulkhead for a code in the range it does not define) answers INVALID_HYPERCALL_CODE.
+    pub const BULKHEAD_FIRST: u16 = 0x8000;
+    /// Last of Bulkhead's own call codes.
+    pub const BULKHEAD_LAST: u16 = 0x80FF;
+    /// Bulkhead console write: simple call, memory form only. Input block
+    /// ([`super::ConsoleWriteInput`]): length (4 bytes), reserved (4 bytes, 0), then that
+    /// many bytes of text, at most [`super::CONSOLE_WRITE_MAX`]. The bytes go to the
+    /// partition's console exactly as if written to its virtual UART one by one (the same
+    /// line assembly, `[name]` prefix and rate limit), in one exit instead of one per byte.
+    /// Status: SUCCESS; INVALID_PARAMETER for a length above the maximum or a reserved
+    /// field not 0; the input block rules of every memory-form call otherwise.
+    pub const BULKHEAD_CONSOLE_WRITE: u16 = 0x8001;
 }
+
+/// The most text bytes one [`code::BULKHEAD_CONSOLE_WRITE`] carries: a page less the
+/// 8-byte header.
+pub const CONSOLE_WRITE_MAX: usize = 4096 - 8;
+
+/// Input block of [`code::BULKHEAD_CONSOLE_WRITE`] (8-byte aligned, within one page).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct ConsoleWriteInput {
+    /// Bytes of `text` that count.
+    pub len: u32,
+    /// 0.
+    pub reserved: u32,
+    /// The text (only the first `len` bytes are read).
+    pub text: [u8; CONSOLE_WRITE_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<ConsoleWriteInput>() == 4096);
 
 /// HV_STATUS, bits 15:0 of RAX. Numbers from Linux `hvgdk_mini.h`, since the TLFS status page
 /// gives none (reference §3.4).

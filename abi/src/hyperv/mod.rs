@@ -21,7 +21,7 @@ pub mod message;
 pub mod msr;
 pub mod reference_tsc;
 
-pub use hypercall::{HvStatus, HypercallInput, HypercallResult, input_gpa_ok};
+pub use hypercall::{CONSOLE_WRITE_MAX, ConsoleWriteInput, HvStatus, HypercallInput, HypercallResult, input_gpa_ok};
 pub use message::{
     EventFlagsPage, Message, MessageHeader, MessagePage, PostMessageHeader, PostMessageInput, SignalEventInput,
 };
