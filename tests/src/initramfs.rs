@@ -48,12 +48,19 @@ pub const INIT_SETUP: &str = "export PATH=/bin\n\
                               mount -t sysfs sysfs /sys\n\
                               mount -t devtmpfs devtmpfs /dev\n";
 
-/// The last lines of an `/init` that ends in a shell: [`INIT_MARKER`] with the release and
-/// the number of CPUs, then a login-free shell with job control on the console, started
-/// again whenever it exits (the kernel panics when init ends).
+/// The last lines of an `/init` that ends in a shell: the console's kernel log level
+/// lowered to emergencies only, [`INIT_MARKER`] with the release and the number of CPUs,
+/// then a login-free shell with job control on the console, started again whenever it
+/// exits (the kernel panics when init ends).
+///
+/// The kernel writes its messages to the serial console synchronously, between any two
+/// characters a program is sending: a warning printed from another CPU while the shell
+/// echoes a line would cut that line in two (and the marker a harness waits for with it).
+/// `dmesg -n 1` keeps the shell's console to the shell; `dmesg` still shows every message.
 pub fn init_shell() -> String {
     format!(
-        "echo \"{INIT_MARKER} (kernel $(uname -r), $(nproc) cpus)\"\n\
+        "dmesg -n 1\n\
+         echo \"{INIT_MARKER} (kernel $(uname -r), $(nproc) cpus)\"\n\
          export PS1='{SHELL_PROMPT}'\n\
          while true; do\n\
          \tsetsid cttyhack sh\n\

@@ -267,6 +267,7 @@ impl Run {
         let mut serial_input = self.open_serial_input(dir.path())?;
         let (mut child, command_line, started) = spawn_in(cmd, dir.path())?;
         let mut typing = std::mem::take(&mut self.typing).into_iter().peekable();
+        let mut typed: Vec<(String, Duration)> = Vec::new();
 
         let mut decoder = ConsoleDecoder::new(table.as_deref());
         let mut raw = Vec::new();
@@ -293,6 +294,7 @@ impl Run {
                     && let Some(t) = typing.next()
                 {
                     type_into(input, &t.bytes)?;
+                    typed.push((t.after, started.elapsed()));
                 }
                 lines.push(line);
             }
@@ -363,6 +365,8 @@ impl Run {
             serial: raw,
             log_dir: None,
             log_files: Vec::new(),
+            typed,
+            not_typed: typing.map(|t| t.after).collect(),
         };
         report.keep_logs(dir.path());
         Ok(report)
@@ -575,6 +579,10 @@ pub struct Report {
     /// `BULKHEAD_KEEP_LOGS=1`).
     pub log_dir: Option<PathBuf>,
     pub log_files: Vec<PathBuf>,
+    /// The [`Run::type_after`] steps that typed, with when (since the emulator started).
+    pub typed: Vec<(String, Duration)>,
+    /// The steps still waiting for their line when the run ended, in order.
+    pub not_typed: Vec<String>,
 }
 
 impl Report {
@@ -645,6 +653,18 @@ impl Report {
         );
         let _ = writeln!(d, "kernel command line: {}", self.cmdline);
         let _ = writeln!(d, "emulator command line: {}", self.command_line);
+        // Typing that never happened, or happened late, explains a shell that "did not
+        // answer": the line it waited for never came whole.
+        for (after, at) in &self.typed {
+            let _ = writeln!(d, "typed after {after:?} at {:.1} s", at.as_secs_f32());
+        }
+        if let Some(first) = self.not_typed.first() {
+            let _ = writeln!(
+                d,
+                "never typed: {} step(s), the first waiting for a line with {first:?}",
+                self.not_typed.len()
+            );
+        }
         if self.malformed_frames > 0 {
             let _ = writeln!(d, "malformed frames or lines skipped: {}", self.malformed_frames);
         }
@@ -778,6 +798,8 @@ mod tests {
             serial: Vec::new(),
             log_dir: Some("target/hil-logs/t".into()),
             log_files: vec!["target/hil-logs/t/serial.bin".into()],
+            typed: vec![("login:".into(), Duration::from_millis(2500))],
+            not_typed: vec!["$ ".into(), "# ".into()],
         }
     }
 
@@ -790,6 +812,8 @@ mod tests {
         assert!(d.contains("line 79") && d.contains("line 30") && !d.contains("line 29\n"));
         assert!(d.contains("emulator command line: qemu-system-x86_64 -M q35"));
         assert!(d.contains("target/hil-logs/t/serial.bin"));
+        assert!(d.contains("typed after \"login:\" at 2.5 s\n"), "{d}");
+        assert!(d.contains("never typed: 2 step(s), the first waiting for a line with \"$ \"\n"), "{d}");
     }
 
     #[test]

@@ -49,7 +49,12 @@ fn linux_console_qemu_keyboard_input_reaches_the_linux_shell_only() {
     // The shell's output: the arithmetic's result on a line of its own (the echoed
     // command line has `$((6*7))`, not `42`) and the background job.
     for wanted in ["42", "typed-input-reached-the-shell"] {
-        assert!(console.iter().any(|l| l == wanted), "no line {wanted:?} from the shell\n{}", report.diagnostic());
+        assert!(
+            console.iter().any(|l| l == wanted),
+            "no line {wanted:?} from the shell; Linux's console:\n  {}\n{}",
+            console.join("\n  "),
+            report.diagnostic()
+        );
     }
     assert!(
         console.iter().any(|l| l.starts_with("[1]") && l.contains("Running") && l.contains("sleep 300")),
