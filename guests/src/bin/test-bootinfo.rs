@@ -1,12 +1,15 @@
 //! Test payload "bootinfo": what a 64-bit payload gets from the hypervisor at start, and
 //! Bulkhead's console-write hypercall, chosen by its command line (`case=NAME`).
 //!
-//! `case=info`: parses the boot information at the address in RSI (`BootInfo::parse`)
-//! and prints what it says (name, vCPUs and their APIC IDs, memory, connections) for the
-//! test to compare with the system file (tests/configs/bochs-bootinfo.toml); passes when
-//! RSI holds `BOOT_INFO_GPA`, the block parses, VP 0's APIC ID is the one this CPU reports
-//! (CPUID leaf 1), the running code and stack lie in the listed memory, and the named
-//! connection `to-peer` is found. `case=console`: writes lines through the hypercall (one
+//! `case=info` (with `life=ADDRESS`, a shared page that survives restarts): parses the
+//! boot information at the address in RSI (`BootInfo::parse`) and prints what it says
+//! (name, vCPUs and their APIC IDs, memory, connections) for the test to compare with the
+//! system file (tests/configs/bochs-bootinfo.toml); it is right when RSI holds
+//! `BOOT_INFO_GPA`, the block parses, VP 0's APIC ID is the one this CPU reports (CPUID
+//! leaf 1), the running code and stack lie in the listed memory, and the named connection
+//! `to-peer` is found. In its first life it then overwrites the block and triple-faults;
+//! the restart (memory zeroed) must write it again, and the second life checks it anew
+//! and reports. `case=console`: writes lines through the hypercall (one
 //! line split over two calls, two lines in one call) between lines written to the
 //! virtual UART, then the refusals (a length above the maximum, a reserved field not 0,
 //! the fast form, an input block crossing its page, a code of Bulkhead's range that does
@@ -18,10 +21,31 @@ use bulkhead_abi::boot_info::{BOOT_INFO_GPA, BOOT_INFO_MAX, BootInfo, Connection
 use bulkhead_abi::hyperv::HypercallInput;
 use bulkhead_abi::hyperv::hypercall::{CONSOLE_WRITE_MAX, code};
 use bulkhead_guests::hyperv::{GUEST_OS_ID, client, console_write_at, status};
-use bulkhead_guests::{Console, arg, cmdline, cpuid, idle, println, report};
+use bulkhead_guests::{Console, arg, cmdline, cpuid, idle, parse_u64, println, report};
 use core::fmt::Write;
 
-fn info(address: u64) -> bool {
+fn info(address: u64, life: u64) -> bool {
+    // SAFETY: a word of the shared page the system file maps at `life`, this partition's only.
+    let lives = unsafe { &*(life as *const core::sync::atomic::AtomicU64) };
+    let this = lives.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    println!("bootinfo: life {}", this);
+    let right = check(address);
+    if this == 0 && right {
+        // SAFETY: the boot information in the partition's own boot area, no longer read.
+        unsafe { core::ptr::write_bytes(BOOT_INFO_GPA as *mut u8, 0xEE, BOOT_INFO_MAX) };
+        println!("bootinfo: block overwritten, faulting to be restarted");
+        triple_fault()
+    }
+    right
+}
+
+fn triple_fault() -> ! {
+    let empty: [u16; 5] = [0; 5];
+    // SAFETY: deliberately fatal; the partition's fault policy restarts it.
+    unsafe { core::arch::asm!("lidt [{}]", "ud2", in(reg) &empty, options(noreturn)) }
+}
+
+fn check(address: u64) -> bool {
     println!("bootinfo: RSI {:#x}", address);
     // SAFETY: the boot area lies in the partition's own memory, identity-mapped; the
     // block is at most BOOT_INFO_MAX bytes (whatever RSI holds, 0 included, these bytes
@@ -110,7 +134,10 @@ extern "C" fn _start(args: *const u8, boot_info: u64) -> ! {
     // SAFETY: the hypervisor passes the command line's address in RDI.
     let args = unsafe { cmdline(args) };
     match arg(args, "case") {
-        Some("info") => report(info(boot_info)),
+        Some("info") => match arg(args, "life").and_then(parse_u64) {
+            Some(life) => report(info(boot_info, life)),
+            None => report(false),
+        },
         Some("console") => report(console()),
         _ => idle(),
     }
