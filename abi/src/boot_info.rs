@@ -17,7 +17,7 @@
 //! | 28 | 4 | reserved, 0 |
 //! | 32 | 32 | partition name, ASCII, NUL-padded |
 //! | 64 | 4·*n*, padded to 8 | APIC ID of each vCPU, in VP index order (index 0 starts first) |
-//! | then | 16·*m* | memory regions: guest-physical base (8), size (8), ascending |
+//! | then | 16·*m* | memory regions: the partition's RAM (its readable and writable regions), guest-physical base (8), size (8), ascending |
 //! | then | 48·*c* | connections, each a [`Connection`] in the layout of a BHCN table entry |
 //!
 //! The connection entry is the same 48 bytes the Linux module reads from the BHCN ACPI table,

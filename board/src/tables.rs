@@ -306,3 +306,172 @@ pub struct SystemConfig {
     pub connections: &'static [Connection],
     pub shared_memory: &'static [SharedMemory],
 }
+
+// The boot information and the BHCN table hold every connection and name the system may
+// have, and every region of a partition.
+const _: () = assert!(MAX_CONNECTIONS <= bulkhead_abi::boot_info::MAX_CONNECTIONS);
+const _: () = assert!(MAX_CONNECTION_NAME <= bulkhead_abi::boot_info::MAX_NAME);
+const _: () = assert!(MAX_MEMORY_REGIONS_PER_PARTITION <= bulkhead_abi::boot_info::MAX_MEMORY_REGIONS);
+const _: () = assert!(MAX_CPUS <= bulkhead_abi::boot_info::MAX_VCPUS);
+
+impl SystemConfig {
+    /// The APIC ID of each of `partition`'s vCPUs as the partition sees it, in VP index
+    /// order (the order of its `cores`; index 0 starts first): each vCPU runs pinned on its
+    /// core and sees that core's APIC ID. What its MADT and its boot information list.
+    pub fn vcpu_apic_ids<'a>(&'a self, partition: &'a Partition) -> impl Iterator<Item = u32> + 'a {
+        partition.cores.iter().filter_map(|core| self.board.cpus.iter().find(|c| c.core == *core).map(|c| c.apic_id))
+    }
+
+    /// The connections partition `id` sends or receives on, in the system file's order,
+    /// as its guest learns them (the boot information of a 64-bit payload, the BHCN ACPI
+    /// table of a Linux partition; one encoding, `bulkhead_abi::boot_info::Connection`).
+    pub fn connections_of(&self, id: PartitionId) -> impl Iterator<Item = bulkhead_abi::boot_info::Connection> + '_ {
+        use bulkhead_abi::boot_info;
+        self.connections.iter().filter(move |c| c.from == id || c.to == id).map(move |c| boot_info::Connection {
+            id: c.id,
+            kind: match c.kind {
+                // The validator keeps depths at or below MAX_QUEUE_DEPTH.
+                ConnectionKind::Message { queue_depth } => {
+                    boot_info::ConnectionKind::Message { queue_depth: u16::try_from(queue_depth).unwrap_or(u16::MAX) }
+                }
+                ConnectionKind::Event { flag } => boot_info::ConnectionKind::Event { flag },
+            },
+            incoming: c.to == id,
+            sint: c.sint,
+            name: c.name.map_or([0; boot_info::MAX_NAME], boot_info::name_field),
+        })
+    }
+}
+
+impl Partition {
+    /// The partition's memory a payload may use as RAM (readable and writable regions),
+    /// guest-physical, in the order of the system file (the boot information sorts them).
+    pub fn ram_regions(&self) -> impl Iterator<Item = bulkhead_abi::boot_info::MemoryRegion> + '_ {
+        self.memory
+            .iter()
+            .filter(|r| r.access.read && r.access.write)
+            .map(|r| bulkhead_abi::boot_info::MemoryRegion { base: r.guest_base, size: r.size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_abi::boot_info;
+
+    const fn cpu(core: u32, apic_id: u32) -> BoardCpu {
+        BoardCpu { core, apic_id, boot: core == 0 }
+    }
+
+    const fn region(guest_base: u64, size: u64, write: bool) -> MemoryRegion {
+        MemoryRegion {
+            guest_base,
+            host_base: 0x100_0000 + guest_base,
+            size,
+            access: Access { read: true, write, execute: true },
+            large_pages: false,
+        }
+    }
+
+    const PAYLOAD: Payload =
+        Payload { kind: PayloadKind::Elf, module: "m", entry: None, cmdline: "", initrd_module: None };
+    const PARTITION: Partition = Partition {
+        id: PartitionId(1),
+        name: "control",
+        cores: &[3, 1],
+        memory: &[region(0x400_0000, 0x20_0000, true), region(0, 0x100_0000, true), region(0x800_0000, 0x1000, false)],
+        payload: PAYLOAD,
+        devices: &[],
+        fault_policy: FaultPolicy::Halt,
+        watchdog_ms: None,
+    };
+
+    const CPUS: &[BoardCpu] = &[cpu(0, 0), cpu(1, 2), cpu(2, 4), cpu(3, 6)];
+
+    fn system() -> SystemConfig {
+        SystemConfig {
+            name: "s",
+            board: BoardConfig {
+                name: "b",
+                cpus: CPUS,
+                ram: &[],
+                reserved: &[],
+                devices: &[],
+                iommus: &[],
+                console_port: 0x3f8,
+            },
+            hypervisor: HypervisorConfig {
+                reserved: PhysRange { base: 0, size: 0 },
+                log_level: LogLevel::Info,
+                console_format: ConsoleFormat::Text,
+                verdict_partition: None,
+                console_input: None,
+            },
+            partitions: &[PARTITION],
+            core_map: &[],
+            connections: &[
+                Connection {
+                    id: 5,
+                    name: Some("telemetry"),
+                    from: PartitionId(1),
+                    to: PartitionId(0),
+                    sint: 2,
+                    kind: ConnectionKind::Message { queue_depth: 16 },
+                },
+                Connection {
+                    id: 6,
+                    name: None,
+                    from: PartitionId(0),
+                    to: PartitionId(2),
+                    sint: 2,
+                    kind: ConnectionKind::Event { flag: 1 },
+                },
+                Connection {
+                    id: 7,
+                    name: None,
+                    from: PartitionId(0),
+                    to: PartitionId(1),
+                    sint: 3,
+                    kind: ConnectionKind::Event { flag: 9 },
+                },
+            ],
+            shared_memory: &[],
+        }
+    }
+
+    #[test]
+    fn vcpu_apic_ids_follow_the_cores_order() {
+        let system = system();
+        let ids: std::vec::Vec<u32> = system.vcpu_apic_ids(&PARTITION).collect();
+        assert_eq!(ids, [6, 2], "VP 0 is core 3, VP 1 core 1");
+    }
+
+    #[test]
+    fn connections_of_a_partition_are_its_own_with_their_direction() {
+        let system = system();
+        let list: std::vec::Vec<boot_info::Connection> = system.connections_of(PartitionId(1)).collect();
+        assert_eq!(list.len(), 2, "not connection 6 between two others");
+        assert_eq!(list[0].name(), Some("telemetry"));
+        assert_eq!(
+            (list[0].id, list[0].kind, list[0].incoming, list[0].sint),
+            (5, boot_info::ConnectionKind::Message { queue_depth: 16 }, false, 2)
+        );
+        assert_eq!(list[1].name(), None);
+        assert_eq!(
+            (list[1].id, list[1].kind, list[1].incoming, list[1].sint),
+            (7, boot_info::ConnectionKind::Event { flag: 9 }, true, 3)
+        );
+    }
+
+    #[test]
+    fn ram_regions_are_the_writable_ones() {
+        let regions: std::vec::Vec<boot_info::MemoryRegion> = PARTITION.ram_regions().collect();
+        assert_eq!(
+            regions,
+            [
+                boot_info::MemoryRegion { base: 0x400_0000, size: 0x20_0000 },
+                boot_info::MemoryRegion { base: 0, size: 0x100_0000 }
+            ]
+        );
+    }
+}

@@ -81,6 +81,23 @@ pub fn signal_event_memory(hv: &mut Client<X64>, input: &SignalEventInput) -> u1
     status(hv.raw_hypercall(HypercallInput::new(code::SIGNAL_EVENT).value(), input_area(0), 0))
 }
 
+/// Bulkhead's console write with an input block of its own making at `offset` into the
+/// input pages: `len` and `reserved` as given (not checked here), then `text`; returns
+/// the status.
+pub fn console_write_at(hv: &mut Client<X64>, offset: usize, len: u32, reserved: u32, text: &[u8]) -> u16 {
+    let base = &raw mut INPUT_PAGES as *mut u8;
+    let mut header = [0u8; 8];
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    header[4..].copy_from_slice(&reserved.to_le_bytes());
+    assert!(offset + 8 + text.len() <= 2 * 4096, "within the input pages");
+    // SAFETY: within the two input pages (checked above).
+    unsafe {
+        core::ptr::copy_nonoverlapping(header.as_ptr(), base.add(offset), 8);
+        core::ptr::copy_nonoverlapping(text.as_ptr(), base.add(offset + 8), text.len());
+    }
+    status(hv.raw_hypercall(HypercallInput::new(code::BULKHEAD_CONSOLE_WRITE).value(), input_area(offset), 0))
+}
+
 /// HvCallPostMessage with the input block at guest-physical `gpa`, wherever that is.
 pub fn post_message_gpa(hv: &mut Client<X64>, gpa: u64) -> u16 {
     status(hv.raw_hypercall(HypercallInput::new(code::POST_MESSAGE).value(), gpa, 0))

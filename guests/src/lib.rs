@@ -2,8 +2,9 @@
 //! test verdict.
 //!
 //! Payloads are ELF64 images linked at guest-physical 1 MiB (`linker.ld`); the hypervisor
-//! enters them in 64-bit mode with identity page tables and a stack (see
-//! docs/architecture.md, "Partition boot area"). Console output goes to the partition's
+//! enters them in 64-bit mode with identity page tables and a stack, the command line's
+//! address in RDI and the boot information's (`bulkhead_abi::boot_info`) in RSI (see
+//! docs/architecture.md, "Payload boot protocol"). Console output goes to the partition's
 //! virtual 16550 at 0x3F8; the hypervisor prefixes each line with the partition name.
 #![no_std]
 

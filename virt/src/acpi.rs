@@ -13,7 +13,7 @@
 //! | DSDT | the header; with [`PartitionPlatform::polled_uart`], a 16550 without an interrupt ([`polled_uart_aml`]) |
 //! | MADT | local APIC at 0xFEE00000, not PC-AT compatible (no 8259 pair); one entry per vCPU; I/O APICs only when given |
 //! | MCFG | only when PCI segments are given |
-//! | BHCN | Bulkhead's own table: the partition's Hyper-V connections ([`ConnectionEntry`]), only when it has some |
+//! | BHCN | Bulkhead's own table: the partition's Hyper-V connections ([`Connection`]), only when it has some |
 //!
 //! Section numbers are those of the ACPI Specification 6.4; the MCFG is defined by the PCI
 //! Firmware Specification 3.2, 4.1.2. What the tables say and why: docs/linux.md.
@@ -79,62 +79,22 @@ pub struct ResetRegister {
 }
 
 /// The most connections a BHCN table lists (the system's `MAX_CONNECTIONS`).
-pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = bulkhead_abi::boot_info::MAX_CONNECTIONS;
 /// The longest connection name a BHCN entry holds (the system's `MAX_CONNECTION_NAME`).
-pub const MAX_CONNECTION_NAME: usize = 32;
+pub const MAX_CONNECTION_NAME: usize = bulkhead_abi::boot_info::MAX_NAME;
 
 /// Signature of Bulkhead's connection table, an OEM-defined table (ACPI 6.4 5.2.6: any
 /// signature not reserved by the specification; Linux installs every table the XSDT lists,
 /// so a driver finds it with `acpi_get_table("BHCN", ...)`).
 pub const BHCN_SIGNATURE: [u8; 4] = *b"BHCN";
-/// Revision of the BHCN layout ([`ConnectionEntry`]); a reader refuses another.
+/// Revision of the BHCN layout ([`Connection`]); a reader refuses another.
 pub const BHCN_REVISION: u8 = 1;
-/// Bytes of one BHCN entry.
-pub const BHCN_ENTRY_LEN: usize = 48;
+/// Bytes of one BHCN entry: after the 36-byte table header, one
+/// `bulkhead_abi::boot_info::Connection` per connection, the same encoding a 64-bit
+/// payload finds in its boot information (its doc has the layout).
+pub const BHCN_ENTRY_LEN: usize = bulkhead_abi::boot_info::CONNECTION_ENTRY_LEN;
 
-/// Whether a connection carries messages or sets an event flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionKind {
-    /// HvCallPostMessage; `queue_depth` messages may wait at the receiver.
-    Message {
-        /// The connection's `queue_depth`.
-        queue_depth: u16,
-    },
-    /// HvCallSignalEvent; the receiver's event flag `flag`.
-    Event {
-        /// The flag number in the receiver's SIEF page slot of the SINT.
-        flag: u16,
-    },
-}
-
-/// One of the partition's connections as the BHCN table lists it. Layout of an entry
-/// ([`BHCN_ENTRY_LEN`] bytes, little-endian), after the 36-byte table header:
-///
-/// | offset | size | field |
-/// |---|---|---|
-/// | 0 | 4 | connection ID (TLFS, 24 bits) |
-/// | 4 | 1 | kind: 0 message, 1 event |
-/// | 5 | 1 | direction: 0 the partition sends, 1 the partition receives |
-/// | 6 | 1 | SINT of the receiver |
-/// | 7 | 1 | reserved, 0 |
-/// | 8 | 2 | event flag (events), else 0 |
-/// | 10 | 2 | queue depth (messages), else 0 |
-/// | 12 | 4 | reserved, 0 |
-/// | 16 | 32 | name, ASCII, NUL-padded (all NUL: the connection has no name) |
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionEntry<'a> {
-    /// The TLFS connection ID.
-    pub id: u32,
-    /// The connection's name from the system file, if any (at most
-    /// [`MAX_CONNECTION_NAME`] bytes; a longer one is cut).
-    pub name: Option<&'a str>,
-    /// Message or event.
-    pub kind: ConnectionKind,
-    /// True when the partition receives on it, false when it sends.
-    pub incoming: bool,
-    /// The receiver's SINT.
-    pub sint: u8,
-}
+pub use bulkhead_abi::boot_info::{Connection, ConnectionKind};
 
 /// What the tables describe: the partition's virtual platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +116,7 @@ pub struct PartitionPlatform<'a> {
     /// [`polled_uart_aml`]).
     pub polled_uart: Option<u16>,
     /// The partition's Hyper-V connections, listed in a BHCN table when not empty.
-    pub connections: &'a [ConnectionEntry<'a>],
+    pub connections: &'a [Connection],
 }
 
 impl<'a> PartitionPlatform<'a> {
@@ -730,25 +690,14 @@ fn write_mcfg(w: &mut Writer<'_>, at: usize, len: usize, segments: &[PciSegment]
     }
 }
 
-/// BHCN: the header, then one [`ConnectionEntry`] per connection (its doc has the layout).
-fn write_bhcn(w: &mut Writer<'_>, at: usize, len: usize, connections: &[ConnectionEntry<'_>]) {
+/// BHCN: the header, then one [`Connection`] per connection (its doc has the layout).
+fn write_bhcn(w: &mut Writer<'_>, at: usize, len: usize, connections: &[Connection]) {
     write_header(w, at, BHCN_SIGNATURE, len, BHCN_REVISION);
     let mut entry = at + HEADER_LEN;
     for c in connections {
-        w.u32(entry, c.id);
-        let (kind, flag, depth) = match c.kind {
-            ConnectionKind::Message { queue_depth } => (0, 0, queue_depth),
-            ConnectionKind::Event { flag } => (1, flag, 0),
-        };
-        w.u8(entry + 4, kind);
-        w.u8(entry + 5, u8::from(c.incoming));
-        w.u8(entry + 6, c.sint);
-        w.u16(entry + 8, flag);
-        w.u16(entry + 10, depth);
-        if let Some(name) = c.name {
-            let name = name.as_bytes();
-            w.bytes(entry + 16, &name[..name.len().min(MAX_CONNECTION_NAME)]);
-        }
+        let mut bytes = [0u8; BHCN_ENTRY_LEN];
+        c.encode(&mut bytes);
+        w.bytes(entry, &bytes);
         entry += BHCN_ENTRY_LEN;
     }
 }
@@ -756,6 +705,7 @@ fn write_bhcn(w: &mut Writer<'_>, at: usize, len: usize, connections: &[Connecti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bulkhead_abi::boot_info::name_field;
     use std::vec;
     use std::vec::Vec;
 
@@ -940,14 +890,14 @@ mod tests {
         let xsdt = table(&buf, layout.xsdt, b"XSDT");
         assert_eq!(xsdt.len(), 36 + 16, "FADT and MADT only");
         let connections = [
-            ConnectionEntry {
+            Connection {
                 id: 0x12_3456,
-                name: Some("to-control"),
+                name: name_field("to-control"),
                 kind: ConnectionKind::Message { queue_depth: 8 },
                 incoming: false,
                 sint: 2,
             },
-            ConnectionEntry { id: 7, name: None, kind: ConnectionKind::Event { flag: 300 }, incoming: true, sint: 3 },
+            Connection { id: 7, name: [0; 32], kind: ConnectionKind::Event { flag: 300 }, incoming: true, sint: 3 },
         ];
         let platform = PartitionPlatform { connections: &connections, ..PartitionPlatform::new(&[0, 1]) };
         let (buf, layout) = write(&platform);
@@ -1003,7 +953,7 @@ mod tests {
         let p = PartitionPlatform { io_apics: &io_apics, ..PartitionPlatform::new(&[0]) };
         assert_eq!(refuse(BASE, p), AcpiError::TooManyDevices);
         let connections =
-            [ConnectionEntry { id: 1, name: None, kind: ConnectionKind::Event { flag: 0 }, incoming: false, sint: 0 };
+            [Connection { id: 1, name: [0; 32], kind: ConnectionKind::Event { flag: 0 }, incoming: false, sint: 0 };
                 MAX_CONNECTIONS + 1];
         let p = PartitionPlatform { connections: &connections, ..PartitionPlatform::new(&[0]) };
         assert_eq!(refuse(BASE, p), AcpiError::TooManyConnections(MAX_CONNECTIONS + 1));
@@ -1020,9 +970,9 @@ mod tests {
         let most: Vec<u32> = (1000..1000 + MAX_VCPUS as u32).collect();
         let io_apics = [IoApic { id: 0, address: 0, gsi_base: 0 }; MAX_IO_APICS];
         let segments = [PciSegment { ecam_base: 0, segment: 0, start_bus: 0, end_bus: 0 }; MAX_PCI_SEGMENTS];
-        let connections = [ConnectionEntry {
+        let connections = [Connection {
             id: 0xFF_FFFF,
-            name: Some("a-connection-name-of-32-bytes-xx"),
+            name: name_field("a-connection-name-of-32-bytes-xx"),
             kind: ConnectionKind::Message { queue_depth: 64 },
             incoming: true,
             sint: 15,

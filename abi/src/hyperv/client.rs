@@ -17,7 +17,7 @@
 //! MessagePending flag was set (the hypervisor then delivers the next waiting message). Event flags are taken with an atomic test-and-clear, so a signal that arrives
 //! meanwhile is never lost.
 
-use super::hypercall::code;
+use super::hypercall::{CONSOLE_WRITE_MAX, code};
 use super::message::{
     EVENT_FLAGS_PER_SLOT, EVENT_FLAGS_SLOT_SIZE, MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE,
 };
@@ -57,7 +57,7 @@ pub struct Pages {
     /// The hypervisor fills it with its call sequence (`vmcall; ret` or `vmmcall; ret`):
     /// it must be executable.
     pub hypercall: Page,
-    /// The memory-form input block (HvCallPostMessage).
+    /// The memory-form input block (HvCallPostMessage, the console write).
     pub input: Page,
     /// The SynIC message page (SIMP): slot n belongs to SINTn.
     pub messages: Page,
@@ -286,6 +286,26 @@ impl<C: Cpu> Client<C> {
         self.call(HypercallInput::new(code::SIGNAL_EVENT).fast(true), input, 0)
     }
 
+    /// Bulkhead's console write ([`code::BULKHEAD_CONSOLE_WRITE`], memory form, input
+    /// block in the input page): `text` goes to the partition's console as if written to
+    /// its virtual UART, in one exit per [`CONSOLE_WRITE_MAX`] bytes instead of one per
+    /// byte. Stops at the first refusal.
+    pub fn console_write(&mut self, text: &[u8]) -> Result<(), HypercallError> {
+        for chunk in text.chunks(CONSOLE_WRITE_MAX) {
+            let input = &self.pages.input;
+            // ConsoleWriteInput: len, reserved 0, then the text word by word.
+            input.word(0).store(chunk.len() as u64, Ordering::Relaxed);
+            for (index, word) in chunk.chunks(8).enumerate() {
+                let mut bytes = [0; 8];
+                bytes[..word.len()].copy_from_slice(word);
+                input.word(1 + index).store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+            }
+            let gpa = self.cpu.guest_physical(input);
+            self.call(HypercallInput::new(code::BULKHEAD_CONSOLE_WRITE), gpa, 0)?;
+        }
+        Ok(())
+    }
+
     fn call(&mut self, input_value: HypercallInput, input: u64, output: u64) -> Result<(), HypercallError> {
         let result = HypercallResult::decode(self.raw_hypercall(input_value.value(), input, output));
         if result.is_success() { Ok(()) } else { Err(HypercallError(result.status_code())) }
@@ -388,6 +408,8 @@ mod tests {
         msrs: std::collections::BTreeMap<u32, u64>,
         writes: Vec<(u32, u64)>,
         calls: Vec<(u64, u64, [u8; 256])>,
+        /// The text of each console write, as its input block gave it.
+        console: Vec<Vec<u8>>,
         pages: Option<&'static Pages>,
         answer: u64,
     }
@@ -418,6 +440,15 @@ mod tests {
                 chunk.copy_from_slice(&pages.input.word(i).load(Ordering::Relaxed).to_le_bytes());
             }
             self.calls.push((input_value, input, block));
+            if input_value == u64::from(code::BULKHEAD_CONSOLE_WRITE) {
+                let mut page = Vec::new();
+                for i in 0..PAGE_WORDS {
+                    page.extend_from_slice(&pages.input.word(i).load(Ordering::Relaxed).to_le_bytes());
+                }
+                let len = u32::from_le_bytes(page[0..4].try_into().unwrap()) as usize;
+                assert_eq!(&page[4..8], &[0; 4], "reserved");
+                self.console.push(page[8..8 + len].to_vec());
+            }
             self.answer
         }
     }
@@ -494,6 +525,35 @@ mod tests {
         let input = PostMessageInput::from_bytes(&block);
         assert_eq!(input.check(), Ok(()));
         assert_eq!((input.connection_id, input.message_type, input.payload()), (7, 1, &b"ping"[..]));
+    }
+
+    #[test]
+    fn console_write_splits_into_input_blocks_of_at_most_the_maximum() {
+        let pages = pages();
+        let mut sim = Simulated { pages: Some(pages), ..Default::default() };
+        let mut client = Client::new(&mut sim, pages);
+        assert_eq!(client.console_write(b"hello\n"), Ok(()));
+        let long: Vec<u8> = (0..2 * CONSOLE_WRITE_MAX + 13).map(|i| b'a' + (i % 26) as u8).collect();
+        assert_eq!(client.console_write(&long), Ok(()));
+        assert_eq!(client.console_write(b""), Ok(()));
+        assert_eq!(sim.calls.len(), 4, "one call for the line, three for the long text, none for nothing");
+        assert!(sim.calls.iter().all(|&(value, gpa, _)| value == 0x8001 && gpa == BASE + 4096));
+        assert_eq!(sim.console[0], b"hello\n");
+        assert_eq!(
+            sim.console[1..].iter().map(Vec::len).collect::<Vec<_>>(),
+            [CONSOLE_WRITE_MAX, CONSOLE_WRITE_MAX, 13]
+        );
+        assert_eq!(sim.console[1..].concat(), long);
+    }
+
+    #[test]
+    fn console_write_stops_at_the_first_refusal() {
+        let pages = pages();
+        let mut sim = Simulated { pages: Some(pages), answer: 0x5, ..Default::default() };
+        let mut client = Client::new(&mut sim, pages);
+        let long = [b'x'; CONSOLE_WRITE_MAX + 1];
+        assert_eq!(client.console_write(&long), Err(HypercallError(0x5)));
+        assert_eq!(sim.calls.len(), 1);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! Command line: `range=NAME` picks the part (`msr-low` 0..0x2000, `msr-high`
 //! 0xC000_0000..0xC000_2000, `msr-hyperv` 0x4000_0000..0x4000_0200, `ports`,
-//! `instructions`, `hypercalls`); `cr4=supported` toggles only the CR4 bits CPUID
+//! `instructions`, `hypercalls`: first each code of Bulkhead's own range once, then the
+//! random ones); `cr4=supported` toggles only the CR4 bits CPUID
 //! reports (for QEMU, see [`cr4_supported`]); `seed=N` the hypercall fuzzer's seed (printed, so a
 //! failure can be replayed); `count=N` the number of hypercalls (default 100 000);
 //! `ports=FIRST-LAST` a port range (default all).
@@ -736,15 +737,46 @@ fn gpa(rng: &mut Rng) -> u64 {
     }
 }
 
+/// Bulkhead's own call codes, 0x8000..=0x80FF, each once in the memory form with a legal
+/// empty console-write block: only 0x8001 (the console write) answers, SUCCESS; every
+/// other code of the range is INVALID_HYPERCALL_CODE.
+fn bulkhead_range(hv: &mut bulkhead_abi::hyperv::client::Client<bulkhead_abi::hyperv::client::X64>) -> bool {
+    use bulkhead_abi::hyperv::hypercall::code;
+    let block = &raw mut BLOCKS as u64;
+    // SAFETY: the first 8 bytes of this payload's block pages: length 0, reserved 0.
+    unsafe { (block as *mut u64).write(0) };
+    let mut console_write = 0xffff;
+    let mut others_unknown = 0;
+    for c in code::BULKHEAD_FIRST..=code::BULKHEAD_LAST {
+        let status = HypercallResult::decode(hv.raw_hypercall(u64::from(c), block, 0)).status_code();
+        if c == code::BULKHEAD_CONSOLE_WRITE {
+            console_write = status;
+        } else if status == HvStatus::InvalidHypercallCode.code() {
+            others_unknown += 1;
+        }
+    }
+    let others = code::BULKHEAD_LAST - code::BULKHEAD_FIRST;
+    println!(
+        "sweep: hypercalls: bulkhead range: 0x8001 status {:#x}, INVALID_HYPERCALL_CODE for {} of the {} others",
+        console_write, others_unknown, others
+    );
+    console_write == HvStatus::Success.code() && others_unknown == others
+}
+
 fn sweep_hypercalls(seed: u64, count: u64) -> bool {
     let mut hv = bulkhead_guests::hyperv::client_with_hypercalls();
+    let range_ok = bulkhead_range(&mut hv);
     let mut rng = Rng(seed | 1);
     let mut by_status = [0u64; 0x19];
     let mut undefined = 0u64;
+    // Bulkhead's range but the console write must keep answering INVALID_HYPERCALL_CODE,
+    // and the console write in the memory form never may.
+    let mut wrong_code_status = 0u64;
     for n in 0..count {
-        let code = match rng.below(4) {
+        let code = match rng.below(5) {
             0 => 0x5c + rng.below(2),
             1 => rng.below(0x100),
+            2 => 0x8000 + rng.below(0x100),
             _ => rng.below(0x1_0000),
         };
         let mut input = code;
@@ -787,6 +819,20 @@ fn sweep_hypercalls(seed: u64, count: u64) -> bool {
         let result = HypercallResult::decode(hv.raw_hypercall(input, parameter, output));
         let status = result.status_code();
         let reserved = result.value() & 0xfff0_0000_ffff_0000 != 0;
+        let unknown = status == HvStatus::InvalidHypercallCode.code();
+        let wrong = match input & 0xffff {
+            // The memory form of the console write exists (the fast form is refused as
+            // HvCallPostMessage's is: INVALID_HYPERCALL_CODE).
+            0x8001 => input & (1 << 16) == 0 && unknown,
+            0x8000..=0x80ff => !unknown,
+            _ => false,
+        };
+        if wrong {
+            wrong_code_status += 1;
+            if wrong_code_status <= 8 {
+                println!("sweep: FAIL: hypercall #{} input {:#x}: status {:#x}", n, input, status);
+            }
+        }
         match HvStatus::from_code(status) {
             Some(_) if !reserved => by_status[usize::from(status)] += 1,
             _ => {
@@ -804,6 +850,9 @@ fn sweep_hypercalls(seed: u64, count: u64) -> bool {
             }
         }
     }
+    // The console writes among them may have left part of a line: end it, so the
+    // summary lines start lines of their own.
+    println!();
     println!("sweep: hypercalls: {} with seed={}", count, seed);
     for (status, &n) in by_status.iter().enumerate() {
         if n != 0 {
@@ -811,7 +860,8 @@ fn sweep_hypercalls(seed: u64, count: u64) -> bool {
         }
     }
     println!("sweep: hypercalls: undefined {}", undefined);
-    undefined == 0
+    println!("sweep: hypercalls: wrong status for the code {}", wrong_code_status);
+    range_ok && undefined == 0 && wrong_code_status == 0
 }
 
 #[unsafe(no_mangle)]

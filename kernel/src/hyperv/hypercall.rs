@@ -1,7 +1,8 @@
 //! Hypercalls (TLFS "Hypercall Interface"): VMCALL / VMMCALL from the hypercall page,
-//! decoded and answered with an HV_STATUS in RAX. Only HvCallPostMessage and
-//! HvCallSignalEvent exist, against the compiled connection table; every other call
-//! code is INVALID_HYPERCALL_CODE.
+//! decoded and answered with an HV_STATUS in RAX. HvCallPostMessage and HvCallSignalEvent
+//! exist, against the compiled connection table, and Bulkhead's own console write
+//! (`code::BULKHEAD_CONSOLE_WRITE`, which every partition may make); every other call code,
+//! the rest of Bulkhead's range 0x8000..=0x80FF included, is INVALID_HYPERCALL_CODE.
 //!
 //! Checks, in this order (the TLFS leaves the precedence open but wants ACCESS_DENIED to
 //! win over answers that reveal something): CPL 0 and not real mode, else #UD; the
@@ -16,7 +17,7 @@
 use super::{partition_registers, synic};
 use crate::partition::Partition;
 use bulkhead_abi::hyperv::cpuid::privileges_ebx;
-use bulkhead_abi::hyperv::hypercall::code;
+use bulkhead_abi::hyperv::hypercall::{CONSOLE_WRITE_MAX, code};
 use bulkhead_abi::hyperv::{
     HvStatus, HypercallInput, HypercallMsr, HypercallResult, PostMessageHeader, PostMessageInput, SignalEventInput,
     input_gpa_ok,
@@ -65,6 +66,9 @@ fn join(high: u64, low: u64) -> u64 {
 }
 
 fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<(), HvStatus> {
+    if input.code() == code::BULKHEAD_CONSOLE_WRITE {
+        return console_write(partition, input, parameter);
+    }
     let privilege = match input.code() {
         code::POST_MESSAGE => privileges_ebx::POST_MESSAGES,
         code::SIGNAL_EVENT => privileges_ebx::SIGNAL_EVENTS,
@@ -113,6 +117,42 @@ fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<
             status(synic::signal(connection, flag))
         }
     }
+}
+
+/// Bulkhead's console write: the text goes to the partition's console through the same
+/// path as the bytes it writes to its virtual UART's THR (`Partition::console_write`: line
+/// assembly, `[name]` prefix, rate limit, dropped-line count), all of it in this one exit.
+/// No privilege: every partition has a console. Input checks as for the TLFS calls: the
+/// input value, memory form only (the fast form is INVALID_HYPERCALL_CODE, as for
+/// HvCallPostMessage), the 8-byte header placed like any input block, its fields
+/// (INVALID_PARAMETER), then the whole block (header and text: one page, own memory).
+fn console_write(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<(), HvStatus> {
+    input.check_simple_call()?;
+    if input.is_fast() {
+        return Err(HvStatus::InvalidHypercallCode);
+    }
+    const HEADER: usize = 8;
+    let (_, header) = read_input::<HEADER>(partition, parameter, HEADER)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let reserved = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > CONSOLE_WRITE_MAX || reserved != 0 {
+        return Err(HvStatus::InvalidParameter);
+    }
+    let (host, _) = read_input::<0>(partition, parameter, HEADER + len)?;
+    let mut chunk = [0u8; 128];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(chunk.len());
+        // SAFETY: `n` bytes of the text within the block `read_input` checked in the
+        // caller's own RAM; its other vCPUs may change them meanwhile, which only changes
+        // what it prints.
+        unsafe { core::ptr::copy_nonoverlapping((host + (HEADER + at) as u64) as *const u8, chunk.as_mut_ptr(), n) };
+        for &byte in &chunk[..n] {
+            partition.console_write(byte);
+        }
+        at += n;
+    }
+    Ok(())
 }
 
 fn status(status: HvStatus) -> Result<(), HvStatus> {

@@ -19,8 +19,7 @@ use super::loader::{CMDLINE_MAX, module_bytes};
 use crate::boot::bootinfo::BootInfo;
 use crate::config::SYSTEM;
 use crate::log::{Debug2Format, error, info};
-use bulkhead_board::tables::{self, MAX_CONNECTIONS};
-use bulkhead_virt::acpi::{self, ConnectionEntry, MAX_TABLES_SIZE, PartitionPlatform};
+use bulkhead_virt::acpi::{MAX_TABLES_SIZE, PartitionPlatform};
 use bulkhead_virt::bzimage::{
     self, BootParams, E820_ACPI, E820Table, Layout, RamRegion, Range, SetupHeader, ZERO_PAGE_GPA, ZERO_PAGE_SIZE,
 };
@@ -40,27 +39,8 @@ const IDENTITY_MAP_MIN: u64 = 4 << 30;
 const PAGE_TABLES_MAX: u64 = ACPI_GPA - PAGE_TABLES_GPA;
 const _: () = assert!(ACPI_GPA + MAX_TABLES_SIZE as u64 <= ZERO_PAGE_GPA);
 const _: () = assert!(GDT_GPA + 32 <= PAGE_TABLES_GPA);
-const _: () =
-    assert!(MAX_CONNECTIONS <= acpi::MAX_CONNECTIONS && tables::MAX_CONNECTION_NAME <= acpi::MAX_CONNECTION_NAME);
 
 impl Partition {
-    /// The connections this partition sends or receives on, as the BHCN table lists them.
-    fn connection_entries(&self) -> heapless::Vec<ConnectionEntry<'static>, MAX_CONNECTIONS> {
-        let id = self.config.id;
-        let mut entries = heapless::Vec::new();
-        for c in SYSTEM.connections.iter().filter(|c| c.from == id || c.to == id) {
-            let kind = match c.kind {
-                tables::ConnectionKind::Message { queue_depth } => {
-                    acpi::ConnectionKind::Message { queue_depth: u16::try_from(queue_depth).unwrap_or(u16::MAX) }
-                }
-                tables::ConnectionKind::Event { flag } => acpi::ConnectionKind::Event { flag },
-            };
-            // At most MAX_CONNECTIONS exist in the system, so every one fits.
-            let _ = entries.push(ConnectionEntry { id: c.id, name: c.name, kind, incoming: c.to == id, sint: c.sint });
-        }
-        entries
-    }
-
     /// Places the bzImage `image`, its initrd, command line, memory map, ACPI tables and
     /// zero page in `memory` (already zeroed), and returns the 64-bit entry: RSI = the
     /// zero page, interrupts off, Linux's boot selectors.
@@ -126,18 +106,13 @@ impl Partition {
 
         // ACPI tables describing the partition's vCPUs with the APIC IDs it sees (its
         // cores', in vCPU order).
-        let mut apic_ids: heapless::Vec<u32, { crate::cpu::percpu::MAX_CPUS }> = heapless::Vec::new();
-        for core in self.config.cores {
-            if let Some(cpu) = SYSTEM.board.cpus.iter().find(|c| c.core == *core) {
-                apic_ids.push(cpu.apic_id).map_err(|_| ())?;
-            }
-        }
+        let apic_ids = self.vcpu_apic_ids();
         let mut tables = [0u8; MAX_TABLES_SIZE];
         // The virtual console UART is described as a device without an interrupt, so
         // Linux polls it (`bulkhead_virt::acpi::polled_uart_aml`).
         // Its Hyper-V connections, in a BHCN table, for the messaging driver
         // (docs/linux.md, "Messaging with the real-time partition").
-        let connections = self.connection_entries();
+        let connections = self.connections();
         let platform = PartitionPlatform {
             polled_uart: Some(crate::exits::ports::CONSOLE_BASE),
             connections: &connections,

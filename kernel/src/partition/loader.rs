@@ -3,10 +3,19 @@
 //! The payload's pristine copy is the boot module GRUB loaded into the hypervisor's
 //! reserved memory, so a restart reloads from it.
 //!
-//! Guest boot area (first memory region, guest-physical): 0x1000 flat GDT, 0x2000 identity
-//! page tables for 4 GiB (24 KiB), 0x9000 the command line (NUL-terminated; its address in RDI), stack below
-//! 0x80000; payloads load at 0x80000 and above. 32-bit multiboot1 payloads get their
-//! information structure at 0x2000 instead of page tables.
+//! Guest boot area (first memory region, guest-physical), written at every start and
+//! restart:
+//!
+//! | address | contents |
+//! |---|---|
+//! | 0x1000 | flat GDT (32 bytes) |
+//! | 0x2000 | identity page tables for 4 GiB (24 KiB, up to 0x8000) |
+//! | 0x9000 | the command line, NUL-terminated (at most 4 KiB; its address in RDI) |
+//! | 0xA000 | the boot information, `bulkhead_abi::boot_info` (at most 8 KiB, up to 0xC000; its address in RSI) |
+//! | 0xC000..0x80000 | the stack (464 KiB), growing down from 0x80000 |
+//!
+//! Payloads load at 0x80000 and above. 32-bit multiboot1 payloads get their information
+//! structure at 0x2000 instead of page tables, and no boot information.
 //!
 //! Linux bzImages are loaded by the boot protocol instead ([`super::linux`]), with their
 //! own boot area.
@@ -17,8 +26,10 @@
 
 use super::Partition;
 use crate::boot::bootinfo::{BootInfo, Module};
+use crate::config::SYSTEM;
 use crate::log::{error, info};
-use bulkhead_board::tables::PayloadKind;
+use bulkhead_abi::boot_info::Connection;
+use bulkhead_board::tables::{self, PayloadKind};
 use bulkhead_virt::guest_state::{EntryMode, GuestEntry, LongModeSelectors};
 use bulkhead_virt::memory::{GuestMemory, RegionMemory};
 
@@ -29,6 +40,15 @@ pub const CMDLINE_GPA: u64 = 0x9000;
 pub const MULTIBOOT1_INFO_GPA: u64 = 0x2000;
 pub(super) const CMDLINE_MAX: usize = 4095;
 pub const STACK_TOP_GPA: u64 = 0x80000;
+/// The boot information of 64-bit payloads (`bulkhead_abi::boot_info`): after the command
+/// line, below the stack.
+pub const BOOT_INFO_GPA: u64 = bulkhead_abi::boot_info::BOOT_INFO_GPA;
+const BOOT_INFO_END: u64 = BOOT_INFO_GPA + bulkhead_abi::boot_info::BOOT_INFO_MAX as u64;
+// The boot area's parts do not overlap: GDT, page tables, command line (and its NUL), boot
+// information, then the stack, which has the rest up to STACK_TOP_GPA.
+const _: () = assert!(GDT_GPA + 32 <= PAGE_TABLES_GPA);
+const _: () = assert!(CMDLINE_GPA + (CMDLINE_MAX as u64) < BOOT_INFO_GPA);
+const _: () = assert!(BOOT_INFO_END + 0x10000 <= STACK_TOP_GPA && STACK_TOP_GPA <= BOOT_AREA_END);
 pub use bulkhead_board::tables::BOOT_AREA_END;
 /// Guest-physical space the identity page tables cover for 64-bit payloads: the whole
 /// 32-bit space, so accesses outside the partition's memory (MMIO, the xAPIC page) reach
@@ -109,11 +129,13 @@ impl Partition {
         Ok(())
     }
 
-    /// The 64-bit start (ELF64, Hermit, flat): flat GDT, command line, identity page tables
-    /// for the low 4 GiB, RDI = the command line.
+    /// The 64-bit start (ELF64, Hermit, flat): flat GDT, command line, boot information,
+    /// identity page tables for the low 4 GiB, RDI = the command line, RSI = the boot
+    /// information.
     fn long_mode_entry(&self, boot: &BootInfo, memory: &mut RegionMemory<'_>, rip: u64) -> Result<GuestEntry, ()> {
         self.write_gdt(memory)?;
         self.write_cmdline(boot, memory)?;
+        self.write_boot_info(memory)?;
         const _: () = assert!(
             PAGE_TABLES_GPA + bulkhead_virt::guest_paging::identity_tables_size(IDENTITY_MAP_BYTES) <= CMDLINE_GPA
         );
@@ -128,7 +150,7 @@ impl Partition {
             rax: 0,
             rbx: 0,
             rdi: CMDLINE_GPA,
-            rsi: 0,
+            rsi: BOOT_INFO_GPA,
         })
     }
 
@@ -185,6 +207,34 @@ impl Partition {
             bytes[i * 8..i * 8 + 8].copy_from_slice(&d.to_le_bytes());
         }
         memory.write(GDT_GPA, &bytes).map_err(|_| ())
+    }
+
+    /// Writes the boot information (`bulkhead_abi::boot_info`) at [`BOOT_INFO_GPA`]: the
+    /// partition's name, its vCPUs' APIC IDs in VP index order and its connections as its
+    /// MADT and BHCN table would list them, its RAM regions in ascending order.
+    fn write_boot_info(&self, memory: &mut RegionMemory<'_>) -> Result<(), ()> {
+        use bulkhead_abi::boot_info::{self, MemoryRegion};
+        let mut regions: heapless::Vec<MemoryRegion, { tables::MAX_MEMORY_REGIONS_PER_PARTITION }> =
+            self.config.ram_regions().collect();
+        regions.sort_unstable_by_key(|r| r.base);
+        let mut bytes = [0u8; boot_info::BOOT_INFO_MAX];
+        // The system's limits fit the encoding's (board/src/tables.rs), so this fails only
+        // on a build that broke that.
+        let len = boot_info::encode(&mut bytes, self.name(), &self.vcpu_apic_ids(), &regions, &self.connections())
+            .map_err(|e| error!("partition {=str}: boot information: {}", self.name(), crate::log::Debug2Format(&e)))?;
+        memory.write(BOOT_INFO_GPA, &bytes[..len]).map_err(|_| ())
+    }
+
+    /// The APIC ID of each vCPU as the partition sees it, in VP index order (its MADT lists
+    /// the same).
+    pub(super) fn vcpu_apic_ids(&self) -> heapless::Vec<u32, { crate::cpu::percpu::MAX_CPUS }> {
+        SYSTEM.vcpu_apic_ids(self.config).collect()
+    }
+
+    /// The connections the partition sends or receives on, as its boot information and
+    /// its BHCN table list them.
+    pub(super) fn connections(&self) -> heapless::Vec<Connection, { tables::MAX_CONNECTIONS }> {
+        SYSTEM.connections_of(self.config.id).collect()
     }
 
     /// Writes the partition's command line (see the module docs) into its boot area.

@@ -4,6 +4,7 @@
 
 mod apic;
 mod boot;
+mod boot_info;
 mod config;
 mod console;
 mod cpu;
