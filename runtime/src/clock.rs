@@ -13,8 +13,8 @@
 use crate::clock_math::ticks_to_timespec;
 use bulkhead_abi::hyperv::reference_tsc::{SEQUENCE_INVALID, SEQUENCE_INVALID_LEGACY, reference_time};
 use bulkhead_abi::hyperv::{PageMsr, msr};
-use hermit_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME, EFAULT, EINVAL, clockid_t, timespec};
 use core::sync::atomic::{AtomicBool, Ordering};
+use hermit_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME, EFAULT, EINVAL, clockid_t, timespec};
 
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);

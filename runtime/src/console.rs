@@ -28,12 +28,8 @@ struct Console {
     stderr_len: usize,
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console {
-    lines: LineBuffer::new(),
-    hypercall: false,
-    stderr_tail: [0; STDERR_TAIL],
-    stderr_len: 0,
-});
+static CONSOLE: Mutex<Console> =
+    Mutex::new(Console { lines: LineBuffer::new(), hypercall: false, stderr_tail: [0; STDERR_TAIL], stderr_len: 0 });
 
 /// The console write's input block: a page of its own, used only under [`CONSOLE`]'s lock
 /// (TLFS: the block is 8-byte aligned and within one page).
@@ -41,7 +37,8 @@ static CONSOLE: Mutex<Console> = Mutex::new(Console {
 struct InputPage(UnsafeCell<ConsoleWriteInput>);
 // SAFETY: only touched with CONSOLE locked.
 unsafe impl Sync for InputPage {}
-static INPUT: InputPage = InputPage(UnsafeCell::new(ConsoleWriteInput { len: 0, reserved: 0, text: [0; CONSOLE_WRITE_MAX] }));
+static INPUT: InputPage =
+    InputPage(UnsafeCell::new(ConsoleWriteInput { len: 0, reserved: 0, text: [0; CONSOLE_WRITE_MAX] }));
 
 /// Chooses the hypercall when there is a hypercall page.
 pub fn init(hypercall: bool) {

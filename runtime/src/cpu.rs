@@ -2,7 +2,7 @@
 //! runs at CPL 0 in its partition, identity-mapped; what it may touch is what the
 //! hypervisor gives it (an access it does not own gets the architectural answer).
 
-use core::arch::x86_64::{CpuidResult, __cpuid_count};
+use core::arch::x86_64::{__cpuid_count, CpuidResult};
 
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
     __cpuid_count(leaf, subleaf)
@@ -52,5 +52,7 @@ pub fn hyperv_present() -> bool {
         return false;
     }
     let r = cpuid(0x4000_0000, 0);
-    r.ebx == u32::from_le_bytes(*b"Micr") && r.ecx == u32::from_le_bytes(*b"osof") && r.edx == u32::from_le_bytes(*b"t Hv")
+    r.ebx == u32::from_le_bytes(*b"Micr")
+        && r.ecx == u32::from_le_bytes(*b"osof")
+        && r.edx == u32::from_le_bytes(*b"t Hv")
 }

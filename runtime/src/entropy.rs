@@ -35,8 +35,12 @@ fn random_u64() -> Option<u64> {
         // the instruction chosen.
         unsafe {
             match source {
-                RDRAND => core::arch::asm!("rdrand {}", "setc {}", out(reg) value, out(reg_byte) ok, options(nomem, nostack)),
-                RDSEED => core::arch::asm!("rdseed {}", "setc {}", out(reg) value, out(reg_byte) ok, options(nomem, nostack)),
+                RDRAND => {
+                    core::arch::asm!("rdrand {}", "setc {}", out(reg) value, out(reg_byte) ok, options(nomem, nostack))
+                }
+                RDSEED => {
+                    core::arch::asm!("rdseed {}", "setc {}", out(reg) value, out(reg_byte) ok, options(nomem, nostack))
+                }
                 _ => return None,
             }
         }

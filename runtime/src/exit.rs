@@ -39,7 +39,11 @@ pub extern "C" fn sys_abort() -> ! {
         }
         crate::console::with_stderr_tail(|tail| {
             if !tail.is_empty() {
-                let _ = write!(text, "; its last standard error output:\n{}", core::str::from_utf8(tail).unwrap_or("(not UTF-8)"));
+                let _ = write!(
+                    text,
+                    "; its last standard error output:\n{}",
+                    core::str::from_utf8(tail).unwrap_or("(not UTF-8)")
+                );
             }
         });
         Ok(())

@@ -67,8 +67,9 @@ pub fn report(kind: Kind, error_code: u64, rip: u64, message: impl FnOnce(&mut d
         crate::cpu::halt_forever();
     }
     crate::console::flush_for_crash();
+    let pointer = &raw mut TEXT;
     // SAFETY: REPORTING makes this the only access, once.
-    let text = unsafe { &mut *(&raw mut TEXT) };
+    let text = unsafe { &mut *pointer };
     let _ = message(text);
     if crash_msrs_available() {
         wrmsr(msr::CRASH_P0, kind.code());

@@ -43,8 +43,7 @@ pub fn allocate(layout: Layout) -> *mut u8 {
     match heap.allocate_first_fit(layout) {
         Ok(p) => p.as_ptr(),
         Err(()) => {
-            let failure =
-                Failure { size: layout.size(), align: layout.align(), used: heap.used(), total: heap.size() };
+            let failure = Failure { size: layout.size(), align: layout.align(), used: heap.used(), total: heap.size() };
             drop(heap);
             *LAST_FAILURE.lock() = Some(failure);
             null_mut()

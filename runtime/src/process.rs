@@ -20,8 +20,9 @@ static mut ARGS: Args =
 
 /// Builds argv and the environment once, at start; returns (argc, argv, env).
 pub fn args(program: &str, cmdline: &str) -> (i32, *const *const c_char, *const *const c_char) {
+    let pointer = &raw mut ARGS;
     // SAFETY: called once, on the boot vCPU, before std runs; nothing else touches ARGS.
-    let args = unsafe { &mut *(&raw mut ARGS) };
+    let args = unsafe { &mut *pointer };
     let mut used = 0;
     let mut argc = 0;
     for word in core::iter::once(program).chain(command_line::arguments(cmdline)) {

@@ -77,7 +77,13 @@ pub extern "C" fn sys_futex_wake(address: *mut u32, count: i32) -> i32 {
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn sys_spawn2(_func: extern "C" fn(usize), _arg: usize, _prio: u8, _stack_size: usize, _core_id: isize) -> Tid {
+pub extern "C" fn sys_spawn2(
+    _func: extern "C" fn(usize),
+    _arg: usize,
+    _prio: u8,
+    _stack_size: usize,
+    _core_id: isize,
+) -> Tid {
     0
 }
 

@@ -1,7 +1,7 @@
 //! Links a Rust `std` program for `x86_64-unknown-hermit` with the Bulkhead runtime, so
 //! it runs in a Bulkhead partition. The program's build script is one call:
 //!
-//! ```no_run
+//! ```text
 //! // build.rs
 //! fn main() {
 //!     bulkhead_runtime_build::link();
@@ -88,12 +88,13 @@ pub fn try_link() -> Result<(), String> {
     Ok(())
 }
 
-/// A command that runs in the workspace with its own toolchain: without the variables
-/// rustup and cargo set for the program's (nightly) build, so `rust-toolchain.toml` of
-/// the workspace applies.
-fn workspace_command(root: &Path, program: &str) -> Command {
+/// A command that runs in `dir` with the toolchain that folder's `rust-toolchain.toml`
+/// names: without the variables rustup and cargo set for the build that runs it (the
+/// program's nightly build here, the workspace's stable one for the tools that build the
+/// apps).
+pub fn toolchain_neutral_command(dir: &Path, program: &str) -> Command {
     let mut cmd = Command::new(program);
-    cmd.current_dir(root);
+    cmd.current_dir(dir);
     for (key, _) in std::env::vars_os() {
         let key_text = key.to_string_lossy();
         let inherited_build_setting = (key_text.starts_with("CARGO") && key_text != "CARGO_HOME")
@@ -109,7 +110,8 @@ fn workspace_command(root: &Path, program: &str) -> Command {
     }
     // rustup may put the program's toolchain first on PATH; the workspace's must win.
     if let Some(path) = std::env::var_os("PATH") {
-        let kept: Vec<PathBuf> = std::env::split_paths(&path).filter(|p| !p.to_string_lossy().contains("/toolchains/")).collect();
+        let kept: Vec<PathBuf> =
+            std::env::split_paths(&path).filter(|p| !p.to_string_lossy().contains("/toolchains/")).collect();
         if let Ok(joined) = std::env::join_paths(kept) {
             cmd.env("PATH", joined);
         }
@@ -130,7 +132,7 @@ fn run(mut cmd: Command) -> Result<(), String> {
 
 /// Builds the runtime library with the workspace's toolchain; returns its path.
 pub fn build_runtime(root: &Path) -> Result<PathBuf, String> {
-    let mut cmd = workspace_command(root, "cargo");
+    let mut cmd = toolchain_neutral_command(root, "cargo");
     cmd.args(["build", "--release", "-p", RUNTIME_PACKAGE, "--target", RUNTIME_TARGET, "--target-dir"])
         .arg(target_dir(root));
     run(cmd)?;
@@ -145,7 +147,7 @@ pub fn build_runtime(root: &Path) -> Result<PathBuf, String> {
 /// which every Rust toolchain carries in its sysroot. They load the toolchain's LLVM
 /// library from its `lib/` (rustc points them there the same way when it runs them).
 fn toolchain_tool(root: &Path, host: &str, name: &str) -> Result<Command, String> {
-    let out = workspace_command(root, "rustc")
+    let out = toolchain_neutral_command(root, "rustc")
         .args(["--print", "sysroot"])
         .output()
         .map_err(|e| format!("cannot run rustc: {e}"))?;
