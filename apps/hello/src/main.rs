@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 fn main() {
     println!("hello from std");
-    let args: Vec<String> = std::env::args().collect();
-    println!("args: {}", args.join(" "));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    println!("arguments after the program name: {}", args.join(" "));
 
     let boxed = *Box::new(41u64) + 1;
     let squares: Vec<u64> = (1..=1000).map(|i| i * i).collect();

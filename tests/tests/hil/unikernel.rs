@@ -13,8 +13,7 @@ every_backend! {
             .scenario("tests/configs/bochs-hermit-hello.toml")
             .expect("[hello] bulkhead runtime: 1 vcpu(s), heap ")
             .expect("[hello] hello from std")
-            .expect("[hello] args: ")
-            .expect(" one two")
+            .expect("[hello] arguments after the program name: one two")
             .expect("[hello] heap: box 42, vec of 1000 squares summing to 333833500")
             .expect("[hello] hash map: two seen 2 times")
             .expect("[hello] sleep: asked 20 ms, slept at least 20 ms: true")
@@ -93,11 +92,13 @@ every_backend! {
     /// A CPU exception in the program: the runtime's IDT reports the vector, error code,
     /// RIP and the faulting address (CR2) through the crash MSRs.
     fn unikernel_exception_is_reported_with_the_faulting_address(emulator) {
-        crashed(faults(emulator, "page-fault"))
+        let report = crashed(faults(emulator, "page-fault"))
             .expect("[faults] panic: crash reported, P0 0xe P1 0x0 P2 0x")
             .expect("[faults] panic: exception #PF page fault (vector 14), error code 0x0, RIP 0x")
-            .expect(", CR2 0x1000000000, ")
-            .execute()
-            .assert_passed();
+            .execute();
+        report.assert_passed();
+        // The address is in the middle of the report's line, which an expectation (a line
+        // of the partition's, named by its prefix) cannot pin down.
+        assert!(report.contains(", CR2 0x1000000000, RSP 0x"), "the report names the faulting address:\n{}", report.diagnostic());
     }
 }
