@@ -6,7 +6,8 @@ use bulkhead_tests::{Emulator, Run, every_backend};
 
 every_backend! {
     /// apps/hello: println, the command line as `std::env::args`, Box, Vec, a HashMap
-    /// (random keys from RDRAND/RDSEED), Instant and sleep; exit status 0 is PASS.
+    /// (random keys from RDRAND/RDSEED), an initialised `thread_local!` (the TLS block),
+    /// Instant and sleep; exit status 0 is PASS.
     fn unikernel_hello_runs_a_std_program(emulator) {
         Run::new(emulator)
             .cpus(2)
@@ -16,6 +17,7 @@ every_backend! {
             .expect("[hello] arguments after the program name: one two")
             .expect("[hello] heap: box 42, vec of 1000 squares summing to 333833500")
             .expect("[hello] hash map: two seen 2 times")
+            .expect("[hello] thread_local: 42")
             .expect("[hello] sleep: asked 20 ms, slept at least 20 ms: true")
             .expect("partition hello: reports PASS")
             .forbid(": fault #")
