@@ -140,15 +140,7 @@ pub unsafe fn read(cmdline: u64, boot_info: u64) -> Start {
     start
 }
 
-/// The heap's range: the largest stretch of the partition's memory above the program
-/// (everything below it is the boot area and the program itself).
+/// The heap's range above `above` ([`crate::heap_range`]).
 pub fn heap_range(start: &Start, above: u64) -> Option<(u64, u64)> {
-    start.memory[..start.regions]
-        .iter()
-        .filter_map(|r| {
-            let end = r.base.checked_add(r.size)?;
-            let base = r.base.max(above);
-            (end > base).then_some((base, end - base))
-        })
-        .max_by_key(|&(_, size)| size)
+    crate::heap_range::heap_range(&start.memory[..start.regions], above)
 }
