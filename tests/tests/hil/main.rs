@@ -21,3 +21,4 @@ mod linux_msg;
 mod partitions;
 mod smp;
 mod sweep;
+mod unikernel;
