@@ -71,7 +71,8 @@ struct Thread {
 }
 
 impl Thread {
-    const FREE: Thread = Thread { id: 0, state: State::Finished, cpu: 0, pinned: false, wait_order: 0, wake: Wake::Woken };
+    const FREE: Thread =
+        Thread { id: 0, state: State::Finished, cpu: 0, pinned: false, wait_order: 0, wake: Wake::Woken };
 }
 
 #[derive(Debug)]
@@ -211,11 +212,8 @@ impl Scheduler {
     fn least_busy_cpu(&mut self) -> usize {
         let online = |cpu: &usize| self.cpus[*cpu].online;
         let start = self.last_placed + 1;
-        let chosen = (start..start + MAX_CPUS)
-            .map(|c| c % MAX_CPUS)
-            .filter(online)
-            .min_by_key(|&c| self.load(c))
-            .unwrap_or(0);
+        let chosen =
+            (start..start + MAX_CPUS).map(|c| c % MAX_CPUS).filter(online).min_by_key(|&c| self.load(c)).unwrap_or(0);
         self.last_placed = chosen;
         chosen
     }
@@ -364,6 +362,25 @@ impl Scheduler {
             }
         }
         None
+    }
+
+    /// Whether `cpu` would find a thread to run: its own queue, or an unpinned thread
+    /// queued on another CPU.
+    pub fn has_ready(&self, cpu: usize) -> bool {
+        !self.cpus[cpu].queue.is_empty()
+            || (0..MAX_CPUS)
+                .filter(|&c| c != cpu)
+                .any(|c| self.cpus[c].queue.iter().any(|&s| !self.threads[usize::from(s)].pinned))
+    }
+
+    /// The online CPUs in their idle loops (to kick when the next deadline moves earlier,
+    /// so they arm their timers for it).
+    pub fn idle_cpus(&self) -> Kicks {
+        Kicks(
+            (0..MAX_CPUS)
+                .filter(|&c| self.cpus[c].online && self.cpus[c].current.is_none())
+                .fold(0, |bits, c| bits | 1 << c),
+        )
     }
 
     /// Makes ready every sleeper and futex waiter whose deadline is at or before `now`.
@@ -535,6 +552,18 @@ mod tests {
         assert_eq!(kicks, Kicks(1 << cpu));
         assert_eq!(s.schedule(cpu).to, Some(main));
         assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn has_ready_sees_own_queue_and_stealable_work_only() {
+        let (mut s, _) = two_cpus();
+        assert!(!s.has_ready(1));
+        let _ = s.spawn(Some(0)).unwrap();
+        assert!(!s.has_ready(1), "a thread pinned to CPU 0 is not CPU 1's");
+        assert!(s.has_ready(0));
+        assert_eq!(s.idle_cpus(), Kicks(1 << 1));
+        let _ = s.spawn(None).unwrap();
+        assert!(s.has_ready(1));
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! Threads: the scheduler of the runtime and the hermit-abi calls about threads, futexes
+//! and sleeping (`sys_spawn2`, `sys_join`, `sys_yield`, `sys_futex_wait`,
+//! `sys_futex_wake`, `sys_usleep`, `sys_nanosleep`, `sys_available_parallelism`).
+//!
+//! - [`scheduler`] and [`futex`]: the rules (thread states, run queues, futex queues,
+//!   deadlines), pure and unit-tested on the host.
+//! - `threads`: those rules on the hardware (lock, stacks, TLS, switches, idle loop).
+//! - `context`: the register switch. `timer`: each CPU's local APIC timer and wake-up
+//!   IPI. `smp`: starting the partition's other vCPUs. `syscalls`: the exported calls.
+//!
+//! Threads run on every vCPU of the partition, cooperatively: a thread keeps its CPU
+//! until it blocks, sleeps, yields or ends; a CPU with nothing to run halts until its
+//! timer or a wake-up IPI. docs/unikernel.md describes the behaviour for programs.
+
+pub mod futex;
+pub mod scheduler;
+
+#[cfg(target_os = "none")]
+mod context;
+#[cfg(target_os = "none")]
+mod platform;
+#[cfg(target_os = "none")]
+mod smp;
+#[cfg(target_os = "none")]
+mod syscalls;
+#[cfg(target_os = "none")]
+mod threads;
+#[cfg(target_os = "none")]
+mod timer;
+
+/// How long the boot CPU waits for each other vCPU to reach the scheduler.
+#[cfg(target_os = "none")]
+const AP_START_TIMEOUT_NS: u64 = 1_000_000_000;
+
+/// Sets up threads on the boot CPU before `main` runs: the running code becomes the main
+/// thread, and the partition's other vCPUs start and wait for threads. Which vCPUs there
+/// are comes from the boot information block at `boot_info`; FALLBACK (until every
+/// Bulkhead writes that block): the command line's `bulkhead.apic_ids=A,B,...` (VP index
+/// order, this CPU's first); without either, this CPU alone. Enables interrupts. Returns
+/// the number of CPUs threads run on.
+///
+/// # Safety
+/// `boot_info` is 0 or the address the hypervisor passed in RSI, unchanged since.
+#[cfg(target_os = "none")]
+pub unsafe fn init(boot_info: u64, cmdline: &str) -> usize {
+    use bulkhead_abi::boot_info::{BOOT_INFO_MAX, BootInfo};
+    timer::install_handlers();
+    let idle_stack = platform::alloc(threads::IDLE_STACK, 16).expect("heap room for the idle loop's stack");
+    threads::init_boot_cpu(idle_stack);
+    let bytes = (boot_info != 0).then(|| {
+        // SAFETY: per the caller, the block the hypervisor wrote (at most BOOT_INFO_MAX).
+        unsafe { core::slice::from_raw_parts(boot_info as *const u8, BOOT_INFO_MAX) }
+    });
+    let info = bytes.and_then(|b| BootInfo::parse(b).ok());
+    let others = match &info {
+        Some(info) => smp::start_aps((0..info.vcpu_count()).filter_map(|i| info.apic_id(i)), AP_START_TIMEOUT_NS),
+        None => match crate::command_line::option(cmdline, "apic_ids") {
+            Some(list) => smp::start_aps(list.split(',').filter_map(|id| id.trim().parse().ok()), AP_START_TIMEOUT_NS),
+            None => 0,
+        },
+    };
+    // SAFETY: the IDT handles the scheduler's vectors (installed above).
+    unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    others + 1
+}
+
+/// This thread's CPU (its VP index), for programs that show where they run.
+#[cfg(target_os = "none")]
+pub fn current_cpu() -> usize {
+    threads::cpu_index()
+}
