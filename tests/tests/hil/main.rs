@@ -20,3 +20,4 @@ mod linux_msg;
 mod partitions;
 mod smp;
 mod sweep;
+mod threads;
