@@ -46,6 +46,7 @@ fn compile_config() -> ConsoleFormat {
     println!("cargo:rerun-if-env-changed=BULKHEAD_CONFIG");
     println!("cargo:rerun-if-env-changed=BULKHEAD_GUEST_DIR");
     println!("cargo:rerun-if-env-changed=BULKHEAD_LINUX_DIR");
+    println!("cargo:rerun-if-env-changed=BULKHEAD_APP_DIR");
     let workspace = Path::new(&env("CARGO_MANIFEST_DIR")).parent().expect("kernel/ sits in the workspace").to_owned();
     let system = match std::env::var_os("BULKHEAD_CONFIG") {
         Some(path) => workspace.join(path),
@@ -56,9 +57,16 @@ fn compile_config() -> ConsoleFormat {
     let linux_dir = std::env::var_os("BULKHEAD_LINUX_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target").join(bulkhead_board::LINUX_DIR));
+    let app_dir = std::env::var_os("BULKHEAD_APP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target").join(bulkhead_board::APPS_DIR));
     let loaded = bulkhead_board::load_system(
         &system,
-        &bulkhead_board::LoadOptions { guest_dir: guest_dir.clone(), linux_dir: Some(linux_dir) },
+        &bulkhead_board::LoadOptions {
+            guest_dir: guest_dir.clone(),
+            linux_dir: Some(linux_dir),
+            app_dir: Some(app_dir),
+        },
     );
     for file in &loaded.files_read {
         println!("cargo:rerun-if-changed={}", file.display());

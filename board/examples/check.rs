@@ -15,7 +15,8 @@ fn main() {
         eprintln!("usage: check [--tables] SYSTEM.toml [GUEST_DIR]");
         std::process::exit(2);
     };
-    let options = bulkhead_board::LoadOptions { guest_dir: args.next().map(PathBuf::from), linux_dir: None };
+    let options =
+        bulkhead_board::LoadOptions { guest_dir: args.next().map(PathBuf::from), linux_dir: None, app_dir: None };
     let loaded = bulkhead_board::load_system(PathBuf::from(system).as_path(), &options);
     match loaded.result {
         Ok(system) if tables => print!("{}", bulkhead_board::generate_tables(&system)),

@@ -241,7 +241,7 @@ rules! {
         "a `linux` payload's `cmdline` is longer than the kernel accepts (cmdline_size in its setup header)",
         "shorten the command line; Linux would truncate it";
     NOT_YET = "not-yet":
-        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: a `hermit` payload, `watchdog_ms`, an assigned device's interrupts, PCI function or DMA",
+        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: `watchdog_ms`, an assigned device's interrupts, PCI function or DMA",
         "the image builds, but the setting has no effect (or the partition is refused at boot, as a Linux payload is); see docs/config.md";
     DEPRECATED = "deprecated":
         "(a warning, not an error) a setting still accepted under an old name: `kind = \"bzimage\"` is now `kind = \"linux\"`",

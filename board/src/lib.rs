@@ -45,7 +45,7 @@ pub use load::{LoadOptions, Loaded, MAX_CONFIG_BYTES, boards_dir, load_system};
 #[cfg(feature = "host")]
 pub use model::System;
 #[cfg(feature = "host")]
-pub use payload::{GUESTS_PREFIX, LINUX_ASSETS, LINUX_DIR, LINUX_PREFIX};
+pub use payload::{APPS_DIR, APPS_PREFIX, GUESTS_PREFIX, LINUX_ASSETS, LINUX_DIR, LINUX_PREFIX};
 #[cfg(feature = "host")]
 pub use summary::summary;
 #[cfg(feature = "host")]

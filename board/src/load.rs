@@ -23,6 +23,9 @@ pub struct LoadOptions {
     /// Where `@linux/NAME` payloads live (the Linux asset folder the tools fill,
     /// `target/linux-assets/current`).
     pub linux_dir: Option<PathBuf>,
+    /// Where `@apps/NAME` payloads live (`target/apps/x86_64-unknown-hermit/release`, the
+    /// apps workspace's build directory).
+    pub app_dir: Option<PathBuf>,
 }
 
 /// The outcome of [`load_system`].
@@ -103,6 +106,7 @@ fn load_inner(
         system_file,
         guest_dir: options.guest_dir.as_deref(),
         linux_dir: options.linux_dir.as_deref(),
+        app_dir: options.app_dir.as_deref(),
         default_name,
     };
     validate(sink, files_read, raw, board, &inputs)

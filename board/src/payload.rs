@@ -18,6 +18,15 @@ use crate::tables::{BOOT_AREA_END, PayloadKind, PhysRange};
 /// The prefix of payload paths that live in the guest build directory.
 pub const GUESTS_PREFIX: &str = "@guests/";
 
+/// The prefix of payload paths that name a unikernel app: `@apps/NAME` is the program
+/// `apps/NAME/` builds (a Rust std program linked with the Bulkhead runtime, `kind =
+/// "hermit"`), found in the apps' build directory.
+pub const APPS_PREFIX: &str = "@apps/";
+
+/// The apps' build directory under the workspace's `target/`: the apps workspace's own
+/// target folder, its Hermit target, release profile.
+pub const APPS_DIR: &str = "apps/x86_64-unknown-hermit/release";
+
 /// The prefix of payload paths that name the distribution's Linux assets, which the
 /// tools fetch and build (`bulkhead_tests::linux_system`): `@linux/NAME`, one of
 /// [`LINUX_ASSETS`].
@@ -38,20 +47,31 @@ pub const LINUX_ASSETS: &[(&str, &str)] = &[
 
 const FETCH_LINUX_HINT: &str = "the Linux assets come from Debian's packages through apt; `cargo xtask build`, `check` and `run` fetch them and build the initramfs (into target/linux-assets/current/)";
 
+const BUILD_APPS_HINT: &str = "build the apps with `cargo xtask build` (payloads named `@apps/NAME` are the programs of apps/NAME/, built into target/apps/)";
+
+/// Where the names with a prefix resolve: `@guests/`, `@linux/`, `@apps/`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PayloadDirs<'a> {
+    pub guest: Option<&'a Path>,
+    pub linux: Option<&'a Path>,
+    pub apps: Option<&'a Path>,
+}
+
 const BUILD_GUESTS_HINT: &str =
     "build the guests with `cargo xtask build` (payloads named `@guests/NAME` come from the guest build directory)";
 
 /// Resolves a payload or initrd path as written: `@guests/NAME` in the guest directory,
-/// `@linux/NAME` in the Linux asset folder, anything else relative to the system file's
-/// directory. `None` (after reporting) when a guest or Linux path cannot be resolved.
+/// `@apps/NAME` in the apps' build directory, `@linux/NAME` in the Linux asset folder,
+/// anything else relative to the system file's directory. `None` (after reporting) when a
+/// guest, app or Linux path cannot be resolved.
 pub(crate) fn resolve(
     sink: &mut Sink,
     at: Loc,
     written: &str,
     system_dir: &Path,
-    guest_dir: Option<&Path>,
-    linux_dir: Option<&Path>,
+    dirs: PayloadDirs<'_>,
 ) -> Option<PathBuf> {
+    let linux_dir = dirs.linux;
     if let Some(name) = written.strip_prefix(LINUX_PREFIX) {
         let Some((_, file)) = LINUX_ASSETS.iter().find(|(n, _)| *n == name) else {
             let known: Vec<String> = LINUX_ASSETS.iter().map(|(n, _)| format!("{LINUX_PREFIX}{n}")).collect();
@@ -76,26 +96,34 @@ pub(crate) fn resolve(
             }
         };
     }
-    match written.strip_prefix(GUESTS_PREFIX) {
-        Some(name) => {
+    let named = [
+        (GUESTS_PREFIX, "a guest", dirs.guest, "guest directory", BUILD_GUESTS_HINT),
+        (APPS_PREFIX, "an app", dirs.apps, "apps' build directory", BUILD_APPS_HINT),
+    ]
+    .into_iter()
+    .find_map(|(prefix, what, dir, dir_name, hint)| {
+        Some((prefix, written.strip_prefix(prefix)?, what, dir, dir_name, hint))
+    });
+    match named {
+        Some((prefix, name, what, dir, dir_name, hint)) => {
             let plain = !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
             if !plain {
                 sink.error_hint(
                     at,
                     rule::INVALID_VALUE,
-                    format!("{written:?} does not name a guest"),
-                    "write `@guests/NAME` with a plain file name",
+                    format!("{written:?} does not name {what}"),
+                    format!("write `{prefix}NAME` with a plain file name"),
                 );
                 return None;
             }
-            match guest_dir {
+            match dir {
                 Some(dir) => Some(dir.join(name)),
                 None => {
                     sink.error_hint(
                         at,
                         rule::PAYLOAD_MISSING,
-                        format!("payload {written:?}: no guest directory is known"),
-                        BUILD_GUESTS_HINT,
+                        format!("payload {written:?}: no {dir_name} is known"),
+                        hint,
                     );
                     None
                 }
@@ -125,11 +153,14 @@ pub(crate) fn check_file(
     kind: Option<PayloadKind>,
 ) -> Option<FileFacts> {
     let guest = written.starts_with(GUESTS_PREFIX);
+    let app = written.starts_with(APPS_PREFIX);
     let head = match read_head(path) {
         Ok(head) => head,
         Err(Problem::Missing) => {
             let hint = if guest {
                 BUILD_GUESTS_HINT.to_owned()
+            } else if app {
+                BUILD_APPS_HINT.to_owned()
             } else {
                 format!("no file at {}; paths are relative to the system file", path.display())
             };
@@ -383,12 +414,15 @@ mod tests {
         let at = Loc { file: 0, offset: 0 };
         let linux = Path::new("/t/linux-assets/current");
         let resolve = |sink: &mut Sink, written: &str, dir: Option<&Path>| {
-            super::resolve(sink, at, written, Path::new("/sys"), Some(Path::new("/g")), dir)
+            let dirs = PayloadDirs { guest: Some(Path::new("/g")), linux: dir, apps: Some(Path::new("/a")) };
+            super::resolve(sink, at, written, Path::new("/sys"), dirs)
         };
         assert_eq!(resolve(&mut sink, "@linux/vmlinuz", Some(linux)), Some(linux.join("vmlinuz")));
         assert_eq!(resolve(&mut sink, "@linux/shell-initramfs", Some(linux)), Some(linux.join("shell-initramfs.cpio")));
         assert_eq!(resolve(&mut sink, "@guests/x", Some(linux)), Some(PathBuf::from("/g/x")));
+        assert_eq!(resolve(&mut sink, "@apps/hello", Some(linux)), Some(PathBuf::from("/a/hello")));
         assert!(sink.is_empty());
+        assert_eq!(resolve(&mut sink, "@apps/../x", Some(linux)), None);
         assert_eq!(resolve(&mut sink, "@linux/bzImage", Some(linux)), None);
         assert_eq!(resolve(&mut sink, "@linux/vmlinuz", None), None);
         assert!(!sink.is_empty());

@@ -438,14 +438,9 @@ fn read_payload(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPayload {
             }
             Some(PayloadKind::BzImage)
         }
-        "hermit" => {
-            cx.not_yet(
-                &v.span(),
-                "Hermit payloads are loaded and started as a plain ELF64; the Hermit system interface (hermit-abi) is not provided yet",
-                "use kind = \"elf\" for a payload that needs nothing but its own code",
-            );
-            Some(PayloadKind::Hermit)
-        }
+        // A unikernel: a Rust std program (x86_64-unknown-hermit) linked with the Bulkhead
+        // runtime, which provides the hermit-abi system interface (docs/unikernel.md).
+        "hermit" => Some(PayloadKind::Hermit),
         other => {
             cx.error_hint(
                 &v.span(),

@@ -36,7 +36,14 @@ pub(crate) struct Inputs<'a> {
     pub system_file: &'a Path,
     pub guest_dir: Option<&'a Path>,
     pub linux_dir: Option<&'a Path>,
+    pub app_dir: Option<&'a Path>,
     pub default_name: String,
+}
+
+impl Inputs<'_> {
+    fn dirs(&self) -> payload::PayloadDirs<'_> {
+        payload::PayloadDirs { guest: self.guest_dir, linux: self.linux_dir, apps: self.app_dir }
+    }
 }
 
 /// A host placement to check or to make.
@@ -241,8 +248,7 @@ pub(crate) fn validate(
         if let Some(pl) = &p.payload {
             let mut image = None;
             if let Some(path) = &pl.path {
-                let resolved =
-                    payload::resolve(sink, path.at, &path.v, &system_dir, inputs.guest_dir, inputs.linux_dir);
+                let resolved = payload::resolve(sink, path.at, &path.v, &system_dir, inputs.dirs());
                 if let Some(resolved) = resolved {
                     files_read.push(resolved.clone());
                     image = payload::check_file(sink, path.at, &path.v, &resolved, pl.kind);
@@ -255,8 +261,7 @@ pub(crate) fn validate(
             let mut initrd_len = None;
             let mut initrd_readable = true;
             if let Some(initrd) = &pl.initrd {
-                let resolved =
-                    payload::resolve(sink, initrd.at, &initrd.v, &system_dir, inputs.guest_dir, inputs.linux_dir);
+                let resolved = payload::resolve(sink, initrd.at, &initrd.v, &system_dir, inputs.dirs());
                 initrd_len = resolved.and_then(|resolved| {
                     files_read.push(resolved.clone());
                     payload::check_file(sink, initrd.at, &initrd.v, &resolved, None).map(|f| f.len)
@@ -646,9 +651,9 @@ pub(crate) fn validate(
     for p in raw.partitions {
         let pl = p.payload?;
         let path_text = pl.path?.v;
-        let path = resolve_quiet(&path_text, &system_dir, inputs.guest_dir, inputs.linux_dir)?;
+        let path = resolve_quiet(&path_text, &system_dir, inputs.dirs())?;
         let initrd = match pl.initrd {
-            Some(i) => Some(resolve_quiet(&i.v, &system_dir, inputs.guest_dir, inputs.linux_dir)?),
+            Some(i) => Some(resolve_quiet(&i.v, &system_dir, inputs.dirs())?),
             None => None,
         };
         let mut memory = Vec::new();
@@ -876,15 +881,10 @@ fn partition_list_hint(names: &[Option<&str>]) -> String {
     }
 }
 
-fn resolve_quiet(
-    written: &str,
-    system_dir: &Path,
-    guest_dir: Option<&Path>,
-    linux_dir: Option<&Path>,
-) -> Option<PathBuf> {
+fn resolve_quiet(written: &str, system_dir: &Path, dirs: payload::PayloadDirs<'_>) -> Option<PathBuf> {
     let mut sink = Sink::default();
     let at = Loc { file: 0, offset: 0 };
-    payload::resolve(&mut sink, at, written, system_dir, guest_dir, linux_dir)
+    payload::resolve(&mut sink, at, written, system_dir, dirs)
 }
 
 /// Whether `range` lies inside the union of the (possibly adjacent) RAM ranges.

@@ -161,7 +161,8 @@ fn guest_payloads_without_a_guest_dir_say_how_to_build_them() {
     }
     // An empty guest directory: the same rule and hint.
     let empty = common::scratch_dir("empty-guests");
-    let loaded = load_system(&file, &bulkhead_board::LoadOptions { guest_dir: Some(empty), linux_dir: None });
+    let loaded =
+        load_system(&file, &bulkhead_board::LoadOptions { guest_dir: Some(empty), linux_dir: None, app_dir: None });
     let diagnostics = loaded.result.unwrap_err();
     assert_eq!(diagnostics.len(), 2, "{diagnostics}");
     assert!(

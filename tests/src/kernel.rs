@@ -34,9 +34,14 @@ pub fn linux_dir() -> PathBuf {
 }
 
 /// How the tools resolve a system file's payload names: `@guests/NAME` in
-/// [`binaries_dir`], `@linux/NAME` in [`linux_dir`].
+/// [`binaries_dir`], `@linux/NAME` in [`linux_dir`], `@apps/NAME` in
+/// [`crate::apps::app_dir`].
 pub fn load_options() -> bulkhead_board::LoadOptions {
-    bulkhead_board::LoadOptions { guest_dir: Some(binaries_dir()), linux_dir: Some(linux_dir()) }
+    bulkhead_board::LoadOptions {
+        guest_dir: Some(binaries_dir()),
+        linux_dir: Some(linux_dir()),
+        app_dir: Some(crate::apps::app_dir()),
+    }
 }
 
 /// Where `cargo build` puts the bare-metal binaries (kernel and guests).
@@ -66,7 +71,8 @@ fn cargo_build(package: &str, config: Option<&Path>) -> Command {
     if let Some(config) = config {
         cmd.env("BULKHEAD_CONFIG", config)
             .env("BULKHEAD_GUEST_DIR", binaries_dir())
-            .env("BULKHEAD_LINUX_DIR", linux_dir());
+            .env("BULKHEAD_LINUX_DIR", linux_dir())
+            .env("BULKHEAD_APP_DIR", crate::apps::app_dir());
     }
     cmd
 }
@@ -107,6 +113,9 @@ pub fn build_kernel(config: &Path, quiet: bool) -> Result<KernelImage, String> {
     let config = std::path::absolute(config).map_err(|e| format!("bad config path {}: {e}", config.display()))?;
     // `@linux/` payloads: fetched and built before the kernel's build checks them.
     crate::linux_system::prepare(&config)?;
+    // `@apps/` payloads: the unikernel apps, built with their nightly before the kernel's
+    // build checks them.
+    crate::apps::prepare(&config, quiet)?;
     let [guests, kernel] = build_commands(&config);
     run_build(guests, quiet)?;
     run_build(kernel, quiet)?;

@@ -17,6 +17,7 @@
 //! initramfs (newc cpio), and [`direct`] boots a kernel directly in QEMU, without the
 //! hypervisor (the baseline, and the check that the assets work).
 
+pub mod apps;
 pub mod bochs_linux;
 pub mod console;
 pub mod direct;

@@ -58,8 +58,8 @@ workspace root) after building the default system once; ends with one line of to
         name: "lint",
         synopsis: "lint",
         help: "\
-`cargo fmt --check`, and clippy with -D warnings on the host crates, and on the kernel and
-the guests for their target.",
+`cargo fmt --check`, and clippy with -D warnings on the host crates, and on the kernel, the
+guests and the unikernel runtime for their target.",
     },
     Command {
         name: "build",

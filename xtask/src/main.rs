@@ -22,7 +22,7 @@ use bulkhead_tests::host::Purpose;
 use bulkhead_tests::{Emulator, Run, kernel};
 
 use cli::{RunArgs, Task};
-use setup::{Rust, ensure_host, ensure_rust};
+use setup::{Rust, ensure_apps_toolchain, ensure_host, ensure_rust};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -119,6 +119,12 @@ fn build(config: Option<PathBuf>) -> Result<kernel::KernelImage> {
 fn build_for(config: &Path) -> Result<kernel::KernelImage> {
     ensure_rust(Rust::BUILD)?;
     ensure_linux_host(config)?;
+    let apps = ensure_apps(config)?;
+    if apps {
+        eprintln!("building the unikernel apps (apps/) for {}", display_path(config));
+        eprintln!("$ (in apps/) {}", show(&bulkhead_tests::apps::cargo_build_apps()));
+        bulkhead_tests::apps::build_apps(false).map_err(anyhow::Error::msg)?;
+    }
     eprintln!("building the guests and the hypervisor for {}", display_path(config));
     for cmd in kernel::build_commands(config) {
         eprintln!("$ {}", show(&cmd));
@@ -137,6 +143,16 @@ fn ensure_linux_host(config: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The apps' toolchain, installed if `config` names an `@apps/` payload; whether it does.
+fn ensure_apps(config: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    let apps = bulkhead_tests::apps::names_apps(&text);
+    if apps {
+        ensure_apps_toolchain()?;
+    }
+    Ok(apps)
+}
+
 /// Validates a system file without building anything that needs it.
 fn check(config: &Path) -> Result<ExitCode> {
     ensure_rust(Rust::BUILD)?;
@@ -146,6 +162,10 @@ fn check(config: &Path) -> Result<ExitCode> {
     // `@linux/` payloads: fetched through apt and built, so the check sees the real files.
     ensure_linux_host(config)?;
     bulkhead_tests::linux_system::prepare(config).map_err(anyhow::Error::msg)?;
+    // `@apps/` payloads: built, so the check sees the real programs.
+    if ensure_apps(config)? {
+        bulkhead_tests::apps::build_apps(false).map_err(anyhow::Error::msg)?;
+    }
     let loaded = bulkhead_board::load_system(config, &kernel::load_options());
     for warning in &loaded.warnings {
         eprint!("{}", warning.warning());
@@ -232,6 +252,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
 
 fn test(filter: Option<String>) -> Result<ExitCode> {
     ensure_host(Purpose::ALL)?;
+    // The HIL tests boot unikernel apps too, and the link test builds std for them.
+    ensure_apps_toolchain()?;
     // Build the default system once in the open, so a build error shows here with cargo's
     // own output; the HIL tests then reuse it and build other systems as they need them.
     build(None)?;
@@ -293,6 +315,8 @@ fn lint() -> Result<ExitCode> {
         kernel::GUESTS_PACKAGE,
         "-p",
         kernel::KERNEL_PACKAGE,
+        "-p",
+        bulkhead_runtime_build::RUNTIME_PACKAGE,
         "--target",
         kernel::KERNEL_TARGET,
         "--release",

@@ -7,6 +7,8 @@
 //!   pinned toolchain is already present, for instance linked to another one), so this
 //!   checks the toolchain's sysroot itself and runs `rustup target add` / `rustup component
 //!   add` for what is missing;
+//! - the apps' toolchain (`bulkhead_tests::apps::APPS_TOOLCHAIN`, a dated nightly) with
+//!   `rust-src`, for the unikernel apps in apps/ (`-Zbuild-std` for the Hermit target);
 //! - the Debian packages of the emulators and the image tools (`bulkhead_tests::host`),
 //!   installed with apt-get when running as root.
 
@@ -148,6 +150,55 @@ pub fn ensure_rust(needs: &[Rust]) -> Result<()> {
     Ok(())
 }
 
+/// The rustup arguments that install the apps' toolchain: minimal, with `rust-src` (std's
+/// sources, which `-Zbuild-std` compiles for the Hermit target).
+fn apps_toolchain_install_args(toolchain: &str) -> Vec<String> {
+    ["toolchain", "install", toolchain, "--profile", "minimal", "--component", "rust-src"].map(String::from).to_vec()
+}
+
+/// Whether the toolchain whose sysroot is `sysroot` has std's sources.
+fn has_rust_src(sysroot: &Path) -> bool {
+    sysroot.join("lib/rustlib/src/rust/library/std/Cargo.toml").is_file()
+}
+
+/// Makes sure the apps' toolchain and its `rust-src` are installed (through rustup, as
+/// for the kernel target); without rustup, stops with the command to run.
+pub fn ensure_apps_toolchain() -> Result<()> {
+    let toolchain = bulkhead_tests::apps::APPS_TOOLCHAIN;
+    let sysroot = || {
+        let out = Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]).output().ok()?;
+        out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    };
+    if sysroot().is_some_and(|s| has_rust_src(&s)) {
+        return Ok(());
+    }
+    let args = apps_toolchain_install_args(toolchain);
+    if rustup_toolchain().is_none() {
+        bail!(
+            "the unikernel apps need the Rust toolchain {toolchain} with rust-src, and rustup is not on PATH to \
+             install it.\nInstall rustup (https://rustup.rs) and run:\n    rustup {}",
+            args.join(" ")
+        );
+    }
+    eprintln!(
+        "setup: the apps' toolchain {toolchain} or its rust-src is missing; installing it: rustup {}",
+        args.join(" ")
+    );
+    let out = Command::new("rustup").args(&args).stdin(Stdio::null()).output().context("cannot run rustup")?;
+    if !out.status.success() {
+        bail!(
+            "`rustup {}` failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    if !sysroot().is_some_and(|s| has_rust_src(&s)) {
+        bail!("rustup reported success, but the toolchain {toolchain} still lacks rust-src");
+    }
+    Ok(())
+}
+
 /// Makes sure the host has what `purposes` need: installs the missing Debian packages when
 /// running as root, otherwise says exactly what to install.
 pub fn ensure_host(purposes: &[Purpose]) -> Result<()> {
@@ -205,6 +256,20 @@ mod tests {
         assert!(!Rust::KernelTarget.present_in(dir.path()), "a folder without core");
         std::fs::write(lib.join("libcore-0123abcd.rlib"), b"").unwrap();
         assert!(Rust::KernelTarget.present_in(dir.path()));
+    }
+
+    #[test]
+    fn the_apps_toolchain_installs_minimal_with_rust_src() {
+        assert_eq!(
+            apps_toolchain_install_args("nightly-2026-05-19").join(" "),
+            "toolchain install nightly-2026-05-19 --profile minimal --component rust-src"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!has_rust_src(dir.path()));
+        let std = dir.path().join("lib/rustlib/src/rust/library/std");
+        std::fs::create_dir_all(&std).unwrap();
+        std::fs::write(std.join("Cargo.toml"), b"").unwrap();
+        assert!(has_rust_src(dir.path()));
     }
 
     #[test]

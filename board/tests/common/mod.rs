@@ -124,6 +124,16 @@ pub fn guest_dir() -> &'static Path {
     })
 }
 
+/// The directory that `@apps/NAME` resolves to in tests: a fake of the shipped app.
+pub fn app_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch_dir("apps");
+        std::fs::write(dir.join("hello"), fake_elf()).unwrap();
+        dir
+    })
+}
+
 /// The directory that `@linux/NAME` resolves to in tests (fakes of the files
 /// `bulkhead_board::LINUX_ASSETS` names), filled once per test binary.
 pub fn linux_dir() -> &'static Path {
@@ -152,5 +162,9 @@ pub fn config_dir() -> PathBuf {
 }
 
 pub fn options() -> bulkhead_board::LoadOptions {
-    bulkhead_board::LoadOptions { guest_dir: Some(guest_dir().to_owned()), linux_dir: Some(linux_dir().to_owned()) }
+    bulkhead_board::LoadOptions {
+        guest_dir: Some(guest_dir().to_owned()),
+        linux_dir: Some(linux_dir().to_owned()),
+        app_dir: Some(app_dir().to_owned()),
+    }
 }

@@ -103,7 +103,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                     large_pages: false,
                 },
             ],
-            // payload: @guests/hermit
+            // payload: @apps/hello
             payload: Payload {
                 kind: PayloadKind::Hermit,
                 module: "rt-control",

@@ -14,16 +14,9 @@
 
 use super::scheduler::{Kicks, Nanos, Scheduler};
 
-/// hermit-abi's `FUTEX_RELATIVE_TIMEOUT`.
-pub const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
-
-/// hermit-abi's errno values these calls return (negated).
-pub mod errno {
-    pub const EAGAIN: i32 = 11;
-    pub const EINVAL: i32 = 22;
-    pub const EDEADLK: i32 = 35;
-    pub const ETIMEDOUT: i32 = 110;
-}
+pub use hermit_abi::FUTEX_RELATIVE_TIMEOUT;
+/// The errno values these calls return (negated).
+pub use hermit_abi::errno;
 
 /// A futex call's refusal, as its negative errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

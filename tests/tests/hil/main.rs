@@ -21,3 +21,4 @@ mod partitions;
 mod smp;
 mod sweep;
 mod threads;
+mod unikernel;

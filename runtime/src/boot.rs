@@ -1,0 +1,137 @@
+//! What the partition is given at start: the command line (RDI) and the boot information
+//! block (RSI, `bulkhead_abi::boot_info`), and from them and the ELF's own program
+//! headers, the free memory the heap takes.
+
+use crate::command_line;
+use bulkhead_abi::boot_info::{BOOT_INFO_MAX, BootInfo, MAX_MEMORY_REGIONS, MemoryRegion};
+use core::ffi::CStr;
+
+// The ELF header of the program, placed by the linker in its first loaded segment.
+unsafe extern "C" {
+    static __ehdr_start: [u8; 64];
+}
+
+const PT_LOAD: u32 = 1;
+const PT_TLS: u32 = 7;
+
+/// One program header's fields the runtime uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    pub kind: u32,
+    pub vaddr: u64,
+    pub file_size: u64,
+    pub mem_size: u64,
+    pub align: u64,
+}
+
+/// The program headers of the running ELF.
+pub fn segments() -> impl Iterator<Item = Segment> {
+    let ehdr = &raw const __ehdr_start as *const u8;
+    // SAFETY: the ELF header and program headers lie in the first loaded segment (lld
+    // places them there for a non-PIE executable and defines `__ehdr_start` at the
+    // header); fields read at their ELF64 offsets (System V gABI "ELF Header").
+    let (phoff, phentsize, phnum) = unsafe {
+        (
+            core::ptr::read_unaligned(ehdr.add(32) as *const u64),
+            core::ptr::read_unaligned(ehdr.add(54) as *const u16),
+            core::ptr::read_unaligned(ehdr.add(56) as *const u16),
+        )
+    };
+    (0..usize::from(phnum)).map(move |i| {
+        // SAFETY: within the program header table described by the header above.
+        unsafe {
+            let ph = ehdr.add(phoff as usize + i * usize::from(phentsize));
+            Segment {
+                kind: core::ptr::read_unaligned(ph as *const u32),
+                vaddr: core::ptr::read_unaligned(ph.add(16) as *const u64),
+                file_size: core::ptr::read_unaligned(ph.add(32) as *const u64),
+                mem_size: core::ptr::read_unaligned(ph.add(40) as *const u64),
+                align: core::ptr::read_unaligned(ph.add(48) as *const u64),
+            }
+        }
+    })
+}
+
+/// The TLS segment, if the program has thread-locals.
+pub fn tls_segment() -> Option<Segment> {
+    segments().find(|s| s.kind == PT_TLS)
+}
+
+/// The first byte after the loaded program.
+pub fn image_end() -> u64 {
+    segments().filter(|s| s.kind == PT_LOAD).map(|s| s.vaddr + s.mem_size).max().unwrap_or(0)
+}
+
+/// What the partition starts with.
+pub struct Start {
+    /// The command line, as text (empty if absent or not UTF-8).
+    pub cmdline: &'static str,
+    /// The partition's name, when the boot information gives it.
+    pub name: Option<&'static str>,
+    /// Its vCPUs, 1 without boot information.
+    pub vcpus: usize,
+    /// The memory regions.
+    pub memory: [MemoryRegion; MAX_MEMORY_REGIONS],
+    pub regions: usize,
+    /// Whether the boot information block was there.
+    pub from_boot_info: bool,
+}
+
+/// FALLBACK (until every Bulkhead writes the boot information block): the end of the
+/// partition's memory where the block is absent, `bulkhead.memory=SIZE` on the command
+/// line, else 16 MiB (what the HIL systems give). Memory is assumed to start at 0.
+const FALLBACK_MEMORY: u64 = 16 << 20;
+
+/// Reads the command line at `cmdline` and the block at `boot_info` (0 if none).
+///
+/// # Safety
+/// `cmdline` is 0 or a NUL-terminated string, `boot_info` 0 or the block's address, both
+/// in the partition's memory and left alone for good.
+pub unsafe fn read(cmdline: u64, boot_info: u64) -> Start {
+    let cmdline = if cmdline == 0 {
+        ""
+    } else {
+        // SAFETY: as the caller promises.
+        unsafe { CStr::from_ptr(cmdline as *const core::ffi::c_char) }.to_str().unwrap_or("")
+    };
+    let mut start = Start {
+        cmdline,
+        name: None,
+        vcpus: 1,
+        memory: [MemoryRegion { base: 0, size: 0 }; MAX_MEMORY_REGIONS],
+        regions: 0,
+        from_boot_info: false,
+    };
+    if boot_info != 0 {
+        // SAFETY: as the caller promises; the block is at most BOOT_INFO_MAX bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(boot_info as *const u8, BOOT_INFO_MAX) };
+        if let Ok(info) = BootInfo::parse(bytes) {
+            start.from_boot_info = true;
+            start.name = Some(info.name()).filter(|n| !n.is_empty());
+            start.vcpus = info.vcpu_count().max(1);
+            for (slot, region) in start.memory.iter_mut().zip(info.memory()) {
+                *slot = region;
+                start.regions += 1;
+            }
+            return start;
+        }
+    }
+    // FALLBACK: no block.
+    let size = command_line::option(cmdline, "memory").and_then(command_line::parse_size).unwrap_or(FALLBACK_MEMORY);
+    start.memory[0] = MemoryRegion { base: 0, size };
+    start.regions = 1;
+    start
+}
+
+/// The heap's range: the largest stretch of the partition's memory above the program
+/// (everything below it is the boot area and the program itself).
+pub fn heap_range(start: &Start, above: u64) -> Option<(u64, u64)> {
+    start.memory[..start.regions]
+        .iter()
+        .filter_map(|r| {
+            let end = r.base.checked_add(r.size)?;
+            let base = r.base.max(above);
+            (end > base).then_some((base, end - base))
+        })
+        .max_by_key(|&(_, size)| size)
+}

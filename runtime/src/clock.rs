@@ -1,0 +1,83 @@
+//! `sys_clock_gettime`: the partition's reference time from the Hyper-V reference TSC page
+//! (TLFS "Partition Reference TSC Mechanism"), read without an exit: RDTSC scaled by the
+//! page's scale and offset, between two reads of its sequence number.
+//!
+//! `CLOCK_MONOTONIC` is the reference time (100 ns resolution; it starts near 0 when the
+//! partition starts). `CLOCK_REALTIME` is the same count from the Unix epoch: Bulkhead's
+//! boards give partitions no wall clock, so a partition's "now" is 1970-01-01 plus the
+//! time since it started (docs/unikernel.md).
+//!
+//! Where the page is not valid (the hypervisor marks it so), the TIME_REF_COUNT MSR gives
+//! the same time with an exit per read.
+
+use crate::clock_math::ticks_to_timespec;
+use bulkhead_abi::hyperv::reference_tsc::{SEQUENCE_INVALID, SEQUENCE_INVALID_LEGACY, reference_time};
+use bulkhead_abi::hyperv::{PageMsr, msr};
+use core::sync::atomic::{AtomicBool, Ordering};
+use hermit_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME, EFAULT, EINVAL, clockid_t, timespec};
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+/// Written by the hypervisor only.
+static mut PAGE: Page = Page([0; 4096]);
+static HAVE_MSR: AtomicBool = AtomicBool::new(false);
+
+/// Places the reference TSC page, where the partition has the Hyper-V interface.
+pub fn init() {
+    if !crate::cpu::hyperv_present() {
+        return;
+    }
+    HAVE_MSR.store(true, Ordering::Relaxed);
+    let gpa = &raw const PAGE as u64;
+    crate::cpu::wrmsr(msr::REFERENCE_TSC, PageMsr::new(gpa >> 12).enabled(true).value());
+}
+
+/// The reference time in 100 ns ticks.
+pub fn now_ticks() -> u64 {
+    if let Some(ticks) = from_page() {
+        return ticks;
+    }
+    if HAVE_MSR.load(Ordering::Relaxed) {
+        return crate::cpu::rdmsr(msr::TIME_REF_COUNT);
+    }
+    // No Hyper-V interface at all (not a Bulkhead partition): the raw TSC, at an assumed
+    // 1 GHz, so time at least advances.
+    crate::cpu::rdtsc() / 100
+}
+
+fn from_page() -> Option<u64> {
+    let page = &raw const PAGE as *const u8;
+    loop {
+        // SAFETY: the page's sequence (offset 0), scale (8) and offset (16), written by the
+        // hypervisor: read volatile, the sequence around the others (TLFS reader protocol).
+        let (before, scale, offset) = unsafe {
+            (
+                core::ptr::read_volatile(page as *const u32),
+                core::ptr::read_volatile(page.add(8) as *const u64),
+                core::ptr::read_volatile(page.add(16) as *const i64),
+            )
+        };
+        if before == SEQUENCE_INVALID || before == SEQUENCE_INVALID_LEGACY {
+            return None;
+        }
+        let time = reference_time(crate::cpu::rdtsc(), scale, offset);
+        // SAFETY: as above.
+        if unsafe { core::ptr::read_volatile(page as *const u32) } == before {
+            return Some(time);
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_clock_gettime(clock: clockid_t, tp: *mut timespec) -> i32 {
+    if tp.is_null() {
+        return -EFAULT;
+    }
+    if clock != CLOCK_MONOTONIC && clock != CLOCK_REALTIME {
+        return -EINVAL;
+    }
+    let (tv_sec, tv_nsec) = ticks_to_timespec(now_ticks());
+    // SAFETY: std passes a writable timespec.
+    unsafe { tp.write(timespec { tv_sec, tv_nsec }) };
+    0
+}

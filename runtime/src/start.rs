@@ -1,0 +1,93 @@
+//! `_start`, where the partition loader enters the program (64-bit mode, identity page
+//! tables, RDI = the command line, RSI = the boot information block or 0), and the start
+//! sequence up to std's `runtime_entry`:
+//!
+//! 1. the main stack (the runtime's own, [`MAIN_STACK_SIZE`]);
+//! 2. SSE/AVX ([`crate::simd`]) before any code that may use them;
+//! 3. the IDT, so every later fault is reported ([`crate::exceptions`]);
+//! 4. the command line and boot information, the hypercall page, the console, the
+//!    reference TSC page;
+//! 5. the heap over the free memory, the CPU's random number generator (required), the
+//!    main thread's TLS block;
+//! 6. `runtime_entry(argc, argv, env)`, which runs `main` and calls `sys_exit`.
+
+use crate::fault::{self, Kind};
+use core::ffi::c_char;
+
+/// Bytes of the main thread's stack.
+pub const MAIN_STACK_SIZE: usize = 1 << 20;
+
+#[repr(C, align(16))]
+struct Stack([u8; MAIN_STACK_SIZE]);
+static mut MAIN_STACK: Stack = Stack([0; MAIN_STACK_SIZE]);
+
+unsafe extern "C" {
+    /// std's entry (library/std/src/sys/pal/hermit/mod.rs): runs `main`, the TLS
+    /// destructors, then `sys_exit`.
+    fn runtime_entry(argc: i32, argv: *const *const c_char, env: *const *const c_char) -> !;
+}
+
+core::arch::global_asm!(
+    ".pushsection .text._start, \"ax\"",
+    ".global _start",
+    "_start:",
+    "cli",
+    "cld",
+    "lea rsp, [rip + {stack} + {size}]",
+    "xor ebp, ebp",
+    // RDI and RSI pass on unchanged: the command line and the boot information.
+    "call {start}",
+    "ud2",
+    ".popsection",
+    stack = sym MAIN_STACK,
+    size = const MAIN_STACK_SIZE,
+    start = sym start,
+);
+
+extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
+    let simd = crate::simd::enable();
+    crate::exceptions::install();
+    // SAFETY: the loader's registers: 0 or the command line at 0x9000 and the boot
+    // information at 0xA000, in the boot area nothing else uses.
+    let boot = unsafe { crate::boot::read(cmdline, boot_info) };
+    let hypercalls = crate::hypercall::init();
+    crate::console::init(hypercalls);
+    crate::clock::init();
+    let image_end = crate::boot::image_end();
+    let Some((heap_base, heap_size)) = crate::boot::heap_range(&boot, image_end.next_multiple_of(4096)) else {
+        fault::report(Kind::Refused, 0, 0, |text| {
+            write!(text, "Bulkhead runtime: no free memory above the program (it ends at {image_end:#x})")
+        });
+    };
+    // SAFETY: the partition's memory above the program, which nothing else uses.
+    unsafe { crate::heap::init(heap_base, heap_size) };
+    let Some(generator) = crate::entropy::check() else {
+        fault::report(Kind::Refused, 0, 0, |text| {
+            write!(
+                text,
+                "Bulkhead runtime: the CPU has neither RDRAND nor RDSEED; std needs random numbers \
+                 (hash map keys) and the runtime has no other source it trusts, so it refuses to start"
+            )
+        });
+    };
+    let Some((_, _, tp)) = crate::tls::create() else {
+        fault::report(Kind::Refused, 0, 0, |text| write!(text, "Bulkhead runtime: no room for the main thread's TLS"));
+    };
+    crate::tls::set_thread_pointer(tp);
+    // SAFETY: the loader's boot information address (or 0), untouched since.
+    let cpus = unsafe { crate::sched::init(boot_info, boot.cmdline) };
+    let name = boot.name.unwrap_or("app");
+    if crate::command_line::option(boot.cmdline, "verbose").is_some() {
+        crate::console::write_line(format_args!(
+            "bulkhead runtime: {} vcpu(s), {cpus} running threads, heap {heap_size:#x} bytes at {heap_base:#x}, xcr0 {:#x}, entropy {generator}, \
+             console {}, boot information {}",
+            boot.vcpus,
+            simd.xcr0,
+            if hypercalls { "hypercall" } else { "uart" },
+            if boot.from_boot_info { "present" } else { "absent (fallback)" },
+        ));
+    }
+    let (argc, argv, env) = crate::process::args(name, boot.cmdline);
+    // SAFETY: std's entry, called once with a NULL-terminated argv and environment.
+    unsafe { runtime_entry(argc, argv, env) }
+}
