@@ -75,11 +75,11 @@ extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
     };
     crate::tls::set_thread_pointer(tp);
     // SAFETY: the loader's boot information address (or 0), untouched since.
-    let cpus = unsafe { crate::sched::init(boot_info, boot.cmdline) };
+    unsafe { crate::sched::init(boot_info, boot.cmdline) };
     let name = boot.name.unwrap_or("app");
     if crate::command_line::option(boot.cmdline, "verbose").is_some() {
         crate::console::write_line(format_args!(
-            "bulkhead runtime: {} vcpu(s), {cpus} running threads, heap {heap_size:#x} bytes at {heap_base:#x}, xcr0 {:#x}, entropy {generator}, \
+            "bulkhead runtime: {} vcpu(s), heap {heap_size:#x} bytes at {heap_base:#x}, xcr0 {:#x}, entropy {generator}, \
              console {}, boot information {}",
             boot.vcpus,
             simd.xcr0,

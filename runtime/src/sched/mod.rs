@@ -36,13 +36,13 @@ const AP_START_TIMEOUT_NS: u64 = 1_000_000_000;
 /// thread, and the partition's other vCPUs start and wait for threads. Which vCPUs there
 /// are comes from the boot information block at `boot_info`; FALLBACK (until every
 /// Bulkhead writes that block): the command line's `bulkhead.apic_ids=A,B,...` (VP index
-/// order, this CPU's first); without either, this CPU alone. Enables interrupts. Returns
-/// the number of CPUs threads run on.
+/// order, this CPU's first); without either, this CPU alone. Enables interrupts. Vcpus that
+/// do not start are reported on the console and left out.
 ///
 /// # Safety
 /// `boot_info` is 0 or the address the hypervisor passed in RSI, unchanged since.
 #[cfg(target_os = "none")]
-pub unsafe fn init(boot_info: u64, cmdline: &str) -> usize {
+pub unsafe fn init(boot_info: u64, cmdline: &str) {
     use bulkhead_abi::boot_info::{BOOT_INFO_MAX, BootInfo};
     timer::install_handlers();
     let idle_stack = platform::alloc(threads::IDLE_STACK, 16).expect("heap room for the idle loop's stack");
@@ -52,20 +52,11 @@ pub unsafe fn init(boot_info: u64, cmdline: &str) -> usize {
         unsafe { core::slice::from_raw_parts(boot_info as *const u8, BOOT_INFO_MAX) }
     });
     let info = bytes.and_then(|b| BootInfo::parse(b).ok());
-    let others = match &info {
-        Some(info) => smp::start_aps((0..info.vcpu_count()).filter_map(|i| info.apic_id(i)), AP_START_TIMEOUT_NS),
-        None => match crate::command_line::option(cmdline, "apic_ids") {
-            Some(list) => smp::start_aps(list.split(',').filter_map(|id| id.trim().parse().ok()), AP_START_TIMEOUT_NS),
-            None => 0,
-        },
-    };
+    if let Some(info) = &info {
+        smp::start_aps((0..info.vcpu_count()).filter_map(|i| info.apic_id(i)), AP_START_TIMEOUT_NS);
+    } else if let Some(list) = crate::command_line::option(cmdline, "apic_ids") {
+        smp::start_aps(list.split(',').filter_map(|id| id.trim().parse().ok()), AP_START_TIMEOUT_NS);
+    }
     // SAFETY: the IDT handles the scheduler's vectors (installed above).
     unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
-    others + 1
-}
-
-/// This thread's CPU (its VP index), for programs that show where they run.
-#[cfg(target_os = "none")]
-pub fn current_cpu() -> usize {
-    threads::cpu_index()
 }

@@ -23,10 +23,9 @@ extern "C" fn ap_main() -> ! {
 }
 
 /// Starts the APs whose APIC IDs `apic_ids` lists in VP index order (index 0 is this
-/// CPU, already running); returns how many came up. An AP that does not answer within
-/// `timeout_ns` is reported and left out.
-pub fn start_aps(apic_ids: impl Iterator<Item = u32>, timeout_ns: u64) -> usize {
-    let mut up = 0;
+/// CPU, already running). An AP that does not answer within `timeout_ns` is reported and
+/// left out, and no later one is started.
+pub fn start_aps(apic_ids: impl Iterator<Item = u32>, timeout_ns: u64) {
     for (index, apic_id) in apic_ids.enumerate().skip(1) {
         if index >= MAX_CPUS {
             platform::warn(format_args!("vCPU {index} (APIC ID {apic_id}) left parked: at most {MAX_CPUS} CPUs"));
@@ -50,7 +49,5 @@ pub fn start_aps(apic_ids: impl Iterator<Item = u32>, timeout_ns: u64) -> usize 
             platform::warn(format_args!("vCPU {index} (APIC ID {apic_id}) did not start"));
             break;
         }
-        up += 1;
     }
-    up
 }
