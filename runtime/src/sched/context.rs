@@ -19,7 +19,7 @@ const FCW_DEFAULT: u64 = 0x037f;
 
 core::arch::global_asm!(
     r#"
-    .section .text.bulkhead_sched_switch, "ax"
+    .pushsection .text.bulkhead_sched_switch, "ax"
     .global bulkhead_sched_switch
     // rdi: where to store the outgoing thread's stack pointer; rsi: the incoming one's.
 bulkhead_sched_switch:
@@ -53,6 +53,7 @@ bulkhead_sched_thread_start:
     mov rsi, r13
     call r14
     ud2
+    .popsection
     "#
 );
 

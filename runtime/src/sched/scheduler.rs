@@ -638,4 +638,108 @@ mod tests {
         assert_eq!(s.cpu_of(a), 1);
         assert_eq!(s.current(0), Some(main));
     }
+
+    /// Every used slot is in exactly one place that matches its state: a ready thread in
+    /// one run queue (its CPU's), a running one the current thread of one CPU (its own),
+    /// any other in neither; free slots nowhere; pinned threads on their core.
+    fn check_invariants(s: &Scheduler, pinned_to: &[Option<usize>; MAX_THREADS]) {
+        for (slot, (t, pinned)) in s.threads.iter().zip(pinned_to).enumerate() {
+            let queued: heapless::Vec<usize, MAX_CPUS> =
+                (0..MAX_CPUS).filter(|&c| s.cpus[c].queue.iter().any(|&q| usize::from(q) == slot)).collect();
+            let in_queues: usize =
+                (0..MAX_CPUS).map(|c| s.cpus[c].queue.iter().filter(|&&q| usize::from(q) == slot).count()).sum();
+            let running_on: heapless::Vec<usize, MAX_CPUS> =
+                (0..MAX_CPUS).filter(|&c| s.cpus[c].current == Some(slot)).collect();
+            if t.id == 0 {
+                assert!(in_queues == 0 && running_on.is_empty(), "free slot {slot} is scheduled");
+                continue;
+            }
+            match t.state {
+                State::Ready => {
+                    assert_eq!(in_queues, 1, "ready slot {slot} queued {in_queues} times");
+                    assert_eq!(queued[0], t.cpu, "ready slot {slot} queued off its CPU");
+                    assert!(running_on.is_empty());
+                }
+                State::Running => {
+                    assert_eq!(in_queues, 0, "running slot {slot} is also queued");
+                    assert_eq!(running_on.as_slice(), [t.cpu], "running slot {slot} on the wrong CPUs");
+                }
+                _ => {
+                    assert!(in_queues == 0 && running_on.is_empty(), "blocked slot {slot} ({:?}) is scheduled", t.state)
+                }
+            }
+            if let Some(core) = *pinned {
+                assert_eq!(t.cpu, core, "pinned slot {slot} moved");
+            }
+        }
+    }
+
+    #[test]
+    fn random_operations_keep_every_thread_in_exactly_one_place() {
+        const CPUS: usize = 3;
+        let mut s = Scheduler::new();
+        (0..CPUS).for_each(|c| s.cpu_online(c));
+        let _ = s.adopt_running(0).unwrap();
+        let mut pinned_to = [None; MAX_THREADS];
+        // xorshift64: deterministic, so a failure replays.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut now = 0;
+        let mut ran_threads = 0;
+        for _ in 0..20_000 {
+            let cpu = rand(CPUS as u64) as usize;
+            let address = 0x1000 * (1 + rand(3) as usize);
+            let running = s.current(cpu).is_some();
+            match rand(10) {
+                0 => {
+                    let core = (rand(2) == 0).then(|| rand(CPUS as u64) as usize);
+                    if let Ok((_, slot, _)) = s.spawn(core) {
+                        pinned_to[slot] = core;
+                    }
+                }
+                1 if running => {
+                    s.yield_current(cpu);
+                    let _ = s.schedule(cpu);
+                }
+                2 if running => {
+                    let deadline = (rand(2) == 0).then(|| now + rand(100));
+                    s.futex_wait(cpu, address, 0, 0, deadline).unwrap();
+                    let _ = s.schedule(cpu);
+                }
+                3 => {
+                    let _ = s.futex_wake(address, rand(3) as i32).unwrap();
+                }
+                4 if running => {
+                    s.sleep_current(cpu, now + rand(50));
+                    let _ = s.schedule(cpu);
+                }
+                5 if running => {
+                    let _ = s.exit_current(cpu);
+                    let switch = s.schedule(cpu);
+                    let ended = switch.from.unwrap();
+                    s.release(ended);
+                    pinned_to[ended] = None;
+                }
+                6 if running => {
+                    let target = 1 + rand(u64::from(s.next_id)) as Tid;
+                    if s.join(cpu, target) == Join::Blocked {
+                        let _ = s.schedule(cpu);
+                    }
+                }
+                7 => {
+                    now += rand(20);
+                    let _ = s.expire(now);
+                }
+                _ if !running && s.schedule(cpu).to.is_some() => ran_threads += 1,
+                _ => {}
+            }
+            check_invariants(&s, &pinned_to);
+        }
+        assert!(ran_threads > 200, "the sequence hardly ran anything ({ran_threads} switches to a thread)");
+    }
 }

@@ -24,6 +24,7 @@ const SPURIOUS_VECTOR: u8 = 0xff;
 // x2APIC MSRs (SDM Vol. 3A Table 11-6) and IA32_TSC_DEADLINE (11.5.4.1).
 const X2APIC_ID: u32 = 0x802;
 const X2APIC_SVR: u32 = 0x80f;
+const X2APIC_EOI: u32 = 0x80b;
 const X2APIC_ICR: u32 = 0x830;
 const X2APIC_LVT_TIMER: u32 = 0x832;
 const X2APIC_INITIAL_COUNT: u32 = 0x838;
@@ -91,28 +92,30 @@ pub fn send_wake(apic_id: u32) {
 
 core::arch::global_asm!(
     r#"
-    .section .text.bulkhead_sched_interrupt, "ax"
+    .pushsection .text.bulkhead_sched_interrupt, "ax"
     // The timer and the wake-up IPI: nothing to do but EOI (x2APIC EOI register, 0x80B)
     // and return; the halted idle loop resumes after its HLT and looks at the run queues.
     .global bulkhead_sched_interrupt
 bulkhead_sched_interrupt:
-    push rax
-    push rcx
     push rdx
-    mov ecx, 0x80b
+    push rcx
+    push rax
     xor eax, eax
     xor edx, edx
+    mov ecx, {eoi}
     wrmsr
-    pop rdx
-    pop rcx
     pop rax
+    pop rcx
+    pop rdx
     iretq
 
     // The spurious vector takes no EOI (SDM Vol. 3A 11.9).
     .global bulkhead_sched_spurious
 bulkhead_sched_spurious:
     iretq
-    "#
+    .popsection
+    "#,
+    eoi = const X2APIC_EOI,
 );
 
 unsafe extern "C" {
