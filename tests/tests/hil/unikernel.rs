@@ -6,17 +6,18 @@ use bulkhead_tests::{Emulator, Run, every_backend};
 
 every_backend! {
     /// apps/hello: println, the command line as `std::env::args`, Box, Vec, a HashMap
-    /// (random keys from RDRAND/RDSEED), Instant and sleep; exit status 0 is PASS.
+    /// (random keys from RDRAND/RDSEED), an initialised `thread_local!` (the TLS block),
+    /// Instant and sleep; exit status 0 is PASS.
     fn unikernel_hello_runs_a_std_program(emulator) {
         Run::new(emulator)
             .cpus(2)
             .scenario("tests/configs/bochs-hermit-hello.toml")
             .expect("[hello] bulkhead runtime: 1 vcpu(s), heap ")
             .expect("[hello] hello from std")
-            .expect("[hello] args: ")
-            .expect(" one two")
+            .expect("[hello] arguments after the program name: one two")
             .expect("[hello] heap: box 42, vec of 1000 squares summing to 333833500")
             .expect("[hello] hash map: two seen 2 times")
+            .expect("[hello] thread_local: 42")
             .expect("[hello] sleep: asked 20 ms, slept at least 20 ms: true")
             .expect("partition hello: reports PASS")
             .forbid(": fault #")
@@ -93,11 +94,13 @@ every_backend! {
     /// A CPU exception in the program: the runtime's IDT reports the vector, error code,
     /// RIP and the faulting address (CR2) through the crash MSRs.
     fn unikernel_exception_is_reported_with_the_faulting_address(emulator) {
-        crashed(faults(emulator, "page-fault"))
+        let report = crashed(faults(emulator, "page-fault"))
             .expect("[faults] panic: crash reported, P0 0xe P1 0x0 P2 0x")
             .expect("[faults] panic: exception #PF page fault (vector 14), error code 0x0, RIP 0x")
-            .expect(", CR2 0x1000000000, ")
-            .execute()
-            .assert_passed();
+            .execute();
+        report.assert_passed();
+        // The address is in the middle of the report's line, which an expectation (a line
+        // of the partition's, named by its prefix) cannot pin down.
+        assert!(report.contains(", CR2 0x1000000000, RSP 0x"), "the report names the faulting address:\n{}", report.diagnostic());
     }
 }
