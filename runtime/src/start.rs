@@ -9,7 +9,8 @@
 //!    reference TSC page;
 //! 5. the heap over the free memory, the CPU's random number generator (required), the
 //!    main thread's TLS block;
-//! 6. `runtime_entry(argc, argv, env)`, which runs `main` and calls `sys_exit`.
+//! 6. threads ([`crate::sched`]): the main thread, the partition's other vCPUs;
+//! 7. `runtime_entry(argc, argv, env)`, which runs `main` and calls `sys_exit`.
 
 use crate::fault::{self, Kind};
 use core::ffi::c_char;
