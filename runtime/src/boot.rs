@@ -5,6 +5,7 @@
 use crate::command_line;
 use bulkhead_abi::boot_info::{BOOT_INFO_MAX, BootInfo, MAX_MEMORY_REGIONS, MemoryRegion};
 use core::ffi::CStr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 // The ELF header of the program, placed by the linker in its first loaded segment.
 unsafe extern "C" {
@@ -62,6 +63,21 @@ pub fn image_end() -> u64 {
     segments().filter(|s| s.kind == PT_LOAD).map(|s| s.vaddr + s.mem_size).max().unwrap_or(0)
 }
 
+/// The boot information block, once [`read`] found a valid one.
+static BOOT_INFO: AtomicU64 = AtomicU64::new(0);
+
+/// The boot information block (vCPUs' APIC IDs, memory, connections), if the partition
+/// was given one.
+#[allow(dead_code, reason = "the interface for the scheduler (sched/): the vCPUs' APIC IDs")]
+pub fn boot_info() -> Option<BootInfo<'static>> {
+    let address = BOOT_INFO.load(Ordering::Acquire);
+    if address == 0 {
+        return None;
+    }
+    // SAFETY: `read` checked a valid block at this address, which stays untouched.
+    BootInfo::parse(unsafe { core::slice::from_raw_parts(address as *const u8, BOOT_INFO_MAX) }).ok()
+}
+
 /// What the partition starts with.
 pub struct Start {
     /// The command line, as text (empty if absent or not UTF-8).
@@ -106,6 +122,7 @@ pub unsafe fn read(cmdline: u64, boot_info: u64) -> Start {
         // SAFETY: as the caller promises; the block is at most BOOT_INFO_MAX bytes.
         let bytes = unsafe { core::slice::from_raw_parts(boot_info as *const u8, BOOT_INFO_MAX) };
         if let Ok(info) = BootInfo::parse(bytes) {
+            BOOT_INFO.store(boot_info, Ordering::Release);
             start.from_boot_info = true;
             start.name = Some(info.name()).filter(|n| !n.is_empty());
             start.vcpus = info.vcpu_count().max(1);
@@ -123,15 +140,7 @@ pub unsafe fn read(cmdline: u64, boot_info: u64) -> Start {
     start
 }
 
-/// The heap's range: the largest stretch of the partition's memory above the program
-/// (everything below it is the boot area and the program itself).
+/// The heap's range above `above` ([`crate::heap_range`]).
 pub fn heap_range(start: &Start, above: u64) -> Option<(u64, u64)> {
-    start.memory[..start.regions]
-        .iter()
-        .filter_map(|r| {
-            let end = r.base.checked_add(r.size)?;
-            let base = r.base.max(above);
-            (end > base).then_some((base, end - base))
-        })
-        .max_by_key(|&(_, size)| size)
+    crate::heap_range::heap_range(&start.memory[..start.regions], above)
 }

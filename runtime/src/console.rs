@@ -40,9 +40,16 @@ unsafe impl Sync for InputPage {}
 static INPUT: InputPage =
     InputPage(UnsafeCell::new(ConsoleWriteInput { len: 0, reserved: 0, text: [0; CONSOLE_WRITE_MAX] }));
 
-/// Chooses the hypercall when there is a hypercall page.
-pub fn init(hypercall: bool) {
-    CONSOLE.lock().hypercall = hypercall;
+/// Chooses the hypercall when there is a hypercall page and the hypervisor knows the call
+/// (an empty write asks, one exit at start); returns whether it is used.
+pub fn init(hypercall: bool) -> bool {
+    let mut console = CONSOLE.lock();
+    let mut known = hypercall;
+    if known {
+        emit_hypercall(b"", &mut known);
+    }
+    console.hypercall = known;
+    known
 }
 
 impl Console {
@@ -73,7 +80,16 @@ impl Console {
 /// Sends one chunk (whole lines, or a piece of an overlong line); switches to the UART
 /// for good if the hypervisor does not know the call.
 fn emit(chunk: &[u8], hypercall: &mut bool) {
-    if *hypercall {
+    if *hypercall && emit_hypercall(chunk, hypercall) {
+        return;
+    }
+    write_uart(chunk);
+}
+
+/// The console-write hypercall with `chunk`; false (and `hypercall` cleared) if it could
+/// not be made or the hypervisor does not know it.
+fn emit_hypercall(chunk: &[u8], hypercall: &mut bool) -> bool {
+    {
         // SAFETY: the caller holds CONSOLE's lock, the only user of the page.
         let input = unsafe { &mut *INPUT.0.get() };
         input.len = chunk.len() as u32;
@@ -83,12 +99,15 @@ fn emit(chunk: &[u8], hypercall: &mut bool) {
         match crate::hypercall::call(value, input as *const ConsoleWriteInput as u64) {
             Some(raw) if HypercallResult::decode(raw).status_code() == HvStatus::InvalidHypercallCode.code() => {
                 *hypercall = false;
+                false
             }
-            Some(_) => return,
-            None => *hypercall = false,
+            Some(_) => true,
+            None => {
+                *hypercall = false;
+                false
+            }
         }
     }
-    write_uart(chunk);
 }
 
 fn write_uart(bytes: &[u8]) {

@@ -11,6 +11,22 @@ use crate::fault::{self, Kind};
 
 const ENTRIES: usize = 256;
 
+/// The interrupt vectors the runtime assigns beyond the exceptions, so its parts do not
+/// collide: a scheduler installs its handlers with [`set_gate`] before it enables them.
+#[allow(dead_code, reason = "the interface for the scheduler (sched/) and the messaging crate")]
+pub mod vectors {
+    /// The local APIC timer (LVT timer), the scheduler's tick and sleep deadlines.
+    pub const TIMER: u8 = 0x30;
+    /// The IPI one vCPU sends another to reschedule (a woken thread, a new one).
+    pub const RESCHEDULE: u8 = 0x31;
+    /// SynIC SINTs that carry messages, and event flags (the values the other Bulkhead
+    /// payloads use).
+    pub const SINT_MESSAGE: u8 = 0x50;
+    pub const SINT_EVENT: u8 = 0x51;
+    /// The local APIC's spurious-interrupt vector (bits 3:0 all ones, SDM Vol. 3A §11.9).
+    pub const SPURIOUS: u8 = 0xFF;
+}
+
 #[repr(C, align(16))]
 struct Idt([u64; ENTRIES * 2]);
 static mut IDT: Idt = Idt([0; ENTRIES * 2]);

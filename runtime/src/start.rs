@@ -45,6 +45,16 @@ core::arch::global_asm!(
     start = sym start,
 );
 
+/// What each further vCPU runs first, once a scheduler's start-up code has it in 64-bit
+/// mode on a stack of its own: the vector state (CR0/CR4/XCR0 are per CPU) and the IDT.
+/// Then it makes its thread's TLS block current ([`crate::tls`]) and runs threads.
+#[allow(dead_code, reason = "the interface for the scheduler (sched/)")]
+pub fn init_secondary_cpu() -> crate::simd::Enabled {
+    let simd = crate::simd::enable();
+    crate::exceptions::load();
+    simd
+}
+
 extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
     let simd = crate::simd::enable();
     crate::exceptions::install();
@@ -52,7 +62,7 @@ extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
     // information at 0xA000, in the boot area nothing else uses.
     let boot = unsafe { crate::boot::read(cmdline, boot_info) };
     let hypercalls = crate::hypercall::init();
-    crate::console::init(hypercalls);
+    let console_hypercall = crate::console::init(hypercalls);
     crate::clock::init();
     let image_end = crate::boot::image_end();
     let Some((heap_base, heap_size)) = crate::boot::heap_range(&boot, image_end.next_multiple_of(4096)) else {
@@ -75,8 +85,7 @@ extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
         fault::report(Kind::Refused, 0, 0, |text| write!(text, "Bulkhead runtime: no room for the main thread's TLS"));
     };
     crate::tls::set_thread_pointer(tp);
-    // SAFETY: the loader's boot information address (or 0), untouched since.
-    unsafe { crate::sched::init(boot_info, boot.cmdline) };
+    crate::sched::init(boot.cmdline);
     let name = boot.name.unwrap_or("app");
     if crate::command_line::option(boot.cmdline, "verbose").is_some() {
         crate::console::write_line(format_args!(
@@ -84,7 +93,7 @@ extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
              console {}, boot information {}",
             boot.vcpus,
             simd.xcr0,
-            if hypercalls { "hypercall" } else { "uart" },
+            if console_hypercall { "hypercall" } else { "uart" },
             if boot.from_boot_info { "present" } else { "absent (fallback)" },
         ));
     }

@@ -350,6 +350,13 @@ fn lint() -> Result<ExitCode> {
             failed.push(format!("{with}cargo {}", step.join(" ")));
         }
     }
+    // The apps are a workspace of their own (nightly, Hermit target): `cargo fmt --all`
+    // does not reach them, the workspace's rustfmt (and rustfmt.toml) checks their files.
+    let mut rustfmt = Command::new("rustfmt");
+    rustfmt.current_dir(root()).args(["--edition", "2024", "--check"]).args(app_sources(&root().join("apps")));
+    if !status(rustfmt)? {
+        failed.push("rustfmt --check on apps/".into());
+    }
     if failed.is_empty() {
         eprintln!("lint: clean");
         Ok(ExitCode::SUCCESS)
@@ -357,6 +364,26 @@ fn lint() -> Result<ExitCode> {
         eprintln!("lint failed: {}", failed.join("; "));
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The Rust files of the apps (`apps/*/build.rs`, `apps/*/src/**.rs`), sorted.
+fn app_sources(apps: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() && name != "target" && !name.to_string_lossy().starts_with('.') {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(apps, &mut files);
+    files.sort();
+    files
 }
 
 fn display_path(path: &Path) -> String {
@@ -404,6 +431,13 @@ mod tests {
         let fetch = script.find("cargo xtask linux-assets").expect(".ci/run fetches the Linux assets");
         let test = script.find("cargo xtask test").expect(".ci/run runs the tests");
         assert!(update < fetch && fetch < test);
+    }
+
+    #[test]
+    fn lint_finds_the_apps_sources() {
+        let files = app_sources(&root().join("apps"));
+        assert!(files.contains(&root().join("apps/hello/src/main.rs")), "{files:?}");
+        assert!(files.contains(&root().join("apps/hello/build.rs")), "{files:?}");
     }
 
     #[test]

@@ -34,25 +34,16 @@ const AP_START_TIMEOUT_NS: u64 = 1_000_000_000;
 
 /// Sets up threads on the boot CPU before `main` runs: the running code becomes the main
 /// thread, and the partition's other vCPUs start and wait for threads. Which vCPUs there
-/// are comes from the boot information block at `boot_info`; FALLBACK (until every
-/// Bulkhead writes that block): the command line's `bulkhead.apic_ids=A,B,...` (VP index
-/// order, this CPU's first); without either, this CPU alone. Enables interrupts. Vcpus that
-/// do not start are reported on the console and left out.
-///
-/// # Safety
-/// `boot_info` is 0 or the address the hypervisor passed in RSI, unchanged since.
+/// are comes from the boot information block; FALLBACK (until every Bulkhead writes that
+/// block): the command line's `bulkhead.apic_ids=A,B,...` (VP index order, this CPU's
+/// first); without either, this CPU alone. Enables interrupts. vCPUs that do not start
+/// are reported on the console and left out.
 #[cfg(target_os = "none")]
-pub unsafe fn init(boot_info: u64, cmdline: &str) {
-    use bulkhead_abi::boot_info::{BOOT_INFO_MAX, BootInfo};
+pub fn init(cmdline: &str) {
     timer::install_handlers();
     let idle_stack = platform::alloc(threads::IDLE_STACK, 16).expect("heap room for the idle loop's stack");
     threads::init_boot_cpu(idle_stack);
-    let bytes = (boot_info != 0).then(|| {
-        // SAFETY: per the caller, the block the hypervisor wrote (at most BOOT_INFO_MAX).
-        unsafe { core::slice::from_raw_parts(boot_info as *const u8, BOOT_INFO_MAX) }
-    });
-    let info = bytes.and_then(|b| BootInfo::parse(b).ok());
-    if let Some(info) = &info {
+    if let Some(info) = crate::boot::boot_info() {
         smp::start_aps((0..info.vcpu_count()).filter_map(|i| info.apic_id(i)), AP_START_TIMEOUT_NS);
     } else if let Some(list) = crate::command_line::option(cmdline, "apic_ids") {
         smp::start_aps(list.split(',').filter_map(|id| id.trim().parse().ok()), AP_START_TIMEOUT_NS);

@@ -44,8 +44,7 @@ pub fn new_tls() -> Option<(Block, u64)> {
 /// Prepares an AP like the boot CPU before the scheduler: SSE/AVX as the boot CPU has
 /// them, and the runtime's IDT.
 pub fn init_ap_cpu() {
-    crate::simd::enable();
-    crate::exceptions::load();
+    crate::start::init_secondary_cpu();
 }
 
 /// Points the interrupt vector `vector` at `handler`.

@@ -14,12 +14,14 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bulkhead_abi::hyperv::msr;
 
 use crate::cpu::{rdmsr, wrmsr};
+use crate::exceptions::vectors;
 
 /// Interrupt vectors: the timer, and the wake-up IPI. Their handlers only signal EOI: all
 /// the work happens in the interrupted CPU's idle loop, after its HLT.
-pub const TIMER_VECTOR: u8 = 0x30;
-pub const WAKE_VECTOR: u8 = 0x31;
-const SPURIOUS_VECTOR: u8 = 0xff;
+/// (The runtime's vector plan: `crate::exceptions::vectors`.)
+pub const TIMER_VECTOR: u8 = vectors::TIMER;
+pub const WAKE_VECTOR: u8 = vectors::RESCHEDULE;
+const SPURIOUS_VECTOR: u8 = vectors::SPURIOUS;
 
 // x2APIC MSRs (SDM Vol. 3A Table 11-6) and IA32_TSC_DEADLINE (11.5.4.1).
 const X2APIC_ID: u32 = 0x802;
