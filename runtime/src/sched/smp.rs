@@ -18,8 +18,10 @@ static STARTED: AtomicUsize = AtomicUsize::new(0);
 extern "C" fn ap_main() -> ! {
     let index = STARTING.load(Ordering::SeqCst);
     platform::init_ap_cpu();
+    threads::register_ap(index);
+    // Counted once it takes threads, so `available_parallelism` counts it from `main` on.
     STARTED.fetch_add(1, Ordering::SeqCst);
-    threads::run_ap(index)
+    threads::idle_loop()
 }
 
 /// Starts the APs whose APIC IDs `apic_ids` lists in VP index order (index 0 is this

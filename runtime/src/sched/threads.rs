@@ -189,17 +189,15 @@ pub fn init_boot_cpu(idle_stack: platform::Block) {
     restore_interrupts(was);
 }
 
-/// A started AP's first call into the scheduler: registers CPU `index` and runs its idle
-/// loop for ever.
-pub fn run_ap(index: usize) -> ! {
+/// Registers the calling AP as CPU `index` (its VP index): it takes threads from now on.
+/// Interrupts stay off; the AP then enters [`idle_loop`].
+pub fn register_ap(index: usize) {
     set_cpu_index(index);
     let apic_id = timer::init_cpu();
     interrupts_off();
     let mut g = lock();
     g.apic_ids[index] = apic_id;
     g.rules.cpu_online(index);
-    drop(g);
-    idle_loop()
 }
 
 /// Online CPUs (what `available_parallelism` reports).
@@ -218,7 +216,7 @@ extern "C" fn idle_entry(_: usize, _: usize) -> ! {
 /// A CPU with nothing to run: times out expired sleepers and waiters, runs whatever is
 /// ready, else arms its timer for the next deadline and halts until an interrupt (its
 /// timer, or a wake-up IPI from a CPU that made a thread ready here).
-fn idle_loop() -> ! {
+pub fn idle_loop() -> ! {
     loop {
         interrupts_off();
         let cpu = cpu_index();
