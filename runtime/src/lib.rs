@@ -6,13 +6,14 @@
 //!
 //! On `x86_64-unknown-none` this is the runtime itself (`no_std`). On the host only the
 //! pure parts build, for their unit tests: [`line_buffer`], [`tls_layout`],
-//! [`clock_math`], [`command_line`], [`heap_range`].
+//! [`clock_math`], [`command_line`], [`heap_range`], the scheduler's rules ([`sched`]).
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod clock_math;
 pub mod command_line;
 pub mod heap_range;
 pub mod line_buffer;
+pub mod sched;
 pub mod tls_layout;
 
 #[cfg(target_os = "none")]
@@ -43,8 +44,6 @@ mod panic;
 mod process;
 #[cfg(target_os = "none")]
 mod simd;
-#[cfg(target_os = "none")]
-mod single_thread;
 #[cfg(target_os = "none")]
 mod start;
 #[cfg(target_os = "none")]

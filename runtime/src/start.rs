@@ -9,7 +9,8 @@
 //!    reference TSC page;
 //! 5. the heap over the free memory, the CPU's random number generator (required), the
 //!    main thread's TLS block;
-//! 6. `runtime_entry(argc, argv, env)`, which runs `main` and calls `sys_exit`.
+//! 6. threads ([`crate::sched`]): the main thread, the partition's other vCPUs;
+//! 7. `runtime_entry(argc, argv, env)`, which runs `main` and calls `sys_exit`.
 
 use crate::fault::{self, Kind};
 use core::ffi::c_char;
@@ -84,6 +85,7 @@ extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
         fault::report(Kind::Refused, 0, 0, |text| write!(text, "Bulkhead runtime: no room for the main thread's TLS"));
     };
     crate::tls::set_thread_pointer(tp);
+    crate::sched::init(boot.cmdline);
     let name = boot.name.unwrap_or("app");
     if crate::command_line::option(boot.cmdline, "verbose").is_some() {
         crate::console::write_line(format_args!(

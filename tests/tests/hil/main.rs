@@ -21,4 +21,5 @@ mod linux_msg;
 mod partitions;
 mod smp;
 mod sweep;
+mod threads;
 mod unikernel;

@@ -1,0 +1,53 @@
+//! Threads: the scheduler of the runtime and the hermit-abi calls about threads, futexes
+//! and sleeping (`sys_spawn2`, `sys_join`, `sys_yield`, `sys_futex_wait`,
+//! `sys_futex_wake`, `sys_usleep`, `sys_nanosleep`, `sys_available_parallelism`).
+//!
+//! - [`scheduler`] and [`futex`]: the rules (thread states, run queues, futex queues,
+//!   deadlines), pure and unit-tested on the host.
+//! - `threads`: those rules on the hardware (lock, stacks, TLS, switches, idle loop).
+//! - `context`: the register switch. `timer`: each CPU's local APIC timer and wake-up
+//!   IPI. `smp`: starting the partition's other vCPUs. `syscalls`: the exported calls.
+//!
+//! Threads run on every vCPU of the partition, cooperatively: a thread keeps its CPU
+//! until it blocks, sleeps, yields or ends; a CPU with nothing to run halts until its
+//! timer or a wake-up IPI. docs/unikernel.md describes the behaviour for programs.
+
+pub mod futex;
+pub mod scheduler;
+
+#[cfg(target_os = "none")]
+mod context;
+#[cfg(target_os = "none")]
+mod platform;
+#[cfg(target_os = "none")]
+mod smp;
+#[cfg(target_os = "none")]
+mod syscalls;
+#[cfg(target_os = "none")]
+mod threads;
+#[cfg(target_os = "none")]
+mod timer;
+
+/// How long the boot CPU waits for each other vCPU to reach the scheduler.
+#[cfg(target_os = "none")]
+const AP_START_TIMEOUT_NS: u64 = 1_000_000_000;
+
+/// Sets up threads on the boot CPU before `main` runs: the running code becomes the main
+/// thread, and the partition's other vCPUs start and wait for threads. Which vCPUs there
+/// are comes from the boot information block; FALLBACK (until every Bulkhead writes that
+/// block): the command line's `bulkhead.apic_ids=A,B,...` (VP index order, this CPU's
+/// first); without either, this CPU alone. Enables interrupts. vCPUs that do not start
+/// are reported on the console and left out.
+#[cfg(target_os = "none")]
+pub fn init(cmdline: &str) {
+    timer::install_handlers();
+    let idle_stack = platform::alloc(threads::IDLE_STACK, 16).expect("heap room for the idle loop's stack");
+    threads::init_boot_cpu(idle_stack);
+    if let Some(info) = crate::boot::boot_info() {
+        smp::start_aps((0..info.vcpu_count()).filter_map(|i| info.apic_id(i)), AP_START_TIMEOUT_NS);
+    } else if let Some(list) = crate::command_line::option(cmdline, "apic_ids") {
+        smp::start_aps(list.split(',').filter_map(|id| id.trim().parse().ok()), AP_START_TIMEOUT_NS);
+    }
+    // SAFETY: the IDT handles the scheduler's vectors (installed above).
+    unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+}
