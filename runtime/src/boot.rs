@@ -2,8 +2,7 @@
 //! block (RSI, `bulkhead_abi::boot_info`), and from them and the ELF's own program
 //! headers, the free memory the heap takes.
 
-use crate::command_line;
-use bulkhead_abi::boot_info::{BOOT_INFO_MAX, BootInfo, MAX_MEMORY_REGIONS, MemoryRegion};
+use bulkhead_abi::boot_info::{BOOT_INFO_MAX, BootInfo, BootInfoError, MAX_MEMORY_REGIONS, MemoryRegion};
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -84,60 +83,47 @@ pub struct Start {
     pub cmdline: &'static str,
     /// The partition's name, when the boot information gives it.
     pub name: Option<&'static str>,
-    /// Its vCPUs, 1 without boot information.
+    /// Its vCPUs.
     pub vcpus: usize,
     /// The memory regions.
     pub memory: [MemoryRegion; MAX_MEMORY_REGIONS],
     pub regions: usize,
-    /// Whether the boot information block was there.
-    pub from_boot_info: bool,
 }
-
-/// FALLBACK (until every Bulkhead writes the boot information block): the end of the
-/// partition's memory where the block is absent, `bulkhead.memory=SIZE` on the command
-/// line, else 16 MiB (what the HIL systems give). Memory is assumed to start at 0.
-const FALLBACK_MEMORY: u64 = 16 << 20;
 
 /// Reads the command line at `cmdline` and the block at `boot_info` (0 if none).
 ///
 /// # Safety
 /// `cmdline` is 0 or a NUL-terminated string, `boot_info` 0 or the block's address, both
 /// in the partition's memory and left alone for good.
-pub unsafe fn read(cmdline: u64, boot_info: u64) -> Start {
+pub unsafe fn read(cmdline: u64, boot_info: u64) -> Result<Start, BootInfoError> {
     let cmdline = if cmdline == 0 {
         ""
     } else {
         // SAFETY: as the caller promises.
         unsafe { CStr::from_ptr(cmdline as *const core::ffi::c_char) }.to_str().unwrap_or("")
     };
+    // Every Bulkhead that starts a 64-bit payload writes the block: one missing means this
+    // is not a Bulkhead partition (or its loader is broken), and guessing the memory
+    // would hand the heap memory the partition may not own.
+    if boot_info == 0 {
+        return Err(BootInfoError::BadMagic);
+    }
+    // SAFETY: as the caller promises; the block is at most BOOT_INFO_MAX bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(boot_info as *const u8, BOOT_INFO_MAX) };
+    let info = BootInfo::parse(bytes)?;
+    BOOT_INFO.store(boot_info, Ordering::Release);
     let mut start = Start {
         cmdline,
-        name: None,
-        vcpus: 1,
+        name: Some(info.name()).filter(|n| !n.is_empty()),
+        vcpus: info.vcpu_count().max(1),
         memory: [MemoryRegion { base: 0, size: 0 }; MAX_MEMORY_REGIONS],
         regions: 0,
-        from_boot_info: false,
     };
-    if boot_info != 0 {
-        // SAFETY: as the caller promises; the block is at most BOOT_INFO_MAX bytes.
-        let bytes = unsafe { core::slice::from_raw_parts(boot_info as *const u8, BOOT_INFO_MAX) };
-        if let Ok(info) = BootInfo::parse(bytes) {
-            BOOT_INFO.store(boot_info, Ordering::Release);
-            start.from_boot_info = true;
-            start.name = Some(info.name()).filter(|n| !n.is_empty());
-            start.vcpus = info.vcpu_count().max(1);
-            for (slot, region) in start.memory.iter_mut().zip(info.memory()) {
-                *slot = region;
-                start.regions += 1;
-            }
-            return start;
-        }
+    for (slot, region) in start.memory.iter_mut().zip(info.memory()) {
+        *slot = region;
+        start.regions += 1;
     }
-    // FALLBACK: no block.
-    let size = command_line::option(cmdline, "memory").and_then(command_line::parse_size).unwrap_or(FALLBACK_MEMORY);
-    start.memory[0] = MemoryRegion { base: 0, size };
-    start.regions = 1;
-    start
+    Ok(start)
 }
 
 /// The heap's range above `above` ([`crate::heap_range`]).

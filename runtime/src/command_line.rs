@@ -17,44 +17,17 @@ pub fn option<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .next_back()
 }
 
-/// A size written as bytes (decimal or 0x hexadecimal) with an optional `K`, `M` or `G`
-/// suffix (binary units).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let (digits, unit) = match text.as_bytes().last()? {
-        b'K' | b'k' => (&text[..text.len() - 1], 1u64 << 10),
-        b'M' | b'm' => (&text[..text.len() - 1], 1 << 20),
-        b'G' | b'g' => (&text[..text.len() - 1], 1 << 30),
-        _ => (text, 1),
-    };
-    let value = match digits.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
-        None => digits.parse::<u64>().ok()?,
-    };
-    value.checked_mul(unit)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn options_are_not_arguments() {
-        let line = " fast  bulkhead.memory=8M  -v app:x ";
+        let line = " fast  bulkhead.verbose=1  -v app:x ";
         assert_eq!(arguments(line).collect::<Vec<_>>(), ["fast", "-v", "app:x"]);
-        assert_eq!(option(line, "memory"), Some("8M"));
-        assert_eq!(option(line, "mem"), None);
-        assert_eq!(option("bulkhead.memory=1M bulkhead.memory=2M", "memory"), Some("2M"));
+        assert_eq!(option(line, "verbose"), Some("1"));
+        assert_eq!(option(line, "verb"), None);
+        assert_eq!(option("bulkhead.verbose=1 bulkhead.verbose=2", "verbose"), Some("2"));
         assert_eq!(arguments("").count(), 0);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("16M"), Some(16 << 20));
-        assert_eq!(parse_size("0x1000"), Some(4096));
-        assert_eq!(parse_size("4k"), Some(4096));
-        assert_eq!(parse_size("12"), Some(12));
-        assert_eq!(parse_size("M"), None);
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size("99999999999G"), None);
     }
 }

@@ -1,12 +1,12 @@
 //! `_start`, where the partition loader enters the program (64-bit mode, identity page
-//! tables, RDI = the command line, RSI = the boot information block or 0), and the start
+//! tables, RDI = the command line, RSI = the boot information block), and the start
 //! sequence up to std's `runtime_entry`:
 //!
 //! 1. the main stack (the runtime's own, [`MAIN_STACK_SIZE`]);
 //! 2. SSE/AVX ([`crate::simd`]) before any code that may use them;
 //! 3. the IDT, so every later fault is reported ([`crate::exceptions`]);
-//! 4. the command line and boot information, the hypercall page, the console, the
-//!    reference TSC page;
+//! 4. the hypercall page, the console, the command line and boot information (required),
+//!    the reference TSC page;
 //! 5. the heap over the free memory, the CPU's random number generator (required), the
 //!    main thread's TLS block;
 //! 6. threads ([`crate::sched`]): the main thread, the partition's other vCPUs;
@@ -58,11 +58,20 @@ pub fn init_secondary_cpu() -> crate::simd::Enabled {
 extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
     let simd = crate::simd::enable();
     crate::exceptions::install();
-    // SAFETY: the loader's registers: 0 or the command line at 0x9000 and the boot
-    // information at 0xA000, in the boot area nothing else uses.
-    let boot = unsafe { crate::boot::read(cmdline, boot_info) };
     let hypercalls = crate::hypercall::init();
     let console_hypercall = crate::console::init(hypercalls);
+    // SAFETY: the loader's registers: 0 or the command line at 0x9000 and the boot
+    // information at 0xA000, in the boot area nothing else uses.
+    let boot = match unsafe { crate::boot::read(cmdline, boot_info) } {
+        Ok(boot) => boot,
+        Err(e) => fault::report(Kind::Refused, 0, 0, |text| {
+            write!(
+                text,
+                "Bulkhead runtime: no valid boot information at {boot_info:#x} ({e:?}); without it the runtime \
+                 does not know its memory or vCPUs, so it refuses to start"
+            )
+        }),
+    };
     crate::clock::init();
     let image_end = crate::boot::image_end();
     let Some((heap_base, heap_size)) = crate::boot::heap_range(&boot, image_end.next_multiple_of(4096)) else {
@@ -85,16 +94,16 @@ extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
         fault::report(Kind::Refused, 0, 0, |text| write!(text, "Bulkhead runtime: no room for the main thread's TLS"));
     };
     crate::tls::set_thread_pointer(tp);
-    crate::sched::init(boot.cmdline);
+    crate::sched::init();
     let name = boot.name.unwrap_or("app");
     if crate::command_line::option(boot.cmdline, "verbose").is_some() {
         crate::console::write_line(format_args!(
             "bulkhead runtime: {} vcpu(s), heap {heap_size:#x} bytes at {heap_base:#x}, xcr0 {:#x}, entropy {generator}, \
-             console {}, boot information {}",
+             console {}, partition {}",
             boot.vcpus,
             simd.xcr0,
             if console_hypercall { "hypercall" } else { "uart" },
-            if boot.from_boot_info { "present" } else { "absent (fallback)" },
+            boot.name.unwrap_or(""),
         ));
     }
     let (argc, argv, env) = crate::process::args(name, boot.cmdline);

@@ -33,20 +33,16 @@ mod timer;
 const AP_START_TIMEOUT_NS: u64 = 1_000_000_000;
 
 /// Sets up threads on the boot CPU before `main` runs: the running code becomes the main
-/// thread, and the partition's other vCPUs start and wait for threads. Which vCPUs there
-/// are comes from the boot information block; FALLBACK (until every Bulkhead writes that
-/// block): the command line's `bulkhead.apic_ids=A,B,...` (VP index order, this CPU's
-/// first); without either, this CPU alone. Enables interrupts. vCPUs that do not start
-/// are reported on the console and left out.
+/// thread, and the partition's other vCPUs (the boot information block lists them) start
+/// and wait for threads. Enables interrupts. vCPUs that do not start are reported on the
+/// console and left out.
 #[cfg(target_os = "none")]
-pub fn init(cmdline: &str) {
+pub fn init() {
     timer::install_handlers();
     let idle_stack = platform::alloc(threads::IDLE_STACK, 16).expect("heap room for the idle loop's stack");
     threads::init_boot_cpu(idle_stack);
     if let Some(info) = crate::boot::boot_info() {
         smp::start_aps((0..info.vcpu_count()).filter_map(|i| info.apic_id(i)), AP_START_TIMEOUT_NS);
-    } else if let Some(list) = crate::command_line::option(cmdline, "apic_ids") {
-        smp::start_aps(list.split(',').filter_map(|id| id.trim().parse().ok()), AP_START_TIMEOUT_NS);
     }
     // SAFETY: the IDT handles the scheduler's vectors (installed above).
     unsafe { core::arch::asm!("sti", options(nomem, nostack)) };

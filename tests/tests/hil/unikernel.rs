@@ -9,7 +9,7 @@ every_backend! {
     /// (random keys from RDRAND/RDSEED), an initialised `thread_local!` (the TLS block),
     /// Instant and sleep; exit status 0 is PASS.
     fn unikernel_hello_runs_a_std_program(emulator) {
-        Run::new(emulator)
+        let report = Run::new(emulator)
             .cpus(2)
             .scenario("tests/configs/bochs-hermit-hello.toml")
             .expect("[hello] bulkhead runtime: 1 vcpu(s), heap ")
@@ -22,8 +22,18 @@ every_backend! {
             .expect("partition hello: reports PASS")
             .forbid(": fault #")
             .forbid("[hello] panic:")
-            .execute()
-            .assert_passed();
+            .execute();
+        report.assert_passed();
+        // The boot information named the partition, and the console is the console-write
+        // hypercall, not the UART.
+        assert!(report.contains("console hypercall, partition hello"), "{}", report.diagnostic());
+        // Seven lines printed, one exit each at most and none a port write: the one I/O
+        // exit is the verdict (the UART would have taken one per byte).
+        assert!(
+            report.contains("partition hello: exits: total") && report.contains(", io 1, "),
+            "the program's console output took port I/O exits\n{}",
+            report.diagnostic()
+        );
     }
 }
 
