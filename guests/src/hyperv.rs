@@ -4,7 +4,7 @@
 
 use bulkhead_abi::hyperv::client::{Client, Pages, PostError, X64};
 use bulkhead_abi::hyperv::hypercall::code;
-use bulkhead_abi::hyperv::reference_tsc::{SEQUENCE_INVALID, SEQUENCE_INVALID_LEGACY, reference_time};
+use bulkhead_abi::hyperv::reference_tsc::reference_time;
 use bulkhead_abi::hyperv::{
     HvStatus, HypercallInput, HypercallResult, Message, PageMsr, PostMessageInput, SignalEventInput, msr,
 };
@@ -124,27 +124,9 @@ pub fn reference_tsc_scale() -> Option<u64> {
 /// Runs `with(scale, offset)` on the page's parameters between two reads of its sequence,
 /// again until the sequence stayed the same (the hypervisor rewrote the page meanwhile);
 /// `None` if the sequence says the page is invalid.
-fn read_reference_tsc_page<T>(mut with: impl FnMut(u64, i64) -> T) -> Option<T> {
-    let page = &raw const REFERENCE_TSC_PAGE as *const u8;
-    loop {
-        // SAFETY: the page's sequence, scale and offset fields (offsets 0, 8, 16), which the
-        // hypervisor writes; read volatile, the sequence around the others.
-        let (before, scale, offset) = unsafe {
-            (
-                core::ptr::read_volatile(page as *const u32),
-                core::ptr::read_volatile(page.add(8) as *const u64),
-                core::ptr::read_volatile(page.add(16) as *const i64),
-            )
-        };
-        if before == SEQUENCE_INVALID || before == SEQUENCE_INVALID_LEGACY {
-            return None;
-        }
-        let result = with(scale, offset);
-        // SAFETY: as above.
-        if unsafe { core::ptr::read_volatile(page as *const u32) } == before {
-            return Some(result);
-        }
-    }
+fn read_reference_tsc_page<T>(with: impl FnMut(u64, i64) -> T) -> Option<T> {
+    // SAFETY: our page, which the hypervisor keeps as the reference TSC page.
+    unsafe { bulkhead_abi::hyperv::reference_tsc::read_consistent(&raw const REFERENCE_TSC_PAGE as *const u8, with) }
 }
 
 /// Interrupt vectors the test payloads give their SINTs, and what each handler counts.

@@ -11,7 +11,7 @@
 //! the same time with an exit per read.
 
 use crate::clock_math::ticks_to_timespec;
-use bulkhead_abi::hyperv::reference_tsc::{SEQUENCE_INVALID, SEQUENCE_INVALID_LEGACY, reference_time};
+use bulkhead_abi::hyperv::reference_tsc::reference_time;
 use bulkhead_abi::hyperv::{PageMsr, msr};
 use core::sync::atomic::{AtomicBool, Ordering};
 use hermit_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME, EFAULT, EINVAL, clockid_t, timespec};
@@ -46,25 +46,11 @@ pub fn now_ticks() -> u64 {
 }
 
 fn from_page() -> Option<u64> {
-    let page = &raw const PAGE as *const u8;
-    loop {
-        // SAFETY: the page's sequence (offset 0), scale (8) and offset (16), written by the
-        // hypervisor: read volatile, the sequence around the others (TLFS reader protocol).
-        let (before, scale, offset) = unsafe {
-            (
-                core::ptr::read_volatile(page as *const u32),
-                core::ptr::read_volatile(page.add(8) as *const u64),
-                core::ptr::read_volatile(page.add(16) as *const i64),
-            )
-        };
-        if before == SEQUENCE_INVALID || before == SEQUENCE_INVALID_LEGACY {
-            return None;
-        }
-        let time = reference_time(crate::cpu::rdtsc(), scale, offset);
-        // SAFETY: as above.
-        if unsafe { core::ptr::read_volatile(page as *const u32) } == before {
-            return Some(time);
-        }
+    // SAFETY: the runtime's page, which the hypervisor keeps as the reference TSC page.
+    unsafe {
+        bulkhead_abi::hyperv::reference_tsc::read_consistent(&raw const PAGE as *const u8, |scale, offset| {
+            reference_time(crate::cpu::rdtsc(), scale, offset)
+        })
     }
 }
 

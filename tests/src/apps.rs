@@ -5,7 +5,7 @@
 //! `path = "@apps/NAME"`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 
 use crate::kernel::{target_dir, workspace_root};
@@ -44,22 +44,9 @@ pub fn build_apps(quiet: bool) -> Result<(), String> {
     // One build at a time: parallel HIL tests share the apps' target folder.
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cmd = cargo_build_apps();
-    let shown = format!("{cmd:?}");
-    let result = if quiet {
-        cmd.stdin(Stdio::null()).output().map(|o| (o.status, o.stderr))
-    } else {
-        cmd.status().map(|s| (s, Vec::new()))
-    };
-    match result {
-        Err(e) => Err(format!("cannot run `{shown}`: {e}")),
-        Ok((status, stderr)) if !status.success() => Err(format!(
-            "building the apps failed ({status}): {shown}\n{}\n(the apps need the toolchain {APPS_TOOLCHAIN} with \
-             rust-src: `cargo xtask build` installs it)",
-            String::from_utf8_lossy(&stderr)
-        )),
-        Ok(_) => Ok(()),
-    }
+    crate::kernel::run_build(cargo_build_apps(), quiet).map_err(|e| {
+        format!("{e}\n(the apps need the toolchain {APPS_TOOLCHAIN} with rust-src: `cargo xtask build` installs it)")
+    })
 }
 
 /// Builds the apps if the system file `config` names one.

@@ -87,7 +87,8 @@ pub fn build_commands(config: &Path) -> [Command; 2] {
     [cargo_build(GUESTS_PACKAGE, None), cargo_build(KERNEL_PACKAGE, Some(config))]
 }
 
-fn run_build(mut cmd: Command, quiet: bool) -> Result<(), String> {
+/// Runs a cargo build; with `quiet`, its output is returned only on failure.
+pub(crate) fn run_build(mut cmd: Command, quiet: bool) -> Result<(), String> {
     let shown = format!("{cmd:?}");
     let result = if quiet {
         cmd.stdin(Stdio::null()).output().map(|o| (o.status, o.stderr))

@@ -56,6 +56,37 @@ impl ReferenceTscPage {
     }
 }
 
+/// Runs `with(scale, offset)` on the parameters of the reference TSC page at `page`
+/// between two reads of its sequence, again until the sequence stayed the same (the
+/// hypervisor rewrote the page meanwhile): the TLFS reader protocol. `None` if the
+/// sequence says the page is invalid (readers then use the TIME_REF_COUNT MSR).
+///
+/// # Safety
+/// `page` is readable for 24 bytes, 8-byte aligned, for the whole call: a guest's page that
+/// the hypervisor keeps as the reference TSC page (or zeroes).
+pub unsafe fn read_consistent<T>(page: *const u8, mut with: impl FnMut(u64, i64) -> T) -> Option<T> {
+    loop {
+        // SAFETY: as the caller promises; the sequence, scale and offset fields (offsets 0,
+        // 8, 16) are written by the hypervisor behind the compiler's back, so read volatile,
+        // the sequence around the others.
+        let (before, scale, offset) = unsafe {
+            (
+                core::ptr::read_volatile(page as *const u32),
+                core::ptr::read_volatile(page.add(8) as *const u64),
+                core::ptr::read_volatile(page.add(16) as *const i64),
+            )
+        };
+        if before == SEQUENCE_INVALID || before == SEQUENCE_INVALID_LEGACY {
+            return None;
+        }
+        let result = with(scale, offset);
+        // SAFETY: as above.
+        if unsafe { core::ptr::read_volatile(page as *const u32) } == before {
+            return Some(result);
+        }
+    }
+}
+
 /// `((tsc * scale) >> 64) + offset`: the high half of the 128-bit product plus the signed
 /// offset, wrapping like the guests' u64 arithmetic (TLFS "Timers"; Linux `hv_read_tsc_page`).
 pub const fn reference_time(tsc: u64, scale: u64, offset: i64) -> u64 {
