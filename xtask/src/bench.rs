@@ -101,6 +101,12 @@ const BENCH_CASES: &[BenchCase] = &[
         target_max: |_| None,
     },
     BenchCase {
+        name: "unikernel-console-line-dropped",
+        key: "unikernel_console_line_dropped",
+        unit: "instructions",
+        target_max: |_| None,
+    },
+    BenchCase {
         name: "unikernel-sleep-late-mean",
         key: "unikernel_sleep_late_mean_us",
         unit: "us",

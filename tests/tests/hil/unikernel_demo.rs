@@ -21,7 +21,14 @@ fn parse(line: &str) -> Option<(u64, u64, u64, u64, u64, u64)> {
     let (worst, rest) = rest.split_once(" us, ")?;
     let early = rest.strip_suffix(" early")?;
     let micros = |s: &str| s.split_once('.').and_then(|(whole, _)| whole.parse().ok());
-    Some((number.parse().ok()?, periods.parse().ok()?, period.parse().ok()?, micros(mean)?, micros(worst)?, early.parse().ok()?))
+    Some((
+        number.parse().ok()?,
+        periods.parse().ok()?,
+        period.parse().ok()?,
+        micros(mean)?,
+        micros(worst)?,
+        early.parse().ok()?,
+    ))
 }
 
 every_backend! {
