@@ -46,7 +46,7 @@ fn main() {
 
     let periods: u64 = std::env::args().find_map(|a| a.strip_prefix("periods=")?.parse().ok()).unwrap_or(10_000);
 
-    // A typical line: 64 characters with the newline, formatted from numbers.
+    // A typical line: 64 characters and the newline, formatted from numbers.
     let before = rdtsc();
     for i in 0..CONSOLE_LINES {
         println!("console: period {i:5} late mean {:4}.{} us worst {:5} us n {:5}", 12 + i % 7, i % 10, 40 + i, 1000);
