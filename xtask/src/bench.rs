@@ -186,16 +186,16 @@ pub fn bench(json: bool, unikernel_only: bool) -> Result<ExitCode> {
             .collect();
         println!("{{\"backends\":[{}]}}", backends.join(","));
     } else {
-        println!("{:<30} {:>8}  {:<17} target", "case", "value", "unit");
+        println!("{:<36} {:>8}  {:<17} target", "case", "value", "unit");
         for (b, rows) in &results {
             for (c, v, target) in rows {
                 let name = format!("{}/{}", b.prefix, c.name);
                 match target {
                     Some(t) => {
                         let verdict = if v <= t { "met" } else { "MISSED" };
-                        println!("{name:<30} {v:>8}  {:<17} <= {t} ({verdict})", c.unit);
+                        println!("{name:<36} {v:>8}  {:<17} <= {t} ({verdict})", c.unit);
                     }
-                    None => println!("{name:<30} {v:>8}  {:<17} -", c.unit),
+                    None => println!("{name:<36} {v:>8}  {:<17} -", c.unit),
                 }
             }
         }
