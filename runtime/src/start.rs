@@ -56,8 +56,8 @@ static mut START_TSC: u64 = 0;
 
 /// The time-stamp counter as the program's `_start` began, before the runtime's start
 /// sequence: a program that reads the TSC at the top of `main` has the runtime's start-up
-/// cost (`cargo xtask bench`, `unikernel-start-to-main`, docs/performance.md). The one
-/// export besides the hermit-abi interface; a program declares it
+/// cost (`cargo xtask bench`, `unikernel-start-to-main`, docs/performance.md). Bulkhead's
+/// own export beside the hermit-abi interface; a program declares it
 /// `unsafe extern "C" { fn bulkhead_start_tsc() -> u64; }`.
 #[unsafe(no_mangle)]
 pub extern "C" fn bulkhead_start_tsc() -> u64 {
