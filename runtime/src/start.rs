@@ -34,6 +34,11 @@ core::arch::global_asm!(
     "_start:",
     "cli",
     "cld",
+    // The TSC at the program's first instructions, for `bulkhead_start_tsc`.
+    "rdtsc",
+    "shl rdx, 32",
+    "or rax, rdx",
+    "mov [rip + {start_tsc}], rax",
     "lea rsp, [rip + {stack} + {size}]",
     "xor ebp, ebp",
     // RDI and RSI pass on unchanged: the command line and the boot information.
@@ -43,7 +48,22 @@ core::arch::global_asm!(
     stack = sym MAIN_STACK,
     size = const MAIN_STACK_SIZE,
     start = sym start,
+    start_tsc = sym START_TSC,
 );
+
+/// The TSC as `_start` began ([`bulkhead_start_tsc`]).
+static mut START_TSC: u64 = 0;
+
+/// The time-stamp counter as the program's `_start` began, before the runtime's start
+/// sequence: a program that reads the TSC at the top of `main` has the runtime's start-up
+/// cost (`cargo xtask bench`, `unikernel-start-to-main`, docs/performance.md). Bulkhead's
+/// own export beside the hermit-abi interface; a program declares it
+/// `unsafe extern "C" { fn bulkhead_start_tsc() -> u64; }`.
+#[unsafe(no_mangle)]
+pub extern "C" fn bulkhead_start_tsc() -> u64 {
+    // SAFETY: written once by `_start` before anything else runs, only read after.
+    unsafe { (&raw const START_TSC).read() }
+}
 
 /// What each further vCPU runs first, once a scheduler's start-up code has it in 64-bit
 /// mode on a stack of its own: the vector state (CR0/CR4/XCR0 are per CPU) and the IDT.

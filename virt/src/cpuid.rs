@@ -96,6 +96,29 @@ pub fn filter(leaf: u32, subleaf: u32, r: Registers) -> Registers {
     }
 }
 
+/// CPUID leaf 0xB (and 0x1F) for a partition (SDM Vol. 2A, CPUID "Extended Topology
+/// Enumeration Leaf"), synthesized rather than filtered: the hardware's own levels
+/// describe the whole board (and Bochs leaves the level types out). Level 0 is SMT with
+/// one thread per core; level 1 is the core level with the partition's `cores` and a
+/// shift wide enough for every APIC ID of the board (`max_apic_id`); higher levels are
+/// invalid (EAX = EBX = 0, ECX = the level number). EDX is the x2APIC ID of the
+/// vCPU asking (`apic_id`: a vCPU keeps its core's APIC ID) at every level, as the SDM
+/// requires ("EDX: x2APIC ID the current logical processor"); it is set here rather than
+/// kept from the hardware because not every CPU reports it (AMD's leaf 0xB answers 0 in
+/// EDX where there is no x2APIC, e.g. Bochs `ryzen`).
+pub fn extended_topology(subleaf: u32, cores: u32, max_apic_id: u32, apic_id: u32) -> Registers {
+    const LEVEL_SMT: u32 = 1 << 8;
+    const LEVEL_CORE: u32 = 2 << 8;
+    let core_shift = u32::BITS - max_apic_id.leading_zeros();
+    let level = subleaf & 0xff;
+    let (eax, ebx, ecx) = match level {
+        0 => (0, 1, LEVEL_SMT),
+        1 => (core_shift, cores, LEVEL_CORE | 1),
+        _ => (0, 0, level),
+    };
+    [eax, ebx, ecx, apic_id]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +187,18 @@ mod tests {
         assert_eq!(hide_unavailable(0xd, 0, ALL), ALL);
         assert_eq!(hide_unavailable(6, 0, ALL), [1 << 2, 0, 0, 0]);
         assert_eq!(hide_unavailable(0x8000_0007, 0, ALL)[3], 1 << 8);
+    }
+
+    #[test]
+    fn extended_topology_reports_the_vcpus_x2apic_id_at_every_level() {
+        // A 4-core partition on a board whose APIC IDs go up to 5, asked on APIC ID 3.
+        assert_eq!(extended_topology(0, 4, 5, 3), [0, 1, 1 << 8, 3]);
+        assert_eq!(extended_topology(1, 4, 5, 3), [3, 4, 2 << 8 | 1, 3]);
+        assert_eq!(extended_topology(2, 4, 5, 3), [0, 0, 2, 3]);
+        // The ECX level number is the subleaf's low byte; EDX is the asker's ID, not 0.
+        assert_eq!(extended_topology(0x1_02, 2, 1, 1), [0, 0, 2, 1]);
+        assert_eq!(extended_topology(0, 1, 0, 0)[3], 0);
+        assert_eq!(extended_topology(1, 1, 0, 0)[0], 0);
+        assert_eq!(extended_topology(1, 2, 255, 200)[0], 8);
     }
 }

@@ -87,20 +87,76 @@ const BENCH_CASES: &[BenchCase] = &[
         unit: "EOMs/1000 msgs",
         target_max: |_| None,
     },
+    // Unikernel partitions (apps/bench, a Rust std program on the runtime).
+    BenchCase {
+        name: "unikernel-start-to-main",
+        key: "unikernel_start_to_main",
+        unit: "instructions",
+        target_max: |_| None,
+    },
+    BenchCase {
+        name: "unikernel-console-line",
+        key: "unikernel_console_line",
+        unit: "instructions",
+        target_max: |_| None,
+    },
+    BenchCase {
+        name: "unikernel-console-line-dropped",
+        key: "unikernel_console_line_dropped",
+        unit: "instructions",
+        target_max: |_| None,
+    },
+    BenchCase {
+        name: "unikernel-sleep-late-mean",
+        key: "unikernel_sleep_late_mean_us",
+        unit: "us",
+        target_max: |_| None,
+    },
+    BenchCase {
+        name: "unikernel-sleep-late-worst",
+        key: "unikernel_sleep_late_worst_us",
+        unit: "us",
+        target_max: |_| None,
+    },
+    BenchCase {
+        name: "unikernel-sleep-late-mean-instr",
+        key: "unikernel_sleep_late_mean_ticks",
+        unit: "instructions",
+        target_max: |_| None,
+    },
+    BenchCase {
+        name: "unikernel-sleep-late-worst-instr",
+        key: "unikernel_sleep_late_worst_ticks",
+        unit: "instructions",
+        target_max: |_| None,
+    },
 ];
 
 /// Runs the bench partition on each backend (Bochs, both CPU vendors) and reports each
 /// case. Figures are instruction counts (Bochs `clock: sync=none`), so they repeat exactly
 /// for the same build.
-pub fn bench(json: bool) -> Result<ExitCode> {
+/// With `unikernel_only`, only the unikernel cases (`unikernel-*`).
+pub fn bench(json: bool, unikernel_only: bool) -> Result<ExitCode> {
     setup::ensure_host(Purpose::for_emulator(Emulator::Bochs))?;
-    let image = build_for(&root().join("tests/configs/bochs-bench.toml"))?;
-    let messaging = build_for(&root().join("tests/configs/bochs-bench-messaging.toml"))?;
+    let unikernel = build_for(&root().join("tests/configs/bochs-bench-unikernel.toml"))?;
+    let others = if unikernel_only {
+        None
+    } else {
+        Some((
+            build_for(&root().join("tests/configs/bochs-bench.toml"))?,
+            build_for(&root().join("tests/configs/bochs-bench-messaging.toml"))?,
+        ))
+    };
     let mut results = Vec::new();
     for backend in BENCH_BACKENDS {
-        let values = bench_backend(backend, &image, &messaging)?;
+        let mut values = match &others {
+            Some((image, messaging)) => bench_backend(backend, image, messaging)?,
+            None => Vec::new(),
+        };
+        // The unikernel cases: apps/bench measures them all in one run.
+        values.extend(bench_run(backend, &unikernel, "unikernel", &["bench"])?);
         let mut rows = Vec::new();
-        for case in BENCH_CASES {
+        for case in BENCH_CASES.iter().filter(|c| !unikernel_only || c.name.starts_with("unikernel-")) {
             let Some(&(_, value)) = values.iter().find(|(k, _)| k.as_str() == case.key) else {
                 bail!("the {} bench printed no `{}`", backend.prefix, case.key);
             };
@@ -130,16 +186,16 @@ pub fn bench(json: bool) -> Result<ExitCode> {
             .collect();
         println!("{{\"backends\":[{}]}}", backends.join(","));
     } else {
-        println!("{:<30} {:>8}  {:<17} target", "case", "value", "unit");
+        println!("{:<36} {:>8}  {:<17} target", "case", "value", "unit");
         for (b, rows) in &results {
             for (c, v, target) in rows {
                 let name = format!("{}/{}", b.prefix, c.name);
                 match target {
                     Some(t) => {
                         let verdict = if v <= t { "met" } else { "MISSED" };
-                        println!("{name:<30} {v:>8}  {:<17} <= {t} ({verdict})", c.unit);
+                        println!("{name:<36} {v:>8}  {:<17} <= {t} ({verdict})", c.unit);
                     }
-                    None => println!("{name:<30} {v:>8}  {:<17} -", c.unit),
+                    None => println!("{name:<36} {v:>8}  {:<17} -", c.unit),
                 }
             }
         }

@@ -129,7 +129,9 @@ pub fn app_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = scratch_dir("apps");
-        std::fs::write(dir.join("hello"), fake_elf()).unwrap();
+        for app in ["hello", "control"] {
+            std::fs::write(dir.join(app), fake_elf()).unwrap();
+        }
         dir
     })
 }

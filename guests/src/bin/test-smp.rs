@@ -21,7 +21,8 @@ struct Stack([u8; 16384]);
 static mut AP_STACK: Stack = Stack([0; 16384]);
 
 extern "C" fn ap_main() -> ! {
-    println!("smp: second vcpu running");
+    // CPUID leaf 0xB EDX: this vCPU's x2APIC ID (SDM Vol. 2A, CPUID leaf 0BH).
+    println!("smp: second vcpu running, cpuid x2apic id {}", bulkhead_guests::cpuid(0xb, 0).edx);
     loop {
         let n = AP_COUNTER.fetch_add(1, Ordering::SeqCst);
         if n >= 100_000 && AP_FAULTS.load(Ordering::SeqCst) && COMPUTING.load(Ordering::SeqCst) {
@@ -58,9 +59,10 @@ extern "C" fn _start(args: *const u8) -> ! {
     // OSXSAVE follows this guest's CR4 (it never set CR4.OSXSAVE).
     let core_level = bulkhead_guests::cpuid(0xb, 1);
     println!(
-        "smp: cpuid: level type {} counts {}, osxsave={}",
+        "smp: cpuid: level type {} counts {}, x2apic id {}, osxsave={}",
         (core_level.ecx >> 8) & 0xff,
         core_level.ebx & 0xffff,
+        core_level.edx,
         bulkhead_guests::cpuid(1, 0).ecx & (1 << 27) != 0
     );
     if fault {

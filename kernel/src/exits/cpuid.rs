@@ -11,9 +11,10 @@ use crate::partition::Partition;
 /// did not enable hidden, and the topology counts of the partition's cores.
 ///
 /// Topology: a partition's vCPUs keep their physical APIC IDs (the x2APIC is theirs), so
-/// the fields that describe the APIC ID *layout* (leaf 1 EBX[23:16], leaf 4 EAX[31:26],
-/// the x2APIC ID in leaf 0xB/0x1F EDX) stay as the hardware says; the processor counts
-/// give the partition's cores, one thread per core (see [`extended_topology`]).
+/// the fields that describe the APIC ID *layout* (leaf 1 EBX[23:16], leaf 4 EAX[31:26])
+/// stay as the hardware says; leaf 0xB/0x1F EDX is the core's APIC ID (the vCPU's x2APIC
+/// ID), set on every CPU since AMD's hardware answer may be 0; the processor counts give
+/// the partition's cores, one thread per core (see [`extended_topology`]).
 #[inline]
 pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf: u32) {
     const HYPERVISOR_BASE: u32 = 0x4000_0000;
@@ -54,21 +55,10 @@ pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, sub
     regs.rdx = r.edx.into();
 }
 
-/// CPUID leaf 0xB (and 0x1F) for a partition (SDM Vol. 2A, CPUID "Extended Topology
-/// Enumeration Leaf"): level 0 is SMT with one thread per core, level 1 is the core level
-/// with the partition's core count and a shift wide enough for every APIC ID of the
-/// board, higher levels are invalid. Synthesized rather than filtered: the hardware's own
-/// levels describe the whole board (and Bochs leaves the level types out).
+/// CPUID leaf 0xB (and 0x1F) for a partition: `bulkhead_virt::cpuid::extended_topology`,
+/// with the board's largest APIC ID and this core's APIC ID (the vCPU's x2APIC ID) in EDX.
 fn extended_topology(r: &mut core::arch::x86_64::CpuidResult, subleaf: u32, cores: u32) {
-    const LEVEL_SMT: u32 = 1 << 8;
-    const LEVEL_CORE: u32 = 2 << 8;
     let max_apic_id = crate::config::SYSTEM.board.cpus.iter().map(|c| c.apic_id).max().unwrap_or(0);
-    let core_shift = u32::BITS - max_apic_id.leading_zeros();
-    let level = subleaf & 0xff;
-    (r.eax, r.ebx, r.ecx) = match level {
-        0 => (0, 1, LEVEL_SMT),
-        1 => (core_shift, cores, LEVEL_CORE | 1),
-        _ => (0, 0, level),
-    };
-    // EDX: this core's x2APIC ID, as the hardware reports it.
+    let apic_id = crate::cpu::percpu::current().apic_id();
+    [r.eax, r.ebx, r.ecx, r.edx] = bulkhead_virt::cpuid::extended_topology(subleaf, cores, max_apic_id, apic_id);
 }

@@ -23,3 +23,4 @@ mod smp;
 mod sweep;
 mod threads;
 mod unikernel;
+mod unikernel_demo;

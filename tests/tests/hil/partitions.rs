@@ -217,7 +217,8 @@ every_backend! {
     /// An SMP partition: its first vCPU starts, the second waits in the hypervisor until the
     /// partition sends it INIT and a start-up IPI (through its x2APIC ICR), then runs the
     /// partition's real-mode trampoline into 64-bit code and counts. CPUID's core-level count
-    /// is the partition's two cores, and OSXSAVE reflects the guest's CR4 (not the
+    /// is the partition's two cores, leaf 0xB EDX is each vCPU's own x2APIC ID (0 and 1;
+    /// Bochs `ryzen`'s hardware answers 0 on both), and OSXSAVE reflects the guest's CR4 (not the
     /// hypervisor's, which has it set).
     fn smp_partition_brings_up_second_vcpu(emulator) {
         Run::new(emulator)
@@ -226,9 +227,9 @@ every_backend! {
             .expect("partition smp: vcpu on cpu 1 waits for INIT/SIPI from the partition")
             .expect("partition smp: starting on cpu 0 at 0x100000")
             .expect("partition smp: vcpu on cpu 1 starts at 0x10000 (start-up IPI)")
-            .expect("[cpu1 INFO ] [smp] smp: second vcpu running")
+            .expect("[cpu1 INFO ] [smp] smp: second vcpu running, cpuid x2apic id 1")
             .expect("[smp] smp: second vcpu counts")
-            .expect("[smp] smp: cpuid: level type 2 counts 2, osxsave=false")
+            .expect("[smp] smp: cpuid: level type 2 counts 2, x2apic id 0, osxsave=false")
             .expect("partition smp: reports PASS")
             .forbid(": fault #")
             .execute()
