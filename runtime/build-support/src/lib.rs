@@ -29,8 +29,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The symbols the runtime exports to the program: the hermit-abi calls, the C memory
-/// functions std calls, and the entry point. Everything else in the runtime is local.
-pub const EXPORTS: &[&str] = &["sys_*", "_start", "memcpy", "memmove", "memset", "memcmp", "bcmp", "strlen"];
+/// functions std calls, the entry point, and Bulkhead's own calls (`bulkhead_*`: messaging,
+/// docs/unikernel.md). Everything else in the runtime is local.
+pub const EXPORTS: &[&str] =
+    &["sys_*", "_start", "memcpy", "memmove", "memset", "memcmp", "bcmp", "strlen", "bulkhead_*"];
 
 /// Where the program is linked: guest-physical 1 MiB, above the partition's boot area,
 /// where the other Bulkhead payloads load too.
