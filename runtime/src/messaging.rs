@@ -329,8 +329,12 @@ pub extern "C" fn bulkhead_event_signal(id: u32) -> i32 {
         Ok(c) => c,
         Err(e) => return e,
     };
-    let ConnectionKind::Event { flag } = c.kind else { return -errno::EINVAL };
-    match crate::hypercall::with_client(|client| client.signal_event(id, flag)) {
+    if !matches!(c.kind, ConnectionKind::Event { .. }) {
+        return -errno::EINVAL;
+    }
+    // The flag number is relative to the connection's own flag (TLFS HvCallSignalEvent;
+    // Bulkhead connections have one flag): 0.
+    match crate::hypercall::with_client(|client| client.signal_event(id, 0)) {
         None => -errno::ENOSYS,
         Some(Ok(())) => 0,
         Some(Err(e)) => i32::from(e.0),

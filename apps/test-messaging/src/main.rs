@@ -105,8 +105,10 @@ fn main() {
             match requests.send(kind::DATA, &payload(seq)) {
                 Ok(()) => break,
                 Err(e) if e.is_queue_full() => {
+                    // The peer is behind: give it (and the echo thread) time rather than
+                    // an exit per retry.
                     full += 1;
-                    std::thread::yield_now();
+                    std::thread::sleep(Duration::from_micros(10));
                 }
                 Err(e) => panic!("message {seq} not sent: {e}"),
             }
