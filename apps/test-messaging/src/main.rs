@@ -9,8 +9,8 @@
 //! 3. `events=` (default 100) event round trips: signal, wait for the answer;
 //! 4. the peer's verdict on the order it saw.
 //!
-//! `drop=N` leaves out message N (the peer and the echo check must both notice: how the
-//! test is shown to catch a lost message). Exit status 0 only if every check passed.
+//! `drop=N` leaves out message N, `swap=N` sends N+1 before N: the peer and the echo check
+//! must both notice (how the test is shown to catch a lost or reordered message). Exit status 0 only if every check passed.
 
 use bulkhead_messaging::{Error, EventReceiver, EventSender, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -97,10 +97,17 @@ fn main() {
         (expected, wrong)
     });
     let mut full = 0u64;
-    for seq in 0..count {
-        if Some(seq) == dropped {
+    let swapped = arg("swap");
+    for index in 0..count {
+        if Some(index) == dropped {
             continue;
         }
+        // `swap=N`: N+1 goes before N.
+        let seq = match swapped {
+            Some(n) if index == n && n + 1 < count => n + 1,
+            Some(n) if index == n + 1 => n,
+            _ => index,
+        };
         loop {
             match requests.send(kind::DATA, &payload(seq)) {
                 Ok(()) => break,
@@ -116,7 +123,7 @@ fn main() {
     }
     let (echoed, wrong) = echoes.join().unwrap();
     println!(
-        "messaging: {echoed} messages sent and echoed in {} ms, {wrong} out of order or missing, queue full {full} times",
+        "messaging: {echoed} messages sent and echoed, {wrong} out of order or missing, queue full {full} times, in {} ms",
         start.elapsed().as_millis()
     );
 
