@@ -41,19 +41,21 @@ impl Inbox {
         self.len == CAPACITY
     }
 
-    /// Appends `message`; gives it back when the inbox is full.
-    pub fn push(&mut self, message: Message) -> Result<(), Message> {
+    /// Appends `message`; false (and the inbox unchanged) when it is full.
+    #[must_use]
+    pub fn push(&mut self, message: Message) -> bool {
         if self.is_full() {
-            return Err(message);
+            return false;
         }
         self.messages[self.len] = message;
         self.len += 1;
-        Ok(())
+        true
     }
 
     /// Takes the oldest message of connection `connection_id`, keeping the others in order.
     pub fn take(&mut self, connection_id: u32) -> Option<Message> {
-        let index = self.messages[..self.len].iter().position(|m| m.header.origination_id == u64::from(connection_id))?;
+        let index =
+            self.messages[..self.len].iter().position(|m| m.header.origination_id == u64::from(connection_id))?;
         let message = self.messages[index];
         self.messages.copy_within(index + 1..self.len, index);
         self.len -= 1;
@@ -78,7 +80,7 @@ mod tests {
     fn each_connection_gets_its_own_messages_in_order() {
         let mut inbox = Inbox::new();
         for (connection, seq) in [(1, 0), (3, 0), (1, 1), (3, 1), (1, 2)] {
-            inbox.push(message(connection, seq)).unwrap();
+            assert!(inbox.push(message(connection, seq)));
         }
         assert_eq!(inbox.take(3).unwrap().payload(), [0]);
         assert_eq!(inbox.take(1).unwrap().payload(), [0]);
@@ -94,12 +96,13 @@ mod tests {
     fn a_full_inbox_gives_the_message_back() {
         let mut inbox = Inbox::new();
         for seq in 0..CAPACITY as u8 {
-            inbox.push(message(1, seq)).unwrap();
+            assert!(inbox.push(message(1, seq)));
         }
         assert!(inbox.is_full());
-        assert_eq!(inbox.push(message(1, 99)), Err(message(1, 99)));
+        assert!(!inbox.push(message(1, 99)));
+        assert_eq!(inbox.len(), CAPACITY);
         assert_eq!(inbox.take(1).unwrap().payload(), [0]);
-        inbox.push(message(1, 99)).unwrap();
+        assert!(inbox.push(message(1, 99)));
         let order: Vec<u8> = core::iter::from_fn(|| inbox.take(1)).map(|m| m.payload()[0]).collect();
         assert_eq!(order, [1, 2, 3, 4, 5, 6, 7, 99]);
     }

@@ -166,7 +166,8 @@ fn take_from_slots() {
         let mut inbox = INBOXES[usize::from(sint)].lock();
         while !inbox.is_full() {
             let Some(message) = client.receive(sint) else { break };
-            let _ = inbox.push(message);
+            let pushed = inbox.push(message);
+            debug_assert!(pushed, "room checked above");
         }
     }
     SIGNALS.fetch_add(1, Ordering::SeqCst);

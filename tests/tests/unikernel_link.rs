@@ -88,8 +88,10 @@ fn unikernel_link_std_calls_only_what_the_runtime_exports() {
     assert!(missing.is_empty(), "std for the Hermit target calls functions the runtime does not export: {missing:?}");
     // Nothing but the interface is global: the runtime's own core, intrinsics and panic
     // handler stay local, so they cannot clash with the app's.
-    let extra: Vec<&String> =
-        exported.iter().filter(|s| !is_system_call(s) && *s != "_start" && !BULKHEAD_CALLS.contains(&s.as_str())).collect();
+    let extra: Vec<&String> = exported
+        .iter()
+        .filter(|s| !is_system_call(s) && *s != "_start" && !BULKHEAD_CALLS.contains(&s.as_str()))
+        .collect();
     assert!(extra.is_empty(), "the runtime object exports more than the interface: {extra:?}");
     // Bulkhead's own calls, which apps/messaging declares, survive the localisation.
     let lost: Vec<&&str> = BULKHEAD_CALLS.iter().filter(|s| !exported.contains(**s)).collect();

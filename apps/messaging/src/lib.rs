@@ -262,7 +262,12 @@ impl Receiver {
         let mut message = Message { message_type: 0, len: 0, payload: [0; MAX_PAYLOAD] };
         // SAFETY: room for the type and 240 payload bytes.
         let len = unsafe {
-            bulkhead_message_receive(self.connection.id, &mut message.message_type, message.payload.as_mut_ptr(), timeout_ns)
+            bulkhead_message_receive(
+                self.connection.id,
+                &mut message.message_type,
+                message.payload.as_mut_ptr(),
+                timeout_ns,
+            )
         };
         if len < 0 {
             return Err(Error::from_code(len));
