@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Sending is HvCallPostMessage (a full queue at the receiver is
-//! [`Error::Hypervisor`] with [`status::INSUFFICIENT_BUFFERS`]: try again later, see
+//! [`Error::Hypervisor`] with [`HvStatus::InsufficientBuffers`]: try again later, see
 //! [`Sender::send_retrying`]), receiving blocks the thread until the message interrupt
 //! wakes it. Events: [`EventSender::signal`] (HvCallSignalEvent) and
 //! [`EventReceiver::wait`]. Every handle is `Send + Sync`; any thread on any vCPU may use
@@ -26,18 +26,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+/// The TLFS hypercall status codes ([`Error::Hypervisor`]), from Bulkhead's ABI crate.
+pub use bulkhead_abi::hyperv::HvStatus;
 /// The most bytes a message carries (TLFS: 240).
-pub const MAX_PAYLOAD: usize = 240;
-
-/// TLFS hypercall status codes the hypervisor may answer ([`Error::Hypervisor`]).
-pub mod status {
-    pub const INVALID_PARAMETER: u16 = 0x0005;
-    pub const INVALID_CONNECTION_ID: u16 = 0x0012;
-    /// The receiver's queue is full: nothing was sent.
-    pub const INSUFFICIENT_BUFFERS: u16 = 0x0013;
-    /// The receiver's SynIC is not ready (its partition has not started it yet, or restarts).
-    pub const INVALID_SYNIC_STATE: u16 = 0x0014;
-}
+pub use bulkhead_abi::hyperv::message::MAX_PAYLOAD;
 
 // hermit-abi's errno values the runtime returns (negated).
 const ENOENT: i32 = 2;
@@ -79,7 +71,7 @@ pub enum Error {
     Timeout,
     /// The partition has no SynIC or no boot information (an older hypervisor).
     Unsupported,
-    /// The hypervisor refused the call with this TLFS status (see [`status`]).
+    /// The hypervisor refused the call with this TLFS status code ([`Error::status`]).
     Hypervisor(u16),
     /// An answer the runtime should not give (a negative errno).
     Runtime(i32),
@@ -88,7 +80,16 @@ pub enum Error {
 impl Error {
     /// Whether the receiver's queue was full (INSUFFICIENT_BUFFERS): nothing was sent.
     pub fn is_queue_full(self) -> bool {
-        self == Error::Hypervisor(status::INSUFFICIENT_BUFFERS)
+        self.status() == Some(HvStatus::InsufficientBuffers)
+    }
+
+    /// The hypervisor's status, where it refused the call and the code is one the TLFS
+    /// names.
+    pub fn status(self) -> Option<HvStatus> {
+        match self {
+            Error::Hypervisor(code) => HvStatus::from_code(code),
+            _ => None,
+        }
     }
 
     fn from_code(code: i32) -> Error {
@@ -111,10 +112,10 @@ impl fmt::Display for Error {
             Error::PayloadTooLong(len) => write!(f, "payload of {len} bytes (at most {MAX_PAYLOAD})"),
             Error::Timeout => write!(f, "timed out"),
             Error::Unsupported => write!(f, "the partition has no messaging (no SynIC or boot information)"),
-            Error::Hypervisor(status::INSUFFICIENT_BUFFERS) => {
-                write!(f, "the receiver's queue is full (INSUFFICIENT_BUFFERS)")
-            }
-            Error::Hypervisor(code) => write!(f, "the hypervisor refused the call (status {code:#x})"),
+            Error::Hypervisor(code) => match HvStatus::from_code(*code) {
+                Some(status) => write!(f, "the hypervisor refused the call: {status:?} ({code:#x})"),
+                None => write!(f, "the hypervisor refused the call (status {code:#x})"),
+            },
             Error::Runtime(code) => write!(f, "runtime error {code}"),
         }
     }
@@ -224,8 +225,9 @@ impl Sender {
         let start = Instant::now();
         loop {
             match self.send(message_type, payload) {
-                Err(Error::Hypervisor(status::INSUFFICIENT_BUFFERS | status::INVALID_SYNIC_STATE))
-                    if start.elapsed() < timeout =>
+                Err(e)
+                    if matches!(e.status(), Some(HvStatus::InsufficientBuffers | HvStatus::InvalidSynicState))
+                        && start.elapsed() < timeout =>
                 {
                     std::thread::sleep(RETRY_PAUSE)
                 }

@@ -12,7 +12,7 @@
 //! `drop=N` leaves out message N, `swap=N` sends N+1 before N: the peer and the echo check
 //! must both notice (how the test is shown to catch a lost or reordered message). Exit status 0 only if every check passed.
 
-use bulkhead_messaging::{Error, EventReceiver, EventSender, Receiver, Sender};
+use bulkhead_messaging::{Error, EventReceiver, EventSender, HvStatus, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 mod kind {
@@ -114,6 +114,10 @@ fn main() {
         loop {
             match requests.send(kind::DATA, &payload(seq)) {
                 Ok(()) => break,
+                // The peer may not have started yet (its SynIC is not ready).
+                Err(e) if e.status() == Some(HvStatus::InvalidSynicState) => {
+                    std::thread::sleep(Duration::from_micros(100))
+                }
                 Err(e) if e.is_queue_full() => {
                     // The peer is behind: give it (and the echo thread) time rather than
                     // an exit per retry.
