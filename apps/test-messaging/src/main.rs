@@ -28,6 +28,11 @@ fn arg(name: &str) -> Option<u64> {
     std::env::args().skip(1).find_map(|a| a.strip_prefix(&format!("{name}=")).and_then(|v| v.parse().ok()))
 }
 
+/// The running vCPU's initial APIC ID (CPUID.1:EBX[31:24]; the program runs at CPL 0).
+fn apic_id() -> u32 {
+    core::arch::x86_64::__cpuid(1).ebx >> 24
+}
+
 fn payload(seq: u64) -> [u8; 16] {
     let mut bytes = [0; 16];
     bytes[..8].copy_from_slice(&seq.to_le_bytes());
@@ -67,9 +72,12 @@ fn main() {
     assert!(replies.try_recv().unwrap().is_none());
     println!("messaging: receive timed out after {} ms, event wait too", took.as_millis());
 
-    // 2. Messages, both directions, a second thread receiving the echoes.
+    // 2. Messages, both directions, a second thread receiving the echoes (on the second
+    // vCPU where there is one: the scheduler places a new thread on the least busy).
+    let main_cpu = apic_id();
     let start = Instant::now();
     let echoes = std::thread::spawn(move || {
+        let first_cpu = apic_id();
         let mut expected = 0u64;
         let mut wrong = 0u64;
         while expected < count {
@@ -97,6 +105,11 @@ fn main() {
                 }
             }
         }
+        println!(
+            "messaging: the echo thread received on APIC ID {first_cpu} (main on {}), ended on {}",
+            main_cpu,
+            apic_id()
+        );
         (expected, wrong)
     });
     let mut full = 0u64;

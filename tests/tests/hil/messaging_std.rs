@@ -31,3 +31,26 @@ every_backend! {
             .assert_passed();
     }
 }
+
+every_backend! {
+    /// The same with the program on two vCPUs (its threads receive on either, the SynIC
+    /// interrupt arrives at the first), 1000 messages: emulated IPIs and timers on three
+    /// CPUs make each message about four times as slow under QEMU.
+    fn messaging_std_program_on_two_vcpus_receives_on_either(emulator) {
+        Run::new(emulator)
+            .cpus(3)
+            .scenario("tests/configs/bochs-hermit-messaging-smp.toml")
+            .switch("app:count=1000")
+            .expect("[app] bulkhead runtime: 2 vcpu(s)")
+            .expect("[app] messaging: receive timed out after ")
+            .expect("[app] messaging: 1000 messages sent and echoed, 0 out of order or missing, queue full ")
+            .expect("[app] messaging: 100 of 100 event round trips")
+            .expect("[pong] messaging: echoed up to message 1000, in order true")
+            .expect("[app] messaging: all checks passed")
+            .expect("partition app: reports PASS")
+            .forbid(": fault #")
+            .forbid("[app] panic")
+            .execute()
+            .assert_passed();
+    }
+}
