@@ -28,7 +28,7 @@ use crate::cpu::{rdmsr, wrmsr};
 use crate::exceptions::{set_gate, vectors};
 use crate::inbox::Inbox;
 use bulkhead_abi::boot_info::{Connection, ConnectionKind};
-use bulkhead_abi::hyperv::client::{Client, PostError, SetupError, X64};
+use bulkhead_abi::hyperv::client::{Client, PostError, X64};
 use bulkhead_abi::hyperv::message::MAX_PAYLOAD;
 use bulkhead_abi::hyperv::msr::SINT_COUNT;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
@@ -276,7 +276,7 @@ pub extern "C" fn bulkhead_message_post(id: u32, message_type: u32, payload: *co
         None => -errno::ENOSYS,
         Some(Ok(())) => 0,
         Some(Err(PostError::Hypercall(e))) => i32::from(e.0),
-        Some(Err(PostError::Setup(SetupError::PayloadTooLong(_)) | PostError::Setup(_))) => -errno::EINVAL,
+        Some(Err(PostError::Setup(_))) => -errno::EINVAL,
     }
 }
 
