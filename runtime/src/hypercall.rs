@@ -28,6 +28,18 @@ pub fn init() -> bool {
     true
 }
 
+/// The boot vCPU's client pages (its SIMP and SIEFP take the partition's messages and
+/// events: `crate::messaging`).
+pub fn pages() -> &'static Pages {
+    &PAGES
+}
+
+/// Runs `f` with the client (under its lock; interrupts stay as they are, so never from an
+/// interrupt handler); `None` without a hypercall page.
+pub fn with_client<R>(f: impl FnOnce(&mut Client<X64>) -> R) -> Option<R> {
+    CLIENT.lock().as_mut().map(f)
+}
+
 /// A memory-form hypercall with the input block at guest-physical `input`; the raw
 /// result (RAX), or `None` without a hypercall page.
 pub fn call(input_value: u64, input: u64) -> Option<u64> {

@@ -6,12 +6,13 @@
 //!
 //! On `x86_64-unknown-none` this is the runtime itself (`no_std`). On the host only the
 //! pure parts build, for their unit tests: [`line_buffer`], [`tls_layout`],
-//! [`clock_math`], [`command_line`], [`heap_range`], the scheduler's rules ([`sched`]).
+//! [`clock_math`], [`command_line`], [`heap_range`], [`inbox`], the scheduler's rules ([`sched`]).
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod clock_math;
 pub mod command_line;
 pub mod heap_range;
+pub mod inbox;
 pub mod line_buffer;
 pub mod sched;
 pub mod tls_layout;
@@ -38,6 +39,8 @@ mod heap;
 mod hypercall;
 #[cfg(target_os = "none")]
 mod mem;
+#[cfg(target_os = "none")]
+mod messaging;
 #[cfg(target_os = "none")]
 mod panic;
 #[cfg(target_os = "none")]

@@ -115,6 +115,7 @@ extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
     };
     crate::tls::set_thread_pointer(tp);
     crate::sched::init();
+    crate::messaging::init();
     let name = boot.name.unwrap_or("app");
     if crate::command_line::option(boot.cmdline, "verbose").is_some() {
         crate::console::write_line(format_args!(

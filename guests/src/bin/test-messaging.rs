@@ -16,6 +16,10 @@
 //!   restarts: ping's posts get INSUFFICIENT_BUFFERS until the queue is drained, then
 //!   INVALID_SYNIC_STATE until pong is back (nothing else), the first message pong sees
 //!   after the restart is a new one, and pong's earlier messages to ping all arrive.
+//! * `echo` (pong only; the ping side is the std program apps/test-messaging,
+//!   tests/configs/bochs-hermit-messaging.toml): echoes every DATA message, checking that
+//!   their sequence numbers (u64, then its complement) arrive in order, none missing;
+//!   INSTRUCTION `n`: answers `n` events; DONE: sends its verdict on the order.
 #![no_std]
 #![no_main]
 
@@ -395,6 +399,47 @@ fn restart(mut side: Side) -> bool {
     }
 }
 
+/// Pong as the std program's peer (`case=echo`): see the module notes.
+fn echo(mut side: Side) -> ! {
+    let mut expected = 0u64;
+    let mut in_order = true;
+    loop {
+        let message = side.wait_message();
+        match message.header.message_type {
+            kind::DATA => {
+                let payload = message.payload();
+                let seq = payload.get(..8).map_or(u64::MAX, |b| u64::from_le_bytes(b.try_into().unwrap()));
+                let intact = payload.len() == 16 && payload[8..] == (!seq).to_le_bytes();
+                if (seq != expected || !intact) && in_order {
+                    println!("messaging: expected message {}, got {} (intact {})", expected, seq, intact);
+                    in_order = false;
+                }
+                expected = seq.wrapping_add(1);
+                if let Err(e) = side.post_retrying(kind::DATA, payload) {
+                    println!("messaging: echo of {} not sent: {:?}", seq, e);
+                    in_order = false;
+                }
+            }
+            kind::INSTRUCTION => {
+                let rounds = message.payload().get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+                for _ in 0..rounds {
+                    side.wait_event();
+                    let _ = side.signal_retrying();
+                }
+            }
+            kind::DONE => {
+                println!("messaging: echoed up to message {}, in order {}", expected, in_order);
+                side.send_verdict(in_order);
+                idle()
+            }
+            other => {
+                println!("messaging: unexpected message type {}", other);
+                in_order = false;
+            }
+        }
+    }
+}
+
 /// An exception with no usable IDT: the CPU shuts down, the hypervisor contains it.
 fn triple_fault() -> ! {
     let empty: [u16; 5] = [0; 5];
@@ -416,6 +461,7 @@ extern "C" fn _start(args: *const u8) -> ! {
         }
         Some("flow") => flow(Side::new(ping, true)),
         Some("restart") => restart(Side::new(ping, false)),
+        Some("echo") if !ping => echo(Side::new(false, true)),
         other => {
             println!("messaging: unknown case {:?}", other);
             false

@@ -29,10 +29,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The symbols the runtime exports to the program: the hermit-abi calls, the C memory
-/// functions std calls, the entry point, and Bulkhead's own `bulkhead_start_tsc` (the TSC
-/// at `_start`, for benchmarks). Everything else in the runtime is local.
-pub const EXPORTS: &[&str] =
-    &["sys_*", "_start", "memcpy", "memmove", "memset", "memcmp", "bcmp", "strlen", "bulkhead_start_tsc"];
+/// functions std calls, the entry point, Bulkhead's own `bulkhead_start_tsc` (the TSC at
+/// `_start`, for benchmarks) and its calls for the messaging crate
+/// (docs/unikernel.md, "Messaging"; named one by one: the runtime's assembly has other
+/// `bulkhead_` symbols, which stay local). Everything else in the runtime is local.
+pub const EXPORTS: &[&str] = &[
+    "sys_*",
+    "_start",
+    "memcpy",
+    "memmove",
+    "memset",
+    "memcmp",
+    "bcmp",
+    "strlen",
+    "bulkhead_connection",
+    "bulkhead_message_post",
+    "bulkhead_message_receive",
+    "bulkhead_event_signal",
+    "bulkhead_event_wait",
+    "bulkhead_start_tsc",
+];
 
 /// Where the program is linked: guest-physical 1 MiB, above the partition's boot area,
 /// where the other Bulkhead payloads load too.

@@ -47,3 +47,29 @@ pub fn init() {
     // SAFETY: the IDT handles the scheduler's vectors (installed above).
     unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
 }
+
+/// For the runtime's own waits (messaging): blocks the calling thread while `word` holds
+/// `expected`, until a [`wake_all`] on it or the monotonic clock reads `deadline_ns`
+/// (`None`: no deadline). 0 when woken, -EAGAIN when the word differs, -ETIMEDOUT.
+#[cfg(target_os = "none")]
+pub fn wait_on(word: &core::sync::atomic::AtomicU32, expected: u32, deadline_ns: Option<u64>) -> i32 {
+    let deadline = deadline_ns.map(|ns| futex::Timespec {
+        sec: (ns / 1_000_000_000).min(i64::MAX as u64) as i64,
+        nsec: (ns % 1_000_000_000) as i32,
+    });
+    threads::futex_wait(word.as_ptr(), expected, deadline, 0)
+}
+
+/// Wakes every thread in [`wait_on`] on `word`. Safe in an interrupt handler: the
+/// scheduler's lock is only ever held with interrupts off, and nothing here allocates or
+/// prints.
+#[cfg(target_os = "none")]
+pub fn wake_all(word: &core::sync::atomic::AtomicU32) {
+    threads::futex_wake(word.as_ptr(), i32::MAX);
+}
+
+/// The calling CPU's VP index (0: the boot vCPU).
+#[cfg(target_os = "none")]
+pub fn cpu_index() -> usize {
+    threads::cpu_index()
+}
