@@ -5,5 +5,6 @@
 #![no_std]
 
 pub mod boot_info;
+pub mod demo;
 pub mod hyperv;
 pub mod run;

@@ -111,7 +111,7 @@ pub fn parse_u64(text: &str) -> Option<u64> {
     }
 }
 
-pub mod demo;
+pub use bulkhead_abi::demo;
 pub mod hyperv;
 pub mod user;
 

@@ -1,5 +1,6 @@
-//! What the two demo partitions (`board/systems/demo.toml`) say to each other, defined
-//! once for both:
+//! What the demo's control and telemetry partitions (`board/systems/demo.toml`, and
+//! `unikernel-demo.toml` with control as a Rust std program) say to each other, defined
+//! once for every side:
 //!
 //! - control posts a [`Report`] every 100 timer ticks with HvCallPostMessage on message
 //!   connection [`REPORT_CONNECTION`]; it arrives in telemetry's SINT [`REPORT_SINT`] slot;
