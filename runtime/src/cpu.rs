@@ -56,3 +56,19 @@ pub fn hyperv_present() -> bool {
         && r.ecx == u32::from_le_bytes(*b"osof")
         && r.edx == u32::from_le_bytes(*b"t Hv")
 }
+
+/// Disables interrupts; returns whether they were enabled.
+pub fn interrupts_off() -> bool {
+    let flags: u64;
+    // SAFETY: reads RFLAGS and clears IF; no memory effects.
+    unsafe { core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem)) };
+    flags & (1 << 9) != 0
+}
+
+/// Enables interrupts again if `enabled`.
+pub fn restore_interrupts(enabled: bool) {
+    if enabled {
+        // SAFETY: the IDT handles every vector this CPU can receive.
+        unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    }
+}

@@ -24,7 +24,7 @@
 //!
 //! Event flags are taken with an atomic test-and-clear from any vCPU.
 
-use crate::cpu::{rdmsr, wrmsr};
+use crate::cpu::{interrupts_off, rdmsr, restore_interrupts, wrmsr};
 use crate::exceptions::{set_gate, vectors};
 use crate::inbox::Inbox;
 use bulkhead_abi::boot_info::{Connection, ConnectionKind};
@@ -60,21 +60,6 @@ static INBOXES: [Mutex<Inbox>; SINTS] = [const { Mutex::new(Inbox::new()) }; SIN
 fn synic() -> Client<X64> {
     // SAFETY: CPL 0, identity-mapped, and `init` found the Hyper-V interface.
     Client::new(unsafe { X64::new() }, crate::hypercall::pages())
-}
-
-/// Disables interrupts; returns whether they were enabled.
-fn interrupts_off() -> bool {
-    let flags: u64;
-    // SAFETY: reads RFLAGS and clears IF; no memory effects.
-    unsafe { core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem)) };
-    flags & (1 << 9) != 0
-}
-
-fn restore_interrupts(enabled: bool) {
-    if enabled {
-        // SAFETY: the IDT handles every vector this CPU can receive.
-        unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
-    }
 }
 
 /// Sets up the SynIC for the partition's incoming connections, on the boot vCPU, once the

@@ -14,6 +14,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use spin::mutex::TicketMutex;
 
+use crate::cpu::{interrupts_off, restore_interrupts};
+
 use super::context;
 use super::futex::{FutexError, Timespec, errno, wait_deadline};
 use super::platform;
@@ -65,22 +67,6 @@ pub const IDLE_STACK: usize = 16 * 1024;
 const IA32_GS_BASE: u32 = 0xC000_0101;
 
 type Guard = spin::mutex::TicketMutexGuard<'static, Threads>;
-
-/// Disables interrupts; returns whether they were enabled.
-fn interrupts_off() -> bool {
-    let flags: u64;
-    // SAFETY: reads RFLAGS and clears IF; no memory effects.
-    unsafe { core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem)) };
-    flags & (1 << 9) != 0
-}
-
-/// Enables interrupts again if `enabled`.
-fn restore_interrupts(enabled: bool) {
-    if enabled {
-        // SAFETY: the IDT handles every vector this CPU can receive.
-        unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
-    }
-}
 
 fn lock() -> Guard {
     THREADS.lock()
