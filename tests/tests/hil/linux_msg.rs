@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bulkhead_tests::initramfs::INIT_MARKER;
 use bulkhead_tests::kernel::{target_dir, workspace_root};
-use bulkhead_tests::{Emulator, Run, linux_assets, linux_msg};
+use bulkhead_tests::{Emulator, Report, Run, linux_assets, linux_msg};
 
 /// Messages of the flood, Linux → control → Linux.
 const FLOOD: u64 = 10_000;
@@ -26,7 +26,7 @@ const PREFIX: &str = "bulkhead-test:";
 /// Linux's boot lines), loads the module and runs the commands, each one's output and exit
 /// status into the kernel log (`/dev/kmsg`, so they reach the console), then the verdict
 /// on port 0xf4: pass only when every command succeeded.
-fn init_script() -> String {
+fn init_script(commands: &[String]) -> String {
     let module = linux_msg::INITRAMFS_MODULE;
     let mut script = format!(
         "#!/bin/sh\n\
@@ -45,17 +45,7 @@ fn init_script() -> String {
          step insmod /{module}\n\
          step ls /dev/bulkhead\n"
     );
-    for command in [
-        format!("bulkhead-msg ping control {PINGS}"),
-        "bulkhead-msg burst control".into(),
-        format!("bulkhead-msg flood control {FLOOD} {FLOOD_STALL_MS}"),
-        format!("bulkhead-msg event-ping control {EVENT_PINGS}"),
-        "bulkhead-msg list".into(),
-        // Unloading disables the SynIC; loaded again, the module sets it up anew.
-        "rmmod bulkhead_msg".into(),
-        format!("insmod /{module}"),
-        "bulkhead-msg ping control 1".into(),
-    ] {
+    for command in commands {
         script.push_str(&format!("step {command}\n"));
     }
     script.push_str(&format!(
@@ -67,13 +57,34 @@ fn init_script() -> String {
     script
 }
 
-/// Linux on cores 0 and 1 (the memory of linux.rs's systems), `linux-control` on core 2,
-/// and the four connections by the names `bulkhead-msg` expects for peer `control`; the
-/// message queues hold 4, so a flood fills them.
-fn system_file(dir: &Path, vmlinuz: &Path, initrd: &Path) -> PathBuf {
+/// The commands of the test against `linux-control`: every `bulkhead-msg` command, then
+/// the module unloaded and loaded again.
+fn control_commands() -> Vec<String> {
+    let module = linux_msg::INITRAMFS_MODULE;
+    vec![
+        format!("bulkhead-msg ping control {PINGS}"),
+        "bulkhead-msg burst control".into(),
+        format!("bulkhead-msg flood control {FLOOD} {FLOOD_STALL_MS}"),
+        format!("bulkhead-msg event-ping control {EVENT_PINGS}"),
+        "bulkhead-msg list".into(),
+        // Unloading disables the SynIC; loaded again, the module sets it up anew.
+        "rmmod bulkhead_msg".into(),
+        format!("insmod /{module}"),
+        "bulkhead-msg ping control 1".into(),
+    ]
+}
+
+/// The bare-metal real-time partition, `linux-control`.
+const LINUX_CONTROL: &str = "kind = \"elf\"\npath = \"@guests/linux-control\"\ncmdline = \"status_every=2000\"\n";
+
+/// Linux on cores 0 and 1 (the memory of linux.rs's systems), partition `control` on core
+/// 2 with `payload` (a `[partition.payload]` table's keys), and the four connections by the
+/// names `bulkhead-msg` expects for peer `control`; the message queues hold 4, so a flood
+/// fills them. Written as `NAME.qemu.toml` in `dir`.
+fn system_file(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, payload: &str) -> PathBuf {
     let board = workspace_root().join("tests/configs/boards/qemu-q35-3cpu.toml");
     let text = format!(
-        "name = \"linux-msg\"\n\
+        "name = \"{name}\"\n\
          board = {board:?}\n\
          [hypervisor]\n\
          reserved_memory = {{ base = 0x100000, size = \"31 MiB\" }}\n\
@@ -101,9 +112,7 @@ fn system_file(dir: &Path, vmlinuz: &Path, initrd: &Path) -> PathBuf {
          size = \"16 MiB\"\n\
          large_pages = true\n\
          [partition.payload]\n\
-         kind = \"elf\"\n\
-         path = \"@guests/linux-control\"\n\
-         cmdline = \"status_every=2000\"\n\
+         {payload}\
          [[connection]]\n\
          id = 11\n\
          name = \"to-control\"\n\
@@ -140,9 +149,35 @@ fn system_file(dir: &Path, vmlinuz: &Path, initrd: &Path) -> PathBuf {
         vmlinuz = vmlinuz.display().to_string(),
         initrd = initrd.display().to_string(),
     );
-    let path = dir.join("linux-msg.qemu.toml");
+    let path = dir.join(format!("{name}.qemu.toml"));
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Boots Linux with the module and an `/init` running `commands`, beside partition
+/// `control` with `payload`; the system `NAME.qemu.toml`.
+fn run(name: &str, commands: &[String], payload: &str) -> Report {
+    let assets = linux_assets::shared().unwrap_or_else(|e| panic!("{e}"));
+    let dir = target_dir().join("bulkhead-configs/linux");
+    std::fs::create_dir_all(&dir).unwrap();
+    let initrd = dir.join(format!("initramfs-{name}.cpio"));
+    let initramfs = assets.initramfs().unwrap_or_else(|e| panic!("{e}"));
+    linux_msg::add_to_initramfs(assets, initramfs)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .file("init", init_script(commands).into_bytes(), 0o755)
+        .write(&initrd)
+        .unwrap();
+    let config = system_file(&dir, name, &assets.vmlinuz(), &initrd, payload);
+    let report = Run::new(Emulator::QemuBios)
+        .cpus(3)
+        .config(&config)
+        // TCG on a shared two-core host: tens of seconds to /init, then the flood.
+        .timeout(Duration::from_secs(600))
+        .forbid("control: fault")
+        .forbid("[control] panic:")
+        .execute();
+    eprintln!("{}: verdict after {:.1} s", report.name, report.elapsed.as_secs_f64());
+    report
 }
 
 /// The number after `key` in `line` (`"… 12 retries …"` with key `" retries"` reads 12).
@@ -159,25 +194,7 @@ fn number_before(line: &str, key: &str) -> Option<u64> {
 /// throughout.
 #[test]
 fn linux_msg_qemu_module_messages_the_control_partition() {
-    let assets = linux_assets::shared().unwrap_or_else(|e| panic!("{e}"));
-    let dir = target_dir().join("bulkhead-configs/linux");
-    std::fs::create_dir_all(&dir).unwrap();
-    let initrd = dir.join("initramfs-msg.cpio");
-    let initramfs = assets.initramfs().unwrap_or_else(|e| panic!("{e}"));
-    linux_msg::add_to_initramfs(assets, initramfs)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .file("init", init_script().into_bytes(), 0o755)
-        .write(&initrd)
-        .unwrap();
-    let config = system_file(&dir, &assets.vmlinuz(), &initrd);
-    let report = Run::new(Emulator::QemuBios)
-        .cpus(3)
-        .config(&config)
-        // TCG on a shared two-core host: tens of seconds to /init, then the flood.
-        .timeout(Duration::from_secs(600))
-        .forbid("control: fault")
-        .execute();
-    eprintln!("{}: verdict after {:.1} s", report.name, report.elapsed.as_secs_f64());
+    let report = run("linux-msg", &control_commands(), LINUX_CONTROL);
     let console = report.partition_console("linux");
     let ours: Vec<&String> = console.iter().filter(|l| l.contains(PREFIX) || l.contains("bulkhead_msg:")).collect();
     for line in &ours {
@@ -228,5 +245,47 @@ fn linux_msg_qemu_module_messages_the_control_partition() {
     let ticks: Vec<u64> =
         control.iter().filter_map(|l| l.strip_prefix("tick ")?.split(':').next()?.parse().ok()).collect();
     assert!(ticks.windows(2).any(|w| w[1] > w[0]), "control's status lines: {ticks:?}\n{}", report.diagnostic());
+    report.assert_passed();
+}
+
+/// The same module and command against a Rust std program instead of the bare-metal
+/// `linux-control`: `apps/linux-peer`, which answers with the `bulkhead-messaging` crate
+/// on the Bulkhead runtime. Linux pings it, floods 10 000 messages that all come back in
+/// order and intact (the flood checks each; its first second leaves the echoes unread, so
+/// the queues fill and both sides meet INSUFFICIENT_BUFFERS) and exchanges 100 signals.
+#[test]
+fn linux_msg_qemu_module_messages_a_std_program() {
+    let commands = [
+        format!("bulkhead-msg ping control {PINGS}"),
+        format!("bulkhead-msg flood control {FLOOD} {FLOOD_STALL_MS}"),
+        format!("bulkhead-msg event-ping control {EVENT_PINGS}"),
+    ];
+    let peer = "kind = \"hermit\"\npath = \"@apps/linux-peer\"\ncmdline = \"status_every=2000\"\n";
+    let report = run("linux-msg-std", &commands, peer);
+    let console = report.partition_console("linux");
+    let need = |text: &str| {
+        console
+            .iter()
+            .find(|l| l.contains(text))
+            .cloned()
+            .unwrap_or_else(|| panic!("not on the linux partition's console: {text}\n{}", report.diagnostic()))
+    };
+    for command in ["bulkhead-msg ping", "bulkhead-msg flood", "bulkhead-msg event-ping"] {
+        need(&format!("{PREFIX} {command}: exit 0"));
+    }
+    need(&format!("{PREFIX} ping control: {PINGS} pings answered"));
+    let flood = need(&format!("{PREFIX} flood control: "));
+    assert!(
+        flood.contains(&format!("{FLOOD} sent, {FLOOD} echoed, 0 lost, 0 out of order, 0 corrupt, 0 duplicates, ")),
+        "{flood}"
+    );
+    need(&format!("{PREFIX} event-ping control: {EVENT_PINGS} signals answered"));
+    // The std program answered them all: its status lines count the flood's messages.
+    let peer = report.partition_console("control");
+    assert!(
+        peer.iter().any(|l| l == "linux-peer: 10000 messages answered"),
+        "the std program's count: {peer:?}\n{}",
+        report.diagnostic()
+    );
     report.assert_passed();
 }
