@@ -13,36 +13,23 @@
 use crate::clock_math::ticks_to_timespec;
 use bulkhead_abi::hyperv::reference_tsc::reference_time;
 use bulkhead_abi::hyperv::{PageMsr, msr};
-use core::sync::atomic::{AtomicBool, Ordering};
 use hermit_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME, EFAULT, EINVAL, clockid_t, timespec};
 
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 /// Written by the hypervisor only.
 static mut PAGE: Page = Page([0; 4096]);
-static HAVE_MSR: AtomicBool = AtomicBool::new(false);
-
-/// Places the reference TSC page, where the partition has the Hyper-V interface.
+/// Places the reference TSC page. The runtime starts only with the Hyper-V interface
+/// (`crate::start`), so the page and the TIME_REF_COUNT MSR are always there.
 pub fn init() {
-    if !crate::cpu::hyperv_present() {
-        return;
-    }
-    HAVE_MSR.store(true, Ordering::Relaxed);
     let gpa = &raw const PAGE as u64;
     crate::cpu::wrmsr(msr::REFERENCE_TSC, PageMsr::new(gpa >> 12).enabled(true).value());
 }
 
-/// The reference time in 100 ns ticks.
+/// The reference time in 100 ns ticks: from the page, or from the MSR (an exit) while the
+/// hypervisor marks the page invalid.
 pub fn now_ticks() -> u64 {
-    if let Some(ticks) = from_page() {
-        return ticks;
-    }
-    if HAVE_MSR.load(Ordering::Relaxed) {
-        return crate::cpu::rdmsr(msr::TIME_REF_COUNT);
-    }
-    // No Hyper-V interface at all (not a Bulkhead partition): the raw TSC, at an assumed
-    // 1 GHz, so time at least advances.
-    crate::cpu::rdtsc() / 100
+    from_page().unwrap_or_else(|| crate::cpu::rdmsr(msr::TIME_REF_COUNT))
 }
 
 fn from_page() -> Option<u64> {

@@ -80,6 +80,17 @@ extern "C" fn start(cmdline: u64, boot_info: u64) -> ! {
     crate::exceptions::install();
     let hypercalls = crate::hypercall::init();
     let console_hypercall = crate::console::init(hypercalls);
+    // The clocks, messaging and the console need the Hyper-V interface every Bulkhead
+    // partition has: without it this is not a Bulkhead partition.
+    if !hypercalls {
+        fault::report(Kind::Refused, 0, 0, |text| {
+            write!(
+                text,
+                "Bulkhead runtime: no Hyper-V interface (CPUID 0x40000000) or its hypercall page was refused; \
+                 it refuses to start"
+            )
+        });
+    }
     // SAFETY: the loader's registers: 0 or the command line at 0x9000 and the boot
     // information at 0xA000, in the boot area nothing else uses.
     let boot = match unsafe { crate::boot::read(cmdline, boot_info) } {
