@@ -6,10 +6,10 @@
 //! resources). What a system does with the board is checked in [`crate::validate`].
 
 use crate::diag::{Loc, rule};
-use crate::model::{Board, Device, Iommu};
+use crate::model::{Board, Device, IoApic, Iommu, IommuScope};
 use crate::tables::{
-    Bar, BoardCpu, HOST_PHYS_LIMIT, Interrupt, IoPortRange, MAX_CPUS, MAX_DEVICES, PciAddress, PhysRange,
-    X2APIC_BROADCAST, XAPIC_MAX_APIC_ID,
+    Bar, BoardCpu, DeviceId, HOST_PHYS_LIMIT, Interrupt, IoPortRange, MAX_CPUS, MAX_DEVICES, PciAddress, PciEcam,
+    PhysRange, X2APIC_BROADCAST, XAPIC_MAX_APIC_ID,
 };
 use crate::value::{Cx, KIB, Table, Value, check_name};
 
@@ -93,15 +93,48 @@ pub(crate) struct RawBoard {
     pub board: Board,
 }
 
-pub(crate) const BOARD_KEYS: &[&str] =
-    &["name", "description", "console_port", "x2apic", "cpu", "ram", "reserved", "device", "iommu"];
+pub(crate) const BOARD_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "console_port",
+    "x2apic",
+    "cpu",
+    "ram",
+    "reserved",
+    "device",
+    "iommu",
+    "ioapic",
+    "pci_ecam",
+];
 pub(crate) const CPU_KEYS: &[&str] = &["core", "apic_id", "boot"];
 pub(crate) const RANGE_KEYS: &[&str] = &["base", "size", "comment"];
-pub(crate) const DEVICE_KEYS: &[&str] = &["name", "description", "pci", "bars", "io_ports", "mmio", "interrupts"];
+pub(crate) const DEVICE_KEYS: &[&str] =
+    &["name", "description", "pci", "bars", "io_ports", "mmio", "interrupts", "hide_capabilities"];
 pub(crate) const PCI_KEYS: &[&str] = &["segment", "bus", "device", "function"];
 pub(crate) const BAR_KEYS: &[&str] = &["index", "base", "size", "kind"];
 pub(crate) const PORT_KEYS: &[&str] = &["base", "count"];
-pub(crate) const IOMMU_KEYS: &[&str] = &["name", "base", "size"];
+pub(crate) const IOMMU_KEYS: &[&str] = &["name", "base", "size", "devices", "include_all"];
+pub(crate) const IOAPIC_KEYS: &[&str] = &["name", "id", "base", "gsi_base", "pins"];
+pub(crate) const MSI_KEYS: &[&str] = &["msi"];
+/// PCI capability IDs by the names `hide_capabilities` accepts (PCI Code and ID Assignment
+/// Specification 1.11, 2).
+pub(crate) const CAPABILITY_NAMES: &[(&str, u8)] = &[
+    ("pm", 0x01),
+    ("agp", 0x02),
+    ("vpd", 0x03),
+    ("slot-id", 0x04),
+    ("msi", 0x05),
+    ("hot-swap", 0x06),
+    ("pci-x", 0x07),
+    ("hypertransport", 0x08),
+    ("vendor", 0x09),
+    ("debug-port", 0x0a),
+    ("bridge-subsystem", 0x0d),
+    ("pcie", 0x10),
+    ("msix", 0x11),
+    ("sata", 0x12),
+    ("af", 0x13),
+];
 
 /// Reads a board file's root table. Returns what could be read even when some of it is
 /// broken; the problems are in the sink.
@@ -205,12 +238,73 @@ pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path
     for table in root.tables(cx, "iommu", "[[iommu]]", IOMMU_KEYS) {
         let name = table.required(cx, "name").and_then(|v| check_name(cx, v, "name").map(|n| (n, cx.at(v))));
         let range = read_range(cx, &table, 4 * KIB);
-        if let (Some((name, at)), Some(range)) = (name, range) {
-            iommus.push(Iommu { name, registers: range.range });
+        let scope = read_iommu_scope(cx, &table, &devices);
+        if let (Some((name, at)), Some(range), Some(scope)) = (name, range, scope) {
+            iommus.push(Iommu { name, registers: range.range, scope });
             iommu_at.push(at);
         }
     }
     check_unique(cx, iommus.iter().map(|d| d.name.as_str()), &iommu_at, "IOMMU");
+
+    let mut ioapics = Vec::new();
+    let mut ioapic_at = Vec::new();
+    for table in root.tables(cx, "ioapic", "[[ioapic]]", IOAPIC_KEYS) {
+        let name = table.required(cx, "name").and_then(|v| check_name(cx, v, "name").map(|n| (n, cx.at(v))));
+        let id = table.required(cx, "id").and_then(|v| cx.uint(v, "id", 0xff));
+        let base_v = table.required(cx, "base");
+        let base = base_v.and_then(|v| cx.uint(v, "base", u64::MAX));
+        if let (Some(v), Some(b)) = (base_v, base)
+            && (b % (4 * KIB) != 0
+                || b.checked_add(4 * KIB).is_none_or(|e| u128::from(e) > u128::from(HOST_PHYS_LIMIT)))
+        {
+            cx.error(
+                &v.span(),
+                rule::MEMORY_MISALIGNED,
+                format!("IOAPIC base {b:#x} is not a 4 KiB-aligned physical address"),
+            );
+        }
+        let gsi_base = table.get("gsi_base").map_or(Some(0), |v| cx.uint(v, "gsi_base", u64::from(u32::MAX)));
+        let pins = table.get("pins").map_or(Some(24), |v| cx.uint(v, "pins", 240));
+        if let (Some((name, at)), Some(id), Some(base), Some(gsi_base), Some(pins)) = (name, id, base, gsi_base, pins) {
+            ioapics.push(IoApic {
+                name,
+                id: u8::try_from(id).unwrap_or(0),
+                base,
+                gsi_base: u32::try_from(gsi_base).unwrap_or(0),
+                pins: u8::try_from(pins).unwrap_or(0),
+            });
+            ioapic_at.push(at);
+        }
+    }
+    check_unique(cx, ioapics.iter().map(|d| d.name.as_str()), &ioapic_at, "IOAPIC");
+    for (i, a) in ioapics.iter().enumerate() {
+        for b in ioapics.iter().skip(i + 1) {
+            let (a_end, b_end) = (u64::from(a.gsi_base) + u64::from(a.pins), u64::from(b.gsi_base) + u64::from(b.pins));
+            if u64::from(a.gsi_base) < b_end && u64::from(b.gsi_base) < a_end {
+                let at = ioapic_at.get(i + 1).copied().unwrap_or(cx.loc(&root.span));
+                cx.sink.error(
+                    at,
+                    rule::DEVICE_RESOURCE_OVERLAP,
+                    format!("IOAPICs `{}` and `{}` claim overlapping GSIs", a.name, b.name),
+                );
+            }
+        }
+    }
+
+    let pci_ecam = root.get("pci_ecam").and_then(|v| cx.table(v, "pci_ecam", "pci_ecam", RANGE_KEYS)).and_then(|t| {
+        let range = read_range(cx, &t, crate::value::MIB)?;
+        let buses = range.range.size >> 20;
+        if !(1..=256).contains(&buses) {
+            cx.sink.error(
+                range.size_at,
+                rule::INVALID_VALUE,
+                format!("an ECAM window of {:#x} bytes is not 1 to 256 buses of 1 MiB", range.range.size),
+            );
+            return None;
+        }
+        Some(PciEcam { base: range.range.base, buses: u16::try_from(buses).unwrap_or(256) })
+    });
+    check_pci_functions(cx, &devices, &device_at);
 
     RawBoard {
         board: Board {
@@ -221,6 +315,8 @@ pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path
             reserved: reserved.iter().map(|r| r.range).collect(),
             devices,
             iommus,
+            ioapics,
+            pci_ecam,
             console_port,
             x2apic,
         },
@@ -400,12 +496,30 @@ fn read_device(
     if let Some(list) = table.get("interrupts").and_then(|v| cx.array(v, "interrupts")) {
         for item in list {
             match item.get_ref() {
-                toml::de::DeValue::String(s) if s.as_ref() == "msi" => interrupts.push(Interrupt::Msi),
+                toml::de::DeValue::String(s) if s.as_ref() == "msi" => interrupts.push(Interrupt::Msi { messages: 1 }),
+                toml::de::DeValue::Table(_) => {
+                    let messages = cx
+                        .table(item, "interrupts", "MSI interrupt", MSI_KEYS)
+                        .and_then(|t| t.required(cx, "msi"))
+                        .and_then(|v| cx.uint(v, "msi", 32).map(|n| (n, v)));
+                    if let Some((n, v)) = messages {
+                        if n.is_power_of_two() {
+                            interrupts.push(Interrupt::Msi { messages: u8::try_from(n).unwrap_or(1) });
+                        } else {
+                            cx.error_hint(
+                                &v.span(),
+                                rule::MSI_VECTORS,
+                                format!("{n} MSI messages: MSI grants 1, 2, 4, 8, 16 or 32"),
+                                "PCI Local Bus 3.0, 6.8.1.3: Multiple Message Capable is a power of two up to 32",
+                            );
+                        }
+                    }
+                }
                 toml::de::DeValue::String(s) => cx.error_hint(
                     &item.span(),
                     rule::INVALID_VALUE,
                     format!("unknown interrupt {s:?}"),
-                    "an interrupt is a GSI number (IOAPIC line) or \"msi\"",
+                    "an interrupt is a GSI number (IOAPIC line), \"msi\" or { msi = MESSAGES }",
                 ),
                 _ => {
                     if let Some(line) = cx.uint(item, "interrupts", 255) {
@@ -415,7 +529,110 @@ fn read_device(
             }
         }
     }
-    Device { name: String::new(), pci, bars, io_ports, mmio, interrupts }
+    let mut hidden_capabilities = Vec::new();
+    if let Some(list) = table.get("hide_capabilities").and_then(|v| cx.array(v, "hide_capabilities")) {
+        for item in list {
+            match item.get_ref() {
+                toml::de::DeValue::String(s) => match CAPABILITY_NAMES.iter().find(|(n, _)| *n == s.as_ref()) {
+                    Some((_, id)) => hidden_capabilities.push(*id),
+                    None => {
+                        let names: Vec<&str> = CAPABILITY_NAMES.iter().map(|(n, _)| *n).collect();
+                        cx.error_hint(
+                            &item.span(),
+                            rule::INVALID_VALUE,
+                            format!("unknown PCI capability {s:?}"),
+                            format!("name one of {} or give its ID as a number", names.join(", ")),
+                        );
+                    }
+                },
+                _ => {
+                    if let Some(id) = cx.uint(item, "hide_capabilities", 0xff) {
+                        hidden_capabilities.push(u8::try_from(id).unwrap_or(0));
+                    }
+                }
+            }
+        }
+        if pci.is_none() && !hidden_capabilities.is_empty() {
+            cx.error(
+                &table.key_span("hide_capabilities"),
+                rule::INVALID_VALUE,
+                "`hide_capabilities` applies to PCI functions only; this device has no `pci` address",
+            );
+        }
+    }
+    if pci.is_none() && interrupts.iter().any(|i| matches!(i, Interrupt::Msi { .. })) {
+        cx.error(
+            &table.key_span("interrupts"),
+            rule::INVALID_VALUE,
+            "MSI needs a PCI function; this device has no `pci` address",
+        );
+    }
+    Device { name: String::new(), pci, bars, io_ports, mmio, interrupts, hidden_capabilities }
+}
+
+/// `devices = [...]` or `include_all = true` of an `[[iommu]]` (exactly one of them).
+fn read_iommu_scope(cx: &mut Cx<'_>, table: &Table<'_, '_>, devices: &[Device]) -> Option<IommuScope> {
+    let all = table.get("include_all").and_then(|v| cx.boolean(v, "include_all"));
+    let listed = table.get("devices").and_then(|v| cx.array(v, "devices"));
+    match (all, listed) {
+        (Some(true), None) => Some(IommuScope::All),
+        (Some(true), Some(_)) => {
+            cx.error(
+                &table.key_span("devices"),
+                rule::INVALID_VALUE,
+                "give `devices` or `include_all = true`, not both",
+            );
+            None
+        }
+        (_, Some(items)) => {
+            let mut ids = Vec::new();
+            for item in items {
+                let Some(name) = cx.string(item, "devices") else { continue };
+                match devices.iter().position(|d| d.name == name) {
+                    Some(i) if devices.get(i).is_some_and(|d| d.pci.is_some()) => {
+                        ids.push(DeviceId(u8::try_from(i).unwrap_or(u8::MAX)))
+                    }
+                    Some(_) => cx.error(
+                        &item.span(),
+                        rule::INVALID_VALUE,
+                        format!("device `{name}` is not a PCI function; an IOMMU translates PCI functions' DMA"),
+                    ),
+                    None => cx.error(&item.span(), rule::DEVICE_UNKNOWN, format!("the board has no device `{name}`")),
+                }
+            }
+            Some(IommuScope::Devices(ids))
+        }
+        (_, None) => {
+            cx.error_hint(
+                &table.span,
+                rule::MISSING_KEY,
+                "[[iommu]] says neither which devices it translates (`devices`) nor `include_all = true`",
+                "copy the scope from the firmware's DMAR table (DRHD device scope, or INCLUDE_PCI_ALL)",
+            );
+            None
+        }
+    }
+}
+
+/// Two devices at one PCI address.
+fn check_pci_functions(cx: &mut Cx<'_>, devices: &[Device], at: &[Loc]) {
+    for (i, d) in devices.iter().enumerate() {
+        let Some(pci) = d.pci else { continue };
+        if let Some(first) = devices.iter().take(i).find(|e| e.pci == Some(pci))
+            && let Some(loc) = at.get(i)
+        {
+            cx.sink.error(
+                *loc,
+                rule::PCI_FUNCTION,
+                format!("devices `{}` and `{}` are both at PCI address {}", first.name, d.name, show_bdf(&pci)),
+            );
+        }
+    }
+}
+
+/// `0000:00:04.0`, as lspci prints it.
+pub(crate) fn show_bdf(pci: &PciAddress) -> String {
+    format!("{:04x}:{:02x}:{:02x}.{}", pci.segment, pci.bus, pci.device, pci.function)
 }
 
 /// `[base, base + count)` of an I/O port range, if it stays below 0x10000.

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use crate::board::show_size;
 use crate::model::System;
 use crate::tables::{
-    Access, ConnectionKind, ConsoleFormat, FaultPolicy, Interrupt, LogLevel, PartitionId, PayloadKind, PhysRange,
+    Access, ConnectionKind, ConsoleFormat, DmaProtection, FaultPolicy, Interrupt, LogLevel, PartitionId, PayloadKind,
+    PhysRange,
 };
 
 /// A file GRUB must load as a multiboot2 module, and the module string that names it.
@@ -218,10 +219,12 @@ fn board(o: &mut String, system: &System) {
             .iter()
             .map(|i| match i {
                 Interrupt::Line(n) => format!("Interrupt::Line({n})"),
-                Interrupt::Msi => "Interrupt::Msi".to_owned(),
+                Interrupt::Msi { messages } => format!("Interrupt::Msi {{ messages: {messages} }}"),
             })
             .collect();
         list(o, "interrupts", &irqs);
+        let caps: Vec<String> = d.hidden_capabilities.iter().map(|c| hex(u64::from(*c))).collect();
+        list(o, "hidden_capabilities", &caps);
         let _ = writeln!(o, "                owner: {},", option(owner_id, |id| format!("PartitionId({id})")));
         let _ = writeln!(o, "            }},");
     }
@@ -233,11 +236,41 @@ fn board(o: &mut String, system: &System) {
     } else {
         let _ = writeln!(o, "        iommus: &[");
         for i in &b.iommus {
-            let _ =
-                writeln!(o, "            Iommu {{ name: {:?}, registers: {} }},", i.name, range_literal(&i.registers));
+            let scope = match &i.scope {
+                crate::model::IommuScope::All => "IommuScope::All".to_owned(),
+                crate::model::IommuScope::Devices(ids) => {
+                    let ids: Vec<String> = ids.iter().map(|d| format!("DeviceId({})", d.0)).collect();
+                    format!("IommuScope::Devices(&[{}])", ids.join(", "))
+                }
+            };
+            let _ = writeln!(
+                o,
+                "            Iommu {{ name: {:?}, registers: {}, scope: {scope} }},",
+                i.name,
+                range_literal(&i.registers)
+            );
         }
         let _ = writeln!(o, "        ],");
     }
+    if b.ioapics.is_empty() {
+        let _ = writeln!(o, "        ioapics: &[],");
+    } else {
+        let _ = writeln!(o, "        ioapics: &[");
+        for a in &b.ioapics {
+            let _ = writeln!(
+                o,
+                "            IoApic {{ name: {:?}, id: {}, base: {}, gsi_base: {}, pins: {} }},",
+                a.name,
+                a.id,
+                hex(a.base),
+                a.gsi_base,
+                a.pins
+            );
+        }
+        let _ = writeln!(o, "        ],");
+    }
+    let ecam = option(b.pci_ecam, |e| format!("PciEcam {{ base: {}, buses: {} }}", hex(e.base), e.buses));
+    let _ = writeln!(o, "        pci_ecam: {ecam},");
     let _ = writeln!(o, "        console_port: {},", hex(u64::from(system.console_port)));
     let _ = writeln!(o, "    }},");
 }
@@ -310,6 +343,11 @@ fn partitions(o: &mut String, system: &System) {
         let _ = writeln!(o, "            }},");
         let devices: Vec<String> = p.devices.iter().map(|d| format!("DeviceId({})", d.0)).collect();
         let _ = writeln!(o, "            devices: &[{}],", devices.join(", "));
+        let dma = match p.dma {
+            DmaProtection::Iommu => "DmaProtection::Iommu",
+            DmaProtection::Unprotected => "DmaProtection::Unprotected",
+        };
+        let _ = writeln!(o, "            dma: {dma},");
         let policy = match p.fault_policy {
             FaultPolicy::Halt => "FaultPolicy::Halt".to_owned(),
             FaultPolicy::Restart { max_restarts } => {

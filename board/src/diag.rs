@@ -189,6 +189,18 @@ rules! {
     DEVICE_DUPLICATE = "device-duplicate":
         "a device is assigned to two partitions, or twice to one",
         "assign each device to exactly one partition";
+    PCI_FUNCTION = "pci-function":
+        "a partition names a PCI function (`BB:DD.F`) that the board does not list, or the board lists one PCI address twice",
+        "assign PCI functions by the board's device name or by an address the board lists, once each";
+    GSI_SHARED = "gsi-shared":
+        "one GSI (IOAPIC line) belongs to devices of two partitions, or an assigned device's GSI is on none of the board's IOAPICs",
+        "a line can only interrupt one partition: assign both devices to one partition, or describe the IOAPIC that has the line";
+    IOMMU_SCOPE = "iommu-scope":
+        "a PCI function (it can master the bus) is assigned to a partition, no IOMMU of the board translates it, and the partition does not say `dma = \"unprotected\"`",
+        "add the function to an [[iommu]]'s `devices` (as the firmware's DMAR table says), or accept unconfined DMA with `dma = \"unprotected\"`";
+    MSI_VECTORS = "msi-vectors":
+        "a device's MSI message count is not a power of two up to 32, or a partition's devices ask for more MSI vectors than its vCPUs can receive",
+        "each vCPU receives vectors 0x20-0xFE (223); give fewer messages or more cores";
     CONSOLE_ASSIGNED = "console-assigned":
         "the hypervisor's console UART lies in the I/O ports of a device assigned to a partition",
         "assign another device, or move the console with [hypervisor] console_port";

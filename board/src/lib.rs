@@ -72,7 +72,9 @@ mod docs_tests {
     fn every_key_is_documented() {
         use crate::board::*;
         use crate::system::*;
-        let lists: [&[&str]; 17] = [
+        let lists: [&[&str]; 19] = [
+            IOAPIC_KEYS,
+            MSI_KEYS,
             BOARD_KEYS,
             CPU_KEYS,
             RANGE_KEYS,

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 pub use crate::tables::Sharer;
 use crate::tables::{
-    Bar, BoardCpu, ConnectionKind, DeviceId, FaultPolicy, HypervisorConfig, Interrupt, IoPortRange, MemoryRegion,
-    PartitionId, PayloadKind, PciAddress, PhysRange,
+    Bar, BoardCpu, ConnectionKind, DeviceId, DmaProtection, FaultPolicy, HypervisorConfig, Interrupt, IoPortRange,
+    MemoryRegion, PartitionId, PayloadKind, PciAddress, PciEcam, PhysRange,
 };
 
 /// A validated system: board, hypervisor settings, partitions and their links.
@@ -37,6 +37,9 @@ pub struct Board {
     pub reserved: Vec<PhysRange>,
     pub devices: Vec<Device>,
     pub iommus: Vec<Iommu>,
+    pub ioapics: Vec<IoApic>,
+    /// The PCI Express configuration window (`pci_ecam`), if the board has one.
+    pub pci_ecam: Option<PciEcam>,
     pub console_port: u16,
     /// The board's CPUs have an x2APIC (`x2apic = true`): APIC IDs above 0xFE are allowed.
     pub x2apic: bool,
@@ -50,12 +53,33 @@ pub struct Device {
     pub io_ports: Vec<IoPortRange>,
     pub mmio: Vec<PhysRange>,
     pub interrupts: Vec<Interrupt>,
+    /// PCI capability IDs hidden from the owner (`hide_capabilities`).
+    pub hidden_capabilities: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Iommu {
     pub name: String,
     pub registers: PhysRange,
+    pub scope: IommuScope,
+}
+
+/// Which PCI functions an IOMMU translates (resolved device indices).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IommuScope {
+    /// `include_all = true`: every PCI function of the segment.
+    All,
+    /// `devices = [...]`, as indices into [`Board::devices`].
+    Devices(Vec<DeviceId>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoApic {
+    pub name: String,
+    pub id: u8,
+    pub base: u64,
+    pub gsi_base: u32,
+    pub pins: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +90,7 @@ pub struct Partition {
     pub memory: Vec<MemoryRegion>,
     pub payload: Payload,
     pub devices: Vec<DeviceId>,
+    pub dma: DmaProtection,
     pub fault_policy: FaultPolicy,
     pub watchdog_ms: Option<u32>,
 }

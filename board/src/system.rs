@@ -9,7 +9,8 @@
 use crate::board::{RawRange, check_range, read_range};
 use crate::diag::{Loc, rule};
 use crate::tables::{
-    Access, ConsoleFormat, FaultPolicy, LogLevel, MAX_CMDLINE_BYTES, MAX_CONNECTION_NAME, PayloadKind, PhysRange,
+    Access, ConsoleFormat, DmaProtection, FaultPolicy, LogLevel, MAX_CMDLINE_BYTES, MAX_CONNECTION_NAME, PayloadKind,
+    PhysRange,
 };
 use crate::value::{Cx, KIB, MIB, Table, Value, check_name};
 
@@ -47,6 +48,7 @@ pub(crate) struct RawPartition {
     pub memory_entries: usize,
     pub payload: Option<RawPayload>,
     pub devices: Vec<At<String>>,
+    pub dma: DmaProtection,
     pub fault_policy: FaultPolicy,
     pub watchdog_ms: Option<u32>,
 }
@@ -118,7 +120,7 @@ pub(crate) const HYPERVISOR_KEYS: &[&str] =
     &["reserved_memory", "console_port", "console_format", "log_level", "verdict_partition", "console_input"];
 pub(crate) const RESERVED_KEYS: &[&str] = &["base", "size"];
 pub(crate) const PARTITION_KEYS: &[&str] =
-    &["name", "cores", "memory", "payload", "devices", "fault_policy", "max_restarts", "watchdog_ms"];
+    &["name", "cores", "memory", "payload", "devices", "dma", "fault_policy", "max_restarts", "watchdog_ms"];
 pub(crate) const MEMORY_KEYS: &[&str] = &["guest_base", "size", "host_base", "access", "large_pages"];
 pub(crate) const PAYLOAD_KEYS: &[&str] = &["kind", "path", "entry", "cmdline", "initrd"];
 pub(crate) const CONNECTION_KEYS: &[&str] = &["id", "name", "from", "to", "kind", "sint", "queue_depth", "flag"];
@@ -328,6 +330,23 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
         .map(|items| items.iter().filter_map(|item| at_string(cx, item, "devices")).collect())
         .unwrap_or_default();
 
+    let dma = match table.get("dma") {
+        None => DmaProtection::Iommu,
+        Some(v) => match cx.string(v, "dma") {
+            Some("iommu") | None => DmaProtection::Iommu,
+            Some("unprotected") => DmaProtection::Unprotected,
+            Some(other) => {
+                cx.error_hint(
+                    &v.span(),
+                    rule::INVALID_VALUE,
+                    format!("unknown DMA protection {other:?}"),
+                    "dma is \"iommu\" (the default: the board's IOMMU confines the partition's PCI functions) or \"unprotected\"",
+                );
+                DmaProtection::Iommu
+            }
+        },
+    };
+
     let max_restarts = table.get("max_restarts");
     let fault_policy = match table.get("fault_policy") {
         None => FaultPolicy::Halt,
@@ -389,7 +408,7 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
         u32::try_from(n).ok()
     });
 
-    RawPartition { at, name, cores, memory, memory_entries, payload, devices, fault_policy, watchdog_ms }
+    RawPartition { at, name, cores, memory, memory_entries, payload, devices, dma, fault_policy, watchdog_ms }
 }
 
 fn read_region(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<RawRegion> {

@@ -113,8 +113,51 @@ pub struct IoPortRange {
 pub enum Interrupt {
     /// A legacy/IOAPIC line (GSI).
     Line(u32),
-    /// The device signals with MSI/MSI-X.
-    Msi,
+    /// The PCI function signals with MSI, using at most `messages` vectors (a power of
+    /// two, at most 32: PCI Local Bus 3.0, 6.8.1.3 "Multiple Message Capable").
+    Msi { messages: u8 },
+}
+
+/// An IOAPIC of the board (its register window and the GSIs its pins carry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoApic {
+    pub name: &'static str,
+    /// The IOAPIC ID the firmware's MADT reports.
+    pub id: u8,
+    /// Physical address of the register window (IOREGSEL at +0, IOWIN at +0x10).
+    pub base: u64,
+    /// GSI of pin 0.
+    pub gsi_base: u32,
+    /// Redirection entries (pins): GSIs `gsi_base..gsi_base + pins`.
+    pub pins: u8,
+}
+
+/// The PCI Express enhanced configuration window (ECAM, "MMCONFIG"): bus `b`, device
+/// `d`, function `f` at `base + (b << 20 | d << 15 | f << 12)` (PCIe 5.0, 7.2.2), buses
+/// `0..buses` of segment 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciEcam {
+    pub base: u64,
+    pub buses: u16,
+}
+
+/// Which PCI functions an IOMMU translates (the DRHD scope of the firmware's DMAR table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IommuScope {
+    /// Every PCI function of its segment (DMAR INCLUDE_PCI_ALL).
+    All,
+    /// The listed board devices.
+    Devices(&'static [DeviceId]),
+}
+
+/// How a partition's DMA-capable (PCI) functions are confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmaProtection {
+    /// By an IOMMU whose scope covers each function (the default; the build refuses
+    /// otherwise).
+    Iommu,
+    /// Not at all: the system file says `dma = "unprotected"`; the boot log warns.
+    Unprotected,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +176,8 @@ pub struct Device {
     pub io_ports: &'static [IoPortRange],
     pub mmio: &'static [PhysRange],
     pub interrupts: &'static [Interrupt],
+    /// PCI capability IDs the owner's view of the configuration space skips.
+    pub hidden_capabilities: &'static [u8],
     /// Which partition owns the device, if any.
     pub owner: Option<PartitionId>,
 }
@@ -142,6 +187,7 @@ pub struct Iommu {
     pub name: &'static str,
     /// Register block.
     pub registers: PhysRange,
+    pub scope: IommuScope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +198,8 @@ pub struct BoardConfig {
     pub reserved: &'static [PhysRange],
     pub devices: &'static [Device],
     pub iommus: &'static [Iommu],
+    pub ioapics: &'static [IoApic],
+    pub pci_ecam: Option<PciEcam>,
     /// I/O port of the console's 16550 UART.
     pub console_port: u16,
 }
@@ -247,6 +295,7 @@ pub struct Partition {
     pub memory: &'static [MemoryRegion],
     pub payload: Payload,
     pub devices: &'static [DeviceId],
+    pub dma: DmaProtection,
     pub fault_policy: FaultPolicy,
     pub watchdog_ms: Option<u32>,
 }
@@ -382,6 +431,7 @@ mod tests {
         memory: &[region(0x400_0000, 0x20_0000, true), region(0, 0x100_0000, true), region(0x800_0000, 0x1000, false)],
         payload: PAYLOAD,
         devices: &[],
+        dma: DmaProtection::Iommu,
         fault_policy: FaultPolicy::Halt,
         watchdog_ms: None,
     };
@@ -398,6 +448,8 @@ mod tests {
                 reserved: &[],
                 devices: &[],
                 iommus: &[],
+                ioapics: &[],
+                pci_ecam: None,
                 console_port: 0x3f8,
             },
             hypervisor: HypervisorConfig {

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 
 use crate::board::{RangeExt, RawBoard, show_range, show_size};
 use crate::diag::{Loc, Sink, rule};
-use crate::model::{Board, Connection, Partition, Payload, SharedMemory, System};
+use crate::model::{Board, Connection, Device, IommuScope, Partition, Payload, SharedMemory, System};
 use crate::payload;
 use crate::system::{At, RWX, RawKind, RawSystem};
 use crate::tables::{
-    Access, ConnectionKind, DeviceId, EVENT_FLAG_COUNT, GUEST_PHYS_LIMIT, HypervisorConfig, MAX_CONNECTIONS,
-    MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH, MAX_SHARED_MEMORY, MemoryRegion, PartitionId,
-    PayloadKind, PhysRange, SINT_COUNT, SLAT_TABLES_PER_PARTITION, Sharer,
+    Access, ConnectionKind, DeviceId, DmaProtection, EVENT_FLAG_COUNT, GUEST_PHYS_LIMIT, HypervisorConfig, Interrupt,
+    MAX_CONNECTIONS, MAX_MEMORY_REGIONS_PER_PARTITION, MAX_PARTITIONS, MAX_QUEUE_DEPTH, MAX_SHARED_MEMORY,
+    MemoryRegion, PartitionId, PayloadKind, PhysRange, SINT_COUNT, SLAT_TABLES_PER_PARTITION, Sharer,
 };
 use crate::value::MIB;
 use bulkhead_virt::bzimage::{RamRegion, Range};
@@ -96,7 +96,8 @@ pub(crate) fn validate(
 
     let board_ref = board.as_ref().map(|b| &b.raw.board);
     let mut core_owner: BTreeMap<u32, &str> = BTreeMap::new();
-    let mut device_owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut device_owner: BTreeMap<String, &str> = BTreeMap::new();
+    let mut gsi_owner: BTreeMap<u32, (&str, String)> = BTreeMap::new();
     let console_port = raw.console_port.or(board_ref.map(|b| b.console_port)).unwrap_or(0);
 
     for (pi, p) in raw.partitions.iter().enumerate() {
@@ -172,7 +173,16 @@ pub(crate) fn validate(
         // Devices.
         for dev in &p.devices {
             if let Some(board) = board_ref {
-                let Some(device) = board.devices.iter().find(|d| d.name == dev.v) else {
+                let Some(device) = find_device(board, &dev.v).and_then(|i| board.devices.get(i)) else {
+                    if parse_bdf(&dev.v).is_some() {
+                        sink.error_hint(
+                            dev.at,
+                            rule::PCI_FUNCTION,
+                            format!("board `{}` lists no PCI function at {}", board.name, dev.v),
+                            "name a function the board lists in a [[device]] with a `pci` address",
+                        );
+                        continue;
+                    }
                     let known: Vec<&str> = board.devices.iter().map(|d| d.name.as_str()).collect();
                     let hint = if known.is_empty() {
                         format!("board `{}` lists no devices", board.name)
@@ -187,27 +197,29 @@ pub(crate) fn validate(
                     );
                     continue;
                 };
-                if !device.interrupts.is_empty() {
-                    sink.warn(
-                        dev.at,
-                        rule::NOT_YET,
-                        format!(
-                            "device `{}` has interrupts, but assigned devices' interrupts are not routed to their partition yet",
-                            dev.v
-                        ),
-                        "the partition gets the device's ports and MMIO; it must poll the device for now",
-                    );
-                }
-                if device.pci.is_some() {
-                    sink.warn(
-                        dev.at,
-                        rule::NOT_YET,
-                        format!(
-                            "device `{}` is a PCI function: its configuration space is not visible to the partition and its DMA is not confined by the IOMMU yet",
-                            dev.v
-                        ),
-                        "assign only devices the partition can drive through their ports and MMIO, and that do no DMA",
-                    );
+                check_device_interrupts(sink, board, p, dev, device);
+                if let Some(pci) = device.pci {
+                    let index = find_device(board, &dev.v).unwrap_or(usize::MAX);
+                    let covered = board.iommus.iter().any(|i| match &i.scope {
+                        IommuScope::All => true,
+                        IommuScope::Devices(ids) => ids.iter().any(|id| usize::from(id.0) == index),
+                    });
+                    if !covered && p.dma != DmaProtection::Unprotected {
+                        let why = if board.iommus.is_empty() {
+                            format!("board `{}` has no IOMMU", board.name)
+                        } else {
+                            format!("no [[iommu]] of board `{}` lists it", board.name)
+                        };
+                        sink.error(
+                            dev.at,
+                            rule::IOMMU_SCOPE,
+                            format!(
+                                "device `{}` ({}) is a PCI function, which can master the bus, and {why}: its DMA would reach all memory",
+                                device.name,
+                                crate::board::show_bdf(&pci)
+                            ),
+                        );
+                    }
                 }
                 let mmio = device.mmio.iter().chain(device.bars.iter().filter(|b| b.memory).map(|b| &b.range));
                 if let Some(high) = mmio.into_iter().find(|r| r.end_checked() > u128::from(GUEST_PHYS_LIMIT)) {
@@ -233,14 +245,41 @@ pub(crate) fn validate(
                     );
                 }
             }
-            match device_owner.get(dev.v.as_str()) {
+            let key = board_ref
+                .and_then(|b| find_device(b, &dev.v).and_then(|i| b.devices.get(i)))
+                .map_or_else(|| dev.v.clone(), |d| d.name.clone());
+            let duplicate = device_owner.contains_key(key.as_str());
+            match device_owner.get(key.as_str()) {
                 Some(other) => sink.error(
                     dev.at,
                     rule::DEVICE_DUPLICATE,
                     format!("device `{}` is already assigned to partition `{other}`", dev.v),
                 ),
                 None => {
-                    device_owner.insert(&dev.v, pname);
+                    device_owner.insert(key, pname);
+                }
+            }
+            let lines = board_ref
+                .filter(|_| !duplicate)
+                .and_then(|b| find_device(b, &dev.v).and_then(|i| b.devices.get(i)))
+                .map(|d| d.interrupts.iter().filter_map(|i| if let Interrupt::Line(g) = i { Some(*g) } else { None }))
+                .into_iter()
+                .flatten();
+            for gsi in lines {
+                match gsi_owner.get(&gsi) {
+                    Some((other, other_dev)) if *other != pname => sink.error_hint(
+                        dev.at,
+                        rule::GSI_SHARED,
+                        format!(
+                            "device `{}` interrupts on GSI {gsi}, which device `{other_dev}` of partition `{other}` also uses",
+                            dev.v
+                        ),
+                        "a line interrupts one partition only: assign both devices to the same partition",
+                    ),
+                    Some(_) => {}
+                    None => {
+                        gsi_owner.insert(gsi, (pname, dev.v.clone()));
+                    }
                 }
             }
         }
@@ -669,7 +708,7 @@ pub(crate) fn validate(
         let devices = p
             .devices
             .iter()
-            .map(|d| board.devices.iter().position(|b| b.name == d.v).and_then(|i| u8::try_from(i).ok()).map(DeviceId))
+            .map(|d| find_device(&board, &d.v).and_then(|i| u8::try_from(i).ok()).map(DeviceId))
             .collect::<Option<Vec<_>>>()?;
         partitions.push(Partition {
             name: p.name?.v,
@@ -684,6 +723,7 @@ pub(crate) fn validate(
                 initrd,
             },
             devices,
+            dma: p.dma,
             fault_policy: p.fault_policy,
             watchdog_ms: p.watchdog_ms,
         });
@@ -779,11 +819,7 @@ fn check_address_spaces(
             }
         }
         for dev in &p.devices {
-            let Some(device) = board.devices.iter().find(|d| d.name == dev.v) else { return };
-            if device.pci.is_some() {
-                // The kernel maps no PCI function (it refuses the partition; rule `not-yet`).
-                continue;
-            }
+            let Some(device) = find_device(board, &dev.v).and_then(|i| board.devices.get(i)) else { return };
             let ranges = device.mmio.iter().chain(device.bars.iter().filter(|b| b.memory).map(|b| &b.range));
             for range in ranges {
                 maps.push(Mapping {
@@ -970,6 +1006,90 @@ fn allocate(sink: &mut Sink, board: &Board, hv: &PhysRange, placements: &mut [Pl
                 );
             }
         }
+    }
+}
+
+/// The board device a partition's `devices` entry names: by name, or a PCI function by
+/// its address (`BB:DD.F` or `SSSS:BB:DD.F`, hexadecimal as lspci prints it).
+pub(crate) fn find_device(board: &Board, entry: &str) -> Option<usize> {
+    board.devices.iter().position(|d| d.name == entry).or_else(|| {
+        let pci = parse_bdf(entry)?;
+        board.devices.iter().position(|d| d.pci == Some(pci))
+    })
+}
+
+/// `BB:DD.F` or `SSSS:BB:DD.F` (hexadecimal), else `None`.
+pub(crate) fn parse_bdf(text: &str) -> Option<crate::tables::PciAddress> {
+    let (rest, function) = text.rsplit_once('.')?;
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (segment, bus, device) = match parts.as_slice() {
+        [b, d] => ("0", *b, *d),
+        [s, b, d] => (*s, *b, *d),
+        _ => return None,
+    };
+    let hex = |t: &str, max: u32| u32::from_str_radix(t, 16).ok().filter(|&n| n <= max && !t.is_empty());
+    Some(crate::tables::PciAddress {
+        segment: u16::try_from(hex(segment, 0xffff)?).ok()?,
+        bus: u8::try_from(hex(bus, 0xff)?).ok()?,
+        device: u8::try_from(hex(device, 31)?).ok()?,
+        function: u8::try_from(u32::from_str_radix(function, 8).ok().filter(|&f| f <= 7 && function.len() == 1)?)
+            .ok()?,
+    })
+}
+
+/// Vectors a vCPU can receive from a device: 0x20-0xFE (0-0x1F are exceptions, and an
+/// xAPIC does not deliver vectors 0-15; 0xFF is left to the spurious vector).
+pub const DEVICE_VECTORS_PER_VCPU: u32 = 0xFF - 0x20;
+
+/// The interrupt rules of one assigned device: its GSIs are on an IOAPIC of the board and
+/// no other partition's device has them; the partition's MSI messages fit its vectors.
+fn check_device_interrupts(
+    sink: &mut Sink,
+    board: &Board,
+    p: &crate::system::RawPartition,
+    dev: &At<String>,
+    device: &Device,
+) {
+    for irq in &device.interrupts {
+        match irq {
+            Interrupt::Line(gsi) => {
+                let on_ioapic = board
+                    .ioapics
+                    .iter()
+                    .any(|a| a.gsi_base <= *gsi && u64::from(*gsi) < u64::from(a.gsi_base) + u64::from(a.pins));
+                if !on_ioapic {
+                    sink.error_hint(
+                        dev.at,
+                        rule::GSI_SHARED,
+                        format!("device `{}` interrupts on GSI {gsi}, which no [[ioapic]] of board `{}` has", dev.v, board.name),
+                        "describe the board's IOAPICs ([[ioapic]] with gsi_base and pins, as the firmware's MADT lists them)",
+                    );
+                }
+            }
+            Interrupt::Msi { .. } => {}
+        }
+    }
+    let msi: u32 = p
+        .devices
+        .iter()
+        .filter_map(|d| find_device(board, &d.v).and_then(|i| board.devices.get(i)))
+        .flat_map(|d| d.interrupts.iter())
+        .map(|i| match i {
+            Interrupt::Msi { messages } => u32::from(*messages),
+            Interrupt::Line(_) => 1,
+        })
+        .sum();
+    let cores = p.cores.as_ref().map_or(1, |c| u32::try_from(c.v.len()).unwrap_or(u32::MAX).max(1));
+    let first = p.devices.first().is_some_and(|d| d.v == dev.v);
+    if first && msi > DEVICE_VECTORS_PER_VCPU.saturating_mul(cores) {
+        sink.error(
+            dev.at,
+            rule::MSI_VECTORS,
+            format!(
+                "the partition's devices need {msi} interrupt vectors; its {cores} vCPU(s) receive at most {} (0x20-0xFE each)",
+                DEVICE_VECTORS_PER_VCPU.saturating_mul(cores)
+            ),
+        );
     }
 }
 

@@ -104,7 +104,7 @@ fn compiled_full_holds_devices_and_owners() {
     let nic = s.board.devices.iter().find(|d| d.name == "nic").unwrap();
     assert_eq!(nic.owner, Some(PartitionId(0)));
     assert_eq!(nic.pci.map(|p| p.device), Some(2));
-    assert_eq!(nic.interrupts, &[Interrupt::Msi]);
+    assert_eq!(nic.interrupts, &[Interrupt::Msi { messages: 1 }]);
     assert_eq!(nic.bars.len(), 2);
     let uart2 = s.board.devices.iter().find(|d| d.name == "uart2").unwrap();
     assert_eq!(uart2.owner, None);

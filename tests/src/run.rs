@@ -77,6 +77,8 @@ pub struct Run {
     on_line: Option<LineCallback>,
     typing: Vec<Typing>,
     input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    qemu_args: Vec<String>,
+    bochs_lines: Vec<String>,
 }
 
 impl Run {
@@ -98,7 +100,23 @@ impl Run {
             on_line: None,
             typing: Vec::new(),
             input: None,
+            qemu_args: Vec::new(),
+            bochs_lines: Vec::new(),
         }
+    }
+
+    /// Extra QEMU arguments (devices such as `-device edu`), appended to the machine's;
+    /// ignored on Bochs.
+    pub fn qemu_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.qemu_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// An extra bochsrc line (such as `com2: enabled=1, mode=file, dev=com2.out`), appended
+    /// to the generated configuration; ignored on QEMU.
+    pub fn bochs_line(mut self, line: impl Into<String>) -> Self {
+        self.bochs_lines.push(line.into());
+        self
     }
 
     /// Names the run (used for the log folder `target/hil-logs/<name>/`).
@@ -260,10 +278,19 @@ impl Run {
         // A kernel that does not end the emulator halts after its run-end line.
         let stop_at_run_end = !cmdline.split_whitespace().any(|w| w == CMDLINE_EMULATOR_EXIT);
 
-        let cmd = self
+        let mut cmd = self
             .emulator
             .command(self.cpus, dir.path(), medium)
             .map_err(|e| HarnessError(format!("cannot write the emulator config: {e}")))?;
+        if self.emulator.is_qemu() {
+            cmd.args(&self.qemu_args);
+        } else if !self.bochs_lines.is_empty() {
+            let path = dir.path().join(crate::emulator::BOCHS_CONFIG_FILE);
+            let extended = std::fs::read_to_string(&path).map(|config| config + &self.bochs_lines.join("\n") + "\n");
+            extended
+                .and_then(|config| std::fs::write(&path, config))
+                .map_err(|e| HarnessError(format!("cannot extend {}: {e}", path.display())))?;
+        }
         let mut serial_input = self.open_serial_input(dir.path())?;
         let (mut child, command_line, started) = spawn_in(cmd, dir.path())?;
         let mut typing = std::mem::take(&mut self.typing).into_iter().peekable();

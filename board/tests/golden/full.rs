@@ -30,6 +30,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                 io_ports: &[IoPortRange { base: 0x3f8, count: 8 }],
                 mmio: &[],
                 interrupts: &[Interrupt::Line(4)],
+                hidden_capabilities: &[],
                 owner: Some(PartitionId(1)),
             },
             // device 1 `uart2`: not assigned (invisible to guests)
@@ -40,6 +41,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                 io_ports: &[IoPortRange { base: 0x2f8, count: 8 }],
                 mmio: &[],
                 interrupts: &[Interrupt::Line(3)],
+                hidden_capabilities: &[],
                 owner: None,
             },
             // device 2 `nic`: assigned to partition 0 `rt-control`
@@ -52,7 +54,8 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                 ],
                 io_ports: &[],
                 mmio: &[],
-                interrupts: &[Interrupt::Msi],
+                interrupts: &[Interrupt::Msi { messages: 1 }],
+                hidden_capabilities: &[],
                 owner: Some(PartitionId(0)),
             },
             // device 3 `gpio`: assigned to partition 0 `rt-control`
@@ -63,12 +66,17 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                 io_ports: &[],
                 mmio: &[PhysRange { base: 0xfed0_0000, size: 0x1000 }],
                 interrupts: &[Interrupt::Line(9)],
+                hidden_capabilities: &[],
                 owner: Some(PartitionId(0)),
             },
         ],
         iommus: &[
-            Iommu { name: "dmar0", registers: PhysRange { base: 0xfed9_0000, size: 0x1000 } },
+            Iommu { name: "dmar0", registers: PhysRange { base: 0xfed9_0000, size: 0x1000 }, scope: IommuScope::Devices(&[DeviceId(2)]) },
         ],
+        ioapics: &[
+            IoApic { name: "ioapic0", id: 0, base: 0xfec0_0000, gsi_base: 0, pins: 24 },
+        ],
+        pci_ecam: None,
         console_port: 0x2f8,
     },
     hypervisor: HypervisorConfig {
@@ -112,6 +120,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                 initrd_module: None,
             },
             devices: &[DeviceId(2), DeviceId(3)],
+            dma: DmaProtection::Iommu,
             fault_policy: FaultPolicy::Restart { max_restarts: 5 },
             watchdog_ms: Some(250),
         },
@@ -139,6 +148,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                 initrd_module: Some("linux.initrd"),
             },
             devices: &[DeviceId(0)],
+            dma: DmaProtection::Iommu,
             fault_policy: FaultPolicy::ResetBoard,
             watchdog_ms: None,
         },
@@ -174,6 +184,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                 initrd_module: None,
             },
             devices: &[],
+            dma: DmaProtection::Iommu,
             fault_policy: FaultPolicy::Halt,
             watchdog_ms: None,
         },

@@ -267,6 +267,7 @@ static PLACEHOLDER: tables::Partition = tables::Partition {
     memory: &[],
     payload: tables::Payload { kind: PayloadKind::Flat, module: "", entry: None, cmdline: "", initrd_module: None },
     devices: &[],
+    dma: tables::DmaProtection::Iommu,
     fault_policy: FaultPolicy::Halt,
     watchdog_ms: None,
 };
