@@ -11,6 +11,7 @@ mod boot;
 mod config;
 mod console;
 mod cpu;
+mod devices;
 mod exits;
 mod hyperv;
 mod idt;

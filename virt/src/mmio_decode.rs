@@ -65,6 +65,8 @@ pub enum Access {
 pub struct MmioInstruction {
     /// The access.
     pub access: Access,
+    /// Bytes accessed: 4 for every form decoded so far.
+    pub size: u8,
     /// Length in bytes (RIP advances by this much).
     pub length: u8,
 }
@@ -171,7 +173,7 @@ pub fn decode(bytes: &[u8], code: CodeSize) -> Result<MmioInstruction, DecodeErr
         }
         _ => return Err(DecodeError::Unsupported { opcode }),
     };
-    Ok(MmioInstruction { access, length: c.at as u8 })
+    Ok(MmioInstruction { access, size: 4, length: c.at as u8 })
 }
 
 /// Skips the SIB byte and displacement of a memory ModRM operand.
@@ -208,11 +210,11 @@ mod tests {
     use super::*;
 
     fn load(register: u8, length: u8) -> Result<MmioInstruction, DecodeError> {
-        Ok(MmioInstruction { access: Access::Load { register }, length })
+        Ok(MmioInstruction { access: Access::Load { register }, size: 4, length })
     }
 
     fn store(register: u8, length: u8) -> Result<MmioInstruction, DecodeError> {
-        Ok(MmioInstruction { access: Access::Store { source: Source::Register(register) }, length })
+        Ok(MmioInstruction { access: Access::Store { source: Source::Register(register) }, size: 4, length })
     }
 
     #[test]
@@ -245,12 +247,16 @@ mod tests {
         // mov dword [rax+0xb0], 0
         assert_eq!(
             decode(&[0xc7, 0x80, 0xb0, 0, 0, 0, 0, 0, 0, 0], CodeSize::Bits64),
-            Ok(MmioInstruction { access: Access::Store { source: Source::Immediate(0) }, length: 10 })
+            Ok(MmioInstruction { access: Access::Store { source: Source::Immediate(0) }, size: 4, length: 10 })
         );
         // mov dword [rdi], 0x12345678 with a REX.B prefix
         assert_eq!(
             decode(&[0x41, 0xc7, 0x07, 0x78, 0x56, 0x34, 0x12], CodeSize::Bits64),
-            Ok(MmioInstruction { access: Access::Store { source: Source::Immediate(0x1234_5678) }, length: 7 })
+            Ok(MmioInstruction {
+                access: Access::Store { source: Source::Immediate(0x1234_5678) },
+                size: 4,
+                length: 7
+            })
         );
         // mov eax, [moffs32] in 32-bit code; mov [moffs64], eax in 64-bit code
         assert_eq!(decode(&[0xa1, 0x20, 0, 0xe0, 0xfe], CodeSize::Bits32), load(0, 5));

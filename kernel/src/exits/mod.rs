@@ -10,6 +10,7 @@
 pub mod action;
 pub mod control;
 pub mod cpuid;
+pub mod mmio;
 pub mod msr;
 pub mod ports;
 pub mod tsc;

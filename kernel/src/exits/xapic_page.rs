@@ -23,16 +23,12 @@
 
 use crate::backend::Backend;
 use crate::exits::action::Action;
+use crate::exits::mmio::{self, MmioRegion};
 use crate::lapic;
 use crate::lapic::access as apic_access;
-use crate::partition::{Fault, Partition};
-use bulkhead_board::tables;
+use crate::partition::Partition;
 use bulkhead_virt::apic_base::{DEFAULT_BASE, Mode};
 use bulkhead_virt::exit::AccessKind;
-use bulkhead_virt::guest_state::{ExecutionMode, GuestRegisters};
-use bulkhead_virt::guest_walk::{PagingState, translate};
-use bulkhead_virt::memory::{GuestMemory, MemoryError};
-use bulkhead_virt::mmio_decode::{Access, CodeSize, Source, decode};
 
 const PAGE: u64 = 0x1000;
 const ID: u32 = 0x802;
@@ -51,117 +47,19 @@ pub fn contains(gpa: u64) -> bool {
 
 /// A nested page fault in the xAPIC page: performs the access for the partition.
 pub fn access<B: Backend>(partition: &Partition, backend: &mut B, gpa: u64, kind: AccessKind) -> Action {
-    if kind.execute {
-        return Action::Fault(Fault::MemoryAccess { gpa, write: false, execute: true });
-    }
-    let code = match backend.execution_mode() {
-        ExecutionMode::Real => CodeSize::Bits16,
-        ExecutionMode::Bits32 { .. } => CodeSize::Bits32,
-        ExecutionMode::Bits64 { .. } => CodeSize::Bits64,
-    };
-    let mut bytes = [0u8; 15];
-    let fetched = fetch(partition, backend, code, &mut bytes);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&bytes[..8]);
-    let unsupported = Action::Fault(Fault::XapicInstruction { gpa, bytes: u64::from_be_bytes(first) });
-    let Ok(instruction) = decode(&bytes[..fetched], code) else {
-        return unsupported;
-    };
-    let offset = (gpa - DEFAULT_BASE) as u32;
-    match instruction.access {
-        Access::Load { register } => {
-            let value = read(offset);
-            let Some(slot) = register_slot(backend.registers(), register) else { return unsupported };
-            *slot = u64::from(value);
-        }
-        Access::Store { source } => {
-            let value = match source {
-                Source::Immediate(value) => value,
-                Source::Register(register) => match register_slot(backend.registers(), register) {
-                    Some(slot) => *slot as u32,
-                    None => return unsupported,
-                },
-            };
-            write(partition, offset, value);
-        }
-    }
-    backend.advance_rip(instruction.length.into());
-    Action::Resume { skip: false }
+    mmio::emulate(partition, backend, gpa, kind, &mut XapicPage)
 }
 
-/// A general register by its encoding; RSP (4) lives in the VMCS / VMCB and is not taken
-/// (no compiler addresses MMIO through a MOV to or from RSP).
-fn register_slot(regs: &mut GuestRegisters, encoding: u8) -> Option<&mut u64> {
-    Some(match encoding {
-        0 => &mut regs.rax,
-        1 => &mut regs.rcx,
-        2 => &mut regs.rdx,
-        3 => &mut regs.rbx,
-        5 => &mut regs.rbp,
-        6 => &mut regs.rsi,
-        7 => &mut regs.rdi,
-        8 => &mut regs.r8,
-        9 => &mut regs.r9,
-        10 => &mut regs.r10,
-        11 => &mut regs.r11,
-        12 => &mut regs.r12,
-        13 => &mut regs.r13,
-        14 => &mut regs.r14,
-        15 => &mut regs.r15,
-        _ => return None,
-    })
-}
+/// The page's registers: 32-bit accesses only, as the decoder takes them.
+struct XapicPage;
 
-/// Reads up to 15 instruction bytes at the guest's CS:RIP through its paging; returns how
-/// many could be read (a page that does not translate ends them).
-fn fetch<B: Backend>(partition: &Partition, backend: &mut B, code: CodeSize, bytes: &mut [u8; 15]) -> usize {
-    let rip = backend.rip();
-    let (cr3, cs_base) = backend.guest_cr3_and_cs_base();
-    let linear = if code == CodeSize::Bits64 { rip } else { cs_base.wrapping_add(rip) & 0xffff_ffff };
-    let paging = PagingState { cr0: backend.guest_cr0(), cr3, cr4: backend.guest_cr4(), efer: backend.guest_efer() };
-    let memory = PartitionRam(partition.config());
-    let mut done = 0;
-    while done < bytes.len() {
-        let at = linear.wrapping_add(done as u64);
-        let in_page = ((PAGE - (at & (PAGE - 1))) as usize).min(bytes.len() - done);
-        let Some(gpa) = translate(&memory, paging, at) else { break };
-        if memory.read(gpa, &mut bytes[done..done + in_page]).is_err() {
-            break;
-        }
-        done += in_page;
-    }
-    done
-}
-
-/// The partition's RAM for reading only, through the hypervisor's identity map of its host
-/// ranges (other vCPUs of the partition may be running: volatile byte reads, no references
-/// into their memory).
-struct PartitionRam(&'static tables::Partition);
-
-impl GuestMemory for PartitionRam {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let len = buf.len() as u64;
-        let region = self
-            .0
-            .memory
-            .iter()
-            .find(|r| gpa >= r.guest_base && gpa.checked_add(len).is_some_and(|end| end <= r.guest_base + r.size))
-            .ok_or(MemoryError::OutOfRange { gpa, len })?;
-        let host = region.host_base + (gpa - region.guest_base);
-        for (i, byte) in buf.iter_mut().enumerate() {
-            // SAFETY: inside a host range the configuration gives this partition, which is
-            // identity-mapped RAM (checked at boot); a byte read cannot tear.
-            *byte = unsafe { core::ptr::read_volatile((host + i as u64) as *const u8) };
-        }
-        Ok(())
+impl MmioRegion for XapicPage {
+    fn read(&mut self, _partition: &Partition, gpa: u64, _size: u8) -> u64 {
+        u64::from(read((gpa - DEFAULT_BASE) as u32))
     }
 
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
-        Err(MemoryError::OutOfRange { gpa, len: data.len() as u64 })
-    }
-
-    fn fill(&mut self, gpa: u64, len: u64, _byte: u8) -> Result<(), MemoryError> {
-        Err(MemoryError::OutOfRange { gpa, len })
+    fn write(&mut self, partition: &Partition, gpa: u64, _size: u8, value: u64) {
+        write(partition, (gpa - DEFAULT_BASE) as u32, value as u32);
     }
 }
 

@@ -51,9 +51,10 @@ pub enum Fault {
     Load,
     /// The backend could not set up the vCPU.
     VcpuSetup,
-    /// An instruction touched the xAPIC page that the emulation does not perform (not one
-    /// of the 32-bit MOV forms `bulkhead_virt::mmio_decode` takes, or unreadable).
-    XapicInstruction {
+    /// An instruction touched an emulated MMIO page (the xAPIC page, `exits/mmio.rs`) that
+    /// the emulation does not perform (not one of the MOV forms `bulkhead_virt::mmio_decode`
+    /// takes, or unreadable).
+    MmioInstruction {
         gpa: u64,
         /// The first eight instruction bytes in order, the first the most significant (as
         /// far as they could be read; zeroes otherwise).
@@ -89,9 +90,9 @@ crate::log::impl_format!(Fault, |fault, f| {
         }
         Fault::Load => crate::log::write!(f, "payload could not be loaded"),
         Fault::VcpuSetup => crate::log::write!(f, "the vCPU could not be set up"),
-        Fault::XapicInstruction { gpa, bytes } => crate::log::write!(
+        Fault::MmioInstruction { gpa, bytes } => crate::log::write!(
             f,
-            "xAPIC page access at {=u64:#x} by an instruction the emulation does not perform (bytes {=u64:#018x}); only 32-bit MOV loads and stores are emulated",
+            "emulated MMIO access at {=u64:#x} by an instruction the emulation does not perform (bytes {=u64:#018x}); only MOV loads and stores are emulated",
             gpa,
             bytes
         ),
