@@ -8,6 +8,6 @@
 //!   partition; MSI messages checked and retargeted.
 //! - [`iommu`]: VT-d DMA remapping, one domain per partition, faults logged and counted.
 
-pub mod iommu;
 pub mod ioapic;
+pub mod iommu;
 pub mod pci;
