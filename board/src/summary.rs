@@ -3,8 +3,8 @@
 
 use crate::board::show_size;
 use crate::codegen::{access_text, hex};
-use crate::model::System;
-use crate::tables::{ConnectionKind, ConsoleFormat, FaultPolicy, PartitionId, PayloadKind};
+use crate::model::{IommuScope, System};
+use crate::tables::{ConnectionKind, ConsoleFormat, DmaProtection, FaultPolicy, Interrupt, PartitionId, PayloadKind};
 
 /// Left-aligned columns, two spaces apart.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -115,6 +115,8 @@ pub fn summary(system: &System) -> String {
     }
     out.push_str(&table(&["id", "name", "cores", "payload", "devices", "on fault", "watchdog"], &rows));
 
+    devices(&mut out, system);
+
     out.push_str("\nmemory (guest -> host)\n");
     let mut rows = Vec::new();
     for p in &system.partitions {
@@ -188,4 +190,46 @@ pub fn summary(system: &System) -> String {
         .collect();
     out.push_str(&table(&["core", "apic", "", "partition"], &rows));
     out
+}
+
+/// The assigned devices: owner, PCI address, interrupts and how their DMA is confined.
+fn devices(out: &mut String, system: &System) {
+    let b = &system.board;
+    let mut rows = Vec::new();
+    for p in &system.partitions {
+        for id in &p.devices {
+            let Some(d) = b.devices.get(usize::from(id.0)) else { continue };
+            let irqs: Vec<String> = d
+                .interrupts
+                .iter()
+                .map(|i| match i {
+                    Interrupt::Line(gsi) => format!("GSI {gsi}"),
+                    Interrupt::Msi { messages } => format!("MSI x{messages}"),
+                })
+                .collect();
+            let dma = match (d.pci, p.dma) {
+                (None, _) => "-".to_owned(),
+                (Some(_), DmaProtection::Unprotected) => "UNPROTECTED".to_owned(),
+                (Some(_), DmaProtection::Iommu) => b
+                    .iommus
+                    .iter()
+                    .find(|i| match &i.scope {
+                        IommuScope::All => true,
+                        IommuScope::Devices(ids) => ids.contains(id),
+                    })
+                    .map_or_else(|| "?".to_owned(), |i| format!("IOMMU {}", i.name)),
+            };
+            rows.push(vec![
+                d.name.clone(),
+                p.name.clone(),
+                d.pci.as_ref().map_or_else(|| "-".to_owned(), crate::board::show_bdf),
+                if irqs.is_empty() { "-".to_owned() } else { irqs.join(",") },
+                dma,
+            ]);
+        }
+    }
+    if !rows.is_empty() {
+        out.push_str("\nassigned devices\n");
+        out.push_str(&table(&["device", "partition", "pci", "interrupts", "dma"], &rows));
+    }
 }

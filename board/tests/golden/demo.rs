@@ -41,8 +41,10 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             },
         ],
         iommus: &[],
-        ioapics: &[],
-        pci_ecam: None,
+        ioapics: &[
+            IoApic { name: "ioapic0", id: 0, base: 0xfec0_0000, gsi_base: 0, pins: 24 },
+        ],
+        pci_ecam: Some(PciEcam { base: 0xb000_0000, buses: 256 }),
         console_port: 0x3f8,
     },
     hypervisor: HypervisorConfig {
