@@ -30,6 +30,7 @@
 //! | [`hyperv_msr`] | which values a partition may write to the Hyper-V synthetic MSRs (reserved bits) |
 //! | [`console_rate`] | the rate limit on a partition's console lines |
 //! | [`xcr0`] | which XCR0 values a partition may set with XSETBV |
+//! | [`pci_config`] | a partition's view of the configuration space of a PCI function it owns: BARs, command, capabilities, MSI checked and retargeted |
 //! | [`acpi`] | the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG) describing a partition's virtual platform |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
@@ -61,6 +62,7 @@ pub mod misc_enable;
 pub mod mmio_decode;
 pub mod model_msr;
 pub mod msr_map;
+pub mod pci_config;
 pub mod mtrr;
 pub mod multiboot1;
 pub mod pages;
