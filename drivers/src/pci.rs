@@ -38,7 +38,8 @@ impl Bdf {
         if value & (1 << 31) == 0 {
             return None;
         }
-        let bdf = Bdf { bus: (value >> 16) as u8, device: ((value >> 11) & 0x1f) as u8, function: ((value >> 8) & 7) as u8 };
+        let bdf =
+            Bdf { bus: (value >> 16) as u8, device: ((value >> 11) & 0x1f) as u8, function: ((value >> 8) & 7) as u8 };
         Some((bdf, (value & 0xfc) as u8))
     }
 

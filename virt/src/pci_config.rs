@@ -209,9 +209,6 @@ impl MsiLayout {
     fn mask_offset(&self) -> u16 {
         self.data_offset() + 4
     }
-    fn end(&self) -> u16 {
-        self.mask_offset() + if self.maskable { 8 } else { 0 }
-    }
 }
 
 /// log2 of a message count, rounded up (the 3-bit MMC/MME encoding, PCI 3.0 6.8.1.3).
@@ -302,9 +299,7 @@ impl FunctionView {
     /// The capability whose bytes contain `offset` (the one starting at or below it,
     /// nearest), as an index into `caps`.
     fn cap_at(&self, offset: u16) -> Option<usize> {
-        (0..self.cap_count)
-            .filter(|&i| u16::from(self.caps[i].0) <= offset)
-            .max_by_key(|&i| self.caps[i].0)
+        (0..self.cap_count).filter(|&i| u16::from(self.caps[i].0) <= offset).max_by_key(|&i| self.caps[i].0)
     }
 
     /// The next visible capability after list position `i` (0 when none).
@@ -369,10 +364,8 @@ impl FunctionView {
             if offset == start + 1 {
                 return self.next_visible(Some(i));
             }
-            if let Some(msi) = self.msi.filter(|m| m.offset == start) {
-                if let Some(v) = self.msi_shadow_byte(&msi, offset) {
-                    return v;
-                }
+            if let Some(v) = self.msi.filter(|m| m.offset == start).and_then(|msi| self.msi_shadow_byte(&msi, offset)) {
+                return v;
             }
         }
         (hw.read(offset & !3, 4) >> (8 * u32::from(offset & 3))) as u8
@@ -486,7 +479,14 @@ impl FunctionView {
         }
     }
 
-    fn write_msi(&mut self, hw: &mut impl Hardware, msi: &MsiLayout, offset: u16, size: u8, value: u32) -> Option<Event> {
+    fn write_msi(
+        &mut self,
+        hw: &mut impl Hardware,
+        msi: &MsiLayout,
+        offset: u16,
+        size: u8,
+        value: u32,
+    ) -> Option<Event> {
         for k in 0..u16::from(size) {
             let b = (value >> (8 * k)) as u8;
             let at = offset + k;
