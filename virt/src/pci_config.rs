@@ -310,15 +310,16 @@ impl FunctionView {
 
     /// A partition's read of `size` bytes (1, 2, 4; naturally aligned) at `offset` < 0x100.
     pub fn read(&mut self, hw: &mut impl Hardware, offset: u16, size: u8) -> u32 {
+        // The bytes of one aligned access share a dword: the hardware is read once.
+        let mut hw = OneDword { hw, dword: None };
         let mut value = 0u32;
         for k in 0..u16::from(size) {
-            value |= u32::from(self.read_byte(hw, offset + k)) << (8 * k);
+            value |= u32::from(self.read_byte(&mut hw, offset + k)) << (8 * k);
         }
         value
     }
 
-    /// One byte of the partition's view. Hardware registers are read at their dword so a
-    /// register with read side effects is read once per byte at most (none in the header).
+    /// One byte of the partition's view; hardware registers are read as their whole dword.
     fn read_byte(&mut self, hw: &mut impl Hardware, offset: u16) -> u8 {
         let dword = offset & !3;
         let shift = 8 * u32::from(offset & 3);
@@ -546,6 +547,33 @@ impl FunctionView {
     }
 }
 
+/// Reads of whole dwords through `hw`, the last one remembered.
+struct OneDword<'a, H> {
+    hw: &'a mut H,
+    dword: Option<(u16, u32)>,
+}
+
+impl<H: Hardware> Hardware for OneDword<'_, H> {
+    fn read(&mut self, offset: u16, size: u8) -> u32 {
+        if size != 4 {
+            return self.hw.read(offset, size);
+        }
+        match self.dword {
+            Some((at, value)) if at == offset => value,
+            _ => {
+                let value = self.hw.read(offset, 4);
+                self.dword = Some((offset, value));
+                value
+            }
+        }
+    }
+
+    fn write(&mut self, offset: u16, size: u8, value: u32) {
+        self.dword = None;
+        self.hw.write(offset, size, value);
+    }
+}
+
 /// A message as the hardware sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsiMessage {
@@ -718,6 +746,25 @@ mod tests {
         // A 16-bit write of the upper half of the base that keeps it is fine.
         assert_eq!(v.write(&mut hw, 0x12, 2, 0xfea0), None);
         assert!(hw.writes.is_empty());
+    }
+
+    #[test]
+    fn one_access_reads_the_hardware_once() {
+        struct Counting(Fake, usize);
+        impl Hardware for Counting {
+            fn read(&mut self, offset: u16, size: u8) -> u32 {
+                self.1 += 1;
+                self.0.read(offset, size)
+            }
+            fn write(&mut self, offset: u16, size: u8, value: u32) {
+                self.0.write(offset, size, value);
+            }
+        }
+        let (hw, mut v) = view(&[]);
+        let mut hw = Counting(hw, 0);
+        assert_eq!(v.read(&mut hw, 0x04, 4), 0x0010_0007);
+        assert_eq!(v.read(&mut hw, 0x00, 4), 0x11e8_1234);
+        assert_eq!(hw.1, 2);
     }
 
     #[test]
