@@ -232,7 +232,8 @@ impl FunctionView {
             let raw = hw.read(BAR0 + 4 * u16::from(bar.index), 4);
             let io = raw & 1 != 0;
             let flags = if io { raw & 0x3 } else { raw & 0xf };
-            let mask64 = !(bar.size.max(16).wrapping_sub(1));
+            // The smallest BARs: 16 bytes of memory, 4 ports (PCI 3.0 6.2.5.1).
+            let mask64 = !(bar.size.max(if io { 4 } else { 16 }).wrapping_sub(1));
             let low_mask = if io { (mask64 as u32) & !0x3 } else { (mask64 as u32) & !0xf };
             slots[i] = Slot::Low { base: (bar.base as u32) & low_mask, mask: low_mask, flags };
             // Memory type 10b: 64-bit, the next BAR holds the upper half (PCI 3.0 6.2.5.1).
@@ -849,6 +850,22 @@ mod tests {
         assert_eq!(v.write(&mut hw, 0x52, 2, 0), None);
         v.write(&mut hw, 0x60, 4, 1);
         assert_eq!(hw.read(0x60, 4), 1);
+    }
+
+    #[test]
+    fn msi_32_bit_layout_and_multiple_message_cap() {
+        let mut hw = fake();
+        // 32-bit MSI, capable of 1 message: data at +8.
+        put(&mut hw.space, 0x52, &[0x00, 0x00]);
+        let mut v = FunctionView::new(&mut hw, &config(&[]));
+        v.write(&mut hw, 0x54, 4, 0xfee0_2000);
+        v.write(&mut hw, 0x58, 2, 0x60);
+        // MME 2 (4 messages) asked: capped to what the function (and the board) allow.
+        assert_eq!(v.write(&mut hw, 0x52, 2, 0x21), None);
+        assert_eq!(hw.read(0x58, 2), 0x60);
+        assert_eq!(hw.read(0x52, 2), 0x01);
+        assert_eq!(v.read(&mut hw, 0x58, 4), 0x60, "data, then 2 reserved bytes");
+        assert_eq!(v.read(&mut hw, 0x52, 2), 0x21, "the shadow keeps what was written");
     }
 
     #[test]
