@@ -2,7 +2,8 @@
 //! (tests/tests/hil/pci.rs, docs/devices.md "PCI configuration space").
 //!
 //! `role=other`: scans bus 0 through ports 0xCF8/0xCFC and prints how many functions
-//! answered (a partition without PCI functions must see none), then idles.
+//! answered (a partition without PCI functions must see none), then idles (with
+//! `verdict=1`: reports PASS if it saw none).
 //!
 //! `role=owner` (owns QEMU's edu device): scans bus 0 through the ports and through the
 //! ECAM window (0xB0000000, also with 8- and 16-bit loads) and prints every function found;
@@ -135,6 +136,9 @@ extern "C" fn _start(args: *const u8) -> ! {
     if arg(args, "role") != Some("owner") {
         let (count, _) = scan("cf8", |d, f| config_read(d, f, 0));
         println!("pci: other sees {} function(s)", count);
+        if arg(args, "verdict") == Some("1") {
+            report(count == 0);
+        }
         bulkhead_guests::idle();
     }
     let other_apic = arg(args, "other_apic").and_then(parse_u64).unwrap_or(0) as u8;

@@ -55,3 +55,22 @@ fn pci_hidden_capability_is_absent_from_the_list() {
         .execute()
         .assert_passed();
 }
+
+#[test]
+fn pci_function_whose_bar_differs_from_the_board_is_refused() {
+    Run::new(Emulator::QemuBios)
+        .cpus(3)
+        .config("tests/configs/qemu-pci-wrong-bar.toml")
+        .qemu_args(["-device", "edu,addr=0x4"])
+        .allow_errors()
+        .expect(
+            "pci: edu: BAR0 is memory at 0xfea00000 in hardware, the board file says memory at 0xfeb00000; not assigned",
+        )
+        .expect("partition owner: PCI device edu failed its boot checks (see above); not assigned")
+        .expect("[other] pci: other sees 0 function(s)")
+        .expect("partition other: reports PASS")
+        .forbid("assigned to owner")
+        .forbid("[owner]")
+        .execute()
+        .assert_passed();
+}
