@@ -7,6 +7,7 @@
 
 pub mod cpu_features;
 pub mod lapic;
+pub mod pci;
 pub mod pit;
 pub mod port;
 pub mod uart16550;

@@ -134,6 +134,7 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     if boot::board_check::check_board(boot, &cpus) > 0 {
         run_end::fail("this machine does not match the compiled board");
     }
+    devices::pci::init();
     let backend = if cpu.caps.vmx && cpu.caps.second_level_paging && cpu.caps.unrestricted_guest {
         BackendKind::Vmx
     } else if cpu.caps.svm && cpu.caps.second_level_paging {

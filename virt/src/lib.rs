@@ -30,6 +30,7 @@
 //! | [`hyperv_msr`] | which values a partition may write to the Hyper-V synthetic MSRs (reserved bits) |
 //! | [`console_rate`] | the rate limit on a partition's console lines |
 //! | [`xcr0`] | which XCR0 values a partition may set with XSETBV |
+//! | [`pci_config`] | a partition's view of the configuration space of a PCI function it owns: BARs, command, capabilities, MSI checked and retargeted |
 //! | [`acpi`] | the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG) describing a partition's virtual platform |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
@@ -64,6 +65,7 @@ pub mod msr_map;
 pub mod mtrr;
 pub mod multiboot1;
 pub mod pages;
+pub mod pci_config;
 pub mod slat;
 pub mod tsc;
 pub mod uart16550;

@@ -5,7 +5,7 @@
 
 use crate::log::{error, info};
 use crate::partition::Partition;
-use bulkhead_board::tables::{Access, MAX_PARTITIONS};
+use bulkhead_board::tables::{Access, DeviceId, DmaProtection, MAX_PARTITIONS};
 use bulkhead_virt::bitmap::{IoPermissions, MsrPermissions};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, MemoryType, Slat};
 use core::cell::UnsafeCell;
@@ -48,15 +48,9 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
     }
     let mut io = IoPermissions::new();
     let mut mmio_count = 0;
-    for device in config.devices.iter().map(|d| &crate::config::SYSTEM.board.devices[d.0 as usize]) {
-        if device.pci.is_some() {
-            // A PCI function can master the bus: without DMA remapping it could write any
-            // memory. Legacy port/MMIO devices (no bus mastering) are fine.
-            error!(
-                "partition {=str}: PCI device {=str} needs the IOMMU, which Bulkhead does not drive yet; not assigned",
-                partition.name(),
-                device.name
-            );
+    for &id in config.devices {
+        let device = &crate::config::SYSTEM.board.devices[id.0 as usize];
+        if device.pci.is_some() && !pci_function_allowed(partition, id) {
             return Err(());
         }
         for ports in device.io_ports {
@@ -79,6 +73,31 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
         mmio_count
     );
     Ok((root, io))
+}
+
+/// Whether PCI function `id` may start with its partition: it passed the boot checks
+/// (`devices::pci::init`) and its DMA is confined or explicitly allowed to be unconfined
+/// (`dma = "unprotected"`, warned about at boot). The ECAM window is never mapped: it is
+/// emulated (`devices::pci::EcamRegion`).
+fn pci_function_allowed(partition: &Partition, id: DeviceId) -> bool {
+    let device = &crate::config::SYSTEM.board.devices[id.0 as usize];
+    if !crate::devices::pci::usable(id) {
+        error!(
+            "partition {=str}: PCI device {=str} failed its boot checks (see above); not assigned",
+            partition.name(),
+            device.name
+        );
+        return false;
+    }
+    if partition.config().dma == DmaProtection::Unprotected {
+        return true;
+    }
+    error!(
+        "partition {=str}: PCI device {=str} needs the IOMMU to confine its DMA, or dma = \"unprotected\"; not assigned",
+        partition.name(),
+        device.name
+    );
+    false
 }
 
 /// The MSRs every partition reads or writes without an exit; `exclude` are intercepted

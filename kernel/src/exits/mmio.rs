@@ -55,12 +55,12 @@ pub fn emulate<B: Backend>(
     let size = instruction.size;
     let mask = if size >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(size))) - 1 };
     match instruction.access {
-        Access::Load { register } => {
+        Access::Load { register, zero_extend } => {
             let value = region.read(partition, gpa, size) & mask;
             let Some(slot) = register_slot(backend.registers(), register) else { return unsupported };
-            // A 32-bit load zero-extends into the 64-bit register; 8- and 16-bit loads
-            // (MOVZX excepted, which the decoder reports as 32-bit) keep the upper bits.
-            *slot = if size >= 4 { value } else { (*slot & !mask) | value };
+            // A 32-bit load and MOVZX zero-extend into the 64-bit register; 8- and 16-bit
+            // MOVs keep the upper bits.
+            *slot = if zero_extend { value } else { (*slot & !mask) | value };
         }
         Access::Store { source } => {
             let value = match source {

@@ -1,7 +1,9 @@
-//! Port I/O exits: the virtual 16550 console at COM1, the test verdict port, and every
-//! other port the partition was not given (reads all-ones, writes dropped, both logged at
-//! a limited rate).
+//! Port I/O exits: the virtual 16550 console at COM1, the test verdict port, PCI
+//! configuration mechanism #1 (0xCF8/0xCFC, filtered by `devices::pci` for a partition that
+//! owns a PCI function), and every other port the partition was not given (reads all-ones,
+//! writes dropped, both logged at a limited rate).
 
+use crate::devices::pci;
 use crate::exits::action::Action;
 use crate::log::warn;
 use crate::partition::{Fault, Partition};
@@ -42,6 +44,16 @@ pub fn access(partition: &Partition, regs: &mut GuestRegisters, access: PortAcce
             return Action::Resume { skip: true };
         }
         (REPORT_PORT, true) if partition.gives_verdict() => return Action::Report { pass: value == 0 },
+        // PCI configuration mechanism #1, filtered, for a partition that owns a PCI function
+        // (`devices::pci`); for the others these ports are unassigned like any.
+        (p, write) if (pci::CONFIG_ADDRESS..pci::CONFIG_DATA + 4).contains(&p) && pci::has_functions(partition) => {
+            if let Some(read) = pci::port_access(partition, p, access.size, write.then_some(value as u32)) {
+                if !write {
+                    set_in_result(regs, access.size, u64::from(read));
+                }
+                return Action::Resume { skip: true };
+            }
+        }
         _ => {}
     }
     if let Some(n) = partition.counters.port.hit() {

@@ -84,6 +84,7 @@ impl Partition {
                             previous + 1,
                             max_restarts
                         );
+                        crate::devices::pci::reset_partition(self.config);
                         true
                     }
                     Err(_) => {

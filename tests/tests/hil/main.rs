@@ -20,6 +20,7 @@ mod linux_direct;
 mod linux_msg;
 mod messaging_std;
 mod partitions;
+mod pci;
 mod smp;
 mod sweep;
 mod threads;
