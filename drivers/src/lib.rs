@@ -10,3 +10,4 @@ pub mod lapic;
 pub mod pit;
 pub mod port;
 pub mod uart16550;
+pub mod vtd;
