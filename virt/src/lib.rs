@@ -30,6 +30,7 @@
 //! | [`hyperv_msr`] | which values a partition may write to the Hyper-V synthetic MSRs (reserved bits) |
 //! | [`console_rate`] | the rate limit on a partition's console lines |
 //! | [`xcr0`] | which XCR0 values a partition may set with XSETBV |
+//! | [`vtd_slat`] | VT-d second-level page-table entries: a DMA domain built with the [`slat`] builder |
 //! | [`acpi`] | the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG) describing a partition's virtual platform |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
@@ -67,6 +68,7 @@ pub mod pages;
 pub mod slat;
 pub mod tsc;
 pub mod uart16550;
+pub mod vtd_slat;
 pub mod x2apic;
 pub mod xcr0;
 
