@@ -125,7 +125,9 @@ extern "C" fn _start(args: *const u8) -> ! {
     let sent = edu.dma(source, BUFFER, LENGTH as u64, false, patience);
     let back = sent && edu.dma(BUFFER, destination, LENGTH as u64, true, patience);
     // SAFETY: our own statics, read after the device finished.
-    let same = back && (0..LENGTH).all(|i| unsafe { read_volatile(addr_of!(DESTINATION.0).cast::<u8>().add(i)) } == (i as u8) ^ 0xa5);
+    let same = back
+        && (0..LENGTH)
+            .all(|i| unsafe { read_volatile(addr_of!(DESTINATION.0).cast::<u8>().add(i)) } == (i as u8) ^ 0xa5);
     if same {
         println!("dma: round trip ok ({} bytes via {:#x} and {:#x})", LENGTH, source, destination);
     } else {
@@ -136,7 +138,12 @@ extern "C" fn _start(args: *const u8) -> ! {
     for (what, target) in [("neighbour", neighbour), ("hypervisor", hypervisor)] {
         if let Some(address) = target {
             let done = edu.dma(BUFFER, address, 8, true, patience);
-            println!("dma: write to {} at {:#x} issued ({})", what, address, if done { "device done" } else { "device TIMEOUT" });
+            println!(
+                "dma: write to {} at {:#x} issued ({})",
+                what,
+                address,
+                if done { "device done" } else { "device TIMEOUT" }
+            );
         }
     }
     println!("dma: done");

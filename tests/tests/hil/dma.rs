@@ -45,12 +45,31 @@ fn dma_edu_confined_to_its_partition_by_the_iommu() {
         ))
         .expect(format!("[witness] witness: alive, cycle {CYCLES}, canary intact"))
         .expect("partition witness: reports PASS")
-        .expect("partition dma: iommu: DMA faults 2")
+        .expect("partition dma: iommu: DMA faults 2 (fault event NMIs on its cores 2)")
         .forbid("round trip FAILED")
         .forbid("canary CHANGED")
         .forbid("TIMEOUT")
         .forbid("unexpected NMI")
         .forbid("partition dma: fault")
+        .execute();
+    report.assert_passed();
+}
+
+/// The same board without `-device intel-iommu`: the unit cannot be enabled, so the edu
+/// function is not assigned (its partition does not start) while the witness runs on.
+#[test]
+fn dma_function_refused_when_its_iommu_is_missing() {
+    let report = Run::new(Emulator::QemuBios)
+        .cpus(2)
+        .config(SYSTEM)
+        .qemu_args(["-device", "edu,addr=04.0"])
+        .switch("witness:cycles=1000000")
+        .allow_errors()
+        .expect("iommu dmar0 at 0xfed90000: not enabled: no VT-d unit answers at this address")
+        .expect("partition dma: PCI device edu: no enabled IOMMU confines its DMA")
+        .expect("partition witness: reports PASS")
+        .forbid("[dma] dma:")
+        .forbid("DMA remapping on")
         .execute();
     report.assert_passed();
 }
