@@ -17,22 +17,33 @@ const HYPERVISOR: u64 = 0x20_0000;
 /// Witness cycles: the three DMAs (100 ms of QEMU time each) are over long before.
 const CYCLES: u64 = 600_000_000;
 
-fn dma_run() -> Run {
+fn dma_run(iommu: &str) -> Run {
     Run::new(Emulator::QemuBios)
         .cpus(2)
         .config(SYSTEM)
         // The IOMMU before the PCI devices it translates (docs/devices.md).
-        .qemu_args(["-device", "intel-iommu", "-device", "edu,addr=04.0"])
+        .qemu_args(["-device", iommu, "-device", "edu,addr=04.0"])
         .switch(format!("witness:cycles={CYCLES}"))
         .switch(format!("dma:neighbour={WITNESS_CANARY_HOST:#x}"))
         .switch(format!("dma:hypervisor={HYPERVISOR:#x}"))
 }
 
+/// QEMU's default unit: 39-bit guest addresses, 3-level tables.
 #[test]
 fn dma_edu_confined_to_its_partition_by_the_iommu() {
-    let report = dma_run()
+    confined("intel-iommu", "39-bit (3-level)");
+}
+
+/// `aw-bits=48`: the unit offers 4-level tables, which the kernel then uses.
+#[test]
+fn dma_edu_confined_with_four_level_tables() {
+    confined("intel-iommu,aw-bits=48", "48-bit (4-level)");
+}
+
+fn confined(iommu: &str, tables: &str) {
+    let report = dma_run(iommu)
         .expect("iommu dmar0: 00:04.0 (edu) in the domain of partition dma")
-        .expect("iommu dmar0 at 0xfed90000: DMA remapping on: 39-bit (3-level) tables, 1 function(s) in domains")
+        .expect(format!("iommu dmar0 at 0xfed90000: DMA remapping on: {tables} tables, 1 function(s) in domains"))
         .expect("[witness] witness: canary at 0x102000")
         .expect("[dma] dma: round trip ok (2048 bytes")
         .expect(format!("[dma] dma: write to neighbour at {WITNESS_CANARY_HOST:#x} issued (device done)"))
