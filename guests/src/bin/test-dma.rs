@@ -9,6 +9,10 @@
 //!    partition: its canary) and to `hypervisor=ADDRESS` (the hypervisor image) must not
 //!    land: the hypervisor logs the fault, the neighbour checks its canary.
 //!
+//! With `offset=N` the device addresses of step 1 are guest-physical + N: an unconfined
+//! function (`dma = "unprotected"`) sees host-physical addresses, so the test passes the
+//! host base of the partition's memory.
+//!
 //! The function is `pci=BB:DD.F` (default 00:04.0), reached through ports 0xCF8/0xCFC,
 //! which the test board gives this partition directly (configuration mechanism #1, PCI
 //! Local Bus 3.0 3.2.2.3.2): the payload sets the command register's memory-space and
@@ -101,6 +105,7 @@ extern "C" fn _start(args: *const u8) -> ! {
     let neighbour = arg(args, "neighbour").and_then(parse_u64);
     let hypervisor = arg(args, "hypervisor").and_then(parse_u64);
     // Generous: QEMU's edu finishes a DMA 100 ms (virtual time) after the command.
+    let offset = arg(args, "offset").and_then(parse_u64).unwrap_or(0);
     let patience = arg(args, "patience").and_then(parse_u64).unwrap_or(40_000_000_000);
 
     let id = config_read(bdf, 0);
@@ -122,8 +127,8 @@ extern "C" fn _start(args: *const u8) -> ! {
         // SAFETY: our own statics; volatile so the device sees the bytes.
         unsafe { write_volatile((source as *mut u8).add(i), (i as u8) ^ 0xa5) };
     }
-    let sent = edu.dma(source, BUFFER, LENGTH as u64, false, patience);
-    let back = sent && edu.dma(BUFFER, destination, LENGTH as u64, true, patience);
+    let sent = edu.dma(source + offset, BUFFER, LENGTH as u64, false, patience);
+    let back = sent && edu.dma(BUFFER, destination + offset, LENGTH as u64, true, patience);
     // SAFETY: our own statics, read after the device finished.
     let same = back
         && (0..LENGTH)

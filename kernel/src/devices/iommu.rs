@@ -214,16 +214,18 @@ pub fn init() {
     warn_unprotected();
 }
 
-/// One boot warning per partition whose PCI functions are not confined (`dma =
-/// "unprotected"`): their DMA can reach any memory.
+/// One boot warning per partition with `dma = "unprotected"` whose PCI functions no
+/// enabled IOMMU confines: their DMA can reach any memory. (A function in an enabled
+/// unit's scope is in its owner's domain whatever the partition says.)
 fn warn_unprotected() {
     let system = &crate::config::SYSTEM;
     for p in system.partitions.iter().filter(|p| p.dma == DmaProtection::Unprotected) {
-        let functions = p.devices.iter().filter(|d| system.board.devices[d.0 as usize].pci.is_some()).count();
-        if functions > 0 {
+        let functions = p.devices.iter().filter(|&&d| system.board.devices[d.0 as usize].pci.is_some());
+        let unconfined = functions.filter(|&&d| !confines(d)).count();
+        if unconfined > 0 {
             warn!(
-                "partition {=str}: dma = \"unprotected\": its {=usize} PCI function(s) can read and write all memory",
-                p.name, functions
+                "partition {=str}: dma = \"unprotected\": {=usize} PCI function(s) not confined by an IOMMU; their DMA can read and write all memory, the hypervisor's included",
+                p.name, unconfined
             );
         }
     }

@@ -60,6 +60,7 @@ fn confined(iommu: &str, tables: &str) {
         .forbid("round trip FAILED")
         .forbid("canary CHANGED")
         .forbid("TIMEOUT")
+        .expect("partition dma: nmis: stop signals 0, unexpected 0")
         .forbid("unexpected NMI")
         .forbid("partition dma: fault")
         .execute();
@@ -83,4 +84,27 @@ fn dma_function_refused_when_its_iommu_is_missing() {
         .forbid("DMA remapping on")
         .execute();
     report.assert_passed();
+}
+
+/// `dma = "unprotected"` without the IOMMU: the function is assigned unconfined, its DMA
+/// works with host-physical addresses (the partition's memory starts at host 0x1000000),
+/// and the boot log warns once for the partition.
+#[test]
+fn dma_unprotected_function_assigned_with_a_warning() {
+    let report = Run::new(Emulator::QemuBios)
+        .cpus(2)
+        .config("tests/configs/qemu-dma-unprotected.toml")
+        .qemu_args(["-device", "edu,addr=04.0"])
+        .switch(format!("witness:cycles={CYCLES}"))
+        .switch("dma:offset=0x1000000")
+        .allow_errors()
+        .expect("iommu dmar0 at 0xfed90000: not enabled")
+        .expect("partition dma: dma = \"unprotected\": 1 PCI function(s) not confined by an IOMMU")
+        .expect("[dma] dma: round trip ok (2048 bytes")
+        .expect("partition witness: reports PASS")
+        .forbid("no enabled IOMMU confines")
+        .execute();
+    report.assert_passed();
+    let warnings = report.lines.iter().filter(|l| l.to_string().contains("dma = \"unprotected\"")).count();
+    assert_eq!(warnings, 1, "one warning for the partition:\n{}", report.diagnostic());
 }
