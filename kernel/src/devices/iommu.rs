@@ -97,7 +97,6 @@ pub fn confines(device: DeviceId) -> bool {
 }
 
 /// Why a unit could not be enabled (logged; its functions are then refused).
-#[derive(Debug)]
 enum Refusal {
     NoUnit,
     AddressWidth,
@@ -143,6 +142,9 @@ fn domain(pool: &mut Pool, partition: PartitionId, large: u8) -> Result<(u64, Op
     if pool.domain_count == MAX_DOMAINS {
         return Err(Refusal::TooManyTables);
     }
+    // A domain maps part of what the partition's EPT/NPT maps (no device MMIO) with the
+    // same builder, so it fits in the tables validation sized for those, unless the unit
+    // lacks 2 MiB pages (then the build here fails and says so).
     let per = bulkhead_board::tables::SLAT_TABLES_PER_PARTITION;
     let start = MAX_UNITS + CONTEXT_TABLES + pool.domain_count * per;
     let slice = &mut tables()[start..start + per];
