@@ -11,3 +11,4 @@ pub mod pci;
 pub mod pit;
 pub mod port;
 pub mod uart16550;
+pub mod vtd;

@@ -152,6 +152,8 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         if cpu.caps.x2apic { "" } else { " (partitions' x2APIC emulated on the xAPIC)" }
     );
     BACKEND.store(backend as u8, core::sync::atomic::Ordering::Relaxed);
+    // DMA remapping on before any partition (and so any assigned function) runs.
+    devices::iommu::init();
     smp::release_aps();
     core_main()
 }

@@ -34,6 +34,19 @@ pub fn log_exit_counts() {
         }
         let (signals, unexpected) = crate::partition::nmi::counts(p);
         info!("partition {=str}: nmis: stop signals {=u32}, unexpected {=u32}", p.name(), signals, unexpected);
+        if crate::devices::iommu::any_enabled() {
+            let (events, faults) =
+                (crate::partition::nmi::dma_fault_events(p), crate::partition::counters::dma_faults(p.config().id));
+            info!(
+                "partition {=str}: iommu: DMA faults {=u32} (fault event NMIs on its cores {=u32})",
+                p.name(),
+                faults,
+                events
+            );
+        }
+    }
+    if crate::devices::iommu::any_enabled() && crate::devices::iommu::unowned_faults() > 0 {
+        info!("iommu: DMA faults of functions no partition owns: {=u32}", crate::devices::iommu::unowned_faults());
     }
 }
 
@@ -173,7 +186,13 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
             if attention & Attention::STOP != 0 {
                 return Stop::Signalled(nmi_rip);
             }
-            return Stop::Init;
+            if attention & Attention::INIT != 0 {
+                return Stop::Init;
+            }
+            // Only an IOMMU fault event taken in the hypervisor: drain, then enter.
+            if cpu.take_dma_fault_drain() {
+                crate::devices::iommu::drain();
+            }
         }
         let exit = backend.enter_guest();
         nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
@@ -188,6 +207,8 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
             Action::InjectUd => backend.inject_exception(6, None),
             Action::Report { pass } => {
                 info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
+                // DMA faults recorded since the last fault event are reported before the counts.
+                crate::devices::iommu::drain();
                 log_exit_counts();
                 if pass {
                     crate::run_end::succeed()

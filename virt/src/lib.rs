@@ -31,6 +31,7 @@
 //! | [`console_rate`] | the rate limit on a partition's console lines |
 //! | [`xcr0`] | which XCR0 values a partition may set with XSETBV |
 //! | [`pci_config`] | a partition's view of the configuration space of a PCI function it owns: BARs, command, capabilities, MSI checked and retargeted |
+//! | [`vtd_slat`] | VT-d second-level page-table entries: a DMA domain built with the [`slat`] builder |
 //! | [`acpi`] | the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG) describing a partition's virtual platform |
 //!
 //! No function in this crate panics on any input; the parsers have randomized tests that
@@ -69,6 +70,7 @@ pub mod pci_config;
 pub mod slat;
 pub mod tsc;
 pub mod uart16550;
+pub mod vtd_slat;
 pub mod x2apic;
 pub mod xcr0;
 

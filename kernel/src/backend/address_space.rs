@@ -14,29 +14,33 @@ fn attributes(access: Access, memory_type: MemoryType) -> Attributes {
     Attributes { read: access.read, write: access.write, execute: access.execute, memory_type }
 }
 
-/// Maps the partition's memory, the shared regions it takes part in and its devices' MMIO
-/// into `tables`; returns the root and the I/O ports its devices own.
-pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> Result<(u64, IoPermissions), ()> {
-    let mut pool = ArrayPool::new(tables);
-    let mut slat = Slat::<E>::new(&mut pool).map_err(|_| ())?;
+/// Maps the partition's memory regions and the shared regions it takes part in, with their
+/// access rights: its RAM view, which its EPT/NPT and its DMA domain (`devices/iommu.rs`)
+/// both start from. Large pages only where the region asks for them and `large` allows.
+pub fn map_memory<E: Encoding>(
+    partition: &Partition,
+    slat: &mut Slat<E>,
+    pool: &mut ArrayPool,
+    large: bool,
+) -> Result<(), ()> {
     let config = partition.config();
     let report =
-        |e| error!("partition {=str}: second-level tables: {}", partition.name(), crate::log::Debug2Format(&e));
+        |e| error!("partition {=str}: {=str} tables: {}", partition.name(), E::NAME, crate::log::Debug2Format(&e));
     for region in config.memory {
         slat.map(
-            &mut pool,
+            pool,
             region.guest_base,
             region.host_base,
             region.size,
             attributes(region.access, MemoryType::WriteBack),
-            region.large_pages,
+            region.large_pages && large,
         )
         .map_err(report)?;
     }
     for shared in crate::config::SYSTEM.shared_memory {
         for sharer in shared.sharers.iter().filter(|s| s.partition == config.id) {
             slat.map(
-                &mut pool,
+                pool,
                 sharer.guest_base,
                 shared.host.base,
                 shared.host.size,
@@ -46,6 +50,18 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
             .map_err(report)?;
         }
     }
+    Ok(())
+}
+
+/// Maps the partition's memory, the shared regions it takes part in and its devices' MMIO
+/// into `tables`; returns the root and the I/O ports its devices own.
+pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> Result<(u64, IoPermissions), ()> {
+    let mut pool = ArrayPool::new(tables);
+    let mut slat = Slat::<E>::new(&mut pool).map_err(|_| ())?;
+    let config = partition.config();
+    let report =
+        |e| error!("partition {=str}: second-level tables: {}", partition.name(), crate::log::Debug2Format(&e));
+    map_memory(partition, &mut slat, &mut pool, true)?;
     let mut io = IoPermissions::new();
     let mut mmio_count = 0;
     for &id in config.devices {
@@ -89,11 +105,14 @@ fn pci_function_allowed(partition: &Partition, id: DeviceId) -> bool {
         );
         return false;
     }
-    if partition.config().dma == DmaProtection::Unprotected {
+    // A PCI function can master the bus: it is assigned only when an enabled IOMMU
+    // confines its DMA to this partition's memory, or the system file says
+    // `dma = "unprotected"` (warned at boot).
+    if crate::devices::iommu::confines(id) || partition.config().dma == DmaProtection::Unprotected {
         return true;
     }
     error!(
-        "partition {=str}: PCI device {=str} needs the IOMMU to confine its DMA, or dma = \"unprotected\"; not assigned",
+        "partition {=str}: PCI device {=str}: no enabled IOMMU confines its DMA (see the iommu lines above); not assigned",
         partition.name(),
         device.name
     );

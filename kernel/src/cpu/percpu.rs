@@ -96,6 +96,9 @@ impl Attention {
     pub const STOP: u32 = 1 << 0;
     /// The partition sent it an INIT: reset and wait for a start-up IPI.
     pub const INIT: u32 = 1 << 1;
+    /// An IOMMU's fault event (an NMI) arrived while the core was in the hypervisor: drain
+    /// the fault records (`devices/iommu.rs`) and go on running the guest.
+    pub const DMA_FAULT: u32 = 1 << 2;
 }
 
 /// State of one CPU. `index` must stay the first field: `current_index` reads `gs:[0]`.
@@ -167,6 +170,17 @@ impl PerCpu {
     #[inline]
     pub fn attention(&self) -> u32 {
         self.attention.load(Ordering::Acquire)
+    }
+
+    /// An IOMMU fault event reached this core in the hypervisor (`partition/nmi.rs`):
+    /// lock-free, the NMI handler calls it.
+    pub fn request_dma_fault_drain(&self) {
+        self.attention.fetch_or(Attention::DMA_FAULT, Ordering::AcqRel);
+    }
+
+    /// Takes a pending [`Attention::DMA_FAULT`]: true when there was one.
+    pub fn take_dma_fault_drain(&self) -> bool {
+        self.attention.fetch_and(!Attention::DMA_FAULT, Ordering::AcqRel) & Attention::DMA_FAULT != 0
     }
 
     /// The vCPU's partition is being stopped (`partition/containment.rs`): it must not

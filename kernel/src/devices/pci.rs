@@ -161,7 +161,6 @@ fn check(device: &tables::Device, hw: &mut Function) -> Result<(), ()> {
 /// Checks every assigned PCI function and makes its partition's view (see the module
 /// documentation). Runs once on the boot CPU before any partition starts.
 pub fn init() {
-    let mut unprotected_warned = false;
     for (index, device) in board().devices.iter().enumerate() {
         let (Some(address), Some(owner)) = (device.pci, device.owner) else { continue };
         let mut hw = Function(bdf_of(address));
@@ -175,12 +174,6 @@ pub fn init() {
             continue;
         }
         let partition = &crate::config::SYSTEM.partitions[usize::from(owner.0)];
-        if partition.dma == tables::DmaProtection::Unprotected && !unprotected_warned {
-            warn!(
-                "pci: DMA of assigned PCI functions is unconfined (dma = \"unprotected\"): they can write any memory"
-            );
-            unprotected_warned = true;
-        }
         let view = make_view(device, owner, &mut hw);
         info!(
             "pci: {=str} ({=u8:02x}:{=u8:02x}.{=u8}, {=u32:#010x}) assigned to {=str}; decoding and bus mastering off until it enables them",

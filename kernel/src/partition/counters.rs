@@ -18,6 +18,11 @@ impl RateLimit {
         let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
         (n <= 8 || n.is_power_of_two()).then_some(n)
     }
+
+    /// Events counted so far.
+    pub fn count(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Event counters used for rate-limited logging.
@@ -54,4 +59,20 @@ impl ExitCounts {
         };
         kind.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// DMA faults the IOMMU recorded for each partition's functions (`devices/iommu.rs`), and
+/// the rate limit of their log lines; the end-of-run report prints the counts.
+static DMA_FAULTS: [RateLimit; bulkhead_board::tables::MAX_PARTITIONS] =
+    [const { RateLimit::new() }; bulkhead_board::tables::MAX_PARTITIONS];
+
+/// Counts one DMA fault of `partition`'s function; returns the count when it should be
+/// logged.
+pub fn dma_fault(partition: bulkhead_board::tables::PartitionId) -> Option<u32> {
+    DMA_FAULTS[partition.0 as usize].hit()
+}
+
+/// `partition`'s DMA faults so far.
+pub fn dma_faults(partition: bulkhead_board::tables::PartitionId) -> u32 {
+    DMA_FAULTS[partition.0 as usize].count()
 }

@@ -12,6 +12,14 @@
 //! one is counted here, per partition and per CPU; unexpected ones are logged at a
 //! limited rate (from the vCPU loop: the NMI handler itself must not take the log's lock)
 //! and all appear in the end-of-run exit counts.
+//!
+//! A third kind is neither: an IOMMU's fault event, which `devices/iommu.rs` sends as an
+//! NMI to a core running a partition. Before an NMI is called unexpected, the IOMMU is
+//! asked whether a fault is pending for this core ([`crate::devices::iommu::nmi_is_fault_event`]);
+//! if so it is counted as a fault event and the records are drained at this exit, or,
+//! taken in the hypervisor, before the next guest entry (`Attention::DMA_FAULT`). An event
+//! whose records another CPU already drained (the end of the run) can still count as
+//! unexpected; the DMA fault counts themselves are exact.
 
 use crate::cpu::percpu::MAX_CPUS;
 use crate::log::warn;
@@ -24,6 +32,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 /// hypervisor together.
 static SIGNALS: [AtomicU32; MAX_PARTITIONS] = [const { AtomicU32::new(0) }; MAX_PARTITIONS];
 static UNEXPECTED: [AtomicU32; MAX_PARTITIONS] = [const { AtomicU32::new(0) }; MAX_PARTITIONS];
+/// IOMMU fault events (NMIs) taken on the partition's cores.
+static DMA_FAULT_EVENTS: [AtomicU32; MAX_PARTITIONS] = [const { AtomicU32::new(0) }; MAX_PARTITIONS];
 static LOG_LIMIT: [RateLimit; MAX_PARTITIONS] = [const { RateLimit::new() }; MAX_PARTITIONS];
 /// Unexpected NMIs taken by the host handler on each CPU, and how many of them the CPU's
 /// vCPU loop has logged.
@@ -59,6 +69,10 @@ pub fn taken_in_hypervisor() {
         Some(p) if is_signal(index, p) => {
             SIGNALS[slot(p)].fetch_add(1, Ordering::Relaxed);
         }
+        Some(p) if crate::devices::iommu::nmi_is_fault_event(cpu.apic_id()) => {
+            DMA_FAULT_EVENTS[slot(p)].fetch_add(1, Ordering::Relaxed);
+            cpu.request_dma_fault_drain();
+        }
         _ => {
             if let Some(p) = partition {
                 UNEXPECTED[slot(p)].fetch_add(1, Ordering::Relaxed);
@@ -83,6 +97,11 @@ pub fn drain(take: impl FnOnce()) {
 pub fn exit(partition: &Partition, rip: impl FnOnce() -> u64) {
     if is_signal(crate::cpu::percpu::current_index() as usize, partition) {
         SIGNALS[slot(partition)].fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if crate::devices::iommu::nmi_is_fault_event(crate::cpu::percpu::current().apic_id()) {
+        DMA_FAULT_EVENTS[slot(partition)].fetch_add(1, Ordering::Relaxed);
+        crate::devices::iommu::drain();
         return;
     }
     UNEXPECTED[slot(partition)].fetch_add(1, Ordering::Relaxed);
@@ -125,6 +144,11 @@ fn report_on_this_cpu(partition: &Partition) {
             n
         );
     }
+}
+
+/// IOMMU fault events taken on `partition`'s cores, for the end-of-run report.
+pub fn dma_fault_events(partition: &Partition) -> u32 {
+    DMA_FAULT_EVENTS[slot(partition)].load(Ordering::Relaxed)
 }
 
 /// `partition`'s NMI counts for the end-of-run report: (stop signals, unexpected).

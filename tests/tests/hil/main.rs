@@ -8,6 +8,7 @@ mod boot_info;
 mod config;
 mod console;
 mod cpu;
+mod dma;
 mod flood;
 mod harness;
 mod hyperv;

@@ -15,7 +15,7 @@ fn edu(system: &str) -> Run {
         .cpus(3)
         .config(system)
         .qemu_args(["-device", "edu,addr=0x4"])
-        .expect("DMA of assigned PCI functions is unconfined")
+        .expect("dma = \"unprotected\": 1 PCI function(s) not confined by an IOMMU")
         .expect("pci: edu (00:04.0, 0x11e81234) assigned to owner")
         .expect("[owner] pci: cf8 scan: 00:04.0 id 0x11e81234")
         .expect("[owner] pci: cf8 scan: 1 function(s)")
