@@ -56,6 +56,9 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
         Exit::NestedPageFault { gpa, access } if xapic_page::contains(gpa) => {
             xapic_page::access(partition, backend, gpa, access)
         }
+        Exit::NestedPageFault { gpa, access } if crate::devices::ioapic::contains(partition, gpa) => {
+            crate::devices::ioapic::access(partition, backend, gpa, access)
+        }
         Exit::NestedPageFault { gpa, access } => {
             Action::Fault(Fault::MemoryAccess { gpa, write: access.write, execute: access.execute })
         }
