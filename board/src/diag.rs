@@ -166,7 +166,7 @@ rules! {
         "a fixed host placement overlaps [hypervisor] reserved_memory",
         "place the region outside the hypervisor's reserved memory, or leave out `host_base`";
     MEMORY_OVERLAP_GUEST = "memory-overlap-guest":
-        "two regions of one partition overlap in guest-physical space, or an assigned device's MMIO overlaps the partition's memory or shared regions",
+        "two regions of one partition overlap in guest-physical space, an assigned device's MMIO overlaps the partition's memory or shared regions, or they cover the register page of an IOAPIC on which the partition owns a GSI",
         "give the regions disjoint `guest_base` ranges";
     MEMORY_OUTSIDE_RAM = "memory-outside-ram":
         "a fixed host placement is not entirely inside the board's RAM ranges",

@@ -283,6 +283,23 @@ pub(crate) fn validate(
                 }
             }
         }
+        // The register page of each IOAPIC the partition has pins on is its virtual IOAPIC
+        // (emulated, never mapped): its memory must leave the page free.
+        if let Some(board) = board_ref {
+            for (name, page) in ioapic_windows(board, p) {
+                for r in p.memory.iter().filter(|r| r.guest.range.overlaps_checked(&page)) {
+                    sink.error(
+                        r.guest.base_at,
+                        rule::MEMORY_OVERLAP_GUEST,
+                        format!(
+                            "guest range {} of partition `{pname}` covers the register page {} of IOAPIC `{name}`, where the partition, which owns GSIs there, sees its virtual IOAPIC",
+                            show_range(&r.guest.range),
+                            show_range(&page)
+                        ),
+                    );
+                }
+            }
+        }
         // Payload files.
         if let Some(pl) = &p.payload {
             let mut image = None;
@@ -557,6 +574,21 @@ pub(crate) fn validate(
                         "shared memory `{sname}` at guest {} overlaps memory {} of partition `{}`",
                         show_range(&guest),
                         show_range(&own.guest.range),
+                        sh.partition.v
+                    ),
+                );
+            }
+            let ioapic = board_ref
+                .zip(raw.partitions.get(usize::from(pid.0)))
+                .and_then(|(b, p)| ioapic_windows(b, p).into_iter().find(|(_, page)| page.overlaps_checked(&guest)));
+            if let Some((name, page)) = ioapic {
+                sink.error(
+                    sh.guest_base.at,
+                    rule::MEMORY_OVERLAP_GUEST,
+                    format!(
+                        "shared memory `{sname}` at guest {} covers the register page {} of IOAPIC `{name}` in partition `{}`, which owns GSIs there and sees its virtual IOAPIC there",
+                        show_range(&guest),
+                        show_range(&page),
                         sh.partition.v
                     ),
                 );
@@ -1035,6 +1067,24 @@ pub(crate) fn parse_bdf(text: &str) -> Option<crate::tables::PciAddress> {
         function: u8::try_from(u32::from_str_radix(function, 8).ok().filter(|&f| f <= 7 && function.len() == 1)?)
             .ok()?,
     })
+}
+
+/// The register pages (4 KiB at `base`) of the IOAPICs on which partition `p`'s devices
+/// have GSIs: the partition sees its virtual IOAPIC there (docs/devices.md, "Interrupts").
+fn ioapic_windows(board: &Board, p: &crate::system::RawPartition) -> Vec<(String, PhysRange)> {
+    let gsis: Vec<u32> = p
+        .devices
+        .iter()
+        .filter_map(|d| find_device(board, &d.v).and_then(|i| board.devices.get(i)))
+        .flat_map(|d| d.interrupts.iter())
+        .filter_map(|i| if let Interrupt::Line(g) = i { Some(*g) } else { None })
+        .collect();
+    board
+        .ioapics
+        .iter()
+        .filter(|a| gsis.iter().any(|&g| g >= a.gsi_base && u64::from(g - a.gsi_base) < u64::from(a.pins)))
+        .map(|a| (a.name.clone(), PhysRange { base: a.base, size: 0x1000 }))
+        .collect()
 }
 
 /// Vectors a vCPU can receive from a device: 0x20-0xFE (0-0x1F are exceptions, and an

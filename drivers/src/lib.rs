@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod cpu_features;
+pub mod ioapic;
 pub mod lapic;
 pub mod pci;
 pub mod pit;

@@ -84,6 +84,8 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         bulkhead_drivers::port::outb(0x21, 0xff);
         bulkhead_drivers::port::outb(0xa1, 0xff);
     }
+    // The IOAPICs likewise: every pin masked until its owner programs it.
+    devices::ioapic::init();
 
     cpu::apic::set_x2apic(cpu.caps.x2apic);
     // SAFETY: the BSP enables its own APIC once; the xAPIC page is identity-mapped.

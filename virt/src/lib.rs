@@ -23,6 +23,7 @@
 //! | [`bitmap`] | I/O and MSR intercept bitmaps for VMX and SVM, from "what the guest may access" |
 //! | [`msr_map`] | the MSRs a partition reads or writes without an exit |
 //! | [`apic_base`] | IA32_APIC_BASE of a partition's local APIC: its mode state machine |
+//! | [`ioapic`] | a partition's view of an IOAPIC: its own pins' redirection entries checked and retargeted, other pins masked |
 //! | [`mmio_decode`] | decoding the MOV that touched an emulated MMIO page (the xAPIC page) |
 //! | [`x2apic`] | the x2APIC register map: which registers exist, may be read or written, and with which bits |
 //! | [`hyperv_clock`] | the partition reference time as the reference TSC page expresses it (with a vCPU's TSC offset), measured frequencies |
@@ -57,6 +58,7 @@ pub mod guest_state;
 pub mod guest_walk;
 pub mod hyperv_clock;
 pub mod hyperv_msr;
+pub mod ioapic;
 pub mod ipi;
 pub mod memory;
 pub mod misc_enable;

@@ -53,6 +53,14 @@ const BENCH_CASES: &[BenchCase] = &[
         unit: "exits/1000 ticks",
         target_max: |b| b.emulator.has_x2apic().then_some(0),
     },
+    // A device's line interrupt (COM2, GSI 3, through the IOAPIC) delivered to its owner
+    // (guests/src/bin/test-irq.rs `case=bench`): zero where the x2APIC passes through.
+    BenchCase {
+        name: "device-interrupt-exits",
+        key: "device_interrupt_exits_per_thousand",
+        unit: "exits/1000 irqs",
+        target_max: |b| b.emulator.has_x2apic().then_some(0),
+    },
     // Hyper-V messaging (guests/src/bin/bench-messaging.rs).
     BenchCase {
         name: "hv-signal-event",
@@ -145,12 +153,17 @@ pub fn bench(json: bool, unikernel_only: bool) -> Result<ExitCode> {
         Some((
             build_for(&root().join("tests/configs/bochs-bench.toml"))?,
             build_for(&root().join("tests/configs/bochs-bench-messaging.toml"))?,
+            build_for(&root().join("tests/configs/bochs-bench-irq.toml"))?,
         ))
     };
     let mut results = Vec::new();
     for backend in BENCH_BACKENDS {
         let mut values = match &others {
-            Some((image, messaging)) => bench_backend(backend, image, messaging)?,
+            Some((image, messaging, irq)) => {
+                let mut values = bench_backend(backend, image, messaging)?;
+                values.extend(bench_device_interrupts(backend, irq)?);
+                values
+            }
             None => Vec::new(),
         };
         // The unikernel cases: apps/bench measures them all in one run.
@@ -211,6 +224,17 @@ fn bench_run(
     case: &str,
     partitions: &[&str],
 ) -> Result<Vec<(String, u64)>> {
+    bench_run_on(backend, image, case, partitions, &[])
+}
+
+/// [`bench_run`] with extra bochsrc lines (devices the run needs).
+fn bench_run_on(
+    backend: &BenchBackend,
+    image: &kernel::KernelImage,
+    case: &str,
+    partitions: &[&str],
+    bochs_lines: &[&str],
+) -> Result<Vec<(String, u64)>> {
     let mut run = Run::new(backend.emulator)
         .name(format!("xtask-bench-{}-{case}", backend.prefix))
         .cpus(2)
@@ -218,6 +242,9 @@ fn bench_run(
         .kernel(image.clone());
     for partition in partitions {
         run = run.switch(format!("{partition}:case={case}"));
+    }
+    for line in bochs_lines {
+        run = run.bochs_line(*line);
     }
     eprintln!("bench: {} case `{case}` on {} ...", backend.prefix, backend.emulator);
     let report = run.try_execute()?;
@@ -244,6 +271,30 @@ fn bench_run(
         }
     }
     Ok(values)
+}
+
+/// The device-interrupt case: the bench partition owns COM2 (GSI 3) and takes 1000 of its
+/// interrupts (loopback receive, edge-triggered), or none with the same set-up
+/// (`bench-setup`); the difference of the two runs' exits (other than console output) per
+/// 1000 interrupts. Bochs repeats a run exactly, so the set-up's exits cancel.
+fn bench_device_interrupts(backend: &BenchBackend, image: &kernel::KernelImage) -> Result<Vec<(String, u64)>> {
+    const COM2: &str = "com2: enabled=1, mode=file, dev=com2.out";
+    let taken = bench_run_on(backend, image, "bench", &["bench"], &[COM2])?;
+    let setup = bench_run_on(backend, image, "bench-setup", &["bench"], &[COM2])?;
+    match (
+        value(&taken, "device_interrupts"),
+        value(&taken, "non_console_exits_bench"),
+        value(&setup, "non_console_exits_bench"),
+    ) {
+        (Some(interrupts), Some(all), Some(setup)) if interrupts > 0 => Ok(vec![
+            ("device_interrupt_exits_per_thousand".into(), all.saturating_sub(setup) * 1000 / interrupts),
+            ("device_interrupts".into(), interrupts),
+        ]),
+        _ => bail!(
+            "the {} device-interrupt case printed no interrupt or exit count: {taken:?}, set-up alone: {setup:?}",
+            backend.prefix
+        ),
+    }
 }
 
 fn value(values: &[(String, u64)], key: &str) -> Option<u64> {

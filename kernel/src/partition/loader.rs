@@ -79,6 +79,7 @@ impl Partition {
         };
         let image = module_bytes(module);
         self.uart_reset();
+        crate::devices::ioapic::reset_partition(self);
         let mut memory = self.memory();
         for region in self.config.memory {
             if memory.fill(region.guest_base, region.size, 0).is_err() {

@@ -13,6 +13,7 @@ mod flood;
 mod harness;
 mod hyperv;
 mod image;
+mod interrupts;
 mod isolation;
 mod linux;
 mod linux_bochs;
