@@ -3,9 +3,9 @@
 //! ports it owns and the MSRs it may touch without an exit. The backends only lay these out
 //! in their own formats (VMX bitmaps, SVM permission maps).
 
-use crate::log::{error, info};
+use crate::log::{error, info, warn};
 use crate::partition::Partition;
-use bulkhead_board::tables::{Access, MAX_PARTITIONS};
+use bulkhead_board::tables::{Access, DmaProtection, MAX_PARTITIONS};
 use bulkhead_virt::bitmap::{IoPermissions, MsrPermissions};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, MemoryType, Slat};
 use core::cell::UnsafeCell;
@@ -51,13 +51,21 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
     for device in config.devices.iter().map(|d| &crate::config::SYSTEM.board.devices[d.0 as usize]) {
         if device.pci.is_some() {
             // A PCI function can master the bus: without DMA remapping it could write any
-            // memory. Legacy port/MMIO devices (no bus mastering) are fine.
-            error!(
-                "partition {=str}: PCI device {=str} needs the IOMMU, which Bulkhead does not drive yet; not assigned",
+            // memory. Until the IOMMU confines it, only a partition whose system file says
+            // `dma = "unprotected"` gets one, with a warning at every start.
+            if config.dma != DmaProtection::Unprotected {
+                error!(
+                    "partition {=str}: PCI device {=str} needs the IOMMU, which Bulkhead does not drive yet; not assigned",
+                    partition.name(),
+                    device.name
+                );
+                return Err(());
+            }
+            warn!(
+                "partition {=str}: PCI device {=str} assigned with dma = \"unprotected\": its DMA reaches all memory",
                 partition.name(),
                 device.name
             );
-            return Err(());
         }
         for ports in device.io_ports {
             io.allow(ports.base, ports.count).map_err(|_| ())?;
