@@ -18,6 +18,7 @@ mod linux_bochs;
 mod linux_console;
 mod linux_direct;
 mod linux_msg;
+mod linux_nic;
 mod messaging_std;
 mod partitions;
 mod smp;
