@@ -113,8 +113,8 @@ impl Partition {
         // Its Hyper-V connections, in a BHCN table, for the messaging driver
         // (docs/linux.md, "Messaging with the real-time partition").
         let connections = self.connections();
-        // The board's ECAM window in an MCFG when the partition owns PCI functions, so that
-        // Linux finds its configuration space (docs/linux.md, "Assigned PCI functions").
+        // Part of the board's ECAM window in an MCFG when the partition owns PCI functions,
+        // so Linux finds them (docs/linux.md, "Assigned PCI functions").
         let ecam = self.pci_ecam();
         let pci_segments = ecam.map(|(segment, _)| [segment]);
         let platform = PartitionPlatform {
