@@ -191,24 +191,17 @@ impl Partition {
         })
     }
 
-    /// The part of the board's ECAM window the partition needs, as an MCFG allocation, and
-    /// the guest-physical range it covers (1 MiB a bus, PCI Express Base 6.0 7.2.2), when
-    /// the partition owns a PCI function and the board has a window; `None` otherwise.
-    ///
-    /// The allocation covers buses 0 to the last bus of the partition's functions, and at
-    /// least bus 1: Linux without an ACPI PCI host bridge in the DSDT finds bus 0 through
-    /// its peer-bus scan (`pcibios_fixup_peer_bridges`), which reads the vendor ID at every
-    /// eighth function of buses 0 to the MCFG's last bus (`pcibios_last_bus`), and does
-    /// nothing when that is bus 0. A wider allocation would only cost the partition that
-    /// many more configuration reads (32 a bus) at boot.
+    /// The part of the board's ECAM window the partition needs, as an MCFG allocation
+    /// (`PciSegment::for_functions`: buses 0 to its last function's bus, at least 1), and
+    /// the guest-physical range it decodes; `None` when the partition owns no PCI function
+    /// or the board has no window.
     fn pci_ecam(&self) -> Option<(PciSegment, Range)> {
         let board = &SYSTEM.board;
         let ecam = board.pci_ecam?;
         let functions = || self.config.devices.iter().filter_map(|d| board.devices.get(d.0 as usize)?.pci);
-        let segment = functions().map(|f| f.segment).next()?;
-        let last_board_bus = u8::try_from(ecam.buses.checked_sub(1)?).unwrap_or(u8::MAX);
-        let end_bus = functions().map(|f| f.bus).max().unwrap_or(0).max(1).min(last_board_bus);
-        let segment = PciSegment { ecam_base: ecam.base, segment, start_bus: 0, end_bus };
-        Some((segment, Range { base: ecam.base, size: (u64::from(end_bus) + 1) << 20 }))
+        let segment = functions().next()?.segment;
+        let allocation = PciSegment::for_functions(ecam.base, ecam.buses, segment, functions().map(|f| f.bus))?;
+        let (base, size) = allocation.window();
+        Some((allocation, Range { base, size }))
     }
 }
