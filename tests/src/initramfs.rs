@@ -69,6 +69,30 @@ pub fn init_shell() -> String {
     )
 }
 
+/// Where [`Initramfs::modules`] puts module `name` of kernel `release` (no leading `/`).
+pub fn module_path(release: &str, name: &str) -> String {
+    format!("lib/modules/{release}/{name}.ko")
+}
+
+/// Shell lines that load `modules` (names, in load order) from where
+/// [`Initramfs::modules`] put them, each `insmod` reported into the kernel log with its exit
+/// status (`bulkhead-initramfs: insmod NAME: exit N`); a failure sets `fail=1`. busybox's
+/// `insmod` loads one file without resolving dependencies, hence the order.
+pub fn insmod_lines(release: &str, modules: &[String]) -> String {
+    modules
+        .iter()
+        .map(|name| {
+            format!(
+                "insmod /{path}; rc=$?
+                 echo \"bulkhead-initramfs: insmod {name}: exit $rc\" > /dev/kmsg
+                 [ $rc = 0 ] || fail=1
+",
+                path = module_path(release, name)
+            )
+        })
+        .collect()
+}
+
 /// What one archive entry is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -167,6 +191,16 @@ impl Initramfs {
     pub fn files<'a>(mut self, files: impl IntoIterator<Item = (&'a str, Vec<u8>, u32)>) -> Self {
         for (path, bytes, mode) in files {
             self = self.file(path, bytes, mode);
+        }
+        self
+    }
+
+    /// Adds kernel modules of kernel `release`, given as (module name, `.ko` bytes) in load
+    /// order ([`crate::linux_assets::LinuxAssets::modules`]), as
+    /// `/lib/modules/RELEASE/NAME.ko` ([`module_path`]); [`insmod_lines`] loads them.
+    pub fn modules(mut self, release: &str, modules: &[(String, Vec<u8>)]) -> Self {
+        for (name, bytes) in modules {
+            self = self.file(&module_path(release, name), bytes.clone(), 0o644);
         }
         self
     }
@@ -363,6 +397,23 @@ mod tests {
         assert_eq!(get("sbin").st_mode, 0o040755, "a missing parent folder is made");
         assert_eq!(get("sbin/insmod").data, b"../bin/busybox");
         assert_eq!(parsed.iter().filter(|p| p.path == "init").count(), 1);
+    }
+
+    #[test]
+    fn modules_go_under_the_release_and_load_in_order() {
+        let modules = vec![("pps_core".to_string(), vec![1]), ("e1000e".to_string(), vec![2, 3])];
+        let fs = base().modules("6.1.0-57-amd64", &modules);
+        let parsed = parse(&fs.to_bytes().unwrap()).unwrap();
+        let get = |path: &str| parsed.iter().find(|p| p.path == path).unwrap_or_else(|| panic!("no {path}"));
+        assert_eq!(get("lib/modules/6.1.0-57-amd64/e1000e.ko").data, [2, 3]);
+        assert_eq!(get("lib/modules/6.1.0-57-amd64/pps_core.ko").st_mode, 0o100644);
+        let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+        let lines = insmod_lines("6.1.0-57-amd64", &names);
+        let first = lines.find("insmod /lib/modules/6.1.0-57-amd64/pps_core.ko").unwrap();
+        let second = lines.find("insmod /lib/modules/6.1.0-57-amd64/e1000e.ko").unwrap();
+        assert!(first < second, "{lines}");
+        assert!(lines.contains("bulkhead-initramfs: insmod e1000e: exit $rc") && lines.contains("fail=1"));
+        assert!(APPLETS.contains(&"insmod"));
     }
 
     #[test]

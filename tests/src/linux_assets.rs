@@ -9,6 +9,10 @@
 //!
 //! - `vmlinuz`, `config`, `System.map` (Debian ships a stub; the real one is in the `-dbg`
 //!   package): streamed out of the image package, whose ~400 MB of modules are skipped;
+//! - `modules/NAME.ko`: the kernel modules of [`MODULES`] and every module they depend on,
+//!   from the same stream of the image package. The package has no `modules.dep` (Debian's
+//!   `depmod` writes it at installation), so the dependencies are read where `depmod`
+//!   reads them: the `depends=` entry of each module's `.modinfo` section;
 //! - `busybox`: the static busybox the initramfs is built from ([`crate::initramfs`]);
 //! - `headers/`: the three header packages unpacked into one tree, so their relative links
 //!   resolve; [`LinuxAssets::kbuild_dir`] is the folder to build a module against
@@ -44,6 +48,12 @@ pub const MANIFEST_FILE: &str = "assets.txt";
 pub const CURRENT_LINK: &str = "current";
 /// The base initramfs [`LinuxAssets::base_initramfs`] writes into the cached folder.
 pub const INITRAMFS_FILE: &str = "initramfs.cpio";
+/// The kernel modules the cache holds, with every module they depend on (Debian builds
+/// them as modules, `CONFIG_NAME=m`): `e1000e`, the driver of the Intel 82574 NIC that
+/// QEMU models (an assigned PCI function in a Linux partition).
+pub const MODULES: &[&str] = &["e1000e"];
+/// The cache's folder of kernel modules, `NAME.ko` each.
+pub const MODULES_DIR: &str = "modules";
 
 /// A problem obtaining the assets, with what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +168,28 @@ impl LinuxAssets {
         self.dir.join("busybox")
     }
 
+    /// A cached kernel module (`-` and `_` are the same in module names; the file has `_`).
+    pub fn module_file(&self, name: &str) -> PathBuf {
+        self.dir.join(MODULES_DIR).join(format!("{}.ko", module_name(name)))
+    }
+
+    /// The cached modules `names` and every module they depend on, in an order `insmod`
+    /// can load them (each after its dependencies): (module name, the `.ko` file's bytes).
+    /// A module not in the cache (not named in [`MODULES`]) is an error.
+    pub fn modules(&self, names: &[&str]) -> Result<Vec<(String, Vec<u8>)>, AssetError> {
+        let mut files = std::collections::BTreeMap::new();
+        let order = load_order(names, |name| {
+            let path = self.module_file(name);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                AssetError(format!("no module {name} in the cache ({}: {e}); is it in MODULES?", path.display()))
+            })?;
+            let depends = module_depends(&bytes).map_err(|e| AssetError(format!("{}: {e}", path.display())))?;
+            files.insert(module_name(name), bytes);
+            Ok(depends)
+        })?;
+        Ok(order.into_iter().map(|name| (name.clone(), files.remove(&name).unwrap_or_default())).collect())
+    }
+
     /// The root of the unpacked header packages.
     pub fn headers_root(&self) -> PathBuf {
         self.dir.join("headers")
@@ -207,7 +239,9 @@ impl LinuxAssets {
 
     /// The files a complete cached folder holds.
     fn required_files(&self) -> Vec<PathBuf> {
-        vec![self.vmlinuz(), self.config(), self.busybox(), self.kbuild_dir().join("Makefile")]
+        let mut files = vec![self.vmlinuz(), self.config(), self.busybox(), self.kbuild_dir().join("Makefile")];
+        files.extend(MODULES.iter().map(|m| self.module_file(m)));
+        files
     }
 }
 
@@ -479,6 +513,7 @@ fn download_and_unpack(
             (format!("boot/System.map-{release}"), partial.join("System.map"), false),
         ],
     )?;
+    extract_modules(&files[0], release, MODULES, &partial.join(MODULES_DIR))?;
     extract_files(&files[4], &[("bin/busybox".to_string(), partial.join("busybox"), true)])?;
     let headers = partial.join("headers");
     for deb in &files[1..4] {
@@ -570,6 +605,24 @@ fn download(packages: &[&Package], dir: &Path, progress: &mut dyn FnMut(&str)) -
 /// (archive path without `./`, destination, required) to its destination; stops reading
 /// once all are found. A required file that is missing is an error.
 fn extract_files(deb: &Path, wanted: &[(String, PathBuf, bool)]) -> Result<(), AssetError> {
+    let mut found = vec![false; wanted.len()];
+    stream_files(deb, &mut |path| {
+        let i = wanted.iter().position(|(p, _, _)| p == path)?;
+        found[i] = true;
+        Some((wanted[i].1.clone(), found.iter().all(|f| *f)))
+    })?;
+    for ((path, _, required), found) in wanted.iter().zip(&found) {
+        if *required && !found {
+            return err(format!("{} has no ./{path}", deb.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Streams the files of `deb` (`dpkg-deb --fsys-tarfile`); `pick` gets each path (without
+/// `./`) and says where to write that file and whether it is the last one wanted (the
+/// stream stops there), or `None` to skip it. Modes are kept.
+fn stream_files(deb: &Path, pick: &mut dyn FnMut(&str) -> Option<(PathBuf, bool)>) -> Result<(), AssetError> {
     let mut child = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -579,21 +632,21 @@ fn extract_files(deb: &Path, wanted: &[(String, PathBuf, bool)]) -> Result<(), A
         .spawn()
         .map_err(|e| AssetError(format!("cannot run dpkg-deb: {e}")))?;
     let stdout = child.stdout.take().expect("piped");
-    let mut found = vec![false; wanted.len()];
+    let mut done = false;
     let result = (|| -> io::Result<()> {
         let mut archive = tar::Archive::new(stdout);
         for entry in archive.entries()? {
             let mut entry = entry?;
             let path = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
-            if let Some(i) = wanted.iter().position(|(p, _, _)| *p == path) {
-                let mut out = File::create(&wanted[i].1)?;
+            if let Some((dest, last)) = pick(&path) {
+                let mut out = File::create(&dest)?;
                 io::copy(&mut entry, &mut out)?;
                 if let Ok(mode) = entry.header().mode() {
                     use std::os::unix::fs::PermissionsExt;
                     out.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
                 }
-                found[i] = true;
-                if found.iter().all(|f| *f) {
+                if last {
+                    done = true;
                     return Ok(());
                 }
             }
@@ -607,18 +660,100 @@ fn extract_files(deb: &Path, wanted: &[(String, PathBuf, bool)]) -> Result<(), A
         let _ = e.read_to_string(&mut stderr);
     }
     let _ = child.wait();
-    // A read error after everything required was found is dpkg-deb being stopped.
-    if let Err(e) = result
-        && found.iter().zip(wanted).any(|(f, w)| !f && w.2)
-    {
-        return err(format!("cannot read {} with dpkg-deb: {e} {}", deb.display(), stderr.trim()));
+    // A read error after everything wanted was found is dpkg-deb being stopped.
+    match result {
+        Err(e) if !done => err(format!("cannot read {} with dpkg-deb: {e} {}", deb.display(), stderr.trim())),
+        _ => Ok(()),
     }
-    for ((path, _, required), found) in wanted.iter().zip(&found) {
-        if *required && !found {
-            return err(format!("{} has no ./{path}", deb.display()));
+}
+
+/// Writes the modules `names` of kernel `release` and every module they depend on from
+/// the image package `deb` into `dest` as `NAME.ko`: one pass over the package for the
+/// modules named, then one more for each round of dependencies not yet there (none, for
+/// `e1000e`: its PTP and PPS dependencies are built into Debian's kernel).
+fn extract_modules(deb: &Path, release: &str, names: &[&str], dest: &Path) -> Result<(), AssetError> {
+    std::fs::create_dir_all(dest).map_err(|e| AssetError(format!("cannot create {}: {e}", dest.display())))?;
+    let prefix = format!("lib/modules/{release}/");
+    let mut wanted: Vec<String> = names.iter().map(|n| module_name(n)).collect();
+    while !wanted.is_empty() {
+        let mut missing = wanted.clone();
+        stream_files(deb, &mut |path| {
+            let stem = path.strip_prefix(&prefix)?.rsplit('/').next()?.strip_suffix(".ko")?;
+            let i = missing.iter().position(|m| *m == module_name(stem))?;
+            let name = missing.swap_remove(i);
+            Some((dest.join(format!("{name}.ko")), missing.is_empty()))
+        })?;
+        if !missing.is_empty() {
+            return err(format!("{} has no module {} under ./{prefix}", deb.display(), missing.join(", ")));
         }
+        let mut next = Vec::new();
+        for name in &wanted {
+            let path = dest.join(format!("{name}.ko"));
+            let bytes = std::fs::read(&path).map_err(|e| AssetError(format!("cannot read {}: {e}", path.display())))?;
+            for dep in module_depends(&bytes).map_err(|e| AssetError(format!("{}: {e}", path.display())))? {
+                if !dest.join(format!("{dep}.ko")).is_file() && !next.contains(&dep) {
+                    next.push(dep);
+                }
+            }
+        }
+        wanted = next;
     }
     Ok(())
+}
+
+/// A module's name as the kernel spells it: `-` becomes `_` (`scripts/mod/modpost.c`).
+pub fn module_name(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The modules a `.ko` file depends on: its `.modinfo` section's `depends=` entry, a comma
+/// list (empty when none), as `depmod` reads it.
+pub fn module_depends(ko: &[u8]) -> Result<Vec<String>, String> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(ko).map_err(|e| format!("not an ELF module: {e}"))?;
+    let section = file.section_by_name(".modinfo").ok_or("no .modinfo section")?;
+    let data = section.data().map_err(|e| format!("cannot read .modinfo: {e}"))?;
+    modinfo_depends(data).ok_or_else(|| "no depends= in .modinfo".to_string())
+}
+
+/// The `depends=` list of a `.modinfo` section (NUL-separated `key=value` strings).
+pub fn modinfo_depends(modinfo: &[u8]) -> Option<Vec<String>> {
+    let entry = modinfo.split(|&b| b == 0).find_map(|e| e.strip_prefix(b"depends="))?;
+    let list = String::from_utf8_lossy(entry);
+    Some(list.split(',').filter(|d| !d.is_empty()).map(module_name).collect())
+}
+
+/// The modules `names` and their dependencies (`depends` of each), each after what it
+/// depends on and once. A dependency cycle is an error (the kernel refuses one too).
+pub fn load_order(
+    names: &[&str],
+    mut depends: impl FnMut(&str) -> Result<Vec<String>, AssetError>,
+) -> Result<Vec<String>, AssetError> {
+    fn visit(
+        name: String,
+        depends: &mut dyn FnMut(&str) -> Result<Vec<String>, AssetError>,
+        path: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> Result<(), AssetError> {
+        if order.contains(&name) {
+            return Ok(());
+        }
+        if path.contains(&name) {
+            return err(format!("modules depend on each other: {} -> {name}", path.join(" -> ")));
+        }
+        path.push(name.clone());
+        for dep in depends(&name)? {
+            visit(dep, depends, path, order)?;
+        }
+        path.pop();
+        order.push(name);
+        Ok(())
+    }
+    let mut order = Vec::new();
+    for name in names {
+        visit(module_name(name), &mut depends, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
 }
 
 /// Debian's `linux-headers-R` Makefile includes the `-common` tree by its installed path
@@ -776,6 +911,7 @@ Size: 1492
         let assets = LinuxAssets { dir: root.path().join("6.1.192-3"), selection: selection(), fetched: false };
         assert!(!is_complete(&assets));
         std::fs::create_dir_all(assets.kbuild_dir()).unwrap();
+        std::fs::create_dir_all(assets.dir.join(MODULES_DIR)).unwrap();
         for file in assets.required_files() {
             std::fs::write(file, b"x").unwrap();
         }
@@ -787,6 +923,10 @@ Size: 1492
         let mut newer = assets.clone();
         newer.selection.busybox.version = "1:1.36.0-1".into();
         assert!(!is_complete(&newer));
+        std::fs::remove_file(assets.module_file(MODULES[0])).unwrap();
+        assert!(!is_complete(&assets), "a module is missing (a cache from before it was wanted)");
+        std::fs::write(assets.module_file(MODULES[0]), b"x").unwrap();
+        assert!(is_complete(&assets));
         std::fs::remove_file(assets.busybox()).unwrap();
         assert!(!is_complete(&assets), "a file is missing");
         assert_eq!(newest_cached(root.path()), None);
@@ -811,6 +951,28 @@ Size: 1492
         let text = "include /usr/src/linux-headers-6.1.0-57-common/Makefile\n";
         assert_eq!(relative_includes(text), "include ../linux-headers-6.1.0-57-common/Makefile\n");
         assert_eq!(relative_includes("all:\n\ttrue\n"), "all:\n\ttrue\n");
+    }
+
+    #[test]
+    fn module_dependencies_come_from_modinfo_and_load_first() {
+        let info = b"license=GPL v2\0depends=ptp,pps-core\0retpoline=Y\0name=e1000e\0";
+        assert_eq!(modinfo_depends(info), Some(vec!["ptp".to_string(), "pps_core".to_string()]));
+        assert_eq!(modinfo_depends(b"depends=\0name=e1000e\0"), Some(vec![]));
+        assert_eq!(modinfo_depends(b"name=x\0"), None);
+        assert!(module_depends(b"not an elf").is_err());
+
+        let deps = |name: &str| -> Result<Vec<String>, AssetError> {
+            Ok(match name {
+                "e1000e" => vec!["ptp".into(), "pps_core".into()],
+                "ptp" => vec!["pps_core".into()],
+                "loop_a" => vec!["loop_b".into()],
+                "loop_b" => vec!["loop_a".into()],
+                _ => vec![],
+            })
+        };
+        assert_eq!(load_order(&["e1000e"], deps).unwrap(), ["pps_core", "ptp", "e1000e"]);
+        assert_eq!(load_order(&["pps-core", "e1000e"], deps).unwrap(), ["pps_core", "ptp", "e1000e"]);
+        assert!(load_order(&["loop_a"], deps).unwrap_err().0.contains("loop_a -> loop_b -> loop_a"));
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub struct Run {
     input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
     qemu_args: Vec<String>,
     bochs_lines: Vec<String>,
+    collect: Vec<String>,
 }
 
 impl Run {
@@ -102,6 +103,7 @@ impl Run {
             input: None,
             qemu_args: Vec::new(),
             bochs_lines: Vec::new(),
+            collect: Vec::new(),
         }
     }
 
@@ -109,6 +111,14 @@ impl Run {
     /// ignored on Bochs.
     pub fn qemu_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
         self.qemu_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// A file the emulator writes in the run's folder (its working directory), such as a
+    /// packet capture of `-object filter-dump,...,file=NAME`: read into the report when the
+    /// run ends ([`Report::collected`]), before the folder is removed.
+    pub fn collect(mut self, file_name: impl Into<String>) -> Self {
+        self.collect.push(file_name.into());
         self
     }
 
@@ -394,6 +404,11 @@ impl Run {
             log_files: Vec::new(),
             typed,
             not_typed: typing.map(|t| t.after).collect(),
+            collected: self
+                .collect
+                .iter()
+                .filter_map(|n| Some((n.clone(), std::fs::read(dir.path().join(n)).ok()?)))
+                .collect(),
         };
         report.keep_logs(dir.path());
         Ok(report)
@@ -610,9 +625,16 @@ pub struct Report {
     pub typed: Vec<(String, Duration)>,
     /// The steps still waiting for their line when the run ended, in order.
     pub not_typed: Vec<String>,
+    /// The files of [`Run::collect`] that the emulator wrote: (name, bytes).
+    pub collected: Vec<(String, Vec<u8>)>,
 }
 
 impl Report {
+    /// The bytes of a file [`Run::collect`] named, if the emulator wrote it.
+    pub fn collected(&self, file_name: &str) -> Option<&[u8]> {
+        self.collected.iter().find(|(n, _)| n == file_name).map(|(_, b)| b.as_slice())
+    }
+
     /// Whether any decoded line contains `text`.
     pub fn contains(&self, text: &str) -> bool {
         self.lines.iter().any(|l| l.to_string().contains(text))
@@ -827,6 +849,7 @@ mod tests {
             log_files: vec!["target/hil-logs/t/serial.bin".into()],
             typed: vec![("login:".into(), Duration::from_millis(2500))],
             not_typed: vec!["$ ".into(), "# ".into()],
+            collected: Vec::new(),
         }
     }
 

@@ -68,6 +68,40 @@ pub struct PciSegment {
     pub end_bus: u8,
 }
 
+/// Bytes of ECAM configuration space per bus: 32 devices x 8 functions x 4 KiB (PCI
+/// Express Base 6.0, 7.2.2).
+pub const ECAM_BUS_SIZE: u64 = 1 << 20;
+
+impl PciSegment {
+    /// The allocation a partition gets in a board's ECAM window at `ecam_base` (`buses`
+    /// buses from bus 0) for its PCI functions of `segment` on `function_buses`: buses 0
+    /// to the last of them, and at least bus 1. `None` when it has no function or the
+    /// window has no bus.
+    ///
+    /// Why at least bus 1: without an ACPI PCI host bridge in the DSDT, Linux finds bus 0
+    /// through its peer-bus scan (arch/x86/pci/legacy.c, `pcibios_fixup_peer_bridges`),
+    /// which covers buses 0 to the MCFG's last bus of segment 0 (`pcibios_last_bus`) and
+    /// does nothing when that is bus 0. Why no wider: the scan reads 32 vendor IDs a bus.
+    pub fn for_functions(
+        ecam_base: u64,
+        buses: u16,
+        segment: u16,
+        function_buses: impl IntoIterator<Item = u8>,
+    ) -> Option<PciSegment> {
+        let last_bus = u8::try_from(buses.checked_sub(1)?).unwrap_or(u8::MAX);
+        let end_bus = function_buses.into_iter().max()?.max(1).min(last_bus);
+        Some(PciSegment { ecam_base, segment, start_bus: 0, end_bus })
+    }
+
+    /// The guest-physical range the allocation decodes: (base, size), from `start_bus` to
+    /// `end_bus`, which the e820 map must reserve (Linux ignores an MCFG window the
+    /// firmware does not reserve: `pci_mmcfg_check_reserved`).
+    pub fn window(&self) -> (u64, u64) {
+        let buses = u64::from(self.end_bus.saturating_sub(self.start_bus)) + 1;
+        (self.ecam_base + u64::from(self.start_bus) * ECAM_BUS_SIZE, buses * ECAM_BUS_SIZE)
+    }
+}
+
 /// A reset register in I/O space: writing `value` to `port` restarts the partition
 /// (FADT RESET_REG and RESET_VALUE, 5.2.9; also defined in hardware-reduced mode, 4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -752,6 +786,21 @@ mod tests {
             at += len;
         }
         entries
+    }
+
+    #[test]
+    fn a_partition_gets_buses_0_to_its_last_functions_bus_and_at_least_bus_1() {
+        let seg = |buses: u16, on: &[u8]| PciSegment::for_functions(0xb000_0000, buses, 0, on.iter().copied());
+        let bus_range = |buses: u16, on: &[u8]| seg(buses, on).map(|s| (s.start_bus, s.end_bus));
+        assert_eq!(bus_range(256, &[0]), Some((0, 1)), "bus 0 alone still gets bus 1 for Linux's scan");
+        assert_eq!(bus_range(256, &[0, 3, 2]), Some((0, 3)));
+        assert_eq!(bus_range(1, &[0]), Some((0, 0)), "a one-bus window");
+        assert_eq!(bus_range(4, &[9]), Some((0, 3)), "never past the window");
+        assert_eq!(bus_range(256, &[]), None, "no function");
+        assert_eq!(bus_range(0, &[0]), None, "no bus");
+        assert_eq!(seg(256, &[0]).unwrap().window(), (0xb000_0000, 2 << 20));
+        let s = PciSegment { ecam_base: 0xe000_0000, segment: 1, start_bus: 2, end_bus: 4 };
+        assert_eq!(s.window(), (0xe020_0000, 3 << 20));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`GDT_GPA`] | GDT: `__BOOT_CS` 0x10 (64-bit code), `__BOOT_DS` 0x18 (data) |
 //! | [`PAGE_TABLES_GPA`] | identity page tables (2 MiB pages) up to [`identity_map_end`] |
-//! | [`ACPI_GPA`] | ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, BHCN), an ACPI range in the e820 map |
+//! | [`ACPI_GPA`] | ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG, BHCN), an ACPI range in the e820 map |
 //! | `ZERO_PAGE_GPA`, `CMDLINE_GPA` | zero page and command line (`bulkhead_virt::bzimage`) |
 //!
 //! [`identity_map_end`]: bulkhead_virt::bzimage::Layout::identity_map_end
@@ -19,7 +19,7 @@ use super::loader::{CMDLINE_MAX, module_bytes};
 use crate::boot::bootinfo::BootInfo;
 use crate::config::SYSTEM;
 use crate::log::{Debug2Format, error, info};
-use bulkhead_virt::acpi::{MAX_TABLES_SIZE, PartitionPlatform};
+use bulkhead_virt::acpi::{MAX_TABLES_SIZE, PartitionPlatform, PciSegment};
 use bulkhead_virt::bzimage::{
     self, BootParams, E820_ACPI, E820Table, Layout, RamRegion, Range, SetupHeader, ZERO_PAGE_GPA, ZERO_PAGE_SIZE,
 };
@@ -113,9 +113,14 @@ impl Partition {
         // Its Hyper-V connections, in a BHCN table, for the messaging driver
         // (docs/linux.md, "Messaging with the real-time partition").
         let connections = self.connections();
+        // Part of the board's ECAM window in an MCFG when the partition owns PCI functions,
+        // so Linux finds them (docs/linux.md, "Assigned PCI functions").
+        let ecam = self.pci_ecam();
+        let pci_segments = ecam.map(|(segment, _)| [segment]);
         let platform = PartitionPlatform {
             polled_uart: Some(crate::exits::ports::CONSOLE_BASE),
             connections: &connections,
+            pci_segments: pci_segments.as_ref().map_or(&[], |s| s.as_slice()),
             ..PartitionPlatform::new(&apic_ids)
         };
         let acpi = bulkhead_virt::acpi::write_tables(&mut tables, ACPI_GPA, &platform)
@@ -123,16 +128,20 @@ impl Partition {
         let tables = tables.get(..acpi.size).ok_or(())?;
         memory.write(ACPI_GPA, tables).map_err(|_| ())?;
 
-        // The memory map: the partition's RAM, its shared memory reserved, the ACPI tables
-        // carved out.
-        let mut shared: heapless::Vec<Range, 16> = heapless::Vec::new();
+        // The memory map: the partition's RAM, its shared memory and the ECAM window
+        // reserved (Linux uses MMCONFIG only where the e820 map reserves it:
+        // `pci_mmcfg_check_reserved`), the ACPI tables carved out.
+        let mut reserved: heapless::Vec<Range, 17> = heapless::Vec::new();
         for s in SYSTEM.shared_memory {
             for sharer in s.sharers.iter().filter(|sh| sh.partition == self.config.id) {
-                shared.push(Range { base: sharer.guest_base, size: s.host.size }).map_err(|_| ())?;
+                reserved.push(Range { base: sharer.guest_base, size: s.host.size }).map_err(|_| ())?;
             }
         }
+        if let Some((_, window)) = ecam {
+            reserved.push(window).map_err(|_| ())?;
+        }
         let acpi_range = Range { base: ACPI_GPA, size: tables.len() as u64 };
-        let e820 = E820Table::build(&regions, &shared, &[(acpi_range, E820_ACPI)]).map_err(|_| {
+        let e820 = E820Table::build(&regions, &reserved, &[(acpi_range, E820_ACPI)]).map_err(|_| {
             error!("partition {=str}: memory map longer than {=usize} entries", name, bzimage::E820_MAX);
         })?;
         let mut zero_page = [0u8; ZERO_PAGE_SIZE];
@@ -180,5 +189,19 @@ impl Partition {
             rdi: 0,
             rsi: layout.zero_page,
         })
+    }
+
+    /// The part of the board's ECAM window the partition needs, as an MCFG allocation
+    /// (`PciSegment::for_functions`: buses 0 to its last function's bus, at least 1), and
+    /// the guest-physical range it decodes; `None` when the partition owns no PCI function
+    /// or the board has no window.
+    fn pci_ecam(&self) -> Option<(PciSegment, Range)> {
+        let board = &SYSTEM.board;
+        let ecam = board.pci_ecam?;
+        let functions = || self.config.devices.iter().filter_map(|d| board.devices.get(d.0 as usize)?.pci);
+        let segment = functions().next()?.segment;
+        let allocation = PciSegment::for_functions(ecam.base, ecam.buses, segment, functions().map(|f| f.bus))?;
+        let (base, size) = allocation.window();
+        Some((allocation, Range { base, size }))
     }
 }

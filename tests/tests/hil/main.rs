@@ -20,6 +20,7 @@ mod linux_bochs;
 mod linux_console;
 mod linux_direct;
 mod linux_msg;
+mod linux_nic;
 mod messaging_std;
 mod partitions;
 mod pci;
