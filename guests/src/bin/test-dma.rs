@@ -39,7 +39,7 @@ static mut SOURCE: Page = Page([0; PAGE]);
 static mut DESTINATION: Page = Page([0; PAGE]);
 
 fn outl(port: u16, value: u32) {
-    // SAFETY: port I/O the partition owns (the test board's `pci-conf` device).
+    // SAFETY: configuration mechanism #1, which the hypervisor filters to the partition's own function.
     unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack)) };
 }
 
