@@ -1100,6 +1100,21 @@ fn check_device_interrupts(
     dev: &At<String>,
     device: &Device,
 ) {
+    let linux = p.payload.as_ref().and_then(|pl| pl.kind) == Some(PayloadKind::BzImage);
+    if linux
+        && let Some(gsi) =
+            device.interrupts.iter().find_map(|i| if let Interrupt::Line(g) = i { Some(*g) } else { None })
+    {
+        sink.warn(
+            dev.at,
+            rule::NOT_YET,
+            format!(
+                "device `{}` interrupts on GSI {gsi}, but a Linux partition's MADT lists no IOAPIC yet: Linux does not use the line",
+                dev.v
+            ),
+            "drive the device by polling, or give the partition a PCI function with MSI",
+        );
+    }
     for irq in &device.interrupts {
         match irq {
             Interrupt::Line(gsi) => {
