@@ -157,7 +157,10 @@ fn linux_nic_qemu_debian_e1000e_drives_the_assigned_nic() {
         .cpus(3)
         .config(system_file(&initrd))
         .qemu_args([
-            "-netdev".to_string(),
+            // The VT-d unit first, before the PCI devices it translates.
+            "-device".to_string(),
+            "intel-iommu".into(),
+            "-netdev".into(),
             "hubport,id=n0,hubid=0".into(),
             "-device".into(),
             format!("e1000e,netdev=n0,addr=0x5,mac={mac}"),
@@ -165,7 +168,10 @@ fn linux_nic_qemu_debian_e1000e_drives_the_assigned_nic() {
             format!("filter-dump,id=d0,netdev=n0,file={PCAP}"),
         ])
         .collect(PCAP)
-        .expect("partition linux: PCI device nic assigned with dma = \"unprotected\"")
+        .expect("iommu dmar0: 00:05.0 (nic) in the domain of partition linux")
+        .expect("iommu dmar0 at 0xfed90000: DMA remapping on")
+        .forbid("not confined by an IOMMU")
+        .forbid("DMA fault")
         .timeout(Duration::from_secs(400))
         .execute();
     eprintln!("{}: verdict after {:.1} s", report.name, report.elapsed.as_secs_f64());
