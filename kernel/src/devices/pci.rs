@@ -185,6 +185,17 @@ pub fn init() {
             hw.read(0, 4),
             partition.name
         );
+        if let Some(place) = view.msix() {
+            let (start, end) = hole(&place);
+            info!(
+                "pci: {=str}: MSI-X table at {=u64:#x} ({=u16} entries) emulated, pages {=u64:#x}-{=u64:#x} trapped; every entry masked",
+                device.name,
+                place.table,
+                place.layout.entries,
+                start,
+                end - 1
+            );
+        }
         *FUNCTIONS[index].lock() = Some(view);
     }
 }
