@@ -631,6 +631,24 @@ impl FunctionView {
     }
 }
 
+impl MsixPlace {
+    /// The page-aligned range `[start, end)` holding the table, within its BAR: the pages
+    /// the owner's EPT/NPT leave unmapped so that every access to them is emulated.
+    pub fn trapped_pages(&self) -> (u64, u64) {
+        let start = self.table & !0xfff;
+        let end = (self.table + self.layout.table_len() + 0xfff) & !0xfff;
+        (start, end.min(self.bar_base + self.bar_size))
+    }
+
+    /// For an access at physical `address` in the trapped pages: its offset in the table
+    /// (emulated, [`FunctionView::msix_read`] and [`FunctionView::msix_write`]), or `None`
+    /// for the rest of those pages (the PBA, other registers), which the caller passes to
+    /// the hardware with the access's size.
+    pub fn table_offset(&self, address: u64) -> Option<u64> {
+        address.checked_sub(self.table).filter(|&offset| offset < self.layout.table_len())
+    }
+}
+
 /// Where the MSI-X capability at `offset` puts its table, if the hypervisor can trap it: the
 /// table's BAR is a declared memory BAR, the table lies inside it, and the BAR lies below
 /// `config.mmio_reachable_end`.
@@ -956,6 +974,34 @@ mod tests {
         assert_eq!(table[&0], 0xfee0_3000);
         assert_eq!(table[&12], 0);
         assert_eq!(v.msix_read(8, 4), 0x61);
+    }
+
+    #[test]
+    fn msix_trapped_pages_and_what_passes_through() {
+        // Table at 0x2000 (5 entries, 80 bytes) of BAR0: one page trapped; in it, only the
+        // table is emulated.
+        let mut hw = with_msix(0x2000);
+        let place = FunctionView::new(&mut hw, &config(&[])).msix().unwrap();
+        assert_eq!(place.trapped_pages(), (0xfea0_2000, 0xfea0_3000));
+        assert_eq!(place.table_offset(0xfea0_2000), Some(0));
+        assert_eq!(place.table_offset(0xfea0_204c), Some(0x4c));
+        assert_eq!(place.table_offset(0xfea0_2050), None, "past the table: hardware");
+        assert_eq!(place.table_offset(0xfea0_1ffc), None);
+        // A PBA sharing the table's page passes through; a table across a page boundary
+        // traps both pages; a table at the BAR's end does not reach past it.
+        put(&mut hw.space, 0x78, &0x2040u32.to_le_bytes());
+        let v = FunctionView::new(&mut hw, &config(&[]));
+        let place = v.msix().unwrap();
+        assert_eq!(place.layout.pba_offset, 0x2040);
+        assert_eq!(place.table_offset(0xfea0_2040), Some(0x40), "the 5th entry, not the PBA");
+        assert_eq!(place.table_offset(0xfea0_2058), None, "the PBA's second qword");
+        assert_eq!(v.msix_read(0x4c, 4), 1, "entries read masked from the shadow");
+        let mut hw = with_msix(0x2ff0);
+        let place = FunctionView::new(&mut hw, &config(&[])).msix().unwrap();
+        assert_eq!(place.trapped_pages(), (0xfea0_2000, 0xfea0_4000));
+        let mut hw = with_msix(0xf_fff0 - 0x40);
+        let place = FunctionView::new(&mut hw, &config(&[])).msix().unwrap();
+        assert_eq!(place.trapped_pages(), (0xfeaf_f000, 0xfeb0_0000));
     }
 
     #[test]

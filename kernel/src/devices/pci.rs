@@ -186,7 +186,7 @@ pub fn init() {
             partition.name
         );
         if let Some(place) = view.msix() {
-            let (start, end) = hole(&place);
+            let (start, end) = place.trapped_pages();
             info!(
                 "pci: {=str}: MSI-X table at {=u64:#x} ({=u16} entries) emulated, pages {=u64:#x}-{=u64:#x} trapped; every entry masked",
                 device.name,
@@ -466,13 +466,7 @@ impl MmioRegion for EcamRegion {
 /// EPT/NPT leave unmapped so that every access is emulated ([`MsixRegion`]).
 pub fn msix_hole(id: DeviceId) -> Option<(u64, u64)> {
     let place = FUNCTIONS.get(usize::from(id.0))?.lock().as_ref()?.msix()?;
-    Some(hole(&place))
-}
-
-fn hole(place: &MsixPlace) -> (u64, u64) {
-    let start = place.table & !0xfff;
-    let end = (place.table + place.layout.table_len() + 0xfff) & !0xfff;
-    (start, end.min(place.bar_base + place.bar_size))
+    Some(place.trapped_pages())
 }
 
 /// The board device index of the function of `partition` whose MSI-X table pages hold
@@ -480,7 +474,7 @@ fn hole(place: &MsixPlace) -> (u64, u64) {
 fn msix_owner(partition: &Partition, gpa: u64) -> Option<(usize, MsixPlace)> {
     partition.config().devices.iter().map(|id| usize::from(id.0)).find_map(|i| {
         let place = FUNCTIONS.get(i)?.lock().as_ref()?.msix()?;
-        let (start, end) = hole(&place);
+        let (start, end) = place.trapped_pages();
         (gpa >= start && gpa < end).then_some((i, place))
     })
 }
@@ -501,8 +495,8 @@ impl MmioRegion for MsixRegion {
         if gpa & (u64::from(size) - 1) != 0 {
             return u64::MAX;
         }
-        if gpa >= place.table && gpa < place.table + place.layout.table_len() {
-            return FUNCTIONS[index].lock().as_ref().map_or(u64::MAX, |v| v.msix_read(gpa - place.table, size));
+        if let Some(offset) = place.table_offset(gpa) {
+            return FUNCTIONS[index].lock().as_ref().map_or(u64::MAX, |v| v.msix_read(offset, size));
         }
         mmio_read(gpa, size)
     }
@@ -512,11 +506,11 @@ impl MmioRegion for MsixRegion {
         if gpa & (u64::from(size) - 1) != 0 {
             return;
         }
-        if gpa >= place.table && gpa < place.table + place.layout.table_len() {
+        if let Some(offset) = place.table_offset(gpa) {
             let event = FUNCTIONS[index]
                 .lock()
                 .as_mut()
-                .and_then(|v| v.msix_write(&mut HardwareTable(place.table), gpa - place.table, size, value));
+                .and_then(|v| v.msix_write(&mut HardwareTable(place.table), offset, size, value));
             if let Some(event) = event {
                 log_event(partition, board().devices[index].name, "MSI-X table", event);
             }
