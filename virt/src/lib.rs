@@ -32,6 +32,7 @@
 //! | [`console_rate`] | the rate limit on a partition's console lines |
 //! | [`xcr0`] | which XCR0 values a partition may set with XSETBV |
 //! | [`pci_config`] | a partition's view of the configuration space of a PCI function it owns: BARs, command, capabilities, MSI checked and retargeted |
+//! | [`msix`] | an assigned function's MSI-X table as its owner sees it: entries shadowed, messages checked and retargeted |
 //! | [`vtd_slat`] | VT-d second-level page-table entries: a DMA domain built with the [`slat`] builder |
 //! | [`acpi`] | the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG) describing a partition's virtual platform |
 //!
@@ -64,6 +65,7 @@ pub mod memory;
 pub mod misc_enable;
 pub mod mmio_decode;
 pub mod model_msr;
+pub mod msix;
 pub mod msr_map;
 pub mod mtrr;
 pub mod multiboot1;

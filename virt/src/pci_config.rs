@@ -24,12 +24,17 @@
 //! | 0x40-0xFF | capabilities and device-specific registers | see below | see below |
 //!
 //! **Capabilities** (PCI 3.0 6.7). The list is walked once, when the view is made. Hidden
-//! capabilities — the board's `hide_capabilities` plus MSI-X (ID 0x11) always, because the
-//! MSI-X table lives in a BAR the hypervisor does not trap yet, so it could not check the
-//! messages — are unlinked: each visible capability's next pointer skips them, and the
+//! capabilities — the board's `hide_capabilities`, and MSI-X (ID 0x11) when its table is
+//! not in a declared memory BAR the hypervisor can reach (it could not check the messages)
+//! — are unlinked: each visible capability's next pointer skips them, and the
 //! status bit clears if none is left. The bytes from a hidden capability's offset up to the
 //! next capability (or 0x100) read 0 and take no writes. Bytes of a visible capability
 //! and device-specific bytes before the first capability pass through, except:
+//!
+//! **MSI-X** (ID 0x11, PCI 3.0 6.8.2). Message Control reads from the hardware; of its
+//! writes only MSI-X Enable and Function Mask reach it; Table Offset/BIR and PBA
+//! Offset/BIR are read-only. MSI-X starts disabled. The table itself is emulated
+//! ([`FunctionView::msix_read`], [`FunctionView::msix_write`], rules in [`msix`]).
 //!
 //! **MSI** (ID 0x05, PCI 3.0 6.8.1). Message control, address and data are kept in a shadow
 //! that reads return; the hardware gets a sanitized message ([`sanitize_msi`]): physical
@@ -41,9 +46,11 @@
 //! ([`Event::MsiRefused`]) while the shadow says what the partition wrote. The mask bits
 //! pass through; the pending bits read from the hardware.
 //!
-//! Not covered: MSI-X (hidden, see above); the extended configuration space (0x100-0xFFF),
+//! Not covered: the extended configuration space (0x100-0xFFF),
 //! which the caller reads from the hardware through ECAM where the board has it and whose
 //! writes it drops; bridges (header type 1), which cannot be assigned.
+
+use crate::msix;
 
 /// A function's configuration registers in hardware, at naturally aligned offsets below
 /// 0x100 and sizes 1, 2 or 4.
@@ -70,12 +77,28 @@ pub struct DeclaredBar {
 pub struct FunctionConfig<'a> {
     /// Its declared BARs.
     pub bars: &'a [DeclaredBar],
-    /// Capability IDs its owner does not see (MSI-X is hidden in any case).
+    /// Capability IDs its owner does not see.
     pub hidden_capabilities: &'a [u8],
     /// MSI vectors it may use (0: the board gives it no MSI; MSI enables are refused).
     pub msi_messages: u8,
     /// Physical APIC IDs of the owner's cores; the first one takes retargeted messages.
     pub apic_ids: &'a [u32],
+    /// Where the hypervisor can reach MMIO: an MSI-X table in a BAR that ends above this
+    /// cannot be trapped, so its capability is hidden.
+    pub mmio_reachable_end: u64,
+}
+
+/// An MSI-X capability the partition sees, and where its table is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsixPlace {
+    /// The capability's registers.
+    pub layout: msix::Layout,
+    /// The table's physical address (its BAR's declared base plus the table offset).
+    pub table: u64,
+    /// The table's BAR: its declared base.
+    pub bar_base: u64,
+    /// The table's BAR: its size.
+    pub bar_size: u64,
 }
 
 /// Something the caller logs (rate-limited).
@@ -190,6 +213,8 @@ pub struct FunctionView {
     msi_messages: u8,
     apic_ids: [u8; 16],
     apic_count: usize,
+    msix: Option<MsixPlace>,
+    msix_table: msix::Table,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +277,8 @@ impl FunctionView {
             msi_messages: config.msi_messages,
             apic_ids: [0; 16],
             apic_count: 0,
+            msix: None,
+            msix_table: msix::Table::new(0, &[], 0),
         };
         for &id in config.apic_ids.iter().take(16) {
             if let Ok(id) = u8::try_from(id) {
@@ -268,7 +295,13 @@ impl FunctionView {
                 }
                 let header = hw.read(u16::from(next), 2);
                 let id = header as u8;
-                let hidden = id == CAP_MSIX || config.hidden_capabilities.contains(&id);
+                let mut hidden = config.hidden_capabilities.contains(&id);
+                if id == CAP_MSIX && !hidden {
+                    // Visible only with a table the hypervisor can trap (one capability).
+                    let place = view.msix.is_none().then(|| msix_place(hw, config, u16::from(next))).flatten();
+                    hidden = place.is_none();
+                    view.msix = view.msix.or(place);
+                }
                 view.caps[view.cap_count] = (next, id);
                 view.hidden[view.cap_count] = hidden;
                 view.cap_count += 1;
@@ -289,7 +322,37 @@ impl FunctionView {
                 next = ((header >> 8) as u8) & 0xfc;
             }
         }
+        if let Some(place) = view.msix {
+            view.msix_table =
+                msix::Table::new(place.layout.entries, &view.apic_ids[..view.apic_count], config.msi_messages);
+            // MSI-X starts disabled whatever the firmware left; the caller masks the table.
+            let control_at = place.layout.offset + msix::CONTROL;
+            let control = hw.read(control_at, 2) as u16;
+            hw.write(control_at, 2, u32::from(control & !msix::CONTROL_WRITABLE));
+        }
         view
+    }
+
+    /// The MSI-X capability the partition sees, if any, and where its table is.
+    pub fn msix(&self) -> Option<MsixPlace> {
+        self.msix
+    }
+
+    /// A partition's read of `size` bytes at `offset` from the start of the MSI-X table:
+    /// the shadow (module [`msix`]).
+    pub fn msix_read(&self, offset: u64, size: u8) -> u64 {
+        self.msix_table.read(offset, size)
+    }
+
+    /// A partition's write to the MSI-X table; the hardware entries follow sanitized.
+    pub fn msix_write(
+        &mut self,
+        hw: &mut impl msix::TableHardware,
+        offset: u64,
+        size: u8,
+        value: u64,
+    ) -> Option<Event> {
+        self.msix_table.write(hw, offset, size, value)
     }
 
     /// The offsets of the capabilities the partition sees, in list order.
@@ -472,6 +535,26 @@ impl FunctionView {
             }
             return None;
         }
+        if self.msix.is_some_and(|m| m.layout.offset == start) {
+            // Message Control: only MSI-X Enable and Function Mask; the table and PBA
+            // registers are read-only (PCI 3.0 6.8.2.3).
+            let control_at = start + msix::CONTROL;
+            let (mut mask, mut bits) = (0u16, 0u16);
+            for k in 0..u16::from(size) {
+                let at = offset + k;
+                if at == control_at || at == control_at + 1 {
+                    let pos = at - control_at;
+                    mask |= 0xff << (8 * pos);
+                    bits |= (((value >> (8 * k)) & 0xff) as u16) << (8 * pos);
+                }
+            }
+            let mask = mask & msix::CONTROL_WRITABLE;
+            if mask != 0 {
+                let current = hw.read(control_at, 2) as u16;
+                hw.write(control_at, 2, u32::from((current & !mask) | (bits & mask)));
+            }
+            return None;
+        }
         match self.msi.filter(|m| m.offset == start) {
             Some(msi) if offset < msi.mask_offset() => self.write_msi(hw, &msi, offset, size, value),
             _ => {
@@ -546,6 +629,40 @@ impl FunctionView {
         hw.write(msi.offset + 2, 2, u32::from(disabled | (mme << 4) | 1));
         event
     }
+}
+
+impl MsixPlace {
+    /// The page-aligned range `[start, end)` holding the table, within its BAR: the pages
+    /// the owner's EPT/NPT leave unmapped so that every access to them is emulated.
+    pub fn trapped_pages(&self) -> (u64, u64) {
+        let start = self.table & !0xfff;
+        let end = (self.table + self.layout.table_len() + 0xfff) & !0xfff;
+        (start, end.min(self.bar_base + self.bar_size))
+    }
+
+    /// For an access at physical `address` in the trapped pages: its offset in the table
+    /// (emulated, [`FunctionView::msix_read`] and [`FunctionView::msix_write`]), or `None`
+    /// for the rest of those pages (the PBA, other registers), which the caller passes to
+    /// the hardware with the access's size.
+    pub fn table_offset(&self, address: u64) -> Option<u64> {
+        address.checked_sub(self.table).filter(|&offset| offset < self.layout.table_len())
+    }
+}
+
+/// Where the MSI-X capability at `offset` puts its table, if the hypervisor can trap it: the
+/// table's BAR is a declared memory BAR, the table lies inside it, and the BAR lies below
+/// `config.mmio_reachable_end`.
+fn msix_place(hw: &mut impl Hardware, config: &FunctionConfig<'_>, offset: u16) -> Option<MsixPlace> {
+    let control = hw.read(offset + msix::CONTROL, 2) as u16;
+    let layout = msix::Layout::parse(offset, control, hw.read(offset + msix::TABLE, 4), hw.read(offset + msix::PBA, 4));
+    let bar = config.bars.iter().find(|b| b.index == layout.table_bir)?;
+    let raw = hw.read(BAR0 + 4 * u16::from(bar.index), 4);
+    let end = bar.base.checked_add(bar.size)?;
+    let table_end = u64::from(layout.table_offset) + layout.table_len();
+    if raw & 1 != 0 || table_end > bar.size || end > config.mmio_reachable_end {
+        return None;
+    }
+    Some(MsixPlace { layout, table: bar.base + u64::from(layout.table_offset), bar_base: bar.base, bar_size: bar.size })
 }
 
 /// Reads of whole dwords through `hw`, the last one remembered.
@@ -682,7 +799,13 @@ mod tests {
     ];
 
     fn config(hidden: &'static [u8]) -> FunctionConfig<'static> {
-        FunctionConfig { bars: BARS, hidden_capabilities: hidden, msi_messages: 2, apic_ids: &[2, 3] }
+        FunctionConfig {
+            bars: BARS,
+            hidden_capabilities: hidden,
+            msi_messages: 2,
+            apic_ids: &[2, 3],
+            mmio_reachable_end: 1 << 32,
+        }
     }
 
     fn view(hidden: &'static [u8]) -> (Fake, FunctionView) {
@@ -792,7 +915,7 @@ mod tests {
 
     #[test]
     fn capability_list_skips_hidden_and_msix() {
-        let (mut hw, mut v) = view(&[0x01]);
+        let (mut hw, mut v) = view(&[0x01, CAP_MSIX]);
         assert_eq!(v.read(&mut hw, 0x34, 1), 0x50, "PM hidden");
         assert_eq!(v.read(&mut hw, 0x50, 2), 0x8005, "MSI links to PCIe past MSI-X");
         assert_eq!(v.read(&mut hw, 0x80, 2), 0x0010);
@@ -804,9 +927,103 @@ mod tests {
         assert_eq!(seen, [CAP_MSI, 0x10]);
     }
 
+    /// The fake's MSI-X capability with 5 entries: table at 0x2000 of BAR0, PBA at 0x3000.
+    fn with_msix(table: u32) -> Fake {
+        let mut hw = fake();
+        put(&mut hw.space, 0x70, &[0x11, 0x80, 0x04, 0xc0]);
+        put(&mut hw.space, 0x74, &table.to_le_bytes());
+        put(&mut hw.space, 0x78, &0x3000u32.to_le_bytes());
+        hw
+    }
+
+    #[test]
+    fn msix_is_visible_with_a_trappable_table() {
+        let mut hw = with_msix(0x2000);
+        let mut v = FunctionView::new(&mut hw, &config(&[]));
+        assert_eq!(hw.read(0x72, 2), 0x0004, "enable and function mask cleared at start");
+        let place = v.msix().expect("MSI-X visible");
+        assert_eq!(place.table, 0xfea0_2000);
+        assert_eq!(place.layout.entries, 5);
+        assert_eq!(place.layout.pba_offset, 0x3000);
+        assert_eq!(v.read(&mut hw, 0x50, 2), 0x7005, "MSI links to MSI-X");
+        assert_eq!(v.read(&mut hw, 0x70, 4), 0x0004_8011);
+        assert_eq!(v.read(&mut hw, 0x74, 4), 0x2000);
+        assert_eq!(v.read(&mut hw, 0x78, 4), 0x3000);
+        // Enable and Function Mask pass; the table size and the BIR registers do not.
+        hw.writes.clear();
+        assert_eq!(v.write(&mut hw, 0x72, 2, 0xc7ff), None);
+        assert_eq!(hw.read(0x72, 2), 0xc004);
+        assert_eq!(v.write(&mut hw, 0x70, 4, 0x3fff_0000), None);
+        assert_eq!(hw.read(0x72, 2), 0x0004);
+        assert_eq!(v.write(&mut hw, 0x73, 1, 0x80), None);
+        assert_eq!(hw.read(0x72, 2), 0x8004);
+        v.write(&mut hw, 0x74, 4, 0x1234_5003);
+        v.write(&mut hw, 0x78, 4, 0);
+        assert_eq!((hw.read(0x74, 4), hw.read(0x78, 4)), (0x2000, 0x3000));
+        // The table: shadowed through the view.
+        let mut table = std::collections::BTreeMap::new();
+        struct T<'a>(&'a mut std::collections::BTreeMap<u64, u32>);
+        impl msix::TableHardware for T<'_> {
+            fn write(&mut self, offset: u64, value: u32) {
+                self.0.insert(offset, value);
+            }
+        }
+        v.msix_write(&mut T(&mut table), 0, 4, 0xfee0_3000);
+        v.msix_write(&mut T(&mut table), 8, 4, 0x61);
+        v.msix_write(&mut T(&mut table), 12, 4, 0);
+        assert_eq!(table[&0], 0xfee0_3000);
+        assert_eq!(table[&12], 0);
+        assert_eq!(v.msix_read(8, 4), 0x61);
+    }
+
+    #[test]
+    fn msix_trapped_pages_and_what_passes_through() {
+        // Table at 0x2000 (5 entries, 80 bytes) of BAR0: one page trapped; in it, only the
+        // table is emulated.
+        let mut hw = with_msix(0x2000);
+        let place = FunctionView::new(&mut hw, &config(&[])).msix().unwrap();
+        assert_eq!(place.trapped_pages(), (0xfea0_2000, 0xfea0_3000));
+        assert_eq!(place.table_offset(0xfea0_2000), Some(0));
+        assert_eq!(place.table_offset(0xfea0_204c), Some(0x4c));
+        assert_eq!(place.table_offset(0xfea0_2050), None, "past the table: hardware");
+        assert_eq!(place.table_offset(0xfea0_1ffc), None);
+        // A PBA sharing the table's page passes through; a table across a page boundary
+        // traps both pages; a table at the BAR's end does not reach past it.
+        put(&mut hw.space, 0x78, &0x2040u32.to_le_bytes());
+        let v = FunctionView::new(&mut hw, &config(&[]));
+        let place = v.msix().unwrap();
+        assert_eq!(place.layout.pba_offset, 0x2040);
+        assert_eq!(place.table_offset(0xfea0_2040), Some(0x40), "the 5th entry, not the PBA");
+        assert_eq!(place.table_offset(0xfea0_2058), None, "the PBA's second qword");
+        assert_eq!(v.msix_read(0x4c, 4), 1, "entries read masked from the shadow");
+        let mut hw = with_msix(0x2ff0);
+        let place = FunctionView::new(&mut hw, &config(&[])).msix().unwrap();
+        assert_eq!(place.trapped_pages(), (0xfea0_2000, 0xfea0_4000));
+        let mut hw = with_msix(0xf_fff0 - 0x40);
+        let place = FunctionView::new(&mut hw, &config(&[])).msix().unwrap();
+        assert_eq!(place.trapped_pages(), (0xfeaf_f000, 0xfeb0_0000));
+    }
+
+    #[test]
+    fn msix_is_hidden_when_its_table_cannot_be_trapped() {
+        // Table in an undeclared BAR (BIR 1), beyond its BAR, in an I/O BAR, or above the
+        // reachable MMIO; and hidden by the board.
+        for (table, hidden) in
+            [(0x2001u32, &[][..]), (0x10_0000, &[][..]), (0x0004, &[][..]), (0x2000, &[CAP_MSIX][..])]
+        {
+            let mut hw = with_msix(table);
+            let v = FunctionView::new(&mut hw, &FunctionConfig { hidden_capabilities: hidden, ..config(&[]) });
+            assert_eq!(v.msix(), None, "{table:#x}");
+            assert!(v.visible_capabilities().all(|(_, id)| id != CAP_MSIX));
+        }
+        let mut hw = with_msix(0x2000);
+        let v = FunctionView::new(&mut hw, &FunctionConfig { mmio_reachable_end: 0xfea0_0000, ..config(&[]) });
+        assert_eq!(v.msix(), None);
+    }
+
     #[test]
     fn status_bit_clears_when_every_capability_is_hidden() {
-        let (mut hw, mut v) = view(&[0x01, 0x05, 0x10]);
+        let (mut hw, mut v) = view(&[0x01, 0x05, CAP_MSIX, 0x10]);
         assert_eq!(v.read(&mut hw, 0x34, 1), 0);
         assert_eq!(v.read(&mut hw, 0x06, 2) & 0x10, 0);
         assert_eq!(v.read(&mut hw, 0x04, 4) & 0x10_0000, 0);

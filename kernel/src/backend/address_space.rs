@@ -72,10 +72,26 @@ pub fn build<E: Encoding>(partition: &Partition, tables: &mut [[u64; 512]]) -> R
         for ports in device.io_ports {
             io.allow(ports.base, ports.count).map_err(|_| ())?;
         }
+        // The pages holding a function's MSI-X table stay unmapped: every access to them
+        // exits and is emulated (`devices::pci::MsixRegion`).
+        let hole = crate::devices::pci::msix_hole(id);
         for range in device.mmio.iter().chain(device.bars.iter().filter(|b| b.memory).map(|b| &b.range)) {
             let all = Access { read: true, write: true, execute: false };
-            slat.map(&mut pool, range.base, range.base, range.size, attributes(all, MemoryType::Uncacheable), false)
-                .map_err(report)?;
+            let end = range.base + range.size;
+            let mut map = |base: u64, end: u64| {
+                if end <= base {
+                    return Ok(());
+                }
+                slat.map(&mut pool, base, base, end - base, attributes(all, MemoryType::Uncacheable), false)
+                    .map_err(report)
+            };
+            match hole.filter(|&(start, stop)| start >= range.base && stop <= end) {
+                Some((start, stop)) => {
+                    map(range.base, start)?;
+                    map(stop, end)?;
+                }
+                None => map(range.base, end)?,
+            }
             mmio_count += 1;
         }
     }

@@ -26,8 +26,9 @@ use crate::partition::Partition;
 use crate::partition::counters::RateLimit;
 use bulkhead_board::tables::{self, DeviceId, Interrupt, MAX_DEVICES, MAX_PARTITIONS, PartitionId};
 use bulkhead_drivers::pci::{Bdf, Ecam, Ports};
+use bulkhead_virt::msix::{self, TableHardware};
 use bulkhead_virt::pci_config::{
-    COMMAND_DECODE_AND_MASTER, DeclaredBar, Event, FunctionConfig, FunctionView, Hardware,
+    COMMAND_DECODE_AND_MASTER, DeclaredBar, Event, FunctionConfig, FunctionView, Hardware, MsixPlace,
 };
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::mutex::TicketMutex;
@@ -184,6 +185,17 @@ pub fn init() {
             hw.read(0, 4),
             partition.name
         );
+        if let Some(place) = view.msix() {
+            let (start, end) = place.trapped_pages();
+            info!(
+                "pci: {=str}: MSI-X table at {=u64:#x} ({=u16} entries) emulated, pages {=u64:#x}-{=u64:#x} trapped; every entry masked",
+                device.name,
+                place.table,
+                place.layout.entries,
+                start,
+                end - 1
+            );
+        }
         *FUNCTIONS[index].lock() = Some(view);
     }
 }
@@ -210,8 +222,56 @@ fn make_view(device: &tables::Device, owner: PartitionId, hw: &mut Function) -> 
         hidden_capabilities: device.hidden_capabilities,
         msi_messages,
         apic_ids: &ids[..id_count],
+        mmio_reachable_end: MAPPED_MMIO_END,
     };
-    FunctionView::new(hw, &config)
+    let view = FunctionView::new(hw, &config);
+    if let Some(place) = view.msix() {
+        // Every hardware entry masked, whatever the firmware or the last run left: the
+        // table is memory in a BAR, reachable only while memory decoding is on (bus
+        // mastering and MSI-X stay off meanwhile, so nothing is sent).
+        let command = hw.read(0x04, 2) as u16;
+        hw.write(0x04, 2, u32::from(command | 0b10));
+        msix::Table::mask_hardware(&place.layout, &mut HardwareTable(place.table));
+        hw.write(0x04, 2, u32::from(command));
+    }
+    view
+}
+
+/// A function's MSI-X table in hardware, at its physical address.
+struct HardwareTable(u64);
+
+impl TableHardware for HardwareTable {
+    fn write(&mut self, offset: u64, value: u32) {
+        mmio_write(self.0 + offset, 4, u64::from(value));
+    }
+}
+
+/// A naturally aligned MMIO read of `size` bytes (1, 2, 4, 8) at physical `address`.
+fn mmio_read(address: u64, size: u8) -> u64 {
+    // SAFETY: callers pass an address in a BAR of an assigned function below
+    // `MAPPED_MMIO_END` (checked when the view is made), which the hypervisor's page
+    // tables map uncached; the read touches device registers only.
+    unsafe {
+        match size {
+            1 => u64::from(core::ptr::read_volatile(address as *const u8)),
+            2 => u64::from(core::ptr::read_volatile(address as *const u16)),
+            4 => u64::from(core::ptr::read_volatile(address as *const u32)),
+            _ => core::ptr::read_volatile(address as *const u64),
+        }
+    }
+}
+
+/// A naturally aligned MMIO write of the low `size` bytes of `value` at physical `address`.
+fn mmio_write(address: u64, size: u8, value: u64) {
+    // SAFETY: as in `mmio_read`; device registers only, never the hypervisor's memory.
+    unsafe {
+        match size {
+            1 => core::ptr::write_volatile(address as *mut u8, value as u8),
+            2 => core::ptr::write_volatile(address as *mut u16, value as u16),
+            4 => core::ptr::write_volatile(address as *mut u32, value as u32),
+            _ => core::ptr::write_volatile(address as *mut u64, value),
+        }
+    }
 }
 
 /// The partition restarts: its functions stop decoding and mastering and lose what it
@@ -263,7 +323,14 @@ fn write(partition: &Partition, bdf: Bdf, offset: u16, size: u8, value: u32) {
         let mut slot = FUNCTIONS[index].lock();
         slot.as_mut().and_then(|view| view.write(&mut Function(bdf), offset, size, value))
     };
-    let Some(event) = event else { return };
+    if let Some(event) = event {
+        let what = if matches!(event, Event::WriteDropped { .. }) { "configuration" } else { "MSI" };
+        log_event(partition, name, what, event);
+    }
+}
+
+/// Logs what a configuration or MSI-X table write did (rate-limited per partition).
+fn log_event(partition: &Partition, name: &str, what: &str, event: Event) {
     let slot = usize::from(partition.config().id.0);
     match event {
         Event::BarRelocationRefused { index: bar, value, declared } => {
@@ -282,9 +349,10 @@ fn write(partition: &Partition, bdf: Bdf, offset: u16, size: u8, value: u32) {
         Event::WriteDropped { offset } => {
             if let Some(n) = REFUSED_LOG[slot].hit() {
                 warn!(
-                    "partition {=str}: {=str} configuration write at {=u16:#x} dropped (hidden capability or extended space) (#{=u32})",
+                    "partition {=str}: {=str} {=str} write at {=u16:#x} dropped (hidden capability, extended space or unshadowed MSI-X entry) (#{=u32})",
                     partition.name(),
                     name,
+                    what,
                     offset,
                     n
                 );
@@ -293,9 +361,10 @@ fn write(partition: &Partition, bdf: Bdf, offset: u16, size: u8, value: u32) {
         Event::MsiRetargeted { requested, to } => {
             if let Some(n) = MSI_LOG[slot].hit() {
                 warn!(
-                    "partition {=str}: {=str} MSI to APIC ID {=u8} (not one of its cores, or logical mode) retargeted to APIC ID {=u8} (#{=u32})",
+                    "partition {=str}: {=str} {=str} to APIC ID {=u8} (not one of its cores, or logical mode) retargeted to APIC ID {=u8} (#{=u32})",
                     partition.name(),
                     name,
+                    what,
                     requested,
                     to,
                     n
@@ -305,9 +374,10 @@ fn write(partition: &Partition, bdf: Bdf, offset: u16, size: u8, value: u32) {
         Event::MsiRefused(why) => {
             if let Some(n) = MSI_LOG[slot].hit() {
                 warn!(
-                    "partition {=str}: {=str} MSI refused: {=str}; MSI stays disabled in hardware (#{=u32})",
+                    "partition {=str}: {=str} {=str} refused: {=str}; disabled (MSI) or masked (MSI-X) in hardware (#{=u32})",
                     partition.name(),
                     name,
+                    what,
                     why.describe(),
                     n
                 );
@@ -389,5 +459,63 @@ impl MmioRegion for EcamRegion {
         if let Some((bdf, offset)) = Self::decode(gpa).filter(|(_, o)| aligned(*o, size)) {
             self::write(partition, bdf, offset, size, value as u32);
         }
+    }
+}
+
+/// The page-aligned range `[start, end)` holding `id`'s MSI-X table, which its owner's
+/// EPT/NPT leave unmapped so that every access is emulated ([`MsixRegion`]).
+pub fn msix_hole(id: DeviceId) -> Option<(u64, u64)> {
+    let place = FUNCTIONS.get(usize::from(id.0))?.lock().as_ref()?.msix()?;
+    Some(place.trapped_pages())
+}
+
+/// The board device index of the function of `partition` whose MSI-X table pages hold
+/// `gpa`, and where that table is.
+fn msix_owner(partition: &Partition, gpa: u64) -> Option<(usize, MsixPlace)> {
+    partition.config().devices.iter().map(|id| usize::from(id.0)).find_map(|i| {
+        let place = FUNCTIONS.get(i)?.lock().as_ref()?.msix()?;
+        let (start, end) = place.trapped_pages();
+        (gpa >= start && gpa < end).then_some((i, place))
+    })
+}
+
+/// Whether `gpa` lies in a page holding the MSI-X table of a function `partition` owns.
+pub fn msix_contains(partition: &Partition, gpa: u64) -> bool {
+    msix_owner(partition, gpa).is_some()
+}
+
+/// The pages holding an assigned function's MSI-X table: the table is emulated (the rules
+/// are `bulkhead_virt::msix`); the rest of those pages (the PBA, other registers sharing
+/// them) is passed to the hardware with the access's size.
+pub struct MsixRegion;
+
+impl MmioRegion for MsixRegion {
+    fn read(&mut self, partition: &Partition, gpa: u64, size: u8) -> u64 {
+        let Some((index, place)) = msix_owner(partition, gpa) else { return u64::MAX };
+        if gpa & (u64::from(size) - 1) != 0 {
+            return u64::MAX;
+        }
+        if let Some(offset) = place.table_offset(gpa) {
+            return FUNCTIONS[index].lock().as_ref().map_or(u64::MAX, |v| v.msix_read(offset, size));
+        }
+        mmio_read(gpa, size)
+    }
+
+    fn write(&mut self, partition: &Partition, gpa: u64, size: u8, value: u64) {
+        let Some((index, place)) = msix_owner(partition, gpa) else { return };
+        if gpa & (u64::from(size) - 1) != 0 {
+            return;
+        }
+        if let Some(offset) = place.table_offset(gpa) {
+            let event = FUNCTIONS[index]
+                .lock()
+                .as_mut()
+                .and_then(|v| v.msix_write(&mut HardwareTable(place.table), offset, size, value));
+            if let Some(event) = event {
+                log_event(partition, board().devices[index].name, "MSI-X table", event);
+            }
+            return;
+        }
+        mmio_write(gpa, size, value);
     }
 }

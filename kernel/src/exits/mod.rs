@@ -59,6 +59,9 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
         Exit::NestedPageFault { gpa, access } if crate::devices::pci::ecam_contains(partition, gpa) => {
             mmio::emulate(partition, backend, gpa, access, &mut crate::devices::pci::EcamRegion)
         }
+        Exit::NestedPageFault { gpa, access } if crate::devices::pci::msix_contains(partition, gpa) => {
+            mmio::emulate(partition, backend, gpa, access, &mut crate::devices::pci::MsixRegion)
+        }
         Exit::NestedPageFault { gpa, access } if crate::devices::ioapic::contains(partition, gpa) => {
             crate::devices::ioapic::access(partition, backend, gpa, access)
         }
