@@ -65,6 +65,9 @@ fn startup_entry(vector: u8) -> GuestEntry {
     }
 }
 
+/// Partitions whose first core has started them (or refused to) since boot.
+static SETTLED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 /// Why this core's vCPU stopped running its guest.
 enum Stop {
     /// It faulted: this core leads the partition's stop.
@@ -86,6 +89,7 @@ pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, bac
     // both reset the registers; INIT keeps the APIC mode and waits for a start-up IPI,
     // even on the partition's first core.
     let mut reset = true;
+    let mut settled = false;
     loop {
         reset_core_state();
         if reset {
@@ -93,7 +97,14 @@ pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, bac
         } else {
             crate::lapic::init();
         }
-        let stop = match start_vcpu(partition, boot, backend, first_core && reset) {
+        let started = start_vcpu(partition, boot, backend, first_core && reset);
+        if first_core && !settled {
+            // Started, or refused for good (a failed set-up stops here): a verdict may end
+            // the run from now on without cutting this partition's start short.
+            SETTLED.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+            settled = true;
+        }
+        let stop = match started {
             Ok(true) => exit_loop(partition, backend),
             Ok(false) => Stop::Signalled(None),
             Err(fault) => Stop::Fault(fault, 0),
@@ -207,6 +218,11 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
             Action::InjectUd => backend.inject_exception(6, None),
             Action::Report { pass } => {
                 info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
+                // The other partitions' first cores may still be on their way (a loaded
+                // emulator schedules its CPUs late): the run ends once each has started its
+                // partition or given up on it, or after 2 s.
+                let partitions = crate::config::SYSTEM.partitions.len();
+                crate::cpu::time::wait_until(2000, || SETTLED.load(core::sync::atomic::Ordering::SeqCst) >= partitions);
                 // DMA faults recorded since the last fault event are reported before the counts.
                 crate::devices::iommu::drain();
                 log_exit_counts();

@@ -265,7 +265,7 @@ extern "C" fn _start(args: *const u8) -> ! {
 
 fn finish(args: &str) -> ! {
     // Give `other` time to print its scan before the verdict ends the run.
-    let wait = arg(args, "wait").and_then(parse_u64).unwrap_or(50_000_000);
+    let wait = arg(args, "wait").and_then(parse_u64).unwrap_or(500_000_000);
     for i in 0..wait {
         core::hint::black_box(i);
     }
