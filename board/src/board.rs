@@ -319,6 +319,8 @@ pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path
             pci_ecam,
             console_port,
             x2apic,
+            watchdog: None,
+            reset_record: None,
         },
     }
 }

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use crate::board::show_size;
 use crate::model::System;
 use crate::tables::{
-    Access, ConnectionKind, ConsoleFormat, DmaProtection, FaultPolicy, Interrupt, LogLevel, PartitionId, PayloadKind,
-    PhysRange,
+    Access, BoardWatchdogKind, ConnectionKind, ConsoleFormat, DmaProtection, FaultPolicy, Interrupt, LogLevel,
+    PartitionId, PayloadKind, PhysRange, ResetRecord,
 };
 
 /// A file GRUB must load as a multiboot2 module, and the module string that names it.
@@ -150,6 +150,7 @@ pub fn generate_tables(system: &System) -> String {
             let _ = writeln!(o, "        console_input: None,");
         }
     }
+    let _ = writeln!(o, "        monitor_core: {},", option(system.hypervisor.monitor_core, |c| c.to_string()));
     let _ = writeln!(o, "    }},");
     partitions(&mut o, system);
     core_map(&mut o, system);
@@ -272,6 +273,20 @@ fn board(o: &mut String, system: &System) {
     let ecam = option(b.pci_ecam, |e| format!("PciEcam {{ base: {}, buses: {} }}", hex(e.base), e.buses));
     let _ = writeln!(o, "        pci_ecam: {ecam},");
     let _ = writeln!(o, "        console_port: {},", hex(u64::from(system.console_port)));
+    let watchdog = option(b.watchdog, |w| {
+        let kind = match w.kind {
+            BoardWatchdogKind::I6300esb => "I6300esb",
+        };
+        format!(
+            "BoardWatchdog {{ kind: BoardWatchdogKind::{kind}, device: DeviceId({}), timeout_ms: {} }}",
+            w.device.0, w.timeout_ms
+        )
+    });
+    let _ = writeln!(o, "        watchdog: {watchdog},");
+    let record = option(b.reset_record, |r| match r {
+        ResetRecord::Cmos { offset } => format!("ResetRecord::Cmos {{ offset: {} }}", hex(u64::from(offset))),
+    });
+    let _ = writeln!(o, "        reset_record: {record},");
     let _ = writeln!(o, "    }},");
 }
 
@@ -356,7 +371,12 @@ fn partitions(o: &mut String, system: &System) {
             FaultPolicy::ResetBoard => "FaultPolicy::ResetBoard".to_owned(),
         };
         let _ = writeln!(o, "            fault_policy: {policy},");
-        let _ = writeln!(o, "            watchdog_ms: {},", option(p.watchdog_ms, |n| n.to_string()));
+        let watchdog =
+            option(p.watchdog, |w| format!("Watchdog {{ period_ms: {}, grace_ms: {} }}", w.period_ms, w.grace_ms));
+        let _ = writeln!(o, "            watchdog: {watchdog},");
+        let _ = writeln!(o, "            critical: {},", p.critical);
+        let supervises: Vec<String> = p.supervises.iter().map(|id| format!("PartitionId({})", id.0)).collect();
+        let _ = writeln!(o, "            supervises: &[{}],", supervises.join(", "));
         let _ = writeln!(o, "        }},");
     }
     let _ = writeln!(o, "    ],");

@@ -11,6 +11,7 @@ use crate::tables::{
     Bar, BoardCpu, ConnectionKind, DeviceId, DmaProtection, FaultPolicy, HypervisorConfig, Interrupt, IoPortRange,
     MemoryRegion, PartitionId, PayloadKind, PciAddress, PciEcam, PhysRange,
 };
+pub use crate::tables::{BoardWatchdog, BoardWatchdogKind, ResetRecord, Watchdog};
 
 /// A validated system: board, hypervisor settings, partitions and their links.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub struct Board {
     pub console_port: u16,
     /// The board's CPUs have an x2APIC (`x2apic = true`): APIC IDs above 0xFE are allowed.
     pub x2apic: bool,
+    /// The board's hardware watchdog (`[watchdog]`).
+    pub watchdog: Option<BoardWatchdog>,
+    /// Where a board reset's reason is recorded (`[reset_record]`).
+    pub reset_record: Option<ResetRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +97,9 @@ pub struct Partition {
     pub devices: Vec<DeviceId>,
     pub dma: DmaProtection,
     pub fault_policy: FaultPolicy,
-    pub watchdog_ms: Option<u32>,
+    pub watchdog: Option<Watchdog>,
+    pub critical: bool,
+    pub supervises: Vec<PartitionId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

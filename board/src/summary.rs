@@ -102,7 +102,7 @@ pub fn summary(system: &System) -> String {
         };
         let devices: Vec<&str> =
             p.devices.iter().filter_map(|d| b.devices.get(usize::from(d.0)).map(|d| d.name.as_str())).collect();
-        let watchdog = p.watchdog_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
+        let watchdog = p.watchdog.map_or_else(|| "-".to_owned(), |w| format!("{} ms", w.period_ms));
         rows.push(vec![
             i.to_string(),
             p.name.clone(),

@@ -202,7 +202,41 @@ pub struct BoardConfig {
     pub pci_ecam: Option<PciEcam>,
     /// I/O port of the console's 16550 UART.
     pub console_port: u16,
+    /// The board's hardware watchdog (`[watchdog]`), which the hypervisor arms and kicks
+    /// while the system is healthy (docs/supervision.md).
+    pub watchdog: Option<BoardWatchdog>,
+    /// Where the reason for a board reset survives the reset (`[reset_record]`).
+    pub reset_record: Option<ResetRecord>,
 }
+
+/// Which watchdog device a board has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoardWatchdogKind {
+    /// The Intel 6300ESB watchdog timer (a PCI function with one 16-byte memory BAR;
+    /// QEMU `-device i6300esb`).
+    I6300esb,
+}
+
+/// The board's hardware watchdog: a board device (`device`) the hypervisor keeps for itself.
+/// Unless it is kicked within `timeout_ms`, it resets the board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoardWatchdog {
+    pub kind: BoardWatchdogKind,
+    /// The board device (its PCI function and BAR) that is the watchdog; no partition owns it.
+    pub device: DeviceId,
+    pub timeout_ms: u32,
+}
+
+/// Where the hypervisor records why it reset the board, so that the next boot can print it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetRecord {
+    /// Bytes `offset..offset + RESET_RECORD_BYTES` of the RTC's battery-backed CMOS RAM
+    /// (index port 0x70, data port 0x71), which survive a reset.
+    Cmos { offset: u8 },
+}
+
+/// How many bytes a reset record takes.
+pub const RESET_RECORD_BYTES: u8 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -237,6 +271,12 @@ pub struct HypervisorConfig {
     /// The partition that receives the bytes typed on the hypervisor's console UART, on
     /// the receive side of its virtual UART at COM1. `None`: input is not read.
     pub console_input: Option<PartitionId>,
+    /// The core (owned by no partition) on which the hypervisor's monitor runs: it checks
+    /// the partitions' watchdog deadlines and the hypervisor's own cores, and kicks the
+    /// board watchdog. `None` when the system needs no monitor (no watchdog, no critical
+    /// partition, no board watchdog); the configuration refuses a system that needs one
+    /// and has no free core.
+    pub monitor_core: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -297,7 +337,22 @@ pub struct Partition {
     pub devices: &'static [DeviceId],
     pub dma: DmaProtection,
     pub fault_policy: FaultPolicy,
-    pub watchdog_ms: Option<u32>,
+    /// The partition's watchdog, if the system file gives it one (`watchdog_ms`).
+    pub watchdog: Option<Watchdog>,
+    /// The board watchdog is kicked only while this partition is healthy (`critical`).
+    pub critical: bool,
+    /// The partitions this one may supervise (`supervises`): read their state and counters,
+    /// restart or halt them. At most one partition of a system supervises.
+    pub supervises: &'static [PartitionId],
+}
+
+/// A partition's watchdog: it must check in (`BULKHEAD_WATCHDOG_CHECK_IN`) at least every
+/// `period_ms`; its first deadline is `grace_ms + period_ms` after each start (a Linux
+/// partition needs seconds before its watchdog daemon runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watchdog {
+    pub period_ms: u32,
+    pub grace_ms: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,7 +488,9 @@ mod tests {
         devices: &[],
         dma: DmaProtection::Iommu,
         fault_policy: FaultPolicy::Halt,
-        watchdog_ms: None,
+        watchdog: None,
+        critical: false,
+        supervises: &[],
     };
 
     const CPUS: &[BoardCpu] = &[cpu(0, 0), cpu(1, 2), cpu(2, 4), cpu(3, 6)];
@@ -451,6 +508,8 @@ mod tests {
                 ioapics: &[],
                 pci_ecam: None,
                 console_port: 0x3f8,
+                watchdog: None,
+                reset_record: None,
             },
             hypervisor: HypervisorConfig {
                 reserved: PhysRange { base: 0, size: 0 },
@@ -458,6 +517,7 @@ mod tests {
                 console_format: ConsoleFormat::Text,
                 verdict_partition: None,
                 console_input: None,
+                monitor_core: None,
             },
             partitions: &[PARTITION],
             core_map: &[],

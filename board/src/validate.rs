@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::board::{RangeExt, RawBoard, show_range, show_size};
 use crate::diag::{Loc, Sink, rule};
-use crate::model::{Board, Connection, Device, IommuScope, Partition, Payload, SharedMemory, System};
+use crate::model::{Board, Connection, Device, IommuScope, Partition, Payload, SharedMemory, System, Watchdog};
 use crate::payload;
 use crate::system::{At, RWX, RawKind, RawSystem};
 use crate::tables::{
@@ -757,7 +757,9 @@ pub(crate) fn validate(
             devices,
             dma: p.dma,
             fault_policy: p.fault_policy,
-            watchdog_ms: p.watchdog_ms,
+            watchdog: p.watchdog_ms.map(|period_ms| Watchdog { period_ms, grace_ms: 0 }),
+            critical: false,
+            supervises: Vec::new(),
         });
     }
     let mut shared_memory = Vec::new();
@@ -777,6 +779,7 @@ pub(crate) fn validate(
             console_format: raw.console_format,
             verdict_partition,
             console_input,
+            monitor_core: None,
         },
         console_port,
         board,

@@ -69,7 +69,7 @@ fn compiled_demo_holds_the_configuration() {
     assert_eq!((control.name, control.cores), ("control", &[1][..]));
     assert_eq!(telemetry.cores, &[0]);
     assert_eq!(control.fault_policy, FaultPolicy::Restart { max_restarts: 3 });
-    assert_eq!(control.watchdog_ms, None);
+    assert_eq!(control.watchdog, None);
     assert_eq!(s.hypervisor.verdict_partition, Some(telemetry.id));
     assert_eq!(control.payload.module, "control");
     assert_eq!(control.payload.kind, PayloadKind::Elf);

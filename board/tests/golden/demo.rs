@@ -46,6 +46,8 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         ],
         pci_ecam: Some(PciEcam { base: 0xb000_0000, buses: 256 }),
         console_port: 0x3f8,
+        watchdog: None,
+        reset_record: None,
     },
     hypervisor: HypervisorConfig {
         // [0x100000, 0x1000000) 15 MiB
@@ -54,6 +56,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         console_format: ConsoleFormat::Defmt,
         verdict_partition: Some(PartitionId(1)), // telemetry
         console_input: None,
+        monitor_core: None,
     },
     partitions: &[
         // partition 0 `control`: cores [1], 16 MiB of memory
@@ -82,7 +85,9 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             devices: &[],
             dma: DmaProtection::Iommu,
             fault_policy: FaultPolicy::Restart { max_restarts: 3 },
-            watchdog_ms: None,
+            watchdog: None,
+            critical: false,
+            supervises: &[],
         },
         // partition 1 `telemetry`: cores [0], 16 MiB of memory
         Partition {
@@ -110,7 +115,9 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             devices: &[],
             dma: DmaProtection::Iommu,
             fault_policy: FaultPolicy::Halt,
-            watchdog_ms: None,
+            watchdog: None,
+            critical: false,
+            supervises: &[],
         },
     ],
     core_map: &[

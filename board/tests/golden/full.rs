@@ -78,6 +78,8 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         ],
         pci_ecam: None,
         console_port: 0x2f8,
+        watchdog: None,
+        reset_record: None,
     },
     hypervisor: HypervisorConfig {
         // [0x100000, 0x2000000) 31 MiB
@@ -86,6 +88,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         console_format: ConsoleFormat::Text,
         verdict_partition: Some(PartitionId(2)), // bare
         console_input: Some(PartitionId(2)), // bare
+        monitor_core: None,
     },
     partitions: &[
         // partition 0 `rt-control`: cores [1, 2], 4160 KiB of memory
@@ -122,7 +125,9 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             devices: &[DeviceId(2), DeviceId(3)],
             dma: DmaProtection::Iommu,
             fault_policy: FaultPolicy::Restart { max_restarts: 5 },
-            watchdog_ms: Some(250),
+            watchdog: Some(Watchdog { period_ms: 250, grace_ms: 0 }),
+            critical: false,
+            supervises: &[],
         },
         // partition 1 `linux`: cores [3], 16 MiB of memory
         Partition {
@@ -150,7 +155,9 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             devices: &[DeviceId(0)],
             dma: DmaProtection::Iommu,
             fault_policy: FaultPolicy::ResetBoard,
-            watchdog_ms: None,
+            watchdog: None,
+            critical: false,
+            supervises: &[],
         },
         // partition 2 `bare`: cores [0], 2 MiB of memory
         Partition {
@@ -186,7 +193,9 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             devices: &[],
             dma: DmaProtection::Iommu,
             fault_policy: FaultPolicy::Halt,
-            watchdog_ms: None,
+            watchdog: None,
+            critical: false,
+            supervises: &[],
         },
     ],
     core_map: &[

@@ -25,13 +25,12 @@ fn kind_name(kind: PayloadKind) -> &'static str {
 }
 
 /// A partition's configured watchdog as the summary shows it.
-struct Watchdog(Option<u32>);
+struct Watchdog(Option<bulkhead_board::tables::Watchdog>);
 
-// The configuration accepts `watchdog_ms` but nothing enforces it yet; the boot log says so
-// rather than suggest a protection the partition does not have.
+// Enforced by the monitor (`supervision/monitor.rs`).
 crate::log::impl_format!(Watchdog, |watchdog, f| match watchdog.0 {
     None => crate::log::write!(f, "none"),
-    Some(ms) => crate::log::write!(f, "{=u32} ms (not enforced yet)", ms),
+    Some(w) => crate::log::write!(f, "{=u32} ms after {=u32} ms grace", w.period_ms, w.grace_ms),
 });
 
 /// Logs the compiled configuration in one screen.
@@ -75,7 +74,7 @@ pub fn log_summary() {
             p.devices.len(),
             policy_name(p.fault_policy),
             max_restarts,
-            Watchdog(p.watchdog_ms)
+            Watchdog(p.watchdog)
         );
         for m in p.memory {
             info!(

@@ -270,7 +270,9 @@ static PLACEHOLDER: tables::Partition = tables::Partition {
     devices: &[],
     dma: tables::DmaProtection::Iommu,
     fault_policy: FaultPolicy::Halt,
-    watchdog_ms: None,
+    watchdog: None,
+    critical: false,
+    supervises: &[],
 };
 
 /// Every configured partition.
