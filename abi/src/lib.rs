@@ -8,3 +8,4 @@ pub mod boot_info;
 pub mod demo;
 pub mod hyperv;
 pub mod run;
+pub mod supervision;

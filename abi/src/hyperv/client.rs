@@ -26,6 +26,7 @@ use super::{
     HvStatus, HypercallInput, HypercallMsr, HypercallResult, Message, MessagePage, PageMsr, Scontrol, SignalEventInput,
     Sint,
 };
+use crate::supervision::{ControlAction, PartitionStatus};
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 
 const PAGE_WORDS: usize = 4096 / 8;
@@ -304,6 +305,35 @@ impl<C: Cpu> Client<C> {
             self.call(HypercallInput::new(code::BULKHEAD_CONSOLE_WRITE), gpa, 0)?;
         }
         Ok(())
+    }
+
+    /// Bulkhead's watchdog check-in ([`code::BULKHEAD_WATCHDOG_CHECK_IN`], fast form): the
+    /// partition's watchdog deadline moves to one period from now.
+    pub fn watchdog_check_in(&mut self) -> Result<(), HypercallError> {
+        self.call(HypercallInput::new(code::BULKHEAD_WATCHDOG_CHECK_IN).fast(true), 0, 0)
+    }
+
+    /// Bulkhead's partition status ([`code::BULKHEAD_PARTITION_STATUS`], memory form): the
+    /// state and counters of `partition` (this partition's own, or one it supervises).
+    /// The input block is the first 8 bytes of the input page, the output block its second
+    /// half.
+    pub fn partition_status(&mut self, partition: u8) -> Result<PartitionStatus, HypercallError> {
+        const OUTPUT_WORD: usize = 256;
+        let input = &self.pages.input;
+        input.word(0).store(u64::from(partition), Ordering::Relaxed);
+        let gpa = self.cpu.guest_physical(input);
+        self.call(HypercallInput::new(code::BULKHEAD_PARTITION_STATUS), gpa, gpa + OUTPUT_WORD as u64 * 8)?;
+        let mut bytes = [0u8; PartitionStatus::SIZE];
+        for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&input.word(OUTPUT_WORD + i).load(Ordering::Acquire).to_le_bytes());
+        }
+        Ok(PartitionStatus::from_bytes(&bytes))
+    }
+
+    /// Bulkhead's partition control ([`code::BULKHEAD_PARTITION_CONTROL`], fast form): the
+    /// supervisor restarts or halts `partition`.
+    pub fn control_partition(&mut self, partition: u8, action: ControlAction) -> Result<(), HypercallError> {
+        self.call(HypercallInput::new(code::BULKHEAD_PARTITION_CONTROL).fast(true), u64::from(partition), action as u64)
     }
 
     fn call(&mut self, input_value: HypercallInput, input: u64, output: u64) -> Result<(), HypercallError> {

@@ -26,6 +26,16 @@ pub mod code {
     /// Status: SUCCESS; INVALID_PARAMETER for a length above the maximum or a reserved
     /// field not 0; the input block rules of every memory-form call otherwise.
     pub const BULKHEAD_CONSOLE_WRITE: u16 = 0x8001;
+    /// Bulkhead watchdog check-in: simple call, fast form only, RDX = R8 = 0. Resets the
+    /// caller's watchdog deadline to one period from now (`crate::supervision`).
+    pub const BULKHEAD_WATCHDOG_CHECK_IN: u16 = 0x8002;
+    /// Bulkhead partition status: simple call, memory form only; input block
+    /// `crate::supervision::STATUS_INPUT_SIZE` bytes (partition id as u32, 4 reserved
+    /// bytes), output block `crate::supervision::PartitionStatus`.
+    pub const BULKHEAD_PARTITION_STATUS: u16 = 0x8003;
+    /// Bulkhead partition control (the supervisor): simple call, fast form only, RDX = the
+    /// partition id, R8 = a `crate::supervision::ControlAction`.
+    pub const BULKHEAD_PARTITION_CONTROL: u16 = 0x8004;
 }
 
 /// The most text bytes one [`code::BULKHEAD_CONSOLE_WRITE`] carries: a page less the
@@ -65,6 +75,8 @@ pub enum HvStatus {
     AccessDenied = 0x0006,
     InvalidPartitionState = 0x0007,
     OperationDenied = 0x0008,
+    /// No partition has this id (Bulkhead's supervision calls).
+    InvalidPartitionId = 0x000D,
     /// The target virtual processor does not exist.
     InvalidVpIndex = 0x000E,
     /// The port behind a connection is gone, inactive or of the wrong type.
@@ -96,6 +108,7 @@ impl HvStatus {
             0x0006 => Self::AccessDenied,
             0x0007 => Self::InvalidPartitionState,
             0x0008 => Self::OperationDenied,
+            0x000D => Self::InvalidPartitionId,
             0x000E => Self::InvalidVpIndex,
             0x0011 => Self::InvalidPortId,
             0x0012 => Self::InvalidConnectionId,
@@ -276,7 +289,7 @@ pub const fn input_gpa_ok(gpa: u64, len: u64) -> Result<(), HvStatus> {
 mod tests {
     use super::*;
 
-    const ALL: [HvStatus; 13] = [
+    const ALL: [HvStatus; 14] = [
         HvStatus::Success,
         HvStatus::InvalidHypercallCode,
         HvStatus::InvalidHypercallInput,
@@ -285,6 +298,7 @@ mod tests {
         HvStatus::AccessDenied,
         HvStatus::InvalidPartitionState,
         HvStatus::OperationDenied,
+        HvStatus::InvalidPartitionId,
         HvStatus::InvalidVpIndex,
         HvStatus::InvalidPortId,
         HvStatus::InvalidConnectionId,
@@ -294,7 +308,7 @@ mod tests {
 
     #[test]
     fn status_values() {
-        let expected = [0, 2, 3, 4, 5, 6, 7, 8, 0x0E, 0x11, 0x12, 0x13, 0x18];
+        let expected = [0, 2, 3, 4, 5, 6, 7, 8, 0x0D, 0x0E, 0x11, 0x12, 0x13, 0x18];
         for (status, code) in ALL.iter().zip(expected) {
             assert_eq!(status.code(), code);
         }
@@ -305,7 +319,7 @@ mod tests {
         for status in ALL {
             assert_eq!(HvStatus::from_code(status.code()), Some(status));
         }
-        for code in [1, 9, 0x0D, 0x10, 0x14, 0x17, 0x19, 0xFFFF] {
+        for code in [1, 9, 0x0C, 0x10, 0x14, 0x17, 0x19, 0xFFFF] {
             assert_eq!(HvStatus::from_code(code), None);
         }
     }
