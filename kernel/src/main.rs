@@ -19,6 +19,7 @@ mod lapic;
 mod log;
 mod partition;
 mod run_end;
+mod supervision;
 mod vcpu;
 
 use crate::log::{error, info};
@@ -137,6 +138,8 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
         run_end::fail("this machine does not match the compiled board");
     }
     devices::pci::init();
+    supervision::reset_record::report_at_boot();
+    supervision::board_watchdog::arm();
     let backend = if cpu.caps.vmx && cpu.caps.second_level_paging && cpu.caps.unrestricted_guest {
         BackendKind::Vmx
     } else if cpu.caps.svm && cpu.caps.second_level_paging {

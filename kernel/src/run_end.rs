@@ -98,6 +98,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         ),
         None => crate::log::error!("panicked: {}", crate::log::Display2Format(&info.message())),
     }
+    crate::supervision::reset_record::record(crate::supervision::reset_record::ResetReason::Panic);
     fail("panic")
 }
 

@@ -95,6 +95,9 @@ impl Partition {
             }
             FaultPolicy::ResetBoard => {
                 error!("partition {=str}: policy reset-board: resetting the board", self.name());
+                crate::supervision::reset_record::record(crate::supervision::reset_record::ResetReason::Policy {
+                    partition: self.config.id,
+                });
                 crate::run_end::reset_board()
             }
         }
