@@ -23,7 +23,15 @@
  * two cannot be loaded together). The hypercalls go through Linux's hypercall page
  * (hv_hypercall_pg) with the per-CPU input page (hyperv_pcpu_input_arg).
  *
- * Documentation: docs/linux.md, "Messaging with the real-time partition".
+ * Supervision (docs/supervision.md, "From Linux"; the calls: abi/src/supervision.rs): the
+ * module reads the partition's own status (BULKHEAD_PARTITION_STATUS). When it has a
+ * watchdog, a standard Linux watchdog device (/dev/watchdogN) checks in with the hypervisor
+ * (BULKHEAD_WATCHDOG_CHECK_IN) on every ping; /dev/bulkhead/self reads the partition's own
+ * status, and /dev/bulkhead/supervisor (only in the supervisor) reads and controls the
+ * partitions it supervises (ioctls below). A partition without connections has no BHCN
+ * table: the module then loads for supervision alone.
+ *
+ * Documentation: docs/linux.md, "Messaging with the real-time partition" and "Supervision".
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -43,6 +51,8 @@
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
 #include <linux/wait.h>
+#include <linux/watchdog.h>
+#include <asm/unaligned.h>
 #include <asm/hyperv-tlfs.h>
 #include <asm/irq_vectors.h>
 #include <asm/mshyperv.h>
@@ -65,6 +75,48 @@
 #define BH_STATUS_INVALID_SYNIC_STATE 0x18
 /* The CPU every connection of the partition is delivered to (VP 0). */
 #define BH_CPU 0
+
+/* Supervision calls (abi/src/hyperv/hypercall.rs, `code`) and their status codes. */
+#define BH_CALL_WATCHDOG_CHECK_IN 0x8002
+#define BH_CALL_PARTITION_STATUS 0x8003
+#define BH_CALL_PARTITION_CONTROL 0x8004
+#define BH_STATUS_INVALID_PARTITION_STATE 0x07
+#define BH_STATUS_INVALID_PARTITION_ID 0x0D
+/* BULKHEAD_PARTITION_STATUS: an 8-byte input block {u32 id, u32 0}, then the 256-byte
+ * PartitionStatus; the fields the module reads, at their offsets. */
+#define BH_STATUS_INPUT_LEN 8
+#define BH_STATUS_LEN 256
+#define BH_STATUS_ID 1
+#define BH_STATUS_FLAGS 3
+#define BH_STATUS_NAME 8
+#define BH_STATUS_NAME_LEN 32
+#define BH_STATUS_WATCHDOG_MS 40
+#define BH_FLAG_WATCHDOG BIT(0)
+#define BH_FLAG_SUPERVISOR BIT(2)
+/* Partition ids are one byte (PartitionStatus.id). */
+#define BH_MAX_PARTITIONS 256
+
+/*
+ * The ioctls of /dev/bulkhead/self and /dev/bulkhead/supervisor (mirrored by
+ * linux/msg-tool/src/supervise.rs). STATUS: in `id` (BH_SELF: the partition's own), out
+ * `id` (the id read) and the PartitionStatus block as the hypervisor wrote it. CONTROL:
+ * `action` 1 restart, 2 halt (abi ControlAction); the supervisor device only.
+ */
+struct bh_status_arg {
+	u32 id;
+	u32 reserved;
+	u8 status[BH_STATUS_LEN];
+};
+
+struct bh_control_arg {
+	u32 id;
+	u32 action;
+};
+
+#define BH_SELF 0xffffffffu
+#define BH_IOC_MAGIC 0xb4
+#define BH_IOC_STATUS _IOWR(BH_IOC_MAGIC, 1, struct bh_status_arg)
+#define BH_IOC_CONTROL _IOW(BH_IOC_MAGIC, 2, struct bh_control_arg)
 
 /* One BHCN entry (virt/src/acpi.rs, ConnectionEntry). */
 struct bhcn_entry {
@@ -263,6 +315,10 @@ static int status_to_errno(u16 status)
 		return -EOPNOTSUPP;
 	case HV_STATUS_INSUFFICIENT_MEMORY:
 		return -ENOMEM;
+	case BH_STATUS_INVALID_PARTITION_ID:
+		return -ENOENT;
+	case BH_STATUS_INVALID_PARTITION_STATE:
+		return -EBUSY;
 	default:
 		return -EIO;
 	}
@@ -524,8 +580,9 @@ static int read_connections(void)
 
 	st = acpi_get_table(BHCN_SIGNATURE, 0, &table);
 	if (ACPI_FAILURE(st)) {
-		pr_err("no BHCN table: not a Bulkhead partition, or one without connections\n");
-		return -ENODEV;
+		/* Not a Bulkhead partition, or one without connections. */
+		nconns = 0;
+		return 0;
 	}
 	if (table->revision != BHCN_REVISION || table->length < sizeof(*table) ||
 	    (table->length - sizeof(*table)) % BHCN_ENTRY_LEN) {
@@ -573,29 +630,309 @@ static void unregister_devices(void)
 	}
 }
 
-static int __init bh_init(void)
+/* Supervision. */
+
+/* The partition's own id and status as read at load, the devices made from them. */
+static u32 self_id = BH_SELF;
+static u8 self_status[BH_STATUS_LEN];
+static bool self_registered, supervisor_registered, wdt_registered;
+/* watchdog_register_device/watchdog_unregister_device of the watchdog core, looked up
+ * with symbol_get so that the module loads without the core (Debian builds it as a
+ * module, watchdog.ko: then load that first for a watchdog device). */
+static int (*wdt_register)(struct watchdog_device *);
+static void (*wdt_unregister)(struct watchdog_device *);
+
+static u32 status_u32(const u8 *status, unsigned int at)
+{
+	return get_unaligned_le32(status + at);
+}
+
+/* BULKHEAD_PARTITION_STATUS of partition `id` into `out` (BH_STATUS_LEN bytes). */
+static u16 partition_status(u32 id, u8 *out)
+{
+	unsigned long flags;
+	u8 *page;
+	u16 status;
+
+	/* The per-CPU input page holds both blocks (the call allows the output block in the
+	 * input's page when they do not overlap); interrupts off as in post_message(). */
+	local_irq_save(flags);
+	page = *this_cpu_ptr(hyperv_pcpu_input_arg);
+	if (!page) {
+		local_irq_restore(flags);
+		return HV_STATUS_INSUFFICIENT_MEMORY;
+	}
+	memset(page, 0, BH_STATUS_INPUT_LEN + BH_STATUS_LEN);
+	put_unaligned_le32(id, page);
+	status = hv_do_hypercall(BH_CALL_PARTITION_STATUS, page, page + BH_STATUS_INPUT_LEN) &
+		 HV_HYPERCALL_RESULT_MASK;
+	if (status == HV_STATUS_SUCCESS)
+		memcpy(out, page + BH_STATUS_INPUT_LEN, BH_STATUS_LEN);
+	local_irq_restore(flags);
+	return status;
+}
+
+/*
+ * Finds the partition's own id. Neither the BHCN table (absent without connections) nor
+ * the boot parameters carry it, and the status call needs one, so every id is tried: a
+ * partition may read only its own status, and the supervisor also those of the partitions
+ * it supervises. There is at most one supervisor, so the status carrying the SUPERVISOR
+ * flag is the caller's own when there is one, and otherwise the only readable one is. The
+ * supervisor gets INVALID_PARTITION_ID past the last id; the others read ACCESS_DENIED up
+ * to the end of the id range.
+ */
+static int find_self(void)
+{
+	u8 *status = kmalloc(BH_STATUS_LEN, GFP_KERNEL);
+	unsigned int readable = 0, supervisors = 0;
+	u32 id, own = BH_SELF, supervisor = BH_SELF;
+	int err = 0;
+
+	if (!status)
+		return -ENOMEM;
+	for (id = 0; id < BH_MAX_PARTITIONS; id++) {
+		u16 st = partition_status(id, status);
+
+		if (st == BH_STATUS_INVALID_PARTITION_ID)
+			break;
+		if (st == HV_STATUS_ACCESS_DENIED)
+			continue;
+		if (st != HV_STATUS_SUCCESS) {
+			/* INVALID_HYPERCALL_CODE: a hypervisor without supervision. */
+			err = status_to_errno(st);
+			goto out;
+		}
+		readable++;
+		own = id;
+		if (status[BH_STATUS_FLAGS] & BH_FLAG_SUPERVISOR) {
+			supervisors++;
+			supervisor = id;
+			memcpy(self_status, status, BH_STATUS_LEN);
+		} else if (readable == 1) {
+			memcpy(self_status, status, BH_STATUS_LEN);
+		}
+	}
+	if (supervisors == 1) {
+		self_id = supervisor;
+	} else if (readable == 1 && !supervisors) {
+		self_id = own;
+	} else {
+		pr_err("cannot tell the partition's own id: %u statuses readable, %u of a supervisor\n", readable,
+		       supervisors);
+		err = -EIO;
+	}
+out:
+	kfree(status);
+	return err;
+}
+
+static int wdt_ping(struct watchdog_device *wdd)
+{
+	/* The fast form with RDX = R8 = 0 (hv_do_fast_hypercall8 leaves R8 unset). */
+	return status_to_errno(hv_do_fast_hypercall16(BH_CALL_WATCHDOG_CHECK_IN, 0, 0) & HV_HYPERCALL_RESULT_MASK);
+}
+
+static int wdt_start(struct watchdog_device *wdd)
+{
+	return wdt_ping(wdd);
+}
+
+/* The hypervisor's watchdog cannot be stopped: stopping only ends the check-ins, and the
+ * partition faults at its next deadline. With nowayout set the core never calls this. */
+static int wdt_stop(struct watchdog_device *wdd)
+{
+	return 0;
+}
+
+static const struct watchdog_info wdt_info = {
+	.options = WDIOF_KEEPALIVEPING | WDIOF_SETTIMEOUT | WDIOF_MAGICCLOSE,
+	.identity = "Bulkhead partition watchdog",
+};
+
+static const struct watchdog_ops wdt_ops = {
+	.owner = THIS_MODULE,
+	.start = wdt_start,
+	.stop = wdt_stop,
+	.ping = wdt_ping,
+};
+
+static struct watchdog_device wdt = {
+	.info = &wdt_info,
+	.ops = &wdt_ops,
+	.min_timeout = 1,
+};
+
+/*
+ * The watchdog device of a partition with a watchdog of `period_ms`. Userspace's timeout
+ * (how long after its last ping the partition may live) starts at the period rounded up
+ * to seconds; a daemon may set a longer one (WDIOC_SETTIMEOUT). The hypervisor's period
+ * is the hardware heartbeat: with max_hw_heartbeat_ms at half the period the core's worker
+ * checks in every quarter period between userspace's pings, until the userspace timeout
+ * ends, and the partition faults at most half a period later.
+ */
+static int wdt_init(u32 period_ms)
+{
+	int err;
+
+	wdt_register = symbol_get(watchdog_register_device);
+	wdt_unregister = symbol_get(watchdog_unregister_device);
+	if (!wdt_register || !wdt_unregister) {
+		pr_warn("the partition has a watchdog of %u ms but the watchdog core is not loaded "
+			"(watchdog.ko): no watchdog device\n",
+			period_ms);
+		err = -ENODEV;
+		goto put;
+	}
+	wdt.timeout = max_t(u32, DIV_ROUND_UP(period_ms, 1000), 1);
+	wdt.max_hw_heartbeat_ms = max_t(u32, period_ms / 2, 1);
+	watchdog_set_nowayout(&wdt, true);
+	err = wdt_register(&wdt);
+	if (err) {
+		pr_err("cannot register the watchdog device: %d\n", err);
+		goto put;
+	}
+	pr_info("watchdog %u ms: /dev/watchdog%d, timeout %u s, checked in every %u ms by the core\n", period_ms,
+		wdt.id, wdt.timeout, wdt.max_hw_heartbeat_ms / 2);
+	wdt_registered = true;
+	return 0;
+put:
+	if (wdt_register)
+		symbol_put(watchdog_register_device);
+	if (wdt_unregister)
+		symbol_put(watchdog_unregister_device);
+	wdt_register = NULL;
+	wdt_unregister = NULL;
+	return err;
+}
+
+static struct miscdevice self_misc, supervisor_misc;
+
+static long status_ioctl(unsigned long arg)
+{
+	struct bh_status_arg *a;
+	long err;
+
+	a = kzalloc(sizeof(*a), GFP_KERNEL);
+	if (!a)
+		return -ENOMEM;
+	if (copy_from_user(&a->id, (void __user *)arg, sizeof(a->id))) {
+		err = -EFAULT;
+		goto out;
+	}
+	if (a->id == BH_SELF)
+		a->id = self_id;
+	err = status_to_errno(partition_status(a->id, a->status));
+	if (!err && copy_to_user((void __user *)arg, a, sizeof(*a)))
+		err = -EFAULT;
+out:
+	kfree(a);
+	return err;
+}
+
+static long sup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct bh_control_arg c;
+
+	switch (cmd) {
+	case BH_IOC_STATUS:
+		return status_ioctl(arg);
+	case BH_IOC_CONTROL:
+		if (file->private_data != &supervisor_misc)
+			return -EPERM;
+		if (copy_from_user(&c, (void __user *)arg, sizeof(c)))
+			return -EFAULT;
+		return status_to_errno(hv_do_fast_hypercall16(BH_CALL_PARTITION_CONTROL, c.id, c.action) &
+				       HV_HYPERCALL_RESULT_MASK);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations sup_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = sup_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice self_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "bulkhead-self",
+	.nodename = "bulkhead/self",
+	.mode = 0444,
+	.fops = &sup_fops,
+};
+
+static struct miscdevice supervisor_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "bulkhead-supervisor",
+	.nodename = "bulkhead/supervisor",
+	.mode = 0600,
+	.fops = &sup_fops,
+};
+
+/* Reads the own status and makes the devices it calls for. Not finding the own id (a
+ * hypervisor without supervision) leaves supervision out; -ENODEV then. */
+static int supervision_init(void)
+{
+	char name[BH_STATUS_NAME_LEN + 1];
+	u8 flags;
+	int err;
+
+	err = find_self();
+	if (err)
+		return -ENODEV;
+	flags = self_status[BH_STATUS_FLAGS];
+	memcpy(name, self_status + BH_STATUS_NAME, BH_STATUS_NAME_LEN);
+	name[BH_STATUS_NAME_LEN] = 0;
+	pr_info("partition %u (%s)%s%s\n", self_id, name, flags & BH_FLAG_WATCHDOG ? ", with a watchdog" : "",
+		flags & BH_FLAG_SUPERVISOR ? ", supervisor" : "");
+	err = misc_register(&self_misc);
+	if (err)
+		pr_err("cannot register /dev/%s: %d\n", self_misc.nodename, err);
+	else
+		self_registered = true;
+	if (flags & BH_FLAG_SUPERVISOR) {
+		err = misc_register(&supervisor_misc);
+		if (err)
+			pr_err("cannot register /dev/%s: %d\n", supervisor_misc.nodename, err);
+		else
+			supervisor_registered = true;
+	}
+	if (flags & BH_FLAG_WATCHDOG)
+		wdt_init(status_u32(self_status, BH_STATUS_WATCHDOG_MS));
+	return 0;
+}
+
+static void supervision_exit(void)
+{
+	if (wdt_registered) {
+		wdt_unregister(&wdt);
+		symbol_put(watchdog_register_device);
+		symbol_put(watchdog_unregister_device);
+	}
+	if (supervisor_registered)
+		misc_deregister(&supervisor_misc);
+	if (self_registered)
+		misc_deregister(&self_misc);
+}
+
+/* The connections: their devices, the SINT handler, the SynIC of CPU 0. */
+static int connections_init(void)
 {
 	bool in_use = false;
 	unsigned int i;
 	int err;
 
-	if (!hv_hypercall_pg || !hyperv_pcpu_input_arg) {
-		pr_err("no Hyper-V hypercall page: not running on a Hyper-V compatible hypervisor\n");
-		return -ENODEV;
-	}
 	if (!(ms_hyperv.hints & HV_DEPRECATING_AEOI_RECOMMENDED)) {
 		/* Linux then leaves the APIC EOI of the callback vector to AutoEOI. */
 		pr_err("the hypervisor does not deprecate AutoEOI; not supported\n");
 		return -ENODEV;
 	}
-	err = read_connections();
-	if (err)
-		return err;
 	smp_call_function_single(BH_CPU, synic_in_use, &in_use, 1);
 	if (in_use) {
 		pr_err("the SynIC of CPU %d is already enabled (hv_vmbus?)\n", BH_CPU);
-		err = -EBUSY;
-		goto free_conns;
+		return -EBUSY;
 	}
 	simp = (void *)get_zeroed_page(GFP_KERNEL);
 	siefp = (void *)get_zeroed_page(GFP_KERNEL);
@@ -647,6 +984,44 @@ unregister:
 free_pages:
 	free_page((unsigned long)simp);
 	free_page((unsigned long)siefp);
+	return err;
+}
+
+static void connections_exit(void)
+{
+	smp_call_function_single(BH_CPU, synic_disable, NULL, 1);
+	hv_remove_vmbus_handler();
+	unregister_devices();
+	free_page((unsigned long)simp);
+	free_page((unsigned long)siefp);
+}
+
+static int __init bh_init(void)
+{
+	bool supervision;
+	int err;
+
+	if (!hv_hypercall_pg || !hyperv_pcpu_input_arg) {
+		pr_err("no Hyper-V hypercall page: not running on a Hyper-V compatible hypervisor\n");
+		return -ENODEV;
+	}
+	err = read_connections();
+	if (err)
+		return err;
+	if (nconns) {
+		err = connections_init();
+		if (err)
+			goto free_conns;
+	}
+	supervision = !supervision_init();
+	if (!nconns && !supervision) {
+		pr_err("no BHCN table and no supervision calls: not a Bulkhead partition, or one without "
+		       "connections on a hypervisor without supervision\n");
+		err = -ENODEV;
+		goto free_conns;
+	}
+	return 0;
+
 free_conns:
 	kfree(conns);
 	return err;
@@ -654,13 +1029,14 @@ free_conns:
 
 static void __exit bh_exit(void)
 {
-	smp_call_function_single(BH_CPU, synic_disable, NULL, 1);
-	hv_remove_vmbus_handler();
-	unregister_devices();
-	free_page((unsigned long)simp);
-	free_page((unsigned long)siefp);
+	supervision_exit();
+	if (nconns) {
+		connections_exit();
+		pr_info("unloaded; SynIC of CPU %d disabled\n", BH_CPU);
+	} else {
+		pr_info("unloaded\n");
+	}
 	kfree(conns);
-	pr_info("unloaded; SynIC of CPU %d disabled\n", BH_CPU);
 }
 
 module_init(bh_init);
