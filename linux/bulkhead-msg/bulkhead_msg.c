@@ -1001,6 +1001,9 @@ static int __init bh_init(void)
 	bool supervision;
 	int err;
 
+	/* The numbers linux/msg-tool/src/supervise.rs uses. */
+	BUILD_BUG_ON(sizeof(struct bh_status_arg) != 264 || BH_IOC_STATUS != 0xc108b401u);
+	BUILD_BUG_ON(sizeof(struct bh_control_arg) != 8 || BH_IOC_CONTROL != 0x4008b402u);
 	if (!hv_hypercall_pg || !hyperv_pcpu_input_arg) {
 		pr_err("no Hyper-V hypercall page: not running on a Hyper-V compatible hypervisor\n");
 		return -ENODEV;

@@ -3,6 +3,8 @@
 //! partition's connections a device `/dev/bulkhead/NAME` (docs/linux.md, "Messaging with the
 //! real-time partition"). Built as a static binary for the busybox initramfs.
 //!
+//! `status`, `restart` and `halt` use the module's supervision devices (supervise.rs).
+//!
 //! A PEER argument names the partition at the other end by the connection names the
 //! Linux systems use: `to-PEER` and `from-PEER` (messages), `to-PEER-event` and
 //! `from-PEER-event` (events). A CONN argument names one connection.
@@ -18,7 +20,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bulkhead_abi::supervision::ControlAction;
+
 mod flood;
+mod supervise;
 
 /// The largest message a connection carries (TLFS: 240 payload bytes).
 pub const MAX_PAYLOAD: usize = 240;
@@ -40,7 +45,11 @@ usage: bulkhead-msg COMMAND ...
                             and the retries on a full queue. With STALL_MS, the echoes are
                             read only after that many milliseconds, so the queues fill
   burst PEER                messages without waiting (O_NONBLOCK) until the queues are full
-                            (EAGAIN), then checks their echoes as flood does";
+                            (EAGAIN), then checks their echoes as flood does
+  status                    the partition's own state and counters and, in the supervisor,
+                            those of every partition it supervises (docs/supervision.md)
+  restart NAME|ID           the supervisor restarts a partition it supervises
+  halt NAME|ID              the supervisor halts a partition it supervises";
 
 /// A failure: a usage or device problem (2) or a failed check (1).
 #[derive(Debug)]
@@ -420,6 +429,9 @@ fn run(args: &[String]) -> Result<()> {
             flood(arg(args, 1, "peer")?, count_arg(args, 2, 1000)?, stall)
         }
         "burst" => burst(arg(args, 1, "peer")?),
+        "status" => supervise::print_status(),
+        "restart" => supervise::control(ControlAction::Restart, arg(args, 1, "partition")?),
+        "halt" => supervise::control(ControlAction::Halt, arg(args, 1, "partition")?),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
