@@ -30,5 +30,8 @@ pub enum ResetReason {
 /// Records `reason` for the next boot.
 pub fn record(_reason: ResetReason) {}
 
+/// Forgets a recorded reason: what led to it cleared before the board reset.
+pub fn clear() {}
+
 /// Prints the last reset's recorded reason at boot, then clears it.
 pub fn report_at_boot() {}
