@@ -50,8 +50,10 @@ pub const CURRENT_LINK: &str = "current";
 pub const INITRAMFS_FILE: &str = "initramfs.cpio";
 /// The kernel modules the cache holds, with every module they depend on (Debian builds
 /// them as modules, `CONFIG_NAME=m`): `e1000e`, the driver of the Intel 82574 NIC that
-/// QEMU models (an assigned PCI function in a Linux partition).
-pub const MODULES: &[&str] = &["e1000e"];
+/// QEMU models (an assigned PCI function in a Linux partition); `watchdog`, the watchdog
+/// core, which `bulkhead_msg`'s watchdog device needs loaded first (docs/linux.md,
+/// "Supervision").
+pub const MODULES: &[&str] = &["e1000e", "watchdog"];
 /// The cache's folder of kernel modules, `NAME.ko` each.
 pub const MODULES_DIR: &str = "modules";
 

@@ -21,6 +21,7 @@ mod linux_console;
 mod linux_direct;
 mod linux_msg;
 mod linux_nic;
+mod linux_supervision;
 mod messaging_std;
 mod partitions;
 mod pci;
