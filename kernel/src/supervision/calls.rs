@@ -9,7 +9,8 @@ use crate::supervision::health::Request;
 use bulkhead_abi::hyperv::hypercall::code;
 use bulkhead_abi::hyperv::{HvStatus, HypercallInput, input_gpa_ok};
 use bulkhead_abi::supervision::{
-    ControlAction, NAME_BYTES, PartitionState, PartitionStatus, STATUS_INPUT_SIZE, STATUS_VERSION, flags, policy,
+    ControlAction, NAME_BYTES, PARTITION_SELF, PartitionState, PartitionStatus, STATUS_INPUT_SIZE, STATUS_VERSION,
+    flags, policy,
 };
 use bulkhead_board::tables::{FaultPolicy, PartitionId};
 use core::sync::atomic::Ordering;
@@ -74,7 +75,7 @@ pub fn handle(caller: &Partition, input: HypercallInput, parameter: u64, output:
 /// The partition `id` whose status `caller` may read: its own, or one it supervises.
 fn readable(caller: &Partition, id: u32) -> Result<&'static Partition, HvStatus> {
     let own = caller.config().id;
-    if id == u32::from(own.0) {
+    if id == u32::from(own.0) || id == PARTITION_SELF {
         return Ok(crate::partition::get(own));
     }
     supervised(caller, u64::from(id))
