@@ -93,14 +93,14 @@
 #define BH_STATUS_WATCHDOG_MS 40
 #define BH_FLAG_WATCHDOG BIT(0)
 #define BH_FLAG_SUPERVISOR BIT(2)
-/* Partition ids are one byte (PartitionStatus.id). */
-#define BH_MAX_PARTITIONS 256
 
 /*
  * The ioctls of /dev/bulkhead/self and /dev/bulkhead/supervisor (mirrored by
  * linux/msg-tool/src/supervise.rs). STATUS: in `id` (BH_SELF: the partition's own), out
- * `id` (the id read) and the PartitionStatus block as the hypervisor wrote it. CONTROL:
- * `action` 1 restart, 2 halt (abi ControlAction); the supervisor device only.
+ * the PartitionStatus block as the hypervisor wrote it (its byte 1 is the id read).
+ * CONTROL: `action` 1 restart, 2 halt (abi ControlAction); the supervisor device only.
+ * The hypervisor decides what may be read and controlled; its refusals come back as
+ * errnos (status_to_errno).
  */
 struct bh_status_arg {
 	u32 id;
@@ -113,6 +113,7 @@ struct bh_control_arg {
 	u32 action;
 };
 
+/* PARTITION_SELF (abi/src/supervision.rs): the caller's own status. */
 #define BH_SELF 0xffffffffu
 #define BH_IOC_MAGIC 0xb4
 #define BH_IOC_STATUS _IOWR(BH_IOC_MAGIC, 1, struct bh_status_arg)
@@ -673,57 +674,18 @@ static u16 partition_status(u32 id, u8 *out)
 }
 
 /*
- * Finds the partition's own id. Neither the BHCN table (absent without connections) nor
- * the boot parameters carry it, and the status call needs one, so every id is tried: a
- * partition may read only its own status, and the supervisor also those of the partitions
- * it supervises. There is at most one supervisor, so the status carrying the SUPERVISOR
- * flag is the caller's own when there is one, and otherwise the only readable one is. The
- * supervisor gets INVALID_PARTITION_ID past the last id; the others read ACCESS_DENIED up
- * to the end of the id range.
+ * Reads the partition's own status, and from it its id (neither the BHCN table, absent
+ * without connections, nor the boot parameters carry it): PARTITION_SELF names the caller.
  */
-static int find_self(void)
+static int read_self(void)
 {
-	u8 *status = kmalloc(BH_STATUS_LEN, GFP_KERNEL);
-	unsigned int readable = 0, supervisors = 0;
-	u32 id, own = BH_SELF, supervisor = BH_SELF;
-	int err = 0;
+	u16 st = partition_status(BH_SELF, self_status);
 
-	if (!status)
-		return -ENOMEM;
-	for (id = 0; id < BH_MAX_PARTITIONS; id++) {
-		u16 st = partition_status(id, status);
-
-		if (st == BH_STATUS_INVALID_PARTITION_ID)
-			break;
-		if (st == HV_STATUS_ACCESS_DENIED)
-			continue;
-		if (st != HV_STATUS_SUCCESS) {
-			/* INVALID_HYPERCALL_CODE: a hypervisor without supervision. */
-			err = status_to_errno(st);
-			goto out;
-		}
-		readable++;
-		own = id;
-		if (status[BH_STATUS_FLAGS] & BH_FLAG_SUPERVISOR) {
-			supervisors++;
-			supervisor = id;
-			memcpy(self_status, status, BH_STATUS_LEN);
-		} else if (readable == 1) {
-			memcpy(self_status, status, BH_STATUS_LEN);
-		}
-	}
-	if (supervisors == 1) {
-		self_id = supervisor;
-	} else if (readable == 1 && !supervisors) {
-		self_id = own;
-	} else {
-		pr_err("cannot tell the partition's own id: %u statuses readable, %u of a supervisor\n", readable,
-		       supervisors);
-		err = -EIO;
-	}
-out:
-	kfree(status);
-	return err;
+	/* INVALID_HYPERCALL_CODE: a hypervisor without supervision. */
+	if (st != HV_STATUS_SUCCESS)
+		return status_to_errno(st);
+	self_id = self_status[BH_STATUS_ID];
+	return 0;
 }
 
 static int wdt_ping(struct watchdog_device *wdd)
@@ -819,8 +781,6 @@ static long status_ioctl(unsigned long arg)
 		err = -EFAULT;
 		goto out;
 	}
-	if (a->id == BH_SELF)
-		a->id = self_id;
 	err = status_to_errno(partition_status(a->id, a->status));
 	if (!err && copy_to_user((void __user *)arg, a, sizeof(*a)))
 		err = -EFAULT;
@@ -879,7 +839,7 @@ static int supervision_init(void)
 	u8 flags;
 	int err;
 
-	err = find_self();
+	err = read_self();
 	if (err)
 		return -ENODEV;
 	flags = self_status[BH_STATUS_FLAGS];

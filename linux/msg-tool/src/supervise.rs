@@ -14,15 +14,15 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use bulkhead_abi::supervision::{ControlAction, FaultReason, PartitionState, PartitionStatus, flags};
+use bulkhead_abi::supervision::{
+    ControlAction, FaultReason, PARTITION_SELF, PartitionState, PartitionStatus, flags,
+};
 
 use crate::{Failure, Result};
 
 pub const SELF_DEVICE: &str = "/dev/bulkhead/self";
 pub const SUPERVISOR_DEVICE: &str = "/dev/bulkhead/supervisor";
 
-/// The status ioctl's `id` for the partition's own status.
-const SELF: u32 = u32::MAX;
 /// The status ioctl's argument (`struct bh_status_arg` of linux/bulkhead-msg): the id,
 /// 4 reserved bytes, the status block.
 #[repr(C)]
@@ -75,7 +75,7 @@ pub fn open_device() -> Result<File> {
 
 /// A partition's status (`None`: the partition's own).
 pub fn status(file: &File, id: Option<u32>) -> io::Result<PartitionStatus> {
-    let mut arg = StatusArg { id: id.unwrap_or(SELF), reserved: 0, status: [0; PartitionStatus::SIZE] };
+    let mut arg = StatusArg { id: id.unwrap_or(PARTITION_SELF), reserved: 0, status: [0; PartitionStatus::SIZE] };
     call(file, IOC_STATUS, &mut arg)?;
     Ok(PartitionStatus::from_bytes(&arg.status))
 }
