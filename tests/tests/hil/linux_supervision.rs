@@ -21,11 +21,12 @@ use bulkhead_tests::{Emulator, Report, Run, linux_assets, linux_msg};
 /// What /init prints before its own lines, into the kernel log.
 const PREFIX: &str = "bulkhead-test:";
 
-/// Linux's watchdog period, and the grace before its first deadline after each start:
-/// Linux under TCG on a loaded two-core host takes 20 to 60 s from its start to /init (the
-/// grace covers the boot until the daemon runs, in both lives).
+/// Linux's watchdog period, and the grace before its first deadline after each start: it
+/// covers Linux's boot until the daemon runs (first life) and until the verdict (second
+/// life, without a daemon). Measured under QEMU TCG on the 2-core development machine,
+/// with the other test running: the first check-in 25 s after the run's first line.
 const WATCHDOG_MS: u64 = 1000;
-const GRACE_MS: u64 = 150_000;
+const GRACE_MS: u64 = 90_000;
 
 /// Seconds the daemon keeps Linux alive before /init kills it: several periods.
 const ALIVE_S: u64 = 6;
@@ -168,6 +169,7 @@ fn linux_supervision_qemu_watchdog_daemon_keeps_linux_alive_until_killed() {
         "{head}\
          if [ \"$life\" = 0x00 ]; then\n\
            devmem {LIFE_PAGE:#x} 8 1\n\
+           sleep 3\n\
            step insmod /{core}\n\
            step insmod /{module}\n\
            watchdog -F -T 1 -t 250ms /dev/watchdog &\n\
@@ -215,6 +217,12 @@ fn linux_supervision_qemu_watchdog_daemon_keeps_linux_alive_until_killed() {
     need("bulkhead_msg: partition 0 (linux), with a watchdog", 0);
     need("bulkhead_msg: watchdog 1000 ms: /dev/watchdog0, timeout 1 s", 0);
     let started = need(&format!("{PREFIX} watchdog daemon started"), 0);
+    let first_check_in = need("partition linux: state starting -> running (first watchdog check-in)", 0);
+    eprintln!(
+        "Linux's first check-in {:.1} s after the run's first line (the grace is {} s)",
+        (seen[first_check_in].0 - seen[0].0).as_secs_f64(),
+        GRACE_MS / 1000
+    );
     let killed = need(&format!("{PREFIX} killed the watchdog daemon"), started);
     // Alive with the daemon for several periods: running, checked in, no miss.
     let row = status_row(&lines, "linux", killed)
@@ -222,16 +230,20 @@ fn linux_supervision_qemu_watchdog_daemon_keeps_linux_alive_until_killed() {
     assert_eq!(row[2], "running", "{row:?}");
     assert_eq!(row[6], format!("{WATCHDOG_MS}ms/0"), "{row:?}");
     assert_eq!(row[4], "0", "no fault yet: {row:?}");
-    // The deadline passed only after the kill, and within two periods of it (the module's
-    // worker checks in until the daemon's 1 s timeout ends, the deadline half a period
-    // later; one more second for the console lines' way out of TCG).
+    // The deadline passed only after the kill, and within two periods of it in the
+    // partition's own time: /init logs each second after the kill, and Linux stopped
+    // before its second such line (the module's worker checks in until the daemon's 1 s
+    // timeout ends, the deadline comes half a period later).
     let miss = need("partition linux: watchdog: no check-in by its deadline", 0);
     assert!(miss > killed, "the watchdog fired before the daemon was killed\n{}", report.diagnostic());
-    let delay = seen[miss].0 - seen[killed].0;
-    eprintln!("watchdog fault {:.2} s after the kill", delay.as_secs_f64());
+    let after: Vec<&String> = lines[killed..miss].iter().filter(|l| l.contains(" s after the kill")).collect();
+    eprintln!(
+        "watchdog fault {:.2} s (host time) after the kill line; Linux's lines after the kill: {after:?}",
+        (seen[miss].0 - seen[killed].0).as_secs_f64()
+    );
     assert!(
-        delay <= Duration::from_millis(2 * WATCHDOG_MS + 1000),
-        "the fault came {delay:?} after the kill\n{}",
+        !lines.iter().any(|l| l.contains(&format!("{PREFIX} {} s after the kill", 2 * WATCHDOG_MS / 1000))),
+        "Linux lived two periods after the kill\n{}",
         report.diagnostic()
     );
     // The fault's reason and the restart, then the second life reached userspace.
@@ -278,6 +290,8 @@ fn linux_supervision_qemu_supervisor_restarts_and_halts_the_witness() {
         .cpus(3)
         .config(&config)
         .timeout(Duration::from_secs(600))
+        // The halt on request is logged as an error.
+        .allow_errors()
         .expect("partition witness: restart requested by supervisor linux")
         .expect("partition witness: halt requested by supervisor linux")
         .forbid("witness: fault")
@@ -327,5 +341,12 @@ fn linux_supervision_qemu_supervisor_restarts_and_halts_the_witness() {
     let starts = report.partition_console("witness").iter().filter(|l| l.starts_with("witness: canary at")).count();
     assert_eq!(starts, 3, "witness starts\n{}", report.diagnostic());
     need(&format!("{PREFIX} supervisor test done"), third_done);
+    // The table's counts are the hypervisor's: the witness's restarts as its end-of-run
+    // report gives them, its exits at most the report's (it may exit after the table).
+    let health = need("partition witness: health: ", third_done);
+    assert!(lines[health].contains(&format!("restarts {},", witness[3])), "{witness:?} vs {}", lines[health]);
+    let exits = need("partition witness: exits: total ", third_done);
+    let total: u64 = lines[exits].split("total ").nth(1).and_then(|t| t.split(',').next()).unwrap().parse().unwrap();
+    assert!(witness[7].parse::<u64>().unwrap() <= total, "{witness:?} vs {}", lines[exits]);
     report.assert_passed();
 }
