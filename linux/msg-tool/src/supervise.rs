@@ -14,9 +14,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use bulkhead_abi::supervision::{
-    ControlAction, FaultReason, PARTITION_SELF, PartitionState, PartitionStatus, flags,
-};
+use bulkhead_abi::supervision::{ControlAction, FaultReason, PARTITION_SELF, PartitionState, PartitionStatus, flags};
 
 use crate::{Failure, Result};
 
@@ -68,9 +66,8 @@ fn call<T>(file: &File, request: u64, arg: &mut T) -> io::Result<()> {
 /// The device: the supervisor's when there is one, else the partition's own.
 pub fn open_device() -> Result<File> {
     let path = if Path::new(SUPERVISOR_DEVICE).exists() { SUPERVISOR_DEVICE } else { SELF_DEVICE };
-    File::open(path).map_err(|e| {
-        Failure::Usage(format!("{path}: {e} (is bulkhead_msg loaded, on a hypervisor with supervision?)"))
-    })
+    File::open(path)
+        .map_err(|e| Failure::Usage(format!("{path}: {e} (is bulkhead_msg loaded, on a hypervisor with supervision?)")))
 }
 
 /// A partition's status (`None`: the partition's own).
@@ -164,8 +161,7 @@ pub fn row(s: &PartitionStatus) -> [String; 10] {
 
 /// The table: columns left-aligned, two spaces apart, no trailing blanks.
 pub fn table(statuses: &[PartitionStatus]) -> String {
-    let rows: Vec<[String; 10]> =
-        std::iter::once(HEADER.map(String::from)).chain(statuses.iter().map(row)).collect();
+    let rows: Vec<[String; 10]> = std::iter::once(HEADER.map(String::from)).chain(statuses.iter().map(row)).collect();
     let mut widths = [0; 10];
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
@@ -259,12 +255,14 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("ID  NAME     STATE     RESTARTS  FAULTS  LAST-FAULT  WATCHDOG  EXITS"), "{text}");
-        assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), [
-            "0", "linux", "starting", "0", "0", "-", "-", "0", "0/0/0", "0/0/0"
-        ]);
-        assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), [
-            "1", "witness", "running", "3", "2", "watchdog", "500ms/2", "15", "7/0/0", "0/4/0"
-        ]);
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["0", "linux", "starting", "0", "0", "-", "-", "0", "0/0/0", "0/0/0"]
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["1", "witness", "running", "3", "2", "watchdog", "500ms/2", "15", "7/0/0", "0/4/0"]
+        );
         // Columns line up: every row's state starts where the header's STATE does.
         let at = lines[0].find("STATE").unwrap();
         assert_eq!(&lines[2][at..at + 7], "running");

@@ -189,7 +189,9 @@ fn linux_supervision_qemu_watchdog_daemon_keeps_linux_alive_until_killed() {
         core = watchdog_core_path(),
     );
     let (dir, initrd) = initramfs("supervision-watchdog", init);
-    let keys = format!("watchdog_ms = {WATCHDOG_MS}\nwatchdog_grace_ms = {GRACE_MS}\nfault_policy = \"restart\"\nmax_restarts = 1\n");
+    let keys = format!(
+        "watchdog_ms = {WATCHDOG_MS}\nwatchdog_grace_ms = {GRACE_MS}\nfault_policy = \"restart\"\nmax_restarts = 1\n"
+    );
     let config = system_file(&dir, "linux-supervision-watchdog", &initrd, &keys);
     let (run, seen) = timed(
         Run::new(Emulator::QemuBios)
