@@ -206,6 +206,7 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
             }
         }
         let exit = backend.enter_guest();
+        crate::supervision::test_hang::at_exit();
         nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
         partition.exits.count(&exit);
         match crate::exits::handle(partition, backend, exit) {

@@ -8,3 +8,4 @@
 
 pub mod board_watchdog;
 pub mod reset_record;
+pub mod test_hang;
