@@ -21,7 +21,8 @@
 //!   INVALID_PARTITION_STATE for a partition without a watchdog; else SUCCESS.
 //! - `BULKHEAD_PARTITION_STATUS` (memory form only): the input block as for every
 //!   memory-form call (INVALID_ALIGNMENT); INVALID_PARAMETER for reserved bytes not 0;
-//!   ACCESS_DENIED when the caller neither is the partition nor supervises it (for the
+//!   ACCESS_DENIED when the caller neither is the partition (its id, or [`PARTITION_SELF`])
+//!   nor supervises it (for the
 //!   supervisor, INVALID_PARTITION_ID first for an id no partition has); INVALID_ALIGNMENT
 //!   for an output block that is misaligned, crosses a page, or is not the caller's
 //!   writable memory.
@@ -164,6 +165,10 @@ impl ControlAction {
         }
     }
 }
+
+/// The partition id that names the caller itself in `BULKHEAD_PARTITION_STATUS` (a
+/// partition need not know its own id: the status it gets back carries it).
+pub const PARTITION_SELF: u32 = u32::MAX;
 
 /// The input block of `BULKHEAD_PARTITION_STATUS` (memory form; RDX = its GPA, 8-byte
 /// aligned within one page): the partition to read, then 4 reserved bytes (0).

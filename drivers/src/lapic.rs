@@ -165,6 +165,19 @@ impl LocalApic {
         u32::MAX - current
     }
 
+    /// Starts the APIC timer in periodic mode (SDM Vol. 3A 11.5.4: LVT timer bit 17), input
+    /// clock divided by 1: an interrupt with `vector` every `ticks` input clocks.
+    pub fn start_periodic_timer(&self, vector: u8, ticks: u32) {
+        const REG_LVT_TIMER: u32 = 0x320;
+        const REG_INITIAL_COUNT: u32 = 0x380;
+        const REG_DIVIDE: u32 = 0x3e0;
+        const LVT_PERIODIC: u32 = 1 << 17;
+        const DIVIDE_BY_1: u32 = 0b1011;
+        self.write(REG_DIVIDE, DIVIDE_BY_1);
+        self.write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(vector));
+        self.write(REG_INITIAL_COUNT, ticks.max(1));
+    }
+
     pub fn end_of_interrupt(&self) {
         self.write(REG_EOI, 0);
     }

@@ -143,6 +143,33 @@ exc_common:
 spurious_stub:
     iretq
 
+    /* The monitor's timer tick (supervision/monitor.rs): only wakes the monitor from HLT.
+       Saves the registers a Rust call may clobber: nine pushes on the CPU's five-word frame
+       leave RSP 16-byte aligned at the call. */
+    .balign 16
+monitor_tick_stub:
+    push %rax
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    cld
+    call monitor_tick_entry
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    iretq
+
     .section .rodata
     .balign 8
     .global exception_stubs
@@ -153,6 +180,9 @@ exception_stubs:
     .global spurious_stub_address
 spurious_stub_address:
     .quad spurious_stub
+    .global monitor_tick_stub_address
+monitor_tick_stub_address:
+    .quad monitor_tick_stub
     "#,
     options(att_syntax)
 );
@@ -160,6 +190,17 @@ spurious_stub_address:
 unsafe extern "C" {
     static exception_stubs: [u64; 32];
     static spurious_stub_address: u64;
+    static monitor_tick_stub_address: u64;
+}
+
+/// The vector of the monitor's timer tick (`supervision/monitor.rs`), on the monitor's core
+/// only, which runs no partition.
+pub const MONITOR_TICK_VECTOR: u8 = 0x40;
+
+/// The monitor's tick: nothing to do but end the interrupt (the monitor wakes from HLT).
+#[unsafe(no_mangle)]
+extern "C" fn monitor_tick_entry() {
+    crate::cpu::apic::end_of_interrupt();
 }
 
 /// A 64-bit interrupt gate.
@@ -203,7 +244,8 @@ pub fn init() {
     let selector = CS::get_reg().0;
     // SAFETY: single writer before any reader exists (see `Idt`); the stub table is
     // static data emitted above.
-    let (gates, stubs, spurious) = unsafe { (&mut *IDT.0.get(), &exception_stubs, spurious_stub_address) };
+    let (gates, stubs, spurious, tick) =
+        unsafe { (&mut *IDT.0.get(), &exception_stubs, spurious_stub_address, monitor_tick_stub_address) };
     for (vector, &stub) in stubs.iter().enumerate() {
         let ist = match vector {
             2 => Some(IST_NMI),
@@ -214,6 +256,7 @@ pub fn init() {
         gates[vector] = Gate::interrupt(stub, selector, ist);
     }
     gates[SPURIOUS_VECTOR as usize] = Gate::interrupt(spurious, selector, None);
+    gates[MONITOR_TICK_VECTOR as usize] = Gate::interrupt(tick, selector, None);
 }
 
 /// Loads the IDT on this CPU.

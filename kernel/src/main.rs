@@ -208,6 +208,10 @@ static BACKEND: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new
 fn core_main() -> ! {
     let cpu = percpu::current();
     let Some((partition, first_core)) = partition::for_apic_id(cpu.apic_id()) else {
+        let core = crate::config::SYSTEM.core_map.iter().find(|c| c.apic_id == cpu.apic_id()).map(|c| c.core);
+        if core.is_some() && core == crate::config::SYSTEM.hypervisor.monitor_core {
+            supervision::monitor::run();
+        }
         info!("cpu {=u32}: no partition on this core; idle", cpu.index());
         run_end::halt_forever()
     };

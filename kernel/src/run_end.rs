@@ -12,6 +12,11 @@ use core::sync::atomic::{AtomicBool, Ordering};
 static EMULATOR_EXIT: AtomicBool = AtomicBool::new(false);
 static ENDED: AtomicBool = AtomicBool::new(false);
 
+/// Whether the run has ended (a verdict, or a failure of the hypervisor).
+pub fn ended() -> bool {
+    ENDED.load(Ordering::Acquire)
+}
+
 /// Whether the end of the run also ends the emulator (kernel switch `exit=emulator`).
 pub fn set_emulator_exit(enabled: bool) {
     EMULATOR_EXIT.store(enabled, Ordering::Relaxed);

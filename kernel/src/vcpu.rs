@@ -10,6 +10,7 @@ use crate::exits::Action;
 use crate::log::info;
 use crate::partition::containment::Outcome;
 use crate::partition::{Fault, Partition};
+use crate::supervision::health::Request;
 use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{EntryMode, GuestEntry};
 use core::sync::atomic::Ordering;
@@ -32,6 +33,22 @@ pub fn log_exit_counts() {
         if dropped > 0 {
             info!("partition {=str}: console: {=u64} lines dropped (rate limit) in total", p.name(), dropped);
         }
+        let s = crate::supervision::calls::status_of(p);
+        info!(
+            "partition {=str}: health: state {=str}, restarts {=u32}, faults {=u32}, watchdog misses {=u32}, check-ins {=u32}, messages sent {=u32} received {=u32} refused {=u32}, events sent {=u32} received {=u32} refused {=u32}",
+            p.name(),
+            p.health.state().name(),
+            s.restarts,
+            s.faults,
+            s.watchdog_misses,
+            s.check_ins,
+            s.messages_sent,
+            s.messages_received,
+            s.messages_refused,
+            s.events_sent,
+            s.events_received,
+            s.events_refused
+        );
         let (signals, unexpected) = crate::partition::nmi::counts(p);
         info!("partition {=str}: nmis: stop signals {=u32}, unexpected {=u32}", p.name(), signals, unexpected);
         if crate::devices::iommu::any_enabled() {
@@ -77,6 +94,9 @@ enum Stop {
     Signalled(Option<u64>),
     /// The partition sent this vCPU an INIT: it resets and waits for a start-up IPI.
     Init,
+    /// The monitor or the supervisor asked for the partition to be stopped
+    /// (`supervision/health.rs`); the guest RIP where it left its guest.
+    Requested(Request, u64),
 }
 
 /// Runs this core's vCPU until the partition halts for good. The first core loads the
@@ -109,6 +129,8 @@ pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, bac
             Ok(false) => Stop::Signalled(None),
             Err(fault) => Stop::Fault(fault, 0),
         };
+        // Whatever follows (a stop, a restart) is not an exit the monitor should time.
+        cpu.exit_ends();
         reset = true;
         let outcome = match stop {
             Stop::Init => {
@@ -117,6 +139,12 @@ pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, bac
                 continue;
             }
             Stop::Fault(fault, rip) => partition.contain(fault, rip),
+            Stop::Requested(Request::WatchdogFault, rip) => {
+                let period_ms = partition.config().watchdog.map_or(0, |w| w.period_ms);
+                partition.contain(Fault::Watchdog { period_ms }, rip)
+            }
+            Stop::Requested(Request::Restart { by }, _) => partition.contain_request(true, supervisor_name(by)),
+            Stop::Requested(Request::Halt { by }, _) => partition.contain_request(false, supervisor_name(by)),
             Stop::Signalled(nmi_rip) => {
                 match nmi_rip {
                     Some(rip) => info!(
@@ -133,9 +161,18 @@ pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, bac
             }
         };
         if outcome == Outcome::Halt {
-            return;
+            if !partition.restartable() {
+                return;
+            }
+            // Its supervisor may start it again: wait for that here.
+            partition.containment.wait_while_halted();
+            info!("partition {=str}: vcpu on cpu {=u32} resumes: restart", partition.name(), cpu.index());
         }
     }
+}
+
+fn supervisor_name(id: u8) -> &'static str {
+    crate::config::SYSTEM.partitions.get(usize::from(id)).map_or("?", |p| p.name)
 }
 
 /// Starts this core's vCPU: the first core at the freshly loaded payload, the others at
@@ -148,6 +185,7 @@ fn start_vcpu<B: Backend>(
 ) -> Result<bool, Fault> {
     let cpu = crate::cpu::percpu::current();
     let entry = if first_core {
+        partition.set_state(bulkhead_abi::supervision::PartitionState::Starting, "loading its payload");
         // A fresh start: the partition's Hyper-V state (SynIC, hypercall page, reference
         // time) goes back to its power-on values along with its memory.
         crate::hyperv::reset_partition(partition);
@@ -182,6 +220,9 @@ fn start_vcpu<B: Backend>(
     backend.start(partition, &entry).map_err(|()| Fault::VcpuSetup)?;
     // The MSR bitmap for the mode the vCPU's local APIC has now.
     backend.set_x2apic_passthrough(crate::lapic::mode() == bulkhead_virt::apic_base::Mode::X2Apic);
+    if first_core {
+        partition.guest_started();
+    }
     Ok(true)
 }
 
@@ -200,12 +241,20 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
             if attention & Attention::INIT != 0 {
                 return Stop::Init;
             }
+            if attention & Attention::REQUEST != 0
+                && cpu.take_partition_stop()
+                && let Some(request) = partition.health.take_request()
+            {
+                return Stop::Requested(request, backend.rip());
+            }
             // Only an IOMMU fault event taken in the hypervisor: drain, then enter.
             if cpu.take_dma_fault_drain() {
                 crate::devices::iommu::drain();
             }
         }
+        cpu.exit_ends();
         let exit = backend.enter_guest();
+        cpu.exit_begins();
         crate::supervision::test_hang::at_exit();
         nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
         partition.exits.count(&exit);

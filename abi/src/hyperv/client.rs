@@ -314,10 +314,11 @@ impl<C: Cpu> Client<C> {
     }
 
     /// Bulkhead's partition status ([`code::BULKHEAD_PARTITION_STATUS`], memory form): the
-    /// state and counters of `partition` (this partition's own, or one it supervises).
+    /// state and counters of `partition` (this partition's own, or one it supervises;
+    /// [`crate::supervision::PARTITION_SELF`] for its own).
     /// The input block is the first 8 bytes of the input page, the output block its second
     /// half.
-    pub fn partition_status(&mut self, partition: u8) -> Result<PartitionStatus, HypercallError> {
+    pub fn partition_status(&mut self, partition: u32) -> Result<PartitionStatus, HypercallError> {
         const OUTPUT_WORD: usize = 256;
         let input = &self.pages.input;
         input.word(0).store(u64::from(partition), Ordering::Relaxed);

@@ -38,6 +38,16 @@ fn this_apic() -> LocalApic {
     unsafe { LocalApic::enabled(mode) }
 }
 
+/// Signals the end of the interrupt in service on this CPU (the monitor's timer tick).
+pub fn end_of_interrupt() {
+    this_apic().end_of_interrupt();
+}
+
+/// Starts this CPU's APIC timer: an interrupt with `vector` every `ticks` timer input clocks.
+pub fn start_periodic_timer(vector: u8, ticks: u32) {
+    this_apic().start_periodic_timer(vector, ticks);
+}
+
 /// Sends an NMI to the CPU with this APIC ID: the hypervisor's signal that takes a core out
 /// of its guest (NMIs always cause a VM exit, see the backends).
 #[inline]

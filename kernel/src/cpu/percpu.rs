@@ -99,6 +99,9 @@ impl Attention {
     /// An IOMMU's fault event (an NMI) arrived while the core was in the hypervisor: drain
     /// the fault records (`devices/iommu.rs`) and go on running the guest.
     pub const DMA_FAULT: u32 = 1 << 2;
+    /// The monitor or the supervisor asks the partition's first core to stop the partition
+    /// (`supervision/`): a missed watchdog deadline, a restart or halt request.
+    pub const REQUEST: u32 = 1 << 3;
 }
 
 /// State of one CPU. `index` must stay the first field: `current_index` reads `gs:[0]`.
@@ -112,6 +115,10 @@ pub struct PerCpu {
     /// Why the running vCPU must leave its guest before its next entry, one bit per reason
     /// ([`Attention`]): one load on every exit (`vcpu::exit_loop`) for all of them.
     attention: AtomicU32,
+    /// Counts the vCPU's VM exits and entries: odd while it handles an exit, even while its
+    /// guest runs or the core waits. Written by this CPU only (two plain stores per exit);
+    /// the monitor (`supervision/monitor.rs`) reads it to find a core stuck in the hypervisor.
+    liveness: AtomicU32,
     tss: UnsafeCell<TaskStateSegment>,
     gdt: UnsafeCell<GlobalDescriptorTable<8>>,
 }
@@ -128,6 +135,7 @@ impl PerCpu {
             online: AtomicBool::new(false),
             startup: AtomicU32::new(STARTUP_IDLE),
             attention: AtomicU32::new(0),
+            liveness: AtomicU32::new(0),
             tss: UnsafeCell::new(TaskStateSegment::new()),
             gdt: UnsafeCell::new(GlobalDescriptorTable::empty()),
         }
@@ -193,6 +201,39 @@ impl PerCpu {
     /// parked siblings).
     pub fn end_stop(&self) {
         self.attention.fetch_and(!Attention::STOP, Ordering::AcqRel);
+    }
+
+    /// The monitor or supervisor asks this core (its partition's first core) to stop the
+    /// partition ([`Attention::REQUEST`]); an NMI follows to take it out of its guest.
+    pub fn request_partition_stop(&self) {
+        self.attention.fetch_or(Attention::REQUEST, Ordering::AcqRel);
+    }
+
+    /// Takes a pending [`Attention::REQUEST`]: true when there was one.
+    pub fn take_partition_stop(&self) -> bool {
+        self.attention.fetch_and(!Attention::REQUEST, Ordering::AcqRel) & Attention::REQUEST != 0
+    }
+
+    /// The vCPU left its guest for an exit (the liveness count turns odd).
+    #[inline]
+    pub fn exit_begins(&self) {
+        let n = self.liveness.load(Ordering::Relaxed);
+        self.liveness.store(n | 1, Ordering::Relaxed);
+    }
+
+    /// The exit is handled: the vCPU enters its guest or the core goes to wait (the count
+    /// turns even, one further than before the exit).
+    #[inline]
+    pub fn exit_ends(&self) {
+        let n = self.liveness.load(Ordering::Relaxed);
+        if n & 1 == 1 {
+            self.liveness.store(n.wrapping_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The liveness count ([`exit_begins`](Self::exit_begins)).
+    pub fn liveness(&self) -> u32 {
+        self.liveness.load(Ordering::Relaxed)
     }
 
     /// A start-up IPI: counts only after INIT (SDM 9.4.4: SIPIs are ignored otherwise).

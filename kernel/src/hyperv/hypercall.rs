@@ -36,17 +36,27 @@ pub enum Outcome {
 
 /// Handles the hypercall the guest just made in `mode` with `regs`.
 pub fn handle(partition: &Partition, mode: ExecutionMode, regs: &mut GuestRegisters) -> Outcome {
-    let (control, parameter) = match mode {
-        ExecutionMode::Bits64 { cpl: 0 } => (regs.rcx, regs.rdx),
-        // 32-bit callers: input value in EDX:EAX, input GPA in EBX:ECX.
-        ExecutionMode::Bits32 { cpl: 0 } => (join(regs.rdx, regs.rax), join(regs.rbx, regs.rcx)),
+    let (control, parameter, output) = match mode {
+        ExecutionMode::Bits64 { cpl: 0 } => (regs.rcx, regs.rdx, regs.r8),
+        // 32-bit callers: input value in EDX:EAX, input GPA in EBX:ECX, output GPA in
+        // EDI:ESI.
+        ExecutionMode::Bits32 { cpl: 0 } => {
+            (join(regs.rdx, regs.rax), join(regs.rbx, regs.rcx), join(regs.rdi, regs.rsi))
+        }
         _ => return Outcome::Undefined,
     };
     let page = HypercallMsr::decode(partition_registers(partition).hypercall.load(Ordering::Acquire));
     if !page.is_enabled() {
         return Outcome::Undefined;
     }
-    let status = match call(partition, HypercallInput::decode(control), parameter) {
+    let input = HypercallInput::decode(control);
+    let result = if crate::supervision::calls::is_supervision_call(input.code()) {
+        crate::supervision::calls::handle(partition, input, parameter, output)
+    } else {
+        call(partition, input, parameter)
+    };
+    count(partition, input.code(), result.is_ok());
+    let status = match result {
         Ok(()) => HvStatus::Success,
         Err(status) => status,
     };
@@ -59,6 +69,19 @@ pub fn handle(partition: &Partition, mode: ExecutionMode, regs: &mut GuestRegist
         }
     }
     Outcome::Answered
+}
+
+/// Counts the caller's messages and events sent or refused (`supervision/health.rs`).
+fn count(partition: &Partition, code: u16, ok: bool) {
+    let h = &partition.health;
+    let counter = match (code, ok) {
+        (code::POST_MESSAGE, true) => &h.messages_sent,
+        (code::POST_MESSAGE, false) => &h.messages_refused,
+        (code::SIGNAL_EVENT, true) => &h.events_sent,
+        (code::SIGNAL_EVENT, false) => &h.events_refused,
+        _ => return,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 fn join(high: u64, low: u64) -> u64 {

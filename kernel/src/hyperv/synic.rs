@@ -239,6 +239,7 @@ pub fn post(connection_index: usize, connection: &Connection, message: &PostedMe
             message.copy_after_type(slot)
         });
         interrupt(&target);
+        receiver.health.messages_received.fetch_add(1, Ordering::Relaxed);
         return HvStatus::Success;
     }
     let mut ring = RINGS[connection_index].lock();
@@ -259,6 +260,7 @@ pub fn post(connection_index: usize, connection: &Connection, message: &PostedMe
     // Flag first, then look at the slot again (see the module comment).
     slot_flags(page, connection.sint).fetch_or(MESSAGE_FLAG_PENDING, Ordering::SeqCst);
     deliver_oldest(&mut queue, receiver, &target, page);
+    receiver.health.messages_received.fetch_add(1, Ordering::Relaxed);
     HvStatus::Success
 }
 
@@ -305,6 +307,7 @@ pub fn signal(connection: &Connection, flag: u16) -> HvStatus {
     if flags.fetch_or(mask, Ordering::SeqCst) & mask == 0 {
         interrupt(&target);
     }
+    receiver.health.events_received.fetch_add(1, Ordering::Relaxed);
     HvStatus::Success
 }
 

@@ -45,6 +45,10 @@ pub struct Containment {
     generation: AtomicU32,
     /// The outcome of the last completed stop.
     restart: AtomicBool,
+    /// Resumes of the halted partition by its supervisor so far, and the count when it was
+    /// last halted: its cores wait while the two are equal ([`wait_while_halted`](Self::wait_while_halted)).
+    resumes: AtomicU32,
+    halt_mark: AtomicU32,
 }
 
 const _: () = assert!(crate::cpu::percpu::MAX_CPUS <= 32, "the parked set is a 32-bit mask");
@@ -56,7 +60,30 @@ impl Containment {
             parked: AtomicU32::new(0),
             generation: AtomicU32::new(0),
             restart: AtomicBool::new(false),
+            resumes: AtomicU32::new(0),
+            halt_mark: AtomicU32::new(0),
         }
+    }
+
+    /// The leader halts the partition (before it releases the siblings): from now on its
+    /// cores wait for a [`resume`](Self::resume).
+    pub fn mark_halt(&self) {
+        self.halt_mark.store(self.resumes.load(Ordering::Acquire), Ordering::Release);
+    }
+
+    /// A core of the halted partition: waits in the hypervisor until the supervisor
+    /// restarts the partition. It spins rather than halts: on SVM the hypervisor runs with
+    /// GIF clear, where no NMI could wake a halted core.
+    pub fn wait_while_halted(&self) {
+        let mark = self.halt_mark.load(Ordering::Acquire);
+        while self.resumes.load(Ordering::Acquire) == mark {
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The supervisor restarts the halted partition: its waiting cores start it again.
+    pub fn resume(&self) {
+        self.resumes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether the partition is being stopped. Each sibling's vCPU loop sees the stop in its

@@ -17,6 +17,8 @@ use crate::config::SYSTEM;
 use crate::log::info;
 use crate::partition::containment::Containment;
 use crate::partition::counters::{Counters, ExitCounts, RateLimit};
+use crate::supervision::health::Health;
+use bulkhead_abi::supervision::FaultReason;
 use bulkhead_board::tables::{self, FaultPolicy, MAX_PARTITIONS, PartitionId, PayloadKind};
 use bulkhead_virt::console_rate::{LineBudget, Verdict};
 use bulkhead_virt::uart16550::Uart16550;
@@ -63,6 +65,28 @@ pub enum Fault {
     /// The guest reported a crash through the Hyper-V crash MSRs (CRASH_CTL with
     /// CrashNotify); its report was logged (`hyperv/crash.rs`).
     GuestCrash,
+    /// It did not check in before its watchdog deadline (`supervision/monitor.rs`).
+    Watchdog {
+        period_ms: u32,
+    },
+}
+
+impl Fault {
+    /// The kind of fault, as the health counters count it.
+    pub fn reason(&self) -> FaultReason {
+        match self {
+            Fault::MemoryAccess { .. } => FaultReason::MemoryAccess,
+            Fault::TripleFaulted => FaultReason::TripleFault,
+            Fault::Exception { .. } => FaultReason::Exception,
+            Fault::StringIo { .. } => FaultReason::StringIo,
+            Fault::Unhandled { .. } => FaultReason::UnhandledExit,
+            Fault::Load => FaultReason::Load,
+            Fault::VcpuSetup => FaultReason::VcpuSetup,
+            Fault::MmioInstruction { .. } => FaultReason::MmioInstruction,
+            Fault::GuestCrash => FaultReason::GuestCrash,
+            Fault::Watchdog { .. } => FaultReason::Watchdog,
+        }
+    }
 }
 
 crate::log::impl_format!(Fault, |fault, f| {
@@ -97,6 +121,9 @@ crate::log::impl_format!(Fault, |fault, f| {
             bytes
         ),
         Fault::GuestCrash => crate::log::write!(f, "the guest reported a crash (Hyper-V crash MSRs)"),
+        Fault::Watchdog { period_ms } => {
+            crate::log::write!(f, "watchdog: no check-in within its deadline (period {=u32} ms)", period_ms)
+        }
     }
 });
 
@@ -123,9 +150,13 @@ pub struct Partition {
     pub counters: Counters,
     pub exits: ExitCounts,
     pub containment: Containment,
+    /// Its state, watchdog deadline and supervision counters (`supervision/health.rs`).
+    pub health: Health,
     /// Restarts and faults so far (the fault policy's counts, `partition/policy.rs`).
     restarts: AtomicU32,
     faults: AtomicU32,
+    /// Restarts by the fault policy (what `max_restarts` limits).
+    policy_restarts: AtomicU32,
     /// One line buffer per CPU: each vCPU assembles its own lines, so two vCPUs printing
     /// at once give two whole lines, never one interleaved one.
     console: [UnsafeCell<ConsoleLine>; crate::cpu::percpu::MAX_CPUS],
@@ -151,8 +182,10 @@ impl Partition {
             },
             exits: ExitCounts::new(),
             containment: Containment::new(),
+            health: Health::new(),
             restarts: AtomicU32::new(0),
             faults: AtomicU32::new(0),
+            policy_restarts: AtomicU32::new(0),
             console: [const { UnsafeCell::new(ConsoleLine { bytes: [0; LINE], len: 0 }) };
                 crate::cpu::percpu::MAX_CPUS],
             console_budget: TicketMutex::new(LineBudget::new()),
@@ -242,6 +275,24 @@ impl Partition {
     /// The virtual UART as after a reset (at every start of the partition).
     pub fn uart_reset(&self) {
         *self.uart.lock() = Uart16550::new();
+    }
+
+    /// The CPU of the partition's first core (the one that starts it and takes the
+    /// monitor's and the supervisor's requests).
+    pub fn first_cpu(&self) -> Option<&'static crate::cpu::percpu::PerCpu> {
+        let core = *self.config.cores.first()?;
+        let apic_id = SYSTEM.board.cpus.iter().find(|c| c.core == core)?.apic_id;
+        crate::cpu::percpu::by_apic_id(apic_id)
+    }
+
+    /// Restarts so far (by the policy and on request).
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Faults so far.
+    pub fn faults(&self) -> u32 {
+        self.faults.load(core::sync::atomic::Ordering::Relaxed)
     }
 
     /// Console lines dropped by the rate limit since boot.

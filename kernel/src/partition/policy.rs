@@ -1,10 +1,12 @@
-//! A fault on one of a partition's cores: stop its other cores (`partition/containment.rs`), then apply
-//! its configured policy (halt, restart, reset the board).
+//! A fault on one of a partition's cores, or a request from the monitor or the supervisor:
+//! stop its other cores (`partition/containment.rs`), then apply its configured policy
+//! (halt, restart, reset the board) or what was requested.
 
 use super::{Fault, Partition};
 use crate::config::SYSTEM;
 use crate::log::{error, info, warn};
 use crate::partition::containment::Outcome;
+use bulkhead_abi::supervision::PartitionState;
 use bulkhead_board::tables::FaultPolicy;
 use core::sync::atomic::Ordering;
 
@@ -31,6 +33,42 @@ impl Partition {
             cpu.index(),
             rip
         );
+        let reason = fault.reason();
+        self.health.count_fault(reason);
+        self.set_state(PartitionState::Faulted, reason.name());
+        self.stop_then(|p| p.apply_policy())
+    }
+
+    /// The supervisor (partition `by`) asked for a restart (`restart`) or a halt, and this
+    /// core (the partition's first) took the request: stops the partition's other cores,
+    /// then does it. No fault is counted and the restart limit does not apply.
+    pub fn contain_request(&self, restart: bool, by: &str) -> Outcome {
+        let cpu = crate::cpu::percpu::current();
+        if !self.containment.lead() {
+            // A fault on another core leads the stop already: its policy wins.
+            return self.containment.park(cpu);
+        }
+        warn!(
+            "partition {=str}: {=str} requested by supervisor {=str}",
+            self.name(),
+            if restart { "restart" } else { "halt" },
+            by
+        );
+        self.stop_then(|p| {
+            if restart {
+                p.restart("requested by the supervisor");
+                true
+            } else {
+                p.halt("requested by the supervisor");
+                false
+            }
+        })
+    }
+
+    /// The leader: stops every other core of the partition, then lets `decide` (true:
+    /// restart) act on the stopped partition and releases the other cores with its outcome.
+    fn stop_then(&self, decide: impl FnOnce(&Self) -> bool) -> Outcome {
+        let cpu = crate::cpu::percpu::current();
         let mut siblings: heapless::Vec<&'static crate::cpu::percpu::PerCpu, { crate::cpu::percpu::MAX_CPUS }> =
             heapless::Vec::new();
         for &core in self.config.cores {
@@ -44,7 +82,7 @@ impl Partition {
                 if !siblings.is_empty() {
                     info!("partition {=str}: all {=usize} other vcpus stopped", self.name(), siblings.len());
                 }
-                if self.apply_policy() { Outcome::Restart } else { Outcome::Halt }
+                if decide(self) { Outcome::Restart } else { Outcome::Halt }
             }
             Err(stuck) => {
                 error!(
@@ -72,9 +110,10 @@ impl Partition {
             }
             FaultPolicy::Restart { max_restarts } => {
                 // One atomic step: two faulting cores of one partition cannot both restart
-                // past the limit.
+                // past the limit. Restarts on request count here too, but only faults are
+                // held to the limit: the check is against the policy's own restarts.
                 match self
-                    .restarts
+                    .policy_restarts
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_restarts).then_some(n + 1))
                 {
                     Ok(previous) => {
@@ -84,7 +123,7 @@ impl Partition {
                             previous + 1,
                             max_restarts
                         );
-                        crate::devices::pci::reset_partition(self.config);
+                        self.restart("policy restart");
                         true
                     }
                     Err(_) => {
@@ -103,7 +142,27 @@ impl Partition {
         }
     }
 
+    /// The stopped partition will start again.
+    fn restart(&self, why: &str) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        crate::devices::pci::reset_partition(self.config);
+        self.set_state(PartitionState::Restarting, why);
+    }
+
+    /// The supervisor restarts the halted partition: its waiting cores start it again.
+    pub fn restart_halted(&self) {
+        self.restart("requested by the supervisor");
+        self.containment.resume();
+    }
+
     fn halt(&self, why: &str) {
         error!("partition {=str}: halted ({=str}); other partitions keep running", self.name(), why);
+        self.containment.mark_halt();
+        self.set_state(PartitionState::Halted, why);
+    }
+
+    /// Whether a halted partition may be started again: some partition supervises it.
+    pub fn restartable(&self) -> bool {
+        SYSTEM.partitions.iter().any(|p| p.supervises.contains(&self.config.id))
     }
 }

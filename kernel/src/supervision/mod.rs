@@ -3,9 +3,9 @@
 //! (`calls`), and the board's own watchdog (`board_watchdog`) with the record of why the
 //! board was last reset (`reset_record`).
 
-// The monitor that calls `kick` and records watchdog resets lands next.
-#![allow(dead_code)]
-
 pub mod board_watchdog;
+pub mod calls;
+pub mod health;
+pub mod monitor;
 pub mod reset_record;
 pub mod test_hang;

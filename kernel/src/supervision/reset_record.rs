@@ -10,9 +10,9 @@
 //! boot, a battery loss, bytes damaged) counts as none.
 //!
 //! [`record`] runs on panic paths: it takes no lock (a panicking CPU may hold any of them)
-//! and logs nothing. Two CPUs that record at once would interleave their index and data
-//! port writes, so only the first caller of a boot writes: its reason is the one that
-//! started the reset.
+//! and logs nothing. Only the first reason of a boot is written (it is the one that
+//! started the reset) until [`clear`] withdraws it; a flag held for the few port writes
+//! keeps two CPUs' index and data writes from interleaving.
 
 use crate::log::{error, info, warn};
 use bulkhead_board::tables::{self, PartitionId, RESET_RECORD_BYTES};
@@ -45,8 +45,11 @@ pub enum ResetReason {
 const _: () = assert!(RESET_RECORD_BYTES as usize == format::LEN);
 const _: () = assert!(tables::MAX_CPUS <= u8::MAX as usize, "a CPU index fits the detail byte");
 
-/// Set by the first [`record`] of this boot.
+/// Set by the first [`record`] of this boot, until [`clear`].
 static RECORDED: AtomicBool = AtomicBool::new(false);
+/// Held while a CPU writes the record: two CPUs' index and data port writes must not
+/// interleave. Held for a few port writes, by code that cannot fail in between.
+static WRITING: AtomicBool = AtomicBool::new(false);
 /// This boot's count, written back with every record.
 static BOOTS: AtomicU16 = AtomicU16::new(0);
 
@@ -77,15 +80,37 @@ fn to_format(reason: ResetReason) -> format::Reason {
     }
 }
 
-/// Records `reason` for the next boot. Lock-free and silent (see the module docs); does
-/// nothing on a board without a record, and after the first call of a boot.
+/// Writes the record with `reason`, unless another CPU is writing it for over 2 ms (it
+/// then stopped in the middle: nothing sensible is left to do).
+fn write(offset: u8, reason: format::Reason) {
+    let free = || WRITING.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok();
+    if !crate::cpu::time::wait_until(2, free) {
+        return;
+    }
+    let bytes = format::encode(format::Record { reason, boots: BOOTS.load(Ordering::Relaxed) });
+    cmos_ram().write_bytes(offset, &bytes);
+    WRITING.store(false, Ordering::Release);
+}
+
+/// Records `reason` for the next boot. Silent and without a lock a panicking CPU could hold
+/// (see the module docs); does nothing on a board without a record, and while an earlier
+/// reason of this boot stands (the first one is what started the reset).
 pub fn record(reason: ResetReason) {
     let Some(offset) = offset() else { return };
     if RECORDED.swap(true, Ordering::AcqRel) {
         return;
     }
-    let bytes = format::encode(format::Record { reason: to_format(reason), boots: BOOTS.load(Ordering::Relaxed) });
-    cmos_ram().write_bytes(offset, &bytes);
+    write(offset, to_format(reason));
+}
+
+/// Forgets a recorded reason: what led to it cleared before the board reset (the monitor
+/// kicks the board watchdog again).
+pub fn clear() {
+    let Some(offset) = offset() else { return };
+    if RECORDED.load(Ordering::Acquire) {
+        write(offset, format::Reason::None);
+        RECORDED.store(false, Ordering::Release);
+    }
 }
 
 /// A partition's name for the report (the record may come from another build).
