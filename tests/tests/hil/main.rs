@@ -3,6 +3,7 @@
 //! them all in parallel (one test thread per core).
 
 mod apic;
+mod board_watchdog;
 mod boot;
 mod boot_info;
 mod config;
