@@ -10,7 +10,8 @@
 //! this test adds `-action reboot=reset` (QEMU 7.2), so the watchdog's reset reboots the
 //! machine instead of ending QEMU. Boot 2 boots the same command line, prints the record,
 //! does not hang (the switch applies only after an empty record) and lets `witness` give
-//! the verdict. The lines must come in that order, and the reset no earlier than the
+//! the verdict after about 3 s, several watchdog timeouts during which only the monitor's
+//! kicks keep the board from resetting again. The lines must come in that order, and the reset no earlier than the
 //! watchdog's timeout after the hang.
 
 use bulkhead_tests::{Emulator, Line, Run};
@@ -83,18 +84,25 @@ fn svm_qemu_max_hung_core_resets_the_board_and_the_next_boot_says_why() {
     let (second, boot_2_at) = find_all(&seen, stopped, &["bulkhead ", " starting"]);
     let (told, _) =
         find(&seen, second, "reset record: the last reset was the board watchdog (cpu 1 hung in the hypervisor)");
-    let (rearmed, _) = find(&seen, told, "board watchdog: i6300esb at 00:05.0 armed");
+    let (rearmed, rearmed_at) = find(&seen, told, "board watchdog: i6300esb at 00:05.0 armed");
     find(&seen, told, "test: hang_cpu=1 not applied: this boot follows a recorded reset");
-    find(&seen, rearmed, "partition witness: reports PASS");
+    let (_, passed_at) = find(&seen, rearmed, "partition witness: reports PASS");
     assert!(!seen[second..].iter().any(|(_, l)| l.contains("hangs in the hypervisor")), "boot 2 hung again");
+    // Boot 2 outlived the timeout (witness counts for seconds) on the monitor's kicks alone,
+    // and was the last.
+    let boots = seen.iter().filter(|(_, l)| l.contains("bulkhead ") && l.contains(" starting")).count();
+    assert_eq!(boots, 2, "the board reset more than once");
+    let alive = passed_at - rearmed_at;
+    assert!(alive >= TIMEOUT * 2, "boot 2 ran only {alive:?} with the watchdog armed: too short to show the kicks");
     // The timing: the monitor waits HANG_MS, the watchdog its whole timeout.
     let detected = hung_at - hang_at;
     let reset = boot_2_at - hang_at;
     eprintln!(
-        "board watchdog: hang -> monitor's verdict {} ms, hang -> next boot {} ms, kicks stopped -> next boot {} ms",
+        "board watchdog: hang -> monitor's verdict {} ms, hang -> next boot {} ms, kicks stopped -> next boot {} ms, boot 2 armed -> verdict {} ms",
         detected.as_millis(),
         reset.as_millis(),
-        (boot_2_at - stopped_at).as_millis()
+        (boot_2_at - stopped_at).as_millis(),
+        alive.as_millis()
     );
     assert!(detected >= Duration::from_millis(450), "the monitor called the core hung after {detected:?}");
     assert!(reset >= TIMEOUT, "the board reset {reset:?} after the hang, before the watchdog's timeout");
