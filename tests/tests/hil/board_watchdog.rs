@@ -13,6 +13,9 @@
 //! the verdict after about 3 s, several watchdog timeouts during which only the monitor's
 //! kicks keep the board from resetting again. The lines must come in that order, and the reset no earlier than the
 //! watchdog's timeout after the hang.
+//!
+//! A second test boots the same system without the device: the board file promised a
+//! watchdog, so its absence is an error line, and the boot goes on.
 
 use bulkhead_tests::{Emulator, Line, Run};
 use std::sync::{Arc, Mutex};
@@ -112,4 +115,23 @@ fn svm_qemu_max_hung_core_resets_the_board_and_the_next_boot_says_why() {
     let after_kicks = boot_2_at - stopped_at;
     assert!(after_kicks >= TIMEOUT * 3 / 4, "the board reset {after_kicks:?} after the last kicks");
     assert!(reset < TIMEOUT + Duration::from_secs(20), "the board reset only {reset:?} after the hang");
+}
+
+/// The board file promises a watchdog that the machine lacks (QEMU without `-device
+/// i6300esb`): the boot says so loudly, as an error, and goes on unprotected.
+#[test]
+fn svm_qemu_max_missing_watchdog_is_an_error_and_the_boot_goes_on() {
+    Run::new(Emulator::QemuBios)
+        .cpus(3)
+        .config("tests/configs/qemu-wdt.toml")
+        .allow_errors()
+        .expect("pci: wdt at 00:05.0: no function there (vendor ID reads 0xffff)")
+        .expect("board watchdog: i6300esb wdt at 00:05.0 not found: the board is not protected")
+        .expect("reset record: none")
+        .expect("monitor: on cpu 0: 0 partition watchdogs, 0 critical partitions, board watchdog none")
+        .expect("partition witness: reports PASS")
+        .forbid("armed")
+        .forbid("[cpu0 ERROR] monitor")
+        .execute()
+        .assert_passed();
 }
