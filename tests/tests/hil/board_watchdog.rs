@@ -11,8 +11,8 @@
 //! machine instead of ending QEMU. Boot 2 boots the same command line, prints the record,
 //! does not hang (the switch applies only after an empty record) and lets `witness` give
 //! the verdict after about 3 s, several watchdog timeouts during which only the monitor's
-//! kicks keep the board from resetting again. The lines must come in that order, and the reset no earlier than the
-//! watchdog's timeout after the hang.
+//! kicks keep the board from resetting again. The lines must come in that order, and the
+//! reset no earlier than the watchdog's timeout after the hang.
 //!
 //! A second test boots the same system without the device: the board file promised a
 //! watchdog, so its absence is an error line, and the boot goes on.
