@@ -6,7 +6,7 @@
 //!   fire and its policy (restart) bring it back; in its second life it checks in M times,
 //!   then reads its own status (one restart, one watchdog miss, one fault of reason
 //!   watchdog, running) and reports.
-//! - `case=steady period_ms=P`: checks in every P/4 ms for good; prints every 50th.
+//! - `case=steady period_ms=P`: checks in every P/4 ms for good; prints every 10th.
 //! - `case=supervisor target=T other=O`: reads its own and T's status, is refused for O and
 //!   for ids no partition has, restarts T, halts it, restarts it from halted, checking T's
 //!   state and restart count after each, then prints T's counters (which the test compares
@@ -113,7 +113,7 @@ fn steady(hv: &mut Hv, args: &str) -> ! {
             println!("steady: FAIL: check-in refused");
         }
         n += 1;
-        if n.is_multiple_of(50) {
+        if n.is_multiple_of(10) {
             println!("steady: {} check-ins", n);
         }
         sleep_ms(period / 4);

@@ -26,6 +26,7 @@ mod messaging_std;
 mod partitions;
 mod pci;
 mod smp;
+mod supervision;
 mod sweep;
 mod threads;
 mod unikernel;
