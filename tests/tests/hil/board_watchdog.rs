@@ -10,7 +10,7 @@
 //! this test adds `-action reboot=reset` (QEMU 7.2), so the watchdog's reset reboots the
 //! machine instead of ending QEMU. Boot 2 boots the same command line, prints the record,
 //! does not hang (the switch applies only after an empty record) and lets `witness` give
-//! the verdict after about 3 s, several watchdog timeouts during which only the monitor's
+//! the verdict after 3-5 s, several watchdog timeouts during which only the monitor's
 //! kicks keep the board from resetting again. The lines must come in that order, and the
 //! reset no earlier than the watchdog's timeout after the hang.
 //!
@@ -34,7 +34,7 @@ fn two_boots() -> (bulkhead_tests::Report, Vec<(Instant, String)>) {
         .qemu_args(["-device", "i6300esb,addr=0x5", "-action", "reboot=reset"])
         .switch("hang_cpu=1")
         .switch("hang_after_ms=0")
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(60))
         // Boot 1 logs the hung core and the stopped kicks as errors, on purpose.
         .allow_errors()
         .on_line(move |line: &Line| record.lock().unwrap().push((Instant::now(), line.to_string())))
@@ -96,7 +96,7 @@ fn svm_qemu_max_hung_core_resets_the_board_and_the_next_boot_says_why() {
     let boots = seen.iter().filter(|(_, l)| l.contains("bulkhead ") && l.contains(" starting")).count();
     assert_eq!(boots, 2, "the board reset more than once");
     let alive = passed_at - rearmed_at;
-    assert!(alive >= TIMEOUT * 2, "boot 2 ran only {alive:?} with the watchdog armed: too short to show the kicks");
+    assert!(alive >= TIMEOUT * 3 / 2, "boot 2 ran only {alive:?} with the watchdog armed: too short to show the kicks");
     // The timing: the monitor waits HANG_MS, the watchdog its whole timeout.
     let detected = hung_at - hang_at;
     let reset = boot_2_at - hang_at;
@@ -107,7 +107,7 @@ fn svm_qemu_max_hung_core_resets_the_board_and_the_next_boot_says_why() {
         (boot_2_at - stopped_at).as_millis(),
         alive.as_millis()
     );
-    assert!(detected >= Duration::from_millis(450), "the monitor called the core hung after {detected:?}");
+    assert!(detected >= Duration::from_millis(400), "the monitor called the core hung after {detected:?}");
     assert!(reset >= TIMEOUT, "the board reset {reset:?} after the hang, before the watchdog's timeout");
     // The kicks reload the timer every quarter of the timeout, so it counted at least three
     // quarters of it after the last kick (the next boot's first line comes later still:
