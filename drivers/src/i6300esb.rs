@@ -1,6 +1,6 @@
 //! The Intel 6300ESB watchdog timer (WDT): PCI function 8086:25AB, a board watchdog that
 //! QEMU models as `-device i6300esb`. Register facts from the Intel 6300ESB I/O Controller
-//! Hub datasheet (document 300641), chapter "Watchdog Timer (D29:F4)".
+//! Hub datasheet (document 300641), its watchdog timer chapter.
 //!
 //! Two places hold its registers:
 //! - PCI configuration space: WDT configuration (0x60, 16-bit: output enable, prescaler,
