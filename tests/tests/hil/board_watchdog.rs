@@ -135,3 +135,30 @@ fn svm_qemu_max_missing_watchdog_is_an_error_and_the_boot_goes_on() {
         .execute()
         .assert_passed();
 }
+
+/// A critical partition that faults stops the kicks only while it is faulted or
+/// restarting (`tests/configs/qemu-wdt-critical.toml`): its watchdog faults it, its policy
+/// restarts it within milliseconds, the monitor kicks again as soon as it runs, and the
+/// board is not reset (one boot) although the partition runs on for twice the timeout.
+#[test]
+fn svm_qemu_max_critical_partition_pauses_the_kicks_while_it_is_down() {
+    let report = Run::new(Emulator::QemuBios)
+        .cpus(3)
+        .config("tests/configs/qemu-wdt-critical.toml")
+        .qemu_args(["-device", "i6300esb,addr=0x5", "-action", "reboot=reset"])
+        .timeout(Duration::from_secs(60))
+        .expect("board watchdog: i6300esb at 00:05.0 armed, timeout 1000 ms")
+        .expect("monitor: on cpu 0: 1 partition watchdogs, 1 critical partitions, board watchdog armed")
+        .expect("partition watched: fault #1: watchdog")
+        .expect("monitor: critical partition watched is")
+        .expect("monitor: the board watchdog is no longer kicked: the board resets unless this clears")
+        .expect("partition watched: state restarting -> starting (loading its payload)")
+        .expect("monitor: healthy again: the board watchdog is kicked again")
+        .expect("[watched] watched: back: state running, restarts 1, faults 1 (watchdog 1), misses 1, check-ins 52, last fault watchdog")
+        .expect("partition watched: reports PASS")
+        .allow_errors()
+        .execute();
+    report.assert_passed();
+    let boots = report.lines.iter().filter(|l| l.to_string().contains("reset record: ")).count();
+    assert_eq!(boots, 1, "the board was reset:\n{}", report.diagnostic());
+}
