@@ -6,10 +6,10 @@
 //! resources). What a system does with the board is checked in [`crate::validate`].
 
 use crate::diag::{Loc, rule};
-use crate::model::{Board, Device, IoApic, Iommu, IommuScope};
+use crate::model::{Board, BoardWatchdog, BoardWatchdogKind, Device, IoApic, Iommu, IommuScope, ResetRecord};
 use crate::tables::{
     Bar, BoardCpu, DeviceId, HOST_PHYS_LIMIT, Interrupt, IoPortRange, MAX_CPUS, MAX_DEVICES, PciAddress, PciEcam,
-    PhysRange, X2APIC_BROADCAST, XAPIC_MAX_APIC_ID,
+    PhysRange, RESET_RECORD_BYTES, X2APIC_BROADCAST, XAPIC_MAX_APIC_ID,
 };
 use crate::value::{Cx, KIB, Table, Value, check_name};
 
@@ -91,6 +91,8 @@ pub(crate) fn show_size(size: u64) -> String {
 /// A board as read (what could be read; problems are in the sink).
 pub(crate) struct RawBoard {
     pub board: Board,
+    /// Where `[watchdog]` is, when the board has one (the monitor needs a core for it).
+    pub watchdog_at: Option<Loc>,
 }
 
 pub(crate) const BOARD_KEYS: &[&str] = &[
@@ -105,7 +107,22 @@ pub(crate) const BOARD_KEYS: &[&str] = &[
     "iommu",
     "ioapic",
     "pci_ecam",
+    "watchdog",
+    "reset_record",
 ];
+pub(crate) const WATCHDOG_KEYS: &[&str] = &["kind", "device", "timeout_ms"];
+pub(crate) const RESET_RECORD_KEYS: &[&str] = &["kind", "offset"];
+/// `[watchdog] timeout_ms` when the board file leaves it out: long enough that a loaded
+/// emulator, whose monitor core may be descheduled for a while, does not reset the board by
+/// accident; short enough that a hung system is reset within about a second.
+pub const DEFAULT_BOARD_WATCHDOG_TIMEOUT_MS: u32 = 1000;
+/// The longest `[watchdog] timeout_ms`: 10 minutes.
+pub const MAX_BOARD_WATCHDOG_TIMEOUT_MS: u32 = 600_000;
+/// CMOS RAM the reset record may use: 0x00-0x0D are the clock and its status registers A-D
+/// (MC146818A data sheet, "Address Map"), 0x7F the last byte of the standard 128-byte bank
+/// that every PC RTC has.
+pub const CMOS_RECORD_FIRST: u8 = 0x0e;
+pub const CMOS_RECORD_LAST: u8 = 0x7f;
 pub(crate) const CPU_KEYS: &[&str] = &["core", "apic_id", "boot"];
 pub(crate) const RANGE_KEYS: &[&str] = &["base", "size", "comment"];
 pub(crate) const DEVICE_KEYS: &[&str] =
@@ -306,6 +323,16 @@ pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path
     });
     check_pci_functions(cx, &devices, &device_at);
 
+    let watchdog_at = root.get("watchdog").map(|_| cx.loc(&root.key_span("watchdog")));
+    let watchdog = root
+        .get("watchdog")
+        .and_then(|v| cx.table(v, "watchdog", "[watchdog]", WATCHDOG_KEYS))
+        .and_then(|t| read_watchdog(cx, &t, &devices));
+    let reset_record = root
+        .get("reset_record")
+        .and_then(|v| cx.table(v, "reset_record", "[reset_record]", RESET_RECORD_KEYS))
+        .and_then(|t| read_reset_record(cx, &t));
+
     RawBoard {
         board: Board {
             name,
@@ -319,10 +346,116 @@ pub(crate) fn read_board(cx: &mut Cx<'_>, root: &Table<'_, '_>, file: &std::path
             pci_ecam,
             console_port,
             x2apic,
-            watchdog: None,
-            reset_record: None,
+            watchdog,
+            reset_record,
         },
+        watchdog_at,
     }
+}
+
+/// `[watchdog]`: the board's hardware watchdog, one of the board's `[[device]]`s: a PCI
+/// function whose registers the hypervisor reaches through a memory BAR (the 6300ESB
+/// watchdog's registers are memory-mapped through BAR 0 of its PCI function).
+fn read_watchdog(cx: &mut Cx<'_>, table: &Table<'_, '_>, devices: &[Device]) -> Option<BoardWatchdog> {
+    let kind = table.required(cx, "kind").and_then(|v| match cx.string(v, "kind")? {
+        "i6300esb" => Some(BoardWatchdogKind::I6300esb),
+        other => {
+            cx.error_hint(
+                &v.span(),
+                rule::INVALID_VALUE,
+                format!("unknown watchdog kind {other:?}"),
+                "the board watchdog's kind is \"i6300esb\" (the Intel 6300ESB watchdog timer; QEMU `-device i6300esb`)",
+            );
+            None
+        }
+    });
+    let device = table.required(cx, "device").and_then(|v| {
+        let name = cx.string(v, "device")?;
+        let Some(index) = devices.iter().position(|d| d.name == name) else {
+            let known: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+            cx.error_hint(
+                &v.span(),
+                rule::DEVICE_UNKNOWN,
+                format!("the board has no device `{name}` for its watchdog"),
+                if known.is_empty() {
+                    "describe the watchdog as a [[device]] with its `pci` address and memory BAR".to_owned()
+                } else {
+                    format!("the board's devices are: {}", known.join(", "))
+                },
+            );
+            return None;
+        };
+        let device = devices.get(index)?;
+        let why = match (device.pci, device.bars.iter().any(|b| b.memory)) {
+            (None, _) => Some("is not a PCI function (it has no `pci` address)"),
+            (Some(_), false) => Some("has no memory BAR"),
+            (Some(_), true) => None,
+        };
+        if let Some(why) = why {
+            cx.error_hint(
+                &v.span(),
+                rule::BOARD_WATCHDOG,
+                format!("watchdog device `{name}` {why}: the hypervisor drives the watchdog through its memory BAR"),
+                "give the device its `pci` address and its memory BAR as the firmware programmed it (`bars = [{ index = 0, base = ..., size = \"4 KiB\" }]`)",
+            );
+            return None;
+        }
+        u8::try_from(index).ok().map(DeviceId)
+    });
+    let timeout_ms = match table.get("timeout_ms") {
+        None => Some(DEFAULT_BOARD_WATCHDOG_TIMEOUT_MS),
+        Some(v) => {
+            let n = cx.uint(v, "timeout_ms", u64::from(MAX_BOARD_WATCHDOG_TIMEOUT_MS))?;
+            if n == 0 {
+                cx.error_hint(
+                    &v.span(),
+                    rule::INVALID_VALUE,
+                    "timeout_ms = 0 would reset the board at once",
+                    format!("give the watchdog's timeout in milliseconds, 1 to {MAX_BOARD_WATCHDOG_TIMEOUT_MS}"),
+                );
+                return None;
+            }
+            u32::try_from(n).ok()
+        }
+    };
+    Some(BoardWatchdog { kind: kind?, device: device?, timeout_ms: timeout_ms? })
+}
+
+/// `[reset_record]`: where the reason for a board reset survives it.
+fn read_reset_record(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<ResetRecord> {
+    let kind = table.required(cx, "kind").and_then(|v| match cx.string(v, "kind")? {
+        "cmos" => Some(()),
+        other => {
+            cx.error_hint(
+                &v.span(),
+                rule::INVALID_VALUE,
+                format!("unknown reset record kind {other:?}"),
+                "the reset record's kind is \"cmos\" (bytes of the RTC's battery-backed CMOS RAM)",
+            );
+            None
+        }
+    });
+    let offset = table.required(cx, "offset").and_then(|v| {
+        let n = cx.uint(v, "offset", u64::from(u8::MAX))?;
+        let last = n + u64::from(RESET_RECORD_BYTES) - 1;
+        if n < u64::from(CMOS_RECORD_FIRST) || last > u64::from(CMOS_RECORD_LAST) {
+            cx.error_hint(
+                &v.span(),
+                rule::INVALID_VALUE,
+                format!(
+                    "a reset record at CMOS offset {n:#04x} takes bytes {n:#04x}..={last:#04x}, outside {CMOS_RECORD_FIRST:#04x}..={CMOS_RECORD_LAST:#04x}"
+                ),
+                format!(
+                    "0x00-0x0d are the clock and its status registers and the standard CMOS bank ends at 0x7f: give an offset from {CMOS_RECORD_FIRST:#04x} to {:#04x} that the firmware does not use",
+                    CMOS_RECORD_LAST - RESET_RECORD_BYTES + 1
+                ),
+            );
+            return None;
+        }
+        u8::try_from(n).ok()
+    });
+    kind?;
+    Some(ResetRecord::Cmos { offset: offset? })
 }
 
 /// An APIC ID the hypervisor can send interrupts to (INIT/SIPI at start-up, IPIs between

@@ -121,7 +121,7 @@ rules! {
         "`board` names no file in board/boards/ (or the `.toml` path does not exist)",
         "use the name of a file in board/boards/ without `.toml`, or a path ending in `.toml` relative to the system file";
     DUPLICATE_NAME = "duplicate-name":
-        "two partitions, devices, IOMMUs, shared memory regions or connections share a name, or a partition is listed twice as a sharer",
+        "two partitions, devices, IOMMUs, shared memory regions or connections share a name, or a partition is listed twice as a sharer or twice in one `supervises`",
         "give every item a unique name";
     LIMIT_EXCEEDED = "limit-exceeded":
         "more CPUs, partitions, memory regions, devices, connections or shared regions than the build-time limits in board/src/tables.rs, a `cmdline` longer than MAX_CMDLINE_BYTES, or a partition whose address space needs more than SLAT_TABLES_PER_PARTITION second-level page tables",
@@ -204,6 +204,12 @@ rules! {
     CONSOLE_ASSIGNED = "console-assigned":
         "the hypervisor's console UART lies in the I/O ports of a device assigned to a partition",
         "assign another device, or move the console with [hypervisor] console_port";
+    BOARD_WATCHDOG = "board-watchdog":
+        "the board's `[watchdog]` names a device that is not a PCI function with a memory BAR, or a partition is assigned the watchdog's device (the board watchdog belongs to the hypervisor)",
+        "describe the watchdog as a [[device]] with `pci` and a memory BAR, and assign it to no partition";
+    RESET_RECORD = "reset-record":
+        "the board records resets in CMOS (`[reset_record] kind = \"cmos\"`) and a partition is assigned a device whose I/O ports include the RTC's index or data port (0x70, 0x71)",
+        "the hypervisor writes the reset record through ports 0x70/0x71: assign the RTC to no partition, or drop `[reset_record]` from the board";
     CONNECTION_UNKNOWN_PARTITION = "connection-unknown-partition":
         "a connection's `from` or `to` names no partition",
         "use the `name` of a [[partition]]";
@@ -228,6 +234,9 @@ rules! {
     SHARED_MEMORY_OVERLAP = "shared-memory-overlap":
         "a shared region's guest range overlaps the sharer's own memory or another shared region it maps",
         "choose a `guest_base` outside the partition's memory regions";
+    SUPERVISION = "supervision":
+        "a partition `supervises` itself, or a second partition supervises (at most one per system), or the system needs the hypervisor's monitor (a `watchdog_ms`, a `critical` partition or a board `[watchdog]`) and every board core belongs to a partition",
+        "one partition supervises the others; the monitor runs on a core no partition owns";
     PAYLOAD_MISSING = "payload-missing":
         "a payload or initrd file does not exist",
         "check the path (relative to the system file)";
@@ -253,7 +262,7 @@ rules! {
         "a `linux` payload's `cmdline` is longer than the kernel accepts (cmdline_size in its setup header)",
         "shorten the command line; Linux would truncate it";
     NOT_YET = "not-yet":
-        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: `watchdog_ms`, an assigned device's interrupts, PCI function or DMA",
+        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: an assigned device's interrupts, PCI function or DMA",
         "the image builds, but the setting has no effect (or the partition is refused at boot, as a Linux payload is); see docs/config.md";
     DEPRECATED = "deprecated":
         "(a warning, not an error) a setting still accepted under an old name: `kind = \"bzimage\"` is now `kind = \"linux\"`",

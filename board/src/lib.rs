@@ -72,7 +72,9 @@ mod docs_tests {
     fn every_key_is_documented() {
         use crate::board::*;
         use crate::system::*;
-        let lists: [&[&str]; 19] = [
+        let lists: [&[&str]; 21] = [
+            WATCHDOG_KEYS,
+            RESET_RECORD_KEYS,
             IOAPIC_KEYS,
             MSI_KEYS,
             BOARD_KEYS,

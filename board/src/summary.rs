@@ -4,7 +4,10 @@
 use crate::board::show_size;
 use crate::codegen::{access_text, hex};
 use crate::model::{IommuScope, System};
-use crate::tables::{ConnectionKind, ConsoleFormat, DmaProtection, FaultPolicy, Interrupt, PartitionId, PayloadKind};
+use crate::tables::{
+    BoardWatchdogKind, ConnectionKind, ConsoleFormat, DmaProtection, FaultPolicy, Interrupt, PartitionId, PayloadKind,
+    RESET_RECORD_BYTES, ResetRecord,
+};
 
 /// Left-aligned columns, two spaces apart.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -85,6 +88,8 @@ pub fn summary(system: &System) -> String {
         ));
     }
 
+    supervision(&mut out, system);
+
     out.push_str("\npartitions\n");
     let mut rows = Vec::new();
     for (i, p) in system.partitions.iter().enumerate() {
@@ -102,7 +107,14 @@ pub fn summary(system: &System) -> String {
         };
         let devices: Vec<&str> =
             p.devices.iter().filter_map(|d| b.devices.get(usize::from(d.0)).map(|d| d.name.as_str())).collect();
-        let watchdog = p.watchdog.map_or_else(|| "-".to_owned(), |w| format!("{} ms", w.period_ms));
+        let watchdog = p.watchdog.map_or_else(
+            || "-".to_owned(),
+            |w| match w.grace_ms {
+                0 => format!("{} ms", w.period_ms),
+                grace => format!("{} ms (grace {grace} ms)", w.period_ms),
+            },
+        );
+        let supervises: Vec<&str> = p.supervises.iter().map(|&id| name(system, id)).collect();
         rows.push(vec![
             i.to_string(),
             p.name.clone(),
@@ -111,9 +123,14 @@ pub fn summary(system: &System) -> String {
             if devices.is_empty() { "-".to_owned() } else { devices.join(",") },
             policy,
             watchdog,
+            if p.critical { "yes" } else { "-" }.to_owned(),
+            if supervises.is_empty() { "-".to_owned() } else { supervises.join(",") },
         ]);
     }
-    out.push_str(&table(&["id", "name", "cores", "payload", "devices", "on fault", "watchdog"], &rows));
+    out.push_str(&table(
+        &["id", "name", "cores", "payload", "devices", "on fault", "watchdog", "critical", "supervises"],
+        &rows,
+    ));
 
     devices(&mut out, system);
 
@@ -175,11 +192,14 @@ pub fn summary(system: &System) -> String {
         .cpus
         .iter()
         .map(|c| {
-            let owner = system
-                .partitions
-                .iter()
-                .find(|p| p.cores.contains(&c.core))
-                .map_or("(hypervisor only)", |p| p.name.as_str());
+            let owner = system.partitions.iter().find(|p| p.cores.contains(&c.core)).map_or(
+                if system.hypervisor.monitor_core == Some(c.core) {
+                    "(hypervisor monitor)"
+                } else {
+                    "(hypervisor only)"
+                },
+                |p| p.name.as_str(),
+            );
             vec![
                 c.core.to_string(),
                 c.apic_id.to_string(),
@@ -190,6 +210,34 @@ pub fn summary(system: &System) -> String {
         .collect();
     out.push_str(&table(&["core", "apic", "", "partition"], &rows));
     out
+}
+
+/// The hypervisor's monitor, the board watchdog it kicks and where a reset's reason is kept,
+/// one line each when the system has them.
+fn supervision(out: &mut String, system: &System) {
+    let b = &system.board;
+    if let Some(core) = system.hypervisor.monitor_core {
+        out.push_str(&format!(
+            "monitor: core {core} (checks partition watchdogs and the hypervisor's cores{})\n",
+            if b.watchdog.is_some() { ", kicks the board watchdog" } else { "" }
+        ));
+    }
+    if let Some(w) = b.watchdog {
+        let kind = match w.kind {
+            BoardWatchdogKind::I6300esb => "i6300esb",
+        };
+        let device = b.devices.get(usize::from(w.device.0));
+        out.push_str(&format!(
+            "board watchdog: {kind} `{}` ({}), timeout {} ms\n",
+            device.map_or("?", |d| d.name.as_str()),
+            device.and_then(|d| d.pci.as_ref()).map_or_else(|| "-".to_owned(), crate::board::show_bdf),
+            w.timeout_ms
+        ));
+    }
+    if let Some(ResetRecord::Cmos { offset }) = b.reset_record {
+        let end = u64::from(offset) + u64::from(RESET_RECORD_BYTES);
+        out.push_str(&format!("reset record: CMOS RAM {}\n", span(u64::from(offset), end - u64::from(offset))));
+    }
 }
 
 /// The assigned devices: owner, PCI address, interrupts and how their DMA is confined.

@@ -50,7 +50,15 @@ pub(crate) struct RawPartition {
     pub devices: Vec<At<String>>,
     pub dma: DmaProtection,
     pub fault_policy: FaultPolicy,
-    pub watchdog_ms: Option<u32>,
+    /// `watchdog_ms`, when it was written and valid.
+    pub watchdog_ms: Option<At<u32>>,
+    /// `watchdog_grace_ms` (0 when absent).
+    pub watchdog_grace_ms: u32,
+    /// `critical = true`, with where it was written.
+    pub critical: Option<Loc>,
+    /// `supervises`: the names as written, and where the key is.
+    pub supervises: Vec<At<String>>,
+    pub supervises_at: Option<Loc>,
 }
 
 pub(crate) struct RawRegion {
@@ -119,8 +127,20 @@ pub(crate) const SYSTEM_KEYS: &[&str] =
 pub(crate) const HYPERVISOR_KEYS: &[&str] =
     &["reserved_memory", "console_port", "console_format", "log_level", "verdict_partition", "console_input"];
 pub(crate) const RESERVED_KEYS: &[&str] = &["base", "size"];
-pub(crate) const PARTITION_KEYS: &[&str] =
-    &["name", "cores", "memory", "payload", "devices", "dma", "fault_policy", "max_restarts", "watchdog_ms"];
+pub(crate) const PARTITION_KEYS: &[&str] = &[
+    "name",
+    "cores",
+    "memory",
+    "payload",
+    "devices",
+    "dma",
+    "fault_policy",
+    "max_restarts",
+    "watchdog_ms",
+    "watchdog_grace_ms",
+    "critical",
+    "supervises",
+];
 pub(crate) const MEMORY_KEYS: &[&str] = &["guest_base", "size", "host_base", "access", "large_pages"];
 pub(crate) const PAYLOAD_KEYS: &[&str] = &["kind", "path", "entry", "cmdline", "initrd"];
 pub(crate) const CONNECTION_KEYS: &[&str] = &["id", "name", "from", "to", "kind", "sint", "queue_depth", "flag"];
@@ -389,6 +409,7 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
         );
     }
 
+    // Enforced by the hypervisor's monitor (docs/supervision.md).
     let watchdog_ms = table.get("watchdog_ms").and_then(|v| {
         let n = cx.uint(v, "watchdog_ms", u64::from(u32::MAX))?;
         if n == 0 {
@@ -400,15 +421,48 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
             );
             return None;
         }
-        cx.not_yet(
-            &v.span(),
-            "`watchdog_ms` is validated and compiled in, but not enforced yet: a partition that stops checking in is not detected",
-            "keep it for when enforcement lands, or leave it out; nothing checks it today",
-        );
-        u32::try_from(n).ok()
+        Some(At { v: u32::try_from(n).ok()?, at: cx.at(v) })
     });
+    let watchdog_grace_ms = table
+        .get("watchdog_grace_ms")
+        .and_then(|v| {
+            let n = cx.uint(v, "watchdog_grace_ms", u64::from(u32::MAX))?;
+            if table.get("watchdog_ms").is_none() {
+                cx.error_hint(
+                    &v.span(),
+                    rule::INVALID_VALUE,
+                    "`watchdog_grace_ms` only applies to a partition with a watchdog",
+                    "add `watchdog_ms = PERIOD` (the grace delays its first deadline after each start), or remove `watchdog_grace_ms`",
+                );
+                return None;
+            }
+            u32::try_from(n).ok()
+        })
+        .unwrap_or(0);
+    let critical = table.get("critical").and_then(|v| cx.boolean(v, "critical").filter(|&c| c).map(|_| cx.at(v)));
+    let supervises_at = table.get("supervises").map(|_| cx.loc(&table.key_span("supervises")));
+    let supervises = table
+        .get("supervises")
+        .and_then(|v| cx.array(v, "supervises"))
+        .map(|items| items.iter().filter_map(|item| at_string(cx, item, "supervises")).collect())
+        .unwrap_or_default();
 
-    RawPartition { at, name, cores, memory, memory_entries, payload, devices, dma, fault_policy, watchdog_ms }
+    RawPartition {
+        at,
+        name,
+        cores,
+        memory,
+        memory_entries,
+        payload,
+        devices,
+        dma,
+        fault_policy,
+        watchdog_ms,
+        watchdog_grace_ms,
+        critical,
+        supervises,
+        supervises_at,
+    }
 }
 
 fn read_region(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<RawRegion> {

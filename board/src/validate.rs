@@ -233,6 +233,33 @@ pub(crate) fn validate(
                         ),
                     );
                 }
+                let index = find_device(board, &dev.v);
+                if let Some(watchdog) = board.watchdog
+                    && index == Some(usize::from(watchdog.device.0))
+                {
+                    sink.error_hint(
+                        dev.at,
+                        rule::BOARD_WATCHDOG,
+                        format!(
+                            "device `{}` is the watchdog of board `{}`: the board watchdog belongs to the hypervisor",
+                            dev.v, board.name
+                        ),
+                        "the hypervisor arms and kicks the board watchdog itself (docs/supervision.md); remove the device from `devices`",
+                    );
+                }
+                if board.reset_record.is_some()
+                    && let Some(port) = CMOS_PORTS.iter().find(|&&port| device_has_port(device, port))
+                {
+                    sink.error_hint(
+                        dev.at,
+                        rule::RESET_RECORD,
+                        format!(
+                            "device `{}` holds port {port:#x} of the RTC, and board `{}` records the reason for a reset in the RTC's CMOS RAM",
+                            dev.v, board.name
+                        ),
+                        "the hypervisor writes the reset record through ports 0x70/0x71, which a partition must not share: remove the device from `devices`, or drop `[reset_record]` from the board",
+                    );
+                }
                 let console_inside = device.io_ports.iter().any(|r| {
                     u32::from(r.base) <= u32::from(console_port)
                         && u32::from(console_port) < u32::from(r.base) + u32::from(r.count)
@@ -354,6 +381,26 @@ pub(crate) fn validate(
             }
         }
     }
+
+    // --- Supervision: who supervises whom, and the monitor's core -------------------------
+    let supervises = check_supervises(sink, &raw, &names, all_named);
+    let board_watchdog_at = board.as_ref().and_then(|b| b.raw.watchdog_at);
+    let monitor_core = board_ref.and_then(|board| {
+        let (at, what) = monitor_reason(&raw, &names, board_watchdog_at)?;
+        let core = free_core(board.cpus.iter().map(|c| c.core), |core| core_owner.contains_key(&core));
+        if core.is_none() {
+            sink.error_hint(
+                at,
+                rule::SUPERVISION,
+                format!(
+                    "{what} needs the hypervisor's monitor, and every core of board `{}` belongs to a partition: the hypervisor checks watchdogs on a core no partition owns",
+                    board.name
+                ),
+                "leave one core to the hypervisor (remove a core from a partition's `cores`), or drop the setting",
+            );
+        }
+        core
+    });
 
     // --- Connections ---------------------------------------------------------------------
     if raw.connections.len() > MAX_CONNECTIONS {
@@ -719,7 +766,7 @@ pub(crate) fn validate(
     let board = board?.raw.board;
     let mut next = placements.iter().map(|p| p.host_base);
     let mut partitions = Vec::new();
-    for p in raw.partitions {
+    for (pi, p) in raw.partitions.into_iter().enumerate() {
         let pl = p.payload?;
         let path_text = pl.path?.v;
         let path = resolve_quiet(&path_text, &system_dir, inputs.dirs())?;
@@ -757,9 +804,9 @@ pub(crate) fn validate(
             devices,
             dma: p.dma,
             fault_policy: p.fault_policy,
-            watchdog: p.watchdog_ms.map(|period_ms| Watchdog { period_ms, grace_ms: 0 }),
-            critical: false,
-            supervises: Vec::new(),
+            watchdog: p.watchdog_ms.map(|w| Watchdog { period_ms: w.v, grace_ms: p.watchdog_grace_ms }),
+            critical: p.critical.is_some(),
+            supervises: supervises.get(pi).cloned().unwrap_or_default(),
         });
     }
     let mut shared_memory = Vec::new();
@@ -779,7 +826,7 @@ pub(crate) fn validate(
             console_format: raw.console_format,
             verdict_partition,
             console_input,
-            monitor_core: None,
+            monitor_core,
         },
         console_port,
         board,
@@ -787,6 +834,106 @@ pub(crate) fn validate(
         connections,
         shared_memory,
     })
+}
+
+/// The RTC's index and data ports, through which the hypervisor writes a CMOS reset record.
+const CMOS_PORTS: [u16; 2] = [0x70, 0x71];
+
+/// Whether `port` is one of the device's I/O ports (legacy ranges or I/O BARs).
+fn device_has_port(device: &Device, port: u16) -> bool {
+    let port = u64::from(port);
+    device.io_ports.iter().any(|r| u64::from(r.base) <= port && port < u64::from(r.base) + u64::from(r.count))
+        || device.bars.iter().filter(|b| !b.memory).any(|b| b.range.base <= port && port - b.range.base < b.range.size)
+}
+
+/// `supervises` of every partition, resolved to partition ids in the order written: each
+/// name must be another partition, once; only one partition may supervise.
+fn check_supervises(
+    sink: &mut Sink,
+    raw: &RawSystem,
+    names: &[Option<&str>],
+    all_named: bool,
+) -> Vec<Vec<PartitionId>> {
+    let mut supervisor: Option<&str> = None;
+    let mut resolved = Vec::new();
+    for (pi, p) in raw.partitions.iter().enumerate() {
+        let pname = names.get(pi).copied().flatten().unwrap_or("?");
+        let mut ids: Vec<PartitionId> = Vec::new();
+        if !p.supervises.is_empty()
+            && let Some(at) = p.supervises_at
+        {
+            match supervisor {
+                Some(first) => sink.error_hint(
+                    at,
+                    rule::SUPERVISION,
+                    format!("partitions `{first}` and `{pname}` both supervise: a system has at most one supervisor"),
+                    format!(
+                        "let `{first}` supervise every partition that needs it, and remove `supervises` from `{pname}`"
+                    ),
+                ),
+                None => supervisor = Some(pname),
+            }
+        }
+        for entry in &p.supervises {
+            let Some(id) = names.iter().position(|n| *n == Some(entry.v.as_str())) else {
+                if all_named {
+                    sink.error_hint(
+                        entry.at,
+                        rule::INVALID_VALUE,
+                        format!("supervises `{}`: no such partition", entry.v),
+                        partition_list_hint(names),
+                    );
+                }
+                continue;
+            };
+            if id == pi {
+                sink.error_hint(
+                    entry.at,
+                    rule::SUPERVISION,
+                    format!("partition `{pname}` supervises itself"),
+                    "a supervisor watches and restarts other partitions; its own watchdog and fault policy cover itself",
+                );
+                continue;
+            }
+            let Some(id) = u8::try_from(id).ok().map(PartitionId) else { continue };
+            if ids.contains(&id) {
+                sink.error(
+                    entry.at,
+                    rule::DUPLICATE_NAME,
+                    format!("partition `{}` is listed twice in `supervises` of `{pname}`", entry.v),
+                );
+                continue;
+            }
+            ids.push(id);
+        }
+        resolved.push(ids);
+    }
+    resolved
+}
+
+/// The first setting that needs the hypervisor's monitor, with where it is and what it is:
+/// a partition's `watchdog_ms` or `critical = true` in file order, else the board's
+/// `[watchdog]` (at `board_watchdog`). `None`: the system needs no monitor.
+fn monitor_reason(raw: &RawSystem, names: &[Option<&str>], board_watchdog: Option<Loc>) -> Option<(Loc, String)> {
+    let mut settings: Vec<(Loc, String)> = Vec::new();
+    for (pi, p) in raw.partitions.iter().enumerate() {
+        let pname = names.get(pi).copied().flatten().unwrap_or("?");
+        if let Some(w) = &p.watchdog_ms {
+            settings.push((w.at, format!("the watchdog of partition `{pname}`")));
+        }
+        if let Some(at) = p.critical {
+            settings.push((at, format!("critical partition `{pname}`")));
+        }
+    }
+    settings
+        .into_iter()
+        .min_by_key(|(at, _)| at.offset)
+        .or_else(|| board_watchdog.map(|at| (at, "the board's `[watchdog]`".to_owned())))
+}
+
+/// The monitor's core: the lowest-numbered board core that no partition owns.
+fn free_core(board_cores: impl Iterator<Item = u32>, owned: impl Fn(u32) -> bool) -> Option<u32> {
+    board_cores.filter(|&core| !owned(core)).min()
 }
 
 /// One mapping of a partition's address space, in the order the kernel makes them.
@@ -1177,6 +1324,38 @@ mod tests {
         assert!(!inside_ram(&ram, &r(0x0, 0x1000)));
         assert!(inside_ram(&ram, &r(0x10000, 0x1000)));
         assert!(!inside_ram(&[r(u64::MAX - 0xfff, 0x1000)], &r(u64::MAX - 0xfff, 0x2000)));
+    }
+
+    #[test]
+    fn the_monitor_takes_the_lowest_free_core() {
+        let owned = [0u32, 1, 3];
+        assert_eq!(free_core([3, 0, 2, 1, 5].into_iter(), |c| owned.contains(&c)), Some(2));
+        // The board's order does not matter, only the core numbers.
+        assert_eq!(free_core([7, 4, 6].into_iter(), |_| false), Some(4));
+        assert_eq!(free_core([0, 1].into_iter(), |c| c < 2), None);
+        assert_eq!(free_core(std::iter::empty(), |_| false), None);
+    }
+
+    #[test]
+    fn cmos_ports_of_a_device() {
+        let device = |io_ports: Vec<crate::tables::IoPortRange>, bars: Vec<crate::tables::Bar>| Device {
+            name: "d".into(),
+            pci: None,
+            bars,
+            io_ports,
+            mmio: Vec::new(),
+            interrupts: Vec::new(),
+            hidden_capabilities: Vec::new(),
+        };
+        let ports = |base, count| crate::tables::IoPortRange { base, count };
+        assert!(device_has_port(&device(vec![ports(0x70, 2)], vec![]), 0x71));
+        assert!(device_has_port(&device(vec![ports(0x60, 0x11)], vec![]), 0x70));
+        assert!(!device_has_port(&device(vec![ports(0x60, 0x10)], vec![]), 0x70));
+        assert!(!device_has_port(&device(vec![ports(0x72, 2)], vec![]), 0x71));
+        let io_bar = crate::tables::Bar { index: 0, range: r(0x70, 8), memory: false };
+        assert!(device_has_port(&device(vec![], vec![io_bar]), 0x70));
+        let memory_bar = crate::tables::Bar { index: 0, range: r(0x70, 0x1000), memory: true };
+        assert!(!device_has_port(&device(vec![], vec![memory_bar]), 0x70));
     }
 
     #[test]

@@ -50,12 +50,6 @@ impl Cx<'_> {
         self.sink.error_hint(loc, rule, message, hint);
     }
 
-    /// A `not-yet` warning: accepted, but not honoured by this version of the hypervisor.
-    pub fn not_yet(&mut self, span: &Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
-        let loc = self.loc(span);
-        self.sink.warn(loc, crate::diag::rule::NOT_YET, message, hint);
-    }
-
     fn mismatch(&mut self, value: &Value<'_>, key: &str, expected: &str) {
         let found = value.get_ref().type_str();
         self.error_hint(

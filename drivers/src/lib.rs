@@ -5,7 +5,9 @@
 //! the thin access layers touch hardware.
 #![no_std]
 
+pub mod cmos;
 pub mod cpu_features;
+pub mod i6300esb;
 pub mod ioapic;
 pub mod lapic;
 pub mod pci;

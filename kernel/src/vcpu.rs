@@ -255,6 +255,7 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
         cpu.exit_ends();
         let exit = backend.enter_guest();
         cpu.exit_begins();
+        crate::supervision::test_hang::at_exit();
         nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
         partition.exits.count(&exit);
         match crate::exits::handle(partition, backend, exit) {

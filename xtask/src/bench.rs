@@ -95,6 +95,14 @@ const BENCH_CASES: &[BenchCase] = &[
         unit: "EOMs/1000 msgs",
         target_max: |_| None,
     },
+    // Supervision (guests/src/bin/bench.rs `case=supervision`).
+    BenchCase {
+        name: "watchdog-check-in",
+        key: "watchdog_check_in_round_trip",
+        unit: "instructions",
+        target_max: |_| None,
+    },
+    BenchCase { name: "fault-to-running", key: "fault_to_running", unit: "instructions", target_max: |_| None },
     // Unikernel partitions (apps/bench, a Rust std program on the runtime).
     BenchCase {
         name: "unikernel-start-to-main",
@@ -154,14 +162,16 @@ pub fn bench(json: bool, unikernel_only: bool) -> Result<ExitCode> {
             build_for(&root().join("tests/configs/bochs-bench.toml"))?,
             build_for(&root().join("tests/configs/bochs-bench-messaging.toml"))?,
             build_for(&root().join("tests/configs/bochs-bench-irq.toml"))?,
+            build_for(&root().join("tests/configs/bochs-bench-supervision.toml"))?,
         ))
     };
     let mut results = Vec::new();
     for backend in BENCH_BACKENDS {
         let mut values = match &others {
-            Some((image, messaging, irq)) => {
+            Some((image, messaging, irq, supervision)) => {
                 let mut values = bench_backend(backend, image, messaging)?;
                 values.extend(bench_device_interrupts(backend, irq)?);
+                values.extend(bench_supervision(backend, supervision)?);
                 values
             }
             None => Vec::new(),
@@ -246,6 +256,10 @@ fn bench_run_on(
     for line in bochs_lines {
         run = run.bochs_line(*line);
     }
+    if case == "supervision" {
+        // Its deliberate triple fault is logged as an error.
+        run = run.allow_errors();
+    }
     eprintln!("bench: {} case `{case}` on {} ...", backend.prefix, backend.emulator);
     let report = run.try_execute()?;
     eprintln!("bench: {} case `{case}` done in {:.1} s", backend.prefix, report.elapsed.as_secs_f64());
@@ -294,6 +308,20 @@ fn bench_device_interrupts(backend: &BenchBackend, image: &kernel::KernelImage) 
             "the {} device-interrupt case printed no interrupt or exit count: {taken:?}, set-up alone: {setup:?}",
             backend.prefix
         ),
+    }
+}
+
+/// The supervision cases (guests/src/bin/bench.rs `case=supervision`): a watchdog
+/// check-in's round trip, and the instructions from a triple fault to the restarted
+/// partition's first instruction (the TSC of that core, which does all the work between).
+fn bench_supervision(backend: &BenchBackend, image: &kernel::KernelImage) -> Result<Vec<(String, u64)>> {
+    let mut values = bench_run_on(backend, image, "supervision", &["bench"], &[])?;
+    match (value(&values, "fault_tsc"), value(&values, "restart_tsc")) {
+        (Some(fault), Some(restart)) if restart > fault => {
+            values.push(("fault_to_running".into(), restart - fault));
+            Ok(values)
+        }
+        _ => bail!("the {} supervision case printed no fault and restart TSC: {values:?}", backend.prefix),
     }
 }
 

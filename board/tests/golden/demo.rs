@@ -47,7 +47,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         pci_ecam: Some(PciEcam { base: 0xb000_0000, buses: 256 }),
         console_port: 0x3f8,
         watchdog: None,
-        reset_record: None,
+        reset_record: Some(ResetRecord::Cmos { offset: 0x70 }),
     },
     hypervisor: HypervisorConfig {
         // [0x100000, 0x1000000) 15 MiB

@@ -10,6 +10,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             BoardCpu { core: 1, apic_id: 2, boot: false },
             BoardCpu { core: 2, apic_id: 4, boot: false },
             BoardCpu { core: 3, apic_id: 6, boot: false },
+            BoardCpu { core: 4, apic_id: 8, boot: false },
         ],
         ram: &[
             // [0x100000, 0x4000000) 63 MiB
@@ -69,6 +70,30 @@ pub static SYSTEM: SystemConfig = SystemConfig {
                 hidden_capabilities: &[],
                 owner: Some(PartitionId(0)),
             },
+            // device 4 `wdt`: not assigned (invisible to guests)
+            Device {
+                name: "wdt",
+                pci: Some(PciAddress { segment: 0, bus: 0, device: 5, function: 0 }),
+                bars: &[
+                    Bar { index: 0, range: PhysRange { base: 0xfebf_0000, size: 0x1000 }, memory: true },
+                ],
+                io_ports: &[],
+                mmio: &[],
+                interrupts: &[],
+                hidden_capabilities: &[],
+                owner: None,
+            },
+            // device 5 `rtc`: not assigned (invisible to guests)
+            Device {
+                name: "rtc",
+                pci: None,
+                bars: &[],
+                io_ports: &[IoPortRange { base: 0x70, count: 2 }],
+                mmio: &[],
+                interrupts: &[Interrupt::Line(8)],
+                hidden_capabilities: &[],
+                owner: None,
+            },
         ],
         iommus: &[
             Iommu { name: "dmar0", registers: PhysRange { base: 0xfed9_0000, size: 0x1000 }, scope: IommuScope::Devices(&[DeviceId(2)]) },
@@ -78,8 +103,8 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         ],
         pci_ecam: None,
         console_port: 0x2f8,
-        watchdog: None,
-        reset_record: None,
+        watchdog: Some(BoardWatchdog { kind: BoardWatchdogKind::I6300esb, device: DeviceId(4), timeout_ms: 2000 }),
+        reset_record: Some(ResetRecord::Cmos { offset: 0x70 }),
     },
     hypervisor: HypervisorConfig {
         // [0x100000, 0x2000000) 31 MiB
@@ -88,7 +113,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         console_format: ConsoleFormat::Text,
         verdict_partition: Some(PartitionId(2)), // bare
         console_input: Some(PartitionId(2)), // bare
-        monitor_core: None,
+        monitor_core: Some(4),
     },
     partitions: &[
         // partition 0 `rt-control`: cores [1, 2], 4160 KiB of memory
@@ -125,8 +150,8 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             devices: &[DeviceId(2), DeviceId(3)],
             dma: DmaProtection::Iommu,
             fault_policy: FaultPolicy::Restart { max_restarts: 5 },
-            watchdog: Some(Watchdog { period_ms: 250, grace_ms: 0 }),
-            critical: false,
+            watchdog: Some(Watchdog { period_ms: 250, grace_ms: 5000 }),
+            critical: true,
             supervises: &[],
         },
         // partition 1 `linux`: cores [3], 16 MiB of memory
@@ -195,7 +220,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             fault_policy: FaultPolicy::Halt,
             watchdog: None,
             critical: false,
-            supervises: &[],
+            supervises: &[PartitionId(0), PartitionId(1)],
         },
     ],
     core_map: &[
@@ -203,6 +228,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         CoreAssignment { core: 1, apic_id: 2, partition: Some(PartitionId(0)) }, // `rt-control`
         CoreAssignment { core: 2, apic_id: 4, partition: Some(PartitionId(0)) }, // `rt-control`
         CoreAssignment { core: 3, apic_id: 6, partition: Some(PartitionId(1)) }, // `linux`
+        CoreAssignment { core: 4, apic_id: 8, partition: None }, // hypervisor only
     ],
     connections: &[
         // connection 16 `telemetry`: `rt-control` -> `linux` on SINT 2, message, queue depth 64

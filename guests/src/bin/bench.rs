@@ -11,6 +11,12 @@
 //! set-up's own exits (the calibration, the switch to x2APIC mode, starting the timer) can
 //! be subtracted: the run is deterministic, so the difference is the loop's exits.
 //!
+//! `case=supervision` (tests/configs/bochs-bench-supervision.toml: a watchdog, fault
+//! policy restart): the round trip of a watchdog check-in; then the TSC just before a
+//! deliberate triple fault, and in the restarted partition the TSC at its first
+//! instruction: the difference is what a fault costs until the partition runs again
+//! (stopping it, zeroing its memory, reloading its payload).
+//!
 //! `case=ticker`: the real-time partition beside Linux (the Linux boot test and bench).
 //! The same 1 kHz timer, then a loop that never ends: every `every=N` ticks (default 1000)
 //! it prints the tick count and the TSC, so the log shows the timer ticking throughout the
@@ -111,12 +117,38 @@ fn ticker(tsc_hz: u64, every: u64) -> ! {
     }
 }
 
+fn supervision(first_tsc: u64) -> ! {
+    use bulkhead_abi::supervision::PARTITION_SELF;
+    let mut hv = bulkhead_guests::hyperv::client_with_hypercalls();
+    let me = hv.partition_status(PARTITION_SELF).expect("own status");
+    if me.restarts > 0 {
+        println!("bench: restart_tsc={}", first_tsc);
+        bulkhead_guests::report(true)
+    }
+    let baseline = per_round(|| {
+        core::hint::black_box(0u32);
+    });
+    let check_in = per_round(|| {
+        core::hint::black_box(hv.watchdog_check_in().is_ok());
+    });
+    println!("bench: watchdog_check_in_round_trip={}", check_in.saturating_sub(baseline));
+    println!("bench: fault_tsc={}", rdtsc());
+    // An empty IDT, then an exception: the CPU cannot deliver it and shuts down (a triple
+    // fault), which the fault policy answers with a restart.
+    let empty = [0u16; 5];
+    // SAFETY: on purpose: the exception that follows cannot be delivered.
+    unsafe { core::arch::asm!("lidt [{0}]", "int3", in(reg) empty.as_ptr(), options(nostack)) };
+    unreachable!()
+}
+
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".text._start")]
 extern "C" fn _start(args: *const u8) -> ! {
+    let first_tsc = rdtsc();
     // SAFETY: the hypervisor passes the command line's address in RDI.
     let args = unsafe { cmdline(args) };
     match arg(args, "case") {
+        Some("supervision") => supervision(first_tsc),
         Some(case @ ("timer" | "timer-setup")) => {
             let tsc_hz = arg(args, "tsc_hz").and_then(bulkhead_guests::parse_u64).unwrap_or(50_000_000);
             timer(tsc_hz, if case == "timer" { 10_000_000 } else { 0 });

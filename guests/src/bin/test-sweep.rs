@@ -738,29 +738,36 @@ fn gpa(rng: &mut Rng) -> u64 {
 }
 
 /// Bulkhead's own call codes, 0x8000..=0x80FF, each once in the memory form with a legal
-/// empty console-write block: only 0x8001 (the console write) answers, SUCCESS; every
-/// other code of the range is INVALID_HYPERCALL_CODE.
+/// empty console-write block (which is also a legal status input: this partition, id 0)
+/// and an output block in this payload's second page: the memory-form calls answer (the
+/// console write 0x8001 and the partition status 0x8003, SUCCESS); every other code of the
+/// range (the fast-only 0x8002 and 0x8004 among them) is INVALID_HYPERCALL_CODE.
 fn bulkhead_range(hv: &mut bulkhead_abi::hyperv::client::Client<bulkhead_abi::hyperv::client::X64>) -> bool {
     use bulkhead_abi::hyperv::hypercall::code;
     let block = &raw mut BLOCKS as u64;
     // SAFETY: the first 8 bytes of this payload's block pages: length 0, reserved 0.
     unsafe { (block as *mut u64).write(0) };
     let mut console_write = 0xffff;
+    let mut partition_status = 0xffff;
     let mut others_unknown = 0;
     for c in code::BULKHEAD_FIRST..=code::BULKHEAD_LAST {
-        let status = HypercallResult::decode(hv.raw_hypercall(u64::from(c), block, 0)).status_code();
+        let status = HypercallResult::decode(hv.raw_hypercall(u64::from(c), block, block + 4096)).status_code();
         if c == code::BULKHEAD_CONSOLE_WRITE {
             console_write = status;
+        } else if c == code::BULKHEAD_PARTITION_STATUS {
+            partition_status = status;
         } else if status == HvStatus::InvalidHypercallCode.code() {
             others_unknown += 1;
         }
     }
-    let others = code::BULKHEAD_LAST - code::BULKHEAD_FIRST;
+    let others = code::BULKHEAD_LAST - code::BULKHEAD_FIRST - 1;
     println!(
-        "sweep: hypercalls: bulkhead range: 0x8001 status {:#x}, INVALID_HYPERCALL_CODE for {} of the {} others",
-        console_write, others_unknown, others
+        "sweep: hypercalls: bulkhead range: 0x8001 status {:#x}, 0x8003 status {:#x}, INVALID_HYPERCALL_CODE for {} of the {} others",
+        console_write, partition_status, others_unknown, others
     );
-    console_write == HvStatus::Success.code() && others_unknown == others
+    console_write == HvStatus::Success.code()
+        && partition_status == HvStatus::Success.code()
+        && others_unknown == others
 }
 
 fn sweep_hypercalls(seed: u64, count: u64) -> bool {
@@ -798,11 +805,17 @@ fn sweep_hypercalls(seed: u64, count: u64) -> bool {
         // The parameters: anywhere; a block in this payload's pages gets random fields
         // around the values that lead further into the checks (connection ids 1 and 2 are
         // this partition's, see tests/configs/sweep.toml; a payload size around 240).
-        let (mut parameter, output) = (gpa(&mut rng), gpa(&mut rng));
+        let (mut parameter, mut output) = (gpa(&mut rng), gpa(&mut rng));
+        let own = &raw const BLOCKS as u64;
+        // A partition status call writes a 256-byte output block into this partition's
+        // memory: keep it in the scratch pages (or outside the partition, where it is
+        // refused), never over this payload's code or stack.
+        if input & 0xffff == 0x8003 && output < (16 << 20) && !(own..own + 8192 - 256).contains(&output) {
+            output = own + 4096;
+        }
         if input & (1 << 16) != 0 && rng.below(2) == 0 {
             parameter = rng.below(4) | (rng.below(4) << 32) | (if rng.below(8) == 0 { rng.next() << 48 } else { 0 });
         }
-        let own = &raw const BLOCKS as u64;
         if (own..own + 8192 - 16).contains(&parameter) {
             let block = parameter as *mut u32;
             let words = [
@@ -823,7 +836,9 @@ fn sweep_hypercalls(seed: u64, count: u64) -> bool {
         let wrong = match input & 0xffff {
             // The memory form of the console write exists (the fast form is refused as
             // HvCallPostMessage's is: INVALID_HYPERCALL_CODE).
-            0x8001 => input & (1 << 16) == 0 && unknown,
+            0x8001 | 0x8003 => input & (1 << 16) == 0 && unknown,
+            // The watchdog check-in and the partition control exist in the fast form.
+            0x8002 | 0x8004 => input & (1 << 16) != 0 && unknown,
             0x8000..=0x80ff => !unknown,
             _ => false,
         };

@@ -56,6 +56,20 @@ pub fn log_summary() {
     {
         info!("config: the verdict of partition {=str} (port 0xf4) ends the run", p.name);
     }
+    match s.hypervisor.monitor_core {
+        Some(core) => info!(
+            "config: monitor on core {=u32} (partition watchdogs, critical partitions, the hypervisor's cores)",
+            core
+        ),
+        None => info!("config: no monitor (no partition watchdog, no critical partition, no board watchdog)"),
+    }
+    for p in s.partitions.iter().filter(|p| !p.supervises.is_empty()) {
+        for id in p.supervises {
+            if let Some(target) = s.partitions.get(usize::from(id.0)) {
+                info!("config: partition {=str} supervises {=str}", p.name, target.name);
+            }
+        }
+    }
     for p in s.partitions {
         let memory: u64 = p.memory.iter().map(|m| m.size).sum();
         let max_restarts = match p.fault_policy {

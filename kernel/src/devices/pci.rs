@@ -200,6 +200,31 @@ pub fn init() {
     }
 }
 
+/// The configuration space of a board PCI function that no partition owns and the
+/// hypervisor drives itself (the board watchdog), checked first as [`init`] checks an
+/// assigned one: present, type 0, BARs where the board file says. `None` (the check logs
+/// why) when it fails or is not on segment 0.
+pub fn hypervisor_function(device: &tables::Device) -> Option<HypervisorFunction> {
+    let address = device.pci.filter(|a| a.segment == 0)?;
+    let mut hw = Function(bdf_of(address));
+    check(device, &mut hw).ok()?;
+    Some(HypervisorFunction(hw))
+}
+
+/// A function the hypervisor drives itself ([`hypervisor_function`]): its configuration
+/// registers, through ECAM or the ports under their lock.
+pub struct HypervisorFunction(Function);
+
+impl HypervisorFunction {
+    pub fn read(&mut self, offset: u16, size: u8) -> u32 {
+        self.0.read(offset, size)
+    }
+
+    pub fn write(&mut self, offset: u16, size: u8, value: u32) {
+        self.0.write(offset, size, value)
+    }
+}
+
 /// Switches decoding and bus mastering off and makes a fresh view (MSI disabled, no BAR
 /// being sized).
 fn make_view(device: &tables::Device, owner: PartitionId, hw: &mut Function) -> FunctionView {

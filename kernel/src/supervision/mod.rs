@@ -8,3 +8,4 @@ pub mod calls;
 pub mod health;
 pub mod monitor;
 pub mod reset_record;
+pub mod test_hang;

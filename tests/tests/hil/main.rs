@@ -3,6 +3,7 @@
 //! them all in parallel (one test thread per core).
 
 mod apic;
+mod board_watchdog;
 mod boot;
 mod boot_info;
 mod config;
@@ -26,6 +27,7 @@ mod messaging_std;
 mod partitions;
 mod pci;
 mod smp;
+mod supervision;
 mod sweep;
 mod threads;
 mod unikernel;
