@@ -144,6 +144,8 @@ pub(crate) const PARTITION_KEYS: &[&str] = &[
 pub(crate) const MEMORY_KEYS: &[&str] = &["guest_base", "size", "host_base", "access", "large_pages"];
 pub(crate) const PAYLOAD_KEYS: &[&str] = &["kind", "path", "entry", "cmdline", "initrd"];
 pub(crate) const CONNECTION_KEYS: &[&str] = &["id", "name", "from", "to", "kind", "sint", "queue_depth", "flag"];
+/// Connection names the Linux module uses for its own devices (docs/linux.md).
+pub(crate) const RESERVED_CONNECTION_NAMES: &[&str] = &["self", "supervisor"];
 pub(crate) const SHARED_KEYS: &[&str] = &["name", "size", "host_base", "sharers"];
 pub(crate) const SHARER_KEYS: &[&str] = &["partition", "guest_base", "access"];
 
@@ -600,6 +602,17 @@ fn read_connection(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawConnection {
                 format!(
                     "a connection name starts with a-z or 0-9 and uses only a-z, 0-9, '-' and '_' (at most {MAX_CONNECTION_NAME} characters): partitions name a device after it"
                 ),
+            );
+            return None;
+        }
+        // A Linux partition's module names its supervision devices /dev/bulkhead/self and
+        // /dev/bulkhead/supervisor, beside one per connection.
+        if RESERVED_CONNECTION_NAMES.contains(&name) {
+            cx.error_hint(
+                &v.span(),
+                rule::INVALID_VALUE,
+                format!("connection name {name:?} is reserved"),
+                "`self` and `supervisor` are the names of a Linux partition's supervision devices (/dev/bulkhead/NAME): choose another name",
             );
             return None;
         }

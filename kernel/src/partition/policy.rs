@@ -59,7 +59,7 @@ impl Partition {
                 p.restart("requested by the supervisor");
                 true
             } else {
-                p.halt("requested by the supervisor");
+                p.halt_requested();
                 false
             }
         })
@@ -153,6 +153,13 @@ impl Partition {
     pub fn restart_halted(&self) {
         self.restart("requested by the supervisor");
         self.containment.resume();
+    }
+
+    /// The supervisor's halt: what it asked for, so no error.
+    fn halt_requested(&self) {
+        warn!("partition {=str}: halted (requested by the supervisor); other partitions keep running", self.name());
+        self.containment.mark_halt();
+        self.set_state(PartitionState::Halted, "requested by the supervisor");
     }
 
     fn halt(&self, why: &str) {

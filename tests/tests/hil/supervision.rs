@@ -94,7 +94,6 @@ every_backend! {
             .forbid("supervision: FAIL")
             .forbid("refusals WRONG")
             .forbid("partition bystander: state running ->")
-            .allow_errors()
             .execute();
         report.assert_passed();
         let lines = text(&report);
