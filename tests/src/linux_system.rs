@@ -94,6 +94,33 @@ pub fn prepare(config: &Path) -> Result<Option<PathBuf>, String> {
     Ok(Some(assets.dir.clone()))
 }
 
+/// The `[[partition]]` table of a Linux partition as the HIL tests' generated system files
+/// write it: `name` on `cores` (TOML array text, `"[0, 1]"`), `keys` (more partition keys,
+/// each a line), 2 MiB of low memory and 128 MiB at 2 MiB, Debian's kernel `vmlinuz` with
+/// `initrd` and the tests' serial-console command line.
+pub fn linux_partition_toml(name: &str, cores: &str, keys: &str, vmlinuz: &Path, initrd: &Path) -> String {
+    format!(
+        "[[partition]]\n\
+         name = \"{name}\"\n\
+         cores = {cores}\n\
+         {keys}\
+         [[partition.memory]]\n\
+         guest_base = 0x0\n\
+         size = \"2 MiB\"\n\
+         [[partition.memory]]\n\
+         guest_base = 0x200000\n\
+         size = \"128 MiB\"\n\
+         large_pages = true\n\
+         [partition.payload]\n\
+         kind = \"linux\"\n\
+         path = {vmlinuz:?}\n\
+         initrd = {initrd:?}\n\
+         cmdline = \"console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1\"\n",
+        vmlinuz = vmlinuz.display().to_string(),
+        initrd = initrd.display().to_string(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

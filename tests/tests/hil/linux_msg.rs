@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bulkhead_tests::initramfs::INIT_MARKER;
+use bulkhead_tests::initramfs::{INIT_MARKER, INIT_SETUP};
 use bulkhead_tests::kernel::{target_dir, workspace_root};
+use bulkhead_tests::linux_system::linux_partition_toml;
 use bulkhead_tests::{Emulator, Report, Run, linux_assets, linux_msg};
 
 /// Messages of the flood, Linux → control → Linux.
@@ -30,10 +31,7 @@ fn init_script(commands: &[String]) -> String {
     let module = linux_msg::INITRAMFS_MODULE;
     let mut script = format!(
         "#!/bin/sh\n\
-         export PATH=/bin\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sysfs /sys\n\
-         mount -t devtmpfs devtmpfs /dev\n\
+         {INIT_SETUP}\
          sleep 3\n\
          fail=0\n\
          step() {{\n\
@@ -89,21 +87,7 @@ fn system_file(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, payload: &
          [hypervisor]\n\
          reserved_memory = {{ base = 0x100000, size = \"31 MiB\" }}\n\
          verdict_partition = \"linux\"\n\
-         [[partition]]\n\
-         name = \"linux\"\n\
-         cores = [0, 1]\n\
-         [[partition.memory]]\n\
-         guest_base = 0x0\n\
-         size = \"2 MiB\"\n\
-         [[partition.memory]]\n\
-         guest_base = 0x200000\n\
-         size = \"128 MiB\"\n\
-         large_pages = true\n\
-         [partition.payload]\n\
-         kind = \"linux\"\n\
-         path = {vmlinuz:?}\n\
-         initrd = {initrd:?}\n\
-         cmdline = \"console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1\"\n\
+         {linux}\
          [[partition]]\n\
          name = \"control\"\n\
          cores = [2]\n\
@@ -146,8 +130,7 @@ fn system_file(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, payload: &
          sint = 3\n\
          flag = 0\n",
         board = board.display().to_string(),
-        vmlinuz = vmlinuz.display().to_string(),
-        initrd = initrd.display().to_string(),
+        linux = linux_partition_toml("linux", "[0, 1]", "", vmlinuz, initrd),
     );
     let path = dir.join(format!("{name}.qemu.toml"));
     std::fs::write(&path, text).unwrap();

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead_tests::console::Line;
+use bulkhead_tests::initramfs::INIT_SETUP;
 use bulkhead_tests::kernel::{target_dir, workspace_root};
+use bulkhead_tests::linux_system::linux_partition_toml;
 use bulkhead_tests::{Emulator, Report, Run, linux_assets, linux_msg};
 
 /// What /init prints before its own lines, into the kernel log.
@@ -41,10 +43,7 @@ const LIFE_PAGE: u64 = 0x820_0000;
 fn init_head() -> String {
     format!(
         "#!/bin/sh\n\
-         export PATH=/bin\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sysfs /sys\n\
-         mount -t devtmpfs devtmpfs /dev\n\
+         {INIT_SETUP}\
          log() {{ echo \"{PREFIX} $*\" > /dev/kmsg; }}\n\
          step() {{\n\
            out=\"$(\"$@\" 2>&1)\"; rc=$?\n\
@@ -92,22 +91,7 @@ fn system_file(dir: &Path, name: &str, initrd: &Path, linux_keys: &str) -> PathB
          [hypervisor]\n\
          reserved_memory = {{ base = 0x100000, size = \"31 MiB\" }}\n\
          verdict_partition = \"linux\"\n\
-         [[partition]]\n\
-         name = \"linux\"\n\
-         cores = [0]\n\
-         {linux_keys}\
-         [[partition.memory]]\n\
-         guest_base = 0x0\n\
-         size = \"2 MiB\"\n\
-         [[partition.memory]]\n\
-         guest_base = 0x200000\n\
-         size = \"128 MiB\"\n\
-         large_pages = true\n\
-         [partition.payload]\n\
-         kind = \"linux\"\n\
-         path = {vmlinuz:?}\n\
-         initrd = {initrd:?}\n\
-         cmdline = \"console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1\"\n\
+         {linux}\
          [[partition]]\n\
          name = \"witness\"\n\
          cores = [1]\n\
@@ -124,8 +108,7 @@ fn system_file(dir: &Path, name: &str, initrd: &Path, linux_keys: &str) -> PathB
          size = \"4 KiB\"\n\
          sharers = [{{ partition = \"linux\", guest_base = {LIFE_PAGE:#x}, access = \"rw\" }}]\n",
         board = board.display().to_string(),
-        vmlinuz = assets.vmlinuz().display().to_string(),
-        initrd = initrd.display().to_string(),
+        linux = linux_partition_toml("linux", "[0]", linux_keys, &assets.vmlinuz(), initrd),
     );
     let path = dir.join(format!("{name}.qemu.toml"));
     std::fs::write(&path, text).unwrap();
