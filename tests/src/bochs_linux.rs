@@ -156,21 +156,7 @@ fn write_system(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, cmdline: 
          [hypervisor]\n\
          reserved_memory = {{ base = 0x100000, size = \"31 MiB\" }}\n\
          verdict_partition = \"linux\"\n\
-         [[partition]]\n\
-         name = \"linux\"\n\
-         cores = [0, 1]\n\
-         [[partition.memory]]\n\
-         guest_base = 0x0\n\
-         size = \"2 MiB\"\n\
-         [[partition.memory]]\n\
-         guest_base = 0x200000\n\
-         size = \"128 MiB\"\n\
-         large_pages = true\n\
-         [partition.payload]\n\
-         kind = \"linux\"\n\
-         path = {vmlinuz:?}\n\
-         initrd = {initrd:?}\n\
-         cmdline = {cmdline:?}\n\
+         {linux}\
          [[partition]]\n\
          name = \"control\"\n\
          cores = [2]\n\
@@ -182,8 +168,7 @@ fn write_system(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, cmdline: 
          kind = \"elf\"\n\
          {control}",
         board = board.display().to_string(),
-        vmlinuz = vmlinuz.display().to_string(),
-        initrd = initrd.display().to_string(),
+        linux = crate::linux_system::linux_partition_toml("linux", "[0, 1]", "", vmlinuz, initrd, cmdline),
     );
     let path = dir.join(format!("{name}.bochs.toml"));
     std::fs::write(&path, text).unwrap();

@@ -94,11 +94,22 @@ pub fn prepare(config: &Path) -> Result<Option<PathBuf>, String> {
     Ok(Some(assets.dir.clone()))
 }
 
+/// The Linux command line of the HIL tests: the serial console from the first message, and
+/// a panic ends in a reboot (the partition's fault) rather than a hang.
+pub const TEST_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1";
+
 /// The `[[partition]]` table of a Linux partition as the HIL tests' generated system files
 /// write it: `name` on `cores` (TOML array text, `"[0, 1]"`), `keys` (more partition keys,
 /// each a line), 2 MiB of low memory and 128 MiB at 2 MiB, Debian's kernel `vmlinuz` with
-/// `initrd` and the tests' serial-console command line.
-pub fn linux_partition_toml(name: &str, cores: &str, keys: &str, vmlinuz: &Path, initrd: &Path) -> String {
+/// `initrd` and the kernel command line `cmdline` ([`TEST_CMDLINE`] in most tests).
+pub fn linux_partition_toml(
+    name: &str,
+    cores: &str,
+    keys: &str,
+    vmlinuz: &Path,
+    initrd: &Path,
+    cmdline: &str,
+) -> String {
     format!(
         "[[partition]]\n\
          name = \"{name}\"\n\
@@ -115,7 +126,7 @@ pub fn linux_partition_toml(name: &str, cores: &str, keys: &str, vmlinuz: &Path,
          kind = \"linux\"\n\
          path = {vmlinuz:?}\n\
          initrd = {initrd:?}\n\
-         cmdline = \"console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1\"\n",
+         cmdline = {cmdline:?}\n",
         vmlinuz = vmlinuz.display().to_string(),
         initrd = initrd.display().to_string(),
     )

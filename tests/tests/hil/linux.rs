@@ -9,12 +9,13 @@ use std::time::Duration;
 use bulkhead_tests::initramfs::INIT_MARKER;
 use bulkhead_tests::kernel::{target_dir, workspace_root};
 use bulkhead_tests::linux_assets;
+use bulkhead_tests::linux_system::linux_partition_toml;
 use bulkhead_tests::{Emulator, Run};
 
 /// Linux's command line in the partition. No clock parameter: Linux takes the TSC and
 /// APIC timer frequencies from the Hyper-V frequency MSRs (there is no PIT to calibrate
 /// against) and keeps time with the reference TSC page.
-pub(crate) const CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1";
+pub(crate) const CMDLINE: &str = bulkhead_tests::linux_system::TEST_CMDLINE;
 
 /// What `/init` writes to its standard output, the console (ttyS0): a program's output
 /// through the tty layer needs Linux's 8250 driver to poll the UART (the DSDT's COM1
@@ -93,22 +94,7 @@ fn system_file_with(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, polic
          [hypervisor]\n\
          reserved_memory = {{ base = 0x100000, size = \"31 MiB\" }}\n\
          verdict_partition = \"linux\"\n\
-         [[partition]]\n\
-         name = \"linux\"\n\
-         cores = [0, 1]\n\
-         {policy}\
-         [[partition.memory]]\n\
-         guest_base = 0x0\n\
-         size = \"2 MiB\"\n\
-         [[partition.memory]]\n\
-         guest_base = 0x200000\n\
-         size = \"128 MiB\"\n\
-         large_pages = true\n\
-         [partition.payload]\n\
-         kind = \"linux\"\n\
-         path = {vmlinuz:?}\n\
-         initrd = {initrd:?}\n\
-         cmdline = {CMDLINE:?}\n\
+         {linux}\
          [[partition]]\n\
          name = \"witness\"\n\
          cores = [2]\n\
@@ -122,8 +108,7 @@ fn system_file_with(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, polic
          cmdline = \"cycles=4000000000\"\n\
          {extra}",
         board = board.display().to_string(),
-        vmlinuz = vmlinuz.display().to_string(),
-        initrd = initrd.display().to_string(),
+        linux = linux_partition_toml("linux", "[0, 1]", policy, vmlinuz, initrd, CMDLINE),
     );
     let path = dir.join(format!("{name}.qemu.toml"));
     std::fs::write(&path, text).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bulkhead_tests::initramfs::{INIT_MARKER, INIT_SETUP};
 use bulkhead_tests::kernel::{target_dir, workspace_root};
-use bulkhead_tests::linux_system::linux_partition_toml;
+use bulkhead_tests::linux_system::{TEST_CMDLINE, linux_partition_toml};
 use bulkhead_tests::{Emulator, Report, Run, linux_assets, linux_msg};
 
 /// Messages of the flood, Linux → control → Linux.
@@ -130,7 +130,7 @@ fn system_file(dir: &Path, name: &str, vmlinuz: &Path, initrd: &Path, payload: &
          sint = 3\n\
          flag = 0\n",
         board = board.display().to_string(),
-        linux = linux_partition_toml("linux", "[0, 1]", "", vmlinuz, initrd),
+        linux = linux_partition_toml("linux", "[0, 1]", "", vmlinuz, initrd, TEST_CMDLINE),
     );
     let path = dir.join(format!("{name}.qemu.toml"));
     std::fs::write(&path, text).unwrap();

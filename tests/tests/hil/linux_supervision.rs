@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bulkhead_tests::console::Line;
 use bulkhead_tests::initramfs::INIT_SETUP;
 use bulkhead_tests::kernel::{target_dir, workspace_root};
-use bulkhead_tests::linux_system::linux_partition_toml;
+use bulkhead_tests::linux_system::{TEST_CMDLINE, linux_partition_toml};
 use bulkhead_tests::{Emulator, Report, Run, linux_assets, linux_msg};
 
 /// What /init prints before its own lines, into the kernel log.
@@ -108,7 +108,7 @@ fn system_file(dir: &Path, name: &str, initrd: &Path, linux_keys: &str) -> PathB
          size = \"4 KiB\"\n\
          sharers = [{{ partition = \"linux\", guest_base = {LIFE_PAGE:#x}, access = \"rw\" }}]\n",
         board = board.display().to_string(),
-        linux = linux_partition_toml("linux", "[0]", linux_keys, &assets.vmlinuz(), initrd),
+        linux = linux_partition_toml("linux", "[0]", linux_keys, &assets.vmlinuz(), initrd, TEST_CMDLINE),
     );
     let path = dir.join(format!("{name}.qemu.toml"));
     std::fs::write(&path, text).unwrap();
