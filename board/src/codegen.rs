@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use crate::board::show_size;
 use crate::model::System;
 use crate::tables::{
-    Access, BoardWatchdogKind, ConnectionKind, ConsoleFormat, DmaProtection, FaultPolicy, Interrupt, LogLevel,
-    PartitionId, PayloadKind, PhysRange, ResetRecord,
+    Access, BoardWatchdogKind, ConnectionKind, ConsoleFormat, DmaProtection, FaultPolicy, GuestInterface, Interrupt,
+    LogLevel, PartitionId, PayloadKind, PhysRange, ResetRecord,
 };
 
 /// A file GRUB must load as a multiboot2 module, and the module string that names it.
@@ -377,6 +377,11 @@ fn partitions(o: &mut String, system: &System) {
         let _ = writeln!(o, "            critical: {},", p.critical);
         let supervises: Vec<String> = p.supervises.iter().map(|id| format!("PartitionId({})", id.0)).collect();
         let _ = writeln!(o, "            supervises: &[{}],", supervises.join(", "));
+        let interface = match p.interface {
+            GuestInterface::HyperV => "HyperV",
+            GuestInterface::Xen => "Xen",
+        };
+        let _ = writeln!(o, "            interface: GuestInterface::{interface},");
         let _ = writeln!(o, "        }},");
     }
     let _ = writeln!(o, "    ],");

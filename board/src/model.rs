@@ -11,7 +11,7 @@ use crate::tables::{
     Bar, BoardCpu, ConnectionKind, DeviceId, DmaProtection, FaultPolicy, HypervisorConfig, Interrupt, IoPortRange,
     MemoryRegion, PartitionId, PayloadKind, PciAddress, PciEcam, PhysRange,
 };
-pub use crate::tables::{BoardWatchdog, BoardWatchdogKind, ResetRecord, Watchdog};
+pub use crate::tables::{BoardWatchdog, BoardWatchdogKind, GuestInterface, ResetRecord, Watchdog};
 
 /// A validated system: board, hypervisor settings, partitions and their links.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,7 @@ pub struct Partition {
     pub watchdog: Option<Watchdog>,
     pub critical: bool,
     pub supervises: Vec<PartitionId>,
+    pub interface: GuestInterface,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

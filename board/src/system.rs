@@ -9,8 +9,8 @@
 use crate::board::{RawRange, check_range, read_range};
 use crate::diag::{Loc, rule};
 use crate::tables::{
-    Access, ConsoleFormat, DmaProtection, FaultPolicy, LogLevel, MAX_CMDLINE_BYTES, MAX_CONNECTION_NAME, PayloadKind,
-    PhysRange,
+    Access, ConsoleFormat, DmaProtection, FaultPolicy, GuestInterface, LogLevel, MAX_CMDLINE_BYTES,
+    MAX_CONNECTION_NAME, PayloadKind, PhysRange,
 };
 use crate::value::{Cx, KIB, MIB, Table, Value, check_name};
 
@@ -59,6 +59,9 @@ pub(crate) struct RawPartition {
     /// `supervises`: the names as written, and where the key is.
     pub supervises: Vec<At<String>>,
     pub supervises_at: Option<Loc>,
+    /// `interface`, and where it was written.
+    pub interface: GuestInterface,
+    pub interface_at: Option<Loc>,
 }
 
 pub(crate) struct RawRegion {
@@ -140,6 +143,7 @@ pub(crate) const PARTITION_KEYS: &[&str] = &[
     "watchdog_grace_ms",
     "critical",
     "supervises",
+    "interface",
 ];
 pub(crate) const MEMORY_KEYS: &[&str] = &["guest_base", "size", "host_base", "access", "large_pages"];
 pub(crate) const PAYLOAD_KEYS: &[&str] = &["kind", "path", "entry", "cmdline", "initrd"];
@@ -448,6 +452,23 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
         .and_then(|v| cx.array(v, "supervises"))
         .map(|items| items.iter().filter_map(|item| at_string(cx, item, "supervises")).collect())
         .unwrap_or_default();
+    let interface_at = table.get("interface").map(|v| cx.at(v));
+    let interface = match table.get("interface") {
+        None => GuestInterface::HyperV,
+        Some(v) => match cx.string(v, "interface") {
+            Some("hyperv") | None => GuestInterface::HyperV,
+            Some("xen") => GuestInterface::Xen,
+            Some(other) => {
+                cx.error_hint(
+                    &v.span(),
+                    rule::INVALID_VALUE,
+                    format!("unknown hypervisor interface {other:?}"),
+                    "interface is \"hyperv\" (the default: Microsoft's Hyper-V interface) or \"xen\" (Xen's HVM interface)",
+                );
+                GuestInterface::HyperV
+            }
+        },
+    };
 
     RawPartition {
         at,
@@ -464,6 +485,8 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
         critical,
         supervises,
         supervises_at,
+        interface,
+        interface_at,
     }
 }
 

@@ -344,6 +344,19 @@ pub struct Partition {
     /// The partitions this one may supervise (`supervises`): read their state and counters,
     /// restart or halt them. At most one partition of a system supervises.
     pub supervises: &'static [PartitionId],
+    /// The hypervisor interface the partition sees (`interface`): exactly one.
+    pub interface: GuestInterface,
+}
+
+/// Which hypervisor interface a partition speaks (docs/xen.md): its CPUID leaves, its
+/// hypercall page and how its VMCALL/VMMCALL is decoded. A guest sees exactly one: Linux
+/// keeps only one hypervisor interface, and prefers Xen when both are there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestInterface {
+    /// Microsoft's Hyper-V interface (TLFS): "Microsoft Hv", SynIC, HvPostMessage (default).
+    HyperV,
+    /// Xen's HVM guest interface: "XenVMMXenVMM", Xen hypercalls.
+    Xen,
 }
 
 /// A partition's watchdog: it must check in (`BULKHEAD_WATCHDOG_CHECK_IN`) at least every
@@ -491,6 +504,7 @@ mod tests {
         watchdog: None,
         critical: false,
         supervises: &[],
+        interface: GuestInterface::HyperV,
     };
 
     const CPUS: &[BoardCpu] = &[cpu(0, 0), cpu(1, 2), cpu(2, 4), cpu(3, 6)];

@@ -88,6 +88,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             watchdog: None,
             critical: false,
             supervises: &[],
+            interface: GuestInterface::HyperV,
         },
         // partition 1 `telemetry`: cores [0], 16 MiB of memory
         Partition {
@@ -118,6 +119,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             watchdog: None,
             critical: false,
             supervises: &[],
+            interface: GuestInterface::HyperV,
         },
     ],
     core_map: &[

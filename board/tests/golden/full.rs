@@ -153,6 +153,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             watchdog: Some(Watchdog { period_ms: 250, grace_ms: 5000 }),
             critical: true,
             supervises: &[],
+            interface: GuestInterface::HyperV,
         },
         // partition 1 `linux`: cores [3], 16 MiB of memory
         Partition {
@@ -183,6 +184,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             watchdog: None,
             critical: false,
             supervises: &[],
+            interface: GuestInterface::HyperV,
         },
         // partition 2 `bare`: cores [0], 2 MiB of memory
         Partition {
@@ -221,6 +223,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             watchdog: None,
             critical: false,
             supervises: &[PartitionId(0), PartitionId(1)],
+            interface: GuestInterface::HyperV,
         },
     ],
     core_map: &[
