@@ -324,6 +324,7 @@ static PLACEHOLDER: tables::Partition = tables::Partition {
     watchdog: None,
     critical: false,
     supervises: &[],
+    interface: tables::GuestInterface::HyperV,
 };
 
 /// Every configured partition.
