@@ -9,3 +9,4 @@ pub mod demo;
 pub mod hyperv;
 pub mod run;
 pub mod supervision;
+pub mod xen;

@@ -103,11 +103,14 @@ pub enum FaultReason {
     GuestCrash = 8,
     /// It did not check in before its watchdog deadline.
     Watchdog = 9,
+    /// It asked to be shut down (a Xen partition's `sched_op` shutdown: power-off, reboot,
+    /// crash); its fault policy decides what follows.
+    GuestShutdown = 10,
 }
 
 /// How many [`FaultReason`]s there are (the length of [`PartitionStatus::faults_by_reason`]
 /// that counts).
-pub const FAULT_REASONS: usize = 10;
+pub const FAULT_REASONS: usize = 11;
 
 impl FaultReason {
     pub const ALL: [FaultReason; FAULT_REASONS] = [
@@ -121,6 +124,7 @@ impl FaultReason {
         Self::MmioInstruction,
         Self::GuestCrash,
         Self::Watchdog,
+        Self::GuestShutdown,
     ];
 
     pub const fn from_u8(value: u8) -> Option<Self> {
@@ -140,6 +144,7 @@ impl FaultReason {
             Self::MmioInstruction => "mmio-instruction",
             Self::GuestCrash => "guest-crash",
             Self::Watchdog => "watchdog",
+            Self::GuestShutdown => "guest-shutdown",
         }
     }
 }
@@ -244,7 +249,7 @@ pub struct PartitionStatus {
     pub events_sent: u32,
     pub events_received: u32,
     pub events_refused: u32,
-    /// 112: faults by [`FaultReason`] (index = reason; the last two are reserved, 0).
+    /// 112: faults by [`FaultReason`] (index = reason; the last one is reserved, 0).
     pub faults_by_reason: [u32; 12],
     /// 160: milliseconds since the partition last started (0 while it is not running).
     pub uptime_ms: u64,
