@@ -10,3 +10,4 @@ pub mod hyperv;
 pub mod run;
 pub mod supervision;
 pub mod xen;
+pub mod xen_client;
