@@ -32,3 +32,4 @@ mod sweep;
 mod threads;
 mod unikernel;
 mod unikernel_demo;
+mod xen;
