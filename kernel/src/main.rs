@@ -21,6 +21,7 @@ mod partition;
 mod run_end;
 mod supervision;
 mod vcpu;
+mod xen;
 
 use crate::log::{error, info};
 use boot::bootinfo::{self, BootInfo};

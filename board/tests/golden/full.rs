@@ -223,7 +223,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             watchdog: None,
             critical: false,
             supervises: &[PartitionId(0), PartitionId(1)],
-            interface: GuestInterface::HyperV,
+            interface: GuestInterface::Xen,
         },
     ],
     core_map: &[

@@ -20,10 +20,18 @@ pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, sub
     const HYPERVISOR_BASE: u32 = 0x4000_0000;
     const CR4_OSXSAVE: u64 = 1 << 18;
     let cores = partition.config().cores.len() as u32;
-    // The Hyper-V compatible leaves are answered from the partition alone: no hardware
-    // CPUID for them (it would only be thrown away).
-    let mut r = if (HYPERVISOR_BASE..0x4000_0100).contains(&leaf) {
-        crate::hyperv::discovery::leaf(partition, leaf)
+    // The hypervisor leaves are answered from the partition alone: no hardware CPUID for
+    // them (it would only be thrown away). A partition sees one interface's block at the
+    // base, Hyper-V's or Xen's, and zeros everywhere else up to 0x4000_FFFF (where Linux
+    // looks for Xen's signature).
+    let mut r = if (HYPERVISOR_BASE..0x4001_0000).contains(&leaf) {
+        if crate::xen::speaks_xen(partition) {
+            crate::xen::discovery::leaf(partition, leaf)
+        } else if leaf < 0x4000_0100 {
+            crate::hyperv::discovery::leaf(partition, leaf)
+        } else {
+            core::arch::x86_64::CpuidResult { eax: 0, ebx: 0, ecx: 0, edx: 0 }
+        }
     } else {
         core::arch::x86_64::__cpuid_count(leaf, subleaf)
     };

@@ -124,7 +124,7 @@ fn fetch<B: Backend>(partition: &Partition, backend: &mut B, code: CodeSize, byt
 /// The partition's RAM for reading only, through the hypervisor's identity map of its host
 /// ranges (other vCPUs of the partition may be running: volatile byte reads, no references
 /// into their memory).
-struct PartitionRam(&'static tables::Partition);
+pub(crate) struct PartitionRam(pub(crate) &'static tables::Partition);
 
 impl GuestMemory for PartitionRam {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {

@@ -35,6 +35,7 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B, exit: Exit) ->
         Exit::MsrRead { msr } => msr::read_exit(partition, backend, msr),
         Exit::MsrWrite { msr, value } => msr::write_exit(partition, backend, msr, value),
         Exit::Xsetbv { xcr, value } => xsetbv::exit(partition, xcr, value),
+        Exit::Hypercall if crate::xen::speaks_xen(partition) => crate::xen::hypercall::handle(partition, backend),
         Exit::Hypercall => {
             let mode = backend.execution_mode();
             match crate::hyperv::hypercall::handle(partition, mode, backend.registers()) {

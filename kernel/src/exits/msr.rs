@@ -122,7 +122,10 @@ pub fn read_exit<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -
 #[inline(always)]
 pub fn write_exit<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> Action {
     // A crash report (Hyper-V CRASH_CTL with CrashNotify) is logged, then handled as a fault.
-    if msr == bulkhead_abi::hyperv::msr::CRASH_CTL && crate::hyperv::crash::notify(partition, value) {
+    if msr == bulkhead_abi::hyperv::msr::CRASH_CTL
+        && !crate::xen::speaks_xen(partition)
+        && crate::hyperv::crash::notify(partition, value)
+    {
         return Action::Fault(crate::partition::Fault::GuestCrash);
     }
     if write_msr(partition, backend, msr, value) {
@@ -149,7 +152,13 @@ fn read_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Opt
     match msr {
         EFER => Some(backend.guest_efer()),
         msr if super::tsc::handles(msr) => super::tsc::read(backend, msr),
-        msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => crate::hyperv::synthetic_msr::read(partition, msr),
+        msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
+            if crate::xen::speaks_xen(partition) {
+                crate::xen::hypercall::read_msr(msr)
+            } else {
+                crate::hyperv::synthetic_msr::read(partition, msr)
+            }
+        }
         msr => allowed_read(msr),
     }
 }
@@ -173,7 +182,11 @@ fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value
             done
         }
         msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
-            crate::hyperv::synthetic_msr::write(partition, msr, value)
+            if crate::xen::speaks_xen(partition) {
+                crate::xen::hypercall::write_page_msr(partition, msr, value)
+            } else {
+                crate::hyperv::synthetic_msr::write(partition, msr, value)
+            }
         }
         crate::lapic::IA32_APIC_BASE => crate::lapic::write_base(value, |on| backend.set_x2apic_passthrough(on)),
         msr => allowed_write(partition, msr, value),

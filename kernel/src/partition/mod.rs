@@ -69,6 +69,10 @@ pub enum Fault {
     Watchdog {
         period_ms: u32,
     },
+    /// A Xen partition asked to be shut down (`sched_op` SCHEDOP_shutdown, `xen/hypercall.rs`).
+    XenShutdown {
+        reason: u32,
+    },
 }
 
 impl Fault {
@@ -85,6 +89,7 @@ impl Fault {
             Fault::MmioInstruction { .. } => FaultReason::MmioInstruction,
             Fault::GuestCrash => FaultReason::GuestCrash,
             Fault::Watchdog { .. } => FaultReason::Watchdog,
+            Fault::XenShutdown { .. } => FaultReason::GuestShutdown,
         }
     }
 }
@@ -121,6 +126,18 @@ crate::log::impl_format!(Fault, |fault, f| {
             bytes
         ),
         Fault::GuestCrash => crate::log::write!(f, "the guest reported a crash (Hyper-V crash MSRs)"),
+        Fault::XenShutdown { reason } => crate::log::write!(
+            f,
+            "Xen shutdown (reason {=str})",
+            match reason {
+                0 => "poweroff",
+                1 => "reboot",
+                2 => "suspend",
+                3 => "crash",
+                4 => "watchdog",
+                _ => "unknown",
+            }
+        ),
         Fault::Watchdog { period_ms } => {
             crate::log::write!(f, "watchdog: no check-in within its deadline (period {=u32} ms)", period_ms)
         }
