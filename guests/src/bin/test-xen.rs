@@ -29,6 +29,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 struct Page([u8; 4096]);
 static mut HYPERCALL_PAGE: Page = Page([0; 4096]);
 
+/// `__HYPERVISOR_iret`, whose stub is UD2 in an HVM guest's page.
+const IRET: usize = 23;
+
 /// A guest-physical address no partition RAM covers (the partitions have 16 MiB at 0).
 const OUTSIDE: u64 = 0x8000_0000;
 
@@ -138,7 +141,7 @@ fn cpuid_block(domid: u32) -> bool {
 }
 
 /// The hypercall page MSR: reads 0; a page index other than 0 and a page outside the
-/// partition's memory get #GP; installing fills the page with 128 stubs.
+/// partition's memory get #GP; installing fills the page with 128 stubs (stub 23: UD2).
 fn hypercall_page_msr(xen: &mut Client<X64>) -> bool {
     let page = hypercall_page();
     let read_before = gp::rdmsr(xen::HYPERCALL_PAGE_MSR);
@@ -150,17 +153,23 @@ fn hypercall_page_msr(xen: &mut Client<X64>) -> bool {
     let read_after = gp::rdmsr(xen::HYPERCALL_PAGE_MSR);
     let amd = uses_vmmcall();
     let bytes = page_bytes();
-    let stubs_ok = bytes
-        .chunks_exact(xen::HYPERCALL_STUB_BYTES)
-        .enumerate()
-        .all(|(n, stub)| stub == xen::hypercall_stub(n as u32, amd));
-    let stub_17 = &bytes[17 * xen::HYPERCALL_STUB_BYTES..][..9];
+    // Stub 23 (`iret`, a PV-only call) starts with UD2, as Xen writes it for HVM guests
+    // (`xen/arch/x86/hvm/vmx/vmx.c` and `svm/svm.c`, `*_init_hypercall_page`).
+    let stub = |n: usize| &bytes[n * xen::HYPERCALL_STUB_BYTES..][..xen::HYPERCALL_STUB_BYTES];
+    let stubs_ok = (0..128).filter(|&n| n != IRET).all(|n| stub(n) == xen::hypercall_stub(n as u32, amd));
+    let iret_ud2 = stub(IRET)[..2] == [0x0f, 0x0b];
     println!(
         "xen: hypercall page msr reads {:?} before and {:?} after; untouched by the refused writes={}",
         read_before, read_after, untouched
     );
-    println!("xen: hypercall page: 128 stubs as abi::xen writes them ({})={}, stub 17 {:02x?}", instruction(), stubs_ok, stub_17);
-    index_1 && outside && untouched && installed && read_before == Ok(0) && read_after == Ok(0) && stubs_ok
+    println!(
+        "xen: hypercall page: 127 stubs as abi::xen writes them ({})={}, stub 23 (iret) starts with ud2={}, stub 17 {:02x?}",
+        instruction(),
+        stubs_ok,
+        iret_ud2,
+        &stub(17)[..9]
+    );
+    index_1 && outside && untouched && installed && read_before == Ok(0) && read_after == Ok(0) && stubs_ok && iret_ud2
 }
 
 /// Every Hyper-V synthetic MSR a Hyper-V guest would touch first: #GP here.
@@ -262,7 +271,7 @@ fn block_returns() -> bool {
     expect("sched_op block", result, 0)
 }
 
-fn first_life(domid: u32) -> bool {
+fn first_life(domid: u32, life: u64) -> bool {
     gp::install();
     let cpuid_ok = cpuid_block(domid);
     let mut xen = client();
@@ -319,6 +328,8 @@ fn first_life(domid: u32) -> bool {
         ("get_features outside memory", call::XEN_VERSION, [version::GET_FEATURES, OUTSIDE, 0, 0, 0], fault),
         ("console_io write outside memory", call::CONSOLE_IO, [console::WRITE, 8, OUTSIDE, 0, 0], fault),
         ("sched_op shutdown outside memory", call::SCHED_OP, [sched::SHUTDOWN, OUTSIDE, 0, 0, 0], fault),
+        // Only the partition's own RAM: not a shared region (the life page here).
+        ("console_io write from a shared page", call::CONSOLE_IO, [console::WRITE, 8, life, 0, 0], fault),
         ("sched_op yield", call::SCHED_OP, [sched::YIELD, 0, 0, 0, 0], 0),
     ]
     .map(|(what, number, args, want)| expect(what, xen.hypercall(number, args), want));
@@ -362,7 +373,7 @@ fn calls(domid: u32, life: u64) -> bool {
     let words = unsafe { &*(life as *const [AtomicU64; 2]) };
     match words[LIVES].fetch_add(1, Ordering::SeqCst) {
         0 => {
-            let passed = first_life(domid);
+            let passed = first_life(domid, life);
             words[FIRST_VERDICT].store(if passed { PASSED } else { FAILED }, Ordering::SeqCst);
             println!("xen: first life passed={}; SCHEDOP_shutdown(reboot)", passed);
             let result = client().shutdown(sched::SHUTDOWN_REBOOT);
