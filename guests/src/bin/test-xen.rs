@@ -132,7 +132,10 @@ fn cpuid_block(domid: u32) -> bool {
         hyperv += u32::from(hv_cpuid::is_microsoft_vendor(r.ebx, r.ecx, r.edx));
         xen_elsewhere += u32::from(step != 0 && signature(r) == xen::SIGNATURE);
     }
-    println!("xen: cpuid block exact={} (domain id {}), leaves 0x40000005..=0x400000ff zero={}", exact, domid, rest_zero);
+    println!(
+        "xen: cpuid block exact={} (domain id {}), leaves 0x40000005..=0x400000ff zero={}",
+        exact, domid, rest_zero
+    );
     println!(
         "xen: cpuid 0x40000000..=0x4000ff00 step 0x100: Microsoft Hv {} times, XenVMMXenVMM beyond the base {} times",
         hyperv, xen_elsewhere
@@ -147,7 +150,10 @@ fn hypercall_page_msr(xen: &mut Client<X64>) -> bool {
     let read_before = gp::rdmsr(xen::HYPERCALL_PAGE_MSR);
     let index_1 = gp::wrmsr(xen::HYPERCALL_PAGE_MSR, page | 1).is_err();
     let outside = gp::wrmsr(xen::HYPERCALL_PAGE_MSR, OUTSIDE).is_err();
-    println!("xen: hypercall page msr: page index 1 refused with #GP={}, page outside memory refused with #GP={}", index_1, outside);
+    println!(
+        "xen: hypercall page msr: page index 1 refused with #GP={}, page outside memory refused with #GP={}",
+        index_1, outside
+    );
     let untouched = page_bytes().iter().all(|&b| b == 0);
     let installed = xen.install_hypercall_page(page).is_ok();
     let read_after = gp::rdmsr(xen::HYPERCALL_PAGE_MSR);
@@ -243,7 +249,9 @@ fn cpl3_gets_eperm() -> bool {
     let stub_17 = hypercall_page() + 17 * xen::HYPERCALL_STUB_BYTES as u64;
     let direct = if uses_vmmcall() { xen_user_vmmcall as *const () } else { xen_user_vmcall as *const () };
     let mut ok = true;
-    for (how, target) in [("through the page", xen_user_via_page as *const () as u64), ("by direct call", direct as u64)] {
+    for (how, target) in
+        [("through the page", xen_user_via_page as *const () as u64), ("by direct call", direct as u64)]
+    {
         XEN_USER_RESULT.store(NOT_STORED, Ordering::SeqCst);
         let rip = user::call_at_cpl3(target, stub_17, 0, 0);
         let returned = rip == user::stub_ud2_address();
