@@ -77,7 +77,7 @@ pub fn log_summary() {
             _ => 0,
         };
         info!(
-            "config: partition {=u8} {=str}: cores {=[?]}, {=u64} KiB in {=usize} regions, payload {=str} {=str}, {=usize} devices, on fault {=str} (max restarts {=u32}), watchdog {}",
+            "config: partition {=u8} {=str}: cores {=[?]}, {=u64} KiB in {=usize} regions, payload {=str} {=str}, {=usize} devices, on fault {=str} (max restarts {=u32}), watchdog {}, interface {=str}",
             p.id.0,
             p.name,
             p.cores,
@@ -88,7 +88,11 @@ pub fn log_summary() {
             p.devices.len(),
             policy_name(p.fault_policy),
             max_restarts,
-            Watchdog(p.watchdog)
+            Watchdog(p.watchdog),
+            match p.interface {
+                bulkhead_board::tables::GuestInterface::HyperV => "hyperv",
+                bulkhead_board::tables::GuestInterface::Xen => "xen",
+            }
         );
         for m in p.memory {
             info!(
