@@ -81,7 +81,7 @@ fn svm_qemu_max_hung_core_resets_the_board_and_the_next_boot_says_why() {
     let (none, _) = find(&seen, 0, "reset record: none");
     assert!(none < armed, "the record is read before the watchdog is armed");
     let (hang, hang_at) = find(&seen, armed, "test: cpu 1 hangs in the hypervisor on purpose");
-    let (hung, hung_at) = find(&seen, hang, "monitor: cpu 1 has been in the hypervisor for over 500 ms: hung");
+    let (hung, hung_at) = find(&seen, hang, "monitor: cpu 1 has been in the hypervisor for over 2000 ms: hung");
     let (stopped, stopped_at) = find(&seen, hung, "monitor: the board watchdog is no longer kicked");
     // Boot 2: the record, the switch not applied, no hang, the verdict.
     let (second, boot_2_at) = find_all(&seen, stopped, &["bulkhead ", " starting"]);
@@ -107,7 +107,7 @@ fn svm_qemu_max_hung_core_resets_the_board_and_the_next_boot_says_why() {
         (boot_2_at - stopped_at).as_millis(),
         alive.as_millis()
     );
-    assert!(detected >= Duration::from_millis(400), "the monitor called the core hung after {detected:?}");
+    assert!(detected >= Duration::from_millis(1800), "the monitor called the core hung after {detected:?}");
     assert!(reset >= TIMEOUT, "the board reset {reset:?} after the hang, before the watchdog's timeout");
     // The kicks reload the timer every quarter of the timeout, so it counted at least three
     // quarters of it after the last kick (the next boot's first line comes later still:
