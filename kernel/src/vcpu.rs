@@ -230,6 +230,8 @@ fn start_vcpu<B: Backend>(
 fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop {
     let mut nmi_rip = None;
     let cpu = crate::cpu::percpu::current();
+    // The liveness count (`PerCpu::set_liveness`): even now, odd during each exit.
+    let mut live = cpu.liveness() & !1;
     loop {
         // One load for every reason to leave the guest: a stop of the partition (before an
         // INIT, which a restart would discard anyway) or an INIT.
@@ -247,15 +249,18 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
             {
                 return Stop::Requested(request, backend.rip());
             }
-            // Only an IOMMU fault event taken in the hypervisor: drain, then enter.
+            if attention & Attention::TEST_HANG != 0 {
+                crate::supervision::test_hang::hang_if_due(cpu);
+            }
+            // An IOMMU fault event taken in the hypervisor: drain, then enter.
             if cpu.take_dma_fault_drain() {
                 crate::devices::iommu::drain();
             }
         }
-        cpu.exit_ends();
+        cpu.set_liveness(live);
         let exit = backend.enter_guest();
-        cpu.exit_begins();
-        crate::supervision::test_hang::at_exit();
+        cpu.set_liveness(live | 1);
+        live = live.wrapping_add(2);
         nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
         partition.exits.count(&exit);
         match crate::exits::handle(partition, backend, exit) {

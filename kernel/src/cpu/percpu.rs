@@ -102,6 +102,8 @@ impl Attention {
     /// The monitor or the supervisor asks the partition's first core to stop the partition
     /// (`supervision/`): a missed watchdog deadline, a restart or halt request.
     pub const REQUEST: u32 = 1 << 3;
+    /// Test only (`hang_cpu`, `supervision/test_hang.rs`): hang in the hypervisor once due.
+    pub const TEST_HANG: u32 = 1 << 4;
 }
 
 /// State of one CPU. `index` must stay the first field: `current_index` reads `gs:[0]`.
@@ -214,11 +216,17 @@ impl PerCpu {
         self.attention.fetch_and(!Attention::REQUEST, Ordering::AcqRel) & Attention::REQUEST != 0
     }
 
-    /// The vCPU left its guest for an exit (the liveness count turns odd).
-    #[inline]
-    pub fn exit_begins(&self) {
-        let n = self.liveness.load(Ordering::Relaxed);
-        self.liveness.store(n | 1, Ordering::Relaxed);
+    /// The test-only hang switch names this CPU ([`Attention::TEST_HANG`], never cleared).
+    pub fn request_test_hang(&self) {
+        self.attention.fetch_or(Attention::TEST_HANG, Ordering::AcqRel);
+    }
+
+    /// Sets the liveness count: the vCPU loop keeps the count in a register and stores it
+    /// at each exit and entry (odd while it handles an exit, even while its guest runs),
+    /// two plain stores and no load per exit.
+    #[inline(always)]
+    pub fn set_liveness(&self, count: u32) {
+        self.liveness.store(count, Ordering::Relaxed);
     }
 
     /// The exit is handled: the vCPU enters its guest or the core goes to wait (the count
@@ -231,7 +239,7 @@ impl PerCpu {
         }
     }
 
-    /// The liveness count ([`exit_begins`](Self::exit_begins)).
+    /// The liveness count ([`set_liveness`](Self::set_liveness)).
     pub fn liveness(&self) -> u32 {
         self.liveness.load(Ordering::Relaxed)
     }

@@ -297,9 +297,7 @@ impl Partition {
     /// The CPU of the partition's first core (the one that starts it and takes the
     /// monitor's and the supervisor's requests).
     pub fn first_cpu(&self) -> Option<&'static crate::cpu::percpu::PerCpu> {
-        let core = *self.config.cores.first()?;
-        let apic_id = SYSTEM.board.cpus.iter().find(|c| c.core == core)?.apic_id;
-        crate::cpu::percpu::by_apic_id(apic_id)
+        cpu_of_core(*self.config.cores.first()?)
     }
 
     /// Restarts so far (by the policy and on request).
@@ -343,6 +341,11 @@ static PLACEHOLDER: tables::Partition = tables::Partition {
     supervises: &[],
     interface: tables::GuestInterface::HyperV,
 };
+
+/// The CPU of board core `core`, if it is online.
+pub fn cpu_of_core(core: u32) -> Option<&'static crate::cpu::percpu::PerCpu> {
+    crate::hyperv::apic_id_of_core(core).and_then(crate::cpu::percpu::by_apic_id)
+}
 
 /// Every configured partition.
 pub fn all() -> impl Iterator<Item = &'static Partition> {

@@ -72,8 +72,7 @@ impl Partition {
         let mut siblings: heapless::Vec<&'static crate::cpu::percpu::PerCpu, { crate::cpu::percpu::MAX_CPUS }> =
             heapless::Vec::new();
         for &core in self.config.cores {
-            let apic_id = SYSTEM.board.cpus.iter().find(|c| c.core == core).map(|c| c.apic_id);
-            if let Some(other) = apic_id.and_then(crate::cpu::percpu::by_apic_id).filter(|c| c.index() != cpu.index()) {
+            if let Some(other) = super::cpu_of_core(core).filter(|c| c.index() != cpu.index()) {
                 let _ = siblings.push(other);
             }
         }

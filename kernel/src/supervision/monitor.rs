@@ -5,7 +5,7 @@
 //!   faults with reason `watchdog` (its first core is asked, by an NMI, to stop it; its
 //!   policy applies);
 //! - checks the hypervisor's own cores: a core that has been handling one VM exit for more
-//!   than [`HANG_MS`] is hung (each core's liveness count, `PerCpu::exit_begins`);
+//!   than [`HANG_MS`] is hung (each core's liveness count, `PerCpu::set_liveness`);
 //! - kicks the board watchdog while no core is hung and every critical partition is
 //!   healthy (starting or running). Otherwise it records why (`reset_record`) and stops
 //!   kicking: unless the system recovers within the board watchdog's timeout, the board
@@ -22,6 +22,7 @@ use crate::supervision::health::Request;
 use crate::supervision::reset_record::{ResetReason, WatchdogCause};
 use crate::supervision::{board_watchdog, calls, reset_record};
 use bulkhead_abi::supervision::PartitionState;
+use bulkhead_board::tables::MAX_PARTITIONS;
 use core::sync::atomic::Ordering;
 
 /// How long one VM exit may keep a core in the hypervisor before the monitor calls the
@@ -55,6 +56,9 @@ pub fn run() -> ! {
         crate::cpu::apic::start_periodic_timer(crate::idt::MONITOR_TICK_VECTOR, ticks as u32);
     }
     let mut cores = [CoreWatch { liveness: 0, since: 0 }; MAX_CPUS];
+    // Each partition's fault count at the last tick: a critical partition that faulted
+    // and was already restarted between two ticks still pauses the kicks for one tick.
+    let mut faults_seen = [0u32; MAX_PARTITIONS];
     let mut kicking = true;
     loop {
         if ticks > 0 {
@@ -73,11 +77,19 @@ pub fn run() -> ! {
         for p in crate::partition::all() {
             check_deadline(p, now);
         }
-        let trouble = hung_core(&mut cores, now).map(WatchdogCause::CoreHung).or_else(|| {
-            crate::partition::all()
-                .find(|p| p.config().critical && !healthy(p))
-                .map(|p| WatchdogCause::PartitionUnhealthy(p.config().id))
-        });
+        let mut unhealthy = None;
+        for p in crate::partition::all().filter(|p| p.config().critical) {
+            let seen = &mut faults_seen[usize::from(p.config().id.0)];
+            let faults = p.faults();
+            let faulted = faults != *seen;
+            *seen = faults;
+            if unhealthy.is_none() && (faulted || !healthy(p)) {
+                unhealthy = Some((p, if faulted { "faulted" } else { p.health.state().name() }));
+            }
+        }
+        let trouble = hung_core(&mut cores, now)
+            .map(WatchdogCause::CoreHung)
+            .or(unhealthy.map(|(p, _)| WatchdogCause::PartitionUnhealthy(p.config().id)));
         match trouble {
             None => {
                 if !kicking {
@@ -95,8 +107,8 @@ pub fn run() -> ! {
                         index, HANG_MS
                     ),
                     WatchdogCause::PartitionUnhealthy(id) => {
-                        let p = crate::partition::get(id);
-                        error!("monitor: critical partition {=str} is {=str}", p.name(), p.health.state().name())
+                        let how = unhealthy.map_or("unhealthy", |(_, how)| how);
+                        error!("monitor: critical partition {=str} is {=str}", crate::partition::get(id).name(), how)
                     }
                 }
                 if board_watchdog::armed() {

@@ -12,11 +12,8 @@
 use crate::boot::cmdline::HangSwitch;
 use crate::cpu::time;
 use crate::log::{error, warn};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
-/// The CPU that is to hang; `OFF` when none.
-static CPU: AtomicU32 = AtomicU32::new(OFF);
-const OFF: u32 = u32::MAX;
 /// The TSC value from which it hangs.
 static FROM_TSC: AtomicU64 = AtomicU64::new(0);
 
@@ -42,28 +39,25 @@ pub fn configure(allowed: Result<(), &'static str>) {
         return;
     }
     FROM_TSC.store(time::rdtsc() + time::ticks_per_ms() * switch.after_ms, Ordering::Relaxed);
-    CPU.store(switch.cpu, Ordering::Release);
+    // The vCPU loop looks at it among its attention bits, so the switch costs the exit
+    // path nothing on every other CPU (and when off).
+    crate::cpu::percpu::cpu(switch.cpu as usize).request_test_hang();
     warn!(
         "test: cpu {=u32} will hang in the hypervisor at its first VM exit from {=u64} ms on (hang_cpu)",
         switch.cpu, switch.after_ms
     );
 }
 
-/// Called by the vCPU loop at every VM exit: one relaxed load when the switch is off.
-#[inline(always)]
-pub fn at_exit() {
-    if CPU.load(Ordering::Relaxed) != OFF {
-        hang_if_due();
-    }
-}
-
+/// The CPU with the switch's attention bit, after a VM exit (its liveness count odd):
+/// spins for good once the switch's time has come. Before its first exit it waits: a core
+/// that has not entered its guest is not yet in an exit the monitor could time.
 #[cold]
 #[inline(never)]
-fn hang_if_due() {
-    let me = crate::cpu::percpu::current_index();
-    if CPU.load(Ordering::Acquire) != me || time::rdtsc() < FROM_TSC.load(Ordering::Relaxed) {
+pub fn hang_if_due(cpu: &crate::cpu::percpu::PerCpu) {
+    if cpu.liveness() & 1 == 0 || time::rdtsc() < FROM_TSC.load(Ordering::Relaxed) {
         return;
     }
+    let me = cpu.index();
     warn!("test: cpu {=u32} hangs in the hypervisor on purpose (interrupts off)", me);
     x86_64::instructions::interrupts::disable();
     loop {

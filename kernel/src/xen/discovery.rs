@@ -21,23 +21,11 @@ pub fn leaf(partition: &Partition, leaf: u32) -> CpuidResult {
         // HVM features: the vCPU id and the domain id (the partition id) are given.
         4 => CpuidResult {
             eax: hvm_cpuid::VCPU_ID_PRESENT | hvm_cpuid::DOMID_PRESENT,
-            ebx: vcpu_id(partition),
+            // The vCPU id is the VP index the Hyper-V interface would report.
+            ebx: crate::hyperv::this_core().and_then(|core| crate::hyperv::vp_index(partition, core)).unwrap_or(0),
             ecx: u32::from(partition.config().id.0),
             edx: 0,
         },
         _ => zero,
     }
-}
-
-/// This core's vCPU id in its partition (its index in the partition's `cores`).
-fn vcpu_id(partition: &Partition) -> u32 {
-    let apic_id = crate::cpu::percpu::current().apic_id();
-    let cores = partition.config().cores;
-    crate::config::SYSTEM
-        .board
-        .cpus
-        .iter()
-        .find(|c| c.apic_id == apic_id)
-        .and_then(|c| cores.iter().position(|&core| core == c.core))
-        .map_or(0, |i| i as u32)
 }

@@ -89,8 +89,8 @@ fn xen_version<B: Backend>(partition: &Partition, backend: &mut B, cmd: u64, arg
         version::GET_FEATURES => {
             // xen_feature_info: the submap index in, the submap out. No feature is offered
             // yet (event channel upcalls come with the adapter).
-            let mut info = [0u8; 8];
-            copy_from_guest(partition, backend, arg, &mut info[..4])?;
+            let mut submap_idx = [0u8; 4];
+            copy_from_guest(partition, backend, arg, &mut submap_idx)?;
             copy_to_guest(partition, backend, arg + 4, &0u32.to_le_bytes())?;
             Ok(0)
         }
