@@ -434,6 +434,7 @@ fn connections(o: &mut String, system: &System) {
         let _ = writeln!(o, "            to: PartitionId({}),", c.to.0);
         let _ = writeln!(o, "            sint: {},", c.sint);
         let _ = writeln!(o, "            kind: {kind},");
+        let _ = writeln!(o, "            ring: {},", option(c.ring.as_ref(), range_literal));
         let _ = writeln!(o, "        }},");
     }
     let _ = writeln!(o, "    ],");

@@ -126,6 +126,8 @@ pub struct Connection {
     pub to: PartitionId,
     pub sint: u8,
     pub kind: ConnectionKind,
+    /// The host page of its Xen message ring (`ring = "REGION"`), if it has one.
+    pub ring: Option<PhysRange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

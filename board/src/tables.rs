@@ -387,6 +387,9 @@ pub struct Connection {
     /// SINT of the receiver the message or event arrives on.
     pub sint: u8,
     pub kind: ConnectionKind,
+    /// The host page of the message ring that carries a `message` connection with a Xen
+    /// end (its `ring` shared region, layout `bulkhead_abi::xen::ring`); `None` otherwise.
+    pub ring: Option<PhysRange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -543,6 +546,7 @@ mod tests {
                     to: PartitionId(0),
                     sint: 2,
                     kind: ConnectionKind::Message { queue_depth: 16 },
+                    ring: None,
                 },
                 Connection {
                     id: 6,
@@ -551,6 +555,7 @@ mod tests {
                     to: PartitionId(2),
                     sint: 2,
                     kind: ConnectionKind::Event { flag: 1 },
+                    ring: None,
                 },
                 Connection {
                     id: 7,
@@ -559,6 +564,7 @@ mod tests {
                     to: PartitionId(1),
                     sint: 3,
                     kind: ConnectionKind::Event { flag: 9 },
+                    ring: None,
                 },
             ],
             shared_memory: &[],

@@ -535,7 +535,15 @@ pub(crate) fn validate(
             None => None,
         };
         if let (Some(id), Some(from), Some(to), Some(sint), Some(kind)) = (&c.id, from, to, sint, kind) {
-            connections.push(Connection { id: id.v, name: c.name.as_ref().map(|n| n.v.clone()), from, to, sint, kind });
+            connections.push(Connection {
+                id: id.v,
+                name: c.name.as_ref().map(|n| n.v.clone()),
+                from,
+                to,
+                sint,
+                kind,
+                ring: None,
+            });
         }
     }
 

@@ -135,6 +135,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             to: PartitionId(1),
             sint: 2,
             kind: ConnectionKind::Message { queue_depth: 16 },
+            ring: None,
         },
         // connection 2: `telemetry` -> `control` on SINT 3, event flag 0
         Connection {
@@ -144,6 +145,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             to: PartitionId(0),
             sint: 3,
             kind: ConnectionKind::Event { flag: 0 },
+            ring: None,
         },
     ],
     shared_memory: &[

@@ -242,6 +242,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             to: PartitionId(1),
             sint: 2,
             kind: ConnectionKind::Message { queue_depth: 64 },
+            ring: None,
         },
         // connection 17 `wake-0`: `linux` -> `rt-control` on SINT 15, event flag 2047
         Connection {
@@ -251,6 +252,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             to: PartitionId(0),
             sint: 15,
             kind: ConnectionKind::Event { flag: 2047 },
+            ring: None,
         },
         // connection 16777215: `bare` -> `linux` on SINT 0, event flag 0
         Connection {
@@ -260,6 +262,7 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             to: PartitionId(1),
             sint: 0,
             kind: ConnectionKind::Event { flag: 0 },
+            ring: None,
         },
     ],
     shared_memory: &[
