@@ -78,7 +78,7 @@ impl Ring {
     }
 
     fn word(&self, offset: usize) -> &AtomicU32 {
-        debug_assert!(offset + 4 <= SLOTS_OFFSET && offset % 4 == 0);
+        debug_assert!(offset + 4 <= SLOTS_OFFSET && offset.is_multiple_of(4));
         // SAFETY: `new`'s contract: the page is mapped, aligned and only accessed
         // atomically at these offsets; the offset is inside the header.
         unsafe { AtomicU32::from_ptr(self.page.add(offset).cast::<u32>()) }
