@@ -87,3 +87,174 @@ every_backend! {
             .assert_passed();
     }
 }
+
+every_backend! {
+    /// Event channels inside the Xen partition ("xen", id 1, beside "hyperv", id 0, whose
+    /// SynIC stays off): every memory_op, vcpu_op, hvm_op and event_channel_op refusal
+    /// with its Xen errno (docs/xen.md), unknown commands -ENOSYS, arguments outside its
+    /// memory -EFAULT; then what works: shared_info and vcpu_info, the callback parameter
+    /// read back, the upcall vector; ports from 1 up (the lowest free first), a loopback
+    /// pair from alloc_unbound, an IPI and a VIRQ port, each send raising its peer port
+    /// with an upcall on the vector and the 2-level scan finding it; a masked port stays
+    /// pending without an upcall until EVTCHNOP_unmask; status of every port kind; close.
+    fn xen_event_channel_refusals_and_loopback(emulator) {
+        let mut run = Run::new(emulator)
+            .cpus(2)
+            .scenario("tests/configs/bochs-xen-refusals.toml")
+            .forbid(" wanted ")
+            .forbid(": fault #");
+        for (call, answer) in [
+            ("memory_op add_to_physmap grant_table", "-EINVAL"),
+            ("memory_op add_to_physmap shared_info idx 1", "-EINVAL"),
+            ("memory_op add_to_physmap for another domain", "-EPERM"),
+            ("memory_op add_to_physmap argument outside memory", "-EFAULT"),
+            ("memory_op 99", "-ENOSYS"),
+            ("memory_op add_to_physmap shared_info", "0x0"),
+            ("memory_op add_to_physmap shared_info again, own domain id", "0x0"),
+            ("vcpu_op is_up vcpu 0", "0x1"),
+            ("vcpu_op is_up vcpu 1", "-ENOENT"),
+            ("vcpu_op register_vcpu_info vcpu 1", "-ENOENT"),
+            ("vcpu_op register_vcpu_info across a page", "-EINVAL"),
+            ("vcpu_op register_vcpu_info", "0x0"),
+            ("vcpu_op register_vcpu_info again", "-EINVAL"),
+            ("vcpu_op 99", "-ENOSYS"),
+            ("hvm_op set_param callback_irq", "0x0"),
+            ("hvm_op get_param callback_irq", "Ok(2000000000000f3)"),
+            ("hvm_op set_param store_pfn", "-EPERM"),
+            ("hvm_op get_param console_evtchn", "Ok(0)"),
+            ("hvm_op get_param 39", "-EINVAL"),
+            ("hvm_op set_param 39", "-EINVAL"),
+            ("hvm_op set_param for another domain", "-EPERM"),
+            ("hvm_op set_evtchn_upcall_vector 0x0f", "-EINVAL"),
+            ("hvm_op set_evtchn_upcall_vector vcpu 1", "-ENOENT"),
+            ("hvm_op 99", "-ENOSYS"),
+            ("hvm_op set_evtchn_upcall_vector", "0x0"),
+            ("bind_interdomain unknown connection", "-EINVAL"),
+            ("bind_interdomain wrong domain", "-EINVAL"),
+            ("bind_interdomain incoming connection", "port 1"),
+            ("bind_interdomain incoming connection again", "-EBUSY"),
+            ("bind_interdomain outgoing connection", "port 2"),
+            ("send on the receiving end of an event connection", "-EPERM"),
+            ("send to a Hyper-V partition whose SynIC is off", "-ENOTCONN"),
+            ("alloc_unbound for another domain", "-EPERM"),
+            ("bind_virq 24", "-EINVAL"),
+            ("bind_virq vcpu 1", "-ENOENT"),
+            ("bind_ipi vcpu 1", "-ENOENT"),
+            ("bind_vcpu to vcpu 1", "-ENOENT"),
+            ("bind_vcpu of a closed port", "-EINVAL"),
+            ("send on a closed port", "-EINVAL"),
+            ("close of a closed port", "-EINVAL"),
+            ("unmask of port 256", "-EINVAL"),
+            ("status of port 256", "-EINVAL"),
+            ("bind_interdomain argument outside memory", "-EFAULT"),
+            ("event_channel_op bind_pirq", "-ENOSYS"),
+            ("event_channel_op reset", "-ENOSYS"),
+            ("event_channel_op init_control", "-ENOSYS"),
+            ("event_channel_op expand_array", "-ENOSYS"),
+            ("event_channel_op set_priority", "-ENOSYS"),
+            ("event_channel_op 99", "-ENOSYS"),
+            ("sched_op poll", "0x0"),
+            ("sched_op poll outside memory", "-EFAULT"),
+            ("alloc_unbound", "port 3"),
+            ("bind_interdomain to the unbound port", "port 4"),
+            ("bind_ipi", "port 5"),
+            ("bind_virq timer", "port 6"),
+            ("bind_vcpu of the virq port to vcpu 0", "0x0"),
+            ("send on the virq port", "-EINVAL"),
+            ("close of the loopback port 4", "0x0"),
+            ("close of port 4 again", "-EINVAL"),
+            ("send on the closed port 4", "-EINVAL"),
+            ("send on the unbound port 3", "0x0"),
+            ("close of the ipi port", "0x0"),
+            ("bind_ipi after close (the lowest free port)", "port 4"),
+        ] {
+            run = run.expect(format!("[xen] xen: {call} -> {answer}"));
+        }
+        for (port, status) in [
+            ("the unbound port", "unbound for domain 1 (vcpu 0)"),
+            ("the loopback port 3", "interdomain to domain 1 port 4 (vcpu 0)"),
+            ("the loopback port 4", "interdomain to domain 1 port 3 (vcpu 0)"),
+            ("the ipi port", "ipi (vcpu 0)"),
+            ("the virq port", "virq 0 (vcpu 0)"),
+            ("the incoming port", "interdomain to domain 0 port 1 (vcpu 0)"),
+            ("the outgoing port", "interdomain to domain 0 port 2 (vcpu 0)"),
+            ("port 7", "closed"),
+            ("port 3 after its peer closed", "unbound for domain 1 (vcpu 0)"),
+            ("port 4 after close", "closed"),
+        ] {
+            run = run.expect(format!("[xen] xen: status of {port} -> {status}"));
+        }
+        run.expect("[xen] xen: evtchn refusals answered as documented=true")
+            .expect("[xen] xen: send on loopback 4 -> 3: Ok(()), upcall on vector 0xf3=true, port 3 pending=true")
+            .expect("[xen] xen: send on loopback 3 -> 4: Ok(()), upcall on vector 0xf3=true, port 4 pending=true")
+            .expect("[xen] xen: send on ipi: Ok(()), upcall on vector 0xf3=true, port 5 pending=true")
+            .expect("[xen] xen: masked port 3: send Ok(()), upcall while masked=false, pending=true; unmask Ok(()), upcall=true, found=true")
+            .expect("[xen] xen: event channels work as documented=true (upcalls 4)")
+            .expect("partition xen: reports PASS")
+            .execute()
+            .assert_passed();
+    }
+}
+
+/// The ping-pong's round trips each way: the acceptance figure.
+const ROUND_TRIPS: u64 = 100_000;
+
+every_backend! {
+    /// The adapter between a Xen partition ("xen", id 1) and a Hyper-V one ("hyperv", id
+    /// 0): 100 000 event round trips (EVTCHNOP_send -> the SynIC event flag, HvCallSignalEvent
+    /// -> the Xen port and an upcall), then 100 000 message round trips (the Xen side's ring
+    /// -> EVTCHNOP_send -> the Hyper-V SynIC slot; HvCallPostMessage -> the Xen side's ring
+    /// and port), each numbered message arriving in order on both sides, none lost; the
+    /// Hyper-V side's verdict comes back as a last message. The figures (TSC ticks per
+    /// round trip: instructions in Bochs) are printed, not judged.
+    fn xen_hyperv_pingpong_events_and_messages(emulator) {
+        let n = ROUND_TRIPS;
+        Run::new(emulator)
+            .cpus(2)
+            .scenario("tests/configs/bochs-xen-pingpong.toml")
+            .switch(format!("xen:n={n}"))
+            .switch(format!("hyperv:n={n}"))
+            .timeout(std::time::Duration::from_secs(900))
+            .expect("[xen] xen: bound connections 2 4 1 3 to ports (Ok(1), Ok(2), Ok(3), Ok(4))")
+            .expect("[xen] xen: rings ready=true (capacity Ok(5)) and true (capacity Ok(5))")
+            .expect(format!("[xen] xen: {n} event round trips of {n} answered; "))
+            .expect(format!("[hyperv] hyperv-pingpong: {n} events answered"))
+            .expect(format!("[hyperv] hyperv-pingpong: {n} messages echoed, in order=true"))
+            .expect(format!("[xen] xen: {n} message round trips of {n}: in order=true, none lost=true; "))
+            .expect("[xen] xen: peer's verdict pass=true; consumed notice Ok(())")
+            .expect("partition xen: reports PASS")
+            .forbid("ping-pong stopped")
+            .forbid(": fault #")
+            .execute()
+            .assert_passed();
+    }
+}
+
+every_backend! {
+    /// Two Xen partitions ("xen-a", id 0, ping; "xen-b", id 1, pong): 100 000 event round
+    /// trips (each send raises the other's port), then 100 000 message round trips through
+    /// the two rings both map (the hypervisor only raises the receiver's port), in order,
+    /// none lost; pong's verdict comes back through the ring.
+    fn xen_xen_pingpong_events_and_messages(emulator) {
+        let n = ROUND_TRIPS;
+        Run::new(emulator)
+            .cpus(2)
+            .scenario("tests/configs/bochs-xen-xen.toml")
+            .switch(format!("xen-a:n={n}"))
+            .switch(format!("xen-b:n={n}"))
+            .timeout(std::time::Duration::from_secs(900))
+            .expect("[xen-a] xen: bound connections 2 4 1 3 to ports (Ok(1), Ok(2), Ok(3), Ok(4))")
+            .expect("[xen-b] xen: bound connections 4 2 3 1 to ports (Ok(1), Ok(2), Ok(3), Ok(4))")
+            .expect("[xen-a] xen: rings ready=true (capacity Ok(5)) and true (capacity Ok(5))")
+            .expect(format!("[xen-a] xen: {n} event round trips of {n} answered; "))
+            .expect(format!("[xen-b] xen: {n} events answered"))
+            .expect(format!("[xen-b] xen: {n} messages echoed, in order=true"))
+            .expect(format!("[xen-a] xen: {n} message round trips of {n}: in order=true, none lost=true; "))
+            .expect("[xen-a] xen: peer's verdict pass=true; consumed notice Ok(())")
+            .expect("partition xen-a: reports PASS")
+            .forbid("ping-pong stopped")
+            .forbid(": fault #")
+            .execute()
+            .assert_passed();
+    }
+}
