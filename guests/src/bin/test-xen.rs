@@ -638,7 +638,8 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
     ok &= expect("vcpu_op is_up vcpu 0", xen.hypercall(call::VCPU_OP, [vcpu::IS_UP, 0, 0, 0, 0]), 1);
     ok &= expect("vcpu_op is_up vcpu 1", xen.hypercall(call::VCPU_OP, [vcpu::IS_UP, 1, 0, 0, 0]), noent);
     ok &= expect("vcpu_op register_vcpu_info vcpu 1", code(xen.register_vcpu_info_at(1, scratch)), noent);
-    ok &= expect("vcpu_op register_vcpu_info across a page", code(xen.register_vcpu_info_at(0, scratch + 0xfe0)), inval);
+    ok &=
+        expect("vcpu_op register_vcpu_info across a page", code(xen.register_vcpu_info_at(0, scratch + 0xfe0)), inval);
     ok &= expect("vcpu_op register_vcpu_info", code(xen.register_vcpu_info(0, &VCPU_INFO)), 0);
     ok &= expect("vcpu_op register_vcpu_info again", code(xen.register_vcpu_info_at(0, scratch)), inval);
     ok &= expect("vcpu_op 99", xen.hypercall(call::VCPU_OP, [99, 0, 0, 0, 0]), nosys);
@@ -669,7 +670,11 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
     ok &= expect("bind_interdomain unknown connection", code_of(xen.bind_interdomain(peer, 99)), inval);
     ok &= expect("bind_interdomain wrong domain", code_of(xen.bind_interdomain(domid + 5, conn_in)), inval);
     ok &= expect_port("bind_interdomain incoming connection", xen.bind_interdomain(peer, conn_in), 1);
-    ok &= expect("bind_interdomain incoming connection again", code_of(xen.bind_interdomain(peer, conn_in)), xen::failure(errno::EBUSY));
+    ok &= expect(
+        "bind_interdomain incoming connection again",
+        code_of(xen.bind_interdomain(peer, conn_in)),
+        xen::failure(errno::EBUSY),
+    );
     ok &= expect_port("bind_interdomain outgoing connection", xen.bind_interdomain(peer, conn_out), 2);
     ok &= expect("send on the receiving end of an event connection", code(xen.send(1)), perm);
     ok &= expect("send to a Hyper-V partition whose SynIC is off", code(xen.send(2)), xen::failure(errno::ENOTCONN));
@@ -705,14 +710,24 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
     works &= expect_port("alloc_unbound", xen.alloc_unbound(DOMID_SELF, DOMID_SELF), 3);
     works &= expect_status("the unbound port", xen.status(DOMID_SELF, 3), Channel::Unbound { remote_dom: domid });
     works &= expect_port("bind_interdomain to the unbound port", xen.bind_interdomain(DOMID_SELF, 3), 4);
-    works &= expect_status("the loopback port 3", xen.status(DOMID_SELF, 3), Channel::Interdomain { dom: domid, port: 4 });
-    works &= expect_status("the loopback port 4", xen.status(DOMID_SELF, 4), Channel::Interdomain { dom: domid, port: 3 });
+    works &=
+        expect_status("the loopback port 3", xen.status(DOMID_SELF, 3), Channel::Interdomain { dom: domid, port: 4 });
+    works &=
+        expect_status("the loopback port 4", xen.status(DOMID_SELF, 4), Channel::Interdomain { dom: domid, port: 3 });
     works &= expect_port("bind_ipi", xen.bind_ipi(0), 5);
     works &= expect_status("the ipi port", xen.status(DOMID_SELF, 5), Channel::Ipi);
     works &= expect_port("bind_virq timer", xen.bind_virq(evtchn::VIRQ_TIMER, 0), 6);
     works &= expect_status("the virq port", xen.status(DOMID_SELF, 6), Channel::Virq(evtchn::VIRQ_TIMER));
-    works &= expect_status("the incoming port", xen.status(DOMID_SELF, 1), Channel::Interdomain { dom: peer, port: conn_in });
-    works &= expect_status("the outgoing port", xen.status(DOMID_SELF, 2), Channel::Interdomain { dom: peer, port: conn_out });
+    works &= expect_status(
+        "the incoming port",
+        xen.status(DOMID_SELF, 1),
+        Channel::Interdomain { dom: peer, port: conn_in },
+    );
+    works &= expect_status(
+        "the outgoing port",
+        xen.status(DOMID_SELF, 2),
+        Channel::Interdomain { dom: peer, port: conn_out },
+    );
     works &= expect_status("port 7", xen.status(DOMID_SELF, 7), Channel::Closed);
     works &= expect("bind_vcpu of the virq port to vcpu 0", code(xen.bind_vcpu(6, 0)), 0);
     works &= expect("send on the virq port", code(xen.send(6)), inval);
@@ -723,7 +738,10 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
         let sent = xen.send(send);
         let arrived = upcall_arrives(before);
         let found = events.take(raised);
-        println!("xen: send on {}: {:?}, upcall on vector {:#x}={}, port {} pending={}", what, sent, UPCALL_VECTOR, arrived, raised, found);
+        println!(
+            "xen: send on {}: {:?}, upcall on vector {:#x}={}, port {} pending={}",
+            what, sent, UPCALL_VECTOR, arrived, raised, found
+        );
         works &= sent.is_ok() && arrived && found;
     }
     // Masked: pending but no upcall; EVTCHNOP_unmask delivers it.
@@ -742,7 +760,11 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
     works &= sent.is_ok() && !early && pending && unmasked.is_ok() && arrived && found && !SHARED_INFO.is_masked(3);
     // Close one end: the other is unbound again, and sends on it go nowhere.
     works &= expect("close of the loopback port 4", code(xen.close(4)), 0);
-    works &= expect_status("port 3 after its peer closed", xen.status(DOMID_SELF, 3), Channel::Unbound { remote_dom: domid });
+    works &= expect_status(
+        "port 3 after its peer closed",
+        xen.status(DOMID_SELF, 3),
+        Channel::Unbound { remote_dom: domid },
+    );
     works &= expect_status("port 4 after close", xen.status(DOMID_SELF, 4), Channel::Closed);
     works &= expect("close of port 4 again", code(xen.close(4)), inval);
     works &= expect("send on the closed port 4", code(xen.send(4)), inval);
@@ -763,7 +785,8 @@ const VERDICT: u32 = 2;
 /// A ping-pong message: sequence number, then its complement.
 fn data(seq: u64) -> Message {
     let mut message = Message::EMPTY;
-    message.header = MessageHeader { message_type: DATA, payload_size: 16, message_flags: 0, reserved: 0, origination_id: 0 };
+    message.header =
+        MessageHeader { message_type: DATA, payload_size: 16, message_flags: 0, reserved: 0, origination_id: 0 };
     message.payload[..8].copy_from_slice(&seq.to_le_bytes());
     message.payload[8..16].copy_from_slice(&(!seq).to_le_bytes());
     message
