@@ -264,8 +264,11 @@ rules! {
     XEN_INTERFACE = "xen-interface":
         "a partition with `interface = \"xen\"` that this version cannot start: a `linux` payload (Linux's Xen start-up needs shared_info and event channels)",
         "give the partition interface \"hyperv\" (the default)";
+    XEN_RING = "xen-ring":
+        "a message connection with an end whose partition has `interface = \"xen\"` has no `ring`, or its `ring` names no shared region, one smaller than 4 KiB, one a Xen end does not map \"rw\", or one that is already another connection's ring",
+        "give the connection `ring = \"REGION\"`: a [[shared_memory]] region of its own, at least 4 KiB, that every Xen end maps \"rw\"";
     NOT_YET = "not-yet":
-        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: an assigned device's interrupts, PCI function or DMA, a Xen partition's connections",
+        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: an assigned device's interrupts, PCI function or DMA",
         "the image builds, but the setting has no effect (or the partition is refused at boot, as a Linux payload is); see docs/config.md";
     DEPRECATED = "deprecated":
         "(a warning, not an error) a setting still accepted under an old name: `kind = \"bzimage\"` is now `kind = \"linux\"`",

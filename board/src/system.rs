@@ -101,6 +101,8 @@ pub(crate) struct RawConnection {
     pub kind: Option<RawKind>,
     pub queue_depth: Option<At<i128>>,
     pub flag: Option<At<i128>>,
+    /// `ring`: the shared region that carries a message connection with a Xen end.
+    pub ring: Option<At<String>>,
 }
 
 pub(crate) struct RawShared {
@@ -147,7 +149,8 @@ pub(crate) const PARTITION_KEYS: &[&str] = &[
 ];
 pub(crate) const MEMORY_KEYS: &[&str] = &["guest_base", "size", "host_base", "access", "large_pages"];
 pub(crate) const PAYLOAD_KEYS: &[&str] = &["kind", "path", "entry", "cmdline", "initrd"];
-pub(crate) const CONNECTION_KEYS: &[&str] = &["id", "name", "from", "to", "kind", "sint", "queue_depth", "flag"];
+pub(crate) const CONNECTION_KEYS: &[&str] =
+    &["id", "name", "from", "to", "kind", "sint", "queue_depth", "flag", "ring"];
 /// Connection names the Linux module uses for its own devices (docs/linux.md).
 pub(crate) const RESERVED_CONNECTION_NAMES: &[&str] = &["self", "supervisor"];
 pub(crate) const SHARED_KEYS: &[&str] = &["name", "size", "host_base", "sharers"];
@@ -659,9 +662,12 @@ fn read_connection(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawConnection {
     });
     let mut queue_depth = None;
     let mut flag = None;
+    let mut ring = None;
     match kind {
         Some(RawKind::Message) => {
             queue_depth = table.required(cx, "queue_depth").and_then(|v| at_int(cx, v, "queue_depth"));
+            // Whether a ring belongs here depends on the ends' interfaces: validate.rs.
+            ring = table.get("ring").and_then(|v| at_string(cx, v, "ring"));
             if table.get("flag").is_some() {
                 cx.error_hint(
                     &table.key_span("flag"),
@@ -681,10 +687,18 @@ fn read_connection(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawConnection {
                     "remove `queue_depth`, or set kind = \"message\"",
                 );
             }
+            if table.get("ring").is_some() {
+                cx.error_hint(
+                    &table.key_span("ring"),
+                    rule::INVALID_VALUE,
+                    "`ring` only applies to message connections",
+                    "an event connection needs no ring (a Xen end sees it as an event channel): remove `ring`, or set kind = \"message\"",
+                );
+            }
         }
         None => {}
     }
-    RawConnection { at, id, name, from, to, sint, kind, queue_depth, flag }
+    RawConnection { at, id, name, from, to, sint, kind, queue_depth, flag, ring }
 }
 
 fn read_shared(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawShared {
