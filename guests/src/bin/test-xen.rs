@@ -85,6 +85,7 @@ impl core::fmt::Display for Shown {
             Some(errno::EEXIST) => "-EEXIST",
             Some(errno::ENOSPC) => "-ENOSPC",
             Some(errno::ENOTCONN) => "-ENOTCONN",
+            Some(errno::ESRCH) => "-ESRCH",
             Some(other) => return write!(f, "-{}", other),
             None => return write!(f, "{:#x}", self.0),
         };
@@ -120,7 +121,7 @@ fn cpuid_block(domid: u32) -> bool {
         [xen::VERSION_MAJOR << 16 | xen::VERSION_MINOR, 0, 0, 0],
         [1, xen::HYPERCALL_PAGE_MSR, 0, 0],
         [0, 0, 0, 0],
-        [hvm_cpuid::VCPU_ID_PRESENT | hvm_cpuid::DOMID_PRESENT, 0, domid, 0],
+        [hvm_cpuid::VCPU_ID_PRESENT | hvm_cpuid::DOMID_PRESENT | hvm_cpuid::UPCALL_VECTOR, 0, domid, 0],
     ];
     let mut exact = true;
     for (i, want) in want.iter().enumerate() {
@@ -320,7 +321,7 @@ fn first_life(domid: u32, life: u64) -> bool {
     );
     let queries_ok = decoded == Ok((4, 17))
         && extra.is_ok_and(|e| e.as_bytes() == b".0-bulkhead" && e.is_terminated())
-        && features == [Ok(0), Ok(0)]
+        && features == [Ok(1 << 0 | 1 << 2 | 1 << 8), Ok(0)]
         && page_size == Ok(4096);
     let written = xen.console_write(b"xen: hello through console_io\nxen: second console_io line\n");
     println!("xen: console_io write -> {:?}", written);
@@ -328,17 +329,17 @@ fn first_life(domid: u32, life: u64) -> bool {
     let nosys = xen::failure(errno::ENOSYS);
     let fault = xen::failure(errno::EFAULT);
     let calls = [
-        ("memory_op", call::MEMORY_OP, [0; 5], nosys),
+        ("memory_op 99", call::MEMORY_OP, [99, 0, 0, 0, 0], nosys),
         ("set_timer_op", call::SET_TIMER_OP, [0; 5], nosys),
         ("grant_table_op", call::GRANT_TABLE_OP, [0; 5], nosys),
-        ("vcpu_op", call::VCPU_OP, [0; 5], nosys),
-        ("event_channel_op", call::EVENT_CHANNEL_OP, [0; 5], nosys),
-        ("hvm_op", call::HVM_OP, [0; 5], nosys),
+        ("vcpu_op 99", call::VCPU_OP, [99, 0, 0, 0, 0], nosys),
+        ("event_channel_op 99", call::EVENT_CHANNEL_OP, [99, 0, 0, 0, 0], nosys),
+        ("hvm_op 99", call::HVM_OP, [99, 0, 0, 0, 0], nosys),
         ("call 0", 0, [0; 5], nosys),
         ("call 99", 99, [0; 5], nosys),
         ("xen_version cmd 99", call::XEN_VERSION, [99, 0, 0, 0, 0], nosys),
         ("console_io read", call::CONSOLE_IO, [console::READ, 16, 0, 0, 0], nosys),
-        ("sched_op poll", call::SCHED_OP, [sched::POLL, 0, 0, 0, 0], nosys),
+        ("sched_op poll outside memory", call::SCHED_OP, [sched::POLL, OUTSIDE, 0, 0, 0], fault),
         ("sched_op 99", call::SCHED_OP, [99, 0, 0, 0, 0], nosys),
         ("extraversion outside memory", call::XEN_VERSION, [version::EXTRAVERSION, OUTSIDE, 0, 0, 0], fault),
         ("get_features outside memory", call::XEN_VERSION, [version::GET_FEATURES, OUTSIDE, 0, 0, 0], fault),
@@ -620,6 +621,8 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
     let scratch = (&raw const SCRATCH) as u64;
     let mut ok = true;
 
+    // A port needs shared_info.
+    ok &= expect("bind_ipi before shared_info", code_of(xen.bind_ipi(0)), inval);
     // memory_op: only XENMEM_add_to_physmap of shared_info for this domain.
     let grant = xen.add_to_physmap(DOMID_SELF, memory::SPACE_GRANT_TABLE, 0, shared_gpfn);
     ok &= expect("memory_op add_to_physmap grant_table", code(grant), inval);
@@ -664,21 +667,39 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
     // The upcall path: IDT gate, local APIC, then the vector.
     gp::set_gate(UPCALL_VECTOR, xen_upcall_handler as *const () as u64);
     gp::enable_local_apic();
+    // The registration marked every selector bit and the upcall pending (so nothing raised
+    // meanwhile is lost); setting the vector sends that upcall now.
+    let before = upcalls();
     ok &= expect("hvm_op set_evtchn_upcall_vector", code(xen.set_upcall_vector(0, UPCALL_VECTOR)), 0);
+    let pending_upcall = upcall_arrives(before);
+    let spurious: usize = SHARED_INFO.scan(&VCPU_INFO).count();
+    println!(
+        "xen: the upcall pending since register_vcpu_info arrived on the vector={}, ports pending {}",
+        pending_upcall, spurious
+    );
+    ok &= pending_upcall && spurious == 0;
 
     // event_channel_op refusals.
     ok &= expect("bind_interdomain unknown connection", code_of(xen.bind_interdomain(peer, 99)), inval);
-    ok &= expect("bind_interdomain wrong domain", code_of(xen.bind_interdomain(domid + 5, conn_in)), inval);
-    ok &= expect_port("bind_interdomain incoming connection", xen.bind_interdomain(peer, conn_in), 1);
     ok &= expect(
-        "bind_interdomain incoming connection again",
-        code_of(xen.bind_interdomain(peer, conn_in)),
-        xen::failure(errno::EBUSY),
+        "bind_interdomain to no partition",
+        code_of(xen.bind_interdomain(7, conn_in)),
+        xen::failure(errno::ESRCH),
     );
+    ok &= expect(
+        "bind_interdomain of the connection's id to this domain",
+        code_of(xen.bind_interdomain(domid, conn_in)),
+        inval,
+    );
+    ok &= expect_port("bind_interdomain incoming connection", xen.bind_interdomain(peer, conn_in), 1);
+    ok &= expect("bind_interdomain incoming connection again", code_of(xen.bind_interdomain(peer, conn_in)), inval);
     ok &= expect_port("bind_interdomain outgoing connection", xen.bind_interdomain(peer, conn_out), 2);
     ok &= expect("send on the receiving end of an event connection", code(xen.send(1)), perm);
     ok &= expect("send to a Hyper-V partition whose SynIC is off", code(xen.send(2)), xen::failure(errno::ENOTCONN));
     ok &= expect("alloc_unbound for another domain", code_of(xen.alloc_unbound(DOMID_SELF, peer)), perm);
+    ok &=
+        expect("alloc_unbound for no partition", code_of(xen.alloc_unbound(DOMID_SELF, 7)), xen::failure(errno::ESRCH));
+    ok &= expect("status for another domain", code_of(xen.status(peer, 1)), perm);
     ok &= expect("bind_virq 24", code_of(xen.bind_virq(evtchn::NR_VIRQS, 0)), inval);
     ok &= expect("bind_virq vcpu 1", code_of(xen.bind_virq(evtchn::VIRQ_TIMER, 1)), noent);
     ok &= expect("bind_ipi vcpu 1", code_of(xen.bind_ipi(1)), noent);
@@ -701,6 +722,7 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
         ok &= expect(what, xen.hypercall(call::EVENT_CHANNEL_OP, [command, scratch, 0, 0, 0]), nosys);
     }
     ok &= expect("sched_op poll", code(xen.poll(&[1, 2], 0)), 0);
+    ok &= expect("sched_op poll of port 256", code(xen.poll(&[1, evtchn::PORTS], 0)), inval);
     ok &= expect("sched_op poll outside memory", xen.hypercall(call::SCHED_OP, [sched::POLL, OUTSIDE, 0, 0, 0]), fault);
     println!("xen: evtchn refusals answered as documented={}", ok);
 
@@ -716,8 +738,12 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
         expect_status("the loopback port 4", xen.status(DOMID_SELF, 4), Channel::Interdomain { dom: domid, port: 3 });
     works &= expect_port("bind_ipi", xen.bind_ipi(0), 5);
     works &= expect_status("the ipi port", xen.status(DOMID_SELF, 5), Channel::Ipi);
-    works &= expect_port("bind_virq timer", xen.bind_virq(evtchn::VIRQ_TIMER, 0), 6);
-    works &= expect_status("the virq port", xen.status(DOMID_SELF, 6), Channel::Virq(evtchn::VIRQ_TIMER));
+    works &= expect_port("bind_virq console", xen.bind_virq(evtchn::VIRQ_CONSOLE, 0), 6);
+    works &= expect_status("the virq port", xen.status(DOMID_SELF, 6), Channel::Virq(evtchn::VIRQ_CONSOLE));
+    let again = xen.bind_virq(evtchn::VIRQ_CONSOLE, 0);
+    works &= expect("bind_virq console again", code_of(again), xen::failure(errno::EEXIST));
+    works &= expect("bind_virq console on vcpu 1", code_of(xen.bind_virq(evtchn::VIRQ_CONSOLE, 1)), noent);
+    works &= expect_port("bind_virq timer", xen.bind_virq(evtchn::VIRQ_TIMER, 0), 7);
     works &= expect_status(
         "the incoming port",
         xen.status(DOMID_SELF, 1),
@@ -728,8 +754,10 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
         xen.status(DOMID_SELF, 2),
         Channel::Interdomain { dom: peer, port: conn_out },
     );
-    works &= expect_status("port 7", xen.status(DOMID_SELF, 7), Channel::Closed);
-    works &= expect("bind_vcpu of the virq port to vcpu 0", code(xen.bind_vcpu(6, 0)), 0);
+    works &= expect_status("port 8", xen.status(DOMID_SELF, 8), Channel::Closed);
+    works &= expect("bind_vcpu of the global virq port to vcpu 0", code(xen.bind_vcpu(6, 0)), 0);
+    works &= expect("bind_vcpu of the per-vcpu virq port", code(xen.bind_vcpu(7, 0)), inval);
+    works &= expect("bind_vcpu of the ipi port", code(xen.bind_vcpu(5, 0)), inval);
     works &= expect("send on the virq port", code(xen.send(6)), inval);
 
     // Each send raises the peer port: an upcall on the vector, the scan finds the port.

@@ -6,13 +6,14 @@ use bulkhead_tests::{Run, every_backend};
 every_backend! {
     /// The Xen partition ("xen", partition id 1) sees exactly Xen's CPUID block
     /// ("XenVMMXenVMM", version 4.17, the hypercall page MSR 0x40000000, vCPU id 0 and domain
-    /// id 1), zeros up to 0x400000FF and no "Microsoft Hv" at any 0x100 step; the hypercall
+    /// id 1, the upcall vector offered), zeros up to 0x400000FF and no "Microsoft Hv" at any 0x100 step; the hypercall
     /// page MSR reads 0, refuses a page index other than 0 and a page outside its memory
     /// with #GP and fills the page with 128 stubs (VMCALL on VT-x, VMMCALL on SVM; stub 23,
     /// the PV-only iret, UD2 as on Xen);
     /// xen_version answers through the page and directly, extraversion ".0-bulkhead",
-    /// no feature bits yet, page size 4096; console_io writes reach its console as its
-    /// own lines; every other call family is -ENOSYS, a buffer outside its memory or in a
+    /// features 0x105 (writable page tables, auto-translated physmap, the callback
+    /// vector), page size 4096; console_io writes reach its console as its own lines;
+    /// unknown calls and commands are -ENOSYS, a buffer outside its memory or in a
     /// shared region -EFAULT,
     /// an over-long console write -EINVAL, the Hyper-V MSRs #GP, a call from ring 3
     /// -EPERM; sched_op yield and block return 0. SCHEDOP_shutdown(reboot) then faults the
@@ -33,31 +34,31 @@ every_backend! {
             .expect("[xen] xen: cpuid 0x40000001: 0x40011 0x0 0x0 0x0")
             .expect("[xen] xen: cpuid 0x40000002: 0x1 0x40000000 0x0 0x0")
             .expect("[xen] xen: cpuid 0x40000003: 0x0 0x0 0x0 0x0")
-            .expect("[xen] xen: cpuid 0x40000004: 0x18 0x0 0x1 0x0")
+            .expect("[xen] xen: cpuid 0x40000004: 0x58 0x0 0x1 0x0")
             .expect("[xen] xen: cpuid block exact=true (domain id 1), leaves 0x40000005..=0x400000ff zero=true")
             .expect("[xen] xen: cpuid 0x40000000..=0x4000ff00 step 0x100: Microsoft Hv 0 times, XenVMMXenVMM beyond the base 0 times")
             .expect("[xen] xen: hypercall page msr: page index 1 refused with #GP=true, page outside memory refused with #GP=true")
             .expect("[xen] xen: hypercall page msr reads Ok(0) before and Ok(0) after; untouched by the refused writes=true")
             .expect(format!("[xen] xen: hypercall page: 127 stubs as abi::xen writes them ({instruction})=true, stub 23 (iret) starts with ud2=true, stub 17 {stub_17}"))
             .expect(format!("[xen] xen: xen_version 0x40011 through the page, 0x40011 by {instruction} (before the page 0x40011)"))
-            .expect("[xen] xen: version Ok((4, 17)), extraversion Some(\".0-bulkhead\") terminated=true, features submap 0 Ok(0) submap 1 Ok(0), page size Ok(4096)")
+            .expect("[xen] xen: version Ok((4, 17)), extraversion Some(\".0-bulkhead\") terminated=true, features submap 0 Ok(261) submap 1 Ok(0), page size Ok(4096)")
             // console_io text, line by line with the partition's prefix, like its UART's.
             .expect("[xen] xen: hello through console_io")
             .expect("[xen] xen: second console_io line")
             .expect("[xen] xen: console_io write -> Ok(())");
         for (call, errno) in [
-            ("memory_op", "-ENOSYS"),
+            ("memory_op 99", "-ENOSYS"),
             ("set_timer_op", "-ENOSYS"),
             ("grant_table_op", "-ENOSYS"),
-            ("vcpu_op", "-ENOSYS"),
-            ("event_channel_op", "-ENOSYS"),
-            ("hvm_op", "-ENOSYS"),
+            ("vcpu_op 99", "-ENOSYS"),
+            ("event_channel_op 99", "-ENOSYS"),
+            ("hvm_op 99", "-ENOSYS"),
             ("call 0", "-ENOSYS"),
             ("call 99", "-ENOSYS"),
             ("call 0x7fffffff", "-ENOSYS"),
             ("xen_version cmd 99", "-ENOSYS"),
             ("console_io read", "-ENOSYS"),
-            ("sched_op poll", "-ENOSYS"),
+            ("sched_op poll outside memory", "-EFAULT"),
             ("sched_op 99", "-ENOSYS"),
             ("extraversion outside memory", "-EFAULT"),
             ("get_features outside memory", "-EFAULT"),
@@ -104,6 +105,7 @@ every_backend! {
             .forbid(" wanted ")
             .forbid(": fault #");
         for (call, answer) in [
+            ("bind_ipi before shared_info", "-EINVAL"),
             ("memory_op add_to_physmap grant_table", "-EINVAL"),
             ("memory_op add_to_physmap shared_info idx 1", "-EINVAL"),
             ("memory_op add_to_physmap for another domain", "-EPERM"),
@@ -130,13 +132,16 @@ every_backend! {
             ("hvm_op 99", "-ENOSYS"),
             ("hvm_op set_evtchn_upcall_vector", "0x0"),
             ("bind_interdomain unknown connection", "-EINVAL"),
-            ("bind_interdomain wrong domain", "-EINVAL"),
+            ("bind_interdomain to no partition", "-ESRCH"),
+            ("bind_interdomain of the connection's id to this domain", "-EINVAL"),
             ("bind_interdomain incoming connection", "port 1"),
-            ("bind_interdomain incoming connection again", "-EBUSY"),
+            ("bind_interdomain incoming connection again", "-EINVAL"),
             ("bind_interdomain outgoing connection", "port 2"),
             ("send on the receiving end of an event connection", "-EPERM"),
             ("send to a Hyper-V partition whose SynIC is off", "-ENOTCONN"),
             ("alloc_unbound for another domain", "-EPERM"),
+            ("alloc_unbound for no partition", "-ESRCH"),
+            ("status for another domain", "-EPERM"),
             ("bind_virq 24", "-EINVAL"),
             ("bind_virq vcpu 1", "-ENOENT"),
             ("bind_ipi vcpu 1", "-ENOENT"),
@@ -154,12 +159,18 @@ every_backend! {
             ("event_channel_op set_priority", "-ENOSYS"),
             ("event_channel_op 99", "-ENOSYS"),
             ("sched_op poll", "0x0"),
+            ("sched_op poll of port 256", "-EINVAL"),
             ("sched_op poll outside memory", "-EFAULT"),
             ("alloc_unbound", "port 3"),
             ("bind_interdomain to the unbound port", "port 4"),
             ("bind_ipi", "port 5"),
-            ("bind_virq timer", "port 6"),
-            ("bind_vcpu of the virq port to vcpu 0", "0x0"),
+            ("bind_virq console", "port 6"),
+            ("bind_virq console again", "-EEXIST"),
+            ("bind_virq console on vcpu 1", "-ENOENT"),
+            ("bind_virq timer", "port 7"),
+            ("bind_vcpu of the global virq port to vcpu 0", "0x0"),
+            ("bind_vcpu of the per-vcpu virq port", "-EINVAL"),
+            ("bind_vcpu of the ipi port", "-EINVAL"),
             ("send on the virq port", "-EINVAL"),
             ("close of the loopback port 4", "0x0"),
             ("close of port 4 again", "-EINVAL"),
@@ -175,21 +186,22 @@ every_backend! {
             ("the loopback port 3", "interdomain to domain 1 port 4 (vcpu 0)"),
             ("the loopback port 4", "interdomain to domain 1 port 3 (vcpu 0)"),
             ("the ipi port", "ipi (vcpu 0)"),
-            ("the virq port", "virq 0 (vcpu 0)"),
+            ("the virq port", "virq 2 (vcpu 0)"),
             ("the incoming port", "interdomain to domain 0 port 1 (vcpu 0)"),
             ("the outgoing port", "interdomain to domain 0 port 2 (vcpu 0)"),
-            ("port 7", "closed"),
+            ("port 8", "closed"),
             ("port 3 after its peer closed", "unbound for domain 1 (vcpu 0)"),
             ("port 4 after close", "closed"),
         ] {
             run = run.expect(format!("[xen] xen: status of {port} -> {status}"));
         }
-        run.expect("[xen] xen: evtchn refusals answered as documented=true")
+        run.expect("[xen] xen: the upcall pending since register_vcpu_info arrived on the vector=true, ports pending 0")
+            .expect("[xen] xen: evtchn refusals answered as documented=true")
             .expect("[xen] xen: send on loopback 4 -> 3: Ok(()), upcall on vector 0xf3=true, port 3 pending=true")
             .expect("[xen] xen: send on loopback 3 -> 4: Ok(()), upcall on vector 0xf3=true, port 4 pending=true")
             .expect("[xen] xen: send on ipi: Ok(()), upcall on vector 0xf3=true, port 5 pending=true")
             .expect("[xen] xen: masked port 3: send Ok(()), upcall while masked=false, pending=true; unmask Ok(()), upcall=true, found=true")
-            .expect("[xen] xen: event channels work as documented=true (upcalls 4)")
+            .expect("[xen] xen: event channels work as documented=true (upcalls 5)")
             .expect("partition xen: reports PASS")
             .execute()
             .assert_passed();
