@@ -14,6 +14,15 @@
 //! `case=hyperv-side` (a Hyper-V partition beside it): "Microsoft Hv" at 0x4000_0000, no
 //! "XenVMMXenVMM" at any 0x100 step up to 0x4000_FF00, the leaves from 0x4000_0100 zero;
 //! prints, then idles (the Xen partition's verdict ends the run).
+//!
+//! `case=evtchn-refusals domid=N peer=ID in=CONNECTION out=CONNECTION` (the Xen partition):
+//! every memory_op, vcpu_op, hvm_op and event_channel_op refusal with its errno, then
+//! loopback, IPI and VIRQ ports, upcalls on its vector, masking, status and close.
+//!
+//! `case=pingpong role=ping|pong peer=ID n=N ev_out ev_in msg_out msg_in ring_out ring_in`
+//! (a Xen partition): N event round trips, then N numbered message round trips through
+//! the message rings, with a Hyper-V partition (`case=hyperv-pingpong n=N msg_out ev_out
+//! flag_in`, the echo side through abi's Hyper-V client) or another Xen partition (pong).
 #![no_std]
 #![no_main]
 

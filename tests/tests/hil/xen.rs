@@ -6,8 +6,8 @@ use bulkhead_tests::{Run, every_backend};
 every_backend! {
     /// The Xen partition ("xen", partition id 1) sees exactly Xen's CPUID block
     /// ("XenVMMXenVMM", version 4.17, the hypercall page MSR 0x40000000, vCPU id 0 and domain
-    /// id 1, the upcall vector offered), zeros up to 0x400000FF and no "Microsoft Hv" at any 0x100 step; the hypercall
-    /// page MSR reads 0, refuses a page index other than 0 and a page outside its memory
+    /// id 1, the upcall vector offered), zeros up to 0x400000FF and no "Microsoft Hv" at any
+    /// 0x100 step; the hypercall page MSR reads 0, refuses a page index other than 0 and a page outside its memory
     /// with #GP and fills the page with 128 stubs (VMCALL on VT-x, VMMCALL on SVM; stub 23,
     /// the PV-only iret, UD2 as on Xen);
     /// xen_version answers through the page and directly, extraversion ".0-bulkhead",
