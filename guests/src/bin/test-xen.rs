@@ -818,6 +818,9 @@ fn evtchn_refusals(domid: u16, peer: u16, conn_in: u32, conn_out: u32) -> bool {
 /// Message types of the ping-pong.
 const DATA: u32 = 1;
 const VERDICT: u32 = 2;
+/// The flow phase's messages, and its last one.
+const FLOW: u32 = 3;
+const FLOW_LAST: u32 = 4;
 
 /// A ping-pong message: sequence number, then its complement.
 fn data(seq: u64) -> Message {
@@ -952,10 +955,11 @@ fn xen_pingpong(args: &str) -> bool {
         ring_in: rings.1,
         retries: 0,
     };
-    if ping { pingpong_ping(&mut end, n) } else { pingpong_pong(&mut end, n) }
+    let flow = arg(args, "flow") == Some("1");
+    if ping { pingpong_ping(&mut end, n, flow) } else { pingpong_pong(&mut end, n) }
 }
 
-fn pingpong_ping(end: &mut XenEnd, n: u64) -> bool {
+fn pingpong_ping(end: &mut XenEnd, n: u64, flow: bool) -> bool {
     let start = rdtsc();
     let mut sent = 0;
     for _ in 0..n {
@@ -1005,6 +1009,7 @@ fn pingpong_ping(end: &mut XenEnd, n: u64) -> bool {
     if let Some(failure) = failure {
         println!("xen: ping-pong stopped: {}", failure);
     }
+    let flow_ok = !flow || flow_to_hyperv(end);
     let verdict = end.receive();
     let peer_passed = verdict.is_ok_and(|m| m.header.message_type == VERDICT && m.payload() == [1]);
     // The receiver's send on a message connection is its "consumed" notice: accepted.
@@ -1013,7 +1018,50 @@ fn pingpong_ping(end: &mut XenEnd, n: u64) -> bool {
         "xen: peer's verdict pass={}; consumed notice {:?}; -ENOTCONN/-EAGAIN/full retries {}",
         peer_passed, notice, end.retries
     );
-    sent == n && received == n && in_order && failure.is_none() && peer_passed && notice.is_ok()
+    sent == n && received == n && in_order && failure.is_none() && flow_ok && peer_passed && notice.is_ok()
+}
+
+/// The flow phase with a Hyper-V receiver that holds off until told: `capacity` messages
+/// fill its SynIC slot and queue (the connection's queue_depth + 1, the ring's capacity
+/// too); `capacity` more stay in the ring, the send answering -EAGAIN, and the ring is full.
+/// Then an event tells the receiver to drain, and the sender sends again until the ring
+/// is empty: all `2 * capacity` arrive, in order.
+fn flow_to_hyperv(end: &mut XenEnd) -> bool {
+    let capacity = end.ring_out.capacity().unwrap_or(0);
+    let count = 2 * u64::from(capacity);
+    let message = |seq: u64| {
+        let mut m = data(seq);
+        m.header.message_type = if seq + 1 == count { FLOW_LAST } else { FLOW };
+        m
+    };
+    let first_pushed = (0..u64::from(capacity)).filter(|&seq| end.ring_out.push(&message(seq)).is_ok()).count();
+    let first = end.xen.send(end.msg_out);
+    let second_pushed = (u64::from(capacity)..count).filter(|&seq| end.ring_out.push(&message(seq)).is_ok()).count();
+    let second = end.xen.send(end.msg_out);
+    let left = end.ring_out.outstanding();
+    let full = end.ring_out.push(&message(count));
+    let told = end.send(end.ev_out);
+    let mut resends = 0u64;
+    let last = loop {
+        match end.xen.send(end.msg_out) {
+            Err(e) if e.is(errno::EAGAIN) => resends += 1,
+            other => break other,
+        }
+    };
+    println!(
+        "xen: flow: {} messages, send {:?}; {} more, send {:?} with {:?} left in the ring, one more push {:?}",
+        first_pushed, first, second_pushed, second, left, full
+    );
+    println!("xen: flow: receiver told {:?}, the rest sent {:?} ({} resends)", told, last, resends);
+    first_pushed as u32 == capacity
+        && first.is_ok()
+        && second_pushed as u32 == capacity
+        && second == Err(Errno(errno::EAGAIN))
+        && left == Ok(capacity)
+        && full == Err(RingError::Full)
+        && told.is_ok()
+        && last.is_ok()
+        && end.ring_out.outstanding() == Ok(0)
 }
 
 fn pingpong_pong(end: &mut XenEnd, n: u64) -> bool {
@@ -1078,8 +1126,27 @@ fn hyperv_pingpong(args: &str) -> bool {
         }
         echoed += 1;
     }
-    let ok = answered == n && echoed == n && in_order;
+    let mut ok = answered == n && echoed == n && in_order;
     println!("hyperv-pingpong: {} messages echoed, in order={}", echoed, in_order);
+    if arg(args, "flow") == Some("1") {
+        // Hold off until told (the sender fills this SynIC's slot and queue, then its
+        // ring), then drain: every message, in order, up to the last.
+        end.wait_event();
+        let mut seq = 0u64;
+        let mut flow_in_order = true;
+        loop {
+            let message = end.wait_message();
+            let got = message.payload().get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8])));
+            let kind = message.header.message_type;
+            flow_in_order &= (kind == FLOW || kind == FLOW_LAST) && got == Some(seq);
+            seq += 1;
+            if kind != FLOW {
+                break;
+            }
+        }
+        println!("hyperv-pingpong: flow: {} messages drained in order={}", seq, flow_in_order);
+        ok &= flow_in_order;
+    }
     let sent = end.post_retrying(VERDICT, &[ok as u8]);
     println!("hyperv-pingpong: verdict sent {:?}", sent.map(|_| ()));
     ok

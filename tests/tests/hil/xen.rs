@@ -216,8 +216,11 @@ every_backend! {
     /// 0): 100 000 event round trips (EVTCHNOP_send -> the SynIC event flag, HvCallSignalEvent
     /// -> the Xen port and an upcall), then 100 000 message round trips (the Xen side's ring
     /// -> EVTCHNOP_send -> the Hyper-V SynIC slot; HvCallPostMessage -> the Xen side's ring
-    /// and port), each numbered message arriving in order on both sides, none lost; the
-    /// Hyper-V side's verdict comes back as a last message. The figures (TSC ticks per
+    /// and port), each numbered message arriving in order on both sides, none lost. Then
+    /// the queue rules: with the Hyper-V side holding off, 5 messages fill its SynIC slot
+    /// and queue (queue_depth 4), 5 more stay in the ring (send -EAGAIN), the ring is full;
+    /// once it drains, sending again delivers the rest, all 10 in order. The Hyper-V
+    /// side's verdict comes back as a last message. The figures (TSC ticks per
     /// round trip: instructions in Bochs) are printed, not judged.
     fn xen_hyperv_pingpong_events_and_messages(emulator) {
         let n = ROUND_TRIPS;
@@ -226,13 +229,18 @@ every_backend! {
             .scenario("tests/configs/bochs-xen-pingpong.toml")
             .switch(format!("xen:n={n}"))
             .switch(format!("hyperv:n={n}"))
-            .timeout(std::time::Duration::from_secs(900))
+            // About 20 to 40 s on each backend here; generous for a loaded machine.
+            .timeout(std::time::Duration::from_secs(300))
             .expect("[xen] xen: bound connections 2 4 1 3 to ports (Ok(1), Ok(2), Ok(3), Ok(4))")
             .expect("[xen] xen: rings ready=true (capacity Ok(5)) and true (capacity Ok(5))")
             .expect(format!("[xen] xen: {n} event round trips of {n} answered; "))
             .expect(format!("[hyperv] hyperv-pingpong: {n} events answered"))
             .expect(format!("[hyperv] hyperv-pingpong: {n} messages echoed, in order=true"))
             .expect(format!("[xen] xen: {n} message round trips of {n}: in order=true, none lost=true; "))
+            // Queue depth and no loss: the receiver's slot and queue (5), then the ring (5).
+            .expect("[xen] xen: flow: 5 messages, send Ok(()); 5 more, send Err(Errno(11)) with Ok(5) left in the ring, one more push Err(Full)")
+            .expect("[xen] xen: flow: receiver told Ok(()), the rest sent Ok(()) (")
+            .expect("[hyperv] hyperv-pingpong: flow: 10 messages drained in order=true")
             .expect("[xen] xen: peer's verdict pass=true; consumed notice Ok(())")
             .expect("partition xen: reports PASS")
             .forbid("ping-pong stopped")
@@ -254,7 +262,8 @@ every_backend! {
             .scenario("tests/configs/bochs-xen-xen.toml")
             .switch(format!("xen-a:n={n}"))
             .switch(format!("xen-b:n={n}"))
-            .timeout(std::time::Duration::from_secs(900))
+            // About 20 to 40 s on each backend here; generous for a loaded machine.
+            .timeout(std::time::Duration::from_secs(300))
             .expect("[xen-a] xen: bound connections 2 4 1 3 to ports (Ok(1), Ok(2), Ok(3), Ok(4))")
             .expect("[xen-b] xen: bound connections 4 2 3 1 to ports (Ok(1), Ok(2), Ok(3), Ok(4))")
             .expect("[xen-a] xen: rings ready=true (capacity Ok(5)) and true (capacity Ok(5))")
