@@ -9,9 +9,9 @@
 //! volatile accesses (never referenced), so a peer writing at the same time can only give
 //! wrong bytes, never undefined behaviour.
 //!
-//! Protocol (single producer, single consumer; u32 counters, slot `n % SLOTS`; 2^32 is not
-//! a multiple of SLOTS, so the slot sequence breaks at the counters' wrap, after 4 billion
-//! messages: a ring must be restarted before that):
+//! Protocol (single producer, single consumer; u64 counters, slot `n % SLOTS`: they would
+//! wrap after 2^64 messages, which no ring lives to see, so the slot sequence never breaks;
+//! with u32 counters it would, 2^32 not being a multiple of SLOTS):
 //! - producer: if `produced - consumed < capacity`, write message `produced` into slot
 //!   `produced % SLOTS`, then store `produced + 1` with Release (the slot's bytes are
 //!   visible before the new count); `consumed` is read with Acquire (the consumer has
@@ -24,7 +24,7 @@ use crate::xen::ring::{
     BYTES, MAGIC, OFF_CAPACITY, OFF_CONSUMED, OFF_MAGIC, OFF_PRODUCED, OFF_SLOTS, OFF_VERSION, SLOT_BYTES, SLOTS,
     SLOTS_OFFSET, VERSION,
 };
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Why a ring operation did not happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub enum RingError {
     Full,
     /// The counters say more messages are outstanding than the capacity allows: the
     /// other party wrote nonsense (or the ring was reset under this one).
-    Corrupt { produced: u32, consumed: u32 },
+    Corrupt { produced: u64, consumed: u64 },
 }
 
 /// The header fields, as read.
@@ -84,6 +84,13 @@ impl Ring {
         unsafe { AtomicU32::from_ptr(self.page.add(offset).cast::<u32>()) }
     }
 
+    fn counter(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset == OFF_PRODUCED || offset == OFF_CONSUMED);
+        // SAFETY: `new`'s contract (the page is 8-byte aligned: a page); the counters sit
+        // at 8-byte aligned offsets inside the header and are only accessed atomically.
+        unsafe { AtomicU64::from_ptr(self.page.add(offset).cast::<u64>()) }
+    }
+
     /// The header as it is now.
     pub fn header(&self) -> Header {
         Header {
@@ -119,32 +126,32 @@ impl Ring {
         self.word(OFF_VERSION).store(VERSION, Ordering::Relaxed);
         self.word(OFF_SLOTS).store(SLOTS, Ordering::Relaxed);
         self.word(OFF_CAPACITY).store(capacity, Ordering::Relaxed);
-        self.word(OFF_PRODUCED).store(0, Ordering::Relaxed);
-        self.word(OFF_CONSUMED).store(0, Ordering::Relaxed);
+        self.counter(OFF_PRODUCED).store(0, Ordering::Relaxed);
+        self.counter(OFF_CONSUMED).store(0, Ordering::Relaxed);
         self.word(OFF_MAGIC).store(MAGIC, Ordering::Release);
         capacity
     }
 
     /// Messages written so far (Acquire: the slots up to it are visible).
-    pub fn produced(&self) -> u32 {
-        self.word(OFF_PRODUCED).load(Ordering::Acquire)
+    pub fn produced(&self) -> u64 {
+        self.counter(OFF_PRODUCED).load(Ordering::Acquire)
     }
 
     /// Messages consumed so far (Acquire: the consumer is done with their slots).
-    pub fn consumed(&self) -> u32 {
-        self.word(OFF_CONSUMED).load(Ordering::Acquire)
+    pub fn consumed(&self) -> u64 {
+        self.counter(OFF_CONSUMED).load(Ordering::Acquire)
     }
 
     /// (produced, consumed, outstanding), checked against the capacity.
-    fn counters(&self) -> Result<(u32, u32, u32), RingError> {
+    fn counters(&self) -> Result<(u64, u64, u32), RingError> {
         let capacity = self.capacity()?;
         let produced = self.produced();
         let consumed = self.consumed();
         let outstanding = produced.wrapping_sub(consumed);
-        if outstanding > capacity {
+        if outstanding > u64::from(capacity) {
             return Err(RingError::Corrupt { produced, consumed });
         }
-        Ok((produced, consumed, outstanding))
+        Ok((produced, consumed, outstanding as u32))
     }
 
     /// Messages written and not yet consumed.
@@ -157,8 +164,8 @@ impl Ring {
         Ok(self.outstanding()? < self.capacity()?)
     }
 
-    fn slot(&self, index: u32) -> *mut u64 {
-        let offset = SLOTS_OFFSET + (index % SLOTS) as usize * SLOT_BYTES;
+    fn slot(&self, index: u64) -> *mut u64 {
+        let offset = SLOTS_OFFSET + (index % u64::from(SLOTS)) as usize * SLOT_BYTES;
         debug_assert!(offset + SLOT_BYTES <= BYTES);
         // SAFETY: inside the page (`index % SLOTS` < SLOTS); the slot offsets are multiples
         // of 256, so the u64 accesses are aligned if the page is.
@@ -167,7 +174,7 @@ impl Ring {
 
     /// Producer: writes `message` as message number `produced` and publishes it. Returns
     /// the new `produced`. `Full` when `capacity` messages are outstanding.
-    pub fn push(&self, message: &Message) -> Result<u32, RingError> {
+    pub fn push(&self, message: &Message) -> Result<u64, RingError> {
         let (produced, _, outstanding) = self.counters()?;
         if outstanding >= self.capacity()? {
             return Err(RingError::Full);
@@ -181,7 +188,7 @@ impl Ring {
             unsafe { slot.add(i).write_volatile(word) };
         }
         let next = produced.wrapping_add(1);
-        self.word(OFF_PRODUCED).store(next, Ordering::Release);
+        self.counter(OFF_PRODUCED).store(next, Ordering::Release);
         Ok(next)
     }
 
@@ -205,13 +212,13 @@ impl Ring {
     /// Consumer: marks the message [`peek`](Self::peek) returned as consumed (its slot
     /// may be written again). Returns the new `consumed`; `Ok` with no change when the
     /// ring is empty.
-    pub fn discard(&self) -> Result<u32, RingError> {
+    pub fn discard(&self) -> Result<u64, RingError> {
         let (_, consumed, outstanding) = self.counters()?;
         if outstanding == 0 {
             return Ok(consumed);
         }
         let next = consumed.wrapping_add(1);
-        self.word(OFF_CONSUMED).store(next, Ordering::Release);
+        self.counter(OFF_CONSUMED).store(next, Ordering::Release);
         Ok(next)
     }
 
@@ -280,13 +287,13 @@ mod tests {
         // SAFETY: as above.
         let (producer, consumer) = unsafe { (Ring::new(page), Ring::new(page)) };
         producer.init(4);
-        // Start at an arbitrary count (a ring that has been running a while). Not across
-        // the counters' wrap at 2^32: 2^32 is not a multiple of SLOTS, so messages
-        // u32::MAX and 0 would share slot 0 (see `the_u32_wrap_breaks_the_slot_sequence`).
-        let start = 1_000_003;
+        // Start at an arbitrary count (a ring that has been running a while), here across
+        // 2^32, where u32 counters would have broken the slot sequence (2^32 is not a
+        // multiple of SLOTS).
+        let start: u64 = (1 << 32) - 7;
         for offset in [OFF_PRODUCED, OFF_CONSUMED] {
             // SAFETY: a test page.
-            unsafe { page.add(offset).cast::<u32>().write(start) };
+            unsafe { page.add(offset).cast::<u64>().write(start) };
         }
         let mut next = 0u64;
         let mut got = Vec::new();
@@ -309,7 +316,7 @@ mod tests {
         }
         assert_eq!(got, (0..next).collect::<Vec<_>>());
         assert!(next > 2 * u64::from(SLOTS));
-        assert_eq!(producer.produced(), start.wrapping_add(next as u32));
+        assert_eq!(producer.produced(), start + next);
         assert_eq!(consumer.consumed(), producer.produced());
     }
 
@@ -333,13 +340,13 @@ mod tests {
         assert_eq!(bytes[16..24], 16u64.to_le_bytes());
     }
 
-    /// The ABI says slot `n % SLOTS` with u32 counters: at the wrap the slot sequence jumps
-    /// (u32::MAX % 15 == 0 == 0 % 15), so two outstanding messages share a slot. Kept as
-    /// a test so that a change of the layout (or of the wrap) is a conscious one.
+    /// Slot `n % SLOTS` with u64 counters: past 2^32 the slot sequence goes on (with u32
+    /// counters messages 2^32 - 1 and 2^32 would both have used slot 0).
     #[test]
-    fn the_u32_wrap_breaks_the_slot_sequence() {
-        assert_eq!(u32::MAX % SLOTS, 0);
-        assert_eq!(0 % SLOTS, 0);
+    fn the_slot_sequence_goes_on_past_2_to_the_32() {
+        let n: u64 = u64::from(u32::MAX);
+        assert_eq!(n % u64::from(SLOTS), 0);
+        assert_eq!((n + 1) % u64::from(SLOTS), 1);
     }
 
     #[test]
@@ -349,7 +356,7 @@ mod tests {
         let ring = unsafe { Ring::new(page) };
         ring.init(3);
         for n in 0..3 {
-            assert_eq!(ring.push(&message(n)), Ok(n as u32 + 1));
+            assert_eq!(ring.push(&message(n)), Ok(n + 1));
         }
         assert_eq!(ring.has_room(), Ok(false));
         assert_eq!(ring.push(&message(3)), Err(RingError::Full));
