@@ -19,12 +19,18 @@
 //! - consumer: read `produced` with Acquire; if it differs from `consumed`, copy slot
 //!   `consumed % SLOTS`, then store `consumed + 1` with Release.
 
-use crate::hyperv::Message;
+use crate::hyperv::message::MAX_PAYLOAD;
+use crate::hyperv::{Message, MessageHeader};
 use crate::xen::ring::{
     BYTES, MAGIC, OFF_CAPACITY, OFF_CONSUMED, OFF_MAGIC, OFF_PRODUCED, OFF_SLOTS, OFF_VERSION, SLOT_BYTES, SLOTS,
     SLOTS_OFFSET, VERSION,
 };
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The 8-byte words a payload of `size` bytes occupies (capped at the 240 a message holds).
+fn payload_words(size: u8) -> usize {
+    usize::from(size).min(MAX_PAYLOAD).div_ceil(8)
+}
 
 /// Why a ring operation did not happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,9 +185,13 @@ impl Ring {
         if outstanding >= self.capacity()? {
             return Err(RingError::Full);
         }
-        let bytes = message.to_bytes();
         let slot = self.slot(produced);
-        for (i, chunk) in bytes.chunks_exact(8).enumerate() {
+        let header = message.header.to_bytes();
+        // The header, then only the words the payload occupies: a 16-byte message costs
+        // 4 stores, not 32.
+        let words = payload_words(message.header.payload_size);
+        let payload = message.payload.chunks_exact(8).take(words);
+        for (i, chunk) in header.chunks_exact(8).chain(payload).enumerate() {
             let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
             // SAFETY: inside the slot (256 bytes = 32 words); volatile because the peer may
             // read the page at any time (a well-behaved one not this slot).
@@ -200,13 +210,20 @@ impl Ring {
             return Ok(None);
         }
         let slot = self.slot(consumed);
-        let mut bytes = [0u8; Message::SIZE];
-        for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
+        let mut header = [0u8; 16];
+        for (i, chunk) in header.chunks_exact_mut(8).enumerate() {
             // SAFETY: inside the slot, see `push`.
-            let word = unsafe { slot.add(i).read_volatile() };
-            chunk.copy_from_slice(&word.to_le_bytes());
+            chunk.copy_from_slice(&unsafe { slot.add(i).read_volatile() }.to_le_bytes());
         }
-        Ok(Some(Message::from_bytes(&bytes)))
+        let mut message = Message::EMPTY;
+        message.header = MessageHeader::from_bytes(&header);
+        // Only the words the payload occupies (the rest of the copy stays zero).
+        let words = payload_words(message.header.payload_size);
+        for (i, chunk) in message.payload.chunks_exact_mut(8).take(words).enumerate() {
+            // SAFETY: inside the slot, see `push` (2 + i < 32).
+            chunk.copy_from_slice(&unsafe { slot.add(2 + i).read_volatile() }.to_le_bytes());
+        }
+        Ok(Some(message))
     }
 
     /// Consumer: marks the message [`peek`](Self::peek) returned as consumed (its slot

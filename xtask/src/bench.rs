@@ -76,6 +76,16 @@ const BENCH_CASES: &[BenchCase] = &[
     },
     BenchCase { name: "hv-message-ping-pong", key: "hv_message_ping_pong", unit: "instructions", target_max: |_| None },
     BenchCase { name: "hv-event-ping-pong", key: "hv_event_ping_pong", unit: "instructions", target_max: |_| None },
+    // The same round trips with a Xen partition on one side (docs/xen.md): its
+    // EVTCHNOP_send and the hypervisor's ring, against HvCallSignalEvent and
+    // HvCallPostMessage on the other (tests/configs/bochs-bench-xen.toml).
+    BenchCase { name: "xen-event-ping-pong", key: "xen_event_ping_pong", unit: "instructions", target_max: |_| None },
+    BenchCase {
+        name: "xen-message-ping-pong",
+        key: "xen_message_ping_pong",
+        unit: "instructions",
+        target_max: |_| None,
+    },
     BenchCase {
         name: "hv-messages-per-million",
         key: "hv_messages_per_million",
@@ -163,15 +173,18 @@ pub fn bench(json: bool, unikernel_only: bool) -> Result<ExitCode> {
             build_for(&root().join("tests/configs/bochs-bench-messaging.toml"))?,
             build_for(&root().join("tests/configs/bochs-bench-irq.toml"))?,
             build_for(&root().join("tests/configs/bochs-bench-supervision.toml"))?,
+            build_for(&root().join("tests/configs/bochs-bench-xen.toml"))?,
         ))
     };
     let mut results = Vec::new();
     for backend in BENCH_BACKENDS {
         let mut values = match &others {
-            Some((image, messaging, irq, supervision)) => {
+            Some((image, messaging, irq, supervision, xen)) => {
                 let mut values = bench_backend(backend, image, messaging)?;
                 values.extend(bench_device_interrupts(backend, irq)?);
                 values.extend(bench_supervision(backend, supervision)?);
+                // Both partitions' command lines are in the system file.
+                values.extend(bench_run(backend, xen, "xen", &[])?);
                 values
             }
             None => Vec::new(),

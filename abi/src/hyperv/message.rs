@@ -265,6 +265,16 @@ const _: () = {
 impl MessageHeader {
     pub const SIZE: usize = 16;
 
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        Self {
+            message_type: read_u32(bytes, 0),
+            payload_size: bytes[4],
+            message_flags: bytes[5],
+            reserved: u16::from_le_bytes([bytes[6], bytes[7]]),
+            origination_id: read_u64(bytes, 8),
+        }
+    }
+
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut bytes = [0; Self::SIZE];
         bytes[0..4].copy_from_slice(&self.message_type.to_le_bytes());
@@ -325,14 +335,9 @@ impl Message {
     pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
         let mut payload = [0; MAX_PAYLOAD];
         payload.copy_from_slice(&bytes[16..]);
-        let header = MessageHeader {
-            message_type: read_u32(bytes, 0),
-            payload_size: bytes[4],
-            message_flags: bytes[5],
-            reserved: u16::from_le_bytes([bytes[6], bytes[7]]),
-            origination_id: read_u64(bytes, 8),
-        };
-        Self { header, payload }
+        let mut header = [0; MessageHeader::SIZE];
+        header.copy_from_slice(&bytes[..16]);
+        Self { header: MessageHeader::from_bytes(&header), payload }
     }
 
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {

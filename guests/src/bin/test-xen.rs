@@ -956,10 +956,13 @@ fn xen_pingpong(args: &str) -> bool {
         retries: 0,
     };
     let flow = arg(args, "flow") == Some("1");
-    if ping { pingpong_ping(&mut end, n, flow) } else { pingpong_pong(&mut end, n) }
+    let bench = arg(args, "bench") == Some("1");
+    if ping { pingpong_ping(&mut end, n, flow, bench) } else { pingpong_pong(&mut end, n) }
 }
 
-fn pingpong_ping(end: &mut XenEnd, n: u64, flow: bool) -> bool {
+/// With `bench`, the round trips are also printed as `cargo xtask bench` figures
+/// (`xen-event-ping-pong`, `xen-message-ping-pong`: TSC ticks, instructions under Bochs).
+fn pingpong_ping(end: &mut XenEnd, n: u64, flow: bool, bench: bool) -> bool {
     let start = rdtsc();
     let mut sent = 0;
     for _ in 0..n {
@@ -977,6 +980,9 @@ fn pingpong_ping(end: &mut XenEnd, n: u64, flow: bool) -> bool {
         events_done - start,
         (events_done - start) / n.max(1)
     );
+    if bench {
+        println!("bench: xen_event_ping_pong={}", (events_done - start) / n.max(1));
+    }
     let mut in_order = true;
     let mut received = 0;
     let mut failure = None;
@@ -1006,6 +1012,9 @@ fn pingpong_ping(end: &mut XenEnd, n: u64, flow: bool) -> bool {
         messages_done - events_done,
         (messages_done - events_done) / n.max(1)
     );
+    if bench {
+        println!("bench: xen_message_ping_pong={}", (messages_done - events_done) / n.max(1));
+    }
     if let Some(failure) = failure {
         println!("xen: ping-pong stopped: {}", failure);
     }

@@ -165,11 +165,12 @@ impl PostedMessage {
 
     /// The whole message, copied (for a ring, which takes a `Message`).
     pub fn to_message(&self) -> bulkhead_abi::hyperv::Message {
-        let mut bytes = [0u8; MESSAGE_SIZE];
-        bytes[..4].copy_from_slice(&self.header[..4]);
-        // SAFETY: `bytes` is a whole message (256 bytes), `16 + len` at most that.
-        unsafe { self.copy_after_type(bytes.as_mut_ptr()) };
-        bulkhead_abi::hyperv::Message::from_bytes(&bytes)
+        let mut message = bulkhead_abi::hyperv::Message::EMPTY;
+        message.header = MessageHeader::from_bytes(&self.header);
+        // SAFETY: `len` (at most 240) bytes in the sender's own RAM (see `copy_after_type`)
+        // into the 240-byte payload.
+        unsafe { core::ptr::copy_nonoverlapping(self.payload as *const u8, message.payload.as_mut_ptr(), self.len) };
+        message
     }
 
     pub fn message_type(&self) -> u32 {

@@ -346,12 +346,7 @@ fn send_on_connection(partition: &Partition, index: usize) -> Result<(), i64> {
 /// (not ready). Counts an event received for an event connection.
 pub fn raise_connection(receiver: &Partition, index: usize) -> Result<(), ()> {
     let state = super::state(receiver).lock();
-    let port = state.ports.by_connection[index];
-    if port == 0 {
-        return Err(());
-    }
-    let vcpu = state.ports.table[usize::from(port)].vcpu;
-    let upcall = shared_info::set_pending(receiver, &state, u32::from(port), usize::from(vcpu));
+    let upcall = raise_bound(receiver, &state, index)?;
     drop(state);
     if let Some(upcall) = upcall {
         upcall.send();
@@ -360,6 +355,14 @@ pub fn raise_connection(receiver: &Partition, index: usize) -> Result<(), ()> {
         receiver.health.events_received.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Raises the port `receiver` bound to connection `index`, its state locked (`state`);
+/// `Err` when it has not bound it. Returns the upcall to send once the lock is dropped.
+pub fn raise_bound(receiver: &Partition, state: &XenState, index: usize) -> Result<Option<shared_info::Upcall>, ()> {
+    let port = state.ports.bound_to(index).ok_or(())?;
+    let vcpu = state.ports.table[usize::from(port)].vcpu;
+    Ok(shared_info::set_pending(receiver, state, u32::from(port), usize::from(vcpu)))
 }
 
 /// HvCallSignalEvent on event connection `index` whose receiver speaks Xen: raises the

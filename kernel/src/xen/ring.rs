@@ -72,8 +72,10 @@ pub fn init_all() {
 pub fn post_from_hyperv(index: usize, connection: &Connection, message: &PostedMessage) -> HvStatus {
     let receiver = partition::get(connection.to);
     let Some(ring) = ring_of(connection) else { return HvStatus::InvalidSynicState };
+    // Lock order: a ring, then its receiver's event state (never the other way round).
     let lock = LOCKS[index].lock();
-    if super::state(receiver).lock().ports.bound_to(index).is_none() {
+    let state = super::state(receiver).lock();
+    if state.ports.bound_to(index).is_none() {
         return HvStatus::InvalidSynicState;
     }
     match ring.push(&message.to_message()) {
@@ -82,10 +84,13 @@ pub fn post_from_hyperv(index: usize, connection: &Connection, message: &PostedM
         // The receiver damaged the header: it is not in a state to receive.
         Err(_) => return HvStatus::InvalidSynicState,
     }
+    let upcall = super::event_channel::raise_bound(receiver, &state, index);
+    drop(state);
     drop(lock);
+    if let Ok(Some(upcall)) = upcall {
+        upcall.send();
+    }
     receiver.health.messages_received.fetch_add(1, Ordering::Relaxed);
-    // Unbound meanwhile (closed or restarting): the message waits in the ring.
-    let _ = super::event_channel::raise_connection(receiver, index);
     HvStatus::Success
 }
 
