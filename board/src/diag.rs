@@ -261,9 +261,6 @@ rules! {
     LINUX_CMDLINE = "linux-cmdline":
         "a `linux` payload's `cmdline` is longer than the kernel accepts (cmdline_size in its setup header)",
         "shorten the command line; Linux would truncate it";
-    XEN_INTERFACE = "xen-interface":
-        "a partition with `interface = \"xen\"` that this version cannot start: a `linux` payload (Linux's Xen start-up needs shared_info and event channels)",
-        "give the partition interface \"hyperv\" (the default)";
     NOT_YET = "not-yet":
         "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: an assigned device's interrupts, PCI function or DMA, a Xen partition's connections",
         "the image builds, but the setting has no effect (or the partition is refused at boot, as a Linux payload is); see docs/config.md";

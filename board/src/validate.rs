@@ -857,21 +857,12 @@ fn device_has_port(device: &Device, port: u16) -> bool {
         || device.bars.iter().filter(|b| !b.memory).any(|b| b.range.base <= port && port - b.range.base < b.range.size)
 }
 
-/// `interface = "xen"` where this version cannot honour it yet (docs/xen.md): Linux's Xen
-/// start-up needs shared_info and event channels (an error: it would crash at boot), and a
-/// Xen partition's connections are not offered as event channels yet (a warning).
+/// `interface = "xen"` where this version cannot honour it yet (docs/xen.md): a Xen
+/// partition's connections are not offered as event channels yet (a warning).
 fn check_interfaces(sink: &mut Sink, raw: &RawSystem, names: &[Option<&str>]) {
     for (pi, p) in raw.partitions.iter().enumerate() {
         let (GuestInterface::Xen, Some(at)) = (p.interface, p.interface_at) else { continue };
         let pname = names.get(pi).copied().flatten().unwrap_or("?");
-        if p.payload.as_ref().and_then(|pl| pl.kind) == Some(PayloadKind::BzImage) {
-            sink.error_hint(
-                at,
-                rule::XEN_INTERFACE,
-                format!("partition `{pname}` runs Linux with interface \"xen\", which this version cannot start: Linux's Xen start-up needs shared_info and event channels"),
-                "give the Linux partition interface \"hyperv\" (the default)",
-            );
-        }
         let connected = raw.connections.iter().any(|c| {
             [&c.from, &c.to]
                 .iter()
