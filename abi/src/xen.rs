@@ -275,6 +275,7 @@ pub mod sched {
 pub mod errno {
     pub const EPERM: i64 = 1;
     pub const ENOENT: i64 = 2;
+    pub const ESRCH: i64 = 3;
     pub const EAGAIN: i64 = 11;
     pub const EACCES: i64 = 13;
     pub const EFAULT: i64 = 14;

@@ -261,8 +261,11 @@ rules! {
     LINUX_CMDLINE = "linux-cmdline":
         "a `linux` payload's `cmdline` is longer than the kernel accepts (cmdline_size in its setup header)",
         "shorten the command line; Linux would truncate it";
+    XEN_RING = "xen-ring":
+        "a message connection with an end whose partition has `interface = \"xen\"` has no `ring`, or its `ring` names no shared region, one smaller than 4 KiB, one a Xen end does not map \"rw\", or one that is already another connection's ring",
+        "give the connection `ring = \"REGION\"`: a [[shared_memory]] region of its own, at least 4 KiB, that every Xen end maps \"rw\"";
     NOT_YET = "not-yet":
-        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: an assigned device's interrupts, PCI function or DMA, a Xen partition's connections",
+        "(a warning, not an error) a setting this version of the hypervisor accepts but cannot honour yet: an assigned device's interrupts, PCI function or DMA",
         "the image builds, but the setting has no effect (or the partition is refused at boot, as a Linux payload is); see docs/config.md";
     DEPRECATED = "deprecated":
         "(a warning, not an error) a setting still accepted under an old name: `kind = \"bzimage\"` is now `kind = \"linux\"`",

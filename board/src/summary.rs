@@ -170,10 +170,19 @@ pub fn summary(system: &System) -> String {
             .connections
             .iter()
             .map(|c| {
-                let (kind, detail) = match c.kind {
+                let (kind, mut detail) = match c.kind {
                     ConnectionKind::Message { queue_depth } => ("message", format!("queue depth {queue_depth}")),
                     ConnectionKind::Event { flag } => ("event", format!("flag {flag}")),
                 };
+                // A ring is the first page of its own shared region (validate.rs).
+                if let Some(ring) = &c.ring {
+                    let region = system.shared_memory.iter().find(|s| s.host.base == ring.base);
+                    detail.push_str(&format!(
+                        ", ring `{}` host {}",
+                        region.map_or("?", |s| s.name.as_str()),
+                        span(ring.base, ring.size)
+                    ));
+                }
                 vec![
                     c.id.to_string(),
                     c.name.clone().unwrap_or_else(|| "-".to_owned()),

@@ -59,9 +59,8 @@ pub(crate) struct RawPartition {
     /// `supervises`: the names as written, and where the key is.
     pub supervises: Vec<At<String>>,
     pub supervises_at: Option<Loc>,
-    /// `interface`, and where it was written.
+    /// `interface`.
     pub interface: GuestInterface,
-    pub interface_at: Option<Loc>,
 }
 
 pub(crate) struct RawRegion {
@@ -101,6 +100,8 @@ pub(crate) struct RawConnection {
     pub kind: Option<RawKind>,
     pub queue_depth: Option<At<i128>>,
     pub flag: Option<At<i128>>,
+    /// `ring`: the shared region that carries a message connection with a Xen end.
+    pub ring: Option<At<String>>,
 }
 
 pub(crate) struct RawShared {
@@ -147,7 +148,8 @@ pub(crate) const PARTITION_KEYS: &[&str] = &[
 ];
 pub(crate) const MEMORY_KEYS: &[&str] = &["guest_base", "size", "host_base", "access", "large_pages"];
 pub(crate) const PAYLOAD_KEYS: &[&str] = &["kind", "path", "entry", "cmdline", "initrd"];
-pub(crate) const CONNECTION_KEYS: &[&str] = &["id", "name", "from", "to", "kind", "sint", "queue_depth", "flag"];
+pub(crate) const CONNECTION_KEYS: &[&str] =
+    &["id", "name", "from", "to", "kind", "sint", "queue_depth", "flag", "ring"];
 /// Connection names the Linux module uses for its own devices (docs/linux.md).
 pub(crate) const RESERVED_CONNECTION_NAMES: &[&str] = &["self", "supervisor"];
 pub(crate) const SHARED_KEYS: &[&str] = &["name", "size", "host_base", "sharers"];
@@ -452,7 +454,6 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
         .and_then(|v| cx.array(v, "supervises"))
         .map(|items| items.iter().filter_map(|item| at_string(cx, item, "supervises")).collect())
         .unwrap_or_default();
-    let interface_at = table.get("interface").map(|v| cx.at(v));
     let interface = match table.get("interface") {
         None => GuestInterface::HyperV,
         Some(v) => match cx.string(v, "interface") {
@@ -486,7 +487,6 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
         supervises,
         supervises_at,
         interface,
-        interface_at,
     }
 }
 
@@ -659,9 +659,12 @@ fn read_connection(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawConnection {
     });
     let mut queue_depth = None;
     let mut flag = None;
+    let mut ring = None;
     match kind {
         Some(RawKind::Message) => {
             queue_depth = table.required(cx, "queue_depth").and_then(|v| at_int(cx, v, "queue_depth"));
+            // Whether a ring belongs here depends on the ends' interfaces: validate.rs.
+            ring = table.get("ring").and_then(|v| at_string(cx, v, "ring"));
             if table.get("flag").is_some() {
                 cx.error_hint(
                     &table.key_span("flag"),
@@ -681,10 +684,18 @@ fn read_connection(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawConnection {
                     "remove `queue_depth`, or set kind = \"message\"",
                 );
             }
+            if table.get("ring").is_some() {
+                cx.error_hint(
+                    &table.key_span("ring"),
+                    rule::INVALID_VALUE,
+                    "`ring` only applies to message connections",
+                    "an event connection needs no ring (a Xen end sees it as an event channel): remove `ring`, or set kind = \"message\"",
+                );
+            }
         }
         None => {}
     }
-    RawConnection { at, id, name, from, to, sint, kind, queue_depth, flag }
+    RawConnection { at, id, name, from, to, sint, kind, queue_depth, flag, ring }
 }
 
 fn read_shared(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawShared {

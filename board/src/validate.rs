@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::board::{RangeExt, RawBoard, show_range, show_size};
+use crate::codegen::access_text;
 use crate::diag::{Loc, Sink, rule};
 use crate::model::{Board, Connection, Device, IommuScope, Partition, Payload, SharedMemory, System, Watchdog};
 use crate::payload;
@@ -20,6 +21,7 @@ use crate::tables::{
     Sharer,
 };
 use crate::value::MIB;
+use bulkhead_abi::xen::ring as xen_ring;
 use bulkhead_virt::bzimage::{RamRegion, Range};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, Ept, MapError, MemoryType, Npt, Slat};
 
@@ -385,7 +387,6 @@ pub(crate) fn validate(
 
     // --- Supervision: who supervises whom, and the monitor's core -------------------------
     let supervises = check_supervises(sink, &raw, &names, all_named);
-    check_interfaces(sink, &raw, &names);
     let board_watchdog_at = board.as_ref().and_then(|b| b.raw.watchdog_at);
     let monitor_core = board_ref.and_then(|board| {
         let (at, what) = monitor_reason(&raw, &names, board_watchdog_at)?;
@@ -475,8 +476,12 @@ pub(crate) fn validate(
         unique(sink, &n, &at, "connection");
     }
     let mut connections = Vec::new();
+    // Per connection in `connections`: its index in the file (`raw.connections`).
+    let mut connection_rows: Vec<usize> = Vec::new();
+    // Per connection in the file: its ends, where they name partitions.
+    let mut connection_ends: Vec<[Option<PartitionId>; 2]> = Vec::new();
     let mut ids: BTreeMap<u32, ()> = BTreeMap::new();
-    for c in &raw.connections {
+    for (ci, c) in raw.connections.iter().enumerate() {
         let mut lookup = |end: &Option<At<String>>, which: &str| -> Option<PartitionId> {
             let end = end.as_ref()?;
             let id = partition_id(&end.v);
@@ -492,6 +497,8 @@ pub(crate) fn validate(
         };
         let from = lookup(&c.from, "from");
         let to = lookup(&c.to, "to");
+        connection_ends.push([from, to]);
+        let xen_end = [from, to].into_iter().flatten().find(|&id| is_xen(&raw, id));
         if let (Some(f), Some(t), Some(to_at)) = (from, to, c.to.as_ref())
             && f == t
         {
@@ -517,6 +524,19 @@ pub(crate) fn validate(
                         q.at,
                         rule::CONNECTION_QUEUE_DEPTH,
                         format!("queue_depth {} is not in 1..={MAX_QUEUE_DEPTH}", q.v),
+                    );
+                } else if let (Some(depth), Some(xen)) = (v, xen_end)
+                    && depth > XEN_RING_MAX_QUEUE_DEPTH
+                {
+                    sink.error_hint(
+                        q.at,
+                        rule::CONNECTION_QUEUE_DEPTH,
+                        format!(
+                            "queue_depth {depth} is more than a connection with a Xen end can hold: `{}` speaks Xen and receives or sends through the connection's ring, which has {} slots, one for the message being received and {XEN_RING_MAX_QUEUE_DEPTH} waiting",
+                            names.get(usize::from(xen.0)).copied().flatten().unwrap_or("?"),
+                            xen_ring::SLOTS
+                        ),
+                        format!("use a queue_depth between 1 and {XEN_RING_MAX_QUEUE_DEPTH} for a connection with a Xen end"),
                     );
                 }
                 v.map(|queue_depth| ConnectionKind::Message { queue_depth })
@@ -544,6 +564,7 @@ pub(crate) fn validate(
                 kind,
                 ring: None,
             });
+            connection_rows.push(ci);
         }
     }
 
@@ -666,6 +687,7 @@ pub(crate) fn validate(
         }
         shared_sharers.push(sharers);
     }
+    let rings = check_rings(sink, &raw, &names, &connection_ends, &shared_sharers);
 
     // --- Host memory: fixed placements, then first-fit allocation -------------------------
     let mut placements: Vec<Placement> = Vec::new();
@@ -828,6 +850,15 @@ pub(crate) fn validate(
             sharers,
         });
     }
+    // A ring is the first page of its region (`bulkhead_abi::xen::ring::BYTES`).
+    for (c, &ci) in connections.iter_mut().zip(&connection_rows) {
+        c.ring = rings
+            .get(ci)
+            .copied()
+            .flatten()
+            .and_then(|si| shared_memory.get(si))
+            .map(|s: &SharedMemory| PhysRange { base: s.host.base, size: XEN_RING_BYTES });
+    }
     Some(System {
         name: raw.name.unwrap_or_else(|| inputs.default_name.clone()),
         file: inputs.system_file.to_owned(),
@@ -847,6 +878,157 @@ pub(crate) fn validate(
     })
 }
 
+/// A Xen message ring's page: the first 4 KiB of its region (layout `bulkhead_abi::xen::ring`).
+const XEN_RING_BYTES: u64 = xen_ring::BYTES as u64;
+/// Deepest queue of a connection with a Xen end: its ring holds `queue_depth + 1` messages
+/// (the one being received and those waiting) in [`xen_ring::SLOTS`] slots.
+const XEN_RING_MAX_QUEUE_DEPTH: u32 = xen_ring::SLOTS - 1;
+
+/// Whether partition `id` speaks Xen's interface.
+fn is_xen(raw: &RawSystem, id: PartitionId) -> bool {
+    raw.partitions.get(usize::from(id.0)).is_some_and(|p| p.interface == GuestInterface::Xen)
+}
+
+/// How problems name a connection: by its name when it has one, else by its id.
+fn connection_label(c: &crate::system::RawConnection) -> String {
+    match (&c.name, &c.id) {
+        (Some(name), _) => format!("connection `{}`", name.v),
+        (None, Some(id)) => format!("connection {}", id.v),
+        (None, None) => "connection".to_owned(),
+    }
+}
+
+/// `ring` of every message connection (docs/config.md, `[[connection]]`): a connection
+/// with a Xen end carries its messages in a page both sides see (docs/xen.md), so it must
+/// name a shared region (rule `xen-ring`) of at least one page, that every Xen end maps
+/// readable and writable (a Xen end writes the counters, and the slots when it sends), and
+/// that is no other connection's ring (two connections' counters would clash). A ring on a
+/// connection without a Xen end is `invalid-value`: the hypervisor would never read it.
+/// Returns, per connection of the file, the index of its ring's shared region.
+fn check_rings(
+    sink: &mut Sink,
+    raw: &RawSystem,
+    names: &[Option<&str>],
+    ends: &[[Option<PartitionId>; 2]],
+    shared_sharers: &[Vec<Sharer>],
+) -> Vec<Option<usize>> {
+    let mut rings: Vec<Option<usize>> = vec![None; raw.connections.len()];
+    let region_names: Vec<&str> = raw.shared.iter().filter_map(|s| s.name.as_ref().map(|n| n.v.as_str())).collect();
+    let all_regions_named = region_names.len() == raw.shared.len();
+    let pname = |id: PartitionId| names.get(usize::from(id.0)).copied().flatten().unwrap_or("?");
+    for (ci, (c, ends)) in raw.connections.iter().zip(ends).enumerate() {
+        if c.kind != Some(RawKind::Message) {
+            // An event connection's `ring` was refused where it was read.
+            continue;
+        }
+        let xen_ends: Vec<PartitionId> = ends.iter().flatten().copied().filter(|&id| is_xen(raw, id)).collect();
+        let label = connection_label(c);
+        let Some(ring) = &c.ring else {
+            if let Some(&xen) = xen_ends.first() {
+                sink.error_hint(
+                    c.at,
+                    rule::XEN_RING,
+                    format!("message {label} has no `ring`, but its end `{}` speaks Xen", pname(xen)),
+                    "add `ring = \"REGION\"`: a [[shared_memory]] region of at least 4 KiB that every Xen end of the connection maps \"rw\"; its first page carries the messages (docs/xen.md)",
+                );
+            }
+            continue;
+        };
+        if xen_ends.is_empty() {
+            // Only when both ends are known to speak Hyper-V (an unknown end is reported).
+            if let [Some(from), Some(to)] = *ends {
+                sink.error_hint(
+                    ring.at,
+                    rule::INVALID_VALUE,
+                    format!(
+                        "`ring` only applies to a message connection with a Xen end, and both ends of {label}, `{}` and `{}`, speak Hyper-V",
+                        pname(from),
+                        pname(to)
+                    ),
+                    "remove `ring`: Hyper-V partitions receive messages in their SynIC message page",
+                );
+            }
+            continue;
+        }
+        let Some(si) = raw.shared.iter().position(|s| s.name.as_ref().is_some_and(|n| n.v == ring.v)) else {
+            if all_regions_named {
+                let hint = if region_names.is_empty() {
+                    "the system has no [[shared_memory]] regions: add one of at least 4 KiB that every Xen end maps \"rw\"".to_owned()
+                } else {
+                    format!("shared memory regions are: {}", region_names.join(", "))
+                };
+                sink.error_hint(
+                    ring.at,
+                    rule::XEN_RING,
+                    format!("ring `{}` of {label}: no shared memory region of that name", ring.v),
+                    hint,
+                );
+            }
+            continue;
+        };
+        if let Some(other) = rings.iter().position(|r| *r == Some(si)).and_then(|o| raw.connections.get(o)) {
+            sink.error_hint(
+                ring.at,
+                rule::XEN_RING,
+                format!("shared memory `{}` is already the ring of {}", ring.v, connection_label(other)),
+                "give each message connection with a Xen end a region of its own: the ring's counters belong to one connection",
+            );
+            continue;
+        }
+        let region = raw.shared.get(si);
+        // Sizes are non-zero multiples of 4 KiB (or already refused), so this holds unless
+        // the ring's page size changes.
+        if let Some(size) = region.and_then(|s| s.size.as_ref())
+            && size.v < XEN_RING_BYTES
+        {
+            sink.error_hint(
+                ring.at,
+                rule::XEN_RING,
+                format!("ring `{}` of {label} has {} bytes; a ring takes {XEN_RING_BYTES}", ring.v, size.v),
+                format!("make `{}` at least 4 KiB", ring.v),
+            );
+        }
+        for &xen in &xen_ends {
+            match shared_sharers.get(si).and_then(|sh| sh.iter().find(|s| s.partition == xen)) {
+                None => sink.error_hint(
+                    ring.at,
+                    rule::XEN_RING,
+                    format!(
+                        "ring `{}` of {label}: its Xen end `{}` does not map the region",
+                        ring.v,
+                        pname(xen)
+                    ),
+                    format!(
+                        "add `{{ partition = \"{}\", guest_base = ADDRESS, access = \"rw\" }}` to the sharers of `{}`",
+                        pname(xen),
+                        ring.v
+                    ),
+                ),
+                Some(s) if !(s.access.read && s.access.write) => sink.error_hint(
+                    ring.at,
+                    rule::XEN_RING,
+                    format!(
+                        "ring `{}` of {label}: its Xen end `{}` maps the region {:?}, not \"rw\"",
+                        ring.v,
+                        pname(xen),
+                        access_text(&s.access)
+                    ),
+                    format!(
+                        "give `{}` access \"rw\" to `{}`: a Xen end writes the ring's counters, and its slots when it sends",
+                        pname(xen),
+                        ring.v
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Some(r) = rings.get_mut(ci) {
+            *r = Some(si);
+        }
+    }
+    rings
+}
+
 /// The RTC's index and data ports, through which the hypervisor writes a CMOS reset record.
 const CMOS_PORTS: [u16; 2] = [0x70, 0x71];
 
@@ -855,28 +1037,6 @@ fn device_has_port(device: &Device, port: u16) -> bool {
     let port = u64::from(port);
     device.io_ports.iter().any(|r| u64::from(r.base) <= port && port < u64::from(r.base) + u64::from(r.count))
         || device.bars.iter().filter(|b| !b.memory).any(|b| b.range.base <= port && port - b.range.base < b.range.size)
-}
-
-/// `interface = "xen"` where this version cannot honour it yet (docs/xen.md): a Xen
-/// partition's connections are not offered as event channels yet (a warning).
-fn check_interfaces(sink: &mut Sink, raw: &RawSystem, names: &[Option<&str>]) {
-    for (pi, p) in raw.partitions.iter().enumerate() {
-        let (GuestInterface::Xen, Some(at)) = (p.interface, p.interface_at) else { continue };
-        let pname = names.get(pi).copied().flatten().unwrap_or("?");
-        let connected = raw.connections.iter().any(|c| {
-            [&c.from, &c.to]
-                .iter()
-                .any(|end| end.as_ref().is_some_and(|n| Some(n.v.as_str()) == names.get(pi).copied().flatten()))
-        });
-        if connected {
-            sink.warn(
-                at,
-                rule::NOT_YET,
-                format!("partition `{pname}` has connections, but a Xen partition is not offered event channels yet: it cannot reach them"),
-                "keep the connections for when the Xen adapter lands, or give the partition interface \"hyperv\"",
-            );
-        }
-    }
 }
 
 /// `supervises` of every partition, resolved to partition ids in the order written: each

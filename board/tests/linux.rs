@@ -88,7 +88,7 @@ fn a_distribution_sized_kernel_needs_its_init_size_above_16_mib() {
 fn connection_names_reach_the_tables() {
     let system = load_system(&config_dir().join("valid/full.toml"), &options()).result.unwrap();
     let names: Vec<Option<&str>> = system.connections.iter().map(|c| c.name.as_deref()).collect();
-    assert_eq!(names, [Some("telemetry"), Some("wake-0"), None]);
+    assert_eq!(names, [Some("telemetry"), Some("wake-0"), None, Some("to-bare")]);
     let source = bulkhead_board::generate_tables(&system);
     assert!(source.contains("name: Some(\"telemetry\"),") && source.contains("name: None,"));
     assert!(bulkhead_board::summary(&system).contains("wake-0"));

@@ -189,6 +189,7 @@ fn start_vcpu<B: Backend>(
         // A fresh start: the partition's Hyper-V state (SynIC, hypercall page, reference
         // time) goes back to its power-on values along with its memory.
         crate::hyperv::reset_partition(partition);
+        crate::xen::reset_partition(partition);
         let entry = partition.load(boot).map_err(|()| Fault::Load)?;
         // The TSC of the start: with Bochs's instruction clock, where a benchmark's count of
         // the partition's boot begins (docs/performance.md).

@@ -264,6 +264,16 @@ pub static SYSTEM: SystemConfig = SystemConfig {
             kind: ConnectionKind::Event { flag: 0 },
             ring: None,
         },
+        // connection 18 `to-bare`: `rt-control` -> `bare` on SINT 3, message, queue depth 14
+        Connection {
+            id: 18,
+            name: Some("to-bare"),
+            from: PartitionId(0),
+            to: PartitionId(2),
+            sint: 3,
+            kind: ConnectionKind::Message { queue_depth: 14 },
+            ring: Some(PhysRange { base: 0x380_0000, size: 0x1000 }),
+        },
     ],
     shared_memory: &[
         // shared memory `ring`: host [0x8800000, 0x8810000) 64 KiB

@@ -122,6 +122,9 @@ fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<
                     header.payload_size as usize,
                 )
             };
+            if crate::xen::speaks_xen(crate::partition::get(connection.to)) {
+                return status(crate::xen::ring::post_from_hyperv(index, connection, &message));
+            }
             status(synic::post(index, connection, &message))
         }
         _ => {
@@ -131,11 +134,14 @@ fn call(partition: &Partition, input: HypercallInput, parameter: u64) -> Result<
                 SignalEventInput::from_bytes(&read_input(partition, parameter, SignalEventInput::SIZE)?.1)
             };
             event.check()?;
-            let (_, connection) = connection(partition, event.connection_id, false)?;
+            let (index, connection) = connection(partition, event.connection_id, false)?;
             // The port behind an event connection has one flag: FlagNumber 0 is it.
             let ConnectionKind::Event { flag } = connection.kind else { return Err(HvStatus::InvalidPortId) };
             if event.flag_number != 0 {
                 return Err(HvStatus::InvalidParameter);
+            }
+            if crate::xen::speaks_xen(crate::partition::get(connection.to)) {
+                return status(crate::xen::event_channel::signal_from_hyperv(index, connection));
             }
             status(synic::signal(connection, flag))
         }

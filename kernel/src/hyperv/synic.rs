@@ -153,7 +153,7 @@ impl PostedMessage {
     ///
     /// # Safety
     /// `slot` is valid for `16 + len` bytes of writes (a slot or a queue entry).
-    unsafe fn copy_after_type(&self, slot: *mut u8) {
+    pub unsafe fn copy_after_type(&self, slot: *mut u8) {
         // SAFETY: per the caller for `slot`; the payload lies in the sender's own RAM
         // (checked by the hypercall); its other vCPUs may change it meanwhile, which only
         // changes what it sends.
@@ -163,7 +163,7 @@ impl PostedMessage {
         }
     }
 
-    fn message_type(&self) -> u32 {
+    pub fn message_type(&self) -> u32 {
         u32::from_le_bytes([self.header[0], self.header[1], self.header[2], self.header[3]])
     }
 }

@@ -32,6 +32,8 @@ pub struct Counters {
     pub ipi: RateLimit,
     /// Instructions answered with #UD (virtualization instructions, hypercalls).
     pub undefined: RateLimit,
+    /// Xen hypercalls answered -ENOSYS (a call or command not offered).
+    pub xen_unsupported: RateLimit,
 }
 
 /// VM exits of a partition by kind, for the end-of-run report (and the benchmarks).

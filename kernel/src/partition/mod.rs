@@ -196,6 +196,7 @@ impl Partition {
                 msr: RateLimit::new(),
                 ipi: RateLimit::new(),
                 undefined: RateLimit::new(),
+                xen_unsupported: RateLimit::new(),
             },
             exits: ExitCounts::new(),
             containment: Containment::new(),

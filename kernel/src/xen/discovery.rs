@@ -20,7 +20,7 @@ pub fn leaf(partition: &Partition, leaf: u32) -> CpuidResult {
         3 => zero,
         // HVM features: the vCPU id and the domain id (the partition id) are given.
         4 => CpuidResult {
-            eax: hvm_cpuid::VCPU_ID_PRESENT | hvm_cpuid::DOMID_PRESENT,
+            eax: hvm_cpuid::VCPU_ID_PRESENT | hvm_cpuid::DOMID_PRESENT | hvm_cpuid::UPCALL_VECTOR,
             // The vCPU id is the VP index the Hyper-V interface would report.
             ebx: crate::hyperv::this_core().and_then(|core| crate::hyperv::vp_index(partition, core)).unwrap_or(0),
             ecx: u32::from(partition.config().id.0),

@@ -4,16 +4,20 @@
 //! failure (`xen/arch/x86/hvm/hypercall.c`). Guest pointers are linear addresses, walked
 //! through the guest's paging, and must lead to the partition's own RAM (else -EFAULT).
 //!
-//! Offered so far (docs/xen.md): `xen_version`, `console_io` write, `sched_op` yield,
-//! block and shutdown. Every other call, event channels and memory_op among them, is
-//! -ENOSYS.
+//! Offered (docs/xen.md): `xen_version`, `console_io` write, `sched_op` (yield, block,
+//! poll, shutdown), `memory_op` for shared_info, `vcpu_op` for vcpu_info, `hvm_op` for the
+//! upcall vector, and `event_channel_op` (`event_channel`). Every other call and command
+//! is -ENOSYS, logged (rate-limited) so a guest's needs show in the log.
 
+use super::event_channel;
 use crate::backend::Backend;
 use crate::exits::Action;
+use crate::log::warn;
 use crate::partition::{Fault, Partition};
+use bulkhead_abi::xen::errno::ENOSYS;
 use bulkhead_abi::xen::{
-    HYPERCALL_PAGE_MSR, HYPERCALL_STUB_BYTES, VERSION_MAJOR, VERSION_MINOR, call, console, errno, failure,
-    hypercall_stub, sched, version,
+    DOMID_SELF, HYPERCALL_PAGE_MSR, HYPERCALL_STUB_BYTES, VERSION_MAJOR, VERSION_MINOR, call, console, errno, evtchn,
+    failure, feature, hvm, hypercall_stub, memory, sched, vcpu, version,
 };
 use bulkhead_virt::guest_state::ExecutionMode;
 use bulkhead_virt::guest_walk::{PagingState, translate};
@@ -24,6 +28,8 @@ const PAGE: u64 = 0x1000;
 const CONSOLE_WRITE_MAX: u64 = 4096;
 /// `__HYPERVISOR_iret`: a PV-only call whose stub is `ud2` in an HVM guest's page.
 const IRET: u32 = 23;
+/// The most ports one `SCHEDOP_poll` names (Xen's limit).
+const POLL_MAX_PORTS: u32 = 128;
 /// What `XENVER_extraversion` reports after the version.
 const EXTRAVERSION: &[u8] = b".0-bulkhead";
 
@@ -43,9 +49,14 @@ pub fn handle<B: Backend>(partition: &Partition, backend: &mut B) -> Action {
     let result = if cpl != 0 {
         failure(errno::EPERM)
     } else {
-        match call_with(partition, backend, number, args) {
+        match call_with(partition, backend, number, args, wide) {
             Ok(value) => value,
-            Err(Stop::Errno(e)) => failure(e),
+            Err(Stop::Errno(e)) => {
+                if e == ENOSYS {
+                    unsupported(partition, backend, number, args[0]);
+                }
+                failure(e)
+            }
             Err(Stop::Shutdown(reason)) => return Action::Fault(Fault::XenShutdown { reason }),
         }
     };
@@ -68,13 +79,183 @@ impl From<i64> for Stop {
     }
 }
 
-fn call_with<B: Backend>(partition: &Partition, backend: &mut B, number: u64, args: [u64; 5]) -> Result<u64, Stop> {
+/// A call or command that is not offered: a rate-limited log line.
+fn unsupported<B: Backend>(partition: &Partition, backend: &mut B, number: u64, command: u64) {
+    if let Some(n) = partition.counters.xen_unsupported.hit() {
+        warn!(
+            "partition {=str}: Xen hypercall {=u64} command {=u64} not offered (-ENOSYS), rip {=u64:#x} (#{=u32})",
+            partition.name(),
+            number,
+            command,
+            backend.rip(),
+            n
+        );
+    }
+}
+
+fn call_with<B: Backend>(
+    partition: &Partition,
+    backend: &mut B,
+    number: u64,
+    args: [u64; 5],
+    wide: bool,
+) -> Result<u64, Stop> {
     match number {
         call::XEN_VERSION => xen_version(partition, backend, args[0], args[1]),
         call::CONSOLE_IO => console_io(partition, backend, args[0], args[1], args[2]),
         call::SCHED_OP => sched_op(partition, backend, args[0], args[1]),
+        call::MEMORY_OP => memory_op(partition, backend, args[0], args[1], wide),
+        call::VCPU_OP => vcpu_op(partition, backend, args[0], args[1], args[2]),
+        call::HVM_OP => hvm_op(partition, backend, args[0], args[1]),
+        call::EVENT_CHANNEL_OP => event_channel_op(partition, backend, args[0], args[1]),
         _ => Err(errno::ENOSYS.into()),
     }
+}
+
+/// The features of submap 0 (`XENVER_get_features`): what every HVM guest has, and event
+/// upcalls on a vector. No PV clock (`XENFEAT_hvm_safe_pvclock`): a partition keeps its
+/// native TSC and local APIC timer.
+const FEATURES: u32 =
+    1 << feature::WRITABLE_PAGE_TABLES | 1 << feature::AUTO_TRANSLATED_PHYSMAP | 1 << feature::HVM_CALLBACK_VECTOR;
+
+/// Whether a call's `domid` names the caller.
+fn is_self(partition: &Partition, domid: u16) -> bool {
+    domid == DOMID_SELF || domid == u16::from(partition.config().id.0)
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from(u32_at(bytes, at)) | u64::from(u32_at(bytes, at + 4)) << 32
+}
+
+/// `memory_op`: `XENMEM_add_to_physmap` for the shared_info page only.
+fn memory_op<B: Backend>(partition: &Partition, backend: &mut B, cmd: u64, arg: u64, wide: bool) -> Result<u64, Stop> {
+    if cmd != memory::ADD_TO_PHYSMAP {
+        return Err(errno::ENOSYS.into());
+    }
+    let mut xatp = [0u8; memory::ADD_TO_PHYSMAP_BYTES];
+    copy_from_guest(partition, backend, arg, &mut xatp)?;
+    if !is_self(partition, u16_at(&xatp, memory::OFF_DOMID)) {
+        return Err(errno::EPERM.into());
+    }
+    if u32_at(&xatp, memory::OFF_SPACE) != memory::SPACE_SHARED_INFO || u64_at(&xatp, memory::OFF_IDX) != 0 {
+        return Err(errno::EINVAL.into());
+    }
+    let mut state = super::state(partition).lock();
+    super::shared_info::map(partition, &mut state, u64_at(&xatp, memory::OFF_GPFN), wide)?;
+    Ok(0)
+}
+
+/// `vcpu_op`: `VCPUOP_register_vcpu_info` and `VCPUOP_is_up`.
+fn vcpu_op<B: Backend>(partition: &Partition, backend: &mut B, cmd: u64, id: u64, arg: u64) -> Result<u64, Stop> {
+    let vcpus = partition.config().cores.len() as u64;
+    match cmd {
+        vcpu::IS_UP => {
+            if id < vcpus {
+                Ok(1)
+            } else {
+                Err(errno::ENOENT.into())
+            }
+        }
+        vcpu::REGISTER_VCPU_INFO => {
+            if id >= vcpus {
+                return Err(errno::ENOENT.into());
+            }
+            let mut info = [0u8; vcpu::REGISTER_VCPU_INFO_BYTES];
+            copy_from_guest(partition, backend, arg, &mut info)?;
+            let mut state = super::state(partition).lock();
+            let upcall = super::shared_info::register_vcpu_info(
+                partition,
+                &mut state,
+                id as usize,
+                u64_at(&info, 0),
+                u32_at(&info, 8),
+            )?;
+            drop(state);
+            if let Some(upcall) = upcall {
+                upcall.send();
+            }
+            Ok(0)
+        }
+        _ => Err(errno::ENOSYS.into()),
+    }
+}
+
+/// `hvm_op`: parameters and the per-vCPU upcall vector.
+fn hvm_op<B: Backend>(partition: &Partition, backend: &mut B, op: u64, arg: u64) -> Result<u64, Stop> {
+    match op {
+        hvm::SET_PARAM | hvm::GET_PARAM => {
+            let mut param = [0u8; hvm::PARAM_BYTES];
+            copy_from_guest(partition, backend, arg, &mut param)?;
+            let set = op == hvm::SET_PARAM;
+            let value = super::upcall::param(
+                partition,
+                set,
+                u16_at(&param, hvm::PARAM_OFF_DOMID),
+                u32_at(&param, hvm::PARAM_OFF_INDEX),
+                u64_at(&param, hvm::PARAM_OFF_VALUE),
+            )?;
+            if !set {
+                copy_to_guest(partition, backend, arg + hvm::PARAM_OFF_VALUE as u64, &value.to_le_bytes())?;
+            }
+            Ok(0)
+        }
+        hvm::SET_EVTCHN_UPCALL_VECTOR => {
+            let mut op = [0u8; hvm::UPCALL_VECTOR_BYTES];
+            copy_from_guest(partition, backend, arg, &mut op)?;
+            if let Some(upcall) = super::upcall::set_vector(partition, u32_at(&op, 0), op[4])? {
+                upcall.send();
+            }
+            Ok(0)
+        }
+        _ => Err(errno::ENOSYS.into()),
+    }
+}
+
+/// `event_channel_op`: reads the command's argument, runs it (`event_channel`), writes
+/// its results back.
+fn event_channel_op<B: Backend>(partition: &Partition, backend: &mut B, cmd: u64, arg: u64) -> Result<u64, Stop> {
+    let mut a = [0u8; 24];
+    let len = match cmd {
+        evtchn::BIND_INTERDOMAIN | evtchn::BIND_VIRQ => 12,
+        evtchn::CLOSE | evtchn::SEND | evtchn::UNMASK => 4,
+        evtchn::STATUS => 24,
+        evtchn::ALLOC_UNBOUND | evtchn::BIND_IPI | evtchn::BIND_VCPU => 8,
+        _ => return Err(errno::ENOSYS.into()),
+    };
+    copy_from_guest(partition, backend, arg, &mut a[..len])?;
+    // An output port goes back at this offset.
+    let (port, at) = match cmd {
+        evtchn::BIND_INTERDOMAIN => (event_channel::bind_interdomain(partition, u16_at(&a, 0), u32_at(&a, 4))?, 8),
+        evtchn::BIND_VIRQ => (event_channel::bind_virq(partition, u32_at(&a, 0), u32_at(&a, 4))?, 8),
+        evtchn::ALLOC_UNBOUND => (event_channel::alloc_unbound(partition, u16_at(&a, 0), u16_at(&a, 2))?, 4),
+        evtchn::BIND_IPI => (event_channel::bind_ipi(partition, u32_at(&a, 0))?, 4),
+        evtchn::CLOSE => return Ok(event_channel::close(partition, u32_at(&a, 0)).map(|()| 0)?),
+        evtchn::SEND => return Ok(event_channel::send(partition, u32_at(&a, 0)).map(|()| 0)?),
+        evtchn::UNMASK => return Ok(event_channel::unmask(partition, u32_at(&a, 0)).map(|()| 0)?),
+        evtchn::BIND_VCPU => {
+            return Ok(event_channel::bind_vcpu(partition, u32_at(&a, 0), u32_at(&a, 4)).map(|()| 0)?);
+        }
+        _ => {
+            let status = event_channel::status(partition, u16_at(&a, 0), u32_at(&a, 4))?;
+            let mut out = [0u8; 16];
+            out[0..4].copy_from_slice(&status.status.to_le_bytes());
+            out[4..8].copy_from_slice(&status.vcpu.to_le_bytes());
+            out[8..12].copy_from_slice(&status.dom_or_virq.to_le_bytes());
+            out[12..16].copy_from_slice(&status.port.to_le_bytes());
+            copy_to_guest(partition, backend, arg + 8, &out)?;
+            return Ok(0);
+        }
+    };
+    copy_to_guest(partition, backend, arg + at, &port.to_le_bytes())?;
+    Ok(0)
 }
 
 fn xen_version<B: Backend>(partition: &Partition, backend: &mut B, cmd: u64, arg: u64) -> Result<u64, Stop> {
@@ -87,11 +268,11 @@ fn xen_version<B: Backend>(partition: &Partition, backend: &mut B, cmd: u64, arg
             Ok(0)
         }
         version::GET_FEATURES => {
-            // xen_feature_info: the submap index in, the submap out. No feature is offered
-            // yet (event channel upcalls come with the adapter).
+            // xen_feature_info: the submap index in, the submap out (only submap 0 has bits).
             let mut submap_idx = [0u8; 4];
             copy_from_guest(partition, backend, arg, &mut submap_idx)?;
-            copy_to_guest(partition, backend, arg + 4, &0u32.to_le_bytes())?;
+            let submap = if u32::from_le_bytes(submap_idx) == 0 { FEATURES } else { 0 };
+            copy_to_guest(partition, backend, arg + 4, &submap.to_le_bytes())?;
             Ok(0)
         }
         version::PAGESIZE => Ok(PAGE),
@@ -134,6 +315,24 @@ fn sched_op<B: Backend>(partition: &Partition, backend: &mut B, cmd: u64, arg: u
             let mut reason = [0u8; 4];
             copy_from_guest(partition, backend, arg, &mut reason)?;
             Err(Stop::Shutdown(u32::from_le_bytes(reason)))
+        }
+        // Returns at once: Xen's poll may wake spuriously and its callers check again (a
+        // vCPU owns its core; there is nothing to yield it to). The ports are checked.
+        sched::POLL => {
+            let mut poll = [0u8; sched::POLL_BYTES];
+            copy_from_guest(partition, backend, arg, &mut poll)?;
+            let (ports, count) = (u64_at(&poll, 0), u32_at(&poll, 8));
+            if count > POLL_MAX_PORTS {
+                return Err(errno::EINVAL.into());
+            }
+            let mut list = [0u32; POLL_MAX_PORTS as usize];
+            for (i, port) in list.iter_mut().take(count as usize).enumerate() {
+                let mut bytes = [0u8; 4];
+                copy_from_guest(partition, backend, ports + 4 * i as u64, &mut bytes)?;
+                *port = u32::from_le_bytes(bytes);
+            }
+            event_channel::any_pending(partition, list.iter().take(count as usize).copied())?;
+            Ok(0)
         }
         _ => Err(errno::ENOSYS.into()),
     }

@@ -3,15 +3,96 @@
 //! and hypercall page MSR instead of Hyper-V's (`discovery`), and its VMCALL/VMMCALL is a
 //! Xen hypercall (`hypercall`). The exits stay handled once in `exits/`: they ask
 //! [`speaks_xen`] and pick the interface's answer.
+//!
+//! Event channels are the adapter: a Xen partition's interdomain channel is a configured
+//! connection (`event_channel`), raised in the 2-level ABI's bitmaps (`shared_info`) and
+//! announced on the vCPU's upcall vector (`upcall`); a message connection with a Xen end
+//! is carried by a ring (`ring`). The Hyper-V side of a connection never learns which
+//! interface its peer speaks.
+//!
+//! All of a Xen partition's event state sits behind one lock ([`state`]): its own calls
+//! and every sender that raises one of its ports take it, and a restart clears the state
+//! under it, so a raise lands either before the restart (in memory the restart zeroes) or
+//! after it (on a port that is no longer bound: refused).
 
 pub mod discovery;
+pub mod event_channel;
 pub mod hypercall;
+pub mod ring;
+pub mod shared_info;
+pub mod upcall;
 
+use crate::cpu::percpu::MAX_CPUS;
 use crate::partition::Partition;
-use bulkhead_board::tables::GuestInterface;
+use bulkhead_board::tables::{GuestInterface, MAX_CONNECTIONS, MAX_PARTITIONS};
+use spin::mutex::TicketMutex;
 
 /// Whether `partition` speaks Xen's interface (and so has none of Hyper-V's).
 #[inline]
 pub fn speaks_xen(partition: &Partition) -> bool {
     partition.config().interface == GuestInterface::Xen
 }
+
+/// One vCPU's event delivery state.
+#[derive(Clone, Copy)]
+pub struct XenVcpu {
+    /// Host address of the `vcpu_info` the guest registered (`VCPUOP_register_vcpu_info`),
+    /// 0 while it uses its slot in shared_info.
+    pub vcpu_info: u64,
+    /// Its upcall vector (`HVMOP_set_evtchn_upcall_vector`), 0 while none is set.
+    pub upcall_vector: u8,
+}
+
+/// A Xen partition's event state.
+pub struct XenState {
+    /// Host address of its shared_info page, 0 until `XENMEM_add_to_physmap` maps it.
+    pub shared_info: u64,
+    /// Bits per event word: 64 when shared_info was mapped from 64-bit mode, else 32.
+    pub word_bits: u32,
+    /// `HVM_PARAM_CALLBACK_IRQ` as last set (stored and read back; delivery uses the
+    /// per-vCPU upcall vectors).
+    pub callback_via: u64,
+    /// Indexed by vCPU id (the position of its core in the partition's `cores`).
+    pub vcpus: [XenVcpu; MAX_CPUS],
+    pub ports: event_channel::Ports,
+}
+
+impl XenState {
+    const fn new() -> Self {
+        Self {
+            shared_info: 0,
+            word_bits: 64,
+            callback_via: 0,
+            vcpus: [XenVcpu { vcpu_info: 0, upcall_vector: 0 }; MAX_CPUS],
+            ports: event_channel::Ports::new(),
+        }
+    }
+}
+
+static STATE: [TicketMutex<XenState>; MAX_PARTITIONS] = [const { TicketMutex::new(XenState::new()) }; MAX_PARTITIONS];
+
+/// The event state of `partition` (every partition has one; only Xen partitions use it).
+pub fn state(partition: &Partition) -> &'static TicketMutex<XenState> {
+    &STATE[partition.config().id.0 as usize]
+}
+
+/// A partition (re)starts: back to no shared_info, no vcpu_info, no upcall vector and no
+/// bound port, and the rings of its message connections start empty. Called before any of
+/// its vCPUs runs, for every partition (a Hyper-V one has nothing to reset).
+pub fn reset_partition(partition: &Partition) {
+    if !speaks_xen(partition) {
+        return;
+    }
+    let mut state = state(partition).lock();
+    *state = XenState::new();
+    drop(state);
+    let id = partition.config().id;
+    for (index, connection) in crate::config::SYSTEM.connections.iter().enumerate() {
+        if connection.from == id || connection.to == id {
+            ring::reset(index, connection);
+        }
+    }
+}
+
+// A connection's index fits the port table's `u16` reverse map.
+const _: () = assert!(MAX_CONNECTIONS <= u16::MAX as usize);
