@@ -23,6 +23,13 @@ const FROM_CONTROL: u32 = 23;
 /// again after the first closed its ports).
 const PINGS: u64 = 100;
 
+/// sed scripts that turn Linux's IPI lines of /proc/interrupts (`N: CPU0 CPU1 xen-percpu
+/// -ipi NAMEcpu`, one event channel per IPI and vCPU) into `NAME=COUNT` for vCPU 0 and 1.
+const IPIS_OF_VCPU: [&str; 2] = [
+    r"s/^ *[0-9]*: *\([0-9]*\) *[0-9]* *xen-percpu *-ipi *\([a-z]*\)0$/\2=\1/p",
+    r"s/^ *[0-9]*: *[0-9]* *\([0-9]*\) *xen-percpu *-ipi *\([a-z]*\)1$/\2=\1/p",
+];
+
 /// What /init prints before each command's output lines, into the kernel log.
 const PREFIX: &str = "bulkhead-test:";
 
@@ -47,11 +54,15 @@ fn init_script(release: &str, modules: &[String]) -> String {
          step ls /dev/xen/evtchn\n\
          step {ping}\n\
          step {ping}\n\
+         step sh -c 'echo ipis-vcpu0: $(sed -n \"{ipis0}\" /proc/interrupts)'\n\
+         step sh -c 'echo ipis-vcpu1: $(sed -n \"{ipis1}\" /proc/interrupts)'\n\
          echo \"{INIT_MARKER} (kernel $(uname -r), $(nproc) cpus)\" > /dev/kmsg\n\
          if [ $fail = 0 ]; then verdict='\\0'; else verdict='\\1'; fi\n\
          echo -ne \"$verdict\" | dd of=/dev/port bs=1 seek=244 count=1\n\
          while true; do sleep 1; done\n",
         insmod = insmod_lines(release, modules),
+        ipis0 = IPIS_OF_VCPU[0],
+        ipis1 = IPIS_OF_VCPU[1],
     )
 }
 
@@ -135,6 +146,17 @@ fn linux_xen_qemu_debian_kernel_pings_the_hyperv_partition_through_evtchn() {
         eprintln!("{line}");
     }
     need(&format!("{PREFIX} bulkhead-msg xen-event-ping: exit 0"));
+    // Linux's IPIs went through event channels (bind_ipi, send to the other vCPU), and
+    // each vCPU took them on its own upcall vector: /proc/interrupts counts some on each.
+    let mut per_vcpu = [0u64; 2];
+    for (vcpu, count) in per_vcpu.iter_mut().enumerate() {
+        let line = need(&format!("{PREFIX} ipis-vcpu{vcpu}: "));
+        let counts = line.split_once(": ").map_or("", |(_, c)| c).split_once(": ").map_or("", |(_, c)| c);
+        *count = counts.split_whitespace().filter_map(|w| w.split_once('=')?.1.parse::<u64>().ok()).sum();
+        eprintln!("{line}");
+    }
+    eprintln!("IPIs through event channels: {per_vcpu:?} (vCPU 0, vCPU 1)");
+    assert!(per_vcpu.iter().all(|&n| n > 0), "IPIs per vCPU {per_vcpu:?}\n{}", report.diagnostic());
     // The hypervisor counted every event both ways, none refused: 2 × PINGS each way.
     check_events(&report, 2 * PINGS);
     report.assert_passed();
