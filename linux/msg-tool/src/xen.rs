@@ -101,9 +101,7 @@ impl Evtchn {
 
     /// Unmasks `port` again after it fired.
     fn unmask(&self, port: u32) -> Result<()> {
-        (&self.file)
-            .write_all(&port.to_ne_bytes())
-            .map_err(|e| Failure::Check(format!("unmask port {port}: {e}")))
+        (&self.file).write_all(&port.to_ne_bytes()).map_err(|e| Failure::Check(format!("unmask port {port}: {e}")))
     }
 
     /// Reads fired ports in a thread (the device's read blocks), each over a channel, so
