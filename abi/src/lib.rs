@@ -11,3 +11,4 @@ pub mod run;
 pub mod supervision;
 pub mod xen;
 pub mod xen_client;
+pub mod xen_ring;

@@ -219,8 +219,8 @@ pub mod shared_info {
 /// `ring` shared region, seen by its Xen end(s): a header, then [`ring::SLOTS`] slots of
 /// 256 bytes, each laid out as a Hyper-V message (`HV_MESSAGE`: the 16-byte header with the
 /// type, the payload size and the sender's connection id, then up to 240 bytes), so a
-/// message reads the same in a ring as in a SynIC slot. `produced` and `consumed` count
-/// messages since the ring was (re)started; slot `n % SLOTS` holds message `n`.
+/// message reads the same in a ring as in a SynIC slot. `produced` and `consumed` (u64)
+/// count messages since the ring was (re)started; slot `n % SLOTS` holds message `n`.
 pub mod ring {
     /// "BHMR" in the header's first word once the hypervisor has initialised the ring.
     pub const MAGIC: u32 = 0x524D_4842;
@@ -233,9 +233,10 @@ pub mod ring {
     /// How many messages may be outstanding (written, not yet consumed): the connection's
     /// `queue_depth` + 1 (its receiver's slot plus its queue), at most [`SLOTS`].
     pub const OFF_CAPACITY: usize = 12;
-    /// Written only by the producer: messages written so far (wrapping u32).
+    /// Written only by the producer: messages written so far (u64: it never wraps in
+    /// practice, so `n % SLOTS` stays a sequence; 2^32 is not a multiple of 15).
     pub const OFF_PRODUCED: usize = 64;
-    /// Written only by the consumer: messages consumed so far (wrapping u32).
+    /// Written only by the consumer: messages consumed so far (u64).
     pub const OFF_CONSUMED: usize = 128;
     /// The first slot.
     pub const SLOTS_OFFSET: usize = 256;

@@ -160,6 +160,8 @@ extern "C" fn bsp_entry(magic: u32, boot_info: u32) -> ! {
     BACKEND.store(backend as u8, core::sync::atomic::Ordering::Relaxed);
     // DMA remapping on before any partition (and so any assigned function) runs.
     devices::iommu::init();
+    // Xen message rings start empty before either end runs.
+    crate::xen::ring::init_all();
     smp::release_aps();
     core_main()
 }

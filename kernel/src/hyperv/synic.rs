@@ -153,7 +153,7 @@ impl PostedMessage {
     ///
     /// # Safety
     /// `slot` is valid for `16 + len` bytes of writes (a slot or a queue entry).
-    pub unsafe fn copy_after_type(&self, slot: *mut u8) {
+    unsafe fn copy_after_type(&self, slot: *mut u8) {
         // SAFETY: per the caller for `slot`; the payload lies in the sender's own RAM
         // (checked by the hypercall); its other vCPUs may change it meanwhile, which only
         // changes what it sends.
@@ -161,6 +161,15 @@ impl PostedMessage {
             core::ptr::copy_nonoverlapping(self.header[4..].as_ptr(), slot.add(4), MessageHeader::SIZE - 4);
             core::ptr::copy_nonoverlapping(self.payload as *const u8, slot.add(MessageHeader::SIZE), self.len);
         }
+    }
+
+    /// The whole message, copied (for a ring, which takes a `Message`).
+    pub fn to_message(&self) -> bulkhead_abi::hyperv::Message {
+        let mut bytes = [0u8; MESSAGE_SIZE];
+        bytes[..4].copy_from_slice(&self.header[..4]);
+        // SAFETY: `bytes` is a whole message (256 bytes), `16 + len` at most that.
+        unsafe { self.copy_after_type(bytes.as_mut_ptr()) };
+        bulkhead_abi::hyperv::Message::from_bytes(&bytes)
     }
 
     pub fn message_type(&self) -> u32 {

@@ -25,6 +25,7 @@ pub mod upcall;
 use crate::cpu::percpu::MAX_CPUS;
 use crate::partition::Partition;
 use bulkhead_board::tables::{GuestInterface, MAX_CONNECTIONS, MAX_PARTITIONS, PayloadKind};
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::mutex::TicketMutex;
 
 /// Whether `partition` speaks Xen's interface (and so has none of Hyper-V's).
@@ -106,8 +107,8 @@ pub fn state(partition: &Partition) -> &'static TicketMutex<XenState> {
 }
 
 /// A partition (re)starts: back to no shared_info, no vcpu_info, no upcall vector and no
-/// bound port, and the rings of its message connections start empty. Called before any of
-/// its vCPUs runs, for every partition (a Hyper-V one has nothing to reset).
+/// bound port, and on a restart the rings of its message connections start empty. Called
+/// before any of its vCPUs runs, for every partition (a Hyper-V one has nothing to reset).
 pub fn reset_partition(partition: &Partition) {
     if !speaks_xen(partition) {
         return;
@@ -115,13 +116,20 @@ pub fn reset_partition(partition: &Partition) {
     let mut state = state(partition).lock();
     *state = XenState::new();
     drop(state);
+    // The first start finds its rings as `ring::init_all` left them at boot, with what a
+    // peer that started earlier has written already; a restart starts them empty.
     let id = partition.config().id;
-    for (index, connection) in crate::config::SYSTEM.connections.iter().enumerate() {
-        if connection.from == id || connection.to == id {
-            ring::reset(index, connection);
+    if STARTED[usize::from(id.0)].swap(true, Ordering::AcqRel) {
+        for (index, connection) in crate::config::SYSTEM.connections.iter().enumerate() {
+            if connection.from == id || connection.to == id {
+                ring::reset(index, connection);
+            }
         }
     }
 }
+
+/// Whether each partition has started once.
+static STARTED: [AtomicBool; MAX_PARTITIONS] = [const { AtomicBool::new(false) }; MAX_PARTITIONS];
 
 // A connection's index fits the port table's `u16` reverse map.
 const _: () = assert!(MAX_CONNECTIONS <= u16::MAX as usize);
