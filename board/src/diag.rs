@@ -261,9 +261,6 @@ rules! {
     LINUX_CMDLINE = "linux-cmdline":
         "a `linux` payload's `cmdline` is longer than the kernel accepts (cmdline_size in its setup header)",
         "shorten the command line; Linux would truncate it";
-    XEN_INTERFACE = "xen-interface":
-        "a partition with `interface = \"xen\"` that this version cannot start: a `linux` payload (Linux's Xen start-up needs shared_info and event channels)",
-        "give the partition interface \"hyperv\" (the default)";
     XEN_RING = "xen-ring":
         "a message connection with an end whose partition has `interface = \"xen\"` has no `ring`, or its `ring` names no shared region, one smaller than 4 KiB, one a Xen end does not map \"rw\", or one that is already another connection's ring",
         "give the connection `ring = \"REGION\"`: a [[shared_memory]] region of its own, at least 4 KiB, that every Xen end maps \"rw\"";

@@ -59,9 +59,8 @@ pub(crate) struct RawPartition {
     /// `supervises`: the names as written, and where the key is.
     pub supervises: Vec<At<String>>,
     pub supervises_at: Option<Loc>,
-    /// `interface`, and where it was written.
+    /// `interface`.
     pub interface: GuestInterface,
-    pub interface_at: Option<Loc>,
 }
 
 pub(crate) struct RawRegion {
@@ -455,7 +454,6 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
         .and_then(|v| cx.array(v, "supervises"))
         .map(|items| items.iter().filter_map(|item| at_string(cx, item, "supervises")).collect())
         .unwrap_or_default();
-    let interface_at = table.get("interface").map(|v| cx.at(v));
     let interface = match table.get("interface") {
         None => GuestInterface::HyperV,
         Some(v) => match cx.string(v, "interface") {
@@ -489,7 +487,6 @@ fn read_partition(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> RawPartition {
         supervises,
         supervises_at,
         interface,
-        interface_at,
     }
 }
 

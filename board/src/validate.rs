@@ -387,7 +387,6 @@ pub(crate) fn validate(
 
     // --- Supervision: who supervises whom, and the monitor's core -------------------------
     let supervises = check_supervises(sink, &raw, &names, all_named);
-    check_interfaces(sink, &raw, &names);
     let board_watchdog_at = board.as_ref().and_then(|b| b.raw.watchdog_at);
     let monitor_core = board_ref.and_then(|board| {
         let (at, what) = monitor_reason(&raw, &names, board_watchdog_at)?;
@@ -1038,23 +1037,6 @@ fn device_has_port(device: &Device, port: u16) -> bool {
     let port = u64::from(port);
     device.io_ports.iter().any(|r| u64::from(r.base) <= port && port < u64::from(r.base) + u64::from(r.count))
         || device.bars.iter().filter(|b| !b.memory).any(|b| b.range.base <= port && port - b.range.base < b.range.size)
-}
-
-/// `interface = "xen"` where this version cannot honour it yet (docs/xen.md): Linux's Xen
-/// start-up needs shared_info and event channels (an error: it would crash at boot).
-fn check_interfaces(sink: &mut Sink, raw: &RawSystem, names: &[Option<&str>]) {
-    for (pi, p) in raw.partitions.iter().enumerate() {
-        let (GuestInterface::Xen, Some(at)) = (p.interface, p.interface_at) else { continue };
-        let pname = names.get(pi).copied().flatten().unwrap_or("?");
-        if p.payload.as_ref().and_then(|pl| pl.kind) == Some(PayloadKind::BzImage) {
-            sink.error_hint(
-                at,
-                rule::XEN_INTERFACE,
-                format!("partition `{pname}` runs Linux with interface \"xen\", which this version cannot start: Linux's Xen start-up needs shared_info and event channels"),
-                "give the Linux partition interface \"hyperv\" (the default)",
-            );
-        }
-    }
 }
 
 /// `supervises` of every partition, resolved to partition ids in the order written: each

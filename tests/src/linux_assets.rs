@@ -52,8 +52,9 @@ pub const INITRAMFS_FILE: &str = "initramfs.cpio";
 /// them as modules, `CONFIG_NAME=m`): `e1000e`, the driver of the Intel 82574 NIC that
 /// QEMU models (an assigned PCI function in a Linux partition); `watchdog`, the watchdog
 /// core, which `bulkhead_msg`'s watchdog device needs loaded first (docs/linux.md,
-/// "Supervision").
-pub const MODULES: &[&str] = &["e1000e", "watchdog"];
+/// "Supervision"); `xen-evtchn`, `/dev/xen/evtchn`, through which a Linux partition with
+/// the Xen interface binds its event connections (docs/linux.md, "Linux as a Xen guest").
+pub const MODULES: &[&str] = &["e1000e", "watchdog", "xen-evtchn"];
 /// The cache's folder of kernel modules, `NAME.ko` each.
 pub const MODULES_DIR: &str = "modules";
 

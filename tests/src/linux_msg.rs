@@ -129,7 +129,8 @@ pub fn load_step_script() -> String {
         "#!/bin/sh\n\
          # Loads the Hyper-V messaging module when the partition has connections\n\
          # (tests/src/linux_msg.rs, docs/linux.md).\n\
-         if [ -e /sys/firmware/acpi/tables/BHCN ]; then\n\
+         # A Xen partition has the table too, but no Hyper-V interface: xen-evtchn instead.\n\
+         if [ -e /sys/firmware/acpi/tables/BHCN ] && [ \"$(cat /sys/hypervisor/type 2>/dev/null)\" != xen ]; then\n\
          \tinsmod /{INITRAMFS_MODULE} && echo \"bulkhead-msg: module loaded, devices in /dev/bulkhead\"\n\
          fi\n"
     )
@@ -139,4 +140,37 @@ pub fn load_step_script() -> String {
 /// module, the command and [`LOAD_STEP`].
 pub fn shell_extra(assets: &LinuxAssets, initramfs: Initramfs) -> Result<Initramfs, AssetError> {
     Ok(add_to_initramfs(assets, initramfs).map_err(AssetError)?.file(LOAD_STEP, load_step_script().into_bytes(), 0o755))
+}
+
+/// The boot step that loads Debian's `xen-evtchn` module in a partition with the Xen
+/// interface (Linux's `/sys/hypervisor/type` says `xen`), for `bulkhead-msg xen-event-ping`
+/// (docs/linux.md, "Linux as a Xen guest").
+pub const XEN_LOAD_STEP: &str = "etc/init.d/20-xen-evtchn";
+
+/// The script of [`XEN_LOAD_STEP`]; `insmod` is the line [`crate::initramfs::insmod_lines`]
+/// would run for each module.
+pub fn xen_load_step_script(release: &str, modules: &[String]) -> String {
+    let mut script = String::from(
+        "#!/bin/sh\n\
+         # Loads xen-evtchn in a Xen partition (tests/src/linux_msg.rs, docs/linux.md).\n\
+         [ \"$(cat /sys/hypervisor/type 2>/dev/null)\" = xen ] || exit 0\n",
+    );
+    for name in modules {
+        script.push_str(&format!("insmod /{} || exit 1\n", crate::initramfs::module_path(release, name)));
+    }
+    script.push_str("echo \"xen-evtchn: module loaded, /dev/xen/evtchn\"\n");
+    script
+}
+
+/// The shell initramfs's Xen addition ([`crate::linux_system::SHELL_EXTRAS`]): Debian's
+/// `xen-evtchn` module and [`XEN_LOAD_STEP`] (the command comes with [`shell_extra`]).
+pub fn xen_shell_extra(assets: &LinuxAssets, initramfs: Initramfs) -> Result<Initramfs, AssetError> {
+    let release = &assets.selection.release;
+    let modules = assets.modules(&["xen-evtchn"])?;
+    let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+    Ok(initramfs.modules(release, &modules).file(
+        XEN_LOAD_STEP,
+        xen_load_step_script(release, &names).into_bytes(),
+        0o755,
+    ))
 }

@@ -28,8 +28,9 @@ pub type ShellExtra = fn(&LinuxAssets, Initramfs) -> Result<Initramfs, AssetErro
 
 /// The additions built into `@linux/shell-initramfs`, in order: the Hyper-V messaging
 /// module and the `bulkhead-msg` command, the module loaded at boot when the partition has
-/// connections ([`crate::linux_msg::shell_extra`]).
-pub const SHELL_EXTRAS: &[ShellExtra] = &[crate::linux_msg::shell_extra];
+/// connections ([`crate::linux_msg::shell_extra`]); Debian's `xen-evtchn`, loaded at boot
+/// in a Xen partition ([`crate::linux_msg::xen_shell_extra`]).
+pub const SHELL_EXTRAS: &[ShellExtra] = &[crate::linux_msg::shell_extra, crate::linux_msg::xen_shell_extra];
 
 /// `/init` of the shell initramfs. `cttyhack` opens the console's real device
 /// (`/dev/ttyS0`, from `/sys/class/tty/console/active`) and `setsid` makes the shell a

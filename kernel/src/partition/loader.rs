@@ -22,7 +22,8 @@
 //!
 //! A partition's command line is its configured `cmdline` followed by every word of the
 //! hypervisor's command line written `NAME:word` for that partition, so a board's GRUB
-//! entry can pass options to one partition without rebuilding.
+//! entry can pass options to one partition without rebuilding. A Linux kernel in a Xen
+//! partition gets `tsc_early_khz=N` after its `cmdline` (`crate::xen::linux_tsc_word`).
 
 use super::Partition;
 use crate::boot::bootinfo::{BootInfo, Module};
@@ -254,7 +255,9 @@ impl Partition {
             .command_line
             .split_ascii_whitespace()
             .filter_map(|w| w.strip_prefix(self.name()).and_then(|rest| rest.strip_prefix(':')));
-        for word in self.config.payload.cmdline.split_ascii_whitespace().chain(extra) {
+        // A Linux kernel in a Xen partition gets its TSC frequency this way (xen::linux_tsc_word).
+        let tsc = crate::xen::linux_tsc_word(self, self.config.payload.cmdline);
+        for word in self.config.payload.cmdline.split_ascii_whitespace().chain(tsc.as_deref()).chain(extra) {
             if (!line.is_empty() && line.push(' ').is_err()) || line.push_str(word).is_err() {
                 error!("partition {=str}: command line longer than {=usize} bytes", self.name(), CMDLINE_MAX);
                 return Err(());

@@ -24,7 +24,7 @@ pub mod upcall;
 
 use crate::cpu::percpu::MAX_CPUS;
 use crate::partition::Partition;
-use bulkhead_board::tables::{GuestInterface, MAX_CONNECTIONS, MAX_PARTITIONS};
+use bulkhead_board::tables::{GuestInterface, MAX_CONNECTIONS, MAX_PARTITIONS, PayloadKind};
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::mutex::TicketMutex;
 
@@ -32,6 +32,35 @@ use spin::mutex::TicketMutex;
 #[inline]
 pub fn speaks_xen(partition: &Partition) -> bool {
     partition.config().interface == GuestInterface::Xen
+}
+
+/// The word the hypervisor adds to the command line of a `linux` payload in a Xen
+/// partition: `tsc_early_khz=N`, the TSC frequency it calibrated at boot, in kHz.
+///
+/// Linux learns the TSC frequency from Xen only through pvclock (`XENFEAT_hvm_safe_pvclock`,
+/// which would also make it take Xen's timers and VIRQ_TIMER), so without it Debian's
+/// kernel calibrates against the PIT, HPET or ACPI PM timer, finds none in a partition,
+/// marks the TSC unusable and then waits for ever in its LAPIC timer calibration (which
+/// counts TSC or jiffies, and no timer ticks yet). Its `tsc_early_khz=` parameter
+/// (Documentation/admin-guide/kernel-parameters.txt) gives the frequency directly, as
+/// Hyper-V's TSC_FREQUENCY MSR does for a Hyper-V partition; the LAPIC timer is then
+/// calibrated against the TSC. `None` for other partitions, when the configured command
+/// line already sets it, or when the frequency is unknown.
+pub fn linux_tsc_word(partition: &Partition, configured: &str) -> Option<heapless::String<32>> {
+    let config = partition.config();
+    if config.interface != GuestInterface::Xen || config.payload.kind != PayloadKind::BzImage {
+        return None;
+    }
+    if configured.split_ascii_whitespace().any(|w| w.starts_with("tsc_early_khz=")) {
+        return None;
+    }
+    let khz = crate::cpu::time::tsc_hz() / 1000;
+    if khz == 0 || khz > u64::from(u32::MAX) {
+        return None;
+    }
+    let mut word = heapless::String::new();
+    core::fmt::Write::write_fmt(&mut word, format_args!("tsc_early_khz={khz}")).ok()?;
+    Some(word)
 }
 
 /// One vCPU's event delivery state.

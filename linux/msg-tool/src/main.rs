@@ -4,6 +4,8 @@
 //! real-time partition"). Built as a static binary for the busybox initramfs.
 //!
 //! `status`, `restart` and `halt` use the module's supervision devices (supervise.rs).
+//! `xen-event-ping` is for a Linux partition with the Xen interface instead: it needs no
+//! module of ours, only Linux's `/dev/xen/evtchn` (xen.rs).
 //!
 //! A PEER argument names the partition at the other end by the connection names the
 //! Linux systems use: `to-PEER` and `from-PEER` (messages), `to-PEER-event` and
@@ -24,6 +26,7 @@ use bulkhead_abi::supervision::ControlAction;
 
 mod flood;
 mod supervise;
+mod xen;
 
 /// The largest message a connection carries (TLFS: 240 payload bytes).
 pub const MAX_PAYLOAD: usize = 240;
@@ -49,7 +52,11 @@ usage: bulkhead-msg COMMAND ...
   status                    the partition's own state and counters and, in the supervisor,
                             those of every partition it supervises (docs/supervision.md)
   restart NAME|ID           the supervisor restarts a partition it supervises
-  halt NAME|ID              the supervisor halts a partition it supervises";
+  halt NAME|ID              the supervisor halts a partition it supervises
+  xen-event-ping DOMID OUT IN [COUNT]
+                            in a Xen partition: COUNT event round trips (default 1) through
+                            /dev/xen/evtchn with partition DOMID, sending on connection id
+                            OUT and waiting for connection id IN";
 
 /// A failure: a usage or device problem (2) or a failed check (1).
 #[derive(Debug)]
@@ -137,6 +144,11 @@ fn count_arg(args: &[String], at: usize, default: u64) -> Result<u64> {
             Err(_) => usage(format!("not a count: {text}")),
         },
     }
+}
+
+fn number_arg(args: &[String], at: usize, what: &str) -> Result<u32> {
+    let text = arg(args, at, what)?;
+    text.parse().or_else(|_| usage(format!("not a {what}: {text}")))
 }
 
 fn arg<'a>(args: &'a [String], at: usize, what: &str) -> Result<&'a str> {
@@ -432,6 +444,12 @@ fn run(args: &[String]) -> Result<()> {
         "status" => supervise::print_status(),
         "restart" => supervise::control(ControlAction::Restart, arg(args, 1, "partition")?),
         "halt" => supervise::control(ControlAction::Halt, arg(args, 1, "partition")?),
+        "xen-event-ping" => xen::event_ping(
+            number_arg(args, 1, "partition id")?,
+            number_arg(args, 2, "outgoing connection id")?,
+            number_arg(args, 3, "incoming connection id")?,
+            count_arg(args, 4, 1)?,
+        ),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -23,6 +23,7 @@ mod linux_direct;
 mod linux_msg;
 mod linux_nic;
 mod linux_supervision;
+mod linux_xen;
 mod messaging_std;
 mod partitions;
 mod pci;
