@@ -1161,6 +1161,99 @@ fn hyperv_pingpong(args: &str) -> bool {
     ok
 }
 
+/// A page the sweep's calls may read and write.
+static mut SWEEP_SCRATCH: Page = Page([0; 4096]);
+
+/// The errnos a call may answer (docs/xen.md): anything else, or a value from a call that
+/// returns none, is a wrong answer.
+const SWEEP_ERRNOS: [i64; 11] = [
+    errno::EPERM,
+    errno::ENOENT,
+    errno::ESRCH,
+    errno::EAGAIN,
+    errno::EFAULT,
+    errno::EEXIST,
+    errno::EINVAL,
+    errno::ENOSPC,
+    errno::ENOSYS,
+    errno::ENOTCONN,
+    errno::EACCES,
+];
+
+/// `case=sweep` (a hostile guest): every hypercall number 0..=63 and a few beyond, each
+/// with commands 0..=40 and three argument sets (pointers to a zeroed page of its own, to
+/// nothing, and a vCPU id with a pointer), through VMCALL/VMMCALL directly. Each answer
+/// must be 0, a documented errno, or a value from `xen_version`; the hypervisor must stay
+/// up, and the partition must still get its version afterwards. Left out, as a sweep of
+/// MSRs leaves out what ends the guest: `SCHEDOP_shutdown` (it would), `CONSOLE_IO` write
+/// (it would print the scratch page).
+fn sweep() -> bool {
+    let mut xen = client();
+    let scratch = (&raw mut SWEEP_SCRATCH) as u64;
+    let numbers = (0u64..64).chain([99, 0x7fff, 0x8000_0000, u64::MAX]);
+    let (mut calls, mut values, mut wrong) = (0u32, 0u32, 0u32);
+    let mut counts = [0u32; 108];
+    for number in numbers {
+        for cmd in 0u64..=40 {
+            if (number == call::SCHED_OP && cmd == sched::SHUTDOWN)
+                || (number == call::CONSOLE_IO && cmd == console::WRITE)
+            {
+                continue;
+            }
+            for args in
+                [[cmd, scratch, scratch, 0, 0], [cmd, OUTSIDE, OUTSIDE, OUTSIDE, OUTSIDE], [cmd, 1, scratch, 0, 0]]
+            {
+                // SAFETY: a page of the guest's own image, which nothing else uses.
+                unsafe { core::ptr::write_bytes(scratch as *mut u8, 0, 4096) };
+                // No hypercall page is installed: VMCALL/VMMCALL directly, any number.
+                let rax = xen.hypercall(number, args);
+                calls += 1;
+                match xen::errno_of(rax) {
+                    Some(e) if SWEEP_ERRNOS.contains(&e) => counts[e as usize] += 1,
+                    None if rax == 0 => counts[0] += 1,
+                    None if number == call::XEN_VERSION => values += 1,
+                    _ => {
+                        wrong += 1;
+                        if wrong <= 8 {
+                            println!(
+                                "xen: sweep: call {:#x} cmd {} args {:#x?} -> {:#x}: not a documented answer",
+                                number,
+                                cmd,
+                                &args[1..3],
+                                rax
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let version = xen.version();
+    println!(
+        "xen: sweep: {} calls, 0 {} times, a version value {} times, -ENOSYS {}, -EINVAL {}, -EFAULT {}, -EPERM {}, -ENOENT {}, others {}; {} wrong",
+        calls,
+        counts[0],
+        values,
+        counts[errno::ENOSYS as usize],
+        counts[errno::EINVAL as usize],
+        counts[errno::EFAULT as usize],
+        counts[errno::EPERM as usize],
+        counts[errno::ENOENT as usize],
+        calls
+            - counts[0]
+            - values
+            - counts[errno::ENOSYS as usize]
+            - counts[errno::EINVAL as usize]
+            - counts[errno::EFAULT as usize]
+            - counts[errno::EPERM as usize]
+            - counts[errno::ENOENT as usize]
+            - wrong,
+        wrong
+    );
+    println!("xen: sweep: afterwards version {:?}", version);
+    wrong == 0 && version == Ok((4, 17))
+}
+
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".text._start")]
 extern "C" fn _start(args: *const u8) -> ! {
@@ -1205,6 +1298,7 @@ extern "C" fn _start(args: *const u8) -> ! {
             hyperv_pingpong(args);
             idle()
         }
+        Some("sweep") => report(sweep()),
         _ => {
             println!("xen: unknown case");
             report(false)
