@@ -48,6 +48,21 @@ pub const INIT_SETUP: &str = "export PATH=/bin\n\
                               mount -t sysfs sysfs /sys\n\
                               mount -t devtmpfs devtmpfs /dev\n";
 
+/// The shell function `step` of an `/init` that runs commands as a test: it runs its
+/// arguments as a command, writes each of the command's output lines and then its exit
+/// status into the kernel log (`/dev/kmsg`, so they reach the console) after `prefix`, and
+/// sets `fail=1` when the command fails.
+pub fn step_function(prefix: &str) -> String {
+    format!(
+        "step() {{\n\
+           out=\"$(\"$@\" 2>&1)\"; rc=$?\n\
+           echo \"$out\" | while read -r line; do [ -z \"$line\" ] || echo \"{prefix} $line\" > /dev/kmsg; done\n\
+           echo \"{prefix} $1 $2: exit $rc\" > /dev/kmsg\n\
+           [ $rc = 0 ] || fail=1\n\
+         }}\n"
+    )
+}
+
 /// The last lines of an `/init` that ends in a shell: the console's kernel log level
 /// lowered to emergencies only, [`INIT_MARKER`] with the release and the number of CPUs,
 /// then a login-free shell with job control on the console, started again whenever it

@@ -651,6 +651,15 @@ impl Report {
             .collect()
     }
 
+    /// The first line of partition `name`'s console that contains `text`; panics with the
+    /// run's diagnostic when there is none (a test's "this must have been printed").
+    pub fn console_line(&self, name: &str, text: &str) -> String {
+        self.partition_console(name)
+            .into_iter()
+            .find(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("not on the {name} partition's console: {text}\n{}", self.diagnostic()))
+    }
+
     /// The decoded lines, formatted, one per line.
     pub fn log_text(&self) -> String {
         self.lines.iter().fold(String::new(), |mut s, l| {

@@ -463,22 +463,13 @@ static XEN_UPCALLS: AtomicU64 = AtomicU64::new(0);
 core::arch::global_asm!(
     r#"
     .section .text
-    // The upcall vector's handler: count, then EOI through the x2APIC EOI register (the
-    // partition owns its local APIC; Bulkhead delivers upcalls as fixed interrupts).
+    // The upcall vector's handler: count, then EOI through the x2APIC EOI register and
+    // return (the guests' shared tail: the partition owns its local APIC; Bulkhead
+    // delivers upcalls as fixed interrupts).
     .global xen_upcall_handler
 xen_upcall_handler:
     lock inc qword ptr [rip + XEN_UPCALLS]
-    push rax
-    push rcx
-    push rdx
-    mov ecx, 0x80b
-    xor eax, eax
-    xor edx, edx
-    wrmsr
-    pop rdx
-    pop rcx
-    pop rax
-    iretq
+    jmp guest_eoi_and_return
     "#
 );
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bulkhead_tests::initramfs::{INIT_MARKER, INIT_SETUP};
+use bulkhead_tests::initramfs::{INIT_MARKER, INIT_SETUP, step_function};
 use bulkhead_tests::kernel::{target_dir, workspace_root};
 use bulkhead_tests::linux_system::{TEST_CMDLINE, linux_partition_toml};
 use bulkhead_tests::{Emulator, Report, Run, linux_assets, linux_msg};
@@ -29,17 +29,13 @@ const PREFIX: &str = "bulkhead-test:";
 /// on port 0xf4: pass only when every command succeeded.
 fn init_script(commands: &[String]) -> String {
     let module = linux_msg::INITRAMFS_MODULE;
+    let step = step_function(PREFIX);
     let mut script = format!(
         "#!/bin/sh\n\
          {INIT_SETUP}\
          sleep 3\n\
          fail=0\n\
-         step() {{\n\
-           out=\"$(\"$@\" 2>&1)\"; rc=$?\n\
-           echo \"$out\" | while read -r line; do [ -z \"$line\" ] || echo \"{PREFIX} $line\" > /dev/kmsg; done\n\
-           echo \"{PREFIX} $1 $2: exit $rc\" > /dev/kmsg\n\
-           [ $rc = 0 ] || fail=1\n\
-         }}\n\
+         {step}\
          step insmod /{module}\n\
          step ls /dev/bulkhead\n"
     );
@@ -245,14 +241,7 @@ fn linux_msg_qemu_module_messages_a_std_program() {
     ];
     let peer = "kind = \"hermit\"\npath = \"@apps/linux-peer\"\ncmdline = \"status_every=2000\"\n";
     let report = run("linux-msg-std", &commands, peer);
-    let console = report.partition_console("linux");
-    let need = |text: &str| {
-        console
-            .iter()
-            .find(|l| l.contains(text))
-            .cloned()
-            .unwrap_or_else(|| panic!("not on the linux partition's console: {text}\n{}", report.diagnostic()))
-    };
+    let need = |text: &str| report.console_line("linux", text);
     for command in ["bulkhead-msg ping", "bulkhead-msg flood", "bulkhead-msg event-ping"] {
         need(&format!("{PREFIX} {command}: exit 0"));
     }

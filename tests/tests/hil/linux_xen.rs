@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bulkhead_tests::initramfs::{INIT_MARKER, INIT_SETUP, insmod_lines};
+use bulkhead_tests::initramfs::{INIT_MARKER, INIT_SETUP, insmod_lines, step_function};
 use bulkhead_tests::kernel::{target_dir, workspace_root};
 use bulkhead_tests::{Emulator, Report, Run, linux_assets, linux_msg};
 
@@ -39,17 +39,13 @@ const PREFIX: &str = "bulkhead-test:";
 /// module loaded and every command succeeded.
 fn init_script(release: &str, modules: &[String]) -> String {
     let ping = format!("bulkhead-msg xen-event-ping {CONTROL_ID} {TO_CONTROL} {FROM_CONTROL} {PINGS}");
+    let step = step_function(PREFIX);
     format!(
         "#!/bin/sh\n\
          {INIT_SETUP}\
          sleep 3\n\
          fail=0\n\
-         step() {{\n\
-           out=\"$(\"$@\" 2>&1)\"; rc=$?\n\
-           echo \"$out\" | while read -r line; do [ -z \"$line\" ] || echo \"{PREFIX} $line\" > /dev/kmsg; done\n\
-           echo \"{PREFIX} $1 $2: exit $rc\" > /dev/kmsg\n\
-           [ $rc = 0 ] || fail=1\n\
-         }}\n\
+         {step}\
          {insmod}\
          step ls /dev/xen/evtchn\n\
          step {ping}\n\
@@ -115,13 +111,7 @@ fn linux_xen_qemu_debian_kernel_pings_the_hyperv_partition_through_evtchn() {
     for line in console.iter().filter(|l| l.contains(PREFIX)) {
         eprintln!("  {line}");
     }
-    let need = |text: &str| {
-        console
-            .iter()
-            .find(|l| l.contains(text))
-            .cloned()
-            .unwrap_or_else(|| panic!("not on the linux partition's console: {text}\n{}", report.diagnostic()))
-    };
+    let need = |text: &str| report.console_line("linux", text);
     // Linux took the Xen interface (and no other), and brought up its second vCPU.
     need("Hypervisor detected: Xen HVM");
     need("xen:events: Xen HVM callback vector for event delivery is enabled");
