@@ -14,10 +14,10 @@
 //! INVALID_SYNIC_STATE for a Hyper-V sender, as for a receiver whose SynIC is off).
 
 use super::shared_info;
-use super::{XenState, speaks_xen};
+use super::{XenState, is_self, speaks_xen};
 use crate::partition::{self, Partition};
 use bulkhead_abi::hyperv::HvStatus;
-use bulkhead_abi::xen::{DOMID_SELF, errno, evtchn};
+use bulkhead_abi::xen::{errno, evtchn};
 use bulkhead_board::tables::{Connection, ConnectionKind, MAX_CONNECTIONS};
 use core::sync::atomic::Ordering;
 
@@ -91,11 +91,6 @@ impl Ports {
     fn bound(&self, port: u32) -> Result<Port, i64> {
         self.get(port).and_then(|p| if p.binding == Binding::Free { Err(errno::EINVAL) } else { Ok(p) })
     }
-}
-
-/// Whether `dom` names the caller itself.
-fn is_self(partition: &Partition, dom: u16) -> bool {
-    dom == DOMID_SELF || dom == u16::from(partition.config().id.0)
 }
 
 /// Whether `dom` is some partition's id.

@@ -16,8 +16,8 @@ use crate::log::warn;
 use crate::partition::{Fault, Partition};
 use bulkhead_abi::xen::errno::ENOSYS;
 use bulkhead_abi::xen::{
-    DOMID_SELF, HYPERCALL_PAGE_MSR, HYPERCALL_STUB_BYTES, VERSION_MAJOR, VERSION_MINOR, call, console, errno, evtchn,
-    failure, feature, hvm, hypercall_stub, memory, sched, vcpu, version,
+    HYPERCALL_PAGE_MSR, HYPERCALL_STUB_BYTES, VERSION_MAJOR, VERSION_MINOR, call, console, errno, evtchn, failure,
+    feature, hvm, hypercall_stub, memory, sched, vcpu, version,
 };
 use bulkhead_virt::guest_state::ExecutionMode;
 use bulkhead_virt::guest_walk::{PagingState, translate};
@@ -118,11 +118,6 @@ fn call_with<B: Backend>(
 const FEATURES: u32 =
     1 << feature::WRITABLE_PAGE_TABLES | 1 << feature::AUTO_TRANSLATED_PHYSMAP | 1 << feature::HVM_CALLBACK_VECTOR;
 
-/// Whether a call's `domid` names the caller.
-fn is_self(partition: &Partition, domid: u16) -> bool {
-    domid == DOMID_SELF || domid == u16::from(partition.config().id.0)
-}
-
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
@@ -142,7 +137,7 @@ fn memory_op<B: Backend>(partition: &Partition, backend: &mut B, cmd: u64, arg: 
     }
     let mut xatp = [0u8; memory::ADD_TO_PHYSMAP_BYTES];
     copy_from_guest(partition, backend, arg, &mut xatp)?;
-    if !is_self(partition, u16_at(&xatp, memory::OFF_DOMID)) {
+    if !super::is_self(partition, u16_at(&xatp, memory::OFF_DOMID)) {
         return Err(errno::EPERM.into());
     }
     if u32_at(&xatp, memory::OFF_SPACE) != memory::SPACE_SHARED_INFO || u64_at(&xatp, memory::OFF_IDX) != 0 {

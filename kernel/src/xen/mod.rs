@@ -63,6 +63,11 @@ pub fn linux_tsc_word(partition: &Partition, configured: &str) -> Option<heaples
     Some(word)
 }
 
+/// Whether a call's domain id names the caller: `DOMID_SELF` or its own partition id.
+pub fn is_self(partition: &Partition, domid: u16) -> bool {
+    domid == bulkhead_abi::xen::DOMID_SELF || domid == u16::from(partition.config().id.0)
+}
+
 /// One vCPU's event delivery state.
 #[derive(Clone, Copy)]
 pub struct XenVcpu {

@@ -11,12 +11,12 @@
 
 use super::shared_info::{Upcall, pending_upcall};
 use crate::partition::Partition;
-use bulkhead_abi::xen::{DOMID_SELF, errno, hvm};
+use bulkhead_abi::xen::{errno, hvm};
 
 /// `HVMOP_set_param` (`set`) or `HVMOP_get_param` on `{domid, index, value}`; returns the
 /// value to write back for a get.
 pub fn param(partition: &Partition, set: bool, domid: u16, index: u32, value: u64) -> Result<u64, i64> {
-    if domid != DOMID_SELF && u32::from(domid) != u32::from(partition.config().id.0) {
+    if !super::is_self(partition, domid) {
         return Err(errno::EPERM);
     }
     if index >= hvm::NR_PARAMS {
