@@ -17,6 +17,10 @@ pub trait Backend {
     fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()>;
     /// Runs the guest to its next exit.
     fn enter_guest(&mut self) -> Exit;
+    /// The TSC just before the last world switch and just after it returned (the exit
+    /// profile, `profile.rs`).
+    #[cfg(feature = "profile")]
+    fn profile_stamps(&mut self) -> (u64, u64);
     /// The guest RIP at the last exit (read only when a log line or fault needs it: the
     /// common exits do not).
     fn rip(&mut self) -> u64;

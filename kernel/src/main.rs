@@ -18,6 +18,8 @@ mod idt;
 mod lapic;
 mod log;
 mod partition;
+#[cfg(feature = "profile")]
+mod profile;
 mod run_end;
 mod supervision;
 mod vcpu;

@@ -264,7 +264,12 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
         live = live.wrapping_add(2);
         nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
         partition.exits.count(&exit);
-        match crate::exits::handle(partition, backend, exit) {
+        #[cfg(feature = "profile")]
+        let (profile_exit, before_handler) = (exit, crate::profile::stamp());
+        let action = crate::exits::handle(partition, backend, exit);
+        #[cfg(feature = "profile")]
+        let after_handler = crate::profile::stamp();
+        match action {
             Action::Resume { skip } => {
                 if skip {
                     backend.skip_instruction();
@@ -282,6 +287,8 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
                 // DMA faults recorded since the last fault event are reported before the counts.
                 crate::devices::iommu::drain();
                 log_exit_counts();
+                #[cfg(feature = "profile")]
+                crate::profile::log();
                 if pass {
                     crate::run_end::succeed()
                 } else {
@@ -289,6 +296,11 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
                 }
             }
             Action::Fault(fault) => return Stop::Fault(fault, backend.rip()),
+        }
+        #[cfg(feature = "profile")]
+        {
+            let resumed = crate::profile::stamp();
+            crate::profile::record(backend, &profile_exit, before_handler, after_handler, resumed);
         }
     }
 }

@@ -54,3 +54,15 @@ const _: () = {
     assert!(core::mem::size_of::<IoPermissionMap>() == 12288 && core::mem::align_of::<IoPermissionMap>() == 4096);
     assert!(core::mem::size_of::<MsrPermissionMap>() == 8192 && core::mem::align_of::<MsrPermissionMap>() == 4096);
 };
+
+/// A TSC stamp for the exit profile (`cargo xtask bench --profile`, kernel feature
+/// `profile`); under Bochs `clock: sync=none` the TSC counts instructions.
+#[cfg(feature = "profile")]
+#[inline(always)]
+pub fn profile_stamp() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC reads a counter and changes nothing else. Not `nomem`: the compiler
+    // keeps memory accesses on their side of the stamp.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nostack, preserves_flags)) };
+    u64::from(hi) << 32 | u64::from(lo)
+}

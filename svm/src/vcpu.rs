@@ -98,6 +98,10 @@ pub struct Vcpu {
     features: Features,
     /// The MSR permission maps and which one the VMCB uses.
     msrpm: MsrBitmapChoice,
+    /// The TSC just before the last world switch and just after it returned
+    /// (`cargo xtask bench --profile`).
+    #[cfg(feature = "profile")]
+    profile_stamps: (u64, u64),
 }
 
 impl Vcpu {
@@ -136,7 +140,15 @@ impl Vcpu {
         c.clean_bits = 0;
         // Every vCPU starts with its local APIC in xAPIC mode and its TSC not offset.
         let msrpm = MsrBitmapChoice::at_reset(setup.msrpm, setup.msrpm_tsc_offset, setup.msrpm_apic_trap);
-        let mut vcpu = Vcpu { vmcb, host, registers: GuestRegisters::default(), features: *features, msrpm };
+        let mut vcpu = Vcpu {
+            vmcb,
+            host,
+            registers: GuestRegisters::default(),
+            features: *features,
+            msrpm,
+            #[cfg(feature = "profile")]
+            profile_stamps: (0, 0),
+        };
         vcpu.reset(entry);
         Ok(vcpu)
     }
@@ -281,9 +293,15 @@ impl Vcpu {
         self.vmcb.save.rax = self.registers.rax;
         let guest: *mut Vmcb = self.vmcb;
         let host: *mut Vmcb = self.host;
+        #[cfg(feature = "profile")]
+        let entry = crate::profile_stamp();
         // SAFETY: `new` set up the VMCB and SVM is on (its contract); both pointers come
         // from this vCPU's exclusive references.
         unsafe { world_switch::vmrun(&mut self.registers, guest, host) };
+        #[cfg(feature = "profile")]
+        {
+            self.profile_stamps = (entry, crate::profile_stamp());
+        }
         self.registers.rax = self.vmcb.save.rax;
         let c = &mut self.vmcb.control;
         // The flush requested by `reset` is done.
@@ -293,6 +311,12 @@ impl Vcpu {
         // (15.7.2). Otherwise the injected event, if any, was delivered.
         c.event_injection = if c.exit_int_info & event::VALID != 0 { c.exit_int_info } else { 0 };
         exit::decode(c, &self.registers)
+    }
+
+    /// The TSC just before the last world switch and just after it returned.
+    #[cfg(feature = "profile")]
+    pub fn profile_stamps(&self) -> (u64, u64) {
+        self.profile_stamps
     }
 
     /// After an [`Exit::Nmi`]: lets the host's NMI handler take the NMI, which the exit

@@ -64,10 +64,13 @@ pub struct KernelImage {
     pub modules: Vec<(PathBuf, String)>,
 }
 
-fn cargo_build(package: &str, config: Option<&Path>) -> Command {
+fn cargo_build(package: &str, config: Option<&Path>, features: &[&str]) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "-p", package, "--target", KERNEL_TARGET, "--release"]).current_dir(workspace_root());
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
     if let Some(config) = config {
         cmd.env("BULKHEAD_CONFIG", config)
             .env("BULKHEAD_GUEST_DIR", binaries_dir())
@@ -79,12 +82,17 @@ fn cargo_build(package: &str, config: Option<&Path>) -> Command {
 
 /// The command that builds the guests (the partition payloads).
 pub fn cargo_build_guests() -> Command {
-    cargo_build(GUESTS_PACKAGE, None)
+    cargo_build(GUESTS_PACKAGE, None, &[])
 }
 
 /// The commands that build the guests and then the kernel for `config`, for display.
 pub fn build_commands(config: &Path) -> [Command; 2] {
-    [cargo_build(GUESTS_PACKAGE, None), cargo_build(KERNEL_PACKAGE, Some(config))]
+    build_commands_with(config, &[])
+}
+
+/// [`build_commands`] with the kernel's cargo `features` (e.g. `profile`).
+pub fn build_commands_with(config: &Path, features: &[&str]) -> [Command; 2] {
+    [cargo_build(GUESTS_PACKAGE, None, &[]), cargo_build(KERNEL_PACKAGE, Some(config), features)]
 }
 
 /// Runs a cargo build; with `quiet`, its output is returned only on failure.
@@ -108,6 +116,12 @@ pub(crate) fn run_build(mut cmd: Command, quiet: bool) -> Result<(), String> {
 /// own (`target/bulkhead-kernels/<config>.elf`) so kernels of different configurations
 /// can be used side by side. With `quiet`, cargo's output is returned only on failure.
 pub fn build_kernel(config: &Path, quiet: bool) -> Result<KernelImage, String> {
+    build_kernel_with(config, quiet, &[])
+}
+
+/// [`build_kernel`] with the kernel's cargo `features` (e.g. `profile`, for `cargo xtask
+/// bench --profile`); the ELF's name ends in them (`<config>-profile.elf`).
+pub fn build_kernel_with(config: &Path, quiet: bool, features: &[&str]) -> Result<KernelImage, String> {
     // One cargo build at a time: each rewrites the same kernel output file.
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
@@ -117,14 +131,15 @@ pub fn build_kernel(config: &Path, quiet: bool) -> Result<KernelImage, String> {
     // `@apps/` payloads: the unikernel apps, built with their nightly before the kernel's
     // build checks them.
     crate::apps::prepare(&config, quiet)?;
-    let [guests, kernel] = build_commands(&config);
+    let [guests, kernel] = build_commands_with(&config, features);
     run_build(guests, quiet)?;
     run_build(kernel, quiet)?;
     let built = binaries_dir().join(KERNEL_PACKAGE);
     let name = config.strip_prefix(workspace_root()).unwrap_or(&config).to_string_lossy().replace(['/', '\\'], "_");
     let dir = target_dir().join("bulkhead-kernels");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let elf = dir.join(format!("{}.elf", name.trim_end_matches(".toml")));
+    let suffix: String = features.iter().map(|f| format!("-{f}")).collect();
+    let elf = dir.join(format!("{}{suffix}.elf", name.trim_end_matches(".toml")));
     std::fs::copy(&built, &elf).map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), elf.display()))?;
     let modules = boot_modules(&config)?;
     Ok(KernelImage { config, elf, modules })

@@ -32,6 +32,7 @@
 //! | [`console_rate`] | the rate limit on a partition's console lines |
 //! | [`xcr0`] | which XCR0 values a partition may set with XSETBV |
 //! | [`pci_config`] | a partition's view of the configuration space of a PCI function it owns: BARs, command, capabilities, MSI checked and retargeted |
+//! | [`profile`] | the exit profile of `cargo xtask bench --profile`: per-exit phase sums, the longest run per kind of exit |
 //! | [`msix`] | an assigned function's MSI-X table as its owner sees it: entries shadowed, messages checked and retargeted |
 //! | [`vtd_slat`] | VT-d second-level page-table entries: a DMA domain built with the [`slat`] builder |
 //! | [`acpi`] | the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG) describing a partition's virtual platform |
@@ -71,6 +72,7 @@ pub mod mtrr;
 pub mod multiboot1;
 pub mod pages;
 pub mod pci_config;
+pub mod profile;
 pub mod slat;
 pub mod tsc;
 pub mod uart16550;

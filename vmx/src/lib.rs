@@ -14,3 +14,15 @@ pub mod world_switch;
 
 /// A 4 KiB-aligned page, for the VMXON region, VMCS and bitmaps.
 pub use bulkhead_virt::pages::Page;
+
+/// A TSC stamp for the exit profile (`cargo xtask bench --profile`, kernel feature
+/// `profile`); under Bochs `clock: sync=none` the TSC counts instructions.
+#[cfg(feature = "profile")]
+#[inline(always)]
+pub fn profile_stamp() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC reads a counter and changes nothing else. Not `nomem`: the compiler
+    // keeps memory accesses on their side of the stamp.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nostack, preserves_flags)) };
+    u64::from(hi) << 32 | u64::from(lo)
+}

@@ -205,6 +205,10 @@ pub struct Vcpu {
     fixed: FixedBits,
     /// The MSR bitmaps and which one the VMCS uses.
     msr_bitmaps: MsrBitmapChoice,
+    /// The TSC just before the last world switch and just after it returned
+    /// (`cargo xtask bench --profile`).
+    #[cfg(feature = "profile")]
+    profile_stamps: (u64, u64),
 }
 
 impl Vcpu {
@@ -229,6 +233,8 @@ impl Vcpu {
             launched: false,
             fixed: FixedBits::read(),
             msr_bitmaps: MsrBitmapChoice::at_reset(0, 0, 0),
+            #[cfg(feature = "profile")]
+            profile_stamps: (0, 0),
         };
         vcpu.write_controls(setup)?;
         vcpu.write_host_state(&setup.host)?;
@@ -587,8 +593,15 @@ impl Vcpu {
     /// Runs the guest until it exits; returns what it did.
     #[inline(always)]
     pub fn enter_guest(&mut self) -> Exit {
+        #[cfg(feature = "profile")]
+        let entry = crate::profile_stamp();
         // SAFETY: `new` set up and loaded the VMCS with HOST_RIP at the exit handler.
-        if !unsafe { world_switch::enter(&mut self.registers, self.launched) } {
+        let entered = unsafe { world_switch::enter(&mut self.registers, self.launched) };
+        #[cfg(feature = "profile")]
+        {
+            self.profile_stamps = (entry, crate::profile_stamp());
+        }
+        if !entered {
             return Exit::Unhandled { reason: u32::MAX, qualification: vmread(ro::VM_INSTRUCTION_ERROR) };
         }
         self.launched = true;
@@ -597,6 +610,12 @@ impl Vcpu {
             world_switch::unblock_nmis();
         }
         exit
+    }
+
+    /// The TSC just before the last world switch and just after it returned.
+    #[cfg(feature = "profile")]
+    pub fn profile_stamps(&self) -> (u64, u64) {
+        self.profile_stamps
     }
 
     /// What the guest did, from the exit reason and the exit-information fields

@@ -40,6 +40,9 @@ const BENCH_CASES: &[BenchCase] = &[
     BenchCase { name: "cpuid-exit", key: "cpuid_exit_round_trip", unit: "instructions", target_max: |_| Some(300) },
     BenchCase { name: "io-exit", key: "io_exit_round_trip", unit: "instructions", target_max: |_| Some(300) },
     BenchCase { name: "msr-exit", key: "msr_exit_round_trip", unit: "instructions", target_max: |_| Some(300) },
+    // A Hyper-V hypercall with an unknown call code (0, fast form), answered
+    // INVALID_HYPERCALL_CODE: the like-for-like of an unknown VMCALL under KVM.
+    BenchCase { name: "null-hypercall", key: "null_hypercall_round_trip", unit: "instructions", target_max: |_| None },
     // Zero where the x2APIC passes through; with an emulated x2APIC each EOI exits.
     BenchCase {
         name: "timer-1khz-exits",
@@ -548,4 +551,271 @@ pub fn linux_bench(json: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A case `cargo xtask bench --profile` breaks down: the bench case it profiles, the run
+/// that measures it (system, `case=` and the partitions given it), and the exits of its
+/// loop (`bulkhead_virt::profile::key`).
+struct ProfileCase {
+    name: &'static str,
+    config: &'static str,
+    run: &'static str,
+    partitions: &'static [&'static str],
+    exit_key: u32,
+    bench_key: &'static str,
+}
+
+const PROFILE_CASES: &[ProfileCase] = {
+    use bulkhead_virt::profile::key;
+    const EXITS: &str = "tests/configs/bochs-bench.toml";
+    const MESSAGING: &str = "tests/configs/bochs-bench-messaging.toml";
+    &[
+        ProfileCase {
+            name: "cpuid-exit",
+            config: EXITS,
+            run: "exits",
+            partitions: &["bench"],
+            exit_key: key::CPUID,
+            bench_key: "cpuid_exit_round_trip",
+        },
+        ProfileCase {
+            name: "io-exit",
+            config: EXITS,
+            run: "exits",
+            partitions: &["bench"],
+            exit_key: key::IO_READ,
+            bench_key: "io_exit_round_trip",
+        },
+        ProfileCase {
+            name: "msr-exit",
+            config: EXITS,
+            run: "exits",
+            partitions: &["bench"],
+            exit_key: key::MSR_READ,
+            bench_key: "msr_exit_round_trip",
+        },
+        ProfileCase {
+            name: "null-hypercall",
+            config: EXITS,
+            run: "exits",
+            partitions: &["bench"],
+            exit_key: key::HYPERCALL,
+            bench_key: "null_hypercall_round_trip",
+        },
+        ProfileCase {
+            name: "hv-signal-event",
+            config: MESSAGING,
+            run: "calls",
+            partitions: &["bench", "peer"],
+            exit_key: key::HYPERCALL | bulkhead_abi::hyperv::hypercall::code::SIGNAL_EVENT as u32,
+            bench_key: "hv_signal_event_round_trip",
+        },
+        ProfileCase {
+            name: "hv-post-message-240",
+            config: MESSAGING,
+            run: "calls",
+            partitions: &["bench", "peer"],
+            exit_key: key::HYPERCALL | bulkhead_abi::hyperv::hypercall::code::POST_MESSAGE as u32,
+            bench_key: "hv_post_message_240_round_trip",
+        },
+    ]
+};
+
+/// The instructions of each backend's world switch per round trip, counted from its
+/// assembly (vmx/src/world_switch.rs, svm/src/world_switch.rs) on the path a resumed vCPU
+/// takes: the call, the host registers pushed, the guest's loaded, VMRESUME or VMSAVE,
+/// VMLOAD and VMRUN, then the guest's stored, the host's popped, VMSAVE and VMLOAD again,
+/// the return. Bochs counts VMRESUME/VMRUN as one instruction and the exiting instruction,
+/// which does not retire, as none.
+fn world_switch_instructions(backend: &BenchBackend) -> u64 {
+    match backend.prefix {
+        // vmx_enter: call, 7 pushes, mov, vmwrite, test, mov, 14 loads, jnz, vmresume (28);
+        // vmx_exit: push, mov, 14 stores, pop, 7 pops, xor, ret (27) — RDI's store is
+        // `pop rax; mov`.
+        "vmx" => 55,
+        // bulkhead_svm_run: call, 9 pushes, mov, vmsave, mov, vmload, 14 loads, vmrun (29);
+        // after #VMEXIT: push, mov, 13 stores, pop, mov, pop, vmsave, pop, vmload, 7 pops,
+        // ret (29).
+        _ => 58,
+    }
+}
+
+/// One case's breakdown on one backend, in instructions per round trip.
+struct Breakdown {
+    round_trip: u64,
+    guest: f64,
+    transition: f64,
+    dispatch: f64,
+    handler: f64,
+    ret: f64,
+    exits: u64,
+    stamp: u64,
+}
+
+/// `cargo xtask bench --profile CASE` (or `all`): each case's round trip on both backends,
+/// broken down by phase. The round trip is the plain hypervisor's (the bench figure); a
+/// second run of a hypervisor built with the `profile` feature stamps the TSC at each
+/// exit's phase boundaries (`bulkhead_virt::profile`) and prints, for the longest run of
+/// the case's exits, the sums of its dispatch, handler and return phases and of the time
+/// outside the hypervisor's Rust code (guest and world switch). The guest part is that
+/// outside time less the world switch's instructions and the bench loop's baseline; the
+/// transition is what is left of the round trip.
+pub fn profile(json: bool, case: &str) -> Result<ExitCode> {
+    let cases: Vec<&ProfileCase> = PROFILE_CASES.iter().filter(|c| case == "all" || c.name == case).collect();
+    if cases.is_empty() {
+        let names: Vec<&str> = PROFILE_CASES.iter().map(|c| c.name).collect();
+        bail!("bench --profile: no case `{case}`; one of: {}, all", names.join(", "));
+    }
+    setup::ensure_host(Purpose::for_emulator(Emulator::Bochs))?;
+    let mut configs: Vec<&str> = cases.iter().map(|c| c.config).collect();
+    configs.dedup();
+    let mut images = Vec::new();
+    for config in &configs {
+        let path = root().join(config);
+        let plain = build_for(&path)?;
+        let profiled = crate::build_for_with(&path, &["profile"])?;
+        images.push((*config, plain, profiled));
+    }
+    let mut results = Vec::new();
+    for backend in BENCH_BACKENDS {
+        for (config, plain, profiled) in &images {
+            let config_cases: Vec<&&ProfileCase> = cases.iter().filter(|c| c.config == *config).collect();
+            let first = config_cases[0];
+            let plain_values = bench_run(backend, plain, first.run, first.partitions)?;
+            let (profiled_values, lines) = profile_run(backend, profiled, first.run, first.partitions)?;
+            for c in config_cases {
+                let b = breakdown(backend, c, &plain_values, &profiled_values, &lines)?;
+                results.push((backend, *c, b));
+            }
+        }
+    }
+    if json {
+        let rows: Vec<String> = results
+            .iter()
+            .map(|(backend, c, b)| {
+                format!(
+                    "{{\"case\":\"{}/{}\",\"round_trip\":{},\"guest\":{:.1},\"transition\":{:.1},\"dispatch\":{:.1},\"handler\":{:.1},\"return\":{:.1},\"exits\":{},\"stamp\":{}}}",
+                    backend.prefix, c.name, b.round_trip, b.guest, b.transition, b.dispatch, b.handler, b.ret, b.exits, b.stamp
+                )
+            })
+            .collect();
+        println!("{{\"profile\":[{}]}}", rows.join(","));
+    } else {
+        println!(
+            "{:<28} {:>10} {:>7} {:>10} {:>8} {:>8} {:>7}  (instructions per round trip)",
+            "case", "round trip", "guest", "transition", "dispatch", "handler", "return"
+        );
+        for (backend, c, b) in &results {
+            println!(
+                "{:<28} {:>10} {:>7.1} {:>10.1} {:>8.1} {:>8.1} {:>7.1}",
+                format!("{}/{}", backend.prefix, c.name),
+                b.round_trip,
+                b.guest,
+                b.transition,
+                b.dispatch,
+                b.handler,
+                b.ret
+            );
+        }
+        println!(
+            "(each over the longest run of the case's exits; stamp cost subtracted; transition = round trip - the rest, the world switch's assembly being {} (vmx) and {} (svm) of it)",
+            world_switch_instructions(&BENCH_BACKENDS[0]),
+            world_switch_instructions(&BENCH_BACKENDS[1])
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The profile's sums for one kind of exit: (exits, outside, outside exits, dispatch,
+/// handler, return, stamp cost), from the hypervisor's `profile:` lines.
+type ProfileLine = (u32, [u64; 7]);
+
+/// A run's `bench: KEY=VALUE` figures.
+type Values = Vec<(String, u64)>;
+
+fn profile_run(
+    backend: &BenchBackend,
+    image: &kernel::KernelImage,
+    case: &str,
+    partitions: &[&str],
+) -> Result<(Values, Vec<ProfileLine>)> {
+    let mut run = Run::new(backend.emulator)
+        .name(format!("xtask-bench-profile-{}-{case}", backend.prefix))
+        .cpus(2)
+        .timeout(std::time::Duration::from_secs(600))
+        .kernel(image.clone());
+    for partition in partitions {
+        run = run.switch(format!("{partition}:case={case}"));
+    }
+    eprintln!("bench: {} case `{case}` profiled on {} ...", backend.prefix, backend.emulator);
+    let report = run.try_execute()?;
+    if !report.outcome.is_passed() {
+        eprint!("{}", report.diagnostic());
+        bail!("the {} profile run `{case}` failed", backend.prefix);
+    }
+    let mut values = Vec::new();
+    let mut lines = Vec::new();
+    for text in report.lines.iter().map(|l| l.to_string()) {
+        if let Some((key, value)) = text.split_once("] bench: ").and_then(|(_, kv)| kv.split_once('='))
+            && let Ok(value) = value.trim().parse()
+        {
+            values.push((key.to_string(), value));
+        }
+        if let Some(rest) = text.split_once("profile: cpu ").map(|(_, r)| r)
+            && let Some(line) = parse_profile_line(rest)
+        {
+            eprintln!("bench: {} profile: cpu {rest}", backend.prefix);
+            lines.push(line);
+        }
+    }
+    Ok((values, lines))
+}
+
+/// `C key K exits N outside O/M dispatch D handler H return R stamp S`.
+fn parse_profile_line(rest: &str) -> Option<ProfileLine> {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let field = |name: &str| words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1)).copied();
+    let key = u32::from_str_radix(field("key")?.trim_start_matches("0x"), 16).ok()?;
+    let (outside, outside_exits) = field("outside")?.split_once('/')?;
+    let n = |s: &str| s.parse::<u64>().ok();
+    Some((
+        key,
+        [
+            n(field("exits")?)?,
+            n(outside)?,
+            n(outside_exits)?,
+            n(field("dispatch")?)?,
+            n(field("handler")?)?,
+            n(field("return")?)?,
+            n(field("stamp")?)?,
+        ],
+    ))
+}
+
+fn breakdown(
+    backend: &BenchBackend,
+    case: &ProfileCase,
+    plain: &[(String, u64)],
+    profiled: &[(String, u64)],
+    lines: &[ProfileLine],
+) -> Result<Breakdown> {
+    let Some(round_trip) = value(plain, case.bench_key) else {
+        bail!("the {} bench printed no `{}`", backend.prefix, case.bench_key);
+    };
+    let Some(baseline) = value(profiled, "loop_baseline") else {
+        bail!("the {} profile run printed no loop baseline", backend.prefix);
+    };
+    for (key, v) in profiled.iter().filter(|(k, _)| k.contains("retries") || k.contains("failed")) {
+        eprintln!("bench: {} profile run: {key}={v}", backend.prefix);
+    }
+    let Some(&(_, [exits, outside, outside_exits, dispatch, handler, ret, stamp])) =
+        lines.iter().filter(|(k, _)| *k == case.exit_key).max_by_key(|(_, s)| s[0])
+    else {
+        bail!("the {} profile run printed no profile of exit key {:#x} ({})", backend.prefix, case.exit_key, case.name);
+    };
+    let per = |sum: u64, n: u64| sum as f64 / n.max(1) as f64;
+    let (dispatch, handler, ret) = (per(dispatch, exits), per(handler, exits), per(ret, exits));
+    let guest = per(outside, outside_exits) - world_switch_instructions(backend) as f64 - baseline as f64;
+    let transition = round_trip as f64 - guest - dispatch - handler - ret;
+    Ok(Breakdown { round_trip, guest, transition, dispatch, handler, ret, exits, stamp })
 }

@@ -59,7 +59,8 @@ workspace root) after building the default system once; ends with one line of to
         synopsis: "lint",
         help: "\
 `cargo fmt --check`, and clippy with -D warnings on the host crates, and on the kernel, the
-guests and the unikernel runtime for their target.",
+guests and the unikernel runtime for their target (the kernel also with its `profile`
+feature).",
     },
     Command {
         name: "build",
@@ -78,7 +79,7 @@ summary of partitions, cores, memory and connections.",
     },
     Command {
         name: "bench",
-        synopsis: "bench [--linux | --unikernel] [--json]",
+        synopsis: "bench [--linux | --unikernel | --profile CASE] [--json]",
         help: "\
 Deterministic benchmarks in Bochs (guest RDTSC = instruction count), VT-x and SVM:
 hypervisor instructions per CPUID, I/O-port and MSR exit round trip; VM exits per million
@@ -88,7 +89,10 @@ Rust std program): the runtime's start to main, a console line, sleep wake-up la
 10 000 periods of 1 ms. With --unikernel, only the unikernel cases. With --linux, instead:
 Debian's kernel to /init in instructions, in a partition on Bochs VT-x against the same
 kernel booted directly on the same machine, and their ratio (minutes of wall time).
-Figures and method: docs/performance.md.",
+With --profile CASE (cpuid-exit, io-exit, msr-exit, null-hypercall, hv-signal-event,
+hv-post-message-240, or all): a hypervisor built with per-exit TSC stamps breaks that
+case's round trip down by phase (guest, transition, dispatch, handler, return) on both
+backends. Figures and method: docs/performance.md.",
     },
     Command {
         name: "image",
@@ -224,6 +228,8 @@ pub enum Task {
         linux: bool,
         /// Only the unikernel cases.
         unikernel: bool,
+        /// The phase breakdown of one case (`--profile CASE`) instead.
+        profile: Option<String>,
     },
     Image {
         format: ImageFormat,
@@ -438,7 +444,7 @@ fn parse_command(name: &str, o: &mut Options<'_>) -> Result<Task> {
             Task::LinuxAssets
         }
         "bench" => {
-            let (mut json, mut linux, mut unikernel) = (false, false, false);
+            let (mut json, mut linux, mut unikernel, mut profile) = (false, false, false, None);
             while let Some(arg) = o.next() {
                 match arg {
                     Arg::Flag(flag, inline) if flag == "--json" => {
@@ -453,15 +459,16 @@ fn parse_command(name: &str, o: &mut Options<'_>) -> Result<Task> {
                         o.no_value(&flag, &inline)?;
                         unikernel = true
                     }
+                    Arg::Flag(flag, inline) if flag == "--profile" => profile = Some(o.value(&flag, inline)?),
                     Arg::Flag(flag, _) => return Err(o.unknown(&flag)),
                     Arg::Positional(p) => positional.push(p),
                     Arg::Rest(words) => positional.extend(words),
                 }
             }
-            if linux && unikernel {
-                bail!("bench: --linux and --unikernel are separate groups; give one");
+            if u8::from(linux) + u8::from(unikernel) + u8::from(profile.is_some()) > 1 {
+                bail!("bench: --linux, --unikernel and --profile are separate groups; give one");
             }
-            Task::Bench { json, linux, unikernel }
+            Task::Bench { json, linux, unikernel, profile }
         }
         "check" => {
             collect_positional(o, &mut positional)?;
@@ -698,10 +705,21 @@ mod tests {
         assert_eq!(parse_ok("image"), Task::Image { format: ImageFormat::Disk, out: None, config: None });
         assert_eq!(parse_ok("build --config a.toml"), Task::Build { config: Some("a.toml".into()) });
         assert_eq!(parse_ok("check a.toml"), Task::Check { config: "a.toml".into() });
-        assert_eq!(parse_ok("bench --json"), Task::Bench { json: true, linux: false, unikernel: false });
-        assert_eq!(parse_ok("bench --linux"), Task::Bench { json: false, linux: true, unikernel: false });
-        assert_eq!(parse_ok("bench --unikernel"), Task::Bench { json: false, linux: false, unikernel: true });
+        assert_eq!(parse_ok("bench --json"), Task::Bench { json: true, linux: false, unikernel: false, profile: None });
+        assert_eq!(
+            parse_ok("bench --linux"),
+            Task::Bench { json: false, linux: true, unikernel: false, profile: None }
+        );
+        assert_eq!(
+            parse_ok("bench --unikernel"),
+            Task::Bench { json: false, linux: false, unikernel: true, profile: None }
+        );
+        assert_eq!(
+            parse_ok("bench --profile cpuid-exit"),
+            Task::Bench { json: false, linux: false, unikernel: false, profile: Some("cpuid-exit".into()) }
+        );
         assert!(parse_err("bench --linux --unikernel").contains("separate groups"));
+        assert!(parse_err("bench --unikernel --profile all").contains("separate groups"));
         assert!(parse_err("bench --csv").contains("unknown option"));
         assert_eq!(
             parse_ok("flash --image out/b.img --device /dev/sdz -y --allow-file"),

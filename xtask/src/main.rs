@@ -60,7 +60,8 @@ fn execute(task: Task) -> Result<ExitCode> {
         Task::Lint => lint(),
         Task::Build { config } => build(config).map(|_| ExitCode::SUCCESS),
         Task::Check { config } => check(&config),
-        Task::Bench { json, linux: false, unikernel } => bench::bench(json, unikernel),
+        Task::Bench { json, profile: Some(case), .. } => bench::profile(json, &case),
+        Task::Bench { json, linux: false, unikernel, .. } => bench::bench(json, unikernel),
         Task::Bench { json, linux: true, .. } => bench::linux_bench(json),
         Task::Image { format, out, config } => image::image(format, out, config),
         Task::Flash { image, device, yes, allow_file } => flash::flash(&image, &device, yes, allow_file),
@@ -117,6 +118,11 @@ fn build(config: Option<PathBuf>) -> Result<kernel::KernelImage> {
 }
 
 fn build_for(config: &Path) -> Result<kernel::KernelImage> {
+    build_for_with(config, &[])
+}
+
+/// [`build_for`] with the kernel's cargo `features` (`profile` for `bench --profile`).
+fn build_for_with(config: &Path, features: &[&str]) -> Result<kernel::KernelImage> {
     ensure_rust(Rust::BUILD)?;
     ensure_linux_host(config)?;
     let apps = ensure_apps(config)?;
@@ -126,10 +132,10 @@ fn build_for(config: &Path) -> Result<kernel::KernelImage> {
         bulkhead_tests::apps::build_apps(false).map_err(anyhow::Error::msg)?;
     }
     eprintln!("building the guests and the hypervisor for {}", display_path(config));
-    for cmd in kernel::build_commands(config) {
+    for cmd in kernel::build_commands_with(config, features) {
         eprintln!("$ {}", show(&cmd));
     }
-    kernel::build_kernel(config, false).map_err(anyhow::Error::msg)
+    kernel::build_kernel_with(config, false, features).map_err(anyhow::Error::msg)
 }
 
 /// What building the `@linux/` assets of a system file needs on the host (the shell
@@ -327,11 +333,26 @@ fn lint() -> Result<ExitCode> {
     // The kernel compiles differently per console format (defmt macros, or the text
     // logger), so it is linted in both: the default system, and a text-console one.
     let text_config = root().join("tests/configs/text-console.toml");
-    let steps: [(&[&str], Option<&Path>); 4] = [
+    // The exit profile's stamps (`bench --profile`) exist only with the kernel's feature.
+    let kernel_profile_clippy: &[&str] = &[
+        "clippy",
+        "-p",
+        kernel::KERNEL_PACKAGE,
+        "--features",
+        "bulkhead-kernel/profile",
+        "--target",
+        kernel::KERNEL_TARGET,
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ];
+    let steps: [(&[&str], Option<&Path>); 5] = [
         (&["fmt", "--all", "--check"], None),
         (&["clippy", "--all-targets", "--", "-D", "warnings"], None),
         (kernel_clippy, None),
         (kernel_clippy, Some(&text_config)),
+        (kernel_profile_clippy, None),
     ];
     // The kernel's build script validates the default system, whose payloads are guests.
     if !status(kernel::cargo_build_guests())? {

@@ -65,6 +65,7 @@ fn bench_calls(mut end: Endpoint) -> bool {
         end.wait_event();
     });
     println!("bench: hv_signal_event_round_trip={}", signal.saturating_sub(baseline));
+    println!("bench: loop_baseline={}", baseline);
     println!("bench: hv_post_message_240_round_trip={}", post.saturating_sub(baseline));
     println!("bench: hv_post_message_240_retries={}", retries);
     println!("bench: hv_message_ping_pong={}", message_ping_pong.saturating_sub(baseline));

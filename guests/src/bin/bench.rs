@@ -3,8 +3,9 @@
 //! and hypervisor together, deterministic run to run.
 //!
 //! `case=exits`: the round trip of a CPUID, an I/O-port read (the virtual UART's line
-//! status) and an intercepted RDMSR (MTRRCAP), each minus the same loop without the
-//! exiting instruction. `case=timer`: a compute loop of 10M instructions with the local
+//! status), an intercepted RDMSR (MTRRCAP) and a null hypercall (a Hyper-V hypercall with
+//! an unknown call code, answered INVALID_HYPERCALL_CODE), each minus the same loop
+//! without the exiting instruction. `case=timer`: a compute loop of 10M instructions with the local
 //! APIC timer at 1 kHz (calibrated against the TSC); the hypervisor's exit counts for the
 //! partition then show what the timer interrupts and EOIs cost (every exit but the
 //! console's port writes). `case=timer-setup`: the same without the loop, so that the
@@ -29,6 +30,11 @@
 use bulkhead_guests::{arg, cmdline, gp, inb, println, rdtsc};
 
 const ROUNDS: u64 = 2_000;
+
+/// The null hypercall's call code: one no Hyper-V interface defines.
+const NULL_CALL_CODE: u16 = 0;
+/// HV_STATUS_INVALID_HYPERCALL_CODE.
+const INVALID_HYPERCALL_CODE: u16 = bulkhead_abi::hyperv::hypercall::HvStatus::InvalidHypercallCode as u16;
 
 fn per_round(mut body: impl FnMut()) -> u64 {
     let start = rdtsc();
@@ -58,7 +64,21 @@ fn exits() {
     let msr = per_round(|| {
         core::hint::black_box(rdmsr(0xfe));
     });
+    // A Hyper-V hypercall with a call code no hypervisor defines (0, fast form): answered
+    // INVALID_HYPERCALL_CODE, the like-for-like of an unknown VMCALL elsewhere.
+    let mut hv = bulkhead_guests::hyperv::client_with_hypercalls();
+    let null_input = bulkhead_abi::hyperv::hypercall::HypercallInput::new(NULL_CALL_CODE).fast(true).value();
+    let mut wrong = 0u64;
+    let null = per_round(|| {
+        let result = hv.raw_hypercall(null_input, 0, 0);
+        wrong += u64::from(result & 0xffff != u64::from(INVALID_HYPERCALL_CODE));
+    });
+    if wrong != 0 {
+        println!("bench: null hypercall: {} answers other than INVALID_HYPERCALL_CODE", wrong);
+        bulkhead_guests::report(false)
+    }
     println!("bench: cpuid_exit_round_trip={}", cpuid.saturating_sub(baseline));
+    println!("bench: null_hypercall_round_trip={}", null.saturating_sub(baseline));
     println!("bench: io_exit_round_trip={}", io.saturating_sub(baseline));
     println!("bench: msr_exit_round_trip={}", msr.saturating_sub(baseline));
     println!("bench: loop_baseline={}", baseline);

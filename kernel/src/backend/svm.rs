@@ -146,6 +146,11 @@ impl Backend for SvmCore {
         Ok(())
     }
 
+    #[cfg(feature = "profile")]
+    fn profile_stamps(&mut self) -> (u64, u64) {
+        self.vcpu().profile_stamps()
+    }
+
     #[inline]
     fn enter_guest(&mut self) -> Exit {
         let exit = self.vcpu().enter_guest();

@@ -139,6 +139,11 @@ impl Backend for VmxCore {
         self.vcpu.as_mut().expect("started before running").enter_guest()
     }
 
+    #[cfg(feature = "profile")]
+    fn profile_stamps(&mut self) -> (u64, u64) {
+        self.vcpu.as_mut().expect("started before running").profile_stamps()
+    }
+
     fn rip(&mut self) -> u64 {
         self.vcpu.as_mut().expect("started before running").rip()
     }
