@@ -32,9 +32,9 @@ pub fn stamp() -> u64 {
 /// now includes its action), recorded with the backend's stamps around the world switch
 /// under the exit's kind (`key_of`). Inlined: the next exit's dispatch begins with the
 /// stamp this takes last, and a call's return would otherwise count there.
-pub struct Profiled<V>(pub V);
+pub struct Profiled<'v, V>(pub &'v mut V);
 
-impl<B: Backend, V: ExitVisitor<B>> ExitVisitor<B> for Profiled<V> {
+impl<B: Backend, V: ExitVisitor<B>> ExitVisitor<B> for Profiled<'_, V> {
     type Output = V::Output;
 
     #[inline(always)]

@@ -231,9 +231,9 @@ fn start_vcpu<'c, C: VirtCore>(
 /// Runs the guest until it faults or its partition is stopped from another core.
 fn exit_loop<B: Backend>(partition: &'static Partition, vcpu: &mut B) -> Stop {
     let cpu = crate::cpu::percpu::current();
-    let mut handler = crate::exits::ExitHandler { partition, nmi_rip: None };
     // The liveness count (`PerCpu::set_liveness`): even now, odd during each exit.
-    let mut live = cpu.liveness() & !1;
+    let mut handler =
+        crate::exits::ExitHandler { partition, cpu, live: cpu.liveness() & !1, fault: None, nmi_rip: None };
     loop {
         // One load for every reason to leave the guest: a stop of the partition (before an
         // INIT, which a restart would discard anyway) or an INIT.
@@ -259,20 +259,23 @@ fn exit_loop<B: Backend>(partition: &'static Partition, vcpu: &mut B) -> Stop {
                 crate::devices::iommu::drain();
             }
         }
-        cpu.set_liveness(live);
+        cpu.set_liveness(handler.live);
         // Set again by an NMI exit only: the stop above names the NMI of the last exit.
         handler.nmi_rip = None;
         // The guest runs, exits, and the exit is handled (`exits::ExitHandler`) in this one
-        // call; the liveness count turns odd as the exit begins (`LiveOnExit`).
+        // call.
         #[cfg(not(feature = "profile"))]
-        let handled = vcpu.run(&mut crate::exits::LiveOnExit { cpu, live, inner: &mut handler });
+        let handled = vcpu.run(&mut handler);
         #[cfg(feature = "profile")]
-        let handled =
-            vcpu.run(&mut crate::profile::Profiled(crate::exits::LiveOnExit { cpu, live, inner: &mut handler }));
-        live = live.wrapping_add(2);
+        let handled = vcpu.run(&mut crate::profile::Profiled(&mut handler));
+        handler.live = handler.live.wrapping_add(2);
         match handled {
             Ok(()) => {}
-            Err(Stopping::Fault(fault)) => return Stop::Fault(fault, vcpu.rip()),
+            Err(Stopping::Fault) => {
+                // Set with the error (`ExitHandler::apply`); the fallback never happens.
+                let fault = handler.fault.take().unwrap_or(Fault::Unhandled { reason: u32::MAX, qualification: 0 });
+                return Stop::Fault(fault, vcpu.rip());
+            }
             Err(Stopping::Report { pass }) => {
                 info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
                 // The other partitions' first cores may still be on their way (a loaded

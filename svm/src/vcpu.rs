@@ -122,6 +122,8 @@ impl Vcpu {
         setup.check(features)?;
         *vmcb = Vmcb::zeroed();
         *host = Vmcb::zeroed();
+        // SAFETY: SVM is on (the caller's contract) and `host` is this core's host VMCB.
+        unsafe { world_switch::save_host(host) };
         let c = &mut vmcb.control;
         c.intercept_cr = 0;
         c.intercept_dr = 0;

@@ -1,9 +1,8 @@
 //! CPUID exits: the leaves as a partition sees them.
 
 use crate::backend::Backend;
-use crate::cpu::percpu::{self, MAX_CPUS};
+use crate::cpu::percpu::{self, CpuidAnswers};
 use crate::partition::Partition;
-use core::cell::UnsafeCell;
 
 /// CPUID as a partition sees it: the hardware's answer without the features whose MSRs or
 /// instructions a partition cannot use (`bulkhead_virt::cpuid`: the virtualization
@@ -18,15 +17,13 @@ use core::cell::UnsafeCell;
 /// ID), set on every CPU since AMD's hardware answer may be 0; the processor counts give
 /// the partition's cores, one thread per core (see [`extended_topology`]).
 ///
-/// The leaves in [`CACHED`] come from this core's [`Cache`], filled by [`fill_cache`] when
+/// The leaves in [`CACHED`] come from this core's table (`PerCpu::cpuid_answers`), filled by [`fill_cache`] when
 /// the vCPU starts: the same answer, without the hardware CPUID and the filters on every
 /// exit (issue 19's fast path).
 #[inline(always)]
-pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf: u32) {
+pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, cache: &CpuidAnswers, leaf: u32, subleaf: u32) {
     if leaf < 32 && CACHED & (1 << leaf) != 0 {
-        // SAFETY: this core's own entry, written only by `fill_cache` on this core before
-        // its vCPU's first entry.
-        let [eax, ebx, mut ecx, edx] = unsafe { (*CACHE.0.get())[percpu::current_index() as usize].0[leaf as usize] };
+        let [eax, ebx, mut ecx, edx] = cache.0[leaf as usize];
         if leaf == 1 && backend.guest_cr4() & CR4_OSXSAVE != 0 {
             ecx |= LEAF1_ECX_OSXSAVE;
         }
@@ -66,16 +63,7 @@ const CACHED: u32 = (1 << 0)
     | (1 << 0x15)
     | (1 << 0x16);
 
-/// One core's answers to the [`CACHED`] leaves, by leaf (EAX, EBX, ECX, EDX).
-struct CoreCache([[u32; 4]; 32]);
-
-struct Cache(UnsafeCell<[CoreCache; MAX_CPUS]>);
-// SAFETY: each core reads and writes only its own entry (`percpu::current_index`).
-unsafe impl Sync for Cache {}
-
-static CACHE: Cache = Cache(UnsafeCell::new([const { CoreCache([[0; 4]; 32]) }; MAX_CPUS]));
-
-/// Fills this core's cache for the partition's vCPU that is about to enter (at every start:
+/// Fills this core's answers (`PerCpu::cpuid_answers`) for the partition's vCPU that is about to enter (at every start:
 /// the answers depend on the partition and on the backend's enabled instructions).
 pub fn fill_cache<B: Backend>(partition: &Partition, backend: &mut B) {
     let mut answers = [[0u32; 4]; 32];
@@ -83,8 +71,8 @@ pub fn fill_cache<B: Backend>(partition: &Partition, backend: &mut B) {
         let r = compute(partition, backend, leaf as u32, 0);
         *answer = [r.eax, r.ebx, r.ecx & !LEAF1_ECX_OSXSAVE, r.edx];
     }
-    // SAFETY: this core's own entry; its vCPU is not running (it is being started).
-    unsafe { (*CACHE.0.get())[percpu::current_index() as usize] = CoreCache(answers) };
+    // SAFETY: this CPU, before its vCPU's exit loop (which holds the answers) starts.
+    unsafe { percpu::current().set_cpuid_answers(CpuidAnswers(answers)) };
 }
 
 /// The answer to `leaf`/`subleaf` for this partition and core (see [`answer`]).

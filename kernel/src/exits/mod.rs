@@ -25,10 +25,13 @@ pub use action::Action;
 use bulkhead_virt::exit::{Exit, ExitVisitor, PortAccess};
 use core::sync::atomic::Ordering;
 
-/// Why the vCPU loop must leave its guest after an exit (what [`handle`] did not finish).
+/// Why the vCPU loop must leave its guest after an exit (what the handler did not
+/// finish). A byte, so that the exit path's result travels in a register; a fault's
+/// details wait in [`ExitHandler::fault`].
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Stopping {
-    /// The partition faulted: apply its policy.
-    Fault(Fault),
+    /// The partition faulted ([`ExitHandler::fault`] says how): apply its policy.
+    Fault,
     /// The partition reported a test verdict through its report port.
     Report { pass: bool },
 }
@@ -43,6 +46,14 @@ pub enum Stopping {
 /// no [`Action`] in memory (issue 19, docs/performance.md "Profile").
 pub struct ExitHandler<'a> {
     pub partition: &'a Partition,
+    /// This core: its liveness count turns odd as each exit's handling begins (the
+    /// monitor's hang check reads it, `PerCpu::set_liveness`), and it holds the vCPU's
+    /// CPUID answers.
+    pub cpu: &'a crate::cpu::percpu::PerCpu,
+    /// The liveness count while the guest runs (even).
+    pub live: u32,
+    /// The fault of the last exit that returned [`Stopping::Fault`].
+    pub fault: Option<Fault>,
     /// The guest RIP of the last exit if it was an NMI exit (the loop's stop line says
     /// where the NMI took the vCPU out of its guest).
     pub nmi_rip: Option<u64>,
@@ -53,42 +64,48 @@ impl<B: Backend> ExitVisitor<B> for ExitHandler<'_> {
 
     #[inline(always)]
     fn cpuid(&mut self, vcpu: &mut B, leaf: u32, subleaf: u32) -> Self::Output {
+        self.cpu.set_liveness(self.live | 1);
         self.partition.exits.cpuid.fetch_add(1, Ordering::Relaxed);
-        cpuid::answer(self.partition, vcpu, leaf, subleaf);
+        cpuid::answer(self.partition, vcpu, self.cpu.cpuid_answers(), leaf, subleaf);
         vcpu.skip_instruction();
         Ok(())
     }
 
     #[inline(always)]
     fn io(&mut self, vcpu: &mut B, access: PortAccess) -> Self::Output {
+        self.cpu.set_liveness(self.live | 1);
         self.partition.exits.io.fetch_add(1, Ordering::Relaxed);
         let action = ports::access(self.partition, vcpu.registers(), access);
-        apply(vcpu, action)
+        self.apply(vcpu, action)
     }
 
     #[inline(always)]
     fn msr_read(&mut self, vcpu: &mut B, msr: u32) -> Self::Output {
+        self.cpu.set_liveness(self.live | 1);
         self.partition.exits.msr.fetch_add(1, Ordering::Relaxed);
         let action = msr::read_exit(self.partition, vcpu, msr);
-        apply(vcpu, action)
+        self.apply(vcpu, action)
     }
 
     #[inline(always)]
     fn msr_write(&mut self, vcpu: &mut B, msr: u32, value: u64) -> Self::Output {
+        self.cpu.set_liveness(self.live | 1);
         self.partition.exits.msr.fetch_add(1, Ordering::Relaxed);
         let action = msr::write_exit(self.partition, vcpu, msr, value);
-        apply(vcpu, action)
+        self.apply(vcpu, action)
     }
 
     #[inline(always)]
     fn hypercall(&mut self, vcpu: &mut B) -> Self::Output {
+        self.cpu.set_liveness(self.live | 1);
         self.partition.exits.other.fetch_add(1, Ordering::Relaxed);
         let action = hypercall(self.partition, vcpu);
-        apply(vcpu, action)
+        self.apply(vcpu, action)
     }
 
     #[inline(always)]
     fn other(&mut self, vcpu: &mut B, exit: Exit) -> Self::Output {
+        self.cpu.set_liveness(self.live | 1);
         match exit {
             // The backends hand these to their own methods; the same handling if one came
             // here decoded.
@@ -100,59 +117,9 @@ impl<B: Backend> ExitVisitor<B> for ExitHandler<'_> {
             exit => {
                 self.partition.exits.other.fetch_add(1, Ordering::Relaxed);
                 let action = other(self.partition, vcpu, exit, &mut self.nmi_rip);
-                apply(vcpu, action)
+                self.apply(vcpu, action)
             }
         }
-    }
-}
-
-/// Marks the start of each exit's handling in this core's liveness count (odd while the
-/// hypervisor handles an exit: `PerCpu::set_liveness`, which the monitor's hang check
-/// reads), then hands the exit on to `inner`.
-pub struct LiveOnExit<'c, 'h, V> {
-    pub cpu: &'c crate::cpu::percpu::PerCpu,
-    /// The count while the guest ran (even).
-    pub live: u32,
-    pub inner: &'h mut V,
-}
-
-impl<B: Backend, V: ExitVisitor<B>> ExitVisitor<B> for LiveOnExit<'_, '_, V> {
-    type Output = V::Output;
-
-    #[inline(always)]
-    fn cpuid(&mut self, vcpu: &mut B, leaf: u32, subleaf: u32) -> V::Output {
-        self.cpu.set_liveness(self.live | 1);
-        self.inner.cpuid(vcpu, leaf, subleaf)
-    }
-
-    #[inline(always)]
-    fn io(&mut self, vcpu: &mut B, access: PortAccess) -> V::Output {
-        self.cpu.set_liveness(self.live | 1);
-        self.inner.io(vcpu, access)
-    }
-
-    #[inline(always)]
-    fn msr_read(&mut self, vcpu: &mut B, msr: u32) -> V::Output {
-        self.cpu.set_liveness(self.live | 1);
-        self.inner.msr_read(vcpu, msr)
-    }
-
-    #[inline(always)]
-    fn msr_write(&mut self, vcpu: &mut B, msr: u32, value: u64) -> V::Output {
-        self.cpu.set_liveness(self.live | 1);
-        self.inner.msr_write(vcpu, msr, value)
-    }
-
-    #[inline(always)]
-    fn hypercall(&mut self, vcpu: &mut B) -> V::Output {
-        self.cpu.set_liveness(self.live | 1);
-        self.inner.hypercall(vcpu)
-    }
-
-    #[inline(always)]
-    fn other(&mut self, vcpu: &mut B, exit: Exit) -> V::Output {
-        self.cpu.set_liveness(self.live | 1);
-        self.inner.other(vcpu, exit)
     }
 }
 
@@ -220,26 +187,31 @@ fn other<B: Backend>(partition: &Partition, vcpu: &mut B, exit: Exit, nmi_rip: &
     }
 }
 
-/// Carries out a handler's [`Action`] on the vCPU.
-#[inline(always)]
-fn apply<B: Backend>(vcpu: &mut B, action: Action) -> Result<(), Stopping> {
-    match action {
-        Action::Resume { skip } => {
-            if skip {
-                vcpu.skip_instruction();
+impl ExitHandler<'_> {
+    /// Carries out a handler's [`Action`] on the vCPU.
+    #[inline(always)]
+    fn apply<B: Backend>(&mut self, vcpu: &mut B, action: Action) -> Result<(), Stopping> {
+        match action {
+            Action::Resume { skip } => {
+                if skip {
+                    vcpu.skip_instruction();
+                }
+                Ok(())
             }
-            Ok(())
+            Action::InjectGp => {
+                vcpu.inject_exception(13, Some(0));
+                Ok(())
+            }
+            Action::InjectUd => {
+                vcpu.inject_exception(6, None);
+                Ok(())
+            }
+            Action::Fault(fault) => {
+                self.fault = Some(fault);
+                Err(Stopping::Fault)
+            }
+            Action::Report { pass } => Err(Stopping::Report { pass }),
         }
-        Action::InjectGp => {
-            vcpu.inject_exception(13, Some(0));
-            Ok(())
-        }
-        Action::InjectUd => {
-            vcpu.inject_exception(6, None);
-            Ok(())
-        }
-        Action::Fault(fault) => Err(Stopping::Fault(fault)),
-        Action::Report { pass } => Err(Stopping::Report { pass }),
     }
 }
 
