@@ -37,6 +37,17 @@ pub const MAX_BOOT_MODULES: usize = 16;
 /// every table its memory, shared regions and device MMIO need. Validation builds each
 /// address space with the kernel's builder and refuses a layout that needs more.
 pub const SLAT_TABLES_PER_PARTITION: usize = 32;
+/// A page (and a page table) of the hypervisor's memory.
+pub const PAGE_BYTES: u64 = 4096;
+/// One CPU's stacks with their guard pages (kernel/src/cpu/percpu.rs `CpuStacks`, which
+/// asserts its size): the hypervisor's stacks take this times `config::CPUS`.
+pub const STACK_BYTES_PER_CPU: usize = 128 * 1024;
+/// Hardware pages of one partition besides its EPT/NPT (intercept bitmaps: the larger of
+/// VT-x's 5 and SVM's 9; kernel/src/backend.rs asserts it). Only one backend runs on a
+/// board, so both carve them from the same storage.
+pub const BACKEND_PAGES_PER_PARTITION: usize = 9;
+/// Hardware pages of one CPU (VMXON region + VMCS, or host save area + two VMCBs).
+pub const BACKEND_PAGES_PER_CPU: usize = 3;
 /// Guest-physical ranges end at or below 2^48: what 4-level EPT/NPT tables map (SDM Vol. 3C
 /// 29.3, APM 15.25). The table builder's own bound, which refuses anything above.
 pub const GUEST_PHYS_LIMIT: u64 = bulkhead_virt::slat::GUEST_PHYS_LIMIT;

@@ -11,8 +11,11 @@ use x86_64::registers::model_specific::GsBase;
 use x86_64::structures::gdt::GlobalDescriptorTable;
 use x86_64::structures::tss::TaskStateSegment;
 
-/// Most CPUs this build supports: the configuration's build-time limit.
-pub const MAX_CPUS: usize = bulkhead_board::tables::MAX_CPUS;
+/// CPUs this build supports: the compiled board's (`config::CPUS`, at most the build-time
+/// limit `bulkhead_board::tables::MAX_CPUS`). Per-CPU state and stacks are sized by it;
+/// a CPU the board does not list is never started (`boot/smp.rs`).
+pub const MAX_CPUS: usize = crate::config::CPUS;
+const _: () = assert!(MAX_CPUS <= bulkhead_board::tables::MAX_CPUS);
 pub const PAGE_SIZE: usize = 4096;
 pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
 pub const IST_STACK_SIZE: usize = 16 * 1024;
@@ -50,6 +53,9 @@ pub struct CpuStacks {
     pub double_fault: GuardedStack<IST_STACK_SIZE>,
     pub machine_check: GuardedStack<IST_STACK_SIZE>,
 }
+
+// The memory budget (`cargo xtask check`, board/src/footprint.rs) counts this per CPU.
+const _: () = assert!(core::mem::size_of::<CpuStacks>() == bulkhead_board::tables::STACK_BYTES_PER_CPU);
 
 impl CpuStacks {
     pub const KERNEL_STACK_TOP: usize = GuardedStack::<KERNEL_STACK_SIZE>::TOP;
