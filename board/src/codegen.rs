@@ -187,6 +187,8 @@ fn sizes(o: &mut String, system: &System) {
     let _ = writeln!(o, "/// Each partition's first table in the pool of all of them.");
     let _ = writeln!(o, "pub const SLAT_TABLE_FIRST: [usize; PARTITIONS] = [{}];", list(&first));
     let _ = writeln!(o, "pub const SLAT_TABLES_TOTAL: usize = {next};");
+    let _ = writeln!(o, "/// Tables of the hypervisor's own identity map (up to the end of the board's RAM).");
+    let _ = writeln!(o, "pub const BOOT_PAGE_TABLES: usize = {};", f.boot_page_tables);
     let _ = writeln!(o, "/// DMA domains the IOMMU keeps tables for.");
     let _ = writeln!(o, "pub const IOMMU_DOMAINS: usize = {};", f.iommu_domains);
     let _ = writeln!(o, "/// The estimate `cargo xtask check` printed for this system (bytes): the kernel image");

@@ -12,14 +12,20 @@
 
 use crate::model::System;
 use crate::tables::{
-    Access, ConnectionKind, MAX_DEVICES, PAGE_BYTES, BACKEND_PAGES_PER_CPU, BACKEND_PAGES_PER_PARTITION,
+    Access, BACKEND_PAGES_PER_CPU, BACKEND_PAGES_PER_PARTITION, ConnectionKind, MAX_DEVICES, PAGE_BYTES,
     STACK_BYTES_PER_CPU,
 };
 use crate::validate::{Mapping, build_tables};
 use bulkhead_virt::slat::{Ept, Npt};
 
-/// Page tables of the hypervisor's own address space (`POOL_TABLES`, kernel/src/boot/paging.rs).
-pub const BOOT_PAGE_TABLES: u64 = 26;
+/// Page tables of the hypervisor's own address space besides its page directories
+/// (kernel/src/boot/paging.rs): the PML4, the PDPT and 8 page tables for the 2 MiB regions
+/// it splits into 4 KiB pages (the kernel image, the stack guard pages, the null page).
+pub const BOOT_FIXED_TABLES: usize = 2 + 8;
+/// Page directories for at most this many GiB (one PDPT, 2 MiB pages where the CPU has no
+/// 1 GiB pages).
+pub const BOOT_MAX_GIB: u64 = 16;
+const GIB: u64 = 1 << 30;
 /// VT-d units the kernel drives and context tables it keeps, when the board has an IOMMU
 /// (`MAX_UNITS`, `CONTEXT_TABLES`, kernel/src/devices/iommu.rs).
 pub const IOMMU_FIXED_TABLES: u64 = 4 + 8;
@@ -34,7 +40,7 @@ pub const MESSAGE_SLOT_BYTES: u64 = 256 + 8;
 /// boot information, ...): measured on the demo systems (`cargo xtask bench
 /// memory-footprint` prints the linked figures) with room for growth. The bench case fails
 /// when a linked image exceeds its estimate, which is the signal to raise this.
-pub const IMAGE_ALLOWANCE: u64 = 448 * 1024;
+pub const IMAGE_ALLOWANCE: u64 = 384 * 1024;
 /// Small per-CPU state besides the stacks and VMCS/VMCB pages (per-CPU block, virtual
 /// local APIC, SynIC registers, Xen vCPU info, console line).
 pub const STATE_PER_CPU: u64 = 4 * 1024;
@@ -65,6 +71,10 @@ pub struct Footprint {
     pub iommu_domains: usize,
     /// Whether the board has an IOMMU (its fixed root and context tables are kept).
     pub iommu: bool,
+    /// Tables of the hypervisor's own identity map: [`BOOT_FIXED_TABLES`] and a page
+    /// directory per GiB up to the end of the board's RAM (at least the low 4 GiB, where
+    /// MMIO and firmware tables lie; at most [`BOOT_MAX_GIB`]).
+    pub boot_page_tables: usize,
 }
 
 impl Footprint {
@@ -85,7 +95,9 @@ impl Footprint {
         let pci_owners = system
             .partitions
             .iter()
-            .filter(|p| p.devices.iter().any(|d| system.board.devices.get(usize::from(d.0)).is_some_and(|d| d.pci.is_some())))
+            .filter(|p| {
+                p.devices.iter().any(|d| system.board.devices.get(usize::from(d.0)).is_some_and(|d| d.pci.is_some()))
+            })
             .count();
         Footprint {
             cpus: system.board.cpus.len().max(max_core).max(1),
@@ -96,6 +108,7 @@ impl Footprint {
             slat_tables: (0..system.partitions.len()).map(|p| slat_tables(system, p)).collect(),
             iommu_domains: if iommu { pci_owners.min(MAX_IOMMU_DOMAINS) } else { 0 },
             iommu,
+            boot_page_tables: BOOT_FIXED_TABLES + boot_directories(system) as usize,
         }
     }
 
@@ -108,13 +121,10 @@ impl Footprint {
     pub fn budget(&self) -> Budget {
         let cpus = self.cpus as u64;
         let partitions = self.partitions as u64;
-        let iommu_tables = if self.iommu {
-            IOMMU_FIXED_TABLES + self.iommu_domains as u64 * IOMMU_TABLES_PER_DOMAIN
-        } else {
-            0
-        };
+        let iommu_tables =
+            if self.iommu { IOMMU_FIXED_TABLES + self.iommu_domains as u64 * IOMMU_TABLES_PER_DOMAIN } else { 0 };
         let tables = PAGE_BYTES
-            * (BOOT_PAGE_TABLES
+            * (self.boot_page_tables as u64
                 + self.slat_tables_total() as u64
                 + partitions * BACKEND_PAGES_PER_PARTITION as u64
                 + cpus * BACKEND_PAGES_PER_CPU as u64
@@ -163,14 +173,17 @@ impl Budget {
                     f.slat_tables.iter().map(usize::to_string).collect::<Vec<_>>().join("+"),
                     f.partitions * BACKEND_PAGES_PER_PARTITION,
                     f.cpus * BACKEND_PAGES_PER_CPU,
-                    BOOT_PAGE_TABLES,
+                    f.boot_page_tables,
                     if f.iommu { format!(", DMA remapping for {} domains", f.iommu_domains) } else { String::new() }
                 ),
             ),
             (
                 "state",
                 self.state,
-                format!("{} connections x {} message slots, per-CPU/partition/device state", f.connections, f.queue_depth),
+                format!(
+                    "{} connections x {} message slots, per-CPU/partition/device state",
+                    f.connections, f.queue_depth
+                ),
             ),
         ];
         let mut out = String::new();
@@ -180,6 +193,13 @@ impl Budget {
         out.push_str(&format!("  {:<12}{}\n", "total", kib(self.total())));
         out
     }
+}
+
+/// Page directories of the hypervisor's identity map: one per GiB up to the end of the
+/// board's RAM, at least 4 and at most [`BOOT_MAX_GIB`].
+fn boot_directories(system: &System) -> u64 {
+    let end = system.board.ram.iter().map(|r| r.base.saturating_add(r.size)).max().unwrap_or(0);
+    end.div_ceil(GIB).clamp(4, BOOT_MAX_GIB)
 }
 
 /// Second-level tables partition `p`'s address space takes: its memory regions, the shared

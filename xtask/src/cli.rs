@@ -715,7 +715,10 @@ mod tests {
         assert_eq!(parse_ok("image"), Task::Image { format: ImageFormat::Disk, out: None, config: None });
         assert_eq!(parse_ok("build --config a.toml"), Task::Build { config: Some("a.toml".into()) });
         assert_eq!(parse_ok("check a.toml"), Task::Check { config: "a.toml".into() });
-        assert_eq!(parse_ok("bench --json"), Task::Bench { json: true, linux: false, unikernel: false, profile: None, memory: false });
+        assert_eq!(
+            parse_ok("bench --json"),
+            Task::Bench { json: true, linux: false, unikernel: false, profile: None, memory: false }
+        );
         assert_eq!(
             parse_ok("bench --linux"),
             Task::Bench { json: false, linux: true, unikernel: false, profile: None, memory: false }
@@ -726,7 +729,13 @@ mod tests {
         );
         assert_eq!(
             parse_ok("bench --profile cpuid-exit"),
-            Task::Bench { json: false, linux: false, unikernel: false, profile: Some("cpuid-exit".into()), memory: false }
+            Task::Bench {
+                json: false,
+                linux: false,
+                unikernel: false,
+                profile: Some("cpuid-exit".into()),
+                memory: false
+            }
         );
         assert_eq!(
             parse_ok("bench --memory --json"),

@@ -160,7 +160,12 @@ impl Row {
         let total = self.elf.total();
         let mut missed = Vec::new();
         if total > self.estimate {
-            missed.push(format!("{}: {} KiB linked, above the check's estimate {} KiB", self.name, kib(total), kib(self.estimate)));
+            missed.push(format!(
+                "{}: {} KiB linked, above the check's estimate {} KiB",
+                self.name,
+                kib(total),
+                kib(self.estimate)
+            ));
         }
         if let Some(target) = self.small_target().filter(|&t| total > t) {
             missed.push(format!("{}: {} KiB, above the {} KiB target", self.name, kib(total), kib(target)));
@@ -174,11 +179,12 @@ fn kib(n: u64) -> u64 {
 }
 
 fn measure(config: &Path) -> Result<Row> {
+    // The build first: it prepares what the system's payloads need (`@linux/` assets).
+    let image = build_for(config)?;
     let loaded = bulkhead_board::load_system(config, &kernel::load_options());
     let system = loaded.result.map_err(|d| anyhow::anyhow!("{}: invalid configuration:\n{d}", config.display()))?;
     let footprint = Footprint::of(&system);
     let estimate = footprint.budget().total();
-    let image = build_for(config)?;
     let bytes = std::fs::read(&image.elf).with_context(|| format!("reading {}", image.elf.display()))?;
     let Some(elf) = elf_footprint(&bytes) else { bail!("{} is not an ELF64 file", image.elf.display()) };
     let name = config.file_stem().map_or_else(|| "?".into(), |s| s.to_string_lossy().into_owned());

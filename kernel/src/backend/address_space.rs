@@ -3,11 +3,13 @@
 //! ports it owns and the MSRs it may touch without an exit. The backends only lay these out
 //! in their own formats (VMX bitmaps, SVM permission maps).
 
-use crate::log::{error, info};
-use crate::partition::Partition;
 use crate::config::{PARTITIONS, SLAT_TABLE_FIRST, SLAT_TABLES, SLAT_TABLES_TOTAL};
 use crate::cpu::percpu::MAX_CPUS;
-use bulkhead_board::tables::{Access, BACKEND_PAGES_PER_CPU, BACKEND_PAGES_PER_PARTITION, DeviceId, DmaProtection, PAGE_BYTES};
+use crate::log::{error, info};
+use crate::partition::Partition;
+use bulkhead_board::tables::{
+    Access, BACKEND_PAGES_PER_CPU, BACKEND_PAGES_PER_PARTITION, DeviceId, DmaProtection, PAGE_BYTES,
+};
 use bulkhead_virt::bitmap::{IoPermissions, MsrPermissions};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, MemoryType, Slat};
 use core::cell::UnsafeCell;

@@ -161,7 +161,10 @@ pub fn check_board(boot: &BootInfo, cpus: &CpuList) -> usize {
     differences += check_memory_use(boot);
     for &apic_id in cpus.apic_ids.iter() {
         if !board.cpus.iter().any(|c| c.apic_id == apic_id) {
-            crate::log::warn!("board check: cpu with apic_id {=u32} is not in the board file; it is not started", apic_id);
+            crate::log::warn!(
+                "board check: cpu with apic_id {=u32} is not in the board file; it is not started",
+                apic_id
+            );
         }
     }
     if differences == 0 {

@@ -1,9 +1,9 @@
 //! CPU discovery from the ACPI MADT (through the `acpi` crate; the RSDP comes from the
 //! multiboot2 boot information).
 
-use bulkhead_board::tables::MAX_CPUS;
 use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
+use bulkhead_board::tables::MAX_CPUS;
 use core::ptr::NonNull;
 use heapless::Vec;
 

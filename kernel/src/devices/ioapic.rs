@@ -24,13 +24,13 @@
 //! lock per IOAPIC covers each step pair.
 
 use crate::backend::Backend;
+use crate::config::PARTITIONS;
 use crate::config::SYSTEM;
 use crate::exits::action::Action;
 use crate::exits::mmio::{self, MmioRegion};
 use crate::log::{info, warn};
 use crate::partition::Partition;
 use crate::partition::counters::RateLimit;
-use crate::config::PARTITIONS;
 use bulkhead_board::tables::{Interrupt, IoApic as BoardIoApic};
 use bulkhead_drivers::ioapic::{IoApic, Mmio};
 use bulkhead_virt::exit::AccessKind;

@@ -18,8 +18,8 @@
 //! run drains once more. Each fault is logged rate-limited and counted for the owner of
 //! the requester (`partition/counters.rs`).
 
-use crate::log::{error, info, warn};
 use crate::config::PARTITIONS;
+use crate::log::{error, info, warn};
 use bulkhead_board::tables::{DeviceId, DmaProtection, Iommu, IommuScope, PartitionId};
 use bulkhead_drivers::vtd::{self, FaultRecord, Levels, Registers, fsts, gcmd, reg};
 use bulkhead_virt::slat::{ArrayPool, PageSize, Slat};

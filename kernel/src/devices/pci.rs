@@ -20,11 +20,11 @@
 //! functions keeps the plain behaviour of unassigned ports (all-ones) and of unmapped
 //! memory (a fault) for the ECAM window.
 
+use crate::config::{DEVICES, PARTITIONS};
 use crate::exits::mmio::MmioRegion;
 use crate::log::{error, info, warn};
 use crate::partition::Partition;
 use crate::partition::counters::RateLimit;
-use crate::config::{DEVICES, PARTITIONS};
 use bulkhead_board::tables::{self, DeviceId, Interrupt, PartitionId};
 use bulkhead_drivers::pci::{Bdf, Ecam, Ports};
 use bulkhead_virt::msix::{self, TableHardware};

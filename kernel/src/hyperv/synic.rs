@@ -24,12 +24,12 @@
 //! copy, so waiting is short.
 
 use super::{this_vp, vp_of_core};
+use crate::config::{CONNECTIONS, PARTITIONS, QUEUE_DEPTH};
 use crate::partition::{self, Partition};
 use bulkhead_abi::hyperv::MessageHeader;
 use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE};
 use bulkhead_abi::hyperv::msr::SINT_COUNT;
 use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, MessagePage, Sint};
-use crate::config::{CONNECTIONS, PARTITIONS, QUEUE_DEPTH};
 use bulkhead_board::tables::Connection;
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
 use spin::mutex::TicketMutex;
@@ -71,8 +71,7 @@ static RINGS: [TicketMutex<Ring>; CONNECTIONS] =
 /// it by EOM to skip the SINTs nothing waits for. A poster raises it before it sets the
 /// slot's MessagePending flag, and a receiver writes EOM only after it saw that flag, so
 /// an EOM that matters never reads 0.
-static WAITING_HINT: [[AtomicU16; SINTS]; PARTITIONS] =
-    [const { [const { AtomicU16::new(0) }; SINTS] }; PARTITIONS];
+static WAITING_HINT: [[AtomicU16; SINTS]; PARTITIONS] = [const { [const { AtomicU16::new(0) }; SINTS] }; PARTITIONS];
 
 fn sint_queue(receiver: &Partition, sint: u8) -> &'static TicketMutex<SintQueue> {
     &SINT_QUEUES[receiver.config().id.0 as usize][sint as usize]

@@ -21,11 +21,11 @@
 //! whose records another CPU already drained (the end of the run) can still count as
 //! unexpected; the DMA fault counts themselves are exact.
 
+use crate::config::PARTITIONS;
 use crate::cpu::percpu::MAX_CPUS;
 use crate::log::warn;
 use crate::partition::Partition;
 use crate::partition::counters::RateLimit;
-use crate::config::PARTITIONS;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// NMIs by partition: stop signals (expected) and unexpected ones, exits and in the

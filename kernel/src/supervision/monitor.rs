@@ -14,6 +14,7 @@
 //! Why a core of its own: enforcement must cost the watched partitions nothing, neither
 //! exits beyond their check-ins nor timer interrupts on their cores.
 
+use crate::config::PARTITIONS;
 use crate::config::SYSTEM;
 use crate::cpu::percpu::MAX_CPUS;
 use crate::log::{error, info, warn};
@@ -22,7 +23,6 @@ use crate::supervision::health::Request;
 use crate::supervision::reset_record::{ResetReason, WatchdogCause};
 use crate::supervision::{board_watchdog, calls, reset_record};
 use bulkhead_abi::supervision::PartitionState;
-use crate::config::PARTITIONS;
 use core::sync::atomic::Ordering;
 
 /// How long one VM exit may keep a core in the hypervisor before the monitor calls the

@@ -15,10 +15,10 @@
 
 use super::shared_info;
 use super::{XenState, is_self, speaks_xen};
+use crate::config::CONNECTIONS;
 use crate::partition::{self, Partition};
 use bulkhead_abi::hyperv::HvStatus;
 use bulkhead_abi::xen::{errno, evtchn};
-use crate::config::CONNECTIONS;
 use bulkhead_board::tables::{Connection, ConnectionKind};
 use core::sync::atomic::Ordering;
 

@@ -22,9 +22,9 @@ pub mod ring;
 pub mod shared_info;
 pub mod upcall;
 
+use crate::config::{CONNECTIONS, PARTITIONS};
 use crate::cpu::percpu::MAX_CPUS;
 use crate::partition::Partition;
-use crate::config::{CONNECTIONS, PARTITIONS};
 use bulkhead_board::tables::{GuestInterface, PayloadKind};
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::mutex::TicketMutex;
