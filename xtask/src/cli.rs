@@ -75,7 +75,8 @@ board/systems/demo.toml). `BULKHEAD_CONFIG=PATH` does the same for a plain cargo
         help: "\
 Validates a system file: every problem as `file:line:col: [rule] message` with a hint, and
 a warning for what this version of the hypervisor accepts but cannot honour yet; or a
-summary of partitions, cores, memory and connections.",
+summary of partitions, cores, memory and connections, and the hypervisor's memory budget
+(text, stacks, tables, state), which must fit in reserved_memory (rule hypervisor-memory).",
     },
     Command {
         name: "bench",

@@ -334,6 +334,35 @@ mod tests {
         assert_eq!(elf_footprint(&truncated), None);
     }
 
+    fn row(cpus: usize, partitions: usize, total: u64, estimate: u64) -> Row {
+        let footprint = Footprint {
+            cpus,
+            partitions,
+            devices: 0,
+            connections: 1,
+            queue_depth: 1,
+            slat_tables: vec![3; partitions],
+            iommu_domains: 0,
+            iommu: false,
+            boot_page_tables: 14,
+        };
+        let elf = ElfFootprint { text: total, ..ElfFootprint::default() };
+        Row { name: "s".into(), footprint, estimate, elf }
+    }
+
+    #[test]
+    fn a_missed_target_is_named() {
+        assert!(row(4, 3, SMALL_TARGET, SMALL_TARGET).missed().is_empty());
+        let over = row(4, 3, SMALL_TARGET + 1, SMALL_TARGET + 1).missed();
+        assert_eq!(over.len(), 1, "{over:?}");
+        assert!(over[0].contains("above the 2048 KiB target"), "{over:?}");
+        // Bigger systems have no size target, but the estimate holds for every system.
+        assert!(row(5, 3, SMALL_TARGET + 1, SMALL_TARGET + 1).missed().is_empty());
+        let under = row(2, 2, 900 * 1024, 800 * 1024).missed();
+        assert_eq!(under.len(), 1, "{under:?}");
+        assert!(under[0].contains("above the check's estimate"), "{under:?}");
+    }
+
     #[test]
     fn the_reference_system_is_measured() {
         let files = systems().unwrap();
