@@ -8,15 +8,28 @@ pub mod svm;
 pub mod vmx;
 
 use crate::partition::Partition;
-use bulkhead_virt::exit::Exit;
+use bulkhead_virt::exit::ExitVisitor;
 use bulkhead_virt::guest_state::GuestRegisters;
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, OptionalInstructions};
 
+/// A core with its virtualization extension on: it holds the one vCPU this core runs.
+pub trait VirtCore {
+    /// The running vCPU, which the exit path drives through [`Backend`].
+    type Vcpu: Backend;
+    /// (Re)starts the vCPU of `partition` on this core at `entry`; the vCPU, ready to
+    /// enter. Handing out the started vCPU itself (rather than keeping it behind an
+    /// `Option` that every exit would test) is what lets the exit path reach it with no
+    /// check: issue 19's fast path.
+    fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<&mut Self::Vcpu, ()>;
+}
+
+/// A started vCPU: what the exit path asks of it.
 pub trait Backend {
-    /// (Re)starts the vCPU of `partition` on this core at `entry`.
-    fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()>;
-    /// Runs the guest to its next exit.
-    fn enter_guest(&mut self) -> Exit;
+    /// Runs the guest to its next exit and hands it to `visitor`: the hot exits from the
+    /// exit reason directly, the others decoded (see [`ExitVisitor`]).
+    fn run<V: ExitVisitor<Self>>(&mut self, visitor: &mut V) -> V::Output
+    where
+        Self: Sized;
     /// The TSC just before the last world switch and just after it returned (the exit
     /// profile, `profile.rs`).
     #[cfg(feature = "profile")]

@@ -3,15 +3,14 @@
 //! partition code: it calls the backend, the exit handlers (`exits/`), the Hyper-V state
 //! and the partition's fault policy, and nothing below calls back into it.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, VirtCore};
 use crate::boot::bootinfo::BootInfo;
 use crate::cpu::percpu::Attention;
-use crate::exits::Action;
+use crate::exits::Stopping;
 use crate::log::info;
 use crate::partition::containment::Outcome;
 use crate::partition::{Fault, Partition};
 use crate::supervision::health::Request;
-use bulkhead_virt::exit::Exit;
 use bulkhead_virt::guest_state::{EntryMode, GuestEntry};
 use core::sync::atomic::Ordering;
 
@@ -103,7 +102,7 @@ enum Stop {
 /// payload and starts at its entry; every other core waits for the partition's INIT/SIPI.
 /// A fault on any core stops all of the partition's cores (see `partition/containment.rs`) before
 /// the policy is applied.
-pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, backend: &mut B, first_core: bool) {
+pub fn core_loop<C: VirtCore>(partition: &'static Partition, boot: &BootInfo, core: &mut C, first_core: bool) {
     let cpu = crate::cpu::percpu::current();
     // RESET (the partition starts) or INIT (a sibling reset this vCPU, SDM 9.4, 11.4.7.3):
     // both reset the registers; INIT keeps the APIC mode and waits for a start-up IPI,
@@ -117,7 +116,7 @@ pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, bac
         } else {
             crate::lapic::init();
         }
-        let started = start_vcpu(partition, boot, backend, first_core && reset);
+        let started = start_vcpu(partition, boot, core, first_core && reset);
         if first_core && !settled {
             // Started, or refused for good (a failed set-up stops here): a verdict may end
             // the run from now on without cutting this partition's start short.
@@ -125,8 +124,8 @@ pub fn core_loop<B: Backend>(partition: &'static Partition, boot: &BootInfo, bac
             settled = true;
         }
         let stop = match started {
-            Ok(true) => exit_loop(partition, backend),
-            Ok(false) => Stop::Signalled(None),
+            Ok(Some(vcpu)) => exit_loop(partition, vcpu),
+            Ok(None) => Stop::Signalled(None),
             Err(fault) => Stop::Fault(fault, 0),
         };
         // Whatever follows (a stop, a restart) is not an exit the monitor should time.
@@ -176,13 +175,14 @@ fn supervisor_name(id: u8) -> &'static str {
 }
 
 /// Starts this core's vCPU: the first core at the freshly loaded payload, the others at
-/// the partition's start-up IPI. `Ok(false)`: the partition is stopping meanwhile.
-fn start_vcpu<B: Backend>(
+/// the partition's start-up IPI; the started vCPU. `Ok(None)`: the partition is stopping
+/// meanwhile.
+fn start_vcpu<'c, C: VirtCore>(
     partition: &'static Partition,
     boot: &BootInfo,
-    backend: &mut B,
+    core: &'c mut C,
     first_core: bool,
-) -> Result<bool, Fault> {
+) -> Result<Option<&'c mut C::Vcpu>, Fault> {
     let cpu = crate::cpu::percpu::current();
     let entry = if first_core {
         partition.set_state(bulkhead_abi::supervision::PartitionState::Starting, "loading its payload");
@@ -208,7 +208,7 @@ fn start_vcpu<B: Backend>(
             cpu.index()
         );
         let Some(vector) = cpu.wait_for_startup(|| partition.containment.stopping()) else {
-            return Ok(false);
+            return Ok(None);
         };
         info!(
             "partition {=str}: vcpu on cpu {=u32} starts at {=u64:#x} (start-up IPI)",
@@ -218,28 +218,29 @@ fn start_vcpu<B: Backend>(
         );
         startup_entry(vector)
     };
-    backend.start(partition, &entry).map_err(|()| Fault::VcpuSetup)?;
+    let vcpu = core.start(partition, &entry).map_err(|()| Fault::VcpuSetup)?;
     // The MSR bitmap for the mode the vCPU's local APIC has now.
-    backend.set_x2apic_passthrough(crate::lapic::mode() == bulkhead_virt::apic_base::Mode::X2Apic);
+    vcpu.set_x2apic_passthrough(crate::lapic::mode() == bulkhead_virt::apic_base::Mode::X2Apic);
+    crate::exits::cpuid::fill_cache(partition, vcpu);
     if first_core {
         partition.guest_started();
     }
-    Ok(true)
+    Ok(Some(vcpu))
 }
 
 /// Runs the guest until it faults or its partition is stopped from another core.
-fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop {
-    let mut nmi_rip = None;
+fn exit_loop<B: Backend>(partition: &'static Partition, vcpu: &mut B) -> Stop {
     let cpu = crate::cpu::percpu::current();
     // The liveness count (`PerCpu::set_liveness`): even now, odd during each exit.
-    let mut live = cpu.liveness() & !1;
+    let mut handler =
+        crate::exits::ExitHandler { partition, cpu, live: cpu.liveness() & !1, fault: None, nmi_rip: None };
     loop {
         // One load for every reason to leave the guest: a stop of the partition (before an
         // INIT, which a restart would discard anyway) or an INIT.
         let attention = cpu.attention();
         if attention != 0 {
             if attention & Attention::STOP != 0 {
-                return Stop::Signalled(nmi_rip);
+                return Stop::Signalled(handler.nmi_rip);
             }
             if attention & Attention::INIT != 0 {
                 return Stop::Init;
@@ -248,7 +249,7 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
                 && cpu.take_partition_stop()
                 && let Some(request) = partition.health.take_request()
             {
-                return Stop::Requested(request, backend.rip());
+                return Stop::Requested(request, vcpu.rip());
             }
             if attention & Attention::TEST_HANG != 0 {
                 crate::supervision::test_hang::hang_if_due(cpu);
@@ -258,26 +259,24 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
                 crate::devices::iommu::drain();
             }
         }
-        cpu.set_liveness(live);
-        let exit = backend.enter_guest();
-        cpu.set_liveness(live | 1);
-        live = live.wrapping_add(2);
-        nmi_rip = matches!(exit, Exit::Nmi).then(|| backend.rip());
-        partition.exits.count(&exit);
+        cpu.set_liveness(handler.live);
+        // Set again by an NMI exit only: the stop above names the NMI of the last exit.
+        handler.nmi_rip = None;
+        // The guest runs, exits, and the exit is handled (`exits::ExitHandler`) in this one
+        // call.
+        #[cfg(not(feature = "profile"))]
+        let handled = vcpu.run(&mut handler);
         #[cfg(feature = "profile")]
-        let (profile_exit, before_handler) = (exit, crate::profile::stamp());
-        let action = crate::exits::handle(partition, backend, exit);
-        #[cfg(feature = "profile")]
-        let after_handler = crate::profile::stamp();
-        match action {
-            Action::Resume { skip } => {
-                if skip {
-                    backend.skip_instruction();
-                }
+        let handled = vcpu.run(&mut crate::profile::Profiled(&mut handler));
+        handler.live = handler.live.wrapping_add(2);
+        match handled {
+            Ok(()) => {}
+            Err(Stopping::Fault) => {
+                // Set with the error (`ExitHandler::apply`); the fallback never happens.
+                let fault = handler.fault.take().unwrap_or(Fault::Unhandled { reason: u32::MAX, qualification: 0 });
+                return Stop::Fault(fault, vcpu.rip());
             }
-            Action::InjectGp => backend.inject_exception(13, Some(0)),
-            Action::InjectUd => backend.inject_exception(6, None),
-            Action::Report { pass } => {
+            Err(Stopping::Report { pass }) => {
                 info!("partition {=str}: reports {=str}", partition.name(), if pass { "PASS" } else { "FAIL" });
                 // The other partitions' first cores may still be on their way (a loaded
                 // emulator schedules its CPUs late): the run ends once each has started its
@@ -295,12 +294,6 @@ fn exit_loop<B: Backend>(partition: &'static Partition, backend: &mut B) -> Stop
                     crate::run_end::fail("a partition reported a failed test")
                 }
             }
-            Action::Fault(fault) => return Stop::Fault(fault, backend.rip()),
-        }
-        #[cfg(feature = "profile")]
-        {
-            let resumed = crate::profile::stamp();
-            crate::profile::record(backend, &profile_exit, before_handler, after_handler, resumed);
         }
     }
 }

@@ -55,7 +55,8 @@ const IOIO_STRING: u64 = 1 << 2;
 const NPF_WRITE: u64 = 1 << 1;
 const NPF_EXECUTE: u64 = 1 << 4;
 /// MSR EXITINFO1 (15.11): 0 RDMSR, 1 WRMSR.
-const MSR_WRITE: u64 = 1;
+/// EXITINFO1 of an MSR exit for WRMSR (0 for RDMSR).
+pub const MSR_WRITE: u64 = 1;
 
 /// Exception vectors that push an error code (APM Vol. 2, 8.2): #DF, #TS, #NP, #SS, #GP,
 /// #PF, #AC, #CP, #VC, #SX.
@@ -63,7 +64,10 @@ const fn has_error_code(vector: u8) -> bool {
     matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30)
 }
 
-fn io(info1: u64) -> Option<PortAccess> {
+/// The port access of an IOIO exit's EXITINFO1 (APM 15.10.2), `None` for a size bit pattern
+/// the processor never reports.
+#[inline(always)]
+pub fn io(info1: u64) -> Option<PortAccess> {
     let size = match (info1 >> 4) & 0b111 {
         0b001 => 1,
         0b010 => 2,

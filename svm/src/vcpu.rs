@@ -7,7 +7,7 @@ use crate::start::{self, CR0_PE, EFER_LMA};
 use crate::vmcb::{INTERRUPT_SHADOW, NP_ENABLE, Vmcb, event, intercept, intercept2, tlb_control};
 use crate::world_switch::{self, GuestRegisters};
 use bulkhead_virt::bitmap::MsrBitmapChoice;
-use bulkhead_virt::exit::Exit;
+use bulkhead_virt::exit::{Decoded, Exit, ExitVisitor};
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry};
 
 /// What exits: the VT-x backend's set. CPUID, port I/O and MSRs (through the maps),
@@ -122,6 +122,8 @@ impl Vcpu {
         setup.check(features)?;
         *vmcb = Vmcb::zeroed();
         *host = Vmcb::zeroed();
+        // SAFETY: SVM is on (the caller's contract) and `host` is this core's host VMCB.
+        unsafe { world_switch::save_host(host) };
         let c = &mut vmcb.control;
         c.intercept_cr = 0;
         c.intercept_dr = 0;
@@ -287,9 +289,11 @@ impl Vcpu {
         self.vmcb.control.event_injection = event::exception(vector, error_code.filter(|_| protected));
     }
 
-    /// Runs the guest until it exits; returns what it did.
+    /// Runs the guest until it exits and hands the exit to `visitor` (see
+    /// [`ExitVisitor`]): CPUID, I/O, MSR and VMMCALL exits straight from the exit code;
+    /// every other exit decoded by [`exit::decode`].
     #[inline(always)]
-    pub fn enter_guest(&mut self) -> Exit {
+    pub fn run<V: ExitVisitor<Self>>(&mut self, visitor: &mut V) -> V::Output {
         self.vmcb.save.rax = self.registers.rax;
         let guest: *mut Vmcb = self.vmcb;
         let host: *mut Vmcb = self.host;
@@ -310,7 +314,40 @@ impl Vcpu {
         // pushing an interrupt frame) was not delivered: inject it again at the next VMRUN
         // (15.7.2). Otherwise the injected event, if any, was delivered.
         c.event_injection = if c.exit_int_info & event::VALID != 0 { c.exit_int_info } else { 0 };
-        exit::decode(c, &self.registers)
+        let (code, info1) = (c.exit_code, c.exit_info1);
+        let r = &self.registers;
+        match code {
+            exit::code::CPUID => {
+                let (leaf, subleaf) = (r.rax as u32, r.rcx as u32);
+                visitor.cpuid(self, leaf, subleaf)
+            }
+            exit::code::MSR if info1 == 0 => {
+                let msr = r.rcx as u32;
+                visitor.msr_read(self, msr)
+            }
+            exit::code::MSR if info1 == exit::MSR_WRITE => {
+                let (msr, value) = (r.rcx as u32, (r.rdx << 32) | (r.rax & 0xffff_ffff));
+                visitor.msr_write(self, msr, value)
+            }
+            exit::code::VMMCALL => visitor.hypercall(self),
+            exit::code::IOIO => match exit::io(info1) {
+                Some(access) => visitor.io(self, access),
+                None => {
+                    let exit = exit::decode(&self.vmcb.control, &self.registers);
+                    visitor.other(self, exit)
+                }
+            },
+            _ => {
+                let exit = exit::decode(&self.vmcb.control, &self.registers);
+                visitor.other(self, exit)
+            }
+        }
+    }
+
+    /// Runs the guest until it exits; returns what it did ([`run`](Self::run) with
+    /// [`Decoded`]).
+    pub fn enter_guest(&mut self) -> Exit {
+        self.run(&mut Decoded)
     }
 
     /// The TSC just before the last world switch and just after it returned.

@@ -8,13 +8,16 @@
 //! switched; VMSAVE and VMLOAD move exactly those (15.5.2). The kernel finds its per-CPU
 //! data through GS base and its stacks through TR, so around VMRUN:
 //!
-//! 1. VMSAVE host VMCB: the host's FS/GS/TR/LDTR and syscall MSRs.
-//! 2. VMLOAD guest VMCB: the guest's.
-//! 3. VMRUN guest VMCB, until #VMEXIT (which also clears GIF).
-//! 4. VMSAVE guest VMCB: the guest's values, including what it wrote to those MSRs.
-//! 5. VMLOAD host VMCB.
+//! 1. VMLOAD guest VMCB: the guest's FS/GS/TR/LDTR and syscall MSRs.
+//! 2. VMRUN guest VMCB, until #VMEXIT (which also clears GIF).
+//! 3. VMSAVE guest VMCB: the guest's values, including what it wrote to those MSRs.
+//! 4. VMLOAD host VMCB: the host's.
 //!
-//! Between 2 and 5 the host runs with the guest's GS base; that is safe only because the
+//! The host's values never change once the core is up (its GS base, TR and syscall MSRs
+//! are set at boot), so the host VMCB is saved once, when the vCPU is set up
+//! ([`save_host`]), not before every VMRUN (issue 19: two instructions per exit).
+//!
+//! Between 1 and 4 the host runs with the guest's GS base; that is safe only because the
 //! host runs with GIF = 0 (see the crate documentation): no NMI or interrupt handler can
 //! run there, and the instructions touch nothing but the stack and the register block.
 //!
@@ -42,8 +45,6 @@ bulkhead_svm_run:
     push rdi
     push rdx
     push rsi
-    mov rax, rdx
-    vmsave rax
     mov rax, rsi
     vmload rax
     "#,
@@ -100,10 +101,21 @@ unsafe extern "C" {
 /// SVM must be enabled on this core with a host save area and GIF = 0
 /// ([`enable`](crate::enable::enable)); `guest` must be a fully set-up VMCB (every address
 /// in it valid), `host` this core's host VMSAVE area; both identity-mapped.
+#[inline(always)]
 pub unsafe fn vmrun(registers: &mut GuestRegisters, guest: *mut Vmcb, host: *mut Vmcb) {
     // SAFETY: per the caller; the assembly preserves the host's callee-saved registers, and
     // VMRUN restores RSP, RFLAGS and the segment and control registers at #VMEXIT.
     unsafe { bulkhead_svm_run(registers, guest, host) }
+}
+
+/// Saves the host's FS/GS/TR/LDTR and syscall MSRs into `host` (VMSAVE), once per vCPU
+/// set-up: [`vmrun`] only loads them back after each #VMEXIT.
+///
+/// # Safety
+/// SVM must be enabled on this core; `host` is this core's host VMCB, identity-mapped.
+pub unsafe fn save_host(host: *mut Vmcb) {
+    // SAFETY: per the caller; VMSAVE writes only the VMCB's save-area fields it names.
+    unsafe { core::arch::asm!("vmsave rax", in("rax") host, options(nostack, preserves_flags)) }
 }
 
 /// Clears the global interrupt flag: NMIs, SMIs, INIT and interrupts are held pending

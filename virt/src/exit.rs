@@ -121,3 +121,52 @@ pub enum Exit {
         qualification: u64,
     },
 }
+
+/// What a backend hands each exit to, by kind, as soon as it has read the exit reason: the
+/// hot exits (CPUID, port I/O, MSR access, the hypercall instruction) reach their handler
+/// from the reason directly, with no [`Exit`] built and matched a second time; the rest
+/// arrive decoded at [`other`](Self::other). `C` is the vCPU the backend passes along so
+/// the handler can answer through it. Both backends call it (VT-x `Vcpu::run`, SVM
+/// `Vcpu::run`); [`Decoded`] turns the calls back into the one [`Exit`].
+pub trait ExitVisitor<C: ?Sized> {
+    /// What each exit's handling gives the caller of the backend's `run`.
+    type Output;
+    /// CPUID with EAX = `leaf`, ECX = `subleaf`.
+    fn cpuid(&mut self, vcpu: &mut C, leaf: u32, subleaf: u32) -> Self::Output;
+    /// IN/OUT to an intercepted port.
+    fn io(&mut self, vcpu: &mut C, access: PortAccess) -> Self::Output;
+    /// RDMSR of an intercepted MSR (ECX).
+    fn msr_read(&mut self, vcpu: &mut C, msr: u32) -> Self::Output;
+    /// WRMSR of an intercepted MSR (ECX) with EDX:EAX.
+    fn msr_write(&mut self, vcpu: &mut C, msr: u32, value: u64) -> Self::Output;
+    /// VMCALL / VMMCALL.
+    fn hypercall(&mut self, vcpu: &mut C) -> Self::Output;
+    /// Every other exit.
+    fn other(&mut self, vcpu: &mut C, exit: Exit) -> Self::Output;
+}
+
+/// The visitor whose output is the exit itself: a backend's dispatch as one [`Exit`] (the
+/// host tests, and callers that want the value).
+pub struct Decoded;
+
+impl<C: ?Sized> ExitVisitor<C> for Decoded {
+    type Output = Exit;
+    fn cpuid(&mut self, _: &mut C, leaf: u32, subleaf: u32) -> Exit {
+        Exit::Cpuid { leaf, subleaf }
+    }
+    fn io(&mut self, _: &mut C, access: PortAccess) -> Exit {
+        Exit::Io(access)
+    }
+    fn msr_read(&mut self, _: &mut C, msr: u32) -> Exit {
+        Exit::MsrRead { msr }
+    }
+    fn msr_write(&mut self, _: &mut C, msr: u32, value: u64) -> Exit {
+        Exit::MsrWrite { msr, value }
+    }
+    fn hypercall(&mut self, _: &mut C) -> Exit {
+        Exit::Hypercall
+    }
+    fn other(&mut self, _: &mut C, exit: Exit) -> Exit {
+        exit
+    }
+}

@@ -80,17 +80,7 @@ pub fn decode<F: ExitFields>(exit_reason: u32, fields: &F, r: &GuestRegisters) -
         reason::MWAIT => Exit::Mwait,
         reason::MONITOR => Exit::Monitor,
         reason::WBINVD => Exit::Wbinvd,
-        reason::IO_INSTRUCTION => {
-            // Table 28-5: size - 1 in bits 2:0, direction (1 = IN) bit 3, string bit 4,
-            // port in bits 31:16.
-            let qualification = fields.qualification();
-            Exit::Io(PortAccess {
-                port: (qualification >> 16) as u16,
-                size: (qualification & 7) as u8 + 1,
-                write: qualification & (1 << 3) == 0,
-                string: qualification & (1 << 4) != 0,
-            })
-        }
+        reason::IO_INSTRUCTION => Exit::Io(port_access(fields.qualification())),
         reason::RDMSR => Exit::MsrRead { msr: r.rcx as u32 },
         reason::WRMSR => Exit::MsrWrite { msr: r.rcx as u32, value: (r.rdx << 32) | (r.rax & 0xffff_ffff) },
         reason::EPT_VIOLATION => {
@@ -107,6 +97,18 @@ pub fn decode<F: ExitFields>(exit_reason: u32, fields: &F, r: &GuestRegisters) -
         }
         reason::XSETBV => Exit::Xsetbv { xcr: r.rcx as u32, value: (r.rdx << 32) | (r.rax & 0xffff_ffff) },
         _ => Exit::Unhandled { reason: exit_reason, qualification: fields.qualification() },
+    }
+}
+
+/// The port access an I/O-instruction exit's qualification describes (SDM Table 28-5:
+/// size - 1 in bits 2:0, direction (1 = IN) bit 3, string bit 4, port in bits 31:16).
+#[inline(always)]
+pub fn port_access(qualification: u64) -> PortAccess {
+    PortAccess {
+        port: (qualification >> 16) as u16,
+        size: (qualification & 7) as u8 + 1,
+        write: qualification & (1 << 3) == 0,
+        string: qualification & (1 << 4) != 0,
     }
 }
 

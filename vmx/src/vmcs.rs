@@ -3,14 +3,14 @@
 
 use crate::Page;
 use crate::controls::{MissingControl, Want, adjust};
-use crate::exit::ExitFields;
+use crate::exit::{self, ExitFields};
 use crate::vmxon::{
     IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1, revision_id,
 };
 use crate::world_switch::{self, GuestRegisters};
 use bulkhead_virt::bitmap::MsrBitmapChoice;
 use bulkhead_virt::control_registers::{hardware_value, owned_bits};
-use bulkhead_virt::exit::Exit;
+use bulkhead_virt::exit::{Decoded, Exit, ExitVisitor};
 use bulkhead_virt::guest_state::{
     CODE32_SELECTOR, DATA_SELECTOR, EntryMode, ExecutionMode, GuestEntry, OptionalInstructions,
 };
@@ -590,9 +590,13 @@ impl Vcpu {
         let _ = vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, info);
     }
 
-    /// Runs the guest until it exits; returns what it did.
+    /// Runs the guest until it exits and hands the exit to `visitor` (see
+    /// [`ExitVisitor`]): CPUID, I/O, MSR and VMCALL exits straight from the exit reason,
+    /// with only the fields each needs read; every other exit decoded by
+    /// [`exit::decode`](crate::exit::decode). A failed VM entry arrives at `other` as
+    /// [`Exit::Unhandled`] with reason `u32::MAX` and the VM-instruction error.
     #[inline(always)]
-    pub fn enter_guest(&mut self) -> Exit {
+    pub fn run<V: ExitVisitor<Self>>(&mut self, visitor: &mut V) -> V::Output {
         #[cfg(feature = "profile")]
         let entry = crate::profile_stamp();
         // SAFETY: `new` set up and loaded the VMCS with HOST_RIP at the exit handler.
@@ -602,14 +606,44 @@ impl Vcpu {
             self.profile_stamps = (entry, crate::profile_stamp());
         }
         if !entered {
-            return Exit::Unhandled { reason: u32::MAX, qualification: vmread(ro::VM_INSTRUCTION_ERROR) };
+            let failed = Exit::Unhandled { reason: u32::MAX, qualification: vmread(ro::VM_INSTRUCTION_ERROR) };
+            return visitor.other(self, failed);
         }
         self.launched = true;
-        let exit = self.decode();
-        if exit == Exit::Nmi {
-            world_switch::unblock_nmis();
+        let reason = vmread(ro::EXIT_REASON) as u32;
+        let r = &self.registers;
+        match reason & 0xffff {
+            exit::reason::CPUID => {
+                let (leaf, subleaf) = (r.rax as u32, r.rcx as u32);
+                visitor.cpuid(self, leaf, subleaf)
+            }
+            exit::reason::IO_INSTRUCTION => {
+                let access = exit::port_access(vmread(ro::EXIT_QUALIFICATION));
+                visitor.io(self, access)
+            }
+            exit::reason::RDMSR => {
+                let msr = r.rcx as u32;
+                visitor.msr_read(self, msr)
+            }
+            exit::reason::WRMSR => {
+                let (msr, value) = (r.rcx as u32, (r.rdx << 32) | (r.rax & 0xffff_ffff));
+                visitor.msr_write(self, msr, value)
+            }
+            exit::reason::VMCALL => visitor.hypercall(self),
+            _ => {
+                let exit = self.decode(reason);
+                if exit == Exit::Nmi {
+                    world_switch::unblock_nmis();
+                }
+                visitor.other(self, exit)
+            }
         }
-        exit
+    }
+
+    /// Runs the guest until it exits; returns what it did ([`run`](Self::run) with
+    /// [`Decoded`]).
+    pub fn enter_guest(&mut self) -> Exit {
+        self.run(&mut Decoded)
     }
 
     /// The TSC just before the last world switch and just after it returned.
@@ -621,8 +655,8 @@ impl Vcpu {
     /// What the guest did, from the exit reason and the exit-information fields
     /// (`exit::decode`).
     #[inline(always)]
-    fn decode(&self) -> Exit {
-        crate::exit::decode(vmread(ro::EXIT_REASON) as u32, &CurrentVmcs, &self.registers)
+    fn decode(&self, reason: u32) -> Exit {
+        crate::exit::decode(reason, &CurrentVmcs, &self.registers)
     }
 }
 

@@ -2,8 +2,8 @@
 //! permission maps (built once per partition from the configuration, by the same code as
 //! the EPT: `backend/address_space.rs`), and the [`Backend`] over a `bulkhead_svm::vcpu::Vcpu`.
 
-use crate::backend::Backend;
 use crate::backend::address_space::{self, BuildOnce, CORE_PAGES, PARTITION_PAGES};
+use crate::backend::{Backend, VirtCore};
 use crate::cpu::percpu;
 use crate::log::error;
 use crate::partition::Partition;
@@ -11,7 +11,7 @@ use bulkhead_svm::enable::Features;
 use bulkhead_svm::vcpu::{SetupError, Vcpu, VcpuSetup};
 use bulkhead_svm::vmcb::Vmcb;
 use bulkhead_svm::{IoPermissionMap, MsrPermissionMap, Page};
-use bulkhead_virt::exit::Exit;
+use bulkhead_virt::exit::{Exit, ExitVisitor, PortAccess};
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, GuestRegisters, OptionalInstructions};
 use bulkhead_virt::slat::Npt;
 
@@ -117,11 +117,6 @@ impl SvmCore {
         }
     }
 
-    #[inline]
-    fn vcpu(&mut self) -> &mut Vcpu {
-        self.vcpu.as_mut().expect("started before use")
-    }
-
     /// This core runs no guest any more (its partition halted for good): lets the host
     /// take NMIs again. The hypervisor runs with GIF clear, which holds a late NMI (a
     /// containment signal sent just before the core parked) pending for ever; a pending
@@ -134,12 +129,23 @@ impl SvmCore {
     }
 }
 
-impl Backend for SvmCore {
-    fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()> {
+impl VirtCore for SvmCore {
+    type Vcpu = Vcpu;
+
+    fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<&mut Vcpu, ()> {
         if let Some(vcpu) = self.vcpu.as_mut() {
             vcpu.reset(entry);
-            return Ok(());
+        } else {
+            let vcpu = self.new_vcpu(partition, entry)?;
+            self.vcpu = Some(vcpu);
         }
+        self.vcpu.as_mut().ok_or(())
+    }
+}
+
+impl SvmCore {
+    /// The vCPU of `partition` on this core, set up for its first start at `entry`.
+    fn new_vcpu(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<Vcpu, ()> {
         let root = build_partition(partition)?;
         let id = partition.config().id.0 as usize;
         // SAFETY: the partition's pages are built and from now on only read.
@@ -158,98 +164,137 @@ impl Backend for SvmCore {
         // SAFETY: SVM is on (`enable`), and every page in `setup` and both VMCBs are static.
         let vcpu = unsafe { Vcpu::new(&mut core.guest, &mut core.host, &setup, &self.features, entry) }
             .map_err(|e| report_setup(partition, e))?;
-        self.vcpu = Some(vcpu);
-        Ok(())
+        Ok(vcpu)
     }
+}
 
+/// The exit path's view of a started SVM vCPU: `bulkhead_svm`'s own methods, with the
+/// NMI drain after an NMI exit and EFER.SVME hidden.
+impl Backend for Vcpu {
     #[cfg(feature = "profile")]
     fn profile_stamps(&mut self) -> (u64, u64) {
-        self.vcpu().profile_stamps()
+        Vcpu::profile_stamps(self)
     }
 
-    #[inline]
-    fn enter_guest(&mut self) -> Exit {
-        let exit = self.vcpu().enter_guest();
-        if exit == Exit::Nmi {
-            // The exit left the NMI pending: the host handler takes it now, and does not
-            // count it a second time (`partition/nmi.rs` counts the exit).
-            crate::partition::nmi::drain(|| self.vcpu().take_pending_nmi());
-        }
-        exit
+    #[inline(always)]
+    fn run<V: ExitVisitor<Self>>(&mut self, visitor: &mut V) -> V::Output {
+        Vcpu::run(self, &mut DrainNmi(visitor))
     }
 
     fn rip(&mut self) -> u64 {
-        self.vcpu().rip()
+        Vcpu::rip(self)
     }
 
     #[inline]
     fn registers(&mut self) -> &mut GuestRegisters {
-        self.vcpu().registers()
+        Vcpu::registers(self)
     }
 
     #[inline]
     fn skip_instruction(&mut self) {
-        self.vcpu().skip_instruction()
+        Vcpu::skip_instruction(self)
     }
 
     #[inline]
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        self.vcpu().inject_exception(vector, error_code)
+        Vcpu::inject_exception(self, vector, error_code)
     }
 
     fn advance_rip(&mut self, length: u64) {
-        self.vcpu().advance_rip(length)
+        Vcpu::advance_rip(self, length)
     }
 
     fn guest_cr3_and_cs_base(&mut self) -> (u64, u64) {
-        self.vcpu().guest_cr3_and_cs_base()
+        Vcpu::guest_cr3_and_cs_base(self)
     }
 
     #[inline]
     fn set_x2apic_passthrough(&mut self, on: bool) {
-        self.vcpu().set_x2apic_passthrough(on);
+        Vcpu::set_x2apic_passthrough(self, on);
     }
 
     fn guest_cr0(&mut self) -> u64 {
-        self.vcpu().guest_cr0()
+        Vcpu::guest_cr0(self)
     }
 
     fn guest_cr4(&mut self) -> u64 {
-        self.vcpu().guest_cr4()
+        Vcpu::guest_cr4(self)
     }
 
     fn guest_efer(&mut self) -> u64 {
-        self.vcpu().guest_efer() & !bulkhead_svm::enable::EFER_SVME
+        Vcpu::guest_efer(self) & !bulkhead_svm::enable::EFER_SVME
     }
 
     fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
-        self.vcpu().set_guest_cr0(value, long_mode_active)
+        Vcpu::set_guest_cr0(self, value, long_mode_active)
     }
 
     fn set_guest_cr4(&mut self, value: u64) {
-        self.vcpu().set_guest_cr4(value)
+        Vcpu::set_guest_cr4(self, value)
     }
 
     fn tsc_offset(&mut self) -> u64 {
-        self.vcpu().tsc_offset()
+        Vcpu::tsc_offset(self)
     }
 
     fn set_tsc_offset(&mut self, offset: u64) {
-        self.vcpu().set_tsc_offset(offset)
+        Vcpu::set_tsc_offset(self, offset)
     }
 
     fn set_guest_efer(&mut self, value: u64) {
-        self.vcpu().set_guest_efer(value)
+        Vcpu::set_guest_efer(self, value)
     }
 
     #[inline]
     fn execution_mode(&mut self) -> ExecutionMode {
-        self.vcpu().execution_mode()
+        Vcpu::execution_mode(self)
     }
 
     fn optional_instructions(&mut self) -> OptionalInstructions {
         // Not intercepted: the guest executes them natively where the CPU has them.
         OptionalInstructions { rdtscp: true, invpcid: true, xsaves: true }
+    }
+}
+
+/// Passes every exit on to the kernel's visitor; an NMI exit after the host's NMI handler
+/// took the NMI the exit left pending (without counting it a second time:
+/// `partition/nmi.rs` counts the exit).
+struct DrainNmi<'v, V>(&'v mut V);
+
+impl<V: ExitVisitor<Vcpu>> ExitVisitor<Vcpu> for DrainNmi<'_, V> {
+    type Output = V::Output;
+
+    #[inline(always)]
+    fn cpuid(&mut self, vcpu: &mut Vcpu, leaf: u32, subleaf: u32) -> V::Output {
+        self.0.cpuid(vcpu, leaf, subleaf)
+    }
+
+    #[inline(always)]
+    fn io(&mut self, vcpu: &mut Vcpu, access: PortAccess) -> V::Output {
+        self.0.io(vcpu, access)
+    }
+
+    #[inline(always)]
+    fn msr_read(&mut self, vcpu: &mut Vcpu, msr: u32) -> V::Output {
+        self.0.msr_read(vcpu, msr)
+    }
+
+    #[inline(always)]
+    fn msr_write(&mut self, vcpu: &mut Vcpu, msr: u32, value: u64) -> V::Output {
+        self.0.msr_write(vcpu, msr, value)
+    }
+
+    #[inline(always)]
+    fn hypercall(&mut self, vcpu: &mut Vcpu) -> V::Output {
+        self.0.hypercall(vcpu)
+    }
+
+    #[inline(always)]
+    fn other(&mut self, vcpu: &mut Vcpu, exit: Exit) -> V::Output {
+        if exit == Exit::Nmi {
+            crate::partition::nmi::drain(|| vcpu.take_pending_nmi());
+        }
+        self.0.other(vcpu, exit)
     }
 }
 

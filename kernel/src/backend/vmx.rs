@@ -1,12 +1,12 @@
 //! VT-x on this core: VMXON, the partition's EPT and intercept bitmaps (built once per
 //! partition from the configuration), and the [`Backend`] over a `bulkhead_vmx::Vcpu`.
 
-use crate::backend::Backend;
 use crate::backend::address_space::{self, BuildOnce, CORE_PAGES, PARTITION_PAGES};
+use crate::backend::{Backend, VirtCore};
 use crate::cpu::percpu;
 use crate::log::error;
 use crate::partition::Partition;
-use bulkhead_virt::exit::Exit;
+use bulkhead_virt::exit::ExitVisitor;
 use bulkhead_virt::guest_state::GuestRegisters;
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, OptionalInstructions};
 use bulkhead_virt::slat::Ept;
@@ -109,11 +109,23 @@ impl VmxCore {
     }
 }
 
-impl Backend for VmxCore {
-    fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<(), ()> {
+impl VirtCore for VmxCore {
+    type Vcpu = Vcpu;
+
+    fn start(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<&mut Vcpu, ()> {
         if let Some(vcpu) = self.vcpu.as_mut() {
-            return vcpu.reset(entry).map_err(|e| report_setup(partition, e));
+            vcpu.reset(entry).map_err(|e| report_setup(partition, e))?;
+        } else {
+            let vcpu = self.new_vcpu(partition, entry)?;
+            self.vcpu = Some(vcpu);
         }
+        self.vcpu.as_mut().ok_or(())
+    }
+}
+
+impl VmxCore {
+    /// The vCPU of `partition` on this core, set up for its first start at `entry`.
+    fn new_vcpu(&mut self, partition: &'static Partition, entry: &GuestEntry) -> Result<Vcpu, ()> {
         let root = build_partition(partition)?;
         let id = partition.config().id.0 as usize;
         // SAFETY: the partition's pages are built and from now on only read.
@@ -133,91 +145,94 @@ impl Backend for VmxCore {
         let vmcs = unsafe { &mut core_pages(index).vmcs };
         // SAFETY: VMX is on (`enable`), and every page in `setup` is static.
         let vcpu = unsafe { Vcpu::new(vmcs, &setup, entry) }.map_err(|e| report_setup(partition, e))?;
-        self.vcpu = Some(vcpu);
-        Ok(())
+        Ok(vcpu)
     }
+}
 
-    #[inline]
-    fn enter_guest(&mut self) -> Exit {
-        self.vcpu.as_mut().expect("started before running").enter_guest()
+/// The exit path's view of a started VT-x vCPU: `bulkhead_vmx`'s own methods.
+impl Backend for Vcpu {
+    #[inline(always)]
+    fn run<V: ExitVisitor<Self>>(&mut self, visitor: &mut V) -> V::Output {
+        Vcpu::run(self, visitor)
     }
 
     #[cfg(feature = "profile")]
     fn profile_stamps(&mut self) -> (u64, u64) {
-        self.vcpu.as_mut().expect("started before running").profile_stamps()
+        Vcpu::profile_stamps(self)
     }
 
     fn rip(&mut self) -> u64 {
-        self.vcpu.as_mut().expect("started before running").rip()
+        Vcpu::rip(self)
     }
 
-    #[inline]
+    #[inline(always)]
     fn registers(&mut self) -> &mut GuestRegisters {
-        self.vcpu.as_mut().expect("started").registers()
+        Vcpu::registers(self)
     }
 
-    #[inline]
+    #[inline(always)]
     fn skip_instruction(&mut self) {
-        self.vcpu.as_mut().expect("started").skip_instruction()
+        Vcpu::skip_instruction(self)
     }
 
     #[inline]
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        self.vcpu.as_mut().expect("started").inject_exception(vector, error_code)
+        Vcpu::inject_exception(self, vector, error_code)
     }
 
     fn advance_rip(&mut self, length: u64) {
-        self.vcpu.as_mut().expect("started").advance_rip(length)
+        Vcpu::advance_rip(self, length)
     }
 
     fn guest_cr3_and_cs_base(&mut self) -> (u64, u64) {
-        self.vcpu.as_mut().expect("started").guest_cr3_and_cs_base()
+        Vcpu::guest_cr3_and_cs_base(self)
     }
 
     #[inline]
     fn set_x2apic_passthrough(&mut self, on: bool) {
-        self.vcpu.as_mut().expect("started").set_x2apic_passthrough(on);
+        Vcpu::set_x2apic_passthrough(self, on);
     }
 
     fn guest_cr0(&mut self) -> u64 {
-        self.vcpu.as_mut().expect("started").guest_cr0()
+        Vcpu::guest_cr0(self)
     }
 
+    #[inline]
     fn guest_cr4(&mut self) -> u64 {
-        self.vcpu.as_mut().expect("started").guest_cr4()
+        Vcpu::guest_cr4(self)
     }
 
     fn guest_efer(&mut self) -> u64 {
-        self.vcpu.as_mut().expect("started").guest_efer()
+        Vcpu::guest_efer(self)
     }
 
     fn set_guest_cr0(&mut self, value: u64, long_mode_active: bool) {
-        self.vcpu.as_mut().expect("started").set_guest_cr0(value, long_mode_active)
+        Vcpu::set_guest_cr0(self, value, long_mode_active)
     }
 
     fn set_guest_cr4(&mut self, value: u64) {
-        self.vcpu.as_mut().expect("started").set_guest_cr4(value)
+        Vcpu::set_guest_cr4(self, value)
     }
 
     fn tsc_offset(&mut self) -> u64 {
-        self.vcpu.as_mut().expect("started").tsc_offset()
+        Vcpu::tsc_offset(self)
     }
 
     fn set_tsc_offset(&mut self, offset: u64) {
-        self.vcpu.as_mut().expect("started").set_tsc_offset(offset)
+        Vcpu::set_tsc_offset(self, offset)
     }
 
     fn set_guest_efer(&mut self, value: u64) {
-        self.vcpu.as_mut().expect("started").set_guest_efer(value)
+        Vcpu::set_guest_efer(self, value)
     }
 
     #[inline]
     fn execution_mode(&mut self) -> ExecutionMode {
-        self.vcpu.as_mut().expect("started").execution_mode()
+        Vcpu::execution_mode(self)
     }
 
     fn optional_instructions(&mut self) -> OptionalInstructions {
-        self.vcpu.as_mut().expect("started").optional_instructions()
+        Vcpu::optional_instructions(self)
     }
 }
 

@@ -174,10 +174,18 @@ pub struct PerCpu {
     liveness: AtomicU32,
     tss: UnsafeCell<TaskStateSegment>,
     gdt: UnsafeCell<GlobalDescriptorTable<8>>,
+    /// The CPUID answers of the vCPU on this core (`exits/cpuid.rs`), here so that the exit
+    /// path reaches them from the per-CPU pointer it already holds.
+    cpuid: UnsafeCell<CpuidAnswers>,
 }
 
+/// A vCPU's answers to the CPUID leaves `exits/cpuid.rs` keeps per core, by leaf (EAX,
+/// EBX, ECX, EDX).
+pub struct CpuidAnswers(pub [[u32; 4]; 32]);
+
 // SAFETY: `tss` and `gdt` are written only by the owning CPU while it sets itself up
-// (`cpu/gdt.rs`), before anything else can look at them; the rest is atomic.
+// (`cpu/gdt.rs`), before anything else can look at them; `cpuid` only by the owning CPU
+// between two runs of its vCPU (`set_cpuid_answers`); the rest is atomic.
 unsafe impl Sync for PerCpu {}
 
 impl PerCpu {
@@ -191,7 +199,25 @@ impl PerCpu {
             liveness: AtomicU32::new(0),
             tss: UnsafeCell::new(TaskStateSegment::new()),
             gdt: UnsafeCell::new(GlobalDescriptorTable::empty()),
+            cpuid: UnsafeCell::new(CpuidAnswers([[0; 4]; 32])),
         }
+    }
+
+    /// The CPUID answers of this core's vCPU.
+    #[inline(always)]
+    pub fn cpuid_answers(&self) -> &CpuidAnswers {
+        // SAFETY: written only by `set_cpuid_answers` on this CPU, which its exit loop (the
+        // only reader, on this CPU too) never runs at the same time as.
+        unsafe { &*self.cpuid.get() }
+    }
+
+    /// Sets the CPUID answers for the vCPU about to start on this CPU.
+    ///
+    /// # Safety
+    /// Only this CPU, while no reference from [`cpuid_answers`](Self::cpuid_answers) is held.
+    pub unsafe fn set_cpuid_answers(&self, answers: CpuidAnswers) {
+        // SAFETY: per the caller.
+        unsafe { *self.cpuid.get() = answers };
     }
 
     pub fn index(&self) -> u32 {

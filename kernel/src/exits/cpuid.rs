@@ -1,6 +1,7 @@
 //! CPUID exits: the leaves as a partition sees them.
 
 use crate::backend::Backend;
+use crate::cpu::percpu::{self, CpuidAnswers};
 use crate::partition::Partition;
 
 /// CPUID as a partition sees it: the hardware's answer without the features whose MSRs or
@@ -15,10 +16,73 @@ use crate::partition::Partition;
 /// stay as the hardware says; leaf 0xB/0x1F EDX is the core's APIC ID (the vCPU's x2APIC
 /// ID), set on every CPU since AMD's hardware answer may be 0; the processor counts give
 /// the partition's cores, one thread per core (see [`extended_topology`]).
-#[inline]
-pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, subleaf: u32) {
+///
+/// The leaves in [`CACHED`] come from this core's table (`PerCpu::cpuid_answers`), filled by [`fill_cache`] when
+/// the vCPU starts: the same answer, without the hardware CPUID and the filters on every
+/// exit (issue 19's fast path).
+#[inline(always)]
+pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, cache: &CpuidAnswers, leaf: u32, subleaf: u32) {
+    if leaf < 32 && CACHED & (1 << leaf) != 0 {
+        let [eax, ebx, mut ecx, edx] = cache.0[leaf as usize];
+        if leaf == 1 && backend.guest_cr4() & CR4_OSXSAVE != 0 {
+            ecx |= LEAF1_ECX_OSXSAVE;
+        }
+        let regs = backend.registers();
+        regs.rax = eax.into();
+        regs.rbx = ebx.into();
+        regs.rcx = ecx.into();
+        regs.rdx = edx.into();
+        return;
+    }
+    let r = compute(partition, backend, leaf, subleaf);
+    let regs = backend.registers();
+    regs.rax = r.eax.into();
+    regs.rbx = r.ebx.into();
+    regs.rcx = r.ecx.into();
+    regs.rdx = r.edx.into();
+}
+
+const CR4_OSXSAVE: u64 = 1 << 18;
+const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+
+/// Basic leaves whose answer depends neither on the subleaf nor on the vCPU's state, but
+/// for leaf 1's OSXSAVE (patched at each exit from the guest's CR4): 0 (vendor, highest
+/// leaf), 1 (features, this core's APIC ID), 2 and 3 (caches, serial number), 5, 6 (power
+/// management), 8, 9, 0xA (zeroed or hardware-fixed), 0x15 and 0x16 (TSC and frequency).
+/// Every leaf that takes a subleaf (4, 7, 0xB, 0xD, 0xF, 0x10, 0x12, 0x14, 0x17, 0x18,
+/// 0x1A, 0x1B, 0x1D-0x1F) is computed at each exit.
+const CACHED: u32 = (1 << 0)
+    | (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 0xa)
+    | (1 << 0x15)
+    | (1 << 0x16);
+
+/// Fills this core's answers (`PerCpu::cpuid_answers`) for the partition's vCPU that is about to enter (at every start:
+/// the answers depend on the partition and on the backend's enabled instructions).
+pub fn fill_cache<B: Backend>(partition: &Partition, backend: &mut B) {
+    let mut answers = [[0u32; 4]; 32];
+    for (leaf, answer) in answers.iter_mut().enumerate().filter(|(leaf, _)| CACHED & (1 << leaf) != 0) {
+        let r = compute(partition, backend, leaf as u32, 0);
+        *answer = [r.eax, r.ebx, r.ecx & !LEAF1_ECX_OSXSAVE, r.edx];
+    }
+    // SAFETY: this CPU, before its vCPU's exit loop (which holds the answers) starts.
+    unsafe { percpu::current().set_cpuid_answers(CpuidAnswers(answers)) };
+}
+
+/// The answer to `leaf`/`subleaf` for this partition and core (see [`answer`]).
+fn compute<B: Backend>(
+    partition: &Partition,
+    backend: &mut B,
+    leaf: u32,
+    subleaf: u32,
+) -> core::arch::x86_64::CpuidResult {
     const HYPERVISOR_BASE: u32 = 0x4000_0000;
-    const CR4_OSXSAVE: u64 = 1 << 18;
     let cores = partition.config().cores.len() as u32;
     // The hypervisor leaves are answered from the partition alone: no hardware CPUID for
     // them (it would only be thrown away). A partition sees one interface's block at the
@@ -42,9 +106,9 @@ pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, sub
         1 => {
             r.ecx |= 1 << 31; // hypervisor present
             r.ecx |= 1 << 21; // x2APIC: real or emulated (apic_access.rs)
-            r.ecx &= !(1 << 27);
+            r.ecx &= !LEAF1_ECX_OSXSAVE;
             if backend.guest_cr4() & CR4_OSXSAVE != 0 {
-                r.ecx |= 1 << 27;
+                r.ecx |= LEAF1_ECX_OSXSAVE;
             }
         }
         7 if subleaf == 0 && !backend.optional_instructions().invpcid => r.ebx &= !(1 << 10),
@@ -56,11 +120,7 @@ pub fn answer<B: Backend>(partition: &Partition, backend: &mut B, leaf: u32, sub
         // The Hyper-V compatible leaves (`hyperv::discovery`).
         _ => {}
     }
-    let regs = backend.registers();
-    regs.rax = r.eax.into();
-    regs.rbx = r.ebx.into();
-    regs.rcx = r.ecx.into();
-    regs.rdx = r.edx.into();
+    r
 }
 
 /// CPUID leaf 0xB (and 0x1F) for a partition: `bulkhead_virt::cpuid::extended_topology`,

@@ -17,7 +17,32 @@ pub const REPORT_PORT: u16 = bulkhead_abi::run::QEMU_DEBUG_EXIT_PORT;
 /// Ports of the virtual UART.
 const CONSOLE_PORTS: core::ops::Range<u16> = CONSOLE_BASE..CONSOLE_BASE + 8;
 
+/// A port access exit. The virtual UART's registers are answered inline, straight from
+/// the exit (the console's polling reads are the hottest port exits); every other port
+/// goes to [`other_port`].
+#[inline(always)]
 pub fn access(partition: &Partition, regs: &mut GuestRegisters, access: PortAccess) -> Action {
+    // A 16550A's registers (`bulkhead_virt::uart16550`), one byte per port: a wider
+    // access touches only the first (the UART sits on an 8-bit bus; the other bytes
+    // read 0xFF as nothing drives them).
+    let offset = access.port.wrapping_sub(CONSOLE_BASE);
+    if offset < CONSOLE_PORTS.end - CONSOLE_BASE && !access.string {
+        if access.write {
+            if let Some(byte) = partition.uart_write(offset, regs.rax as u8) {
+                partition.console_write(byte);
+            }
+        } else {
+            let byte = u64::from(partition.uart_read(offset));
+            set_in_result(regs, access.size, (u64::MAX << 8) | byte);
+        }
+        return Action::Resume { skip: true };
+    }
+    other_port(partition, regs, access)
+}
+
+/// Every port but the virtual UART's (and string I/O to it).
+#[inline(never)]
+fn other_port(partition: &Partition, regs: &mut GuestRegisters, access: PortAccess) -> Action {
     if access.string {
         return Action::Fault(Fault::StringIo { port: access.port });
     }
@@ -28,21 +53,6 @@ pub fn access(partition: &Partition, regs: &mut GuestRegisters, access: PortAcce
     };
     let value = regs.rax & width_mask;
     match (access.port, access.write) {
-        // A 16550A's registers (`bulkhead_virt::uart16550`), one byte per port: a wider
-        // access touches only the first (the UART sits on an 8-bit bus; the other bytes
-        // read 0xFF as nothing drives them).
-        (p, write) if CONSOLE_PORTS.contains(&p) => {
-            let offset = p - CONSOLE_BASE;
-            if write {
-                if let Some(byte) = partition.uart_write(offset, value as u8) {
-                    partition.console_write(byte);
-                }
-            } else {
-                let byte = u64::from(partition.uart_read(offset));
-                set_in_result(regs, access.size, (u64::MAX << 8) | byte);
-            }
-            return Action::Resume { skip: true };
-        }
         (REPORT_PORT, true) if partition.gives_verdict() => return Action::Report { pass: value == 0 },
         // PCI configuration mechanism #1, filtered, for a partition that owns a PCI function
         // (`devices::pci`); for the others these ports are unassigned like any.

@@ -1,7 +1,6 @@
 //! What a partition's exits are counted in: the rate limits of its log lines and its exit
 //! counts by kind.
 
-use bulkhead_virt::exit::Exit;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Logs the first occurrences of a kind of event, then only every power of two, so a
@@ -48,18 +47,6 @@ pub struct ExitCounts {
 impl ExitCounts {
     pub const fn new() -> Self {
         ExitCounts { io: AtomicU32::new(0), msr: AtomicU32::new(0), cpuid: AtomicU32::new(0), other: AtomicU32::new(0) }
-    }
-
-    /// One atomic add per exit (this runs on every exit); the total is their sum.
-    #[inline]
-    pub fn count(&self, exit: &Exit) {
-        let kind = match exit {
-            Exit::Io(_) => &self.io,
-            Exit::MsrRead { .. } | Exit::MsrWrite { .. } => &self.msr,
-            Exit::Cpuid { .. } => &self.cpuid,
-            _ => &self.other,
-        };
-        kind.fetch_add(1, Ordering::Relaxed);
     }
 }
 

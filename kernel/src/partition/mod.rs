@@ -276,9 +276,10 @@ impl Partition {
     /// A read of the virtual UART's register at `offset` from its base port. The
     /// `console_input` partition's reads of its receiver registers first take in what was
     /// typed on the hypervisor's console (`console::receive_input`).
+    #[inline]
     pub fn uart_read(&self, offset: u16) -> u8 {
         let mut uart = self.uart.lock();
-        if SYSTEM.hypervisor.console_input == Some(self.config.id) && uart.read_polls_receiver(offset) {
+        if uart.read_polls_receiver(offset) && SYSTEM.hypervisor.console_input == Some(self.config.id) {
             crate::console::receive_input(&mut uart);
         }
         uart.read(offset)
@@ -286,6 +287,7 @@ impl Partition {
 
     /// A write to the virtual UART's register at `offset`; the byte to send to the
     /// console, if it sent one.
+    #[inline]
     pub fn uart_write(&self, offset: u16, value: u8) -> Option<u8> {
         self.uart.lock().write(offset, value)
     }
