@@ -250,14 +250,8 @@ pub fn memory_bench(json: bool) -> Result<ExitCode> {
         }
         println!("text = code + read-only data; tables and stacks are part of bss");
     }
-    let missed: Vec<String> = rows.iter().flat_map(Row::missed).collect();
-    if missed.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    for m in &missed {
-        eprintln!("bench: missed: memory-footprint/{m}");
-    }
-    Ok(ExitCode::FAILURE)
+    let missed: Vec<String> = rows.iter().flat_map(Row::missed).map(|m| format!("memory-footprint/{m}")).collect();
+    Ok(crate::bench::verdict(&missed))
 }
 
 #[cfg(test)]
