@@ -157,7 +157,43 @@ pub fn generate_tables(system: &System) -> String {
     connections(&mut o, system);
     shared_memory(&mut o, system);
     let _ = writeln!(o, "}};");
+    sizes(&mut o, system);
     o
+}
+
+/// The counts the kernel sizes its statics by (`crate::footprint`), as `const`s.
+fn sizes(o: &mut String, system: &System) {
+    let f = crate::footprint::Footprint::of(system);
+    let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+    let mut first = Vec::new();
+    let mut next = 0;
+    for n in &f.slat_tables {
+        first.push(next);
+        next += n;
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "// What the kernel's statics are sized by (board/src/footprint.rs).");
+    let _ = writeln!(o, "/// Per-CPU slots: the board's CPUs (and one past its highest core number).");
+    let _ = writeln!(o, "pub const CPUS: usize = {};", f.cpus);
+    let _ = writeln!(o, "pub const PARTITIONS: usize = {};", f.partitions);
+    let _ = writeln!(o, "/// Board devices.");
+    let _ = writeln!(o, "pub const DEVICES: usize = {};", f.devices);
+    let _ = writeln!(o, "/// Connections (at least 1).");
+    let _ = writeln!(o, "pub const CONNECTIONS: usize = {};", f.connections);
+    let _ = writeln!(o, "/// Message slots per connection: the deepest message queue (at least 1).");
+    let _ = writeln!(o, "pub const QUEUE_DEPTH: usize = {};", f.queue_depth);
+    let _ = writeln!(o, "/// EPT/NPT tables of each partition, exactly what its address space takes.");
+    let _ = writeln!(o, "pub const SLAT_TABLES: [usize; PARTITIONS] = [{}];", list(&f.slat_tables));
+    let _ = writeln!(o, "/// Each partition's first table in the pool of all of them.");
+    let _ = writeln!(o, "pub const SLAT_TABLE_FIRST: [usize; PARTITIONS] = [{}];", list(&first));
+    let _ = writeln!(o, "pub const SLAT_TABLES_TOTAL: usize = {next};");
+    let _ = writeln!(o, "/// Tables of the hypervisor's own identity map (up to the end of the board's RAM).");
+    let _ = writeln!(o, "pub const BOOT_PAGE_TABLES: usize = {};", f.boot_page_tables);
+    let _ = writeln!(o, "/// DMA domains the IOMMU keeps tables for.");
+    let _ = writeln!(o, "pub const IOMMU_DOMAINS: usize = {};", f.iommu_domains);
+    let _ = writeln!(o, "/// The estimate `cargo xtask check` printed for this system (bytes): the kernel image");
+    let _ = writeln!(o, "/// and its statics must fit in it.");
+    let _ = writeln!(o, "pub const MEMORY_BUDGET: u64 = {};", hex(f.budget().total()));
 }
 
 fn board(o: &mut String, system: &System) {

@@ -165,6 +165,9 @@ rules! {
     MEMORY_OVERLAP_HYPERVISOR = "memory-overlap-hypervisor":
         "a fixed host placement overlaps [hypervisor] reserved_memory",
         "place the region outside the hypervisor's reserved memory, or leave out `host_base`";
+    HYPERVISOR_MEMORY = "hypervisor-memory":
+        "[hypervisor] reserved_memory, from the kernel's link address (2 MiB) to its end, cannot hold the hypervisor's memory budget for this system (text, data, stacks, page tables and queues, all sized by the configuration; `cargo xtask check` prints it)",
+        "make reserved_memory larger (it must also hold the boot modules GRUB places after the image), or use fewer CPUs, partitions, connections or smaller queues";
     MEMORY_OVERLAP_GUEST = "memory-overlap-guest":
         "two regions of one partition overlap in guest-physical space, an assigned device's MMIO overlaps the partition's memory or shared regions, or they cover the register page of an IOAPIC on which the partition owns a GSI",
         "give the regions disjoint `guest_base` ranges";

@@ -22,6 +22,8 @@ pub mod codegen;
 #[cfg(feature = "host")]
 pub mod diag;
 #[cfg(feature = "host")]
+pub mod footprint;
+#[cfg(feature = "host")]
 mod load;
 #[cfg(feature = "host")]
 pub mod model;
@@ -40,6 +42,8 @@ mod value;
 pub use codegen::{BootModule, boot_modules, generate_tables};
 #[cfg(feature = "host")]
 pub use diag::{Diagnostic, Diagnostics, RULES, Rule, rule};
+#[cfg(feature = "host")]
+pub use footprint::{Budget, Footprint};
 #[cfg(feature = "host")]
 pub use load::{LoadOptions, Loaded, MAX_CONFIG_BYTES, boards_dir, load_system};
 #[cfg(feature = "host")]

@@ -196,6 +196,15 @@ pub fn summary(system: &System) -> String {
         out.push_str(&table(&["id", "name", "kind", "from -> to", "sint", ""], &rows));
     }
 
+    let footprint = crate::footprint::Footprint::of(system);
+    let budget = footprint.budget();
+    let room = system.hypervisor.reserved.end().saturating_sub(crate::system::KERNEL_LINK_ADDRESS);
+    out.push_str(&format!(
+        "\nhypervisor memory (estimate; reserved_memory holds {} KiB from 0x20_0000)\n",
+        room / 1024
+    ));
+    out.push_str(&budget.table(&footprint));
+
     out.push_str("\ncores\n");
     let rows: Vec<Vec<String>> = b
         .cpus

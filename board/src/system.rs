@@ -25,6 +25,8 @@ pub(crate) struct RawSystem {
     pub name: Option<String>,
     pub board: Option<At<String>>,
     pub reserved: PhysRange,
+    /// Where `reserved_memory` is written (`None`: the default applies).
+    pub reserved_at: Option<Loc>,
     pub console_port: Option<u16>,
     pub log_level: LogLevel,
     pub console_format: ConsoleFormat,
@@ -165,6 +167,7 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
         root.required(cx, "board").and_then(|v| cx.string(v, "board").map(|s| At { v: s.to_owned(), at: cx.at(v) }));
 
     let mut reserved = DEFAULT_RESERVED;
+    let mut reserved_at = None;
     let mut console_port = None;
     let mut log_level = LogLevel::Info;
     let mut console_format = ConsoleFormat::Defmt;
@@ -179,6 +182,7 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
                 && KERNEL_LINK_ADDRESS < range.range.base.saturating_add(range.range.size)
             {
                 reserved = range.range;
+                reserved_at = Some(cx.at(v));
             } else {
                 cx.sink.error_hint(
                     range.base_at,
@@ -251,6 +255,7 @@ pub(crate) fn read_system(cx: &mut Cx<'_>, root: &Table<'_, '_>) -> RawSystem {
         name,
         board,
         reserved,
+        reserved_at,
         console_port,
         log_level,
         console_format,

@@ -2,11 +2,13 @@
 //! the kernel reads. No parsing happens at run time.
 //!
 //! Every bound here is a build-time limit; the validator rejects configurations that
-//! exceed one (rule `limit-exceeded`), so the kernel can size its static state from them.
+//! exceed one (rule `limit-exceeded`). The kernel sizes its static state from the compiled
+//! system instead (`crate::footprint`, the generated `CPUS`, `PARTITIONS`, ... consts),
+//! which these bound.
 
 /// Most CPUs a board may list, and the bound on their core numbers (`0..MAX_CPUS`): the
-/// kernel sizes its per-CPU state from this and indexes per-core state (the SynIC registers
-/// in kernel/src/hyperv/mod.rs) by core number. kernel/src/cpu/percpu.rs re-exports it.
+/// kernel sizes its per-CPU state by the board's CPUs (`config::CPUS`, at most this) and
+/// indexes per-core state (the SynIC registers in kernel/src/hyperv/mod.rs) by core number.
 pub const MAX_CPUS: usize = 16;
 /// Partitions are [`PartitionId`]s (a `u8`) and index the kernel's per-partition arrays.
 pub const MAX_PARTITIONS: usize = 8;
@@ -32,11 +34,23 @@ pub const MAX_CMDLINE_BYTES: usize = 4095;
 /// Most boot modules the kernel takes from the bootloader: each partition's payload and
 /// its initrd, if any.
 pub const MAX_BOOT_MODULES: usize = 16;
-/// Second-level (EPT/NPT) page tables the kernel holds for one partition's address space
-/// (kernel/src/backend/vmx.rs `EPT_TABLES`, kernel/src/backend/svm.rs `NPT_TABLES`): the root and
-/// every table its memory, shared regions and device MMIO need. Validation builds each
-/// address space with the kernel's builder and refuses a layout that needs more.
+/// Most second-level (EPT/NPT) page tables one partition's address space may take: the
+/// root and every table its memory, shared regions and device MMIO need. Validation builds
+/// each address space with the kernel's builder and refuses a layout that needs more; the
+/// kernel holds exactly what each partition takes (`config::SLAT_TABLES`,
+/// kernel/src/backend/address_space.rs).
 pub const SLAT_TABLES_PER_PARTITION: usize = 32;
+/// A page (and a page table) of the hypervisor's memory.
+pub const PAGE_BYTES: u64 = 4096;
+/// One CPU's stacks with their guard pages (kernel/src/cpu/percpu.rs `CpuStacks`, which
+/// asserts its size): the hypervisor's stacks take this times `config::CPUS`.
+pub const STACK_BYTES_PER_CPU: usize = 128 * 1024;
+/// Hardware pages of one partition besides its EPT/NPT (intercept bitmaps: the larger of
+/// VT-x's 5 and SVM's 9; kernel/src/backend.rs asserts it). Only one backend runs on a
+/// board, so both carve them from the same storage.
+pub const BACKEND_PAGES_PER_PARTITION: usize = 9;
+/// Hardware pages of one CPU (VMXON region + VMCS, or host save area + two VMCBs).
+pub const BACKEND_PAGES_PER_CPU: usize = 3;
 /// Guest-physical ranges end at or below 2^48: what 4-level EPT/NPT tables map (SDM Vol. 3C
 /// 29.3, APM 15.25). The table builder's own bound, which refuses anything above.
 pub const GUEST_PHYS_LIMIT: u64 = bulkhead_virt::slat::GUEST_PHYS_LIMIT;

@@ -859,7 +859,8 @@ pub(crate) fn validate(
             .and_then(|si| shared_memory.get(si))
             .map(|s: &SharedMemory| PhysRange { base: s.host.base, size: XEN_RING_BYTES });
     }
-    Some(System {
+    let reserved_at = raw.reserved_at;
+    let system = System {
         name: raw.name.unwrap_or_else(|| inputs.default_name.clone()),
         file: inputs.system_file.to_owned(),
         hypervisor: HypervisorConfig {
@@ -875,7 +876,37 @@ pub(crate) fn validate(
         partitions,
         connections,
         shared_memory,
-    })
+    };
+    check_budget(sink, &system, reserved_at);
+    Some(system)
+}
+
+/// The hypervisor's image lies from its link address to the end of `reserved_memory`
+/// (GRUB loads it there and the boot modules after it); its budget for this system
+/// ([`crate::footprint`]) must fit.
+fn check_budget(sink: &mut Sink, system: &System, reserved_at: Option<Loc>) {
+    let footprint = crate::footprint::Footprint::of(system);
+    let budget = footprint.budget();
+    let reserved = system.hypervisor.reserved;
+    let room = reserved.end().saturating_sub(crate::system::KERNEL_LINK_ADDRESS);
+    if budget.total() > room {
+        sink.error_hint(
+            reserved_at.unwrap_or(Loc { file: 0, offset: 0 }),
+            rule::HYPERVISOR_MEMORY,
+            format!(
+                "reserved_memory {} leaves {} KiB from the kernel's link address {:#x}, but the hypervisor needs about {} KiB for this system (text and data {} KiB, stacks {} KiB, tables {} KiB, state {} KiB)",
+                show_range(&reserved),
+                room / 1024,
+                crate::system::KERNEL_LINK_ADDRESS,
+                budget.total().div_ceil(1024),
+                budget.image.div_ceil(1024),
+                budget.stacks.div_ceil(1024),
+                budget.tables.div_ceil(1024),
+                budget.state.div_ceil(1024),
+            ),
+            "make reserved_memory larger (it also holds the boot modules GRUB places after the image), or use fewer CPUs, partitions, connections or shallower queues",
+        );
+    }
 }
 
 /// A Xen message ring's page: the first 4 KiB of its region (layout `bulkhead_abi::xen::ring`).
@@ -1130,15 +1161,15 @@ fn free_core(board_cores: impl Iterator<Item = u32>, owned: impl Fn(u32) -> bool
 }
 
 /// One mapping of a partition's address space, in the order the kernel makes them.
-struct Mapping {
-    what: String,
-    at: Loc,
-    guest: u64,
-    host: u64,
-    size: u64,
-    access: Access,
-    uncached: bool,
-    large_pages: bool,
+pub(crate) struct Mapping {
+    pub what: String,
+    pub at: Loc,
+    pub guest: u64,
+    pub host: u64,
+    pub size: u64,
+    pub access: Access,
+    pub uncached: bool,
+    pub large_pages: bool,
 }
 
 /// Builds each partition's second-level tables with the kernel's own builder
@@ -1210,8 +1241,8 @@ fn check_address_spaces(
             }
         }
         // Both encodings: the same tree shape, but each decides its own large pages.
-        let problem = build_tables::<Ept>(&maps).or_else(|| build_tables::<Npt>(&maps));
-        match problem {
+        let problem = build_tables::<Ept>(&maps).and_then(|_| build_tables::<Npt>(&maps));
+        match problem.err() {
             None => {}
             Some((i, MapError::AlreadyMapped { gpa })) => {
                 let (what, at) = maps.get(i).map_or(("?".to_owned(), p.at), |m| (m.what.clone(), m.at));
@@ -1245,16 +1276,15 @@ fn check_address_spaces(
     }
 }
 
-/// Maps `maps` in order into a fresh tree from a pool as large as the kernel's; the index
-/// of the first mapping that fails, and why.
-fn build_tables<E: Encoding>(maps: &[Mapping]) -> Option<(usize, MapError)> {
+/// Maps `maps` in order into a fresh tree from a pool of [`SLAT_TABLES_PER_PARTITION`]
+/// tables (the validation limit); how many tables it took, or the index of the first
+/// mapping that fails, and why. The kernel gives each partition exactly the tables this
+/// counts (`crate::footprint`), so the count must follow the kernel's own mapping order.
+pub(crate) fn build_tables<E: Encoding>(maps: &[Mapping]) -> Result<usize, (usize, MapError)> {
     let mut tables = vec![[0u64; 512]; SLAT_TABLES_PER_PARTITION];
     // Any 4 KiB-aligned address below 2^52 will do: the tables are only counted.
     let mut pool = ArrayPool::with_base(&mut tables, 1 << 32);
-    let mut slat = match Slat::<E>::new(&mut pool) {
-        Ok(slat) => slat,
-        Err(e) => return Some((0, e)),
-    };
+    let mut slat = Slat::<E>::new(&mut pool).map_err(|e| (0, e))?;
     for (i, m) in maps.iter().enumerate() {
         let attributes = Attributes {
             read: m.access.read,
@@ -1262,11 +1292,9 @@ fn build_tables<E: Encoding>(maps: &[Mapping]) -> Option<(usize, MapError)> {
             execute: m.access.execute,
             memory_type: if m.uncached { MemoryType::Uncacheable } else { MemoryType::WriteBack },
         };
-        if let Err(e) = slat.map(&mut pool, m.guest, m.host, m.size, attributes, m.large_pages) {
-            return Some((i, e));
-        }
+        slat.map(&mut pool, m.guest, m.host, m.size, attributes, m.large_pages).map_err(|e| (i, e))?;
     }
-    None
+    Ok(pool.used())
 }
 
 fn unique(sink: &mut Sink, names: &[&str], at: &[Loc], what: &str) {

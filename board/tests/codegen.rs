@@ -91,6 +91,13 @@ fn compiled_demo_holds_the_configuration() {
     // core_map is ordered like the board's CPUs.
     assert_eq!(s.core_map[0].partition, Some(PartitionId(1)));
     assert_eq!(s.core_map[1].partition, Some(PartitionId(0)));
+    // What the kernel's statics are sized by: two CPUs, two partitions, two connections,
+    // 16 message slots each, 16 MiB in 2 MiB pages plus the shared page (4 tables each).
+    assert_eq!((demo::CPUS, demo::PARTITIONS, demo::CONNECTIONS, demo::QUEUE_DEPTH), (2, 2, 2, 16));
+    assert_eq!(demo::DEVICES, s.board.devices.len());
+    assert_eq!((demo::SLAT_TABLES, demo::SLAT_TABLE_FIRST, demo::SLAT_TABLES_TOTAL), ([4, 4], [0, 4], 8));
+    assert_eq!((demo::BOOT_PAGE_TABLES, demo::IOMMU_DOMAINS), (14, 0));
+    const { assert!(demo::MEMORY_BUDGET < 2 << 20) };
 }
 
 #[test]
@@ -118,6 +125,18 @@ fn compiled_full_holds_devices_and_owners() {
     assert_eq!(s.shared_memory[0].host.base, 0x880_0000);
     assert_eq!(s.shared_memory[0].sharers.len(), 3);
     assert_eq!(s.board.iommus.len(), 1);
+    // Five board CPUs, the deepest queue 64, one partition owning a PCI function (a DMA
+    // domain); each partition's tables in turn from one pool.
+    assert_eq!((full::CPUS, full::PARTITIONS, full::DEVICES, full::QUEUE_DEPTH), (5, 3, 6, 64));
+    assert_eq!(full::CONNECTIONS, s.connections.len());
+    assert_eq!(full::IOMMU_DOMAINS, 1);
+    let mut first = 0;
+    for (p, n) in full::SLAT_TABLES.iter().enumerate() {
+        assert_eq!(full::SLAT_TABLE_FIRST[p], first);
+        first += n;
+    }
+    assert_eq!(full::SLAT_TABLES_TOTAL, first);
+    const { assert!(full::BOOT_PAGE_TABLES >= 14 && full::MEMORY_BUDGET > demo::MEMORY_BUDGET) };
     // Every device a partition lists points back at it.
     for p in s.partitions {
         for d in p.devices {

@@ -46,6 +46,7 @@ pub fn reset_board() -> ! {
 /// Ends the run as a success.
 pub fn succeed() -> ! {
     if !ENDED.swap(true, Ordering::AcqRel) {
+        crate::cpu::percpu::log_stack_use();
         crate::log::info!("{=str}", RUN_END_SUCCESS);
         exit_emulator(true);
     }

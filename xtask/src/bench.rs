@@ -180,7 +180,7 @@ const fn thirty_percent_below(before: u64) -> u64 {
 }
 
 /// The bench's exit status: failure when a case missed its target, after naming each.
-fn verdict(missed: &[String]) -> ExitCode {
+pub(crate) fn verdict(missed: &[String]) -> ExitCode {
     if missed.is_empty() {
         return ExitCode::SUCCESS;
     }

@@ -75,11 +75,12 @@ board/systems/demo.toml). `BULKHEAD_CONFIG=PATH` does the same for a plain cargo
         help: "\
 Validates a system file: every problem as `file:line:col: [rule] message` with a hint, and
 a warning for what this version of the hypervisor accepts but cannot honour yet; or a
-summary of partitions, cores, memory and connections.",
+summary of partitions, cores, memory and connections, and the hypervisor's memory budget
+(text, stacks, tables, state), which must fit in reserved_memory (rule hypervisor-memory).",
     },
     Command {
         name: "bench",
-        synopsis: "bench [--linux | --unikernel | --profile CASE] [--json]",
+        synopsis: "bench [--linux | --unikernel | --memory | --profile CASE] [--json]",
         help: "\
 Deterministic benchmarks in Bochs (guest RDTSC = instruction count), VT-x and SVM:
 hypervisor instructions per CPUID, I/O-port and MSR exit round trip; VM exits per million
@@ -92,7 +93,11 @@ kernel booted directly on the same machine, and their ratio (minutes of wall tim
 With --profile CASE (cpuid-exit, io-exit, msr-exit, null-hypercall, hv-signal-event,
 hv-post-message-240, or all): a hypervisor built with per-exit TSC stamps breaks that
 case's round trip down by phase (guest, transition, dispatch, handler, return) on both
-backends. Figures and method: docs/performance.md.",
+backends. With --memory (the memory-footprint case): builds the demo systems and a
+4-core, 3-partition one and reports the hypervisor's text, data, bss, tables and stacks
+from each ELF, against the estimate `check` prints and a 2 MiB target for systems of at
+most 4 CPUs and 3 partitions; exits non-zero when one is missed. Figures and method:
+docs/performance.md.",
     },
     Command {
         name: "image",
@@ -230,6 +235,8 @@ pub enum Task {
         unikernel: bool,
         /// The phase breakdown of one case (`--profile CASE`) instead.
         profile: Option<String>,
+        /// The memory-footprint case (`--memory`) instead.
+        memory: bool,
     },
     Image {
         format: ImageFormat,
@@ -444,7 +451,7 @@ fn parse_command(name: &str, o: &mut Options<'_>) -> Result<Task> {
             Task::LinuxAssets
         }
         "bench" => {
-            let (mut json, mut linux, mut unikernel, mut profile) = (false, false, false, None);
+            let (mut json, mut linux, mut unikernel, mut profile, mut memory) = (false, false, false, None, false);
             while let Some(arg) = o.next() {
                 match arg {
                     Arg::Flag(flag, inline) if flag == "--json" => {
@@ -460,15 +467,19 @@ fn parse_command(name: &str, o: &mut Options<'_>) -> Result<Task> {
                         unikernel = true
                     }
                     Arg::Flag(flag, inline) if flag == "--profile" => profile = Some(o.value(&flag, inline)?),
+                    Arg::Flag(flag, inline) if flag == "--memory" => {
+                        o.no_value(&flag, &inline)?;
+                        memory = true
+                    }
                     Arg::Flag(flag, _) => return Err(o.unknown(&flag)),
                     Arg::Positional(p) => positional.push(p),
                     Arg::Rest(words) => positional.extend(words),
                 }
             }
-            if u8::from(linux) + u8::from(unikernel) + u8::from(profile.is_some()) > 1 {
-                bail!("bench: --linux, --unikernel and --profile are separate groups; give one");
+            if u8::from(linux) + u8::from(unikernel) + u8::from(memory) + u8::from(profile.is_some()) > 1 {
+                bail!("bench: --linux, --unikernel, --memory and --profile are separate groups; give one");
             }
-            Task::Bench { json, linux, unikernel, profile }
+            Task::Bench { json, linux, unikernel, profile, memory }
         }
         "check" => {
             collect_positional(o, &mut positional)?;
@@ -705,19 +716,33 @@ mod tests {
         assert_eq!(parse_ok("image"), Task::Image { format: ImageFormat::Disk, out: None, config: None });
         assert_eq!(parse_ok("build --config a.toml"), Task::Build { config: Some("a.toml".into()) });
         assert_eq!(parse_ok("check a.toml"), Task::Check { config: "a.toml".into() });
-        assert_eq!(parse_ok("bench --json"), Task::Bench { json: true, linux: false, unikernel: false, profile: None });
+        assert_eq!(
+            parse_ok("bench --json"),
+            Task::Bench { json: true, linux: false, unikernel: false, profile: None, memory: false }
+        );
         assert_eq!(
             parse_ok("bench --linux"),
-            Task::Bench { json: false, linux: true, unikernel: false, profile: None }
+            Task::Bench { json: false, linux: true, unikernel: false, profile: None, memory: false }
         );
         assert_eq!(
             parse_ok("bench --unikernel"),
-            Task::Bench { json: false, linux: false, unikernel: true, profile: None }
+            Task::Bench { json: false, linux: false, unikernel: true, profile: None, memory: false }
         );
         assert_eq!(
             parse_ok("bench --profile cpuid-exit"),
-            Task::Bench { json: false, linux: false, unikernel: false, profile: Some("cpuid-exit".into()) }
+            Task::Bench {
+                json: false,
+                linux: false,
+                unikernel: false,
+                profile: Some("cpuid-exit".into()),
+                memory: false
+            }
         );
+        assert_eq!(
+            parse_ok("bench --memory --json"),
+            Task::Bench { json: true, linux: false, unikernel: false, profile: None, memory: true }
+        );
+        assert!(parse_err("bench --memory --linux").contains("separate groups"));
         assert!(parse_err("bench --linux --unikernel").contains("separate groups"));
         assert!(parse_err("bench --unikernel --profile all").contains("separate groups"));
         assert!(parse_err("bench --csv").contains("unknown option"));

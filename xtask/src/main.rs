@@ -12,6 +12,7 @@ mod flash;
 mod image;
 mod keys;
 mod linux;
+mod memory;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,7 @@ fn execute(task: Task) -> Result<ExitCode> {
         Task::Build { config } => build(config).map(|_| ExitCode::SUCCESS),
         Task::Check { config } => check(&config),
         Task::Bench { json, profile: Some(case), .. } => bench::profile(json, &case),
+        Task::Bench { json, memory: true, .. } => memory::memory_bench(json),
         Task::Bench { json, linux: false, unikernel, .. } => bench::bench(json, unikernel),
         Task::Bench { json, linux: true, .. } => bench::linux_bench(json),
         Task::Image { format, out, config } => image::image(format, out, config),

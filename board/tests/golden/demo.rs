@@ -170,3 +170,26 @@ pub static SYSTEM: SystemConfig = SystemConfig {
         },
     ],
 };
+
+// What the kernel's statics are sized by (board/src/footprint.rs).
+/// Per-CPU slots: the board's CPUs (and one past its highest core number).
+pub const CPUS: usize = 2;
+pub const PARTITIONS: usize = 2;
+/// Board devices.
+pub const DEVICES: usize = 2;
+/// Connections (at least 1).
+pub const CONNECTIONS: usize = 2;
+/// Message slots per connection: the deepest message queue (at least 1).
+pub const QUEUE_DEPTH: usize = 16;
+/// EPT/NPT tables of each partition, exactly what its address space takes.
+pub const SLAT_TABLES: [usize; PARTITIONS] = [4, 4];
+/// Each partition's first table in the pool of all of them.
+pub const SLAT_TABLE_FIRST: [usize; PARTITIONS] = [0, 4];
+pub const SLAT_TABLES_TOTAL: usize = 8;
+/// Tables of the hypervisor's own identity map (up to the end of the board's RAM).
+pub const BOOT_PAGE_TABLES: usize = 14;
+/// DMA domains the IOMMU keeps tables for.
+pub const IOMMU_DOMAINS: usize = 0;
+/// The estimate `cargo xtask check` printed for this system (bytes): the kernel image
+/// and its statics must fit in it.
+pub const MEMORY_BUDGET: u64 = 0xd_ea00;

@@ -3,12 +3,17 @@
 //! ports it owns and the MSRs it may touch without an exit. The backends only lay these out
 //! in their own formats (VMX bitmaps, SVM permission maps).
 
+use crate::config::{PARTITIONS, SLAT_TABLE_FIRST, SLAT_TABLES, SLAT_TABLES_TOTAL};
+use crate::cpu::percpu::MAX_CPUS;
 use crate::log::{error, info};
 use crate::partition::Partition;
-use bulkhead_board::tables::{Access, DeviceId, DmaProtection, MAX_PARTITIONS};
+use bulkhead_board::tables::{
+    Access, BACKEND_PAGES_PER_CPU, BACKEND_PAGES_PER_PARTITION, DeviceId, DmaProtection, PAGE_BYTES,
+};
 use bulkhead_virt::bitmap::{IoPermissions, MsrPermissions};
 use bulkhead_virt::slat::{ArrayPool, Attributes, Encoding, MemoryType, Slat};
 use core::cell::UnsafeCell;
+use core::mem::{ManuallyDrop, size_of};
 
 fn attributes(access: Access, memory_type: MemoryType) -> Attributes {
     Attributes { read: access.read, write: access.write, execute: access.execute, memory_type }
@@ -172,13 +177,63 @@ pub struct Owned<T, const N: usize>(pub UnsafeCell<[T; N]>);
 // SAFETY: see the type's documentation: every entry has a single writer.
 unsafe impl<T, const N: usize> Sync for Owned<T, N> {}
 
+/// Every partition's EPT/NPT tables, one pool sized by the configuration: partition `i`
+/// owns `SLAT_TABLES[i]` tables from `SLAT_TABLE_FIRST[i]`, exactly what the build counted
+/// for its address space (board/src/footprint.rs, with this module's mapping order).
+#[repr(C, align(4096))]
+struct SlatPool(UnsafeCell<[[u64; 512]; SLAT_TABLES_TOTAL]>);
+// SAFETY: each partition's range has one writer, the core [`BuildOnce`] lets build it;
+// afterwards only the hardware reads it.
+unsafe impl Sync for SlatPool {}
+static SLAT_POOL: SlatPool = SlatPool(UnsafeCell::new([[0; 512]; SLAT_TABLES_TOTAL]));
+
+/// Partition `id`'s second-level tables.
+///
+/// # Safety
+/// Only the partition's builder (inside [`BuildOnce::get`]) may call this, once.
+#[allow(clippy::mut_from_ref)]
+pub unsafe fn slat_tables(id: usize) -> &'static mut [[u64; 512]] {
+    let range = SLAT_TABLE_FIRST[id]..SLAT_TABLE_FIRST[id] + SLAT_TABLES[id];
+    // SAFETY: the ranges of different partitions are disjoint; the caller is the one writer.
+    unsafe { &mut (&mut *SLAT_POOL.0.get())[range] }
+}
+
+/// A partition's hardware pages besides its tables. Only one backend runs on a board, so
+/// the VT-x and SVM layouts share one storage instead of both being reserved.
+#[repr(C, align(4096))]
+pub(super) union PartitionPages {
+    pub(super) vmx: ManuallyDrop<super::vmx::PartitionPages>,
+    pub(super) svm: ManuallyDrop<super::svm::PartitionPages>,
+}
+
+/// A core's hardware pages (VMXON region and VMCS, or host save area and VMCBs), shared
+/// the same way.
+#[repr(C, align(4096))]
+pub(super) union CorePages {
+    pub(super) vmx: ManuallyDrop<super::vmx::CorePages>,
+    pub(super) svm: ManuallyDrop<super::svm::CorePages>,
+}
+
+// The memory budget (board/src/footprint.rs) counts these pages; SVM's are the larger, so
+// the zeroed SVM value below initialises every byte.
+const _: () = assert!(size_of::<PartitionPages>() == BACKEND_PAGES_PER_PARTITION * PAGE_BYTES as usize);
+const _: () = assert!(size_of::<super::svm::PartitionPages>() == size_of::<PartitionPages>());
+const _: () = assert!(size_of::<CorePages>() == BACKEND_PAGES_PER_CPU * PAGE_BYTES as usize);
+const _: () = assert!(size_of::<super::svm::CorePages>() == size_of::<CorePages>());
+
+pub(super) static PARTITION_PAGES: Owned<PartitionPages, PARTITIONS> = Owned(UnsafeCell::new(
+    [const { PartitionPages { svm: ManuallyDrop::new(super::svm::PartitionPages::ZERO) } }; PARTITIONS],
+));
+pub(super) static CORE_PAGES: Owned<CorePages, MAX_CPUS> =
+    Owned(UnsafeCell::new([const { CorePages { svm: ManuallyDrop::new(super::svm::CorePages::ZERO) } }; MAX_CPUS]));
+
 /// Builds each partition's tables exactly once, by whichever of its cores comes first; the
 /// others wait and share the result (a root address, or the failure).
-pub struct BuildOnce([spin::Once<Result<u64, ()>>; MAX_PARTITIONS]);
+pub struct BuildOnce([spin::Once<Result<u64, ()>>; PARTITIONS]);
 
 impl BuildOnce {
     pub const fn new() -> Self {
-        BuildOnce([const { spin::Once::new() }; MAX_PARTITIONS])
+        BuildOnce([const { spin::Once::new() }; PARTITIONS])
     }
 
     /// The partition's root, running `build` if no core built it yet. `build` runs on one

@@ -2,12 +2,11 @@
 //! permission maps (built once per partition from the configuration, by the same code as
 //! the EPT: `backend/address_space.rs`), and the [`Backend`] over a `bulkhead_svm::vcpu::Vcpu`.
 
-use crate::backend::address_space::{self, BuildOnce, Owned};
+use crate::backend::address_space::{self, BuildOnce, CORE_PAGES, PARTITION_PAGES};
 use crate::backend::{Backend, VirtCore};
-use crate::cpu::percpu::{self, MAX_CPUS};
+use crate::cpu::percpu;
 use crate::log::error;
 use crate::partition::Partition;
-use bulkhead_board::tables::MAX_PARTITIONS;
 use bulkhead_svm::enable::Features;
 use bulkhead_svm::vcpu::{SetupError, Vcpu, VcpuSetup};
 use bulkhead_svm::vmcb::Vmcb;
@@ -15,14 +14,11 @@ use bulkhead_svm::{IoPermissionMap, MsrPermissionMap, Page};
 use bulkhead_virt::exit::{Exit, ExitVisitor, PortAccess};
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, GuestRegisters, OptionalInstructions};
 use bulkhead_virt::slat::Npt;
-use core::cell::UnsafeCell;
 
-/// NPT tables per partition: PML4 + PDPT + a PD per GiB + PTs for 4 KiB-mapped regions.
-const NPT_TABLES: usize = 32;
-
+/// A partition's SVM pages besides its NPT (which lies in `address_space`'s table pool):
+/// one entry of `address_space::PARTITION_PAGES`, shared with VT-x's layout.
 #[repr(C, align(4096))]
-struct PartitionPages {
-    npt: [[u64; 512]; NPT_TABLES],
+pub(super) struct PartitionPages {
     iopm: IoPermissionMap,
     msrpm: MsrPermissionMap,
     /// The permission map for vCPUs whose local APIC is not in x2APIC mode.
@@ -31,28 +27,47 @@ struct PartitionPages {
     msrpm_tsc_offset: MsrPermissionMap,
 }
 
+impl PartitionPages {
+    pub(super) const ZERO: Self = PartitionPages {
+        iopm: IoPermissionMap::zeroed(),
+        msrpm: MsrPermissionMap::zeroed(),
+        msrpm_trap: MsrPermissionMap::zeroed(),
+        msrpm_tsc_offset: MsrPermissionMap::zeroed(),
+    };
+}
+
+/// A core's SVM pages: one entry of `address_space::CORE_PAGES`.
 #[repr(C, align(4096))]
-struct CorePages {
+pub(super) struct CorePages {
     host_save: Page,
     guest: Vmcb,
     host: Vmcb,
 }
 
-static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell::new(
-    [const {
-        PartitionPages {
-            npt: [[0; 512]; NPT_TABLES],
-            iopm: IoPermissionMap::zeroed(),
-            msrpm: MsrPermissionMap::zeroed(),
-            msrpm_trap: MsrPermissionMap::zeroed(),
-            msrpm_tsc_offset: MsrPermissionMap::zeroed(),
-        }
-    }; MAX_PARTITIONS],
-));
-static CORE_PAGES: Owned<CorePages, MAX_CPUS> = Owned(UnsafeCell::new(
-    [const { CorePages { host_save: Page::zeroed(), guest: Vmcb::zeroed(), host: Vmcb::zeroed() } }; MAX_CPUS],
-));
+impl CorePages {
+    pub(super) const ZERO: Self = CorePages { host_save: Page::zeroed(), guest: Vmcb::zeroed(), host: Vmcb::zeroed() };
+}
 static BUILT: BuildOnce = BuildOnce::new();
+
+/// Partition `id`'s SVM layout of its entry in the shared `PARTITION_PAGES`.
+///
+/// # Safety
+/// Only one backend runs on a board; the partition's builder (in `BUILT`) is its one
+/// writer, and after it the pages are only read.
+#[allow(clippy::mut_from_ref)]
+unsafe fn partition_pages(id: usize) -> &'static mut PartitionPages {
+    // SAFETY: per the caller's promise.
+    unsafe { &mut (*PARTITION_PAGES.0.get())[id].svm }
+}
+
+/// This core's SVM layout of its entry in the shared `CORE_PAGES`.
+///
+/// # Safety
+/// Only the core `index` itself may call this (its pages have no other user).
+unsafe fn core_pages(index: usize) -> &'static mut CorePages {
+    // SAFETY: per the caller's promise.
+    unsafe { &mut (*CORE_PAGES.0.get())[index].svm }
+}
 
 /// Builds the partition's NPT and permission maps once; every core of the partition uses
 /// them.
@@ -60,8 +75,9 @@ fn build_partition(partition: &Partition) -> Result<u64, ()> {
     BUILT.get(partition, || {
         let id = partition.config().id.0 as usize;
         // SAFETY: `BuildOnce` runs this on one core only: the only writer of these pages.
-        let pages = unsafe { &mut (*PARTITION_PAGES.0.get())[id] };
-        let (root, io) = address_space::build::<Npt>(partition, &mut pages.npt)?;
+        let pages = unsafe { partition_pages(id) };
+        // SAFETY: as above, for the partition's tables in the pool.
+        let (root, io) = address_space::build::<Npt>(partition, unsafe { address_space::slat_tables(id) })?;
         io.svm_iopm(&mut pages.iopm.0);
         // EFER exits: the VMCB's copy must keep SVME, which the partition must not see.
         address_space::msr_permissions(&[bulkhead_virt::msr_map::EFER], true)?.svm_msrpm(&mut pages.msrpm.0);
@@ -91,7 +107,7 @@ impl SvmCore {
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own host save page, used for nothing else; interrupts are off
         // in the hypervisor.
-        let result = unsafe { bulkhead_svm::enable::enable(&mut (*CORE_PAGES.0.get())[index].host_save, read_msr) };
+        let result = unsafe { bulkhead_svm::enable::enable(&mut core_pages(index).host_save, read_msr) };
         match result {
             Ok(features) => Ok(SvmCore { features, vcpu: None }),
             Err(e) => {
@@ -133,7 +149,7 @@ impl SvmCore {
         let root = build_partition(partition)?;
         let id = partition.config().id.0 as usize;
         // SAFETY: the partition's pages are built and from now on only read.
-        let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
+        let pages = unsafe { partition_pages(id) };
         let setup = VcpuSetup {
             npt_root: root,
             asid: id as u32 + 1,
@@ -144,7 +160,7 @@ impl SvmCore {
         };
         let index = percpu::current_index() as usize;
         // SAFETY: this core's VMCBs, used by this vCPU only.
-        let core = unsafe { &mut (*CORE_PAGES.0.get())[index] };
+        let core = unsafe { core_pages(index) };
         // SAFETY: SVM is on (`enable`), and every page in `setup` and both VMCBs are static.
         let vcpu = unsafe { Vcpu::new(&mut core.guest, &mut core.host, &setup, &self.features, entry) }
             .map_err(|e| report_setup(partition, e))?;

@@ -1,27 +1,23 @@
 //! VT-x on this core: VMXON, the partition's EPT and intercept bitmaps (built once per
 //! partition from the configuration), and the [`Backend`] over a `bulkhead_vmx::Vcpu`.
 
-use crate::backend::address_space::{self, BuildOnce, Owned};
+use crate::backend::address_space::{self, BuildOnce, CORE_PAGES, PARTITION_PAGES};
 use crate::backend::{Backend, VirtCore};
-use crate::cpu::percpu::{self, MAX_CPUS};
+use crate::cpu::percpu;
 use crate::log::error;
 use crate::partition::Partition;
-use bulkhead_board::tables::MAX_PARTITIONS;
 use bulkhead_virt::exit::ExitVisitor;
 use bulkhead_virt::guest_state::GuestRegisters;
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry, OptionalInstructions};
 use bulkhead_virt::slat::Ept;
 use bulkhead_vmx::Page;
 use bulkhead_vmx::vmcs::{HostState, SetupError, Vcpu, VcpuSetup};
-use core::cell::UnsafeCell;
 use x86_64::instructions::tables::{sgdt, sidt};
 
-/// EPT tables per partition: PML4 + PDPT + a PD per GiB + PTs for 4 KiB-mapped regions.
-const EPT_TABLES: usize = 32;
-
+/// A partition's VT-x pages besides its EPT (which lies in `address_space`'s table pool):
+/// one entry of `address_space::PARTITION_PAGES`, shared with SVM's layout.
 #[repr(C, align(4096))]
-struct PartitionPages {
-    ept: [[u64; 512]; EPT_TABLES],
+pub(super) struct PartitionPages {
     io_bitmap_a: Page,
     io_bitmap_b: Page,
     msr_bitmap: Page,
@@ -31,36 +27,43 @@ struct PartitionPages {
     msr_bitmap_tsc_offset: Page,
 }
 
+/// A core's VT-x pages: one entry of `address_space::CORE_PAGES`.
 #[repr(C, align(4096))]
-struct CorePages {
+pub(super) struct CorePages {
     vmxon: Page,
     vmcs: Page,
 }
 
-static PARTITION_PAGES: Owned<PartitionPages, MAX_PARTITIONS> = Owned(UnsafeCell::new(
-    [const {
-        PartitionPages {
-            ept: [[0; 512]; EPT_TABLES],
-            io_bitmap_a: Page::zeroed(),
-            io_bitmap_b: Page::zeroed(),
-            msr_bitmap: Page::zeroed(),
-            msr_bitmap_trap: Page::zeroed(),
-            msr_bitmap_tsc_offset: Page::zeroed(),
-        }
-    }; MAX_PARTITIONS],
-));
-static CORE_PAGES: Owned<CorePages, MAX_CPUS> =
-    Owned(UnsafeCell::new([const { CorePages { vmxon: Page::zeroed(), vmcs: Page::zeroed() } }; MAX_CPUS]));
-
 static BUILT: BuildOnce = BuildOnce::new();
+
+/// Partition `id`'s VMX layout of its entry in the shared `PARTITION_PAGES`.
+///
+/// # Safety
+/// Only one backend runs on a board; the partition's builder (in `BUILT`) is its one
+/// writer, and after it the pages are only read.
+#[allow(clippy::mut_from_ref)]
+unsafe fn partition_pages(id: usize) -> &'static mut PartitionPages {
+    // SAFETY: per the caller's promise.
+    unsafe { &mut (*PARTITION_PAGES.0.get())[id].vmx }
+}
+
+/// This core's VMX layout of its entry in the shared `CORE_PAGES`.
+///
+/// # Safety
+/// Only the core `index` itself may call this (its pages have no other user).
+unsafe fn core_pages(index: usize) -> &'static mut CorePages {
+    // SAFETY: per the caller's promise.
+    unsafe { &mut (*CORE_PAGES.0.get())[index].vmx }
+}
 
 /// Builds the partition's EPT and bitmaps once; every core of the partition uses them.
 fn build_partition(partition: &Partition) -> Result<u64, ()> {
     BUILT.get(partition, || {
         let id = partition.config().id.0 as usize;
         // SAFETY: `BuildOnce` runs this on one core only: the only writer of these pages.
-        let pages = unsafe { &mut (*PARTITION_PAGES.0.get())[id] };
-        let (root, io) = address_space::build::<Ept>(partition, &mut pages.ept)?;
+        let pages = unsafe { partition_pages(id) };
+        // SAFETY: as above, for the partition's tables in the pool.
+        let (root, io) = address_space::build::<Ept>(partition, unsafe { address_space::slat_tables(id) })?;
         io.vmx_bitmaps(&mut pages.io_bitmap_a.0, &mut pages.io_bitmap_b.0);
         address_space::msr_permissions(&[], true)?.vmx_bitmap(&mut pages.msr_bitmap.0);
         address_space::msr_permissions(&[], false)?.vmx_bitmap(&mut pages.msr_bitmap_trap.0);
@@ -81,7 +84,7 @@ impl VmxCore {
         crate::cpu::capabilities::enable_caches();
         let index = percpu::current_index() as usize;
         // SAFETY: this core's own pages; VMX presence was checked by the caller.
-        let pages = unsafe { &mut (*CORE_PAGES.0.get())[index] };
+        let pages = unsafe { core_pages(index) };
         // SAFETY: as above.
         match unsafe { bulkhead_vmx::vmxon::enable(&mut pages.vmxon) } {
             Ok(()) => Ok(VmxCore { vcpu: None }),
@@ -126,7 +129,7 @@ impl VmxCore {
         let root = build_partition(partition)?;
         let id = partition.config().id.0 as usize;
         // SAFETY: the partition's pages are built and from now on only read.
-        let pages = unsafe { &(*PARTITION_PAGES.0.get())[id] };
+        let pages = unsafe { partition_pages(id) };
         let setup = VcpuSetup {
             ept_root: root,
             vpid: id as u16 + 1,
@@ -139,7 +142,7 @@ impl VmxCore {
         };
         let index = percpu::current_index() as usize;
         // SAFETY: this core's VMCS page, used by this vCPU only.
-        let vmcs = unsafe { &mut (*CORE_PAGES.0.get())[index].vmcs };
+        let vmcs = unsafe { &mut core_pages(index).vmcs };
         // SAFETY: VMX is on (`enable`), and every page in `setup` is static.
         let vcpu = unsafe { Vcpu::new(vmcs, &setup, entry) }.map_err(|e| report_setup(partition, e))?;
         Ok(vcpu)

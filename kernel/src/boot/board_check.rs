@@ -161,7 +161,10 @@ pub fn check_board(boot: &BootInfo, cpus: &CpuList) -> usize {
     differences += check_memory_use(boot);
     for &apic_id in cpus.apic_ids.iter() {
         if !board.cpus.iter().any(|c| c.apic_id == apic_id) {
-            crate::log::warn!("board check: cpu with apic_id {=u32} is not in the board file; it stays idle", apic_id);
+            crate::log::warn!(
+                "board check: cpu with apic_id {=u32} is not in the board file; it is not started",
+                apic_id
+            );
         }
     }
     if differences == 0 {
@@ -196,6 +199,15 @@ fn check_memory_use(boot: &BootInfo) -> usize {
             reserved.end()
         );
         problems += 1;
+    }
+    // The check's estimate (`cargo xtask check`) is what reserved_memory was checked
+    // against; an image beyond it means the estimate's allowances need raising.
+    if image.size > crate::config::MEMORY_BUDGET {
+        crate::log::warn!(
+            "board check: the hypervisor image takes {=u64} KiB, more than the {=u64} KiB the build estimated (board/src/footprint.rs)",
+            image.size / 1024,
+            crate::config::MEMORY_BUDGET / 1024
+        );
     }
     let owned = SYSTEM
         .partitions

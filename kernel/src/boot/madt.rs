@@ -1,9 +1,9 @@
 //! CPU discovery from the ACPI MADT (through the `acpi` crate; the RSDP comes from the
 //! multiboot2 boot information).
 
-use crate::cpu::percpu::MAX_CPUS;
 use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
+use bulkhead_board::tables::MAX_CPUS;
 use core::ptr::NonNull;
 use heapless::Vec;
 
@@ -23,7 +23,8 @@ impl AcpiHandler for IdentityMapped {
 
 /// APIC IDs of the processors the firmware lists as enabled or online-capable, in MADT
 /// order (which puts the boot CPU first on the boards we know, but callers must not rely
-/// on it). More than [`MAX_CPUS`] are reported as `Err` with the count found.
+/// on it). More than the build-time limit [`MAX_CPUS`] are counted in `ignored`; which of
+/// them the hypervisor starts is `boot/smp.rs`'s choice (the board's).
 pub struct CpuList {
     pub apic_ids: Vec<u32, MAX_CPUS>,
     pub ignored: usize,

@@ -25,9 +25,11 @@ const GIB1: u64 = 1 << 30;
 /// One PDPT covers 512 GiB; boards we target have far less.
 const MAX_MAPPED: u64 = 512 * GIB1;
 
-/// Tables: PML4, PDPT, 4 PDs for the low 4 GiB, 12 more PDs for RAM above 4 GiB when the
-/// CPU lacks 1 GiB pages, and 8 PTs for the 2 MiB regions split into 4 KiB pages.
-const POOL_TABLES: usize = 26;
+/// Tables: PML4, PDPT, 4 PDs for the low 4 GiB, one more PD per GiB of the board's RAM
+/// above 4 GiB (used when the CPU lacks 1 GiB pages), and 8 PTs for the 2 MiB regions
+/// split into 4 KiB pages: sized by the configuration (board/src/footprint.rs). RAM the
+/// machine has beyond the board's is left unmapped (logged): no partition owns it.
+const POOL_TABLES: usize = crate::config::BOOT_PAGE_TABLES;
 
 #[repr(C, align(4096))]
 struct Table([u64; 512]);

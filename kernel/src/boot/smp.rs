@@ -99,13 +99,16 @@ pub struct SmpReport {
     pub online: usize,
 }
 
-/// Starts every CPU in `cpus` except the BSP; `skip_last` deliberately leaves the last one
-/// out (test switch). Returns how many came up.
+/// Starts every CPU in `cpus` that the compiled board lists, except the BSP; `skip_last`
+/// deliberately leaves the last one out (test switch). Returns how many came up. A CPU the
+/// board does not list stays in wait-for-SIPI: the per-CPU state is sized for the board's
+/// CPUs only (`percpu::MAX_CPUS`), and no partition could run on it.
 pub fn start_aps(boot: &BootInfo, bsp_apic: &LocalApic, cpus: &CpuList, cr3: u64, skip_last: bool) -> SmpReport {
     crate::cpu::apic::remember_apic(bsp_apic);
     let bsp_id = bsp_apic.id();
     percpu::cpu(0).set_apic_id(bsp_id);
-    let aps = cpus.apic_ids.iter().copied().filter(|&id| id != bsp_id);
+    let board = crate::config::SYSTEM.board.cpus;
+    let aps = cpus.apic_ids.iter().copied().filter(|&id| id != bsp_id && board.iter().any(|c| c.apic_id == id));
     let expected = 1 + aps.clone().count();
     let Some(page) = trampoline_page(boot) else {
         error!("smp: no free page below 1 MiB for the AP trampoline");

@@ -11,8 +11,11 @@ use x86_64::registers::model_specific::GsBase;
 use x86_64::structures::gdt::GlobalDescriptorTable;
 use x86_64::structures::tss::TaskStateSegment;
 
-/// Most CPUs this build supports: the configuration's build-time limit.
-pub const MAX_CPUS: usize = bulkhead_board::tables::MAX_CPUS;
+/// CPUs this build supports: the compiled board's (`config::CPUS`, at most the build-time
+/// limit `bulkhead_board::tables::MAX_CPUS`). Per-CPU state and stacks are sized by it;
+/// a CPU the board does not list is never started (`boot/smp.rs`).
+pub const MAX_CPUS: usize = crate::config::CPUS;
+const _: () = assert!(MAX_CPUS <= bulkhead_board::tables::MAX_CPUS);
 pub const PAGE_SIZE: usize = 4096;
 pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
 pub const IST_STACK_SIZE: usize = 16 * 1024;
@@ -39,6 +42,22 @@ impl<const N: usize> GuardedStack<N> {
     pub fn top(&self) -> u64 {
         self as *const Self as u64 + Self::TOP as u64
     }
+
+    /// The deepest this stack has been used so far, in bytes from its top: stacks start
+    /// zeroed (.bss) and grow down, so everything below the lowest non-zero word is still
+    /// untouched (a frame that wrote only zeroes there is missed: a low-water mark).
+    fn used(&self) -> usize {
+        let words = self.bytes.as_ptr().cast::<u64>();
+        for i in 0..N / 8 {
+            // SAFETY: within `bytes`, 8-byte aligned (the struct is page aligned); a
+            // volatile read because the owning CPU may be writing its stack meanwhile, and
+            // any value read is fine for a mark.
+            if unsafe { core::ptr::read_volatile(words.add(i)) } != 0 {
+                return N - i * 8;
+            }
+        }
+        0
+    }
 }
 
 /// The stacks of one CPU: normal kernel stack plus one interrupt stack (IST) each for
@@ -51,6 +70,9 @@ pub struct CpuStacks {
     pub machine_check: GuardedStack<IST_STACK_SIZE>,
 }
 
+// The memory budget (`cargo xtask check`, board/src/footprint.rs) counts this per CPU.
+const _: () = assert!(core::mem::size_of::<CpuStacks>() == bulkhead_board::tables::STACK_BYTES_PER_CPU);
+
 impl CpuStacks {
     pub const KERNEL_STACK_TOP: usize = GuardedStack::<KERNEL_STACK_SIZE>::TOP;
 
@@ -61,6 +83,11 @@ impl CpuStacks {
             double_fault: GuardedStack::new(),
             machine_check: GuardedStack::new(),
         }
+    }
+
+    /// The deepest use of the kernel, NMI, double-fault and machine-check stacks (bytes).
+    fn used(&self) -> [usize; 4] {
+        [self.kernel.used(), self.nmi.used(), self.double_fault.used(), self.machine_check.used()]
     }
 
     pub fn guard_pages(&self) -> [u64; 4] {
@@ -86,6 +113,30 @@ pub fn stacks(index: usize) -> &'static CpuStacks {
     // SAFETY: only addresses are taken from other CPUs' entries; contents are touched by
     // the owning CPU through its stack pointer, never through this reference.
     unsafe { &(*CPU_STACKS.0.get())[index] }
+}
+
+/// Logs the deepest use of each kind of stack over all CPUs so far, against its size: how
+/// much of [`KERNEL_STACK_SIZE`] and [`IST_STACK_SIZE`] the hypervisor needs (the run's end
+/// logs it, `run_end.rs`).
+pub fn log_stack_use() {
+    let mut deepest = [(0, 0); 4];
+    for index in 0..MAX_CPUS {
+        for (kind, used) in stacks(index).used().into_iter().enumerate() {
+            if used > deepest[kind].0 {
+                deepest[kind] = (used, index);
+            }
+        }
+    }
+    crate::log::info!(
+        "stacks: deepest use: kernel {=usize} of {=usize} bytes (cpu {=usize}), nmi {=usize}, double fault {=usize}, machine check {=usize} of {=usize}",
+        deepest[0].0,
+        KERNEL_STACK_SIZE,
+        deepest[0].1,
+        deepest[1].0,
+        deepest[2].0,
+        deepest[3].0,
+        IST_STACK_SIZE
+    );
 }
 
 /// The reasons a running vCPU leaves its guest at its next exit ([`PerCpu::attention`]).

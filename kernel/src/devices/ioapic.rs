@@ -24,13 +24,14 @@
 //! lock per IOAPIC covers each step pair.
 
 use crate::backend::Backend;
+use crate::config::PARTITIONS;
 use crate::config::SYSTEM;
 use crate::exits::action::Action;
 use crate::exits::mmio::{self, MmioRegion};
 use crate::log::{info, warn};
 use crate::partition::Partition;
 use crate::partition::counters::RateLimit;
-use bulkhead_board::tables::{Interrupt, IoApic as BoardIoApic, MAX_PARTITIONS};
+use bulkhead_board::tables::{Interrupt, IoApic as BoardIoApic};
 use bulkhead_drivers::ioapic::{IoApic, Mmio};
 use bulkhead_virt::exit::AccessKind;
 use bulkhead_virt::ioapic::{self as policy, Register};
@@ -43,12 +44,12 @@ const MAX_IOAPICS: usize = 8;
 /// One lock per IOAPIC around its IOREGSEL/IOWIN pairs.
 static LOCKS: [TicketMutex<()>; MAX_IOAPICS] = [const { TicketMutex::new(()) }; MAX_IOAPICS];
 /// Each partition's IOREGSEL of each IOAPIC (its own: the physical one is the hypervisor's).
-static SELECT: [[AtomicU8; MAX_IOAPICS]; MAX_PARTITIONS] =
-    [const { [const { AtomicU8::new(0) }; MAX_IOAPICS] }; MAX_PARTITIONS];
+static SELECT: [[AtomicU8; MAX_IOAPICS]; PARTITIONS] =
+    [const { [const { AtomicU8::new(0) }; MAX_IOAPICS] }; PARTITIONS];
 /// Refused or ignored accesses, per partition.
-static REFUSED: [RateLimit; MAX_PARTITIONS] = [const { RateLimit::new() }; MAX_PARTITIONS];
+static REFUSED: [RateLimit; PARTITIONS] = [const { RateLimit::new() }; PARTITIONS];
 /// Entries changed on the way to the hardware (retargeted, lowest priority), per partition.
-static ADJUSTED: [RateLimit; MAX_PARTITIONS] = [const { RateLimit::new() }; MAX_PARTITIONS];
+static ADJUSTED: [RateLimit; PARTITIONS] = [const { RateLimit::new() }; PARTITIONS];
 
 fn ioapics() -> impl Iterator<Item = (usize, &'static BoardIoApic)> {
     SYSTEM.board.ioapics.iter().take(MAX_IOAPICS).enumerate()

@@ -18,8 +18,9 @@
 //! run drains once more. Each fault is logged rate-limited and counted for the owner of
 //! the requester (`partition/counters.rs`).
 
+use crate::config::PARTITIONS;
 use crate::log::{error, info, warn};
-use bulkhead_board::tables::{DeviceId, DmaProtection, Iommu, IommuScope, MAX_PARTITIONS, PartitionId};
+use bulkhead_board::tables::{DeviceId, DmaProtection, Iommu, IommuScope, PartitionId};
 use bulkhead_drivers::vtd::{self, FaultRecord, Levels, Registers, fsts, gcmd, reg};
 use bulkhead_virt::slat::{ArrayPool, PageSize, Slat};
 use bulkhead_virt::vtd_slat::{VtdSecondLevel, three_level_root};
@@ -28,9 +29,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Most VT-d units the kernel drives.
 const MAX_UNITS: usize = 4;
-/// Most partitions with a DMA domain. Each domain takes up to
+/// Partitions with a DMA domain: those owning a PCI function, at most 4 (the
+/// configuration's `IOMMU_DOMAINS`, board/src/footprint.rs). Each domain takes up to
 /// `SLAT_TABLES_PER_PARTITION` tables of [`TABLES`].
-const MAX_DOMAINS: usize = 4;
+const MAX_DOMAINS: usize = crate::config::IOMMU_DOMAINS;
 /// Context tables for all units together: one per bus that holds an assigned function.
 const CONTEXT_TABLES: usize = 8;
 const DOMAIN_TABLES: usize = MAX_DOMAINS * bulkhead_board::tables::SLAT_TABLES_PER_PARTITION;
@@ -123,7 +125,7 @@ impl Refusal {
 struct Pool {
     next_context: usize,
     /// Per partition: the second-level root (4-level tree) and its 3-level PDPT root.
-    domains: [Option<(u64, Option<u64>)>; MAX_PARTITIONS],
+    domains: [Option<(u64, Option<u64>)>; PARTITIONS],
     domain_count: usize,
 }
 
@@ -198,7 +200,7 @@ fn nmi_target(unit: &Iommu) -> Option<u8> {
 /// Sets up and enables every board IOMMU. Called once on the boot CPU before the other
 /// CPUs start partitions.
 pub fn init() {
-    let mut pool = Pool { next_context: 0, domains: [None; MAX_PARTITIONS], domain_count: 0 };
+    let mut pool = Pool { next_context: 0, domains: [None; PARTITIONS], domain_count: 0 };
     for (i, unit) in units().iter().enumerate() {
         match enable(i, unit, &mut pool) {
             Ok(()) => ENABLED[i].store(true, Ordering::Release),

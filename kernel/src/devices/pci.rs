@@ -20,11 +20,12 @@
 //! functions keeps the plain behaviour of unassigned ports (all-ones) and of unmapped
 //! memory (a fault) for the ECAM window.
 
+use crate::config::{DEVICES, PARTITIONS};
 use crate::exits::mmio::MmioRegion;
 use crate::log::{error, info, warn};
 use crate::partition::Partition;
 use crate::partition::counters::RateLimit;
-use bulkhead_board::tables::{self, DeviceId, Interrupt, MAX_DEVICES, MAX_PARTITIONS, PartitionId};
+use bulkhead_board::tables::{self, DeviceId, Interrupt, PartitionId};
 use bulkhead_drivers::pci::{Bdf, Ecam, Ports};
 use bulkhead_virt::msix::{self, TableHardware};
 use bulkhead_virt::pci_config::{
@@ -43,13 +44,13 @@ pub const CONFIG_DATA: u16 = bulkhead_drivers::pci::CONFIG_DATA;
 static PORTS: TicketMutex<Ports> = TicketMutex::new(unsafe { Ports::new() });
 
 /// Each partition's CONFIG_ADDRESS latch.
-static LATCH: [AtomicU32; MAX_PARTITIONS] = [const { AtomicU32::new(0) }; MAX_PARTITIONS];
+static LATCH: [AtomicU32; PARTITIONS] = [const { AtomicU32::new(0) }; PARTITIONS];
 
 /// The view of each assigned function that passed the boot checks, by board device index.
-static FUNCTIONS: [TicketMutex<Option<FunctionView>>; MAX_DEVICES] = [const { TicketMutex::new(None) }; MAX_DEVICES];
+static FUNCTIONS: [TicketMutex<Option<FunctionView>>; DEVICES] = [const { TicketMutex::new(None) }; DEVICES];
 
-static REFUSED_LOG: [RateLimit; MAX_PARTITIONS] = [const { RateLimit::new() }; MAX_PARTITIONS];
-static MSI_LOG: [RateLimit; MAX_PARTITIONS] = [const { RateLimit::new() }; MAX_PARTITIONS];
+static REFUSED_LOG: [RateLimit; PARTITIONS] = [const { RateLimit::new() }; PARTITIONS];
+static MSI_LOG: [RateLimit; PARTITIONS] = [const { RateLimit::new() }; PARTITIONS];
 
 fn board() -> &'static tables::BoardConfig {
     &crate::config::SYSTEM.board

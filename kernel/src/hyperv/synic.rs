@@ -24,16 +24,18 @@
 //! copy, so waiting is short.
 
 use super::{this_vp, vp_of_core};
+use crate::config::{CONNECTIONS, PARTITIONS, QUEUE_DEPTH};
 use crate::partition::{self, Partition};
 use bulkhead_abi::hyperv::MessageHeader;
 use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE};
 use bulkhead_abi::hyperv::msr::SINT_COUNT;
 use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, MessagePage, Sint};
-use bulkhead_board::tables::{Connection, MAX_CONNECTIONS, MAX_PARTITIONS, MAX_QUEUE_DEPTH};
+use bulkhead_board::tables::Connection;
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
 use spin::mutex::TicketMutex;
 
-const DEPTH: usize = MAX_QUEUE_DEPTH as usize;
+/// Slots per ring: the system's deepest message queue (`config::QUEUE_DEPTH`).
+const DEPTH: usize = QUEUE_DEPTH;
 const SINTS: usize = SINT_COUNT as usize;
 
 /// The messages waiting on one connection, oldest first.
@@ -54,23 +56,22 @@ struct SintQueue {
 }
 
 // Every queue of one receiver's SINT full at once still fits a `waiting` count.
-const _: () = assert!(MAX_CONNECTIONS * DEPTH <= u16::MAX as usize);
+const _: () = assert!(CONNECTIONS * DEPTH <= u16::MAX as usize);
 
 /// Indexed by receiving partition, then SINT.
-static SINT_QUEUES: [[TicketMutex<SintQueue>; SINTS]; MAX_PARTITIONS] =
-    [const { [const { TicketMutex::new(SintQueue { next_stamp: 0, waiting: 0 }) }; SINTS] }; MAX_PARTITIONS];
+static SINT_QUEUES: [[TicketMutex<SintQueue>; SINTS]; PARTITIONS] =
+    [const { [const { TicketMutex::new(SintQueue { next_stamp: 0, waiting: 0 }) }; SINTS] }; PARTITIONS];
 
 /// Indexed by connection; a ring is locked only under its receiver SINT's lock.
-static RINGS: [TicketMutex<Ring>; MAX_CONNECTIONS] =
+static RINGS: [TicketMutex<Ring>; CONNECTIONS] =
     [const { TicketMutex::new(Ring { head: 0, len: 0, stamps: [0; DEPTH], messages: [[0; MESSAGE_SIZE]; DEPTH] }) };
-        MAX_CONNECTIONS];
+        CONNECTIONS];
 
 /// A copy of each receiver SINT's `waiting` count, written under its lock, read without
 /// it by EOM to skip the SINTs nothing waits for. A poster raises it before it sets the
 /// slot's MessagePending flag, and a receiver writes EOM only after it saw that flag, so
 /// an EOM that matters never reads 0.
-static WAITING_HINT: [[AtomicU16; SINTS]; MAX_PARTITIONS] =
-    [const { [const { AtomicU16::new(0) }; SINTS] }; MAX_PARTITIONS];
+static WAITING_HINT: [[AtomicU16; SINTS]; PARTITIONS] = [const { [const { AtomicU16::new(0) }; SINTS] }; PARTITIONS];
 
 fn sint_queue(receiver: &Partition, sint: u8) -> &'static TicketMutex<SintQueue> {
     &SINT_QUEUES[receiver.config().id.0 as usize][sint as usize]

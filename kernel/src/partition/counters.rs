@@ -52,8 +52,7 @@ impl ExitCounts {
 
 /// DMA faults the IOMMU recorded for each partition's functions (`devices/iommu.rs`), and
 /// the rate limit of their log lines; the end-of-run report prints the counts.
-static DMA_FAULTS: [RateLimit; bulkhead_board::tables::MAX_PARTITIONS] =
-    [const { RateLimit::new() }; bulkhead_board::tables::MAX_PARTITIONS];
+static DMA_FAULTS: [RateLimit; crate::config::PARTITIONS] = [const { RateLimit::new() }; crate::config::PARTITIONS];
 
 /// Counts one DMA fault of `partition`'s function; returns the count when it should be
 /// logged.

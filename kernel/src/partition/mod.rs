@@ -19,7 +19,7 @@ use crate::partition::containment::Containment;
 use crate::partition::counters::{Counters, ExitCounts, RateLimit};
 use crate::supervision::health::Health;
 use bulkhead_abi::supervision::FaultReason;
-use bulkhead_board::tables::{self, FaultPolicy, MAX_PARTITIONS, PartitionId, PayloadKind};
+use bulkhead_board::tables::{self, FaultPolicy, PartitionId, PayloadKind};
 use bulkhead_virt::console_rate::{LineBudget, Verdict};
 use bulkhead_virt::uart16550::Uart16550;
 use core::cell::UnsafeCell;
@@ -319,8 +319,8 @@ impl Partition {
     }
 }
 
-static PARTITIONS: [Partition; MAX_PARTITIONS] = {
-    let mut all = [const { Partition::new(&PLACEHOLDER) }; MAX_PARTITIONS];
+static PARTITIONS: [Partition; crate::config::PARTITIONS] = {
+    let mut all = [const { Partition::new(&PLACEHOLDER) }; crate::config::PARTITIONS];
     let mut i = 0;
     while i < SYSTEM.partitions.len() {
         all[i] = Partition::new(&SYSTEM.partitions[i]);

@@ -21,20 +21,20 @@
 //! whose records another CPU already drained (the end of the run) can still count as
 //! unexpected; the DMA fault counts themselves are exact.
 
+use crate::config::PARTITIONS;
 use crate::cpu::percpu::MAX_CPUS;
 use crate::log::warn;
 use crate::partition::Partition;
 use crate::partition::counters::RateLimit;
-use bulkhead_board::tables::MAX_PARTITIONS;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// NMIs by partition: stop signals (expected) and unexpected ones, exits and in the
 /// hypervisor together.
-static SIGNALS: [AtomicU32; MAX_PARTITIONS] = [const { AtomicU32::new(0) }; MAX_PARTITIONS];
-static UNEXPECTED: [AtomicU32; MAX_PARTITIONS] = [const { AtomicU32::new(0) }; MAX_PARTITIONS];
+static SIGNALS: [AtomicU32; PARTITIONS] = [const { AtomicU32::new(0) }; PARTITIONS];
+static UNEXPECTED: [AtomicU32; PARTITIONS] = [const { AtomicU32::new(0) }; PARTITIONS];
 /// IOMMU fault events (NMIs) taken on the partition's cores.
-static DMA_FAULT_EVENTS: [AtomicU32; MAX_PARTITIONS] = [const { AtomicU32::new(0) }; MAX_PARTITIONS];
-static LOG_LIMIT: [RateLimit; MAX_PARTITIONS] = [const { RateLimit::new() }; MAX_PARTITIONS];
+static DMA_FAULT_EVENTS: [AtomicU32; PARTITIONS] = [const { AtomicU32::new(0) }; PARTITIONS];
+static LOG_LIMIT: [RateLimit; PARTITIONS] = [const { RateLimit::new() }; PARTITIONS];
 /// Unexpected NMIs taken by the host handler on each CPU, and how many of them the CPU's
 /// vCPU loop has logged.
 static UNEXPECTED_IN_HYPERVISOR: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];

@@ -14,6 +14,7 @@
 //! Why a core of its own: enforcement must cost the watched partitions nothing, neither
 //! exits beyond their check-ins nor timer interrupts on their cores.
 
+use crate::config::PARTITIONS;
 use crate::config::SYSTEM;
 use crate::cpu::percpu::MAX_CPUS;
 use crate::log::{error, info, warn};
@@ -22,7 +23,6 @@ use crate::supervision::health::Request;
 use crate::supervision::reset_record::{ResetReason, WatchdogCause};
 use crate::supervision::{board_watchdog, calls, reset_record};
 use bulkhead_abi::supervision::PartitionState;
-use bulkhead_board::tables::MAX_PARTITIONS;
 use core::sync::atomic::Ordering;
 
 /// How long one VM exit may keep a core in the hypervisor before the monitor calls the
@@ -58,7 +58,7 @@ pub fn run() -> ! {
     let mut cores = [CoreWatch { liveness: 0, since: 0 }; MAX_CPUS];
     // Each partition's fault count at the last tick: a critical partition that faulted
     // and was already restarted between two ticks still pauses the kicks for one tick.
-    let mut faults_seen = [0u32; MAX_PARTITIONS];
+    let mut faults_seen = [0u32; PARTITIONS];
     let mut kicking = true;
     loop {
         if ticks > 0 {

@@ -15,10 +15,11 @@
 
 use super::shared_info;
 use super::{XenState, is_self, speaks_xen};
+use crate::config::CONNECTIONS;
 use crate::partition::{self, Partition};
 use bulkhead_abi::hyperv::HvStatus;
 use bulkhead_abi::xen::{errno, evtchn};
-use bulkhead_board::tables::{Connection, ConnectionKind, MAX_CONNECTIONS};
+use bulkhead_board::tables::{Connection, ConnectionKind};
 use core::sync::atomic::Ordering;
 
 pub const PORTS: u32 = evtchn::PORTS;
@@ -57,12 +58,12 @@ struct Port {
 pub struct Ports {
     table: [Port; PORTS as usize],
     /// By connection index: the local port bound to it, 0 for none.
-    by_connection: [u16; MAX_CONNECTIONS],
+    by_connection: [u16; CONNECTIONS],
 }
 
 impl Ports {
     pub const fn new() -> Self {
-        Self { table: [Port { binding: Binding::Free, vcpu: 0 }; PORTS as usize], by_connection: [0; MAX_CONNECTIONS] }
+        Self { table: [Port { binding: Binding::Free, vcpu: 0 }; PORTS as usize], by_connection: [0; CONNECTIONS] }
     }
 
     /// The lowest free port, bound to `binding` for `vcpu`. A port needs shared_info, where

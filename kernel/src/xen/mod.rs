@@ -22,9 +22,10 @@ pub mod ring;
 pub mod shared_info;
 pub mod upcall;
 
+use crate::config::{CONNECTIONS, PARTITIONS};
 use crate::cpu::percpu::MAX_CPUS;
 use crate::partition::Partition;
-use bulkhead_board::tables::{GuestInterface, MAX_CONNECTIONS, MAX_PARTITIONS, PayloadKind};
+use bulkhead_board::tables::{GuestInterface, PayloadKind};
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::mutex::TicketMutex;
 
@@ -104,7 +105,7 @@ impl XenState {
     }
 }
 
-static STATE: [TicketMutex<XenState>; MAX_PARTITIONS] = [const { TicketMutex::new(XenState::new()) }; MAX_PARTITIONS];
+static STATE: [TicketMutex<XenState>; PARTITIONS] = [const { TicketMutex::new(XenState::new()) }; PARTITIONS];
 
 /// The event state of `partition` (every partition has one; only Xen partitions use it).
 pub fn state(partition: &Partition) -> &'static TicketMutex<XenState> {
@@ -134,7 +135,7 @@ pub fn reset_partition(partition: &Partition) {
 }
 
 /// Whether each partition has started once.
-static STARTED: [AtomicBool; MAX_PARTITIONS] = [const { AtomicBool::new(false) }; MAX_PARTITIONS];
+static STARTED: [AtomicBool; PARTITIONS] = [const { AtomicBool::new(false) }; PARTITIONS];
 
 // A connection's index fits the port table's `u16` reverse map.
-const _: () = assert!(MAX_CONNECTIONS <= u16::MAX as usize);
+const _: () = assert!(CONNECTIONS <= u16::MAX as usize);

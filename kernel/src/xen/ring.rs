@@ -22,19 +22,20 @@
 //! a Xen end, so the hypervisor is one producer or one consumer however many vCPUs call.
 
 use super::speaks_xen;
+use crate::config::CONNECTIONS;
 use crate::hyperv::synic::{self, PostedMessage};
 use crate::partition::{self, Partition};
 use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_TYPE_NONE};
 use bulkhead_abi::hyperv::{HvStatus, MessageHeader};
 use bulkhead_abi::xen::{errno, ring};
 use bulkhead_abi::xen_ring::{Ring, RingError};
-use bulkhead_board::tables::{Connection, ConnectionKind, MAX_CONNECTIONS};
+use bulkhead_board::tables::{Connection, ConnectionKind};
 use core::sync::atomic::Ordering;
 use spin::mutex::TicketMutex;
 
 /// By connection index: held while the hypervisor produces into, consumes from or resets
 /// the connection's ring.
-static LOCKS: [TicketMutex<()>; MAX_CONNECTIONS] = [const { TicketMutex::new(()) }; MAX_CONNECTIONS];
+static LOCKS: [TicketMutex<()>; CONNECTIONS] = [const { TicketMutex::new(()) }; CONNECTIONS];
 
 /// The ring of `connection`, if it has one.
 fn ring_of(connection: &Connection) -> Option<Ring> {
