@@ -44,7 +44,7 @@ pub const SLAT_TABLES_PER_PARTITION: usize = 32;
 pub const PAGE_BYTES: u64 = 4096;
 /// One CPU's stacks with their guard pages (kernel/src/cpu/percpu.rs `CpuStacks`, which
 /// asserts its size): the hypervisor's stacks take this times `config::CPUS`.
-pub const STACK_BYTES_PER_CPU: usize = 128 * 1024;
+pub const STACK_BYTES_PER_CPU: usize = 160 * 1024;
 /// Hardware pages of one partition besides its EPT/NPT (intercept bitmaps: the larger of
 /// VT-x's 5 and SVM's 9; kernel/src/backend.rs asserts it). Only one backend runs on a
 /// board, so both carve them from the same storage.
