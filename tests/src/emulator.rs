@@ -41,6 +41,10 @@ pub const STDERR_FILE: &str = "emulator.stderr";
 pub const BOCHS_CONFIG_FILE: &str = "bochsrc.txt";
 pub const BOCHS_DEBUGGER_FILE: &str = "debugger.rc";
 pub const BOCHS_LOG_FILE: &str = "bochs.log";
+/// QEMU's own log (`-d cpu_reset -D`): every CPU reset with the state before it, and the
+/// line `Triple fault` when a CPU outside any guest triple-faults (QEMU then exits, with
+/// `-no-reboot`, as if the machine had shut down).
+pub const QEMU_LOG_FILE: &str = "qemu.log";
 
 /// What the emulated machine boots from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,6 +246,10 @@ pub fn qemu_machine_args(cpu_model: &str, cpus: u8) -> Vec<String> {
         "-monitor",
         "none",
         "-no-reboot",
+        "-d",
+        "cpu_reset",
+        "-D",
+        QEMU_LOG_FILE,
         "-nic",
         "none",
         "-serial",

@@ -726,6 +726,14 @@ impl Report {
         if self.malformed_frames > 0 {
             let _ = writeln!(d, "malformed frames or lines skipped: {}", self.malformed_frames);
         }
+        if let Some(dir) = &self.log_dir
+            && let Ok(log) = std::fs::read_to_string(dir.join(crate::emulator::QEMU_LOG_FILE))
+            && log.lines().any(|l| l.trim() == "Triple fault")
+        {
+            // A triple fault outside any guest: the hypervisor (or the emulator under it)
+            // lost the machine; QEMU exits as for a shutdown, so say which it was.
+            let _ = writeln!(d, "qemu.log: Triple fault (a CPU outside any guest; QEMU then exits)");
+        }
         match &self.log_dir {
             Some(dir) => {
                 let _ = writeln!(d, "logs kept in {}:", dir.display());
@@ -873,6 +881,19 @@ mod tests {
         assert!(d.contains("target/hil-logs/t/serial.bin"));
         assert!(d.contains("typed after \"login:\" at 2.5 s\n"), "{d}");
         assert!(d.contains("never typed: 2 step(s), the first waiting for a line with \"$ \"\n"), "{d}");
+    }
+
+    #[test]
+    fn diagnostic_names_a_triple_fault_from_qemus_log() {
+        let dir = crate::kernel::target_dir().join("hil-logs-test-triple-fault");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = report(Outcome::Failed("exited".into()), 3);
+        r.log_dir = Some(dir.clone());
+        std::fs::write(dir.join(crate::emulator::QEMU_LOG_FILE), "CPU Reset (CPU 0)\nEAX=0\n").unwrap();
+        assert!(!r.diagnostic().contains("Triple fault"));
+        std::fs::write(dir.join(crate::emulator::QEMU_LOG_FILE), "CPU Reset (CPU 0)\nTriple fault\n").unwrap();
+        assert!(r.diagnostic().contains("qemu.log: Triple fault"), "{}", r.diagnostic());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
