@@ -7,7 +7,7 @@ use crate::start::{self, CR0_PE, EFER_LMA};
 use crate::vmcb::{INTERRUPT_SHADOW, NP_ENABLE, Vmcb, event, intercept, intercept2, tlb_control};
 use crate::world_switch::{self, GuestRegisters};
 use bulkhead_virt::bitmap::MsrBitmapChoice;
-use bulkhead_virt::exit::{Decoded, Exit, ExitVisitor};
+use bulkhead_virt::exit::ExitVisitor;
 use bulkhead_virt::guest_state::{ExecutionMode, GuestEntry};
 
 /// What exits: the VT-x backend's set. CPUID, port I/O and MSRs (through the maps),
@@ -342,12 +342,6 @@ impl Vcpu {
                 visitor.other(self, exit)
             }
         }
-    }
-
-    /// Runs the guest until it exits; returns what it did ([`run`](Self::run) with
-    /// [`Decoded`]).
-    pub fn enter_guest(&mut self) -> Exit {
-        self.run(&mut Decoded)
     }
 
     /// The TSC just before the last world switch and just after it returned.

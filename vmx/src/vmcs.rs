@@ -10,7 +10,7 @@ use crate::vmxon::{
 use crate::world_switch::{self, GuestRegisters};
 use bulkhead_virt::bitmap::MsrBitmapChoice;
 use bulkhead_virt::control_registers::{hardware_value, owned_bits};
-use bulkhead_virt::exit::{Decoded, Exit, ExitVisitor};
+use bulkhead_virt::exit::{Exit, ExitVisitor};
 use bulkhead_virt::guest_state::{
     CODE32_SELECTOR, DATA_SELECTOR, EntryMode, ExecutionMode, GuestEntry, OptionalInstructions,
 };
@@ -638,12 +638,6 @@ impl Vcpu {
                 visitor.other(self, exit)
             }
         }
-    }
-
-    /// Runs the guest until it exits; returns what it did ([`run`](Self::run) with
-    /// [`Decoded`]).
-    pub fn enter_guest(&mut self) -> Exit {
-        self.run(&mut Decoded)
     }
 
     /// The TSC just before the last world switch and just after it returned.
