@@ -223,7 +223,7 @@ impl Vcpu {
     pub fn execution_mode(&self) -> ExecutionMode {
         const ATTRIB_LONG: u16 = 1 << 9;
         let save = &self.vmcb.save;
-        ExecutionMode::decode(save.cr0, save.rflags, save.efer, save.cs.attrib & ATTRIB_LONG != 0, save.cpl)
+        ExecutionMode::decode_lazily(save.efer, save.cs.attrib & ATTRIB_LONG != 0, save.cpl, || (save.cr0, save.rflags))
     }
 
     /// The guest's EFER as the VMCB holds it: EFER.SVME is always set there (VMRUN requires

@@ -197,6 +197,22 @@ impl ExecutionMode {
     }
 }
 
+impl ExecutionMode {
+    /// [`decode`](Self::decode), reading CR0 and RFLAGS (`cr0_rflags`) only when the mode
+    /// is not 64-bit: with EFER.LMA and CS.L the processor is in 64-bit mode whatever they
+    /// hold, as IA-32e mode needs CR0.PE and excludes RFLAGS.VM (SDM Vol. 3 2.5, 9.8.5).
+    /// Every 64-bit hypercall saves the two reads (two VMREADs on VT-x).
+    #[inline(always)]
+    pub fn decode_lazily(efer: u64, cs_long: bool, cpl: u8, cr0_rflags: impl FnOnce() -> (u64, u64)) -> Self {
+        const EFER_LMA: u64 = 1 << 10;
+        if efer & EFER_LMA != 0 && cs_long {
+            return ExecutionMode::Bits64 { cpl };
+        }
+        let (cr0, rflags) = cr0_rflags();
+        Self::decode(cr0, rflags, efer, cs_long, cpl)
+    }
+}
+
 #[cfg(test)]
 mod execution_mode_tests {
     use super::ExecutionMode;
@@ -209,5 +225,31 @@ mod execution_mode_tests {
         assert_eq!(ExecutionMode::decode(0x8000_0011, 0x2, 0x500, true, 3), ExecutionMode::Bits64 { cpl: 3 });
         // Compatibility mode: LMA without CS.L.
         assert_eq!(ExecutionMode::decode(0x8000_0011, 0x2, 0x500, false, 0), ExecutionMode::Bits32 { cpl: 0 });
+    }
+
+    #[test]
+    fn lazy_decode_agrees_wherever_the_state_is_architectural() {
+        for pe in [0u64, 1] {
+            for vm in [0u64, 1 << 17] {
+                for lma in [0u64, 1 << 10] {
+                    // IA-32e mode needs CR0.PE and excludes RFLAGS.VM.
+                    if lma != 0 && (pe == 0 || vm != 0) {
+                        continue;
+                    }
+                    for cs_long in [false, true] {
+                        for cpl in 0..4u8 {
+                            let (cr0, rflags, efer) = (0x8000_0010 | pe, 0x2 | vm, 0x100 | lma);
+                            let mut read = false;
+                            let lazy = ExecutionMode::decode_lazily(efer, cs_long, cpl, || {
+                                read = true;
+                                (cr0, rflags)
+                            });
+                            assert_eq!(lazy, ExecutionMode::decode(cr0, rflags, efer, cs_long, cpl));
+                            assert_eq!(read, !(lma != 0 && cs_long), "CR0 and RFLAGS read only outside 64-bit mode");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -513,11 +513,11 @@ impl Vcpu {
         const AR_DPL_SHIFT: u64 = 5;
         const AR_LONG: u64 = 1 << 13;
         // The processor's mode follows the actual CR0 (the read shadow only changes what
-        // the guest reads), so one VMREAD instead of `guest_cr0`'s three: this runs on
-        // every hypercall.
+        // the guest reads), so one VMREAD instead of `guest_cr0`'s three, and CR0 and
+        // RFLAGS only outside 64-bit mode: this runs on every hypercall.
         let cpl = ((vmread(guest::SS_ACCESS_RIGHTS) >> AR_DPL_SHIFT) & 0b11) as u8;
         let cs_long = vmread(guest::CS_ACCESS_RIGHTS) & AR_LONG != 0;
-        ExecutionMode::decode(vmread(guest::CR0), vmread(guest::RFLAGS), self.guest_efer(), cs_long, cpl)
+        ExecutionMode::decode_lazily(self.guest_efer(), cs_long, cpl, || (vmread(guest::CR0), vmread(guest::RFLAGS)))
     }
 
     /// The optional instructions this vCPU's controls enable.
