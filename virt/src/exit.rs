@@ -127,7 +127,7 @@ pub enum Exit {
 /// from the reason directly, with no [`Exit`] built and matched a second time; the rest
 /// arrive decoded at [`other`](Self::other). `C` is the vCPU the backend passes along so
 /// the handler can answer through it. Both backends call it (VT-x `Vcpu::run`, SVM
-/// `Vcpu::run`); [`Decoded`] turns the calls back into the one [`Exit`].
+/// `Vcpu::run`).
 pub trait ExitVisitor<C: ?Sized> {
     /// What each exit's handling gives the caller of the backend's `run`.
     type Output;
@@ -143,30 +143,4 @@ pub trait ExitVisitor<C: ?Sized> {
     fn hypercall(&mut self, vcpu: &mut C) -> Self::Output;
     /// Every other exit.
     fn other(&mut self, vcpu: &mut C, exit: Exit) -> Self::Output;
-}
-
-/// The visitor whose output is the exit itself: a backend's dispatch as one [`Exit`] (the
-/// host tests, and callers that want the value).
-pub struct Decoded;
-
-impl<C: ?Sized> ExitVisitor<C> for Decoded {
-    type Output = Exit;
-    fn cpuid(&mut self, _: &mut C, leaf: u32, subleaf: u32) -> Exit {
-        Exit::Cpuid { leaf, subleaf }
-    }
-    fn io(&mut self, _: &mut C, access: PortAccess) -> Exit {
-        Exit::Io(access)
-    }
-    fn msr_read(&mut self, _: &mut C, msr: u32) -> Exit {
-        Exit::MsrRead { msr }
-    }
-    fn msr_write(&mut self, _: &mut C, msr: u32, value: u64) -> Exit {
-        Exit::MsrWrite { msr, value }
-    }
-    fn hypercall(&mut self, _: &mut C) -> Exit {
-        Exit::Hypercall
-    }
-    fn other(&mut self, _: &mut C, exit: Exit) -> Exit {
-        exit
-    }
 }

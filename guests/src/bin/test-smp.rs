@@ -65,6 +65,15 @@ extern "C" fn _start(args: *const u8) -> ! {
         core_level.edx,
         bulkhead_guests::cpuid(1, 0).ecx & (1 << 27) != 0
     );
+    // Once the guest sets CR4.OSXSAVE (XSETBV of x87 only does), leaf 1 says so: the
+    // hypervisor answers leaf 1 from a per-core table, with OSXSAVE taken from the guest's
+    // CR4 at each exit.
+    let xsetbv = gp::xsetbv(1);
+    println!(
+        "smp: cpuid after CR4.OSXSAVE: xsetbv ok={}, osxsave={}",
+        xsetbv.is_ok(),
+        bulkhead_guests::cpuid(1, 0).ecx & (1 << 27) != 0
+    );
     if fault {
         println!("smp: first vcpu computes until the partition is stopped");
         COMPUTING.store(true, Ordering::SeqCst);

@@ -219,7 +219,7 @@ every_backend! {
     /// partition's real-mode trampoline into 64-bit code and counts. CPUID's core-level count
     /// is the partition's two cores, leaf 0xB EDX is each vCPU's own x2APIC ID (0 and 1;
     /// Bochs `ryzen`'s hardware answers 0 on both), and OSXSAVE reflects the guest's CR4 (not the
-    /// hypervisor's, which has it set).
+    /// hypervisor's, which has it set): clear, then set once the guest sets CR4.OSXSAVE.
     fn smp_partition_brings_up_second_vcpu(emulator) {
         Run::new(emulator)
             .cpus(2)
@@ -230,6 +230,7 @@ every_backend! {
             .expect("[cpu1 INFO ] [smp] smp: second vcpu running, cpuid x2apic id 1")
             .expect("[smp] smp: second vcpu counts")
             .expect("[smp] smp: cpuid: level type 2 counts 2, x2apic id 0, osxsave=false")
+            .expect("[smp] smp: cpuid after CR4.OSXSAVE: xsetbv ok=true, osxsave=true")
             .expect("partition smp: reports PASS")
             .forbid(": fault #")
             .execute()
