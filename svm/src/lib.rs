@@ -22,11 +22,10 @@
 //! runs. An NMI sent to a core while it is in the host is therefore held pending and, the
 //! NMI intercept being set, causes an NMI exit right after the next VMRUN: no signal is
 //! lost between "checked the stop flag" and "entered the guest". An intercepted NMI itself
-//! stays pending after the exit (the intercept does not consume it), so [`Vcpu::enter_guest`]
-//! lets it be taken by the host's NMI handler (STGI, CLGI) after an NMI exit; otherwise
-//! every later VMRUN would exit again at once. See [`world_switch::take_pending_nmi`].
-//!
-//! [`Vcpu::enter_guest`]: vcpu::Vcpu::enter_guest
+//! stays pending after the exit (the intercept does not consume it), so after an NMI exit
+//! the kernel (`backend/svm.rs`) lets the host's NMI handler take it (STGI, CLGI);
+//! otherwise every later VMRUN would exit again at once. See
+//! [`world_switch::take_pending_nmi`].
 #![no_std]
 
 pub mod enable;

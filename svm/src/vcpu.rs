@@ -1,5 +1,5 @@
 //! One vCPU: its VMCB set up from the partition's nested page table and permission maps
-//! and from the neutral [`GuestEntry`], run, and its exits decoded into [`Exit`].
+//! and from the neutral [`GuestEntry`], run, and its exits handed to an `ExitVisitor` (the rarer ones decoded into an `Exit`).
 
 use crate::enable::{EFER_SVME, Features};
 use crate::exit;
@@ -281,7 +281,7 @@ impl Vcpu {
 
     /// Injects a hardware exception (e.g. #GP with error code 0) at the next VMRUN
     /// (EVENTINJ, 15.20). Real mode pushes no error codes, so none is delivered there.
-    /// It replaces an event [`enter_guest`](Self::enter_guest) queued for re-injection; the kernel injects
+    /// It replaces an event [`run`](Self::run) queued for re-injection; the kernel injects
     /// only after instruction exits (RDMSR, WRMSR, XSETBV, VMMCALL), which never interrupt
     /// an event delivery.
     pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
@@ -350,11 +350,11 @@ impl Vcpu {
         self.profile_stamps
     }
 
-    /// After an [`Exit::Nmi`]: lets the host's NMI handler take the NMI, which the exit
+    /// After an NMI exit (`Exit::Nmi`): lets the host's NMI handler take the NMI, which the exit
     /// left pending ([`world_switch::take_pending_nmi`]). The caller must call it after every NMI
-    /// exit, before the next [`enter_guest`](Self::enter_guest), with its NMI handler ready.
+    /// exit, before the next [`run`](Self::run), with its NMI handler ready.
     pub fn take_pending_nmi(&mut self) {
-        // SAFETY: SVM is on, the host state is back (`enter_guest` returned), and the host runs its
+        // SAFETY: SVM is on, the host state is back (`run` returned), and the host runs its
         // vCPU loop with interrupts disabled and its NMI handler installed (the caller's
         // contract).
         unsafe { world_switch::take_pending_nmi() };
