@@ -55,6 +55,7 @@ impl Ipi {
     }
 
     /// A fixed interrupt with `vector` (16..=255).
+    #[inline]
     pub fn fixed(destination: u32, vector: u8) -> Self {
         Self { mode: DeliveryMode::Fixed, vector, destination }
     }
@@ -65,17 +66,20 @@ impl Ipi {
 
     /// Low 32 bits of the ICR: vector, delivery mode, level assert (bit 14), physical
     /// destination, edge trigger, no shorthand.
+    #[inline]
     pub fn icr_low(&self) -> u32 {
         const LEVEL_ASSERT: u32 = 1 << 14;
         u32::from(self.vector) | (self.mode as u32) << 8 | LEVEL_ASSERT
     }
 
     /// The 64-bit ICR value of x2APIC mode (destination in bits 63:32).
+    #[inline]
     pub fn x2apic_icr(&self) -> u64 {
         u64::from(self.destination) << 32 | u64::from(self.icr_low())
     }
 
     /// The xAPIC ICR high word (8-bit destination in bits 31:24).
+    #[inline]
     pub fn xapic_icr_high(&self) -> u32 {
         (self.destination & 0xff) << 24
     }
@@ -130,6 +134,7 @@ impl LocalApic {
     /// # Safety
     /// As for `enable`: CPL 0, the xAPIC page identity-mapped uncached, and the APIC really
     /// in `mode`.
+    #[inline]
     pub unsafe fn enabled(mode: Mode) -> Self {
         Self { mode }
     }
@@ -186,6 +191,14 @@ impl LocalApic {
     pub fn send(&self, ipi: Ipi) {
         // Clear stale errors so a failed delivery is not blamed on this IPI (SDM 11.5.3).
         self.write(REG_ESR, 0);
+        self.send_unchecked(ipi);
+    }
+
+    /// [`send`](Self::send) without clearing the error status first: for the IPIs whose
+    /// delivery nobody checks (a fixed interrupt to a running core), where the ESR write
+    /// would be a second WRMSR per IPI for nothing.
+    #[inline]
+    pub fn send_unchecked(&self, ipi: Ipi) {
         match self.mode {
             Mode::X2Apic => {
                 // SAFETY: the x2APIC ICR MSR; writing it sends the IPI.
@@ -203,6 +216,7 @@ impl LocalApic {
         }
     }
 
+    #[inline]
     fn read(&self, reg: u32) -> u32 {
         match self.mode {
             // SAFETY: x2APIC register MSRs exist in x2APIC mode; reads have no side effects
@@ -214,6 +228,7 @@ impl LocalApic {
         }
     }
 
+    #[inline]
     fn write(&self, reg: u32, value: u32) {
         match self.mode {
             // SAFETY: as in `read`.

@@ -29,12 +29,14 @@ pub const SLOTS_PER_PAGE: usize = 16;
 pub const EVENT_FLAGS_SLOT_SIZE: usize = 256;
 pub const EVENT_FLAGS_PER_SLOT: u16 = (EVENT_FLAGS_SLOT_SIZE * 8) as u16;
 
+#[inline]
 fn read_u32(bytes: &[u8], offset: usize) -> u32 {
     let mut word = [0; 4];
     word.copy_from_slice(&bytes[offset..offset + 4]);
     u32::from_le_bytes(word)
 }
 
+#[inline]
 fn read_u64(bytes: &[u8], offset: usize) -> u64 {
     let mut word = [0; 8];
     word.copy_from_slice(&bytes[offset..offset + 8]);
@@ -139,6 +141,7 @@ pub struct PostMessageHeader {
 impl PostMessageHeader {
     pub const SIZE: usize = 16;
 
+    #[inline]
     pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
         Self {
             connection_id: read_u32(bytes, 0),
@@ -156,6 +159,7 @@ impl PostMessageHeader {
     ///
     /// The TLFS leaves the precedence of errors undefined. Connection, port and SynIC state
     /// checks need the hypervisor's tables and are not done here.
+    #[inline]
     pub const fn check(&self) -> Result<(), HvStatus> {
         if self.reserved != 0 || self.connection_id & !CONNECTION_ID_MASK != 0 {
             return Err(HvStatus::InvalidHypercallInput);
@@ -171,6 +175,7 @@ impl PostMessageHeader {
 
     /// The header of the message this input becomes, sent from port `origination_id`
     /// (flags clear; the caller has run [`PostMessageHeader::check`]).
+    #[inline]
     pub const fn message_header(&self, origination_id: u64) -> MessageHeader {
         MessageHeader {
             message_type: self.message_type,
@@ -265,6 +270,7 @@ const _: () = {
 impl MessageHeader {
     pub const SIZE: usize = 16;
 
+    #[inline]
     pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
         Self {
             message_type: read_u32(bytes, 0),
@@ -275,6 +281,7 @@ impl MessageHeader {
         }
     }
 
+    #[inline]
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut bytes = [0; Self::SIZE];
         bytes[0..4].copy_from_slice(&self.message_type.to_le_bytes());

@@ -99,8 +99,23 @@ impl<B: Backend> ExitVisitor<B> for ExitHandler<'_> {
     fn hypercall(&mut self, vcpu: &mut B) -> Self::Output {
         self.cpu.set_liveness(self.live | 1);
         self.partition.exits.other.fetch_add(1, Ordering::Relaxed);
-        let action = hypercall(self.partition, vcpu);
-        self.apply(vcpu, action)
+        if crate::xen::speaks_xen(self.partition) {
+            let action = crate::xen::hypercall::handle(self.partition, vcpu);
+            return self.apply(vcpu, action);
+        }
+        // The answered hypercall skips its instruction here rather than through an
+        // `Action`, which the paths above would merge into one more dispatch.
+        let mode = vcpu.execution_mode();
+        match crate::hyperv::hypercall::handle(self.partition, mode, vcpu.registers()) {
+            crate::hyperv::hypercall::Outcome::Answered => {
+                vcpu.skip_instruction();
+                Ok(())
+            }
+            crate::hyperv::hypercall::Outcome::Undefined => {
+                let action = undefined(self.partition, vcpu, "hypercall");
+                self.apply(vcpu, action)
+            }
+        }
     }
 
     #[inline(always)]
@@ -120,19 +135,6 @@ impl<B: Backend> ExitVisitor<B> for ExitHandler<'_> {
                 self.apply(vcpu, action)
             }
         }
-    }
-}
-
-/// A VMCALL / VMMCALL: the partition's interface's hypercall.
-#[inline(always)]
-fn hypercall<B: Backend>(partition: &Partition, vcpu: &mut B) -> Action {
-    if crate::xen::speaks_xen(partition) {
-        return crate::xen::hypercall::handle(partition, vcpu);
-    }
-    let mode = vcpu.execution_mode();
-    match crate::hyperv::hypercall::handle(partition, mode, vcpu.registers()) {
-        crate::hyperv::hypercall::Outcome::Answered => Action::Resume { skip: true },
-        crate::hyperv::hypercall::Outcome::Undefined => undefined(partition, vcpu, "hypercall"),
     }
 }
 

@@ -31,7 +31,7 @@ use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_S
 use bulkhead_abi::hyperv::msr::SINT_COUNT;
 use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, MessagePage, Sint};
 use bulkhead_board::tables::Connection;
-use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use spin::mutex::TicketMutex;
 
 /// Slots per ring: the system's deepest message queue (`config::QUEUE_DEPTH`).
@@ -90,6 +90,7 @@ struct Target {
 
 impl Target {
     /// `None` when the receiver's first core is not online (no SynIC to deliver to).
+    #[inline(always)]
     fn of(receiver: &Partition, sint: u8) -> Option<Target> {
         let vp = vp_of_core(*receiver.config().cores.first()?)?;
         let sint_register = Sint::decode(vp.sints[sint as usize].load(Ordering::Acquire));
@@ -298,25 +299,36 @@ pub fn end_of_message(receiver: &Partition) {
     }
 }
 
-/// HvCallSignalEvent's delivery: sets the connection's flag in the receiver's event-flag
-/// page atomically; only a flag that was clear raises the SINT (signals coalesce). Done
-/// under the receiver SINT's queue lock, which a restart of the receiver holds while it
-/// resets the SynIC: a signal either lands before the reset (in memory the restart then
-/// zeroes) or sees the SynIC disabled, never in the reloaded memory.
-pub fn signal(connection: &Connection, flag: u16) -> HvStatus {
-    let receiver = partition::get(connection.to);
+/// HvCallSignalEvent's delivery to `receiver` (the connection's): sets the connection's
+/// flag in the receiver's event-flag page atomically; only a flag that was clear raises
+/// the SINT (signals coalesce). Done under the receiver SINT's queue lock, which a restart
+/// of the receiver holds while it resets the SynIC: a signal either lands before the reset
+/// (in memory the restart then zeroes) or sees the SynIC disabled, never in the reloaded
+/// memory.
+#[inline(always)]
+pub fn signal(receiver: &Partition, connection: &Connection, flag: u16) -> HvStatus {
     let _queue = sint_queue(receiver, connection.sint).lock();
     let Some(target) = Target::of(receiver, connection.sint) else { return HvStatus::InvalidSynicState };
     let Some(page) = target.event_flags_page() else { return HvStatus::InvalidSynicState };
     if target.sint_register.is_masked() {
         return HvStatus::InvalidSynicState;
     }
-    let Some((byte, mask)) = EventFlagsPage::bit(flag) else { return HvStatus::InvalidParameter };
-    let address = page + (EventFlagsPage::slot_offset(connection.sint) + byte) as u64;
-    // SAFETY: a byte of the receiver's event-flag page, in its own RAM (`private_memory`).
-    let flags = unsafe { &*(address as *const AtomicU8) };
+    if flag >= bulkhead_abi::hyperv::message::EVENT_FLAGS_PER_SLOT {
+        return HvStatus::InvalidParameter;
+    }
+    // The flag as a bit of a 64-bit word of the SINT's slot (the slot is 256-byte aligned;
+    // the bits are numbered as `EventFlagsPage::bit` and x86 BTS number them), so setting
+    // it and learning whether it was clear is one locked BTS.
+    let word = page + (EventFlagsPage::slot_offset(connection.sint) + usize::from(flag / 64) * 8) as u64;
+    let mask = 1u64 << (flag % 64);
+    // SAFETY: an aligned word of the receiver's event-flag page, in its own RAM
+    // (`private_memory`).
+    let flags = unsafe { &*(word as *const AtomicU64) };
     if flags.fetch_or(mask, Ordering::SeqCst) & mask == 0 {
-        interrupt(&target);
+        let apic_id = target.vp.apic_id.load(Ordering::Relaxed);
+        if apic_id != u32::MAX {
+            crate::cpu::apic::send_fixed_ipi(apic_id, target.sint_register.vector());
+        }
     }
     receiver.health.events_received.fetch_add(1, Ordering::Relaxed);
     HvStatus::Success

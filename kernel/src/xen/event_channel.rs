@@ -316,7 +316,7 @@ fn send_on_connection(partition: &Partition, index: usize) -> Result<(), i64> {
             let result = if speaks_xen(peer) {
                 raise_connection(peer, index).map_err(|()| errno::ENOTCONN)
             } else {
-                match crate::hyperv::synic::signal(connection, flag) {
+                match crate::hyperv::synic::signal(peer, connection, flag) {
                     HvStatus::Success => Ok(()),
                     HvStatus::InvalidSynicState => Err(errno::ENOTCONN),
                     _ => Err(errno::EINVAL),
