@@ -197,7 +197,7 @@ impl LocalApic {
     /// [`send`](Self::send) without clearing the error status first: for the IPIs whose
     /// delivery nobody checks (a fixed interrupt to a running core), where the ESR write
     /// would be a second WRMSR per IPI for nothing.
-    #[inline]
+    #[inline(always)]
     pub fn send_unchecked(&self, ipi: Ipi) {
         match self.mode {
             Mode::X2Apic => {

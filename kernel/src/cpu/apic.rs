@@ -31,7 +31,7 @@ pub fn xapic_base() -> u64 {
 }
 
 /// This CPU's local APIC, enabled at start-up.
-#[inline]
+#[inline(always)]
 fn this_apic() -> LocalApic {
     let mode = if x2apic() { Mode::X2Apic } else { Mode::XApic { base: XAPIC_BASE.load(Ordering::Relaxed) } };
     // SAFETY: every CPU enabled its APIC in this mode at start-up (`bsp_entry`, `ap_entry`),
@@ -59,7 +59,7 @@ pub fn send_nmi(apic_id: u32) {
 /// Sends a fixed interrupt with `vector` to the CPU with this APIC ID (a SynIC interrupt
 /// for the partition running there: its guest takes it without a VM exit). Nothing reads
 /// the error status back for these, so it is not cleared first (one WRMSR in x2APIC mode).
-#[inline]
+#[inline(always)]
 pub fn send_fixed_ipi(apic_id: u32, vector: u8) {
     this_apic().send_unchecked(Ipi::fixed(apic_id, vector));
 }

@@ -49,10 +49,12 @@ const FAST_SIGNAL_EVENT: u64 = code::SIGNAL_EVENT as u64 | 1 << 16;
 #[inline(always)]
 pub fn handle(partition: &Partition, mode: ExecutionMode, regs: &mut GuestRegisters) -> Outcome {
     if regs.rcx == FAST_SIGNAL_EVENT && matches!(mode, ExecutionMode::Bits64 { cpl: 0 }) {
-        if !HypercallMsr::decode(partition_registers(partition).hypercall.load(Ordering::Acquire)).is_enabled() {
+        let registers = partition_registers(partition);
+        if !HypercallMsr::decode(registers.hypercall.load(Ordering::Acquire)).is_enabled() {
             return Outcome::Undefined;
         }
-        let result = if may_signal(partition) {
+        let privileges = registers.hypercall_privileges.load(Ordering::Acquire);
+        let result = if privileges & privileges_ebx::SIGNAL_EVENTS != 0 {
             signal_event(partition, SignalEventInput::from_fast(regs.rdx))
         } else {
             Err(HvStatus::AccessDenied)
@@ -62,12 +64,6 @@ pub fn handle(partition: &Partition, mode: ExecutionMode, regs: &mut GuestRegist
         return Outcome::Answered;
     }
     handle_call(partition, mode, regs)
-}
-
-/// Whether the partition sends on an event connection (its SignalEvents privilege).
-#[inline(always)]
-fn may_signal(partition: &Partition) -> bool {
-    partition_registers(partition).hypercall_privileges.load(Ordering::Acquire) & privileges_ebx::SIGNAL_EVENTS != 0
 }
 
 /// Every hypercall but the fast HvCallSignalEvent of a 64-bit caller.

@@ -139,20 +139,24 @@ pub fn this_vp() -> &'static VpRegisters {
 /// is online (a core that is not has no running VP: nothing can be delivered to it).
 /// The per-CPU index of the CPU found for it is kept (a CPU that came online stays
 /// online), so a signal or post finds its receiver without searching the CPUs.
-#[inline]
+#[inline(always)]
 pub fn vp_of_core(core: u32) -> Option<&'static VpRegisters> {
-    let slot = CPU_OF_CORE.get(core as usize);
-    let index = match slot.map_or(0, |s| s.load(Ordering::Relaxed)) {
-        0 => {
-            let cpu = apic_id_of_core(core).and_then(crate::cpu::percpu::by_apic_id)?;
-            if let Some(slot) = slot {
-                slot.store(cpu.index() + 1, Ordering::Relaxed);
-            }
-            cpu.index()
-        }
+    let index = match CPU_OF_CORE.get(core as usize).map_or(0, |s| s.load(Ordering::Relaxed)) {
+        0 => find_cpu_of_core(core)?,
         known => known - 1,
     };
     VPS.get(index as usize)
+}
+
+/// [`vp_of_core`]'s first lookup of `core`: its CPU by APIC ID, kept if it is online.
+#[cold]
+#[inline(never)]
+fn find_cpu_of_core(core: u32) -> Option<u32> {
+    let cpu = apic_id_of_core(core).and_then(crate::cpu::percpu::by_apic_id)?;
+    if let Some(slot) = CPU_OF_CORE.get(core as usize) {
+        slot.store(cpu.index() + 1, Ordering::Relaxed);
+    }
+    Some(cpu.index())
 }
 
 /// Per board core below `MAX_CPUS`: the per-CPU index of its CPU plus one, once

@@ -13,7 +13,8 @@
 //! across connections to one SINT, oldest first.
 //!
 //! Locking: each receiver SINT (receiving partition, SINT) has its own queue lock, taken
-//! by every post and signal to that SINT, by the receiver's EOM and by its restart. So a
+//! by every post to that SINT, by the receiver's EOM and by its restart (a signal takes no
+//! lock: it sets one atomic bit, and a restart waits for the signals in flight instead). So a
 //! sender only ever waits for traffic to the same receiver SINT (the same queue), never
 //! for an unrelated pair, and a 240-byte copy is never made under a lock another pair
 //! needs. Each connection's ring has a lock of its own too, but it is only ever taken
@@ -105,7 +106,8 @@ impl Target {
     /// The host address of the receiver's event-flag page, if its SynIC and SIEFP are
     /// enabled.
     fn event_flags_page(&self) -> Option<u64> {
-        Some(self.vp.event_flags_page.load(Ordering::Acquire)).filter(|&page| page != 0)
+        // SeqCst: ordered after the signal's in-flight count, against `reset` (see `signal`).
+        Some(self.vp.event_flags_page.load(Ordering::SeqCst)).filter(|&page| page != 0)
     }
 }
 
@@ -299,15 +301,30 @@ pub fn end_of_message(receiver: &Partition) {
     }
 }
 
+/// Signals under way to each partition (indexed by receiving partition): how a restart
+/// waits for them without a lock on the event path ([`signal`], [`reset`]).
+static SIGNALS_IN_FLIGHT: [AtomicU32; PARTITIONS] = [const { AtomicU32::new(0) }; PARTITIONS];
+
 /// HvCallSignalEvent's delivery to `receiver` (the connection's): sets the connection's
 /// flag in the receiver's event-flag page atomically; only a flag that was clear raises
-/// the SINT (signals coalesce). Done under the receiver SINT's queue lock, which a restart
-/// of the receiver holds while it resets the SynIC: a signal either lands before the reset
-/// (in memory the restart then zeroes) or sees the SynIC disabled, never in the reloaded
-/// memory.
+/// the SINT (signals coalesce).
+///
+/// No lock: a flag is one atomic bit, so signals need no order among themselves. Against
+/// a restart of the receiver, the signal counts itself in flight before it reads where
+/// the flags are, and [`reset`] disables the SynIC and then waits until no signal is in
+/// flight: a signal either lands before the reset returns (in memory the restart then
+/// zeroes) or sees the SynIC disabled, never in the reloaded memory.
 #[inline(always)]
 pub fn signal(receiver: &Partition, connection: &Connection, flag: u16) -> HvStatus {
-    let _queue = sint_queue(receiver, connection.sint).lock();
+    let in_flight = &SIGNALS_IN_FLIGHT[receiver.config().id.0 as usize];
+    in_flight.fetch_add(1, Ordering::SeqCst);
+    let status = deliver_signal(receiver, connection, flag);
+    in_flight.fetch_sub(1, Ordering::Release);
+    status
+}
+
+#[inline(always)]
+fn deliver_signal(receiver: &Partition, connection: &Connection, flag: u16) -> HvStatus {
     let Some(target) = Target::of(receiver, connection.sint) else { return HvStatus::InvalidSynicState };
     let Some(page) = target.event_flags_page() else { return HvStatus::InvalidSynicState };
     if target.sint_register.is_masked() {
@@ -337,13 +354,20 @@ pub fn signal(receiver: &Partition, connection: &Connection, flag: u16) -> HvSta
 /// A partition (re)starts: its VPs' SynIC registers go back to their reset values
 /// (`reset_registers`) and the messages waiting for it are dropped, with every one of its
 /// SINT queue locks held (taken in SINT order, the only place more than one is held), so
-/// a concurrent post or signal is either done before (and drained here, or lands in
-/// memory the restart zeroes) or refused afterwards with INVALID_SYNIC_STATE (until the
-/// partition enables its SynIC again). Messages it queued for others stay queued.
+/// a concurrent post is either done before (and drained here, or lands in memory the
+/// restart zeroes) or refused afterwards with INVALID_SYNIC_STATE (until the partition
+/// enables its SynIC again); a concurrent signal the same, by waiting here until none is
+/// in flight (see [`signal`]). Messages it queued for others stay queued.
 pub fn reset(receiver: &Partition, reset_registers: impl FnOnce()) {
     let id = receiver.config().id;
     let mut queues: [_; SINTS] = core::array::from_fn(|sint| SINT_QUEUES[id.0 as usize][sint].lock());
     reset_registers();
+    // The pages' reset (stores) before the in-flight count's read: a signal that counted
+    // itself after this read finds its page 0; one before it is waited for.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    while SIGNALS_IN_FLIGHT[id.0 as usize].load(Ordering::Acquire) != 0 {
+        core::hint::spin_loop();
+    }
     for (i, _) in crate::config::SYSTEM.connections.iter().enumerate().filter(|(_, c)| c.to == id) {
         let mut ring = RINGS[i].lock();
         ring.len = 0;
