@@ -26,7 +26,7 @@
 
 use super::{this_vp, vp_of_core};
 use crate::config::{CONNECTIONS, PARTITIONS, QUEUE_DEPTH};
-use crate::partition::{self, Partition};
+use crate::partition::Partition;
 use bulkhead_abi::hyperv::MessageHeader;
 use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE};
 use bulkhead_abi::hyperv::msr::SINT_COUNT;
@@ -236,8 +236,8 @@ fn deliver_oldest(queue: &mut SintQueue, receiver: &Partition, target: &Target, 
 
 /// HvCallPostMessage's delivery, the connection already checked: the message goes to the
 /// receiver's slot, or waits in the connection's queue.
-pub fn post(connection_index: usize, connection: &Connection, message: &PostedMessage) -> HvStatus {
-    let receiver = partition::get(connection.to);
+#[inline(always)]
+pub fn post(receiver: &Partition, connection_index: usize, connection: &Connection, message: &PostedMessage) -> HvStatus {
     let depth = match connection.kind {
         bulkhead_board::tables::ConnectionKind::Message { queue_depth } => (queue_depth as usize).min(DEPTH),
         bulkhead_board::tables::ConnectionKind::Event { .. } => return HvStatus::InvalidPortId,

@@ -128,7 +128,7 @@ pub fn send(sender: &Partition, index: usize, connection: &Connection, receiver:
         // SAFETY: the payload is this function's copy of the slot (`message`, alive until
         // the post returns); `size` is at most 240.
         let posted = unsafe { PostedMessage::new(header, message.payload.as_ptr() as u64, usize::from(size)) };
-        match synic::post(index, connection, &posted) {
+        match synic::post(crate::partition::get(connection.to), index, connection, &posted) {
             HvStatus::Success => {
                 let _ = ring.discard();
                 h.messages_sent.fetch_add(1, Ordering::Relaxed);
