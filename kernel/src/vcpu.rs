@@ -231,16 +231,17 @@ fn start_vcpu<'c, C: VirtCore>(
 /// Runs the guest until it faults or its partition is stopped from another core.
 fn exit_loop<B: Backend>(partition: &'static Partition, vcpu: &mut B) -> Stop {
     let cpu = crate::cpu::percpu::current();
-    // The liveness count (`PerCpu::set_liveness`): even now, odd during each exit.
-    let mut handler =
-        crate::exits::ExitHandler { partition, cpu, live: cpu.liveness() & !1, fault: None, nmi_rip: None };
+    // The liveness count (`PerCpu::step_liveness`): odd here in the hypervisor, even while
+    // the guest runs, odd again from each exit on.
+    cpu.exit_begins();
+    let mut handler = crate::exits::ExitHandler { partition, cpu, fault: None, nmi_rip: None };
     loop {
         // One load for every reason to leave the guest: a stop of the partition (before an
         // INIT, which a restart would discard anyway) or an INIT.
         let attention = cpu.attention();
         if attention != 0 {
             if attention & Attention::STOP != 0 {
-                return Stop::Signalled(handler.nmi_rip);
+                return Stop::Signalled(handler.last_exit_nmi_rip());
             }
             if attention & Attention::INIT != 0 {
                 return Stop::Init;
@@ -259,16 +260,13 @@ fn exit_loop<B: Backend>(partition: &'static Partition, vcpu: &mut B) -> Stop {
                 crate::devices::iommu::drain();
             }
         }
-        cpu.set_liveness(handler.live);
-        // Set again by an NMI exit only: the stop above names the NMI of the last exit.
-        handler.nmi_rip = None;
+        cpu.step_liveness();
         // The guest runs, exits, and the exit is handled (`exits::ExitHandler`) in this one
         // call.
         #[cfg(not(feature = "profile"))]
         let handled = vcpu.run(&mut handler);
         #[cfg(feature = "profile")]
         let handled = vcpu.run(&mut crate::profile::Profiled(&mut handler));
-        handler.live = handler.live.wrapping_add(2);
         match handled {
             Ok(()) => {}
             Err(Stopping::Fault) => {

@@ -301,12 +301,25 @@ impl PerCpu {
         self.attention.fetch_or(Attention::TEST_HANG, Ordering::AcqRel);
     }
 
-    /// Sets the liveness count: the vCPU loop keeps the count in a register and stores it
-    /// at each exit and entry (odd while it handles an exit, even while its guest runs),
-    /// two plain stores and no load per exit.
+    /// Steps the liveness count by one: the vCPU loop steps it as each exit's handling
+    /// begins and again just before it enters its guest, so the count is odd while the
+    /// core is in the hypervisor and even while its guest runs. Only this core writes it
+    /// (the monitor reads it), so a load and a store suffice, which the compiler makes one
+    /// increment in memory: no register holds the count across the world switch.
     #[inline(always)]
-    pub fn set_liveness(&self, count: u32) {
-        self.liveness.store(count, Ordering::Relaxed);
+    pub fn step_liveness(&self) {
+        let n = self.liveness.load(Ordering::Relaxed);
+        self.liveness.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Makes the liveness count odd (the core handles an exit, or is about to enter) if
+    /// it is not: where the vCPU loop starts.
+    #[inline]
+    pub fn exit_begins(&self) {
+        let n = self.liveness.load(Ordering::Relaxed);
+        if n & 1 == 0 {
+            self.liveness.store(n.wrapping_add(1), Ordering::Relaxed);
+        }
     }
 
     /// The exit is handled: the vCPU enters its guest or the core goes to wait (the count
@@ -319,7 +332,7 @@ impl PerCpu {
         }
     }
 
-    /// The liveness count ([`set_liveness`](Self::set_liveness)).
+    /// The liveness count ([`step_liveness`](Self::step_liveness)).
     pub fn liveness(&self) -> u32 {
         self.liveness.load(Ordering::Relaxed)
     }

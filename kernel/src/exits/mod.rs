@@ -47,16 +47,16 @@ pub enum Stopping {
 pub struct ExitHandler<'a> {
     pub partition: &'a Partition,
     /// This core: its liveness count turns odd as each exit's handling begins (the
-    /// monitor's hang check reads it, `PerCpu::set_liveness`), and it holds the vCPU's
+    /// monitor's hang check reads it, `PerCpu::step_liveness`), and it holds the vCPU's
     /// CPUID answers.
     pub cpu: &'a crate::cpu::percpu::PerCpu,
-    /// The liveness count while the guest runs (even).
-    pub live: u32,
     /// The fault of the last exit that returned [`Stopping::Fault`].
     pub fault: Option<Fault>,
-    /// The guest RIP of the last exit if it was an NMI exit (the loop's stop line says
-    /// where the NMI took the vCPU out of its guest).
-    pub nmi_rip: Option<u64>,
+    /// The guest RIP of the last NMI exit and the liveness count it had (odd, the exit's):
+    /// the loop's stop line says where the NMI took the vCPU out of its guest if that was
+    /// the last exit ([`ExitHandler::last_exit_nmi_rip`]). Kept with its count rather than
+    /// cleared before every entry: one store less per exit.
+    pub nmi_rip: Option<(u64, u32)>,
 }
 
 impl<B: Backend> ExitVisitor<B> for ExitHandler<'_> {
@@ -64,7 +64,67 @@ impl<B: Backend> ExitVisitor<B> for ExitHandler<'_> {
 
     #[inline(always)]
     fn cpuid(&mut self, vcpu: &mut B, leaf: u32, subleaf: u32) -> Self::Output {
-        self.cpu.set_liveness(self.live | 1);
+        self.cpu.step_liveness();
+        self.answer_cpuid(vcpu, leaf, subleaf)
+    }
+
+    #[inline(always)]
+    fn io(&mut self, vcpu: &mut B, access: PortAccess) -> Self::Output {
+        self.cpu.step_liveness();
+        self.answer_io(vcpu, access)
+    }
+
+    #[inline(always)]
+    fn msr_read(&mut self, vcpu: &mut B, msr: u32) -> Self::Output {
+        self.cpu.step_liveness();
+        self.answer_msr_read(vcpu, msr)
+    }
+
+    #[inline(always)]
+    fn msr_write(&mut self, vcpu: &mut B, msr: u32, value: u64) -> Self::Output {
+        self.cpu.step_liveness();
+        self.answer_msr_write(vcpu, msr, value)
+    }
+
+    #[inline(always)]
+    fn hypercall(&mut self, vcpu: &mut B) -> Self::Output {
+        self.cpu.step_liveness();
+        self.answer_hypercall(vcpu)
+    }
+
+    #[inline(always)]
+    fn other(&mut self, vcpu: &mut B, exit: Exit) -> Self::Output {
+        self.cpu.step_liveness();
+        match exit {
+            // The backends hand these to their own methods; the same handling if one came
+            // here decoded.
+            Exit::Cpuid { leaf, subleaf } => self.answer_cpuid(vcpu, leaf, subleaf),
+            Exit::Io(access) => self.answer_io(vcpu, access),
+            Exit::MsrRead { msr } => self.answer_msr_read(vcpu, msr),
+            Exit::MsrWrite { msr, value } => self.answer_msr_write(vcpu, msr, value),
+            Exit::Hypercall => self.answer_hypercall(vcpu),
+            exit => {
+                self.partition.exits.other.fetch_add(1, Ordering::Relaxed);
+                let action = other(self.partition, self.cpu, vcpu, exit, &mut self.nmi_rip);
+                self.apply(vcpu, action)
+            }
+        }
+    }
+}
+
+impl ExitHandler<'_> {
+    /// Where the NMI took the vCPU out of its guest, if the last exit was an NMI exit (its
+    /// liveness count is still the current one: no entry since).
+    pub fn last_exit_nmi_rip(&self) -> Option<u64> {
+        self.nmi_rip.filter(|&(_, count)| count == self.cpu.liveness()).map(|(rip, _)| rip)
+    }
+}
+
+/// Each exit's handling once its liveness step is done (the visitor's methods above step
+/// the count exactly once per exit, so its parity says where the core is).
+impl ExitHandler<'_> {
+    #[inline(always)]
+    fn answer_cpuid<B: Backend>(&mut self, vcpu: &mut B, leaf: u32, subleaf: u32) -> Result<(), Stopping> {
         self.partition.exits.cpuid.fetch_add(1, Ordering::Relaxed);
         cpuid::answer(self.partition, vcpu, self.cpu.cpuid_answers(), leaf, subleaf);
         vcpu.skip_instruction();
@@ -72,32 +132,28 @@ impl<B: Backend> ExitVisitor<B> for ExitHandler<'_> {
     }
 
     #[inline(always)]
-    fn io(&mut self, vcpu: &mut B, access: PortAccess) -> Self::Output {
-        self.cpu.set_liveness(self.live | 1);
+    fn answer_io<B: Backend>(&mut self, vcpu: &mut B, access: PortAccess) -> Result<(), Stopping> {
         self.partition.exits.io.fetch_add(1, Ordering::Relaxed);
         let action = ports::access(self.partition, vcpu.registers(), access);
         self.apply(vcpu, action)
     }
 
     #[inline(always)]
-    fn msr_read(&mut self, vcpu: &mut B, msr: u32) -> Self::Output {
-        self.cpu.set_liveness(self.live | 1);
+    fn answer_msr_read<B: Backend>(&mut self, vcpu: &mut B, msr: u32) -> Result<(), Stopping> {
         self.partition.exits.msr.fetch_add(1, Ordering::Relaxed);
         let action = msr::read_exit(self.partition, vcpu, msr);
         self.apply(vcpu, action)
     }
 
     #[inline(always)]
-    fn msr_write(&mut self, vcpu: &mut B, msr: u32, value: u64) -> Self::Output {
-        self.cpu.set_liveness(self.live | 1);
+    fn answer_msr_write<B: Backend>(&mut self, vcpu: &mut B, msr: u32, value: u64) -> Result<(), Stopping> {
         self.partition.exits.msr.fetch_add(1, Ordering::Relaxed);
         let action = msr::write_exit(self.partition, vcpu, msr, value);
         self.apply(vcpu, action)
     }
 
     #[inline(always)]
-    fn hypercall(&mut self, vcpu: &mut B) -> Self::Output {
-        self.cpu.set_liveness(self.live | 1);
+    fn answer_hypercall<B: Backend>(&mut self, vcpu: &mut B) -> Result<(), Stopping> {
         self.partition.exits.other.fetch_add(1, Ordering::Relaxed);
         if crate::xen::speaks_xen(self.partition) {
             let action = crate::xen::hypercall::handle(self.partition, vcpu);
@@ -117,30 +173,17 @@ impl<B: Backend> ExitVisitor<B> for ExitHandler<'_> {
             }
         }
     }
-
-    #[inline(always)]
-    fn other(&mut self, vcpu: &mut B, exit: Exit) -> Self::Output {
-        self.cpu.set_liveness(self.live | 1);
-        match exit {
-            // The backends hand these to their own methods; the same handling if one came
-            // here decoded.
-            Exit::Cpuid { leaf, subleaf } => self.cpuid(vcpu, leaf, subleaf),
-            Exit::Io(access) => self.io(vcpu, access),
-            Exit::MsrRead { msr } => self.msr_read(vcpu, msr),
-            Exit::MsrWrite { msr, value } => self.msr_write(vcpu, msr, value),
-            Exit::Hypercall => self.hypercall(vcpu),
-            exit => {
-                self.partition.exits.other.fetch_add(1, Ordering::Relaxed);
-                let action = other(self.partition, vcpu, exit, &mut self.nmi_rip);
-                self.apply(vcpu, action)
-            }
-        }
-    }
 }
 
 /// Every exit but CPUID, port I/O, MSR access and the hypercall instruction.
 #[inline(never)]
-fn other<B: Backend>(partition: &Partition, vcpu: &mut B, exit: Exit, nmi_rip: &mut Option<u64>) -> Action {
+fn other<B: Backend>(
+    partition: &Partition,
+    cpu: &crate::cpu::percpu::PerCpu,
+    vcpu: &mut B,
+    exit: Exit,
+    nmi_rip: &mut Option<(u64, u32)>,
+) -> Action {
     match exit {
         Exit::Xsetbv { xcr, value } => xsetbv::exit(partition, xcr, value),
         Exit::VirtualizationInstruction => undefined(partition, vcpu, "virtualization instruction"),
@@ -172,7 +215,7 @@ fn other<B: Backend>(partition: &Partition, vcpu: &mut B, exit: Exit, nmi_rip: &
         Exit::TripleFault => Action::Fault(Fault::TripleFaulted),
         Exit::Exception { vector, .. } => Action::Fault(Fault::Exception { vector }),
         Exit::Nmi => {
-            *nmi_rip = Some(vcpu.rip());
+            *nmi_rip = Some((vcpu.rip(), cpu.liveness()));
             crate::partition::nmi::report_taken_in_hypervisor(partition);
             crate::partition::nmi::exit(partition, || vcpu.rip());
             Action::Resume { skip: false }

@@ -18,9 +18,13 @@ use bulkhead_abi::hyperv::{CrashCtl, HypercallMsr, PageMsr, Scontrol};
 use bulkhead_virt::hyperv_clock;
 use core::sync::atomic::Ordering;
 
+/// The synthetic range this module answers (TLFS "Synthetic MSRs").
+pub const FIRST: u32 = 0x4000_0000;
+pub const LAST: u32 = 0x4000_01ff;
+
 /// Whether `msr` is in the synthetic range this module answers.
 pub fn is_synthetic(msr: u32) -> bool {
-    (0x4000_0000..=0x4000_01ff).contains(&msr)
+    (FIRST..=LAST).contains(&msr)
 }
 
 /// TIME_REF_COUNT: 100 ns ticks since the partition's start, on the hardware TSC (the

@@ -5,7 +5,7 @@
 //!   faults with reason `watchdog` (its first core is asked, by an NMI, to stop it; its
 //!   policy applies);
 //! - checks the hypervisor's own cores: a core that has been handling one VM exit for more
-//!   than [`HANG_MS`] is hung (each core's liveness count, `PerCpu::set_liveness`);
+//!   than [`HANG_MS`] is hung (each core's liveness count, `PerCpu::step_liveness`);
 //! - kicks the board watchdog while no core is hung and every critical partition is
 //!   healthy (starting or running). Otherwise it records why (`reset_record`) and stops
 //!   kicking: unless the system recovers within the board watchdog's timeout, the board
