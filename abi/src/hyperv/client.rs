@@ -19,7 +19,7 @@
 
 use super::hypercall::{CONSOLE_WRITE_MAX, code};
 use super::message::{
-    EVENT_FLAGS_PER_SLOT, EVENT_FLAGS_SLOT_SIZE, MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_SIZE, MESSAGE_TYPE_NONE,
+    EVENT_FLAGS_PER_SLOT, EVENT_FLAGS_SLOT_SIZE, MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_TYPE_NONE, MessageHeader,
 };
 use super::msr::{self, SINT_COUNT};
 use super::{
@@ -367,9 +367,16 @@ impl<C: Cpu> Client<C> {
         if !self.has_message(sint) {
             return None;
         }
-        let mut bytes = [0u8; MESSAGE_SIZE];
-        for (index, chunk) in bytes.chunks_exact_mut(8).enumerate() {
-            chunk.copy_from_slice(&self.slot_word(sint, index).load(Ordering::Acquire).to_le_bytes());
+        // The header's two words, then only the words the payload fills: a 16-byte
+        // message is four loads, not the slot's 32 (`cargo xtask bench`
+        // `hv-message-ping-pong`). Bytes past the payload come back zero.
+        let mut header = [0u8; MessageHeader::SIZE];
+        header[..8].copy_from_slice(&self.slot_word(sint, 0).load(Ordering::Acquire).to_le_bytes());
+        header[8..].copy_from_slice(&self.slot_word(sint, 1).load(Ordering::Acquire).to_le_bytes());
+        let mut message = Message { header: MessageHeader::from_bytes(&header), ..Message::EMPTY };
+        let words = usize::from(message.header.payload_size).min(MAX_PAYLOAD).div_ceil(8);
+        for (index, chunk) in message.payload.chunks_exact_mut(8).take(words).enumerate() {
+            chunk.copy_from_slice(&self.slot_word(sint, 2 + index).load(Ordering::Acquire).to_le_bytes());
         }
         // Free the slot by clearing only the type (the low half of word 0): the flags byte
         // keeps a MessagePending the hypervisor sets meanwhile. The atomic RMW orders
@@ -381,7 +388,7 @@ impl<C: Cpu> Client<C> {
             self.cpu.write_msr(msr::EOM, 0);
             self.end_of_messages += 1;
         }
-        Some(Message::from_bytes(&bytes))
+        Some(message)
     }
 
     /// EOM writes so far (each is one exit to the hypervisor).

@@ -237,7 +237,12 @@ fn deliver_oldest(queue: &mut SintQueue, receiver: &Partition, target: &Target, 
 /// HvCallPostMessage's delivery, the connection already checked: the message goes to the
 /// receiver's slot, or waits in the connection's queue.
 #[inline(always)]
-pub fn post(receiver: &Partition, connection_index: usize, connection: &Connection, message: &PostedMessage) -> HvStatus {
+pub fn post(
+    receiver: &Partition,
+    connection_index: usize,
+    connection: &Connection,
+    message: &PostedMessage,
+) -> HvStatus {
     let depth = match connection.kind {
         bulkhead_board::tables::ConnectionKind::Message { queue_depth } => (queue_depth as usize).min(DEPTH),
         bulkhead_board::tables::ConnectionKind::Event { .. } => return HvStatus::InvalidPortId,
