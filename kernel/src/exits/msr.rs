@@ -74,8 +74,15 @@ fn allowed_read(msr: u32) -> Option<u64> {
 
 /// Answers an intercepted WRMSR; false means #GP. (IA32_APIC_BASE is written through
 /// `lapic::write_base`, which switches the vCPU's MSR bitmap.)
+#[inline(always)]
 fn allowed_write(partition: &Partition, msr: u32, value: u64) -> bool {
     match msr {
+        // EOI, the end of every interrupt where the x2APIC is emulated on an xAPIC (SVM
+        // here): the register map's one rule for it, a zero value (SDM 11.12.1.3), checked
+        // in line; any other value goes the general way below and is refused there.
+        apic_access::EOI if value == 0 && crate::lapic::mode() == Mode::X2Apic => {
+            apic_access::perform_write(apic_access::EOI, 0)
+        }
         // The x2APIC registers exist as MSRs in x2APIC mode only (SDM 11.12.2).
         msr if apic_access::X2APIC_MSRS.contains(&msr) => {
             crate::lapic::mode() == Mode::X2Apic && crate::lapic::apic_register_write(partition, msr, value)
@@ -170,8 +177,8 @@ fn read_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32) -> Opt
     }
 }
 
-/// An intercepted WRMSR, dispatched as [`read_msr`]. False is #GP.
-#[inline]
+/// An intercepted WRMSR, dispatched as [`read_msr`] (one `match`). False is #GP.
+#[inline(always)]
 fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value: u64) -> bool {
     match msr {
         EFER => {
@@ -180,7 +187,7 @@ fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value
                 .map(|efer| backend.set_guest_efer(efer))
                 .is_some()
         }
-        msr if super::tsc::handles(msr) => {
+        super::tsc::IA32_TSC | super::tsc::IA32_TSC_ADJUST | apic_access::TSC_DEADLINE => {
             let before = backend.tsc_offset();
             let done = super::tsc::write(backend, msr, value);
             if done && backend.tsc_offset() != before {
@@ -188,7 +195,7 @@ fn write_msr<B: Backend>(partition: &Partition, backend: &mut B, msr: u32, value
             }
             done
         }
-        msr if crate::hyperv::synthetic_msr::is_synthetic(msr) => {
+        crate::hyperv::synthetic_msr::FIRST..=crate::hyperv::synthetic_msr::LAST => {
             if crate::xen::speaks_xen(partition) {
                 crate::xen::hypercall::write_page_msr(partition, msr, value)
             } else {

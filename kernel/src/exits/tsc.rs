@@ -43,14 +43,7 @@ fn write_deadline(value: u64) {
     unsafe { x86_64::registers::model_specific::Msr::new(TSC_DEADLINE).write(value) }
 }
 
-/// Whether `msr` is answered here (the caller then uses [`read`] / [`write`]).
-#[inline]
-pub fn handles(msr: u32) -> bool {
-    // Both tests fail for most MSRs (the exit path of every other RDMSR/WRMSR).
-    (msr < 0x40 && matches!(msr, IA32_TSC | IA32_TSC_ADJUST)) || msr == TSC_DEADLINE
-}
-
-/// An intercepted RDMSR of one of [`handles`]' MSRs; `None` is #GP.
+/// An intercepted RDMSR of IA32_TSC, IA32_TSC_ADJUST or IA32_TSC_DEADLINE; `None` is #GP.
 pub fn read<B: Backend>(backend: &mut B, msr: u32) -> Option<u64> {
     let offset = backend.tsc_offset();
     match msr {
@@ -63,7 +56,7 @@ pub fn read<B: Backend>(backend: &mut B, msr: u32) -> Option<u64> {
     }
 }
 
-/// An intercepted WRMSR of one of [`handles`]' MSRs; false is #GP.
+/// An intercepted WRMSR of IA32_TSC, IA32_TSC_ADJUST or IA32_TSC_DEADLINE; false is #GP.
 pub fn write<B: Backend>(backend: &mut B, msr: u32, value: u64) -> bool {
     match msr {
         IA32_TSC => backend.set_tsc_offset(value.wrapping_sub(rdtsc())),

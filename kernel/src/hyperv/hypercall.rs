@@ -243,9 +243,7 @@ fn console_write(partition: &Partition, input: HypercallInput, parameter: u64) -
         // caller's own RAM; its other vCPUs may change them meanwhile, which only changes
         // what it prints.
         unsafe { core::ptr::copy_nonoverlapping((host + (HEADER + at) as u64) as *const u8, chunk.as_mut_ptr(), n) };
-        for &byte in &chunk[..n] {
-            partition.console_write(byte);
-        }
+        partition.console_write_all(&chunk[..n]);
         at += n;
     }
     Ok(())

@@ -22,11 +22,6 @@ use core::sync::atomic::Ordering;
 pub const FIRST: u32 = 0x4000_0000;
 pub const LAST: u32 = 0x4000_01ff;
 
-/// Whether `msr` is in the synthetic range this module answers.
-pub fn is_synthetic(msr: u32) -> bool {
-    (FIRST..=LAST).contains(&msr)
-}
-
 /// TIME_REF_COUNT: 100 ns ticks since the partition's start, on the hardware TSC (the
 /// same for every vCPU whatever TSC offset its guest set).
 fn time_ref_count(registers: &PartitionRegisters) -> u64 {

@@ -233,9 +233,23 @@ impl Partition {
     /// logged with the partition's name so the partitions' outputs stay apart on the one
     /// physical console, within the partition's rate limit ([`CONSOLE_LINES_PER_SECOND`]).
     pub fn console_write(&self, byte: u8) {
+        self.console_write_all(&[byte]);
+    }
+
+    /// [`console_write`](Self::console_write) of each byte of `bytes` in turn (a console
+    /// write hypercall's text), this CPU's line found once for all of them.
+    #[inline]
+    pub fn console_write_all(&self, bytes: &[u8]) {
         let cpu = crate::cpu::percpu::current_index() as usize;
         // SAFETY: this CPU's own entry (see the `Sync` impl).
         let line = unsafe { &mut *self.console[cpu].get() };
+        for &byte in bytes {
+            self.collect(line, byte);
+        }
+    }
+
+    #[inline(always)]
+    fn collect(&self, line: &mut ConsoleLine, byte: u8) {
         match byte {
             b'\n' => {
                 self.flush_line(line);
