@@ -338,6 +338,22 @@ impl Vcpu {
         Ok(())
     }
 
+    /// After a refused VMRESUME: launches the VMCS if that is why (its first entry since
+    /// `new` or `reset`; SDM Vol. 3C 31.4 "VM Instruction Error Numbers": 5, VMRESUME with
+    /// non-launched VMCS). Whether the guest was entered.
+    #[cold]
+    #[inline(never)]
+    fn first_entry(&mut self) -> bool {
+        const VMRESUME_NON_LAUNCHED: u64 = 5;
+        if self.launched || vmread(ro::VM_INSTRUCTION_ERROR) != VMRESUME_NON_LAUNCHED {
+            return false;
+        }
+        // SAFETY: as in `run`; the VMCS is current and clear.
+        let entered = unsafe { world_switch::launch(&mut self.registers) };
+        self.launched = entered;
+        entered
+    }
+
     /// Puts the vCPU in its start state (first start, or a partition restart).
     pub fn reset(&mut self, entry: &GuestEntry) -> Result<(), SetupError> {
         if self.launched {
@@ -597,19 +613,24 @@ impl Vcpu {
     /// [`Exit::Unhandled`] with reason `u32::MAX` and the VM-instruction error.
     #[inline(always)]
     pub fn run<V: ExitVisitor<Self>>(&mut self, visitor: &mut V) -> V::Output {
+        // Every entry but the first after `new` or `reset` resumes; the first VMRESUME is
+        // refused (VMfailValid, "VMRESUME with non-launched VMCS") and `first_entry`
+        // launches instead, so the launch state costs the exit path nothing.
         #[cfg(feature = "profile")]
         let entry = crate::profile_stamp();
         // SAFETY: `new` set up and loaded the VMCS with HOST_RIP at the exit handler.
-        let entered = unsafe { world_switch::enter(&mut self.registers, self.launched) };
+        let mut entered = unsafe { world_switch::resume(&mut self.registers) };
         #[cfg(feature = "profile")]
         {
             self.profile_stamps = (entry, crate::profile_stamp());
         }
         if !entered {
+            entered = self.first_entry();
+        }
+        if !entered {
             let failed = Exit::Unhandled { reason: u32::MAX, qualification: vmread(ro::VM_INSTRUCTION_ERROR) };
             return visitor.other(self, failed);
         }
-        self.launched = true;
         let reason = vmread(ro::EXIT_REASON) as u32;
         let r = &self.registers;
         match reason & 0xffff {

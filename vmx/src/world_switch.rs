@@ -1,19 +1,24 @@
 //! Entering the guest and coming back: the only assembly of the backend.
 //!
-//! `vmx_enter` saves the host's callee-saved registers and the register-block pointer on
-//! the stack, records that stack in HOST_RSP, loads the guest's general registers and
-//! executes VMLAUNCH or VMRESUME. A VM exit lands on `vmx_exit` (HOST_RIP) with RSP back
-//! at that stack, stores the guest registers, restores the host's and returns 0 to the
-//! caller of `vmx_enter`. A failed VM entry falls through and returns 1.
+//! `vmx_resume` and `vmx_launch` save the host's callee-saved registers and the
+//! register-block pointer on the stack, record that stack in HOST_RSP, load the guest's
+//! general registers and execute VMRESUME or VMLAUNCH. A VM exit lands on `vmx_exit`
+//! (HOST_RIP) with RSP back at that stack, stores the guest registers, restores the
+//! host's and returns 0 to the caller. A failed VM entry falls through and returns 1.
+//!
+//! Two entry points rather than one with a launched flag: every exit but a vCPU's first
+//! resumes, so the loop calls `vmx_resume` and only a VMRESUME refused for a VMCS not yet
+//! launched goes on to `vmx_launch` ([`crate::vmcs::Vcpu::run`]): no flag is loaded,
+//! tested or stored per exit (issue 19).
 
 pub use bulkhead_virt::guest_state::GuestRegisters;
 use core::mem::offset_of;
 
-core::arch::global_asm!(
-    r#"
-    .section .text
-    .global vmx_enter
-vmx_enter:
+/// The entry sequence up to the VM-entry instruction: host registers and the block's
+/// address on the stack, HOST_RSP, the guest's registers.
+macro_rules! entry_prologue {
+    () => {
+        r#"
     push rbp
     push rbx
     push r12
@@ -23,15 +28,30 @@ vmx_enter:
     push rdi
     mov rax, {host_rsp}
     vmwrite rax, rsp
-    test rsi, rsi
     mov rax, [rdi + {rax}]
+    "#
+    };
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text
+    .global vmx_resume
+vmx_resume:
     "#,
+    entry_prologue!(),
     bulkhead_virt::load_guest_registers!(),
     r#"
-    jnz 2f
-    vmlaunch
+    vmresume
     jmp 3f
-2:  vmresume
+
+    .global vmx_launch
+vmx_launch:
+    "#,
+    entry_prologue!(),
+    bulkhead_virt::load_guest_registers!(),
+    r#"
+    vmlaunch
 3:  /* VM entry failed: the host state was never left. */
     pop rdi
     pop r15
@@ -82,7 +102,8 @@ vmx_exit:
 );
 
 unsafe extern "C" {
-    fn vmx_enter(registers: *mut GuestRegisters, launched: u64) -> u64;
+    fn vmx_resume(registers: *mut GuestRegisters) -> u64;
+    fn vmx_launch(registers: *mut GuestRegisters) -> u64;
     fn vmx_exit();
 }
 
@@ -91,15 +112,25 @@ pub fn exit_handler_address() -> u64 {
     vmx_exit as *const () as u64
 }
 
-/// Runs the guest of the current VMCS until its next exit. Returns false when the VM entry
-/// itself failed (VMfail; the VM-instruction error field says why).
+/// Runs the guest of the current, launched VMCS (VMRESUME) until its next exit. Returns
+/// false when the VM entry itself failed (VMfail; the VM-instruction error field says
+/// why: for a VMCS not launched yet, [`launch`] is the entry).
 ///
 /// # Safety
 /// The current VMCS must be fully set up, with HOST_RIP = [`exit_handler_address`].
 #[inline]
-pub unsafe fn enter(registers: &mut GuestRegisters, launched: bool) -> bool {
+pub unsafe fn resume(registers: &mut GuestRegisters) -> bool {
     // SAFETY: per the caller; the assembly preserves the host's callee-saved registers.
-    unsafe { vmx_enter(registers, u64::from(launched)) == 0 }
+    unsafe { vmx_resume(registers) == 0 }
+}
+
+/// [`resume`] for the first entry of a clear VMCS (VMLAUNCH).
+///
+/// # Safety
+/// As for [`resume`].
+pub unsafe fn launch(registers: &mut GuestRegisters) -> bool {
+    // SAFETY: per the caller; the assembly preserves the host's callee-saved registers.
+    unsafe { vmx_launch(registers) == 0 }
 }
 
 /// Ends the blocking of NMIs that a VM exit caused by an NMI leaves in effect (SDM 27.5.5

@@ -669,10 +669,10 @@ const PROFILE_CASES: &[ProfileCase] = {
 /// which does not retire, as none.
 fn world_switch_instructions(backend: &BenchBackend) -> u64 {
     match backend.prefix {
-        // vmx_enter: call, 7 pushes, mov, vmwrite, test, mov, 14 loads, jnz, vmresume (28);
+        // vmx_resume: call, 7 pushes, mov, vmwrite, mov, 14 loads, vmresume (26);
         // vmx_exit: push, mov, 14 stores, pop, 7 pops, xor, ret (27) — RDI's store is
         // `pop rax; mov`.
-        "vmx" => 55,
+        "vmx" => 53,
         // bulkhead_svm_run: call, 9 pushes, mov, vmload, 14 loads, vmrun (27; the host's
         // VMSAVE is done once at set-up); after #VMEXIT: push, mov, 13 stores, pop, mov,
         // pop, vmsave, pop, vmload, 7 pops, ret (29).
