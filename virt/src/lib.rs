@@ -60,6 +60,7 @@ pub mod guest_state;
 pub mod guest_walk;
 pub mod hyperv_clock;
 pub mod hyperv_msr;
+pub mod in_flight;
 pub mod ioapic;
 pub mod ipi;
 pub mod memory;

@@ -127,6 +127,26 @@ fn fetch<B: Backend>(partition: &Partition, backend: &mut B, code: CodeSize, byt
 pub(crate) struct PartitionRam(pub(crate) &'static tables::Partition);
 
 impl PartitionRam {
+    /// A little-endian value of `size` (4 or 8) bytes at `gpa`: a page table entry, read
+    /// whole with one aligned load as the processor's page walk reads it (the guest may
+    /// change it meanwhile); byte by byte where it is not aligned.
+    fn read_entry(&self, gpa: u64, size: usize) -> Result<u64, MemoryError> {
+        let host = self.host(gpa, size as u64)?;
+        if !host.is_multiple_of(size as u64) {
+            let mut bytes = [0; 8];
+            self.read(gpa, &mut bytes[..size])?;
+            return Ok(u64::from_le_bytes(bytes));
+        }
+        // SAFETY: an aligned value inside the partition's RAM (`host`), identity-mapped.
+        Ok(unsafe {
+            if size == 8 {
+                core::ptr::read_volatile(host as *const u64)
+            } else {
+                u64::from(core::ptr::read_volatile(host as *const u32))
+            }
+        })
+    }
+
     /// The host address of `len` bytes at `gpa`, if they lie in one of the partition's
     /// memory regions.
     fn host(&self, gpa: u64, len: u64) -> Result<u64, MemoryError> {
@@ -155,27 +175,11 @@ impl GuestMemory for PartitionRam {
     }
 
     fn read_u64(&self, gpa: u64) -> Result<u64, MemoryError> {
-        let host = self.host(gpa, 8)?;
-        if !host.is_multiple_of(8) {
-            let mut bytes = [0; 8];
-            self.read(gpa, &mut bytes)?;
-            return Ok(u64::from_le_bytes(bytes));
-        }
-        // SAFETY: an aligned word inside the partition's RAM (above); a page table entry
-        // the guest may change meanwhile, which an aligned load reads whole, as the
-        // processor's page walk does.
-        Ok(unsafe { core::ptr::read_volatile(host as *const u64) })
+        self.read_entry(gpa, 8)
     }
 
     fn read_u32(&self, gpa: u64) -> Result<u32, MemoryError> {
-        let host = self.host(gpa, 4)?;
-        if !host.is_multiple_of(4) {
-            let mut bytes = [0; 4];
-            self.read(gpa, &mut bytes)?;
-            return Ok(u32::from_le_bytes(bytes));
-        }
-        // SAFETY: as in `read_u64`.
-        Ok(unsafe { core::ptr::read_volatile(host as *const u32) })
+        self.read_entry(gpa, 4).map(|value| value as u32)
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {

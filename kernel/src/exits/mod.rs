@@ -112,17 +112,15 @@ impl<B: Backend> ExitVisitor<B> for ExitHandler<'_> {
     }
 }
 
+/// Each exit's handling once its liveness step is done (the visitor's methods above step
+/// the count exactly once per exit, so its parity says where the core is).
 impl ExitHandler<'_> {
     /// Where the NMI took the vCPU out of its guest, if the last exit was an NMI exit (its
     /// liveness count is still the current one: no entry since).
     pub fn last_exit_nmi_rip(&self) -> Option<u64> {
         self.nmi_rip.filter(|&(_, count)| count == self.cpu.liveness()).map(|(rip, _)| rip)
     }
-}
 
-/// Each exit's handling once its liveness step is done (the visitor's methods above step
-/// the count exactly once per exit, so its parity says where the core is).
-impl ExitHandler<'_> {
     #[inline(always)]
     fn answer_cpuid<B: Backend>(&mut self, vcpu: &mut B, leaf: u32, subleaf: u32) -> Result<(), Stopping> {
         self.partition.exits.cpuid.fetch_add(1, Ordering::Relaxed);

@@ -32,6 +32,7 @@ use bulkhead_abi::hyperv::message::{MAX_PAYLOAD, MESSAGE_FLAG_PENDING, MESSAGE_S
 use bulkhead_abi::hyperv::msr::SINT_COUNT;
 use bulkhead_abi::hyperv::{EventFlagsPage, HvStatus, MessagePage, Sint};
 use bulkhead_board::tables::Connection;
+use bulkhead_virt::in_flight::InFlight;
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use spin::mutex::TicketMutex;
 
@@ -114,9 +115,14 @@ impl Target {
 /// The SINT's interrupt, as a fixed IPI to the receiver's core (none while masked: the
 /// TLFS drops it; messages stay in their slot or queue).
 fn interrupt(target: &Target) {
-    if target.sint_register.is_masked() {
-        return;
+    if !target.sint_register.is_masked() {
+        send_sint(target);
     }
+}
+
+/// The unmasked SINT's fixed IPI to the receiver's core, if the core has started.
+#[inline(always)]
+fn send_sint(target: &Target) {
     let apic_id = target.vp.apic_id.load(Ordering::Relaxed);
     if apic_id != u32::MAX {
         crate::cpu::apic::send_fixed_ipi(apic_id, target.sint_register.vector());
@@ -307,8 +313,9 @@ pub fn end_of_message(receiver: &Partition) {
 }
 
 /// Signals under way to each partition (indexed by receiving partition): how a restart
-/// waits for them without a lock on the event path ([`signal`], [`reset`]).
-static SIGNALS_IN_FLIGHT: [AtomicU32; PARTITIONS] = [const { AtomicU32::new(0) }; PARTITIONS];
+/// waits for them without a lock on the event path ([`signal`], [`reset`];
+/// `bulkhead_virt::in_flight` says why it holds, and tests it).
+static SIGNALS_IN_FLIGHT: [InFlight; PARTITIONS] = [const { InFlight::new() }; PARTITIONS];
 
 /// HvCallSignalEvent's delivery to `receiver` (the connection's): sets the connection's
 /// flag in the receiver's event-flag page atomically; only a flag that was clear raises
@@ -321,11 +328,7 @@ static SIGNALS_IN_FLIGHT: [AtomicU32; PARTITIONS] = [const { AtomicU32::new(0) }
 /// zeroes) or sees the SynIC disabled, never in the reloaded memory.
 #[inline(always)]
 pub fn signal(receiver: &Partition, connection: &Connection, flag: u16) -> HvStatus {
-    let in_flight = &SIGNALS_IN_FLIGHT[receiver.config().id.0 as usize];
-    in_flight.fetch_add(1, Ordering::SeqCst);
-    let status = deliver_signal(receiver, connection, flag);
-    in_flight.fetch_sub(1, Ordering::Release);
-    status
+    SIGNALS_IN_FLIGHT[receiver.config().id.0 as usize].run(|| deliver_signal(receiver, connection, flag))
 }
 
 #[inline(always)]
@@ -346,11 +349,9 @@ fn deliver_signal(receiver: &Partition, connection: &Connection, flag: u16) -> H
     // SAFETY: an aligned word of the receiver's event-flag page, in its own RAM
     // (`private_memory`).
     let flags = unsafe { &*(word as *const AtomicU64) };
+    // Masked was refused above.
     if flags.fetch_or(mask, Ordering::SeqCst) & mask == 0 {
-        let apic_id = target.vp.apic_id.load(Ordering::Relaxed);
-        if apic_id != u32::MAX {
-            crate::cpu::apic::send_fixed_ipi(apic_id, target.sint_register.vector());
-        }
+        send_sint(&target);
     }
     receiver.health.events_received.fetch_add(1, Ordering::Relaxed);
     HvStatus::Success
@@ -367,12 +368,9 @@ pub fn reset(receiver: &Partition, reset_registers: impl FnOnce()) {
     let id = receiver.config().id;
     let mut queues: [_; SINTS] = core::array::from_fn(|sint| SINT_QUEUES[id.0 as usize][sint].lock());
     reset_registers();
-    // The pages' reset (stores) before the in-flight count's read: a signal that counted
-    // itself after this read finds its page 0; one before it is waited for.
-    core::sync::atomic::fence(Ordering::SeqCst);
-    while SIGNALS_IN_FLIGHT[id.0 as usize].load(Ordering::Acquire) != 0 {
-        core::hint::spin_loop();
-    }
+    // The pages are 0 now: a signal that counts itself from here on refuses, one that
+    // counted itself before is waited for.
+    SIGNALS_IN_FLIGHT[id.0 as usize].wait_idle();
     for (i, _) in crate::config::SYSTEM.connections.iter().enumerate().filter(|(_, c)| c.to == id) {
         let mut ring = RINGS[i].lock();
         ring.len = 0;
